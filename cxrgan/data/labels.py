@@ -1,0 +1,39 @@
+"""Uncertainty policies that turn raw CheXpert-style labels (1, 0, -1, blank) into 0 / 1 / NaN.
+
+Irvin et al. 2019, "CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert Comparison":
+U-Zeros maps uncertain (-1) to negative, U-Ones to positive, U-Ignore leaves it unknown (masked in the loss).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxrgan.errors import CxrganError
+
+UNCERTAINTY_POLICIES = ("zeros", "ones", "ignore")
+BLANK_POLICIES = ("zero", "ignore")
+
+
+def apply_uncertainty_policy(raw: np.ndarray, policy: str = "ignore", blank: str = "zero") -> np.ndarray:
+    """Map raw labels to float32 0 / 1 / NaN.
+
+    Args:
+        raw: array of 1, 0, -1 (uncertain) and NaN (blank: the report did not mention the finding).
+        policy: "zeros" (U-Zeros), "ones" (U-Ones) or "ignore" (U-Ignore: NaN, masked in the loss).
+        blank: "zero" treats an unmentioned finding as negative (the usual CheXpert practice),
+            "ignore" keeps it unknown.
+    """
+    if policy not in UNCERTAINTY_POLICIES:
+        raise CxrganError(f"unknown uncertainty policy {policy!r}; expected one of {list(UNCERTAINTY_POLICIES)}")
+    if blank not in BLANK_POLICIES:
+        raise CxrganError(f"unknown blank policy {blank!r}; expected one of {list(BLANK_POLICIES)}")
+    raw = np.asarray(raw, dtype=np.float32)
+    known = raw[~np.isnan(raw)]
+    bad = np.setdiff1d(np.unique(known), [-1.0, 0.0, 1.0])
+    if bad.size:
+        raise CxrganError(f"label value {bad[0]:g} is not one of 1, 0, -1 or blank")
+    out = raw.copy()
+    out[raw == -1] = {"zeros": 0.0, "ones": 1.0, "ignore": np.nan}[policy]
+    if blank == "zero":
+        out[np.isnan(raw)] = 0.0
+    return out

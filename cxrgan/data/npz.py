@@ -1,0 +1,134 @@
+"""The compact .npz format of ../shared/data: read it (memory-mapped when stored uncompressed) and write it.
+
+Keys: ``images`` (N,H,W) uint8, ``labels`` (N,) int8, ``label_names``, ``split``, optional multi-label
+``findings`` (N,K) with ``finding_names`` (values 1 / 0 / -1 uncertain; float files may hold NaN for blank),
+and any other (N,) array as metadata (``patient_id``, ``view_position`` or ``view``, ``filename``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.labels import apply_uncertainty_policy
+from cxrgan.errors import CxrganError
+from cxrgan.io import atomic_write
+
+TARGETS = ("labels", "findings")
+_RESERVED = {"images", "labels", "label_names", "findings", "finding_names", "split"}
+
+
+def load_npz(
+    path: str | os.PathLike,
+    target: str = "labels",
+    uncertainty: str = "ignore",
+    blank: str = "zero",
+) -> CXRDataset:
+    """Load a compact file.
+
+    Args:
+        path: the .npz file.
+        target: "labels" for the binary task (``labels``, ``label_names``), "findings" for multi-label.
+        uncertainty: U-policy applied to -1 findings ("zeros", "ones", "ignore").
+        blank: how NaN (blank) findings are read ("zero" or "ignore").
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CxrganError(f"{path}: no such file")
+    if target not in TARGETS:
+        raise CxrganError(f"unknown target {target!r}; expected one of {list(TARGETS)}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CxrganError(f"{path}: not a readable .npz file ({exc})") from exc
+    with archive:
+        missing = [k for k in ("images", "labels", "split") if k not in archive.files]
+        if missing:
+            raise CxrganError(f"{path}: missing array(s) {missing}; found {archive.files}")
+        images = _memmap_member(path, "images")
+        if images is None:
+            images = archive["images"]
+        n = len(images)
+        columns = {k: archive[k] for k in archive.files if k not in _RESERVED and k != "images"}
+        meta = pd.DataFrame({k: v for k, v in columns.items() if v.ndim == 1 and len(v) == n})
+        meta["split"] = archive["split"].astype(str)
+        if "view" not in meta and "view_position" in meta:
+            meta["view"] = meta["view_position"]
+        if "source" not in meta:
+            meta["source"] = path.stem
+        meta["synthetic"] = meta["synthetic"].astype(bool) if "synthetic" in meta else False
+        if target == "labels":
+            labels = archive["labels"].astype(np.float32)
+            names = [str(s) for s in archive["label_names"]] if "label_names" in archive.files else ["0", "1"]
+            if labels.ndim != 1:
+                raise CxrganError(f"{path}: 'labels' must be (N,), got {labels.shape}")
+            values = set(np.unique(labels[~np.isnan(labels)]).tolist())
+            if not values <= {0.0, 1.0}:
+                raise CxrganError(f"{path}: binary 'labels' hold values {sorted(values)}; expected 0 and 1")
+            if len(names) != 2:
+                raise CxrganError(f"{path}: binary task needs two label_names, got {names}")
+            return CXRDataset(images, labels[:, None], (names[1],), meta, class_names=(names[0], names[1]))
+        if "findings" not in archive.files or "finding_names" not in archive.files:
+            raise CxrganError(f"{path}: target 'findings' needs 'findings' and 'finding_names' arrays")
+        raw = archive["findings"].astype(np.float32)
+        try:
+            labels = apply_uncertainty_policy(raw, uncertainty, blank)
+        except CxrganError as exc:
+            raise CxrganError(f"{path}: {exc}") from exc
+        return CXRDataset(images, labels, tuple(str(s) for s in archive["finding_names"]), meta)
+
+
+def save_npz(dataset: CXRDataset, path: str | os.PathLike, raw_findings: np.ndarray | None = None) -> Path:
+    """Write ``dataset`` in the compact format, uncompressed so large image arrays can be memory-mapped.
+
+    A binary dataset is written as ``labels``; a multi-label one as ``findings`` (``raw_findings`` keeps
+    uncertain -1 values when given) plus ``labels`` = any finding present. Written atomically.
+    """
+    arrays: dict[str, np.ndarray] = {"images": np.ascontiguousarray(dataset.images)}
+    if dataset.is_binary:
+        y = dataset.labels[:, 0]
+        arrays["labels"] = np.where(np.isnan(y), -1, y).astype(np.int8)
+        arrays["label_names"] = np.array(dataset.class_names or ("negative", dataset.label_names[0]))
+    else:
+        findings = raw_findings if raw_findings is not None else dataset.labels
+        arrays["findings"] = np.asarray(findings, dtype=np.float32)
+        arrays["finding_names"] = np.array(dataset.label_names)
+        arrays["labels"] = (np.nan_to_num(dataset.labels) == 1).any(axis=1).astype(np.int8)
+        arrays["label_names"] = np.array(["normal", "abnormal"])
+    for column in dataset.meta.columns:
+        values = dataset.meta[column].to_numpy()
+        arrays[column] = values.astype(bool) if column == "synthetic" else values.astype(str)
+
+    def _write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, _write)
+
+
+def _memmap_member(path: Path, name: str) -> np.ndarray | None:
+    """Memory-map ``name.npy`` inside an uncompressed .npz; None when the member is compressed."""
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{name}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local_header = f.read(30)
+            name_len = int.from_bytes(local_header[26:28], "little")
+            extra_len = int.from_bytes(local_header[28:30], "little")
+            data_start = info.header_offset + 30 + name_len + extra_len
+            f.seek(data_start)
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(version, np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")

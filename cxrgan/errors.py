@@ -1,0 +1,5 @@
+"""The one user-facing error type: the CLI prints its message without a traceback."""
+
+
+class CxrganError(Exception):
+    """Bad input or configuration; the message names the file, row or value at fault."""
