@@ -1,0 +1,55 @@
+"""The balancer interface (imbalanced-learn style ``fit_resample``) and the registry that names every method."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from cxrgan.data.dataset import CXRDataset
+from cxrgan.errors import CxrganError
+
+
+class Balancer(ABC):
+    """Turns a training split into a rebalanced training split.
+
+    ``fit_resample`` never sees validation or test rows: callers pass the training split only. Rows it adds are
+    flagged ``synthetic`` (generated) or keep their real metadata (resampled copies of real rows).
+    """
+
+    @abstractmethod
+    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+        """Return the rebalanced dataset; the input is not modified."""
+
+
+@dataclass(frozen=True)
+class BalanceContext:
+    """What a method needs from the run that uses it, so factories take one explicit argument."""
+
+    random_state: int  # seed for every random choice the balancer makes
+    device: str = "cpu"  # torch device for balancers that train a model (GANs)
+    work_dir: Path | None = None  # where model-backed balancers keep runs and caches
+    full: bool = False  # paper-size settings (GPU) instead of CPU defaults
+
+
+BalancerFactory = Callable[[BalanceContext], Balancer]
+BALANCERS: dict[str, BalancerFactory] = {}
+
+
+def register_balancer(name: str) -> Callable[[BalancerFactory], BalancerFactory]:
+    """Decorator adding ``factory(context) -> Balancer`` to the registry under ``name``."""
+
+    def decorate(factory: BalancerFactory) -> BalancerFactory:
+        if name in BALANCERS:
+            raise ValueError(f"balancer {name!r} is registered twice")
+        BALANCERS[name] = factory
+        return factory
+
+    return decorate
+
+
+def make_balancer(name: str, context: BalanceContext) -> Balancer:
+    if name not in BALANCERS:
+        raise CxrganError(f"unknown method {name!r}; available: {', '.join(sorted(BALANCERS))}")
+    return BALANCERS[name](context)

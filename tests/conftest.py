@@ -1,0 +1,58 @@
+"""Shared fixtures: the real-data folder (CXRGAN_DATA, default ../shared/data) and small real subsets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("CXRGAN_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = _data_dir()
+    if not path.is_dir():
+        pytest.skip(f"real CXR data folder {path} is absent (set CXRGAN_DATA to the shared/data folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kermany_path(data_dir: Path) -> Path:
+    return data_dir / "kermany_pneumonia" / "kermany_pneumonia_64.npz"
+
+
+@pytest.fixture(scope="session")
+def nih_path(data_dir: Path) -> Path:
+    return data_dir / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz"
+
+
+@pytest.fixture(scope="session")
+def kermany(kermany_path: Path):
+    from cxrgan.data import load_npz
+
+    return load_npz(kermany_path)
+
+
+@pytest.fixture(scope="session")
+def kermany_small(kermany):
+    """A fixed, class-stratified 240-image real subset (160 train / 40 val / 40 test), 1:3 normal:pneumonia."""
+    import numpy as np
+
+    from cxrgan.data import CXRDataset
+
+    rng = np.random.default_rng(0)
+    parts = []
+    for split_name, n in (("train", 160), ("val", 40), ("test", 40)):
+        part = kermany.split(split_name)
+        y = part.binary_targets()
+        idx = np.concatenate(
+            [rng.choice(np.flatnonzero(y == 0), n // 4, replace=False), rng.choice(np.flatnonzero(y == 1), 3 * n // 4, replace=False)]
+        )
+        parts.append(part.subset(np.sort(idx)))
+    return CXRDataset.concat(parts)
