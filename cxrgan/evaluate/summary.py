@@ -1,0 +1,103 @@
+"""Scores of one run -> metrics, and finished runs of several methods x seeds -> one table with CIs and p-values."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrgan.evaluate.metrics import multilabel_auc, threshold_report
+from cxrgan.evaluate.stats import aggregate_seeds, bootstrap_ci, paired_seed_test, seed_delong
+
+# Columns of the binary table, in the order a clinician reads them; all threshold metrics at the Youden threshold.
+BINARY_COLUMNS = {
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC",
+    "precision": "precision",
+    "recall": "recall (sens.)",
+    "specificity": "specificity",
+    "f1": "F1",
+    "accuracy": "accuracy",
+}
+
+
+def evaluate_scores(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray, s_test: np.ndarray,
+                    names: Sequence[str], n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Test metrics of one trained model.
+
+    Binary (K = 1): threshold metrics at the validation Youden threshold (plain names) and at 0.5 (``@0.5``
+    suffix), ROC AUC with a stratified bootstrap 95% CI. Multi-label: per-finding ROC AUC and ``macro``.
+    """
+    if y_test.shape[1] > 1:
+        return multilabel_auc(y_test, s_test, names)
+    report = threshold_report(y_test[:, 0], s_test[:, 0], y_val[:, 0], s_val[:, 0])
+    metrics = dict(report["youden"])
+    metrics.update({f"{k}@0.5": v for k, v in report["default"].items() if k not in ("roc_auc", "pr_auc")})
+    interval = bootstrap_ci(y_test[:, 0], s_test[:, 0], "roc_auc", n_boot=n_boot, random_state=seed)
+    metrics["roc_auc_ci_low"], metrics["roc_auc_ci_high"] = interval.low, interval.high
+    return metrics
+
+
+def summarise(records: list[dict], scores: dict[tuple[str, int], np.ndarray], y_test: np.ndarray,
+              names: Sequence[str], methods: Sequence[str], baseline: str) -> tuple[pd.DataFrame, str, dict]:
+    """Aggregate per-seed records into a table (mean [95% CI over seeds]) with tests against ``baseline``.
+
+    Binary tasks get two DeLong p-values against the baseline: on the seed-averaged scores, and per seed combined
+    by Bonferroni; multi-label tasks get a paired t-test over seeds on macro AUC. Returns the table, a note that
+    says which tests were used, and a JSON-ready summary.
+    """
+    binary = y_test.shape[1] == 1
+    columns = BINARY_COLUMNS if binary else {n: n for n in [*names, "macro"]}
+    by_method = {m: sorted((r for r in records if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
+    rows, summary = [], {}
+    for method, runs in by_method.items():
+        if not runs:
+            continue
+        stats = {key: aggregate_seeds([r["metrics"].get(key, np.nan) for r in runs]) for key in columns}
+        row = {"method": method, "seeds": len(runs)}
+        row.update({label: _cell(stats[key]) for key, label in columns.items()})
+        summary[method] = {"metrics": stats, "seeds": [r["seed"] for r in runs],
+                           "train_rows": runs[0]["train_rows"], "train_synthetic": runs[0]["train_synthetic"]}
+        base_runs = by_method.get(baseline, [])
+        common = sorted({r["seed"] for r in runs} & {r["seed"] for r in base_runs})
+        if method != baseline and common:
+            if binary:
+                result = seed_delong(y_test[:, 0], np.stack([scores[(method, s)][:, 0] for s in common]),
+                                     np.stack([scores[(baseline, s)][:, 0] for s in common]))
+                row[f"ΔAUC vs {baseline}"] = f"{result.ensemble.auc1 - result.ensemble.auc2:+.3f}"
+                row["DeLong p (seed-avg)"] = _p(result.ensemble.p)
+                row["DeLong p (per-seed, Bonf.)"] = _p(result.combined_p)
+                summary[method]["delong"] = {"ensemble_p": result.ensemble.p, "per_seed_p": [r.p for r in result.per_seed],
+                                             "combined_p": result.combined_p, "seeds": common}
+            else:
+                a = [next(r for r in runs if r["seed"] == s)["metrics"]["macro"] for s in common]
+                b = [next(r for r in base_runs if r["seed"] == s)["metrics"]["macro"] for s in common]
+                test = paired_seed_test(a, b)
+                row[f"Δmacro vs {baseline}"] = f"{test['mean_diff']:+.3f}"
+                row["paired t p"] = _p(test["p_t"])
+                summary[method]["paired_t"] = test
+        rows.append(row)
+    table = pd.DataFrame(rows).fillna("")
+    n_seeds = max((len(r) for r in by_method.values()), default=0)
+    notes = ("Cells: mean over seeds [95% t-interval over seeds]; threshold metrics use the threshold that maximises "
+             "Youden's J on the validation split. ")
+    if binary:
+        notes += (f"DeLong p vs {baseline}: paired DeLong test on the one real test set, (a) on each method's "
+                  f"seed-averaged scores, (b) per seed, Bonferroni-combined over {n_seeds} seed(s).")
+    else:
+        notes += f"p vs {baseline}: paired t-test over seeds on macro ROC AUC."
+    return table, notes, summary
+
+
+def _cell(stats: dict[str, float]) -> str:
+    if np.isnan(stats["mean"]):
+        return "n/a"
+    if stats["n"] < 2:
+        return f"{stats['mean']:.3f}"
+    # Metrics live in [0, 1]; a t-interval over few seeds can overshoot, so the shown interval is clipped.
+    return f"{stats['mean']:.3f} [{max(stats['ci_low'], 0.0):.3f}, {min(stats['ci_high'], 1.0):.3f}]"
+
+
+def _p(p: float) -> str:
+    return "n/a" if np.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
