@@ -1,0 +1,425 @@
+"""Uncertainty for evaluation results: bootstrap and DeLong intervals, DeLong's paired AUC test, seed statistics.
+
+Two sources of variation matter when comparing imbalance fixes and they are handled separately:
+
+* the finite test set (which patients happened to be sampled): bootstrap intervals and DeLong's test, computed on
+  one model's scores;
+* the training run (seed of initialisation, sampling, generation): :func:`aggregate_seeds` and
+  :func:`paired_seed_test` over per-seed results on the same splits.
+
+:func:`seed_delong` joins them for the ``compare`` command. It never concatenates per-seed scores of one test
+set into a "pooled" sample: that would count every patient once per seed and shrink the DeLong variance as if
+the test set were ``n_seeds`` times larger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from cxrgan.errors import CxrganError
+from cxrgan.evaluate.metrics import check_binary, get_metric
+
+ScoreMetric = Callable[[np.ndarray, np.ndarray], float]
+
+
+class Interval(NamedTuple):
+    """A point estimate with a two-sided confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+class AucInterval(NamedTuple):
+    """One AUC with its DeLong variance and normal-approximation confidence interval."""
+
+    auc: float
+    low: float
+    high: float
+    variance: float
+
+
+class DelongResult(NamedTuple):
+    """Paired DeLong test of H0: AUC1 = AUC2; ``z`` is positive when the first scorer has the larger AUC."""
+
+    auc1: float
+    auc2: float
+    z: float
+    p: float
+
+
+def _metric_of_scores(metric_fn: str | ScoreMetric, threshold: float) -> ScoreMetric:
+    if isinstance(metric_fn, str):
+        registered = get_metric(metric_fn)
+        return lambda y, s: registered(y, s, threshold)
+    return metric_fn
+
+
+def _stratified_indices(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, N) row indices; each resample redraws the positives and the negatives separately, with replacement."""
+    parts = []
+    for label in (0, 1):
+        rows = np.flatnonzero(y == label)
+        parts.append(rows[rng.integers(0, len(rows), size=(n_boot, len(rows)))])
+    return np.concatenate(parts, axis=1)
+
+
+def _percentile_interval(estimate: float, replicates: np.ndarray, alpha: float) -> Interval:
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return Interval(estimate, float("nan"), float("nan"))
+    low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return Interval(estimate, float(low), float(high))
+
+
+def _check_boot_args(y: np.ndarray, n_boot: int, alpha: float) -> None:
+    if n_boot < 1:
+        raise CxrganError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0 < alpha < 1:
+        raise CxrganError(f"alpha must be in (0, 1), got {alpha}")
+    if not 0 < int(y.sum()) < len(y):
+        raise CxrganError(f"a stratified bootstrap needs both classes; got {int(y.sum())} positives of {len(y)} rows")
+
+
+def bootstrap_ci(
+    y: np.ndarray,
+    s: np.ndarray,
+    metric_fn: str | ScoreMetric,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    random_state: int | np.random.Generator | None = None,
+    threshold: float = 0.5,
+) -> Interval:
+    """Percentile bootstrap confidence interval of a metric (Efron & Tibshirani 1993, "An Introduction to the
+    Bootstrap", ch. 13), resampling rows within each class so every resample keeps the test set's class counts.
+
+    Args:
+        y: (N,) 0/1 labels with both classes present.
+        s: (N,) scores.
+        metric_fn: a registered metric name (``"roc_auc"``, ``"f1"``, ...) or ``fn(y, s) -> float``.
+        n_boot: number of bootstrap resamples.
+        alpha: 1 - confidence level (0.05 gives a 95% interval).
+        random_state: seed or ``np.random.Generator``; the only source of randomness.
+        threshold: decision threshold passed to a registered threshold-dependent metric.
+
+    Returns:
+        ``Interval(estimate, low, high)``: the metric on the full data and the alpha/2, 1-alpha/2 percentiles of
+        the resampled values (resamples where the metric is NaN are left out).
+    """
+    y, s = check_binary(y, s)
+    _check_boot_args(y, n_boot, alpha)
+    rng = np.random.default_rng(random_state)
+    index = _stratified_indices(y, n_boot, rng)
+    if metric_fn == "roc_auc":
+        # Same value as the registered metric, computed for all resamples at once from midranks.
+        n_neg = int((y == 0).sum())
+        aucs = _auc_from_midranks(s[index[:, n_neg:]], s[index[:, :n_neg]])
+        return _percentile_interval(float(_auc_from_midranks(s[y == 1][None], s[y == 0][None])[0]), aucs, alpha)
+    fn = _metric_of_scores(metric_fn, threshold)
+    replicates = np.array([fn(y[rows], s[rows]) for rows in index], dtype=np.float64)
+    return _percentile_interval(float(fn(y, s)), replicates, alpha)
+
+
+def bootstrap_diff_ci(
+    y: np.ndarray,
+    s1: np.ndarray,
+    s2: np.ndarray,
+    metric_fn: str | ScoreMetric,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    random_state: int | np.random.Generator | None = None,
+    threshold: float = 0.5,
+) -> Interval:
+    """Paired percentile bootstrap interval of ``metric(s1) - metric(s2)`` on the same rows (both scorers are
+    evaluated on each resample, keeping their correlation); for metrics without an analytic test, such as F1.
+
+    Args:
+        y: (N,) 0/1 labels.
+        s1: (N,) scores of the first model.
+        s2: (N,) scores of the second model on the same rows.
+        metric_fn: registered metric name or ``fn(y, s) -> float``.
+        n_boot: number of resamples.
+        alpha: 1 - confidence level.
+        random_state: seed or generator.
+        threshold: threshold for a registered threshold-dependent metric.
+    """
+    y, s1 = check_binary(y, s1, what="first scores")
+    _, s2 = check_binary(y, s2, what="second scores")
+    _check_boot_args(y, n_boot, alpha)
+    rng = np.random.default_rng(random_state)
+    fn = _metric_of_scores(metric_fn, threshold)
+    replicates = np.array(
+        [fn(y[rows], s1[rows]) - fn(y[rows], s2[rows]) for rows in _stratified_indices(y, n_boot, rng)]
+    )
+    return _percentile_interval(float(fn(y, s1) - fn(y, s2)), replicates, alpha)
+
+
+def _auc_from_midranks(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """Row-wise Mann-Whitney AUC of (R, m) positive and (R, n) negative scores, ties counted one half."""
+    m, n = positives.shape[1], negatives.shape[1]
+    ranks = sps.rankdata(np.concatenate([positives, negatives], axis=1), method="average", axis=1)
+    return (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+
+
+def delong_placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AUCs and DeLong's structural components for K scorers, by the midrank algorithm of Sun & Xu (2014).
+
+    DeLong, DeLong & Clarke-Pearson (1988), "Comparing the areas under two or more correlated receiver operating
+    characteristic curves: a nonparametric approach", Biometrics 44(3):837-845, define for positive i and
+    negative j the kernel psi = 1 if x_i > y_j, 1/2 if equal, 0 otherwise, and the components
+    V10(x_i) = mean_j psi(x_i, y_j), V01(y_j) = mean_i psi(x_i, y_j), whose means are the AUC. Sun & Xu (2014),
+    "Fast implementation of DeLong's algorithm for comparing the areas under correlated receiver operating
+    characteristic curves", IEEE Signal Processing Letters 21(11):1389-1393, get them in O(N log N) from midranks:
+    V10 = (Z_i - X_i) / n and V01 = 1 - (Z_j - Y_j) / m, with Z the midrank in the pooled sample and X, Y the
+    midranks within the positives and negatives.
+
+    Args:
+        y: (N,) 0/1 labels.
+        scores: (N,) or (K, N) scores; row k is scorer k on the same N rows.
+
+    Returns:
+        ``(aucs (K,), v10 (K, m), v01 (K, n))`` for m positives and n negatives, in row order within each class.
+    """
+    matrix = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    if matrix.ndim != 2:
+        raise CxrganError(f"scores must be (N,) or (K, N), got shape {np.shape(scores)}")
+    y, _ = check_binary(y, matrix[0])
+    for k, row in enumerate(matrix):
+        check_binary(y, row, what=f"scorer {k}")
+    m, n = int(y.sum()), int((y == 0).sum())
+    if m < 2 or n < 2:
+        raise CxrganError(f"DeLong's variance needs at least 2 positives and 2 negatives; got {m} and {n}")
+    positives, negatives = matrix[:, y == 1], matrix[:, y == 0]
+    ranks_pos = sps.rankdata(positives, method="average", axis=1)
+    ranks_neg = sps.rankdata(negatives, method="average", axis=1)
+    ranks_all = sps.rankdata(np.concatenate([positives, negatives], axis=1), method="average", axis=1)
+    aucs = (ranks_all[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+    v10 = (ranks_all[:, :m] - ranks_pos) / n
+    v01 = 1.0 - (ranks_all[:, m:] - ranks_neg) / m
+    return aucs, v10, v01
+
+
+def delong_covariance(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of K scorers and their (K, K) DeLong covariance S10/m + S01/n (DeLong et al. 1988, eq. 4-5).
+
+    Args:
+        y: (N,) 0/1 labels with at least two of each class.
+        scores: (N,) or (K, N) scores of K scorers on the same rows.
+    """
+    aucs, v10, v01 = delong_placements(y, scores)
+    covariance = np.atleast_2d(np.cov(v10)) / v10.shape[1] + np.atleast_2d(np.cov(v01)) / v01.shape[1]
+    return aucs, covariance
+
+
+def delong_ci(y: np.ndarray, s: np.ndarray, alpha: float = 0.05) -> AucInterval:
+    """One AUC with its DeLong variance and the normal interval AUC +- z_{1-alpha/2} * sqrt(var), clipped to [0, 1]
+    (the ``ci.auc(method = "delong")`` interval of pROC; Robin et al. 2011, BMC Bioinformatics 12:77).
+
+    Args:
+        y: (N,) 0/1 labels with at least two of each class.
+        s: (N,) scores.
+        alpha: 1 - confidence level.
+    """
+    aucs, covariance = delong_covariance(y, s)
+    auc, variance = float(aucs[0]), float(covariance[0, 0])
+    half = sps.norm.ppf(1 - alpha / 2) * np.sqrt(max(variance, 0.0))
+    return AucInterval(auc, float(max(0.0, auc - half)), float(min(1.0, auc + half)), variance)
+
+
+def _paired_delong(y: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> tuple[float, float, float]:
+    """(auc1, auc2, variance of auc1 - auc2); rounding noise below 1e-12 of the AUC variances counts as zero."""
+    y, s1 = check_binary(y, s1, what="first scores")
+    _, s2 = check_binary(y, s2, what="second scores")
+    aucs, covariance = delong_covariance(y, np.vstack([s1, s2]))
+    variance = float(covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1])
+    if variance <= 1e-12 * max(float(covariance[0, 0] + covariance[1, 1]), 1e-300):
+        variance = 0.0
+    return float(aucs[0]), float(aucs[1]), variance
+
+
+def delong_test(y: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> DelongResult:
+    """Two-sided paired DeLong test that two scorers of the same rows have equal ROC AUC (DeLong et al. 1988),
+    z = (AUC1 - AUC2) / sqrt(var1 + var2 - 2 cov12), p = 2 (1 - Phi(|z|)); matches pROC's ``roc.test``.
+
+    Identical AUCs with zero variance of the difference (e.g. identical score vectors) give z = 0, p = 1;
+    different AUCs with zero variance (two constant-placement scorers) give z = +-inf, p = 0.
+
+    Args:
+        y: (N,) 0/1 labels with at least two of each class.
+        s1: (N,) scores of the first model.
+        s2: (N,) scores of the second model on the same rows.
+    """
+    auc1, auc2, variance = _paired_delong(y, s1, s2)
+    diff = auc1 - auc2
+    if variance == 0.0:
+        if abs(diff) < 1e-12:
+            return DelongResult(auc1, auc2, 0.0, 1.0)
+        return DelongResult(auc1, auc2, float(np.copysign(np.inf, diff)), 0.0)
+    z = diff / np.sqrt(variance)
+    return DelongResult(auc1, auc2, float(z), float(2 * sps.norm.sf(abs(z))))
+
+
+def delong_diff_ci(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, alpha: float = 0.05) -> Interval:
+    """AUC1 - AUC2 with its normal interval from the paired DeLong variance (pROC's ``roc.test`` conf.int).
+
+    Args:
+        y: (N,) 0/1 labels.
+        s1: (N,) first scores.
+        s2: (N,) second scores on the same rows.
+        alpha: 1 - confidence level.
+    """
+    auc1, auc2, variance = _paired_delong(y, s1, s2)
+    half = sps.norm.ppf(1 - alpha / 2) * np.sqrt(variance)
+    return Interval(auc1 - auc2, float(auc1 - auc2 - half), float(auc1 - auc2 + half))
+
+
+def aggregate_seeds(values: Sequence[float], alpha: float = 0.05) -> dict[str, float]:
+    """Mean over training seeds with a Student-t confidence interval (Student 1908, "The probable error of a mean").
+
+    The interval mean +- t_{1-alpha/2, n-1} * sd / sqrt(n) describes run-to-run variation of the training
+    procedure on fixed splits, not test-set sampling error. NaN values (a metric undefined for a seed) are left
+    out and ``n`` counts the rest; with n = 1 the sd and interval are NaN.
+
+    Args:
+        values: one metric value per seed.
+        alpha: 1 - confidence level.
+
+    Returns:
+        ``{"mean", "sd", "ci_low", "ci_high", "n"}`` (sd with ddof = 1).
+    """
+    array = np.asarray(values, dtype=np.float64).ravel()
+    array = array[~np.isnan(array)]
+    n = int(array.size)
+    if n == 0:
+        return {"mean": float("nan"), "sd": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    mean = float(array.mean())
+    if n == 1:
+        return {"mean": mean, "sd": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
+    sd = float(array.std(ddof=1))
+    half = float(sps.t.ppf(1 - alpha / 2, df=n - 1)) * sd / np.sqrt(n)
+    return {"mean": mean, "sd": sd, "ci_low": float(mean - half), "ci_high": float(mean + half), "n": n}
+
+
+def paired_seed_test(a_values: Sequence[float], b_values: Sequence[float]) -> dict[str, float]:
+    """Compare two methods over seeds run on the same splits: paired t-test and Wilcoxon signed-rank test.
+
+    Student (1908) and Wilcoxon (1945), "Individual comparisons by ranking methods", Biometrics Bulletin 1(6).
+    Seed i of method A is paired with seed i of method B; pairs with a NaN are dropped. The Wilcoxon test makes
+    no normality assumption but with few seeds its smallest attainable p is 2 / 2**n (0.0625 for 5 seeds).
+    All-zero differences give p = 1; a constant non-zero difference gives t = +-inf, p_t = 0.
+
+    Args:
+        a_values: per-seed metric of method A.
+        b_values: per-seed metric of method B, same seed order.
+
+    Returns:
+        ``{"n", "mean_diff" (A - B), "t", "p_t", "w", "p_wilcoxon"}``; NaN statistics when n < 2.
+    """
+    a = np.asarray(a_values, dtype=np.float64).ravel()
+    b = np.asarray(b_values, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise CxrganError(f"paired seed test needs one value per seed for both methods; got {a.size} and {b.size}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    diff = a[keep] - b[keep]
+    n = int(diff.size)
+    result = {"n": n, "mean_diff": float(diff.mean()) if n else float("nan")}
+    nan = float("nan")
+    if n < 2:
+        return {**result, "t": nan, "p_t": nan, "w": nan, "p_wilcoxon": nan}
+    if np.all(diff == 0):
+        return {**result, "t": 0.0, "p_t": 1.0, "w": 0.0, "p_wilcoxon": 1.0}
+    if np.all(diff == diff[0]):
+        t, p_t = float(np.copysign(np.inf, diff[0])), 0.0
+    else:
+        t_result = sps.ttest_rel(a[keep], b[keep])
+        t, p_t = float(t_result.statistic), float(t_result.pvalue)
+    w_result = sps.wilcoxon(diff)
+    return {**result, "t": t, "p_t": p_t, "w": float(w_result.statistic), "p_wilcoxon": float(w_result.pvalue)}
+
+
+def _bonferroni(pvalues: np.ndarray) -> float:
+    return float(min(1.0, pvalues.size * pvalues.min()))
+
+
+def _fisher(pvalues: np.ndarray) -> float:
+    return float(sps.combine_pvalues(np.clip(pvalues, 1e-300, 1.0), method="fisher").pvalue)
+
+
+def _stouffer(pvalues: np.ndarray) -> float:
+    return float(sps.combine_pvalues(np.clip(pvalues, 1e-300, 1 - 1e-16), method="stouffer").pvalue)
+
+
+P_COMBINERS: dict[str, Callable[[np.ndarray], float]] = {
+    "bonferroni": _bonferroni,
+    "fisher": _fisher,
+    "stouffer": _stouffer,
+}
+
+
+def combine_pvalues(pvalues: Sequence[float], method: str = "bonferroni") -> float:
+    """One p-value from several tests of the same null hypothesis (e.g. per-seed DeLong tests).
+
+    * ``"bonferroni"``: min(1, k * min p); valid under any dependence between the tests.
+    * ``"fisher"``: -2 sum log p ~ chi2(2k) (Fisher 1932, "Statistical Methods for Research Workers").
+    * ``"stouffer"``: sum Phi^-1(1 - p) / sqrt(k) ~ N(0, 1) (Stouffer et al. 1949, "The American Soldier").
+
+    Fisher and Stouffer assume independent tests. Per-seed DeLong tests on one shared test set are positively
+    dependent (the same patients drive every seed), so these two are anti-conservative there: report them as
+    descriptive and use ``"bonferroni"`` (the default) or :func:`paired_seed_test` for a claim.
+
+    Args:
+        pvalues: the k p-values, each in [0, 1].
+        method: one of :data:`P_COMBINERS`.
+    """
+    array = np.asarray(pvalues, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise CxrganError("combine_pvalues needs at least one p-value")
+    bad = np.flatnonzero(~((array >= 0) & (array <= 1)))
+    if bad.size:
+        raise CxrganError(f"p-value number {bad[0]} is {float(array[bad[0]])!r}; p-values must lie in [0, 1]")
+    if method not in P_COMBINERS:
+        raise CxrganError(f"unknown p-value combination {method!r}; available: {', '.join(sorted(P_COMBINERS))}")
+    return P_COMBINERS[method](array)
+
+
+@dataclass(frozen=True)
+class SeedDelong:
+    """DeLong comparisons of two methods trained with several seeds and scored on one test set."""
+
+    ensemble: DelongResult  # DeLong test of the seed-averaged scores of A vs of B
+    per_seed: tuple[DelongResult, ...]  # DeLong test of seed i of A vs seed i of B
+    combined_p: float  # per-seed p-values combined with ``combine_method``
+    combine_method: str  # name in P_COMBINERS
+
+
+def seed_delong(
+    y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, combine: str = "bonferroni"
+) -> SeedDelong:
+    """DeLong comparison of methods A and B whose seeds were scored on the same test rows.
+
+    Two views, both valid and both reported by ``compare``:
+
+    * **seed ensemble**: each method's per-seed scores are averaged row by row into one ensemble score and the
+      two ensembles get one paired DeLong test. It tests the averaged models (usually a little better than any
+      single seed) and captures test-set sampling only, not seed-to-seed training variation.
+    * **per seed**: seed i of A against seed i of B, then the per-seed p-values combined by
+      :func:`combine_pvalues` (Bonferroni by default, valid although the tests share a test set).
+
+    Args:
+        y: (N,) test labels.
+        scores_a: (n_seeds, N) test scores of method A, one row per seed.
+        scores_b: (n_seeds, N) test scores of method B, same seed order and rows.
+        combine: p-value combination for the per-seed tests.
+    """
+    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64))
+    if a.shape != b.shape or a.ndim != 2:
+        raise CxrganError(f"seed_delong needs (n_seeds, N) scores of the same shape; got {a.shape} and {b.shape}")
+    ensemble = delong_test(y, a.mean(axis=0), b.mean(axis=0))
+    per_seed = tuple(delong_test(y, a[i], b[i]) for i in range(a.shape[0]))
+    combined = combine_pvalues([r.p for r in per_seed], method=combine)
+    return SeedDelong(ensemble, per_seed, combined, combine)
