@@ -1,5 +1,31 @@
 """Balancers: ``fit_resample(train_split) -> train_split``, classic and generator-backed, behind one registry."""
 
 from cxrgan.balance.base import BALANCERS, BalanceContext, Balancer, make_balancer, register_balancer
+from cxrgan.balance.classic import (
+    ClassWeightBalancer,
+    IdentityBalancer,
+    RandomOverBalancer,
+    RandomUnderBalancer,
+    SmoteBalancer,
+    check_train_split,
+    label_powerset,
+)
+from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_flip_affine
 
-__all__ = ["BALANCERS", "BalanceContext", "Balancer", "make_balancer", "register_balancer"]
+__all__ = [
+    "BALANCERS",
+    "BalanceContext",
+    "Balancer",
+    "make_balancer",
+    "register_balancer",
+    "AugmentBalancer",
+    "ClassWeightBalancer",
+    "IdentityBalancer",
+    "RandomOverBalancer",
+    "RandomUnderBalancer",
+    "SmoteBalancer",
+    "check_train_split",
+    "label_powerset",
+    "flip_affine_tensor",
+    "random_flip_affine",
+]
