@@ -20,6 +20,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.io import atomic_write
 
 TARGETS = ("labels", "findings")
+_NOT_ABNORMAL = {"no finding", "normal", "support devices"}
 _RESERVED = {"images", "labels", "label_names", "findings", "finding_names", "split"}
 
 
@@ -98,7 +99,9 @@ def save_npz(dataset: CXRDataset, path: str | os.PathLike, raw_findings: np.ndar
         findings = raw_findings if raw_findings is not None else dataset.labels
         arrays["findings"] = np.asarray(findings, dtype=np.float32)
         arrays["finding_names"] = np.array(dataset.label_names)
-        arrays["labels"] = (np.nan_to_num(dataset.labels) == 1).any(axis=1).astype(np.int8)
+        # "abnormal" = any positive finding; CheXpert's "No Finding" / "Support Devices" columns are not findings
+        columns = [j for j, n in enumerate(dataset.label_names) if n.lower() not in _NOT_ABNORMAL]
+        arrays["labels"] = (np.nan_to_num(dataset.labels[:, columns]) == 1).any(axis=1).astype(np.int8)
         arrays["label_names"] = np.array(["normal", "abnormal"])
     for column in dataset.meta.columns:
         values = dataset.meta[column].to_numpy()

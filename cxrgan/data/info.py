@@ -1,0 +1,211 @@
+"""Plain-text summaries of a data source (``cxrgan data info``): split and class counts, patients, imbalance,
+and for multi-label sources a per-finding table of positive / uncertain / negative / blank labels.
+
+Works on label tables only, without decoding images: compact and MedMNIST .npz files, NIH and CheXpert CSVs
+(or their folders) and image folders.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrgan.data.chexpert import CHEXPERT_FINDINGS, is_chexpert_table, read_chexpert_table
+from cxrgan.data.dataset import SPLITS
+from cxrgan.data.folders import KERMANY_PATIENT_REGEX, list_image_folder, patient_ids_from_names
+from cxrgan.data.medmnist import default_label_names
+from cxrgan.data.nih import NIH_CSV, NIH_FINDINGS, is_nih_table, read_nih_table
+from cxrgan.errors import CxrganError
+
+_LATERAL = {"ll", "rl", "lateral", "lat"}
+_NOT_ABNORMAL = {"no finding", "normal", "support devices"}
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """What ``info`` needs from a source: one row per image, no pixels."""
+
+    kind: str  # layout name shown in the header
+    split: np.ndarray  # (N,) split names ("all" when the source has none)
+    patient_id: np.ndarray  # (N,) patient ids, "" unknown
+    classes: np.ndarray  # (N,) int class index (binary: 0 / 1)
+    class_names: tuple[str, ...]  # names of the class indices
+    findings: np.ndarray | None = None  # (N, K) raw 1 / 0 / -1 / NaN, multi-label sources only
+    finding_names: tuple[str, ...] = ()  # the K finding names
+    frontal: np.ndarray | None = None  # (N,) bool, None when the view is unknown
+
+
+def info(path_or_csv: str | os.PathLike) -> str:
+    """Describe a data source as plain-text tables.
+
+    Args:
+        path_or_csv: a compact or MedMNIST .npz, an NIH ``Data_Entry_2017.csv`` or CheXpert CSV, a folder
+            holding one of those CSVs, or an image folder ``{train,val,test}/{CLASS}/``.
+    """
+    path = Path(path_or_csv)
+    summaries = summarize(path)
+    return "\n\n".join(format_summary(path, name, summary) for name, summary in summaries.items())
+
+
+def summarize(path: Path) -> dict[str, LabelSummary]:
+    """One :class:`LabelSummary` per table at ``path`` (a CheXpert folder gives train.csv and valid.csv)."""
+    if not path.exists():
+        raise CxrganError(f"{path}: no such file or folder")
+    if path.is_file() and path.suffix.lower() == ".npz":
+        return {path.name: _summarize_npz(path)}
+    if path.is_file():
+        return {path.name: _summarize_csv(path)}
+    if (path / NIH_CSV).is_file():
+        return {NIH_CSV: _summarize_csv(path / NIH_CSV)}
+    tables = [path / f"{role}.csv" for role in ("train", "valid") if is_chexpert_table(path / f"{role}.csv")]
+    if tables:
+        return {table.name: _summarize_csv(table) for table in tables}
+    return {path.name: _summarize_folder(path)}
+
+
+def _summarize_npz(path: Path) -> LabelSummary:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CxrganError(f"{path}: not a readable .npz file ({exc})") from exc
+    with archive:
+        files = set(archive.files)
+        if "train_labels" in files:  # official MedMNIST
+            parts = [(s, np.asarray(archive[f"{s}_labels"])) for s in SPLITS if f"{s}_labels" in files]
+            labels = np.concatenate([p.reshape(len(p), -1) for _, p in parts]).astype(np.float32)
+            split = np.concatenate([[s] * len(p) for s, p in parts])
+            names = default_label_names(path, labels.shape[1])
+            if labels.shape[1] == 1:
+                return LabelSummary("MedMNIST", split, np.full(len(split), ""), labels[:, 0].astype(int), names)
+            return LabelSummary("MedMNIST", split, np.full(len(split), ""), (labels == 1).any(1).astype(int),
+                                ("normal", "abnormal"), labels, names, None)
+        missing = [k for k in ("labels", "split") if k not in files]
+        if missing:
+            raise CxrganError(f"{path}: missing array(s) {missing}; found {sorted(files)}")
+        labels = archive["labels"].astype(int)
+        n = len(labels)
+        names = tuple(str(s) for s in archive["label_names"]) if "label_names" in files else ("0", "1")
+        patient = archive["patient_id"].astype(str) if "patient_id" in files else np.full(n, "")
+        findings = archive["findings"].astype(np.float32) if "findings" in files else None
+        finding_names = tuple(str(s) for s in archive["finding_names"]) if "finding_names" in files else ()
+        frontal = None
+        if "frontal_lateral" in files:
+            frontal = np.char.lower(archive["frontal_lateral"].astype(str)) == "frontal"
+        else:
+            for key in ("view", "view_position"):
+                if key in files:
+                    frontal = ~np.isin(np.char.lower(archive[key].astype(str)), list(_LATERAL))
+                    break
+        return LabelSummary("compact", archive["split"].astype(str), patient, labels, names, findings, finding_names, frontal)
+
+
+def _summarize_csv(path: Path) -> LabelSummary:
+    if is_nih_table(path):
+        table, findings = read_nih_table(path)
+        names, kind = NIH_FINDINGS, "NIH ChestX-ray14"
+        frontal = table["View Position"].astype(str).str.lower().isin(["pa", "ap"]).to_numpy()
+    elif is_chexpert_table(path):
+        table, findings = read_chexpert_table(path)
+        names, kind = CHEXPERT_FINDINGS, "CheXpert"
+        frontal = (table["Frontal/Lateral"].str.strip().str.lower() == "frontal").to_numpy()
+    else:
+        raise CxrganError(
+            f"{path}: not an NIH (Image Index, Finding Labels) or CheXpert (Path + 14 observations) table"
+        )
+    abnormal = _any_finding(findings, names)
+    split = np.full(len(table), "all")
+    return LabelSummary(kind, split, table["patient_id"].astype(str).to_numpy(), abnormal, ("normal", "abnormal"),
+                        findings, names, frontal)
+
+
+def _summarize_folder(path: Path) -> LabelSummary:
+    listing = list_image_folder(path)
+    names = [p.name for p in listing.paths]
+    regex = KERMANY_PATIENT_REGEX if all(patient_ids_from_names([n], KERMANY_PATIENT_REGEX)[0] for n in names) else None
+    return LabelSummary("image folder", np.asarray(listing.splits), np.asarray(patient_ids_from_names(names, regex)),
+                        np.asarray(listing.class_index), tuple(c.lower() for c in listing.classes))
+
+
+def _any_finding(findings: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    columns = [j for j, n in enumerate(names) if n.lower() not in _NOT_ABNORMAL]
+    return (findings[:, columns] == 1).any(axis=1).astype(int)
+
+
+# ---- formatting ------------------------------------------------------------------------------------------
+def format_summary(path: Path, name: str, summary: LabelSummary) -> str:
+    """The tables for one summary."""
+    n = len(summary.split)
+    patients = summary.patient_id[summary.patient_id != ""]
+    head = f"{path if name == path.name else path / name}  ({summary.kind})\nrows: {n}"
+    head += f", patients: {len(np.unique(patients))}" if len(patients) else ", patients: unknown"
+    known = summary.patient_id != ""
+    per_patient = pd.Series(summary.split[known]).groupby(summary.patient_id[known]).nunique()
+    if (per_patient > 1).any():
+        head += f"\nwarning: {int((per_patient > 1).sum())} patients appear in more than one split"
+    blocks = [head, _split_table(summary)]
+    if summary.findings is not None:
+        blocks.append("findings, all rows:\n" + _finding_table(summary.findings, summary.finding_names))
+        if summary.frontal is None:
+            blocks.append("findings, frontal rows: view unknown")
+        else:
+            blocks.append(f"findings, frontal rows ({int(summary.frontal.sum())} of {n}):\n"
+                          + _finding_table(summary.findings[summary.frontal], summary.finding_names))
+    return "\n\n".join(blocks)
+
+
+def _split_table(summary: LabelSummary) -> str:
+    order = [s for s in (*SPLITS, "all") if (summary.split == s).any()]
+    order += sorted(set(summary.split) - set(order))
+    groups = [(s, summary.split == s) for s in order]
+    if len(order) > 1:
+        groups.append(("total", np.ones(len(summary.split), bool)))
+    headers = ["split", "n", "patients", *summary.class_names, "imbalance"]
+    rows = []
+    for name, mask in groups:
+        counts = [int((summary.classes[mask] == c).sum()) for c in range(len(summary.class_names))]
+        patients = summary.patient_id[mask]
+        patients = patients[patients != ""]
+        rows.append([name, int(mask.sum()), len(np.unique(patients)) if len(patients) else "-",
+                     *[f"{c} ({_pct(c, int(mask.sum()))})" for c in counts], _imbalance(counts)])
+    return _format_table(headers, rows)
+
+
+def _finding_table(findings: np.ndarray, names: Sequence[str]) -> str:
+    n = len(findings)
+    rows = []
+    for j, name in enumerate(names):
+        column = findings[:, j]
+        counts = [int((column == 1).sum()), int((column == -1).sum()), int((column == 0).sum()), int(np.isnan(column).sum())]
+        rows.append([name, *[f"{c} ({_pct(c, n)})" for c in counts]])
+    return _format_table(["finding", "positive", "uncertain", "negative", "blank"], rows)
+
+
+def _imbalance(counts: Sequence[int]) -> str:
+    """Majority : minority count ratio; "one class" when a class is empty."""
+    present = [c for c in counts if c > 0]
+    if len(present) < len(counts):
+        return "one class only" if len(present) <= 1 else "empty class"
+    return f"{max(counts) / min(counts):.2f}:1"
+
+
+def _pct(count: int, total: int) -> str:
+    return f"{100.0 * count / total:.1f}%" if total else "-"
+
+
+def _format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns padded to width; the first column left-aligned, the rest right-aligned."""
+    table = [[str(h) for h in headers]] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(r[j]) for r in table) for j in range(len(headers))]
+    lines = []
+    for i, row in enumerate(table):
+        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

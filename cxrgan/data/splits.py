@@ -1,0 +1,269 @@
+"""Seeded, patient-level, stratified splits, nested label fractions and induced class imbalance.
+
+Rows that share a non-empty ``patient_id`` form one group and never cross a split or a subset boundary; rows
+without a patient id are groups of one. Stratification works on groups: each group gets one stratum key,
+
+* binary task: the group's majority class (ties count as positive);
+* multi-label (or one-hot multi-class): the group's *rarest* positive label in the whole dataset, or "none".
+  Keying on the rarest label is the idea of iterative stratification (Sechidis, Tsoumakas & Vlahavas 2011,
+  "On the stratification of multi-label data", ECML PKDD): rare labels are the ones a random split loses.
+
+Groups are then put in one "stratified order": within a stratum they are shuffled, and the r-th of n groups
+gets the sort key (r + u) / n with u ~ U(0, 1). Every prefix of that order holds about the same share of
+every stratum, so contiguous cuts give stratified splits and prefixes give *nested* stratified subsets.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cxrgan.data.dataset import SPLITS, CXRDataset
+from cxrgan.errors import CxrganError
+
+RandomState = int | np.random.Generator | None
+
+
+def patient_groups(dataset: CXRDataset) -> np.ndarray:
+    """(N,) int group id per row: one id per non-empty patient id, a fresh id for each row without one."""
+    patients = dataset.meta["patient_id"].astype(str).to_numpy()
+    codes, _ = pd.factorize(patients)
+    missing = patients == ""
+    codes = codes.astype(np.int64)
+    codes[missing] = codes.max(initial=-1) + 1 + np.arange(int(missing.sum()))
+    return pd.factorize(codes)[0].astype(np.int64)
+
+
+def check_patient_disjoint(dataset: CXRDataset) -> None:
+    """Raise if a non-empty patient id appears in more than one split (leakage between train and test)."""
+    meta = dataset.meta[dataset.meta["patient_id"].astype(str) != ""]
+    per_patient = meta.groupby("patient_id")["split"].nunique()
+    leaking = per_patient[per_patient > 1]
+    if len(leaking):
+        patient = leaking.index[0]
+        found = sorted(set(meta.loc[meta["patient_id"] == patient, "split"]))
+        raise CxrganError(
+            f"patient {patient!r} appears in splits {found} ({len(leaking)} patients cross splits); "
+            "splits must be patient-level"
+        )
+
+
+def stratified_group_order(dataset: CXRDataset, random_state: RandomState = None, by_split: bool = False) -> np.ndarray:
+    """Row indices in the stratified group order described in the module docstring.
+
+    Args:
+        dataset: rows to order.
+        random_state: seed or generator.
+        by_split: include the split in the stratum key, so prefixes shrink every split proportionally.
+    """
+    rng = np.random.default_rng(random_state)
+    groups = patient_groups(dataset)
+    strata = _group_strata(dataset, groups, by_split)
+    n_groups = len(strata)
+    keys = np.empty(n_groups)
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        members = members[rng.permutation(len(members))]
+        keys[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
+    group_rank = np.empty(n_groups, np.int64)
+    group_rank[np.argsort(keys, kind="stable")] = np.arange(n_groups)
+    # rows of one group stay together, in their original order
+    return np.lexsort((np.arange(len(dataset)), group_rank[groups]))
+
+
+def assign_splits(
+    dataset: CXRDataset,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    random_state: RandomState = None,
+) -> CXRDataset:
+    """A copy with ``meta["split"]`` replaced by a seeded patient-level stratified train/val/test split.
+
+    Args:
+        dataset: all rows to split (existing split names are ignored).
+        fractions: shares of rows for train, val and test; must sum to 1. A zero share leaves that split empty.
+        random_state: seed or generator.
+    """
+    shares = np.asarray(fractions, dtype=np.float64)
+    if shares.shape != (3,) or (shares < 0).any() or not np.isclose(shares.sum(), 1.0):
+        raise CxrganError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
+    if len(dataset) == 0:
+        raise CxrganError("cannot split an empty dataset")
+    order = stratified_group_order(dataset, random_state)
+    groups = patient_groups(dataset)[order]
+    # a group goes to the split where the midpoint of its rows falls along the ordered rows
+    starts = np.r_[0, np.flatnonzero(np.diff(groups)) + 1]
+    sizes = np.diff(np.r_[starts, len(order)])
+    midpoints = (starts + sizes / 2.0) / len(order)
+    group_split = np.searchsorted(np.cumsum(shares)[:-1], midpoints, side="right")
+    split_of_row = np.empty(len(dataset), dtype=object)
+    split_of_row[order] = np.repeat(np.asarray(SPLITS, dtype=object)[group_split], sizes)
+    meta = dataset.meta.copy()
+    meta["split"] = split_of_row.astype(str)
+    out = CXRDataset(dataset.images, dataset.labels, dataset.label_names, meta, dataset.class_names, dataset.class_weights)
+    for name, share in zip(SPLITS, shares):
+        if share > 0:
+            _check_classes(dataset.labels[(meta["split"] == name).to_numpy()], dataset, f"split {name!r}")
+    return out
+
+
+def resplit_rows(
+    dataset: CXRDataset,
+    rows: np.ndarray,
+    fractions: Sequence[float],
+    random_state: RandomState = None,
+) -> CXRDataset:
+    """Re-split only the rows in the boolean mask ``rows`` (e.g. carve val out of train); others keep their split.
+
+    Args:
+        dataset: all rows.
+        rows: (N,) boolean mask of the rows to split with :func:`assign_splits`.
+        fractions: train/val/test shares for those rows.
+        random_state: seed or generator.
+    """
+    index = np.flatnonzero(np.asarray(rows, bool))
+    if not len(index):
+        return dataset
+    # split labels and metadata only: a zero-stride image stand-in avoids copying the images
+    stand_in = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (len(index), 1, 1))
+    part = CXRDataset(stand_in, dataset.labels[index], dataset.label_names, dataset.meta.iloc[index], dataset.class_names)
+    meta = dataset.meta.copy()
+    meta.loc[index, "split"] = assign_splits(part, fractions, random_state).meta["split"].to_numpy()
+    return CXRDataset(dataset.images, dataset.labels, dataset.label_names, meta, dataset.class_names, dataset.class_weights)
+
+
+def nested_fractions(
+    dataset: CXRDataset,
+    fractions: Sequence[float] = (0.01, 0.1, 0.5, 1.0),
+    random_state: RandomState = None,
+) -> dict[float, CXRDataset]:
+    """Nested stratified patient-level subsets: every smaller subset lies inside every larger one.
+
+    For label-efficiency curves (train on 1 %, 10 %, 50 %, 100 % of the training split). The stratum key
+    includes the split, so passing several splits shrinks each of them by the same share.
+
+    Args:
+        dataset: the rows to subsample (usually the training split).
+        fractions: shares of rows in (0, 1], any order.
+        random_state: seed or generator.
+
+    Returns:
+        ``{fraction: subset}``; subset rows keep the dataset's original order.
+    """
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad or not fractions:
+        raise CxrganError(f"fractions must lie in (0, 1], got {list(fractions)}")
+    order = stratified_group_order(dataset, random_state, by_split=True)
+    groups = patient_groups(dataset)[order]
+    group_end = np.r_[np.flatnonzero(np.diff(groups)) + 1, len(order)]  # exclusive end of each group
+    subsets = {}
+    for fraction in fractions:
+        target = max(1, int(round(fraction * len(dataset))))
+        # the shortest whole-group prefix holding at least ``target`` rows
+        end = group_end[np.searchsorted(group_end, target)]
+        subset = dataset.subset(np.sort(order[:end]))
+        _check_classes(subset.labels, dataset, f"the {fraction:g} fraction")
+        subsets[float(fraction)] = subset
+    return subsets
+
+
+def fraction_subset(dataset: CXRDataset, fraction: float, random_state: RandomState = None) -> CXRDataset:
+    """One stratified patient-level subset holding about ``fraction`` of the rows (see :func:`nested_fractions`)."""
+    return nested_fractions(dataset, (fraction,), random_state)[float(fraction)]
+
+
+def induce_imbalance(
+    dataset: CXRDataset,
+    target_counts: Mapping[int | str, int] | float,
+    random_state: RandomState = None,
+) -> CXRDataset:
+    """Subsample classes of a binary dataset to fixed counts or to a majority : minority ratio.
+
+    Rows are dropped, never added; which rows stay is drawn with ``random_state``; the kept rows keep their
+    order. Patient grouping does not matter here because dropping rows cannot leak between splits.
+
+    Args:
+        dataset: a binary dataset (usually the training split).
+        target_counts: ``{class: count}`` with class 0 / 1 or a class name, e.g. ``{0: 1460}`` keeps 1460
+            normals and all pneumonia rows; or a float ratio r >= 1 such that afterwards
+            n_majority = r * n_minority, reached by shrinking whichever class is in excess.
+        random_state: seed or generator.
+    """
+    rng = np.random.default_rng(random_state)
+    y = dataset.binary_targets()
+    names = dataset.class_names or ("0", "1")
+    available = {c: int((y == c).sum()) for c in (0, 1)}
+    if isinstance(target_counts, Mapping):
+        wanted = {_class_index(key, names): int(count) for key, count in target_counts.items()}
+    else:
+        ratio = float(target_counts)
+        if not ratio >= 1:
+            raise CxrganError(f"imbalance ratio must be >= 1 (majority : minority), got {target_counts}")
+        major = 0 if available[0] >= available[1] else 1
+        minor = 1 - major
+        if available[major] >= ratio * available[minor]:
+            wanted = {major: int(round(ratio * available[minor]))}
+        else:
+            wanted = {minor: int(round(available[major] / ratio))}
+    keep = np.ones(len(y), bool)
+    for cls, count in wanted.items():
+        if count < 1:
+            raise CxrganError(f"class {names[cls]!r} would keep {count} rows; it needs at least 1")
+        if count > available[cls]:
+            raise CxrganError(
+                f"asked for {count} {names[cls]!r} rows but only {available[cls]} exist; "
+                "imbalance can only be induced by removing rows"
+            )
+        rows = np.flatnonzero(y == cls)
+        keep[rng.choice(rows, size=len(rows) - count, replace=False)] = False
+    return dataset.subset(keep)
+
+
+def _class_index(key: int | str, names: Sequence[str]) -> int:
+    if isinstance(key, str) and not key.isdigit():
+        if key not in names:
+            raise CxrganError(f"unknown class {key!r}; expected one of {list(names)}")
+        return list(names).index(key)
+    if int(key) not in (0, 1):
+        raise CxrganError(f"class must be 0 or 1 (or a class name), got {key!r}")
+    return int(key)
+
+
+def _group_strata(dataset: CXRDataset, groups: np.ndarray, by_split: bool) -> np.ndarray:
+    """(n_groups,) integer stratum per group (see the module docstring)."""
+    n_groups = int(groups.max(initial=-1)) + 1
+    labels = dataset.labels
+    positive = np.nan_to_num(labels, nan=0.0) == 1
+    known = ~np.isnan(labels)
+    if dataset.is_binary:
+        pos = np.bincount(groups, positive[:, 0], minlength=n_groups)
+        total = np.bincount(groups, known[:, 0], minlength=n_groups)
+        strata = np.where(total == 0, 2, (pos * 2 >= total).astype(np.int64))
+    else:
+        label_rank = np.argsort(np.argsort(positive.sum(axis=0), kind="stable"), kind="stable")
+        rank = np.where(positive, label_rank[None, :], dataset.n_labels)  # rarest label has rank 0
+        strata = np.full(n_groups, dataset.n_labels, np.int64)
+        np.minimum.at(strata, groups, rank.min(axis=1))
+    if by_split:
+        split_code = pd.Categorical(dataset.meta["split"], categories=SPLITS).codes.astype(np.int64)
+        first_split = np.zeros(n_groups, np.int64)
+        first_split[groups[::-1]] = split_code[::-1]  # the split of each group's first row
+        strata = strata * len(SPLITS) + first_split
+    return strata
+
+
+def _check_classes(subset_labels: np.ndarray, full: CXRDataset, where: str) -> None:
+    """A binary subset must still hold both classes the full set holds; otherwise name the missing class."""
+    if len(subset_labels) == 0:
+        raise CxrganError(f"{where} is empty; use more data or other fractions")
+    if not full.is_binary:
+        return
+    names = full.class_names or ("0", "1")
+    for cls in (0, 1):
+        present_before = np.nansum(full.labels[:, 0] == cls)
+        if present_before and not np.nansum(subset_labels[:, 0] == cls):
+            raise CxrganError(
+                f"{where} has no {names[cls]!r} rows (the full set has {int(present_before)}); "
+                "a classifier cannot be trained or evaluated on one class; use more data or other fractions"
+            )
