@@ -2,8 +2,7 @@
 
 Two sources of variation matter when comparing imbalance fixes and they are handled separately:
 
-* the finite test set (which patients happened to be sampled): bootstrap intervals and DeLong's test, computed on
-  one model's scores;
+* the finite test set (which patients happened to be sampled): bootstrap intervals and DeLong's test;
 * the training run (seed of initialisation, sampling, generation): :func:`aggregate_seeds` and
   :func:`paired_seed_test` over per-seed results on the same splits.
 
@@ -52,20 +51,30 @@ class DelongResult(NamedTuple):
     p: float
 
 
-def _metric_of_scores(metric_fn: str | ScoreMetric, threshold: float) -> ScoreMetric:
-    if isinstance(metric_fn, str):
-        registered = get_metric(metric_fn)
-        return lambda y, s: registered(y, s, threshold)
-    return metric_fn
-
-
 def _stratified_indices(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, N) row indices; each resample redraws the positives and the negatives separately, with replacement."""
+    """(n_boot, N) row indices, negatives first; each resample redraws each class separately, with replacement."""
     parts = []
     for label in (0, 1):
         rows = np.flatnonzero(y == label)
         parts.append(rows[rng.integers(0, len(rows), size=(n_boot, len(rows)))])
     return np.concatenate(parts, axis=1)
+
+
+def _replicates(
+    y: np.ndarray, s: np.ndarray, metric_fn: str | ScoreMetric, threshold: float, index: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """The metric on all rows and on each resample (a row of ``index``)."""
+    if metric_fn == "roc_auc":
+        # The registered AUC's value, computed for all resamples at once from midranks.
+        n_neg = int((y == 0).sum())
+        full = _auc_from_midranks(s[y == 1][None], s[y == 0][None])[0]
+        return float(full), _auc_from_midranks(s[index[:, n_neg:]], s[index[:, :n_neg]])
+    if isinstance(metric_fn, str):
+        registered = get_metric(metric_fn)
+        fn: ScoreMetric = lambda y_rows, s_rows: registered(y_rows, s_rows, threshold)  # noqa: E731
+    else:
+        fn = metric_fn
+    return float(fn(y, s)), np.array([fn(y[rows], s[rows]) for rows in index], dtype=np.float64)
 
 
 def _percentile_interval(estimate: float, replicates: np.ndarray, alpha: float) -> Interval:
@@ -106,22 +115,14 @@ def bootstrap_ci(
         random_state: seed or ``np.random.Generator``; the only source of randomness.
         threshold: decision threshold passed to a registered threshold-dependent metric.
 
-    Returns:
-        ``Interval(estimate, low, high)``: the metric on the full data and the alpha/2, 1-alpha/2 percentiles of
-        the resampled values (resamples where the metric is NaN are left out).
+    Returns ``Interval(estimate, low, high)``: the metric on all rows and the alpha/2, 1-alpha/2 percentiles of the
+    resampled values (resamples where the metric is NaN are left out).
     """
     y, s = check_binary(y, s)
     _check_boot_args(y, n_boot, alpha)
-    rng = np.random.default_rng(random_state)
-    index = _stratified_indices(y, n_boot, rng)
-    if metric_fn == "roc_auc":
-        # Same value as the registered metric, computed for all resamples at once from midranks.
-        n_neg = int((y == 0).sum())
-        aucs = _auc_from_midranks(s[index[:, n_neg:]], s[index[:, :n_neg]])
-        return _percentile_interval(float(_auc_from_midranks(s[y == 1][None], s[y == 0][None])[0]), aucs, alpha)
-    fn = _metric_of_scores(metric_fn, threshold)
-    replicates = np.array([fn(y[rows], s[rows]) for rows in index], dtype=np.float64)
-    return _percentile_interval(float(fn(y, s)), replicates, alpha)
+    index = _stratified_indices(y, n_boot, np.random.default_rng(random_state))
+    estimate, replicates = _replicates(y, s, metric_fn, threshold, index)
+    return _percentile_interval(estimate, replicates, alpha)
 
 
 def bootstrap_diff_ci(
@@ -134,28 +135,22 @@ def bootstrap_diff_ci(
     random_state: int | np.random.Generator | None = None,
     threshold: float = 0.5,
 ) -> Interval:
-    """Paired percentile bootstrap interval of ``metric(s1) - metric(s2)`` on the same rows (both scorers are
-    evaluated on each resample, keeping their correlation); for metrics without an analytic test, such as F1.
+    """Paired percentile bootstrap interval of ``metric(s1) - metric(s2)``: both scorers are evaluated on the same
+    resamples, keeping their correlation. For metrics without an analytic paired test, such as F1.
 
     Args:
         y: (N,) 0/1 labels.
         s1: (N,) scores of the first model.
         s2: (N,) scores of the second model on the same rows.
-        metric_fn: registered metric name or ``fn(y, s) -> float``.
-        n_boot: number of resamples.
-        alpha: 1 - confidence level.
-        random_state: seed or generator.
-        threshold: threshold for a registered threshold-dependent metric.
+        metric_fn, n_boot, alpha, random_state, threshold: as in :func:`bootstrap_ci`.
     """
     y, s1 = check_binary(y, s1, what="first scores")
     _, s2 = check_binary(y, s2, what="second scores")
     _check_boot_args(y, n_boot, alpha)
-    rng = np.random.default_rng(random_state)
-    fn = _metric_of_scores(metric_fn, threshold)
-    replicates = np.array(
-        [fn(y[rows], s1[rows]) - fn(y[rows], s2[rows]) for rows in _stratified_indices(y, n_boot, rng)]
-    )
-    return _percentile_interval(float(fn(y, s1) - fn(y, s2)), replicates, alpha)
+    index = _stratified_indices(y, n_boot, np.random.default_rng(random_state))
+    estimate1, replicates1 = _replicates(y, s1, metric_fn, threshold, index)
+    estimate2, replicates2 = _replicates(y, s2, metric_fn, threshold, index)
+    return _percentile_interval(estimate1 - estimate2, replicates1 - replicates2, alpha)
 
 
 def _auc_from_midranks(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
@@ -181,15 +176,14 @@ def delong_placements(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
         y: (N,) 0/1 labels.
         scores: (N,) or (K, N) scores; row k is scorer k on the same N rows.
 
-    Returns:
-        ``(aucs (K,), v10 (K, m), v01 (K, n))`` for m positives and n negatives, in row order within each class.
+    Returns ``(aucs (K,), v10 (K, m), v01 (K, n))`` for m positives and n negatives, in row order within each class.
     """
     matrix = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     if matrix.ndim != 2:
         raise CxrganError(f"scores must be (N,) or (K, N), got shape {np.shape(scores)}")
-    y, _ = check_binary(y, matrix[0])
-    for k, row in enumerate(matrix):
-        check_binary(y, row, what=f"scorer {k}")
+    y = check_binary(y, matrix[0], what="scorer 0")[0]
+    for k in range(1, len(matrix)):
+        check_binary(y, matrix[k], what=f"scorer {k}")
     m, n = int(y.sum()), int((y == 0).sum())
     if m < 2 or n < 2:
         raise CxrganError(f"DeLong's variance needs at least 2 positives and 2 negatives; got {m} and {n}")
@@ -267,9 +261,7 @@ def delong_diff_ci(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, alpha: float =
     """AUC1 - AUC2 with its normal interval from the paired DeLong variance (pROC's ``roc.test`` conf.int).
 
     Args:
-        y: (N,) 0/1 labels.
-        s1: (N,) first scores.
-        s2: (N,) second scores on the same rows.
+        y, s1, s2: as in :func:`delong_test`.
         alpha: 1 - confidence level.
     """
     auc1, auc2, variance = _paired_delong(y, s1, s2)
@@ -288,17 +280,14 @@ def aggregate_seeds(values: Sequence[float], alpha: float = 0.05) -> dict[str, f
         values: one metric value per seed.
         alpha: 1 - confidence level.
 
-    Returns:
-        ``{"mean", "sd", "ci_low", "ci_high", "n"}`` (sd with ddof = 1).
+    Returns ``{"mean", "sd", "ci_low", "ci_high", "n"}`` (sd with ddof = 1).
     """
     array = np.asarray(values, dtype=np.float64).ravel()
     array = array[~np.isnan(array)]
-    n = int(array.size)
-    if n == 0:
-        return {"mean": float("nan"), "sd": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    n, nan = int(array.size), float("nan")
+    if n < 2:
+        return {"mean": float(array.mean()) if n else nan, "sd": nan, "ci_low": nan, "ci_high": nan, "n": n}
     mean = float(array.mean())
-    if n == 1:
-        return {"mean": mean, "sd": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
     sd = float(array.std(ddof=1))
     half = float(sps.t.ppf(1 - alpha / 2, df=n - 1)) * sd / np.sqrt(n)
     return {"mean": mean, "sd": sd, "ci_low": float(mean - half), "ci_high": float(mean + half), "n": n}
@@ -316,8 +305,7 @@ def paired_seed_test(a_values: Sequence[float], b_values: Sequence[float]) -> di
         a_values: per-seed metric of method A.
         b_values: per-seed metric of method B, same seed order.
 
-    Returns:
-        ``{"n", "mean_diff" (A - B), "t", "p_t", "w", "p_wilcoxon"}``; NaN statistics when n < 2.
+    Returns ``{"n", "mean_diff" (A - B), "t", "p_t", "w", "p_wilcoxon"}``; NaN statistics when n < 2.
     """
     a = np.asarray(a_values, dtype=np.float64).ravel()
     b = np.asarray(b_values, dtype=np.float64).ravel()
@@ -326,37 +314,26 @@ def paired_seed_test(a_values: Sequence[float], b_values: Sequence[float]) -> di
     keep = ~(np.isnan(a) | np.isnan(b))
     diff = a[keep] - b[keep]
     n = int(diff.size)
-    result = {"n": n, "mean_diff": float(diff.mean()) if n else float("nan")}
     nan = float("nan")
+    result = {"n": n, "mean_diff": float(diff.mean()) if n else nan}
     if n < 2:
         return {**result, "t": nan, "p_t": nan, "w": nan, "p_wilcoxon": nan}
     if np.all(diff == 0):
         return {**result, "t": 0.0, "p_t": 1.0, "w": 0.0, "p_wilcoxon": 1.0}
-    if np.all(diff == diff[0]):
-        t, p_t = float(np.copysign(np.inf, diff[0])), 0.0
-    else:
-        t_result = sps.ttest_rel(a[keep], b[keep])
-        t, p_t = float(t_result.statistic), float(t_result.pvalue)
     w_result = sps.wilcoxon(diff)
-    return {**result, "t": t, "p_t": p_t, "w": float(w_result.statistic), "p_wilcoxon": float(w_result.pvalue)}
+    result.update(w=float(w_result.statistic), p_wilcoxon=float(w_result.pvalue))
+    if np.ptp(diff) <= 1e-12 * np.abs(diff).max():
+        # A constant difference (up to float rounding) has zero variance: t is infinite, not a rounding artefact.
+        return {**result, "t": float(np.copysign(np.inf, diff.mean())), "p_t": 0.0}
+    t_result = sps.ttest_rel(a[keep], b[keep])
+    return {**result, "t": float(t_result.statistic), "p_t": float(t_result.pvalue)}
 
 
-def _bonferroni(pvalues: np.ndarray) -> float:
-    return float(min(1.0, pvalues.size * pvalues.min()))
-
-
-def _fisher(pvalues: np.ndarray) -> float:
-    return float(sps.combine_pvalues(np.clip(pvalues, 1e-300, 1.0), method="fisher").pvalue)
-
-
-def _stouffer(pvalues: np.ndarray) -> float:
-    return float(sps.combine_pvalues(np.clip(pvalues, 1e-300, 1 - 1e-16), method="stouffer").pvalue)
-
-
+# p = 0 (DeLong with zero variance) and p = 1 are clipped so that log p and Phi^-1(1 - p) stay finite.
 P_COMBINERS: dict[str, Callable[[np.ndarray], float]] = {
-    "bonferroni": _bonferroni,
-    "fisher": _fisher,
-    "stouffer": _stouffer,
+    "bonferroni": lambda p: float(min(1.0, p.size * p.min())),
+    "fisher": lambda p: float(sps.combine_pvalues(np.clip(p, 1e-300, 1.0), method="fisher").pvalue),
+    "stouffer": lambda p: float(sps.combine_pvalues(np.clip(p, 1e-300, 1 - 1e-16), method="stouffer").pvalue),
 }
 
 
@@ -396,13 +373,10 @@ class SeedDelong:
     combine_method: str  # name in P_COMBINERS
 
 
-def seed_delong(
-    y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, combine: str = "bonferroni"
-) -> SeedDelong:
+def seed_delong(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, combine: str = "bonferroni") -> SeedDelong:
     """DeLong comparison of methods A and B whose seeds were scored on the same test rows.
 
     Two views, both valid and both reported by ``compare``:
-
     * **seed ensemble**: each method's per-seed scores are averaged row by row into one ensemble score and the
       two ensembles get one paired DeLong test. It tests the averaged models (usually a little better than any
       single seed) and captures test-set sampling only, not seed-to-seed training variation.
