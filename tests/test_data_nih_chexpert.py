@@ -98,6 +98,8 @@ def test_chexpert_policies_views_and_raw_values(chexpert_root):
     assert zeros.meta["filename"][zeros.meta["split"] == "test"].str.contains("/valid/").all()
     assert set(zeros.meta["split"]) == {"train", "val", "test"}
     assert zeros.meta["patient_id"].str.fullmatch(r"patient\d{5}").all()
+    # the split does not depend on the uncertainty policy
+    assert list(ones.meta["split"]) == list(zeros.meta["split"]) == list(ignore.meta["split"])
     check_patient_disjoint(zeros)
     with_laterals = load_chexpert(chexpert_root, size=16, frontal_only=False)
     assert len(with_laterals) == 50 + 13 and (with_laterals.meta["view"] == "Lateral").sum() == 13

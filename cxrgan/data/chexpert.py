@@ -165,7 +165,7 @@ def load_chexpert_raw(
             meta[key] = table[column].astype(str)
     labels = apply_uncertainty_policy(raw, uncertainty, blank)
     dataset = CXRDataset(images, labels, CHEXPERT_FINDINGS, meta)
-    return _chexpert_splits(dataset, table["role"].to_numpy(), val_fraction, fractions, random_state), raw
+    return _chexpert_splits(dataset, raw, table["role"].to_numpy(), val_fraction, fractions, random_state), raw
 
 
 def load_chexpert(
@@ -210,12 +210,22 @@ def load_chexpert(
 
 
 def _chexpert_splits(
-    dataset: CXRDataset, role: np.ndarray, val_fraction: float, fractions: Sequence[float], random_state: RandomState
+    dataset: CXRDataset,
+    raw: np.ndarray,
+    role: np.ndarray,
+    val_fraction: float,
+    fractions: Sequence[float],
+    random_state: RandomState,
 ) -> CXRDataset:
+    """Assign splits from the definite positives only, so every uncertainty policy gets the same split."""
     is_valid = role == "valid"
-    if not is_valid.any():
-        return assign_splits(dataset, fractions, random_state)
     meta = dataset.meta.copy()
     meta.loc[is_valid, "split"] = "test"
-    dataset = CXRDataset(dataset.images, dataset.labels, dataset.label_names, meta)
-    return resplit_rows(dataset, ~is_valid, (1.0 - val_fraction, val_fraction, 0.0), random_state)
+    stand_in = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (len(dataset), 1, 1))
+    definite = CXRDataset(stand_in, (raw == 1).astype(np.float32), dataset.label_names, meta)
+    if is_valid.any():
+        definite = resplit_rows(definite, ~is_valid, (1.0 - val_fraction, val_fraction, 0.0), random_state)
+    else:
+        definite = assign_splits(definite, fractions, random_state)
+    meta["split"] = definite.meta["split"].to_numpy()
+    return CXRDataset(dataset.images, dataset.labels, dataset.label_names, meta)

@@ -8,9 +8,10 @@ without a patient id are groups of one. Stratification works on groups: each gro
   Keying on the rarest label is the idea of iterative stratification (Sechidis, Tsoumakas & Vlahavas 2011,
   "On the stratification of multi-label data", ECML PKDD): rare labels are the ones a random split loses.
 
-Groups are then put in one "stratified order": within a stratum they are shuffled, and the r-th of n groups
-gets the sort key (r + u) / n with u ~ U(0, 1). Every prefix of that order holds about the same share of
-every stratum, so contiguous cuts give stratified splits and prefixes give *nested* stratified subsets.
+Groups are then put in one "stratified order": within a stratum they are shuffled, and each group gets as
+sort key the position of (about) its middle row among the stratum's rows, as a share of those rows (a random
+point in the middle half of the group, to break ties). Every prefix of that order holds about the same share
+of every stratum's rows, so contiguous cuts give stratified splits and prefixes give *nested* subsets.
 """
 
 from __future__ import annotations
@@ -62,11 +63,14 @@ def stratified_group_order(dataset: CXRDataset, random_state: RandomState = None
     groups = patient_groups(dataset)
     strata = _group_strata(dataset, groups, by_split)
     n_groups = len(strata)
+    sizes = np.bincount(groups, minlength=n_groups).astype(np.float64)
     keys = np.empty(n_groups)
     for stratum in np.unique(strata):
         members = np.flatnonzero(strata == stratum)
         members = members[rng.permutation(len(members))]
-        keys[members] = (np.arange(len(members)) + rng.random(len(members))) / len(members)
+        # position of each group's row midpoint within its stratum, so strata advance at the same *row* rate
+        before = np.cumsum(sizes[members]) - sizes[members]
+        keys[members] = (before + sizes[members] * rng.uniform(0.25, 0.75, len(members))) / sizes[members].sum()
     group_rank = np.empty(n_groups, np.int64)
     group_rank[np.argsort(keys, kind="stable")] = np.arange(n_groups)
     # rows of one group stay together, in their original order
