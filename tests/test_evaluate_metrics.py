@@ -154,6 +154,10 @@ def test_multilabel_auc_rejects_bad_input() -> None:
         multilabel_auc(labels, scores, ["a", "macro"])
     with pytest.raises(CxrganError, match="threshold-free"):
         multilabel_auc(labels, scores, ["a", "b"], metric="f1")
+    labels[1, 0] = 0.5
+    with pytest.raises(CxrganError, match="label at row 1, finding 'a' is 0.5"):
+        multilabel_auc(labels, scores, ["a", "b"])
+    labels[1, 0] = np.nan
     scores[2, 1] = np.inf
     with pytest.raises(CxrganError, match="row 2, finding 'b'"):
         multilabel_auc(labels, scores, ["a", "b"])

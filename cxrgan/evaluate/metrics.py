@@ -230,7 +230,7 @@ def multilabel_auc(
 
     Args:
         labels: (N, K) float array, 1 positive, 0 negative, NaN unknown (as in ``CXRDataset.labels``).
-        scores: (N, K) finite scores, column k for finding k.
+        scores: (N, K) scores, column k for finding k; finite wherever the label is known.
         names: the K finding names; used as dict keys.
         metric: a threshold-free registered metric, ``"roc_auc"`` or ``"pr_auc"``.
 
@@ -253,6 +253,11 @@ def multilabel_auc(
         raise CxrganError(f"finding names must be unique and not 'macro': {names}")
     if metric not in THRESHOLD_FREE:
         raise CxrganError(f"multilabel_auc needs a threshold-free metric ({sorted(THRESHOLD_FREE)}), got {metric!r}")
+    bad = np.argwhere(~np.isnan(y_all) & (y_all != 0) & (y_all != 1))
+    if bad.size:
+        row, k = bad[0]
+        value = float(y_all[row, k])
+        raise CxrganError(f"multi-label label at row {row}, finding {names[k]!r} is {value!r}; need 0, 1 or NaN")
     bad = np.argwhere(~np.isnan(y_all) & ~np.isfinite(s_all))
     if bad.size:
         row, k = bad[0]
