@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Callable
 
 import torch
@@ -92,7 +93,7 @@ def load_matching_weights(model: nn.Module, weights_path: str | os.PathLike) -> 
     """Copy every tensor whose name and shape match; returns the names that were loaded."""
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise CxrganError(f"{weights_path}: cannot read weights ({exc})") from exc
     state = state.get("model", state) if isinstance(state, dict) else state
     own = model.state_dict()

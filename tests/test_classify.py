@@ -1,0 +1,107 @@
+"""Classifier backbones (shape tests) and the training loop on real Kermany images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxrgan.classify import CLASSIFIERS, TrainConfig, build_classifier, masked_bce, predict, train_classifier
+from cxrgan.classify.train import macro_auc
+from cxrgan.errors import CxrganError
+
+FAST = TrainConfig(model="small-cnn", epochs=5, batch_size=16, lr=1e-3, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
+@pytest.mark.parametrize("size,n_outputs", [(64, 1), (32, 14)])
+def test_backbone_shapes(name, size, n_outputs):
+    model = build_classifier(name, n_outputs).eval()
+    x = torch.randn(2, 1, size, size)
+    with torch.no_grad():
+        features = model.features(x)
+        logits = model(x)
+    assert features.ndim == 4 and features.shape[0] == 2
+    assert logits.shape == (2, n_outputs)
+
+
+def test_resnet18_uses_standard_stride2_stem():
+    model = build_classifier("resnet18", 1)
+    assert model.features[0].stride == (2, 2)
+    assert 11.0e6 < sum(p.numel() for p in model.parameters()) < 11.3e6  # He et al. ResNet-18, 1 input channel
+
+
+def test_masked_bce_ignores_unknown_and_applies_class_weights():
+    logits = torch.tensor([[0.3, -1.0], [2.0, 0.5]])
+    targets = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([0.3, 2.0, 0.5]), torch.tensor([1.0, 0.0, 1.0]))
+    assert torch.allclose(masked_bce(logits, targets), expected)
+    weights = torch.tensor([[1.0, 3.0], [1.0, 3.0]])  # positives weighted 3x
+    per = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([0.3, 2.0, 0.5]), torch.tensor([1.0, 0.0, 1.0]), reduction="none")
+    assert torch.allclose(masked_bce(logits, targets, weights), (per * torch.tensor([3.0, 1.0, 3.0])).mean())
+
+
+def test_macro_auc_skips_single_class_columns():
+    labels = np.array([[0, 1], [1, 1], [0, np.nan], [1, 1]], dtype=np.float32)
+    scores = np.array([[0.1, 0.5], [0.9, 0.5], [0.2, 0.5], [0.8, 0.5]], dtype=np.float32)
+    assert macro_auc(labels, scores) == 1.0
+
+
+def test_training_learns_and_is_reproducible(kermany_small):
+    train, val, test = (kermany_small.split(s) for s in ("train", "val", "test"))
+    first = train_classifier(train, val, FAST, seed=3)
+    second = train_classifier(train, val, FAST, seed=3)
+    s1, s2 = predict(first.model, test), predict(second.model, test)
+    np.testing.assert_array_equal(s1, s2)
+    assert first.history == [{**h, "seconds": first.history[i]["seconds"]} for i, h in enumerate(second.history)]
+    assert macro_auc(test.labels, s1) > 0.7  # real pneumonia signal on 160 training images
+    other = predict(train_classifier(train, val, FAST, seed=4).model, test)
+    assert not np.array_equal(s1, other)
+
+
+def test_resume_matches_uninterrupted_run(kermany_small, tmp_path):
+    train, val = kermany_small.split("train"), kermany_small.split("val")
+    config = TrainConfig(model="small-cnn", epochs=3, batch_size=32, lr=1e-3, patience=10, progress=False,
+                         device="cpu", flip_augment=True)
+    full = train_classifier(train, val, config, seed=1)
+    checkpoint = tmp_path / "clf.pt"
+    short = TrainConfig(**{**config.__dict__, "epochs": 2})
+    train_classifier(train, val, short, seed=1, checkpoint_path=checkpoint)
+    # The checkpoint of the 2-epoch run is refused for a 3-epoch config (configs must match) ...
+    with pytest.raises(CxrganError, match="different config"):
+        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, resume=True)
+    # ... so interrupt a 3-epoch run after its second epoch instead, then resume it.
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise Stop
+
+    checkpoint.unlink()
+    with pytest.raises(Stop):
+        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, on_epoch=stop_after_two)
+    resumed = train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, resume=True)
+    assert [h["val_auc"] for h in resumed.history] == [h["val_auc"] for h in full.history]
+    for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_single_class_training_split_is_refused(kermany_small):
+    train, val = kermany_small.split("train"), kermany_small.split("val")
+    only_pneumonia = train.subset(train.binary_targets() == 1)
+    with pytest.raises(CxrganError, match="only class value"):
+        train_classifier(only_pneumonia, val, FAST, seed=0)
+
+
+def test_local_weights_file_loads_matching_tensors(tmp_path):
+    source = build_classifier("small-cnn", 3)
+    path = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), path)
+    target = build_classifier("small-cnn", 1, weights_path=path)  # head differs in shape and is skipped
+    torch.testing.assert_close(target.features[0].weight, source.features[0].weight)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CxrganError, match="bad.pt"):
+        build_classifier("small-cnn", 1, weights_path=tmp_path / "bad.pt")
