@@ -174,3 +174,18 @@ def test_prepare_and_info_reject_bad_sources(tmp_path, kermany_path):
     pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "other.csv", index=False)
     with pytest.raises(CxrganError, match="other.csv: not an NIH"):
         info(tmp_path / "other.csv")
+
+
+def test_prepare_folder_without_splits_assigns_patient_level_splits(kermany_folder, tmp_path):
+    flat = tmp_path / "flat"
+    for split_dir in kermany_folder.iterdir():
+        for class_dir in split_dir.iterdir():
+            (flat / class_dir.name).mkdir(parents=True, exist_ok=True)
+            for f in class_dir.iterdir():
+                (flat / class_dir.name / f.name).write_bytes(f.read_bytes())
+    out = prepare(flat, 16, tmp_path / "flat.npz", fractions=(0.5, 0.25, 0.25), random_state=0, progress=False)
+    dataset = load_npz(out)
+    assert len(dataset) == 24 and set(dataset.meta["split"]) == {"train", "val", "test"}
+    check_patient_disjoint(dataset)
+    for name in ("train", "val", "test"):
+        assert set(dataset.split(name).binary_targets()) == {0, 1}

@@ -92,8 +92,8 @@ def resolve_image_paths(csv_path: Path, relative: Sequence[str]) -> list[Path]:
         lambda p: csv_dir / p,
         lambda p: csv_dir / Path(*Path(p).parts[1:]) if len(Path(p).parts) > 1 else csv_dir / p,
     ]
-    for base in bases:  # the base that finds the first existing row is used for every row
-        for value in relative:
+    for base in bases:  # the first base under which one of the first rows exists is used for every row
+        for value in relative[:100]:
             if base(value).is_file():
                 return [base(v) for v in relative]
     return [bases[0](v) for v in relative]

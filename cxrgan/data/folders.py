@@ -112,7 +112,8 @@ def load_image_folder(
     """Load an image-folder dataset, centre-cropped and area-resized to ``size``.
 
     Two classes give a binary task (one label column named after the second class, ``class_names`` both);
-    more classes give one-hot columns, one per class.
+    more classes give one-hot columns, one per class. Class names are lower-cased (NORMAL -> normal), the
+    file path relative to ``root`` is kept in ``meta["filename"]``.
 
     Args:
         root: the dataset folder (see :func:`list_image_folder`).

@@ -14,6 +14,7 @@ from cxrgan.errors import CxrganError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+_CHUNK = 512  # files handed to the thread pool at a time
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -28,8 +29,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise CxrganError(f"{path}: image file not found")
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return read_dicom(path)
+    return _DECODERS.get(path.suffix.lower(), _read_pillow)(path)
+
+
+def _read_pillow(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
@@ -70,6 +73,9 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         out = 255 - out
     return out
+
+
+_DECODERS = {suffix: read_dicom for suffix in DICOM_SUFFIXES}  # any other suffix goes to Pillow
 
 
 def _stretch(values: np.ndarray) -> np.ndarray:
@@ -167,11 +173,16 @@ def load_many(
                 store(i, load_square(path, size))
                 bar.update()
         else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                # map keeps input order, so a failure is reported for the first bad file in list order
-                for i, image in enumerate(pool.map(lambda p: load_square(p, size), paths)):
-                    store(i, image)
-                    bar.update()
+            pool = ThreadPoolExecutor(max_workers=workers)
+            try:
+                # bounded chunks: few pending results in memory, and a bad file stops the run early
+                for start in range(0, len(paths), _CHUNK):
+                    chunk = paths[start : start + _CHUNK]
+                    for offset, image in enumerate(pool.map(lambda p: load_square(p, size), chunk)):
+                        store(start + offset, image)
+                        bar.update()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     if out is None:
         return np.empty((0, size or 0, size or 0), np.uint8)
     return out
