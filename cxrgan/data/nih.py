@@ -95,7 +95,7 @@ def load_nih(
     csv: str | os.PathLike | None = None,
     views: Sequence[str] | None = None,
     val_fraction: float = 0.1,
-    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
     random_state: RandomState = 0,
     missing: str = "error",
     workers: int = 1,
