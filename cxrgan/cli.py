@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from dataclasses import asdict
 from typing import Callable
@@ -55,6 +56,11 @@ def parse_ratio(text: str) -> tuple[int, int]:
     return negatives, positives
 
 
+def shell_command() -> str:
+    """The command line as typed, so reports can show exactly how a run was made."""
+    return " ".join(shlex.quote(a) for a in ["cxrgan", *sys.argv[1:]])
+
+
 # ---- compare -------------------------------------------------------------------------------------------------
 def _compare_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.recipes.compare import CLASSIC_METHODS
@@ -96,7 +102,7 @@ def _compare(args: argparse.Namespace) -> None:
         print(f"train {len(train)} rows, val {len(val)}, test {len(test)}")
         print(train.counts_table().to_string(index=False))
         return
-    run_compare(config, args.out, resume_dir=args.resume)
+    run_compare(config, args.out, resume_dir=args.resume, command=shell_command())
 
 
 # ---- data ----------------------------------------------------------------------------------------------------

@@ -66,17 +66,22 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
     return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
 
 
-def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None) -> Path:
+def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None,
+                command: str | None = None) -> Path:
     """Run (or resume) a comparison and return its run directory.
 
-    Every finished (method, seed) appends one JSONL record after its scores are saved, so an interrupted run resumes
-    at the first unfinished pair and repeats nothing.
+    ``command`` (the shell command line) is kept in ``command.txt`` for the report. Every finished (method, seed)
+    appends one JSONL record after its scores are saved, so an interrupted run resumes at the first unfinished pair
+    and repeats nothing.
     """
     if config.baseline not in config.methods:
         raise CxrganError(f"baseline {config.baseline!r} is not among the methods {list(config.methods)}")
     train, val, test = prepare_splits(config)
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(out, f"compare-{Path(config.data).stem}")
     write_config(run_dir, config, kind="compare")
+    if command:
+        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
+            f.write(command + "\n")
     write_tables(train.counts_table(), run_dir / "train_split", title="Training split used by every run")
     done = {(r["method"], r["seed"]) for r in read_jsonl(run_dir / "results.jsonl")}
     device = resolve_device(config.train.device)

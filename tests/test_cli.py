@@ -1,0 +1,35 @@
+"""The command line: data tools on real files, clean error messages, help for every registered command."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxrgan.cli import COMMANDS, build_parser, main
+from cxrgan.data import load_npz, save_npz
+
+
+def test_every_command_has_help(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([*name.split(), "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: cxrgan " + name in capsys.readouterr().out
+
+
+def test_data_prepare_and_info_on_a_real_file(kermany_small, tmp_path, capsys):
+    source = save_npz(kermany_small, tmp_path / "small64.npz")
+    assert main(["data", "prepare", str(source), "--size", "32", "--out", str(tmp_path / "small32.npz")]) == 0
+    resized = load_npz(tmp_path / "small32.npz")
+    assert resized.images.shape == (240, 32, 32)
+    assert resized.counts_table().equals(kermany_small.counts_table())
+    capsys.readouterr()
+    assert main(["data", "info", str(tmp_path / "small32.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "pneumonia" in out and "3.00:1" in out
+
+
+def test_errors_are_one_clean_line(tmp_path, capsys):
+    (tmp_path / "broken.npz").write_bytes(b"garbage")
+    assert main(["data", "info", str(tmp_path / "broken.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cxrgan: error:") and "broken.npz" in err and "Traceback" not in err
