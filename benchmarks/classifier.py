@@ -32,14 +32,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-bf16", action="store_true")
-    parser.add_argument("--no-flips", action="store_true")
+    parser.add_argument("--augment", default="flip-affine", choices=["none", "flip", "flip-affine"])
+    parser.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     dataset = load_npz(args.data)
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
     config = TrainConfig(model=args.model, epochs=args.epochs, patience=args.patience, lr=args.lr,
-                         batch_size=args.batch_size, bf16=not args.no_bf16, flip_augment=not args.no_flips,
+                         batch_size=args.batch_size, bf16=not args.no_bf16, augment=args.augment, lr_schedule=args.lr_schedule,
                          device="auto", progress=False)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {config}")
     started = time.perf_counter()

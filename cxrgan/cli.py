@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -34,7 +35,9 @@ def add_train_flags(parser: argparse.ArgumentParser, model: str = "resnet18") ->
     group.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default %(default)s)")
     group.add_argument("--patience", type=int, default=3, help="early-stopping patience on val AUC")
     group.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2-4x faster on recent CPUs)")
-    group.add_argument("--flip-augment", action="store_true", help="random horizontal flips on the fly")
+    group.add_argument("--augment", default="none", choices=["none", "flip", "flip-affine"],
+                       help="on-the-fly augmentation of training batches (default %(default)s)")
+    group.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
     group.add_argument("--weights", default=None, help="local pretrained weights file (default: from scratch)")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -44,7 +47,7 @@ def train_config(args: argparse.Namespace):
     from cxrgan.classify import TrainConfig
 
     return TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       patience=args.patience, bf16=args.bf16, device=args.device, flip_augment=args.flip_augment,
+                       patience=args.patience, bf16=args.bf16, device=args.device, augment=args.augment, lr_schedule=args.lr_schedule,
                        weights_path=args.weights, progress=not args.no_progress)
 
 
@@ -130,6 +133,68 @@ def _data_info(args: argparse.Namespace) -> None:
     from cxrgan.data.info import info
 
     print(info(args.path))
+
+
+# ---- generators ----------------------------------------------------------------------------------------------
+def _train_gan_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", required=True, help="generator: dcgan or cdcgan")
+    parser.add_argument("--data", required=True, help="compact .npz; only its train split is used")
+    parser.add_argument("--out", default="runs", help="folder for numbered run directories")
+    parser.add_argument("--target", default=None, help="dcgan: the class it models (name or 0/1; default positive)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--ngf", type=int, default=None, help="generator width")
+    parser.add_argument("--ndf", type=int, default=None, help="discriminator width")
+    parser.add_argument("--d-norm", default=None, choices=["batch", "spectral", "none"])
+    parser.add_argument("--loss", default=None, choices=["bce", "hinge"])
+    parser.add_argument("--diffaugment", default=None, help='DiffAugment ops, e.g. "translation,cutout" ("" = off)')
+    parser.add_argument("--ema-decay", type=float, default=None, help="EMA of generator weights (0 = off)")
+    parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full", action="store_true", help="paper sizes (ngf = ndf = 64, more epochs) for GPUs")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                        help="continue the latest run of --method in --out, or RUN_DIR")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+@command("train-gan", "train a generator on the training split of a compact .npz file", flags=_train_gan_flags)
+def _train_gan(args: argparse.Namespace) -> None:
+    from cxrgan.balance.gan import CPU_DEFAULTS, FULL_DEFAULTS
+    from cxrgan.device import resolve_device
+    from cxrgan.generators import generator_class, train_gan
+
+    config_class = generator_class(args.method).config_class
+    fields = {"epochs": args.epochs, "batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf,
+              "d_norm": args.d_norm, "loss": args.loss, "diffaugment": args.diffaugment, "ema_decay": args.ema_decay,
+              "bf16": args.bf16, "target": args.target}
+    values = {**(FULL_DEFAULTS if args.full else CPU_DEFAULTS), "seed": args.seed, "progress": not args.no_progress}
+    values.update({k: v for k, v in fields.items() if v is not None})
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        raise CxrganError(f"method {args.method!r} has no setting(s) {unknown}")
+    run_dir = train_gan(args.method, args.data, args.out, config_class(**values), device=resolve_device(args.device),
+                        resume=args.resume)
+    print(f"trained {args.method}: {run_dir}")
+
+
+def _sample_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a run directory written by cxrgan train-gan")
+    parser.add_argument("--n", type=int, required=True, help="number of images")
+    parser.add_argument("--label", default=None, help="class or finding to sample (default: the model's own)")
+    parser.add_argument("--out", required=True, help="output .png (grid) or .npz (compact dataset)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+
+
+@command("sample", "draw images from a trained generator run", flags=_sample_flags)
+def _sample(args: argparse.Namespace) -> None:
+    from cxrgan.device import resolve_device
+    from cxrgan.generators import sample_from_run
+
+    path = sample_from_run(args.run_dir, args.n, args.label, args.out, seed=args.seed,
+                           device=resolve_device(args.device))
+    print(f"wrote {path}")
 
 
 # ---- entry point ---------------------------------------------------------------------------------------------

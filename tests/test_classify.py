@@ -64,7 +64,7 @@ def test_training_learns_and_is_reproducible(kermany_small):
 def test_resume_matches_uninterrupted_run(kermany_small, tmp_path):
     train, val = kermany_small.split("train"), kermany_small.split("val")
     config = TrainConfig(model="small-cnn", epochs=3, batch_size=32, lr=1e-3, patience=10, progress=False,
-                         device="cpu", flip_augment=True)
+                         device="cpu", augment="flip-affine", lr_schedule="cosine")
     full = train_classifier(train, val, config, seed=1)
     checkpoint = tmp_path / "clf.pt"
     short = TrainConfig(**{**config.__dict__, "epochs": 2})

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from cxrgan.balance.augment import flip_affine_tensor
 from cxrgan.classify.networks import build_classifier
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.device import autocast, resolve_device
@@ -23,6 +24,19 @@ from cxrgan.errors import CxrganError
 from cxrgan.io import save_torch
 
 CHECKPOINT_VERSION = 1
+
+
+def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+# Batch augmentations: (N,1,H,W) float batch and the run's generator -> augmented batch.
+AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "none": lambda x, generator: x,
+    "flip": _random_flip,
+    "flip-affine": flip_affine_tensor,
+}
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,8 @@ class TrainConfig:
     patience: int = 3  # stop after this many epochs without a better validation AUC
     bf16: bool = False  # bf16 autocast (CPU and CUDA); weights and optimiser stay fp32
     device: str = "auto"  # "auto" = CUDA when present, else CPU
-    flip_augment: bool = False  # random horizontal flips on the fly (p = 0.5), the usual seed practice
+    augment: str = "none"  # on-the-fly augmentation: "none", "flip" (p = 0.5) or "flip-affine" (+ small affine)
+    lr_schedule: str = "constant"  # "constant" or "cosine" (decay to 0 over `epochs`, per step)
     weights_path: str | None = None  # optional local pretrained weights; default trains from scratch
     eval_batch_size: int = 256  # batch size for prediction
     progress: bool = True  # show a tqdm bar per epoch
@@ -117,19 +132,27 @@ def train_classifier(
         on_epoch: called with each epoch's record (e.g. to append it to a JSONL log).
     """
     _check_trainable(train, val)
+    if config.augment not in AUGMENTATIONS:
+        raise CxrganError(f"unknown augmentation {config.augment!r}; available: {', '.join(AUGMENTATIONS)}")
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise CxrganError(f"unknown learning-rate schedule {config.lr_schedule!r}; use constant or cosine")
     device = resolve_device(config.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # inside fork_rng: seeds initial weights without touching the caller's RNG
         model = build_classifier(config.model, train.n_labels, config.weights_path)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / world) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch if config.lr_schedule == "cosine" else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)) if total_steps else 1.0)
     generator = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_val_auc": -math.inf, "best_epoch": 0, "best_model": None, "history": []}
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = _load_checkpoint(checkpoint_path, model, optimizer, generator, config)
+        state = _load_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, config)
 
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     step_model = nn.parallel.DistributedDataParallel(model) if distributed else model
     labels = torch.from_numpy(train.labels)
     class_weights = torch.from_numpy(train.class_weights).to(device) if train.class_weights is not None else None
@@ -140,24 +163,21 @@ def train_classifier(
             break
         step_model.train()
         order = torch.randperm(len(train), generator=generator)[rank::world]
-        flips = torch.rand(len(train), generator=generator)[rank::world] < 0.5
         started, total_loss, n_batches = time.perf_counter(), 0.0, 0
         batches = range(0, len(order), config.batch_size)
         for start in tqdm(batches, desc=f"epoch {epoch}", disable=not config.progress or rank != 0, leave=False):
-            index = order[start:start + config.batch_size]
+            index = np.sort(order[start:start + config.batch_size].numpy())  # sorted: sequential memmap reads
             if len(index) < 2:  # BatchNorm cannot train on a single image
                 continue
-            x = _to_input(train.images[np.sort(index.numpy())], device)
-            y = labels[np.sort(index.numpy())].to(device)
-            if config.flip_augment:
-                flip = flips[start:start + config.batch_size][np.argsort(index.numpy())].to(device)
-                x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            x = AUGMENTATIONS[config.augment](_to_input(train.images[index], device), generator)
+            y = labels[index].to(device)
             with autocast(device, config.bf16):
                 logits = step_model(x)
             loss = masked_bce(logits, y, class_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             total_loss += loss.item()
             n_batches += 1
             images_seen += len(index)
@@ -172,7 +192,7 @@ def train_classifier(
                          best_model={k: v.detach().clone() for k, v in model.state_dict().items()})
         state["epoch"] = epoch
         if checkpoint_path is not None and rank == 0:
-            _save_checkpoint(checkpoint_path, model, optimizer, generator, config, state)
+            _save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, config, state)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
 
@@ -207,19 +227,20 @@ def _check_trainable(train: CXRDataset, val: CXRDataset) -> None:
         raise CxrganError(f"the training split has {len(train)} row(s); at least 2 are needed")
 
 
-def _save_checkpoint(path, model, optimizer, generator, config: TrainConfig, state: dict) -> None:
+def _save_checkpoint(path, model, optimizer, scheduler, generator, config: TrainConfig, state: dict) -> None:
     save_torch(path, {
         "format_version": CHECKPOINT_VERSION,
         "kind": "classifier",
         "config": dataclasses.asdict(config),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "rng": generator.get_state(),
         **state,
     })
 
 
-def _load_checkpoint(path, model, optimizer, generator, config: TrainConfig) -> dict:
+def _load_checkpoint(path, model, optimizer, scheduler, generator, config: TrainConfig) -> dict:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if checkpoint.get("kind") != "classifier" or checkpoint.get("format_version") != CHECKPOINT_VERSION:
         raise CxrganError(f"{path}: not a cxrgan classifier checkpoint (version {CHECKPOINT_VERSION})")
@@ -229,5 +250,6 @@ def _load_checkpoint(path, model, optimizer, generator, config: TrainConfig) -> 
                           "use a new output directory")
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
     generator.set_state(checkpoint["rng"])
     return {k: checkpoint[k] for k in ("epoch", "best_val_auc", "best_epoch", "best_model", "history")}
