@@ -1,0 +1,389 @@
+"""Synthetic-image audit without downloaded weights: fidelity, diversity, memorisation and usefulness of generated
+X-rays, measured in the feature space of a CXR classifier trained on the real training split.
+
+Feature space: the global-average-pooled output of ``model.features`` (the input of the final linear layer, 128
+values for "small-cnn", 512 for "resnet18") of a ``cxrgan.classify`` backbone trained with ``train_classifier`` on
+the real training split and early-stopped on the real validation split. An Inception network trained on ImageNet
+(the usual FID space) is neither available offline nor a model of chest X-rays.
+
+Every statistic is printed beside a real-vs-real reference: the same statistic between a random subset of the real
+training split (as many rows as there are synthetic images) and the real test split. A generator is good when its
+value is near the reference, not when it is near zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from cxrgan.classify import TrainConfig, predict, train_classifier  # noqa: E402
+from cxrgan.classify.train import macro_auc  # noqa: E402
+from cxrgan.data.dataset import CXRDataset, from_arrays  # noqa: E402
+from cxrgan.errors import CxrganError  # noqa: E402
+from cxrgan.evaluate.audit_metrics import (  # noqa: E402
+    frechet_distance,
+    kernel_inception_distance,
+    nearest_neighbours,
+    prdc,
+    two_sample_auc,
+)
+from cxrgan.io import atomic_write, write_json, write_text  # noqa: E402
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Settings of one audit; written into audit.json."""
+
+    feature_model: str = "small-cnn"  # backbone trained on the real training split to embed images
+    feature_epochs: int = 5  # its maximum training epochs (early-stopped on real validation AUC)
+    tstr_epochs: int = 5  # epochs of the train-on-synthetic / train-on-real classifiers
+    batch_size: int = 64  # training batch size of both classifiers
+    lr: float = 1e-3  # their Adam learning rate
+    k: int = 5  # neighbourhood size of precision / recall / density / coverage (Naeem et al. use 5)
+    kid_subsets: int = 50  # KID: random subset pairs
+    kid_subset_size: int = 100  # KID: rows per subset
+    percentile: float = 1.0  # memorisation threshold: this percentile of real test -> train distances
+    n_pairs: int = 8  # closest synthetic / training pairs shown in nearest_pairs.png
+    n_folds: int = 5  # folds of the classifier two-sample test
+    tstr: bool = True  # train a classifier on the synthetic images and test it on real ones (needs both classes)
+    seed: int = 0  # seeds the classifiers, the reference subset and the KID subsets
+    device: str = "cpu"  # torch device of both classifiers
+
+
+def train_feature_model(train: CXRDataset, val: CXRDataset, config: AuditConfig = AuditConfig()) -> nn.Module:
+    """The classifier whose pooled features define the audit's feature space, trained on real rows only."""
+    if train.synthetic.any():
+        raise CxrganError("the feature model must be trained on real images; the training rows hold synthetic ones")
+    return train_classifier(train, val, _train_config(config, config.feature_model, config.feature_epochs),
+                            seed=config.seed).model
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, C) global-average-pooled ``model.features`` output for uint8 (N, H, W) images scaled to [-1, 1]."""
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise CxrganError(f"images must be an (N, H, W) uint8 array, got {images.shape} {images.dtype}")
+    device = next(model.parameters()).device
+    model.eval()
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+        x = x.unsqueeze(1).float().div(127.5).sub(1.0)
+        chunks.append(model.features(x).float().mean(dim=(2, 3)).cpu().numpy())
+    return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, 0))
+
+
+def memorisation(synthetic_to_train: np.ndarray, test_to_train: np.ndarray, percentile: float = 1.0) -> dict:
+    """How close synthetic images sit to training images compared with genuinely new real images.
+
+    Args:
+        synthetic_to_train: distance of every synthetic image to its nearest training image.
+        test_to_train: the same for every real test image (patients never seen in training).
+        percentile: threshold percentile of ``test_to_train``.
+
+    Returns:
+        the threshold, the fraction of synthetic images at or below it (about ``percentile`` / 100 for a generator
+        that does not copy, 1.0 for exact copies), and quantiles of both distributions.
+    """
+    threshold = float(np.percentile(test_to_train, percentile))
+    quantiles = (0.01, 0.05, 0.25, 0.5)
+    return {
+        "threshold": threshold,
+        "fraction_below": float(np.mean(synthetic_to_train <= threshold)),
+        "reference_fraction_below": float(np.mean(test_to_train <= threshold)),
+        "synthetic_to_train_quantiles": {str(q): float(np.quantile(synthetic_to_train, q)) for q in quantiles},
+        "test_to_train_quantiles": {str(q): float(np.quantile(test_to_train, q)) for q in quantiles},
+    }
+
+
+def train_on_synthetic(images: np.ndarray, labels: np.ndarray, val: CXRDataset, test: CXRDataset,
+                       config: AuditConfig = AuditConfig()) -> float:
+    """Train-on-synthetic / test-on-real (Esteban et al. 2017, "Real-valued (Medical) Time Series Generation with
+    Recurrent Conditional GANs"): a ``config.feature_model`` classifier trained only on synthetic images, its
+    epoch chosen on the real validation split, scored by macro ROC AUC on the real test split.
+
+    Args:
+        images: (N, H, W) uint8 synthetic images.
+        labels: (N, K) their labels (NaN = unknown, ignored in the loss), columns as in ``test``.
+        val: real validation rows (select the epoch only).
+        test: real test rows.
+        config: audit settings (classifier, epochs, seed).
+    """
+    labels = np.asarray(labels, dtype=np.float32).reshape(len(images), -1)
+    if labels.shape[1] != test.n_labels:
+        raise CxrganError(f"synthetic labels have {labels.shape[1]} column(s); the test split has {test.n_labels}")
+    synthetic = from_arrays(images, labels, test.label_names, class_names=test.class_names, source="synthetic",
+                            synthetic=[True] * len(images))
+    result = train_classifier(synthetic, val, _train_config(config, config.feature_model, config.tstr_epochs),
+                              seed=config.seed)
+    return macro_auc(test.labels, predict(result.model, test, config.device))
+
+
+def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | None, train: CXRDataset,
+                 val: CXRDataset, test: CXRDataset, out_dir: str | Path | None = None,
+                 config: AuditConfig = AuditConfig(), feature_model: nn.Module | None = None) -> dict:
+    """Audit synthetic images against the real splits they were meant to imitate; JSON + PNGs when ``out_dir``.
+
+    When the synthetic labels hold a single class of a binary task (a class-specific generator such as DCGAN on the
+    minority class), the distribution metrics compare with real images of that class only.
+
+    Args:
+        synthetic_images: (M, H, W) uint8 generated images, same size as the real ones.
+        synthetic_labels: (M, K) labels the generator gave them (NaN unknown), or None.
+        train: the real training split the generator (and the feature model) saw.
+        val: the real validation split (early stopping of the classifiers).
+        test: the real test split (never seen by generator or feature model).
+        out_dir: where to write audit.json, audit.csv, distances.png and nearest_pairs.png (None: nothing).
+        config: audit settings.
+        feature_model: an already trained feature model (default: ``train_feature_model(train, val, config)``).
+
+    Returns:
+        a JSON-ready dict: per metric the synthetic value and the real-vs-real reference, memorisation summaries in
+        feature and pixel space, nearest training index per synthetic image, and the settings.
+    """
+    synthetic_images = np.asarray(synthetic_images)
+    _check_images(synthetic_images, train)
+    if synthetic_labels is not None:
+        synthetic_labels = np.asarray(synthetic_labels, dtype=np.float32).reshape(len(synthetic_images), -1)
+    model = feature_model if feature_model is not None else train_feature_model(train, val, config)
+    # the feature model is exactly the train-on-real reference classifier when it was trained here with its settings
+    real_model = model if feature_model is None and config.feature_epochs == config.tstr_epochs else None
+    real_train, real_test, restriction = _matching_real_rows(synthetic_labels, train, test)
+    minimum = max(config.k + 1, config.n_folds, 2)
+    for name, count in (("synthetic images", len(synthetic_images)), ("real training rows", len(real_train)),
+                        ("real test rows", len(real_test))):
+        if count < minimum:
+            raise CxrganError(f"the audit needs at least {minimum} {name}, got {count}")
+
+    rng = np.random.default_rng(config.seed)
+    reference_index = np.sort(rng.choice(len(real_train), min(len(synthetic_images), len(real_train)), replace=False))
+    f_syn, f_train, f_test = (extract_features(model, x) for x in (synthetic_images, real_train.images, real_test.images))
+    f_ref = f_train[reference_index]
+    p_syn, p_train, p_test = (_pixels(x) for x in (synthetic_images, real_train.images, real_test.images))
+
+    metrics: dict[str, dict[str, float]] = {}
+    metrics["frechet_distance"] = {"synthetic": frechet_distance(f_syn, f_test), "reference": frechet_distance(f_ref, f_test)}
+    kid_syn = kernel_inception_distance(f_syn, f_test, config.kid_subsets, config.kid_subset_size, config.seed)
+    kid_ref = kernel_inception_distance(f_ref, f_test, config.kid_subsets, config.kid_subset_size, config.seed)
+    metrics["kid"] = {"synthetic": kid_syn[0], "reference": kid_ref[0], "synthetic_std": kid_syn[1],
+                      "reference_std": kid_ref[1]}
+    syn_prdc, ref_prdc = prdc(f_test, f_syn, config.k), prdc(f_test, f_ref, config.k)
+    for key in syn_prdc:
+        metrics[key] = {"synthetic": syn_prdc[key], "reference": ref_prdc[key]}
+    metrics["two_sample_auc"] = {"synthetic": two_sample_auc(f_test, f_syn, config.n_folds, config.seed),
+                                 "reference": two_sample_auc(f_test, f_ref, config.n_folds, config.seed)}
+
+    nearest: dict[str, np.ndarray] = {}
+    memo: dict[str, dict] = {}
+    distances: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for space, (syn, tr, te) in {"feature": (f_syn, f_train, f_test), "pixel": (p_syn, p_train, p_test)}.items():
+        nearest[space], syn_dist = nearest_neighbours(syn, tr)
+        _, test_dist = nearest_neighbours(te, tr)
+        memo[space] = memorisation(syn_dist, test_dist, config.percentile)
+        memo[space]["synthetic_to_train"] = syn_dist.tolist()
+        distances[space] = (syn_dist, test_dist)
+        metrics[f"memorised_{space}"] = {"synthetic": memo[space]["fraction_below"],
+                                         "reference": memo[space]["reference_fraction_below"]}
+
+    tstr: dict[str, float | str] = {}
+    if config.tstr:
+        tstr = _tstr(synthetic_images, synthetic_labels, train, val, test, config, real_model)
+        if "synthetic" in tstr:
+            metrics["tstr_auc"] = {"synthetic": tstr["synthetic"], "reference": tstr["reference"]}
+
+    result = {
+        "config": dataclasses.asdict(config),
+        "feature_space": f"global-average-pooled `features` output of a {config.feature_model} trained on the real "
+                         f"training split ({f_syn.shape[1]} values per image)",
+        "n_synthetic": len(synthetic_images),
+        "n_train": len(real_train),
+        "n_test": len(real_test),
+        "real_rows": restriction,
+        "metrics": metrics,
+        "memorisation": memo,
+        "nearest_train_index": {space: index.tolist() for space, index in nearest.items()},
+        "tstr": tstr,
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_json(out_dir / "audit.json", result)
+        write_text(out_dir / "audit.csv", audit_table(result).to_csv(index=False))
+        plot_distances(distances, memo, out_dir / "distances.png")
+        plot_nearest_pairs(synthetic_images, real_train.images, nearest, distances, out_dir / "nearest_pairs.png",
+                           config.n_pairs)
+    return result
+
+
+def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir: str | Path | None = None,
+              n: int | None = None, config: AuditConfig = AuditConfig(), sample_seed: int = 0) -> dict:
+    """``cxrgan audit GAN_RUN_DIR``: sample a trained generator and audit its images against its data file.
+
+    Args:
+        run_dir: a GAN run directory written by ``cxrgan.generators.runs.train_gan`` (holds checkpoint.pt).
+        data_path: the compact .npz the generator was trained from (default: the ``data_path`` in its config.json);
+            its train / val / test splits are the real references.
+        out_dir: where audit.json, audit.csv and the PNGs go (default: ``run_dir/audit``).
+        n: synthetic images to draw (default: as many as the real test split has).
+        config: audit settings.
+        sample_seed: seeds the generator's sampling.
+    """
+    from cxrgan.data.npz import load_npz
+    from cxrgan.generators.runs import load_run
+    from cxrgan.runs import read_config
+
+    run_dir = Path(run_dir)
+    run_config = read_config(run_dir)
+    data_path = data_path if data_path is not None else run_config.get("data_path")
+    if data_path is None:
+        raise CxrganError(f"{run_dir}: config.json names no data_path; pass the data file")
+    dataset = load_npz(data_path, target=run_config.get("npz_target", "labels"))
+    train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
+    model = load_run(run_dir, device=config.device)
+    if tuple(model.data_info_["label_names"]) != train.label_names:
+        raise CxrganError(f"{run_dir}: the generator's labels {list(model.data_info_['label_names'])} differ from "
+                          f"{data_path}'s {list(train.label_names)}")
+    n = len(test) if n is None else n
+    if n < 2:
+        raise CxrganError(f"the audit needs at least 2 synthetic images, got n={n}")
+    images, labels = model.sample(n, generator=torch.Generator().manual_seed(sample_seed))
+    result = audit_images(images, labels, train, val, test, out_dir if out_dir is not None else run_dir / "audit",
+                          config)
+    result["generator_run"], result["data_path"] = str(run_dir), str(data_path)
+    write_json(Path(out_dir if out_dir is not None else run_dir / "audit") / "audit.json", result)
+    return result
+
+
+# What each row means and which value is ideal, in the order a reader scans them.
+METRIC_ROWS = {
+    "frechet_distance": ("Fréchet distance to real test (feature space)", "lower; ~reference"),
+    "kid": ("KID to real test (poly kernel, unbiased)", "~0; ~reference"),
+    "precision": ("precision (fidelity, k-NN)", "~reference"),
+    "recall": ("recall (diversity, k-NN)", "~reference"),
+    "density": ("density", "~1"),
+    "coverage": ("coverage", "~reference"),
+    "two_sample_auc": ("two-sample classifier AUC vs real test", "0.5"),
+    "memorised_feature": ("fraction closer to a training image than the test p-th pct. (features)", "~pct/100"),
+    "memorised_pixel": ("fraction closer to a training image than the test p-th pct. (pixels)", "~pct/100"),
+    "tstr_auc": ("train on synthetic, test on real: ROC AUC", "~reference (train on real)"),
+}
+
+
+def audit_table(result: dict) -> pd.DataFrame:
+    """The printable table: metric, synthetic value, real-vs-real reference, what is ideal."""
+    rows = []
+    percentile = result["config"]["percentile"]
+    for key, (label, ideal) in METRIC_ROWS.items():
+        if key not in result["metrics"]:
+            continue
+        values = result["metrics"][key]
+        rows.append({"metric": label.replace("p-th pct.", f"{percentile:g}st pct." if percentile == 1 else
+                                             f"{percentile:g}th pct."),
+                     "synthetic": _fmt(values["synthetic"], values.get("synthetic_std")),
+                     "real train vs test (reference)": _fmt(values["reference"], values.get("reference_std")),
+                     "ideal": ideal.replace("pct/100", f"{percentile / 100:g}")})
+    return pd.DataFrame(rows)
+
+
+def plot_distances(distances: dict[str, tuple[np.ndarray, np.ndarray]], memo: dict[str, dict], path: Path) -> Path:
+    """Histograms of synthetic -> train and real test -> train nearest distances, per space, with the threshold."""
+    fig, axes = plt.subplots(1, len(distances), figsize=(5 * len(distances), 3.4), dpi=100, squeeze=False)
+    for ax, (space, (syn, test)) in zip(axes[0], distances.items()):
+        bins = np.linspace(0, max(syn.max(), test.max()) * 1.02 + 1e-9, 40)
+        ax.hist(test, bins=bins, alpha=0.6, label="real test -> train", color="tab:blue", density=True)
+        ax.hist(syn, bins=bins, alpha=0.6, label="synthetic -> train", color="tab:red", density=True)
+        ax.axvline(memo[space]["threshold"], ls="--", c="k", lw=1, label="test 1st-pct threshold")
+        ax.set(xlabel=f"distance to nearest training image ({space} space)", ylabel="density")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def plot_nearest_pairs(synthetic: np.ndarray, train_images: np.ndarray, nearest: dict[str, np.ndarray],
+                       distances: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_pairs: int = 8) -> Path:
+    """The ``n_pairs`` synthetic images closest (in pixels) to a training image: the synthetic image, its nearest
+    training image in pixel space and in feature space, with distances."""
+    order = np.argsort(distances["pixel"][0])[:n_pairs]
+    rows = [("synthetic", None), ("nearest train (pixels)", "pixel"), ("nearest train (features)", "feature")]
+    fig, axes = plt.subplots(len(rows), len(order), figsize=(1.6 * len(order), 1.9 * len(rows)), dpi=100,
+                             squeeze=False)
+    for j, i in enumerate(order):
+        for r, (label, space) in enumerate(rows):
+            image = synthetic[i] if space is None else train_images[nearest[space][i]]
+            axes[r, j].imshow(image, cmap="gray", vmin=0, vmax=255)
+            title = f"#{i}" if space is None else f"d = {distances[space][0][i]:.3g}"
+            axes[r, j].set_title(title, fontsize=7)
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+            if j == 0:
+                axes[r, j].set_ylabel(label, fontsize=7)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def _tstr(images: np.ndarray, labels: np.ndarray | None, train: CXRDataset, val: CXRDataset, test: CXRDataset,
+          config: AuditConfig, real_model: nn.Module | None = None) -> dict[str, float | str]:
+    if labels is None or np.isnan(labels).all():
+        return {"skipped": "the synthetic images carry no labels"}
+    for j, name in enumerate(test.label_names):
+        known = labels[~np.isnan(labels[:, j]), j]
+        if test.is_binary and len(np.unique(known)) < 2:
+            return {"skipped": f"the synthetic images hold one class of {name!r} only (a class-specific generator)"}
+    real = real_model if real_model is not None else train_classifier(
+        train, val, _train_config(config, config.feature_model, config.tstr_epochs), seed=config.seed).model
+    return {"synthetic": train_on_synthetic(images, labels, val, test, config),
+            "reference": macro_auc(test.labels, predict(real, test, config.device))}
+
+
+def _matching_real_rows(labels: np.ndarray | None, train: CXRDataset, test: CXRDataset
+                        ) -> tuple[CXRDataset, CXRDataset, str]:
+    """Real rows of the synthetic images' class when they hold one class of a binary task, else all rows."""
+    if labels is None or not train.is_binary:
+        return train, test, "all classes"
+    known = labels[~np.isnan(labels[:, 0]), 0]
+    classes = np.unique(known)
+    if len(known) != len(labels) or len(classes) != 1:
+        return train, test, "all classes"
+    value = float(classes[0])
+    name = (train.class_names or ("negative", train.label_names[0]))[int(value)]
+    return (train.subset(train.labels[:, 0] == value), test.subset(test.labels[:, 0] == value),
+            f"class {name!r} only (the synthetic images are all {name!r})")
+
+
+def _train_config(config: AuditConfig, model: str, epochs: int) -> TrainConfig:
+    return TrainConfig(model=model, epochs=epochs, batch_size=config.batch_size, lr=config.lr, patience=epochs,
+                       device=config.device, progress=False)
+
+
+def _pixels(images: np.ndarray) -> np.ndarray:
+    return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0
+
+
+def _check_images(images: np.ndarray, train: CXRDataset) -> None:
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise CxrganError(f"synthetic images must be an (N, H, W) uint8 array, got {images.shape} {images.dtype}")
+    if images.shape[1:] != train.images.shape[1:]:
+        raise CxrganError(f"synthetic images are {images.shape[1:]} px but the real ones are "
+                          f"{train.images.shape[1:]} px; sample at the data's size")
+
+
+def _fmt(value: float, std: float | None = None) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    text = f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return text + (f" ± {std:.2g}" if std is not None else "")
