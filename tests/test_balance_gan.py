@@ -107,3 +107,9 @@ def test_loads_run_dir_and_refuses_mismatches(pneumonia_minority, tmp_path):
     normal_run = train_gan("dcgan", data, tmp_path / "runs", DCGANConfig(**TINY, target="normal"))
     with pytest.raises(CxrganError, match="models 'normal' but the minority class is 'pneumonia'"):
         _dcgan(run_dir=normal_run).fit_resample(pneumonia_minority)
+
+
+def test_train_steps_sets_epochs_from_the_class_size(pneumonia_minority):
+    balancer = GANOversampler("dcgan", DCGANConfig(**TINY), train_steps=7)  # 24 pneumonia images, batch 16
+    balancer.fit_resample(pneumonia_minority)
+    assert balancer.model_.config.epochs == 7 and balancer.model_.history_[-1]["step"] == 7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -110,3 +111,11 @@ def test_train_gan_run_dir_and_sample_from_run(train64, tmp_path):
         sample_from_run(run_dir, 2, label="cat", out_path=tmp_path / "x.png")
     with pytest.raises(CxrganError, match="is a 'cdcgan' run, expected a 'dcgan' run"):
         load_run(run_dir, method="dcgan")
+
+
+@pytest.mark.parametrize("changes, field", [({"batch_size": 1}, "batch_size=1"), ({"ema_decay": 1.0}, "ema_decay=1.0"),
+                                            ({"d_norm": "layer"}, "d_norm='layer'"), ({"loss": "wgan"}, "unknown GAN loss"),
+                                            ({"diffaugment": "saturation"}, "unknown DiffAugment op")])
+def test_invalid_settings_are_named(changes, field):
+    with pytest.raises(CxrganError, match=re.escape(field)):
+        DCGANConfig(**changes)

@@ -40,8 +40,9 @@ from cxrgan.generators.runs import load_run
 
 # CPU defaults: slim widths, DiffAugment and EMA so a run on ~1000 images trains in a few minutes
 # (timings in the report of issue 3); ``full`` uses the DCGAN paper widths.
-CPU_DEFAULTS = dict(ngf=32, ndf=32, epochs=30, batch_size=64, diffaugment="translation,cutout,brightness,contrast",
-                    ema_decay=0.999, bf16=False, progress=False, grid_every=5)
+CPU_DEFAULTS = dict(ngf=32, ndf=32, batch_size=64, diffaugment="translation,cutout,brightness,contrast",
+                    ema_decay=0.999, bf16=True, progress=False, grid_every=10)
+CPU_TRAIN_STEPS = 500  # optimisation steps per CPU-default generator, whatever the class size (epochs follow)
 FULL_DEFAULTS = dict(ngf=64, ndf=64, epochs=100, batch_size=64, diffaugment="translation,cutout,brightness,contrast",
                      ema_decay=0.999, bf16=False, progress=True, grid_every=5)
 
@@ -61,11 +62,14 @@ class GANOversampler(Balancer):
         device: torch device.
         random_state: seeds generator training and sampling.
         name: the method name written to the ``source`` of synthetic rows.
+        train_steps: when given, the number of optimisation steps to train for: ``config.epochs`` becomes
+            ``ceil(train_steps / steps_per_epoch)`` for the rows the generator trains on, so the cost does not
+            grow with the class size.
     """
 
     def __init__(self, method: str, config: GANConfig, alpha: float = 0.5, ratio: float = 1.0,
                  n_synthetic: int | None = None, run_dir: str | Path | None = None, work_dir: str | Path | None = None,
-                 device: str = "cpu", random_state: int = 0, name: str | None = None):
+                 device: str = "cpu", random_state: int = 0, name: str | None = None, train_steps: int | None = None):
         if ratio <= 0:
             raise CxrganError(f"ratio must be positive, got {ratio}")
         if n_synthetic is not None and n_synthetic < 0:
@@ -75,11 +79,15 @@ class GANOversampler(Balancer):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name or method
+        self.train_steps = train_steps
         generator_class(method)  # unknown method -> clear error now
 
     # ---- generator ----------------------------------------------------------------------------------------
-    def _config_for(self, minority_value: int) -> GANConfig:
+    def _config_for(self, minority_value: int, n_train: int) -> GANConfig:
         changes: dict = {"seed": self.random_state}
+        if self.train_steps is not None:
+            steps_per_epoch = max(1, n_train // min(self.config.batch_size, n_train))
+            changes["epochs"] = max(1, math.ceil(self.train_steps / steps_per_epoch))
         if isinstance(self.config, DCGANConfig):
             changes["target"] = str(minority_value)
         if isinstance(self.config, CDCGANConfig):
@@ -107,7 +115,8 @@ class GANOversampler(Balancer):
             if target is not None and target != minority_name:
                 raise CxrganError(f"{self.run_dir}: this DCGAN models {target!r} but the minority class is {minority_name!r}")
             return model
-        config = self._config_for(minority_value)
+        n_train = len(dataset) if isinstance(self.config, CDCGANConfig) else int((dataset.labels[:, 0] == minority_value).sum())
+        config = self._config_for(minority_value, n_train)
         cache = self._cache_dir(config, dataset)
         return generator_class(self.method)(config, device=self.device, run_dir=cache).fit(dataset, resume=cache is not None)
 
@@ -158,7 +167,8 @@ def _factory(method: str, alpha: float, name: str):
         if method == "cdcgan":
             config = dataclasses.replace(config, alpha=alpha)
         return GANOversampler(method, config, alpha=alpha, work_dir=context.work_dir, device=context.device,
-                              random_state=context.random_state, name=name)
+                              random_state=context.random_state, name=name,
+                              train_steps=None if context.full else CPU_TRAIN_STEPS)
 
     return make
 
