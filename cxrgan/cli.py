@@ -197,6 +197,37 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+# ---- recipes -------------------------------------------------------------------------------------------------
+def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.recipes.dcgan_alpha import METHODS
+
+    parser.add_argument("--data", required=True, help="Kermany-style binary .npz (normal / pneumonia)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--methods", default=",".join(METHODS), help="rows of the table; the first is the baseline")
+    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS",
+                        help="normal:pneumonia ratio of the training split (default 3:1, as the paper)")
+    parser.add_argument("--tstr-images", type=int, default=1000, help="synthetic images per class for TSTR AUC")
+    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
+    parser.add_argument("--out", default="runs")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR")
+    parser.add_argument("--full", action="store_true", help="paper-size GANs and ResNet-18 training (GPU)")
+    parser.add_argument("--device", default="auto")
+
+
+@command("recipe dcgan-alpha", "Sun & Li: DCGAN / cDCGAN(alpha) vs classic fixes, ResNet-18",
+         flags=_dcgan_alpha_flags)
+def _dcgan_alpha(args: argparse.Namespace) -> None:
+    from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER, DcganAlphaConfig, run_dcgan_alpha
+
+    train = FULL_CLASSIFIER if args.full else CPU_CLASSIFIER
+    train = dataclasses.replace(train, device=args.device, **({"epochs": args.epochs} if args.epochs else {}))
+    config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
+                              methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                              imbalance=args.imbalance, train=train, tstr_images=args.tstr_images, full=args.full)
+    run_dcgan_alpha(config, args.out, resume_dir=args.resume, command=shell_command())
+
+
 # ---- entry point ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxrgan", description=__doc__.split(":")[0])

@@ -67,7 +67,7 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
 
 
 def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None,
-                command: str | None = None) -> Path:
+                command: str | None = None, description: str = "compare") -> Path:
     """Run (or resume) a comparison and return its run directory.
 
     ``command`` (the shell command line) is kept in ``command.txt`` for the report. Every finished (method, seed)
@@ -77,7 +77,7 @@ def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path |
     if config.baseline not in config.methods:
         raise CxrganError(f"baseline {config.baseline!r} is not among the methods {list(config.methods)}")
     train, val, test = prepare_splits(config)
-    run_dir = Path(resume_dir) if resume_dir else new_run_dir(out, f"compare-{Path(config.data).stem}")
+    run_dir = Path(resume_dir) if resume_dir else new_run_dir(out, f"{description}-{Path(config.data).stem}")
     write_config(run_dir, config, kind="compare")
     if command:
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
