@@ -218,7 +218,7 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
         out_dir = Path(out_dir)
         write_json(out_dir / "audit.json", result)
         write_text(out_dir / "audit.csv", audit_table(result).to_csv(index=False))
-        plot_distances(distances, memo, out_dir / "distances.png")
+        plot_distances(distances, memo, out_dir / "distances.png", config.percentile)
         plot_nearest_pairs(synthetic_images, real_train.images, nearest, distances, out_dir / "nearest_pairs.png",
                            config.n_pairs)
     return result
@@ -294,14 +294,15 @@ def audit_table(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_distances(distances: dict[str, tuple[np.ndarray, np.ndarray]], memo: dict[str, dict], path: Path) -> Path:
+def plot_distances(distances: dict[str, tuple[np.ndarray, np.ndarray]], memo: dict[str, dict], path: Path,
+                   percentile: float = 1.0) -> Path:
     """Histograms of synthetic -> train and real test -> train nearest distances, per space, with the threshold."""
     fig, axes = plt.subplots(1, len(distances), figsize=(5 * len(distances), 3.4), dpi=100, squeeze=False)
     for ax, (space, (syn, test)) in zip(axes[0], distances.items()):
         bins = np.linspace(0, max(syn.max(), test.max()) * 1.02 + 1e-9, 40)
         ax.hist(test, bins=bins, alpha=0.6, label="real test -> train", color="tab:blue", density=True)
         ax.hist(syn, bins=bins, alpha=0.6, label="synthetic -> train", color="tab:red", density=True)
-        ax.axvline(memo[space]["threshold"], ls="--", c="k", lw=1, label="test 1st-pct threshold")
+        ax.axvline(memo[space]["threshold"], ls="--", c="k", lw=1, label=f"test {percentile:g}th-percentile threshold")
         ax.set(xlabel=f"distance to nearest training image ({space} space)", ylabel="density")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -386,4 +387,5 @@ def _fmt(value: float, std: float | None = None) -> str:
     if value is None or not np.isfinite(value):
         return "n/a"
     text = f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return text + (f" ± {std:.2g}" if std is not None else "")
+    # a zero spread (every KID subset was the whole set) is rounding noise, not information
+    return text + (f" ± {std:.2g}" if std is not None and std > 1e-12 else "")

@@ -1,0 +1,310 @@
+"""One self-contained HTML page per run directory: tables, curves, GAN artefacts, audits, CAM panels and config.
+
+The page embeds every PNG as a base64 data URI and carries its own CSS, so it opens offline, can be mailed as a
+single file, and makes no network request. Sections appear only when the run holds their files.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from cxrgan.errors import CxrganError
+from cxrgan.evaluate.audit import audit_table
+from cxrgan.io import read_jsonl, write_text
+
+REPORT_NAME = "report.html"
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1150px;
+       color: #1d1d1f; background: #fff; line-height: 1.4; }
+h1 { font-size: 24px; border-bottom: 2px solid #2b6cb0; padding-bottom: 6px; }
+h2 { font-size: 19px; margin-top: 32px; color: #2b6cb0; }
+h3 { font-size: 15px; margin-bottom: 4px; }
+table { border-collapse: collapse; margin: 8px 0 12px; font-size: 13px; }
+th, td { border: 1px solid #c9d2dc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #e8eef5; }
+tr:nth-child(even) td { background: #f6f8fa; }
+pre { background: #f3f4f6; border: 1px solid #d9dde3; padding: 10px; font-size: 12px; overflow-x: auto;
+      white-space: pre-wrap; }
+img { max-width: 100%; border: 1px solid #e1e4e8; margin: 4px 0; }
+.figures { display: flex; flex-wrap: wrap; gap: 12px; }
+.figures figure { margin: 0; flex: 1 1 480px; }
+figcaption { font-size: 12px; color: #555; }
+.note { font-size: 13px; color: #444; }
+nav a { margin-right: 14px; font-size: 13px; }
+"""
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.html`` from whatever the run holds and return its path.
+
+    Sections: the command (``command.txt``) and resolved config (``config.json``); the dataset summary
+    (``train_split.csv``/``.md``) with class imbalance; the results table with CIs and DeLong p-values
+    (``results.csv`` + notes of ``results.md``); ROC / PR curves (``roc.png``, ``pr.png``); per generator found in
+    the run itself or under ``generators/`` its loss curves and latest sample grid; every ``audit.json`` with its
+    distance histograms and nearest-pair grid; CAM panels (``cam*.png``, ``cam/*.png``).
+
+    Args:
+        run_dir: a run directory written by ``cxrgan compare``, a GAN training run, or an audit output folder.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CxrganError(f"{run_dir}: no such run directory")
+    sections = [s for s in (
+        _command_section(run_dir),
+        _dataset_section(run_dir),
+        _results_section(run_dir),
+        _curves_section(run_dir),
+        _generators_section(run_dir),
+        _audit_section(run_dir),
+        _cam_section(run_dir),
+    ) if s]
+    if not sections:
+        raise CxrganError(f"{run_dir}: holds nothing to report (no config.json, results, images or audit)")
+    nav = " ".join(f'<a href="#{anchor}">{_escape(title)}</a>' for anchor, title, _ in sections)
+    body = "\n".join(f'<section id="{anchor}"><h2>{_escape(title)}</h2>\n{content}</section>'
+                     for anchor, title, content in sections)
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>cxrgan report: {_escape(run_dir.name)}</title>"
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+        "style-src 'unsafe-inline'\">"
+        f"<style>{_CSS}</style></head><body>\n"
+        f"<h1>cxrgan report: {_escape(run_dir.name)}</h1>\n<nav>{nav}</nav>\n{body}\n</body></html>\n"
+    )
+    return write_text(run_dir / REPORT_NAME, page)
+
+
+# ---- sections: each returns (anchor, title, html) or None ------------------------------------------------------
+Section = tuple[str, str, str] | None
+
+
+def _command_section(run_dir: Path) -> Section:
+    parts = []
+    command = run_dir / "command.txt"
+    if command.exists():
+        parts.append(f"<h3>Command</h3><pre>{_escape(command.read_text(encoding='utf-8').strip())}</pre>")
+    config = run_dir / "config.json"
+    if config.exists():
+        try:
+            text = json.dumps(json.loads(config.read_text(encoding="utf-8")), indent=2, sort_keys=True)
+        except json.JSONDecodeError as exc:
+            raise CxrganError(f"{config}: not valid JSON ({exc})") from exc
+        parts.append(f"<h3>Resolved config (config.json)</h3><pre>{_escape(text)}</pre>")
+    return ("command", "Command and config", "\n".join(parts)) if parts else None
+
+
+def _dataset_section(run_dir: Path) -> Section:
+    content = ""
+    table = _read_table(run_dir / "train_split")
+    if table is not None:
+        title, _, _ = _markdown_parts(run_dir / "train_split.md")
+        content += f"<h3>{_escape(title or 'Training split')}</h3>" + _table_html(table) + _imbalance_html(table)
+    file_table, data_path = _data_file_counts(run_dir)
+    if file_table is not None:
+        content += (f"<h3>All splits of the data file {_escape(data_path)}</h3>" + _table_html(file_table)
+                    + _imbalance_html(file_table))
+    return ("dataset", "Dataset", content) if content else None
+
+
+def _data_file_counts(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
+    """Per-split counts of the data file named in config.json, when it is still where the run found it."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return None, ""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+    except json.JSONDecodeError:
+        return None, ""
+    data_path = config.get("data") or config.get("data_path")
+    if not isinstance(data_path, str) or not Path(data_path).is_file():
+        return None, ""
+    from cxrgan.data.npz import load_npz
+
+    target = config.get("target") or config.get("npz_target") or "labels"
+    try:
+        dataset = load_npz(data_path, target=target, uncertainty=config.get("uncertainty", "ignore"))
+    except CxrganError:
+        return None, ""  # the file changed since the run; the report still shows what the run recorded
+    return dataset.counts_table().astype(str), data_path
+
+
+def _results_section(run_dir: Path) -> Section:
+    table = _read_table(run_dir / "results")
+    if table is None:
+        return None
+    title, notes, _ = _markdown_parts(run_dir / "results.md")
+    content = (f"<p class=\"note\">{_escape(title)}</p>" if title else "") + _table_html(table)
+    if notes:
+        content += f"<p class=\"note\">{_escape(notes)}</p>"
+    records = read_jsonl(run_dir / "results.jsonl")
+    if records:
+        rows = [{"method": r["method"], "seed": r["seed"], "train rows": r.get("train_rows"),
+                 "synthetic rows": r.get("train_synthetic"), "best epoch": r.get("best_epoch"),
+                 "seconds": r.get("seconds")} for r in records]
+        content += "<h3>Runs</h3>" + _table_html(pd.DataFrame(rows))
+    return "results", "Results", content
+
+
+def _curves_section(run_dir: Path) -> Section:
+    figures = [(run_dir / name, caption) for name, caption in (
+        ("roc.png", "ROC curves on the real test split (scores averaged over seeds)"),
+        ("pr.png", "Precision-recall curves on the real test split"),
+    ) if (run_dir / name).exists()]
+    return ("curves", "ROC and precision-recall curves", _figures(figures)) if figures else None
+
+
+def _generators_section(run_dir: Path) -> Section:
+    candidates = [run_dir] + sorted(p for p in (run_dir / "generators").rglob("*") if p.is_dir()) \
+        if (run_dir / "generators").is_dir() else [run_dir]
+    blocks = []
+    for folder in candidates:
+        samples = sorted((folder / "samples").glob("*.png")) if (folder / "samples").is_dir() else []
+        losses = folder / "loss_curves.png"
+        metrics = [r for r in read_jsonl(folder / "metrics.jsonl") if "d_loss" in r]
+        if not samples and not losses.exists() and not metrics:
+            continue
+        name = folder.name if folder != run_dir else f"{run_dir.name} (this run)"
+        figures = []
+        if losses.exists():
+            figures.append((losses, "discriminator and generator losses per epoch"))
+        if samples:
+            figures.append((samples[-1], f"samples after training ({samples[-1].stem})"))
+        block = f"<h3>{_escape(name)}</h3>" + _figures(figures)
+        if metrics:
+            last = metrics[-1]
+            block += _table_html(pd.DataFrame([{k: _round(v) for k, v in last.items()}]), caption="last epoch")
+        config = folder / "config.json"
+        if config.exists() and folder != run_dir:
+            block += f"<pre>{_escape(config.read_text(encoding='utf-8').strip())}</pre>"
+        blocks.append(block)
+    return ("generators", "Generators", "\n".join(blocks)) if blocks else None
+
+
+def _audit_section(run_dir: Path) -> Section:
+    blocks = []
+    for path in sorted(run_dir.rglob("audit.json")):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CxrganError(f"{path}: not valid JSON ({exc})") from exc
+        folder = path.parent
+        label = str(folder.relative_to(run_dir)) if folder != run_dir else "this run"
+        block = f"<h3>{_escape(label)}</h3>"
+        block += (f"<p class=\"note\">{result.get('n_synthetic')} synthetic vs {result.get('n_test')} real test "
+                  f"images; real rows: {_escape(str(result.get('real_rows', '')))}; feature space: "
+                  f"{_escape(str(result.get('feature_space', '')))}.</p>")
+        block += _table_html(audit_table(result))
+        skipped = (result.get("tstr") or {}).get("skipped")
+        if skipped:
+            block += f"<p class=\"note\">Train-on-synthetic skipped: {_escape(skipped)}.</p>"
+        block += _figures([(folder / n, c) for n, c in (
+            ("distances.png", "nearest-training-image distances: synthetic vs real test"),
+            ("nearest_pairs.png", "closest synthetic / training pairs"),
+        ) if (folder / n).exists()])
+        blocks.append(block)
+    return ("audit", "Synthetic-image audit", "\n".join(blocks)) if blocks else None
+
+
+def _cam_section(run_dir: Path) -> Section:
+    panels = sorted(set(run_dir.glob("cam*.png")) | set((run_dir / "cam").glob("*.png")))
+    figures = [(p, f"class activation maps: {p.stem}") for p in panels]
+    return ("cam", "Class activation maps", _figures(figures)) if figures else None
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------------
+def _escape(text: str) -> str:
+    """Escape element text (quotes stay readable; attribute values use ``html.escape`` with quotes)."""
+    return html.escape(text, quote=False)
+
+
+def image_data_uri(path: str | Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI."""
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise CxrganError(f"{path}: not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _figures(figures: Iterable[tuple[Path, str]]) -> str:
+    items = [f'<figure><img src="{image_data_uri(path)}" alt="{html.escape(caption, quote=True)}">'
+             f"<figcaption>{_escape(caption)}</figcaption></figure>" for path, caption in figures]
+    return f'<div class="figures">{"".join(items)}</div>' if items else ""
+
+
+def _table_html(table: pd.DataFrame, caption: str = "") -> str:
+    head = "".join(f"<th>{_escape(str(c))}</th>" for c in table.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{_escape(_cell(v))}</td>" for v in row) + "</tr>"
+                   for row in table.itertuples(index=False))
+    cap = f"<caption>{_escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value)
+
+
+def _round(value):
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _read_table(stem: Path) -> pd.DataFrame | None:
+    """``stem.csv`` (written beside every ``stem.md`` by ``write_tables``), else the Markdown table."""
+    csv = stem.with_suffix(".csv")
+    if csv.exists():
+        try:
+            return pd.read_csv(csv, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise CxrganError(f"{csv}: not a readable CSV table ({exc})") from exc
+    _, _, rows = _markdown_parts(stem.with_suffix(".md"))
+    return pd.DataFrame(rows[1:], columns=rows[0]) if rows else None
+
+
+def _markdown_parts(path: Path) -> tuple[str, str, list[list[str]]]:
+    """Title (``# ...``), the prose after the table, and the table rows of a file written by ``write_tables``."""
+    if not path.exists():
+        return "", "", []
+    title, notes, rows = "", [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# ") and not title:
+            title = stripped[2:]
+        elif stripped.startswith("|"):
+            cells = [c.strip() for c in stripped.strip("|").split("|")]
+            if not all(set(c) <= {"-", ":"} for c in cells):
+                rows.append(cells)
+        elif stripped:
+            notes.append(stripped)
+    return title, " ".join(notes), rows
+
+
+def _imbalance_html(table: pd.DataFrame) -> str:
+    lines = _imbalance(table)
+    return "<p class=\"note\">Class balance: " + "; ".join(_escape(x) for x in lines) + "</p>" if lines else ""
+
+
+def _imbalance(table: pd.DataFrame) -> list[str]:
+    """"split: X 120 positive / 40 negative (positive fraction 75.0%)" for every split and label column X."""
+    lines = []
+    for column in [c for c in table.columns if c.endswith("+")]:
+        name, negative = column[:-1], f"{column[:-1]}-"
+        if negative not in table.columns or "split" not in table.columns:
+            continue
+        for _, row in table.iterrows():
+            try:
+                positives, negatives = int(row[column]), int(row[negative])
+            except ValueError:
+                continue
+            total = positives + negatives
+            fraction = f"{100 * positives / total:.1f}%" if total else "n/a"
+            lines.append(f"{row['split']}: {name} {positives} positive / {negatives} negative "
+                         f"(positive fraction {fraction})")
+    return lines
