@@ -84,9 +84,11 @@ def test_train_on_synthetic_with_both_classes(splits, feature_model):
     config = AuditConfig(**{**FAST.__dict__, "tstr": True})
     result = audit_images(train.images[rows], train.labels[rows], train, val, test, None, config, feature_model)
     tstr = result["metrics"]["tstr_auc"]
-    assert 0.0 <= tstr["synthetic"] <= 1.0 and tstr["reference"] > 0.6  # real training images carry signal
+    # a few epochs on a few hundred images, tested on Kermany's shifted official test set: modest but real signal
+    assert tstr["reference"] > 0.55 and tstr["synthetic"] > 0.55
     scrambled = np.random.default_rng(3).permutation(train.labels[rows])  # labels unrelated to the images
-    assert train_on_synthetic(train.images[rows], scrambled, val, test, config) < tstr["reference"]
+    chance = train_on_synthetic(train.images[rows], scrambled, val, test, config)
+    assert abs(chance - 0.5) < 0.15 and chance < tstr["synthetic"]
 
 
 def test_metric_formulas_on_known_distributions():

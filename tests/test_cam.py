@@ -11,8 +11,11 @@ from PIL import Image
 from cxrgan.balance import BalanceContext, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.cam import cam_for_run, cam_panel, class_activation_maps, load_saved_classifier, run_models
+from cxrgan.data import from_arrays, save_npz
+from cxrgan.evaluate.cam import (cam_command, cam_for_run, cam_images, cam_panel, class_activation_maps,
+                                 load_saved_classifier, run_models)
 from cxrgan.generators.dcgan import CDCGAN, CDCGANConfig
+from cxrgan.runs import write_config
 
 CONFIG = TrainConfig(model="small-cnn", epochs=1, batch_size=16, lr=1e-3, device="cpu", progress=False)
 
@@ -50,8 +53,6 @@ def test_cam_is_the_output_weights_applied_to_the_last_feature_map(models, test_
         expected = _normalise(torch.einsum("c,nchw->nhw", model.head[2].weight[0], features))  # Zhou et al. 2016
     np.testing.assert_allclose(maps, expected, atol=1e-4)
     assert maps.shape == (4, 64, 64) and maps.min() >= 0 and maps.max() <= 1
-    from cxrgan.data import from_arrays
-
     as_dataset = from_arrays(test_images, np.zeros((4, 1)), ["pneumonia"])
     np.testing.assert_allclose(probabilities, predict(model, as_dataset)[:, 0], atol=1e-5)
 
@@ -85,8 +86,10 @@ def test_panel_of_two_models_on_real_and_synthetic_images(models, kermany_small,
     assert colourful.mean() > 0.05
 
 
-def test_panel_from_a_compare_runs_saved_models(models, test_images, tmp_path):
+def test_panel_from_a_compare_runs_saved_models(models, kermany_small, test_images, tmp_path):
     run_dir = tmp_path / "00000-compare-x"
+    data = save_npz(kermany_small, tmp_path / "small.npz")
+    write_config(run_dir.mkdir() or run_dir, {"data": str(data), "target": "labels"}, kind="compare")
     for name, model in models.items():
         (run_dir / "models").mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "config": "small-cnn", "n_outputs": 1},
@@ -98,6 +101,16 @@ def test_panel_from_a_compare_runs_saved_models(models, test_images, tmp_path):
                                    class_activation_maps(models[name], test_images)[0], atol=1e-5)
     out = cam_for_run(run_dir, test_images[:2], tmp_path / "cam.png", methods=["none", "augment"])
     assert out.stat().st_size > 10_000
+    # the command-line path: a data file's test rows, a sample file of synthetic rows, and a PNG of another size
+    samples = save_npz(from_arrays(test_images[:2][:, ::-1].copy(), np.ones((2, 1)), ["pneumonia"],
+                                   class_names=["normal", "pneumonia"], synthetic=[True, True]), tmp_path / "s.npz")
+    Image.fromarray(np.kron(test_images[0], np.ones((2, 2), np.uint8))).save(tmp_path / "big.png")
+    groups = cam_images([data, samples, tmp_path / "big.png"], size=64, n=3)
+    assert {k: v.shape for k, v in groups.items()} == {"small (test)": (3, 64, 64), "s (synthetic)": (2, 64, 64),
+                                                       "files": (1, 64, 64)}
+    assert cam_command(run_dir, [data, samples], tmp_path / "cmd.png", n=2).stat().st_size > 10_000
+    with pytest.raises(CxrganError, match="missing.png: no such image file"):
+        cam_images([tmp_path / "missing.png"], size=64)
     with pytest.raises(CxrganError, match=r"no saved model for method\(s\) \['smote'\]"):
         run_models(run_dir, ["smote"])
     with pytest.raises(CxrganError, match="no saved models under models/"):

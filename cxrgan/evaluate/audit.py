@@ -17,27 +17,24 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
 
-matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from cxrgan.classify import TrainConfig, predict, train_classifier  # noqa: E402
-from cxrgan.classify.train import macro_auc  # noqa: E402
-from cxrgan.data.dataset import CXRDataset, from_arrays  # noqa: E402
-from cxrgan.errors import CxrganError  # noqa: E402
-from cxrgan.evaluate.audit_metrics import (  # noqa: E402
+from cxrgan.classify import TrainConfig, predict, train_classifier
+from cxrgan.classify.train import macro_auc
+from cxrgan.data.dataset import CXRDataset, from_arrays
+from cxrgan.errors import CxrganError
+from cxrgan.evaluate.audit_metrics import (
     frechet_distance,
     kernel_inception_distance,
     nearest_neighbours,
     prdc,
     two_sample_auc,
 )
-from cxrgan.io import atomic_write, write_json, write_text  # noqa: E402
+from cxrgan.evaluate.audit_plots import plot_distances, plot_nearest_pairs
+from cxrgan.io import write_json, write_text
 
 
 @dataclass(frozen=True)
@@ -167,12 +164,14 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
 
     rng = np.random.default_rng(config.seed)
     reference_index = np.sort(rng.choice(len(real_train), min(len(synthetic_images), len(real_train)), replace=False))
-    f_syn, f_train, f_test = (extract_features(model, x) for x in (synthetic_images, real_train.images, real_test.images))
+    f_syn, f_train, f_test = (extract_features(model, x)
+                              for x in (synthetic_images, real_train.images, real_test.images))
     f_ref = f_train[reference_index]
     p_syn, p_train, p_test = (_pixels(x) for x in (synthetic_images, real_train.images, real_test.images))
 
     metrics: dict[str, dict[str, float]] = {}
-    metrics["frechet_distance"] = {"synthetic": frechet_distance(f_syn, f_test), "reference": frechet_distance(f_ref, f_test)}
+    metrics["frechet_distance"] = {"synthetic": frechet_distance(f_syn, f_test),
+                                   "reference": frechet_distance(f_ref, f_test)}
     kid_syn = kernel_inception_distance(f_syn, f_test, config.kid_subsets, config.kid_subset_size, config.seed)
     kid_ref = kernel_inception_distance(f_ref, f_test, config.kid_subsets, config.kid_subset_size, config.seed)
     metrics["kid"] = {"synthetic": kid_syn[0], "reference": kid_ref[0], "synthetic_std": kid_syn[1],
@@ -292,49 +291,6 @@ def audit_table(result: dict) -> pd.DataFrame:
                      "real train vs test (reference)": _fmt(values["reference"], values.get("reference_std")),
                      "ideal": ideal.replace("pct/100", f"{percentile / 100:g}")})
     return pd.DataFrame(rows)
-
-
-def plot_distances(distances: dict[str, tuple[np.ndarray, np.ndarray]], memo: dict[str, dict], path: Path,
-                   percentile: float = 1.0) -> Path:
-    """Histograms of synthetic -> train and real test -> train nearest distances, per space, with the threshold."""
-    fig, axes = plt.subplots(1, len(distances), figsize=(5 * len(distances), 3.4), dpi=100, squeeze=False)
-    for ax, (space, (syn, test)) in zip(axes[0], distances.items()):
-        bins = np.linspace(0, max(syn.max(), test.max()) * 1.02 + 1e-9, 40)
-        ax.hist(test, bins=bins, alpha=0.6, label="real test -> train", color="tab:blue", density=True)
-        ax.hist(syn, bins=bins, alpha=0.6, label="synthetic -> train", color="tab:red", density=True)
-        ax.axvline(memo[space]["threshold"], ls="--", c="k", lw=1, label=f"test {percentile:g}th-percentile threshold")
-        ax.set(xlabel=f"distance to nearest training image ({space} space)", ylabel="density")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
-
-
-def plot_nearest_pairs(synthetic: np.ndarray, train_images: np.ndarray, nearest: dict[str, np.ndarray],
-                       distances: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, n_pairs: int = 8) -> Path:
-    """The ``n_pairs`` synthetic images closest (in pixels) to a training image: the synthetic image, its nearest
-    training image in pixel space and in feature space, with distances."""
-    order = np.argsort(distances["pixel"][0])[:n_pairs]
-    rows = [("synthetic", None), ("nearest train (pixels)", "pixel"), ("nearest train (features)", "feature")]
-    fig, axes = plt.subplots(len(rows), len(order), figsize=(1.6 * len(order), 1.9 * len(rows)), dpi=100,
-                             squeeze=False)
-    for j, i in enumerate(order):
-        for r, (label, space) in enumerate(rows):
-            image = synthetic[i] if space is None else train_images[nearest[space][i]]
-            axes[r, j].imshow(image, cmap="gray", vmin=0, vmax=255)
-            title = f"#{i}" if space is None else f"d = {distances[space][0][i]:.3g}"
-            axes[r, j].set_title(title, fontsize=7)
-            axes[r, j].set_xticks([])
-            axes[r, j].set_yticks([])
-            if j == 0:
-                axes[r, j].set_ylabel(label, fontsize=7)
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
 
 
 def _tstr(images: np.ndarray, labels: np.ndarray | None, train: CXRDataset, val: CXRDataset, test: CXRDataset,

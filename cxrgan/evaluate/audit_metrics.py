@@ -79,7 +79,8 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def nearest_neighbours(queries: np.ndarray, reference: np.ndarray, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(queries: np.ndarray, reference: np.ndarray,
+                       exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Index and distance of the nearest ``reference`` row for every query row (self-matches skipped if asked)."""
     distances = pairwise_distances(queries, reference)
     if exclude_self:

@@ -183,6 +183,61 @@ def cam_for_run(run_dir: str | Path, images: np.ndarray | Mapping[str, np.ndarra
     return cam_panel(run_models(run_dir, methods), images, out_png, method, target, target_name)
 
 
+def cam_images(paths: Sequence[str | Path], size: int, n: int = 4, split: str = "test", seed: int = 0
+               ) -> dict[str, np.ndarray]:
+    """Images for a panel, from the command line, grouped by where they came from.
+
+    Args:
+        paths: compact .npz files (``n`` random rows of ``split``, or of all rows when the file has no such split,
+            e.g. a sample file from ``cxrgan sample``; the group says "synthetic" when its rows are flagged so)
+            and single image files (PNG / JPEG / DICOM; centre-cropped and resized, grouped as "files").
+        size: side length the models were trained at.
+        n: rows taken from each .npz.
+        split: split the .npz rows come from.
+        seed: seeds the row choice.
+    """
+    from cxrgan.data.images import load_square, resize_stack
+    from cxrgan.data.npz import load_npz
+
+    if not paths:
+        raise CxrganError("no images given; pass .npz files or image files")
+    rng = np.random.default_rng(seed)
+    groups: dict[str, np.ndarray] = {}
+    files = []
+    for path in map(Path, paths):
+        if path.suffix.lower() != ".npz":
+            if not path.exists():
+                raise CxrganError(f"{path}: no such image file")
+            files.append(load_square(path, size))
+            continue
+        dataset = load_npz(path)
+        rows = dataset.split(split) if (dataset.meta["split"] == split).any() else dataset
+        rows = rows.subset(np.sort(rng.choice(len(rows), min(n, len(rows)), replace=False)))
+        kind = "synthetic" if rows.synthetic.all() else split
+        groups[f"{path.stem} ({kind})"] = resize_stack(rows.images, size)
+    if files:
+        groups["files"] = np.stack(files)
+    return groups
+
+
+def cam_command(run_dir: str | Path, image_paths: Sequence[str | Path], out_png: str | Path,
+                methods: Sequence[str] | None = None, method: str = "gradcam", n: int = 4, split: str = "test",
+                target: int = 0, seed: int = 0) -> Path:
+    """``cxrgan cam RUN_DIR --images A.npz B.png ... --out FILE.png``: every saved model of a compare run, side by
+    side, on images from data / sample files or single image files, at the run's image size."""
+    from cxrgan.data.npz import load_npz
+    from cxrgan.runs import read_config
+
+    config = read_config(run_dir, kind="compare")
+    data = load_npz(config["data"], target=config.get("target", "labels"),
+                    uncertainty=config.get("uncertainty", "ignore"))
+    if not 0 <= target < data.n_labels:
+        raise CxrganError(f"target column {target} is out of range; {config['data']} has {data.n_labels} label(s)")
+    name = data.class_names[1] if data.class_names is not None else data.label_names[target]
+    images = cam_images(image_paths, data.image_size, n, split, seed)
+    return cam_for_run(run_dir, images, out_png, methods, method, target, name)
+
+
 def _n_outputs(model: nn.Module) -> int:
     linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
     return linear[-1].out_features if linear else 1
