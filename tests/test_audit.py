@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy import linalg
 
 from cxrgan.data import CXRDataset, save_npz
@@ -17,6 +18,19 @@ from cxrgan.evaluate.audit_metrics import frechet_distance, kernel_inception_dis
 
 FAST = AuditConfig(feature_epochs=2, tstr_epochs=2, batch_size=32, kid_subsets=20, kid_subset_size=60, tstr=False)
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One thread for torch, OpenMP and BLAS: on a 2-core machine shared with other jobs, two threads per process
+    oversubscribe the cores and these small convolutions and solvers run several times slower (3-4x measured)."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def splits(kermany):
@@ -136,5 +150,7 @@ def test_bad_input_is_a_clear_error(splits, feature_model, tmp_path):
     mixed.meta.loc[len(mixed) - 1, "synthetic"] = True
     with pytest.raises(CxrganError, match="trained on real images"):
         train_feature_model(mixed, val, FAST)
-    with pytest.raises(CxrganError, match="not a cxrgan run directory"):
+    with pytest.raises(CxrganError, match="no config.json naming the generator's data file"):
         audit_run(tmp_path)
+    with pytest.raises(CxrganError, match="no checkpoint.pt; not a trained GAN run directory"):
+        audit_run(tmp_path, data_path=tmp_path / "any.npz")

@@ -18,7 +18,7 @@ from PIL import Image
 from cxrgan.cli import main
 from cxrgan.data import save_npz
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import AuditConfig, audit_run
+from cxrgan.evaluate.audit import AuditConfig, audit_generators
 from cxrgan.evaluate.cam import cam_for_run
 from cxrgan.generators.dcgan import CDCGANConfig
 from cxrgan.generators.runs import load_run, train_gan
@@ -27,6 +27,19 @@ from cxrgan.report.html import write_report
 
 MATPLOTLIB_ORANGE = np.array([255, 127, 14])  # colour of the second curve in every matplotlib figure
 
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One thread for torch, OpenMP and BLAS: on a 2-core machine shared with other jobs, two threads per process
+    oversubscribe the cores and these small convolutions and solvers run several times slower (3-4x measured)."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def run_dir(kermany_small, tmp_path_factory):
@@ -39,7 +52,8 @@ def run_dir(kermany_small, tmp_path_factory):
     run = next((root / "runs").iterdir())
     gan_run = train_gan("cdcgan", data, run / "generators", CDCGANConfig(ngf=8, ndf=8, z_dim=16, embed_dim=4,
                         batch_size=32, epochs=2, progress=False))
-    audit_run(gan_run, n=40, config=AuditConfig(feature_epochs=1, tstr=False, kid_subsets=10))
+    audited = audit_generators(run, data, AuditConfig(feature_epochs=1, tstr=False, kid_subsets=10), n=40)
+    assert list(audited) == [f"generators/{gan_run.name}"]
     synthetic, _ = load_run(gan_run).sample(2, labels=np.array([1.0]), generator=torch.Generator().manual_seed(0))
     cam_for_run(run, {"real": kermany_small.split("test").images[:2], "synthetic": synthetic}, run / "cam.png",
                 target_name="pneumonia")

@@ -224,7 +224,8 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
 
 
 def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir: str | Path | None = None,
-              n: int | None = None, config: AuditConfig = AuditConfig(), sample_seed: int = 0) -> dict:
+              n: int | None = None, config: AuditConfig = AuditConfig(), sample_seed: int = 0,
+              feature_model: nn.Module | None = None) -> dict:
     """``cxrgan audit GAN_RUN_DIR``: sample a trained generator and audit its images against its data file.
 
     Args:
@@ -235,31 +236,63 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
         n: synthetic images to draw (default: as many as the real test split has).
         config: audit settings.
         sample_seed: seeds the generator's sampling.
+        feature_model: a feature model already trained on this file's training split (default: train one).
     """
     from cxrgan.data.npz import load_npz
     from cxrgan.generators.runs import load_run
     from cxrgan.runs import read_config
 
     run_dir = Path(run_dir)
-    run_config = read_config(run_dir)
+    # runs from `cxrgan train-gan` name their data; generator caches inside a compare run have no config.json
+    run_config = read_config(run_dir) if (run_dir / "config.json").exists() else {}
     data_path = data_path if data_path is not None else run_config.get("data_path")
     if data_path is None:
-        raise CxrganError(f"{run_dir}: config.json names no data_path; pass the data file")
-    dataset = load_npz(data_path, target=run_config.get("npz_target", "labels"))
-    train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
+        raise CxrganError(f"{run_dir}: no config.json naming the generator's data file; pass the data file")
     model = load_run(run_dir, device=config.device)
-    if tuple(model.data_info_["label_names"]) != train.label_names:
-        raise CxrganError(f"{run_dir}: the generator's labels {list(model.data_info_['label_names'])} differ from "
+    names = tuple(model.data_info_["label_names"])
+    target = run_config.get("npz_target") or ("labels" if len(names) == 1 else "findings")
+    dataset = load_npz(data_path, target=target)
+    train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
+    if names != train.label_names:
+        raise CxrganError(f"{run_dir}: the generator's labels {list(names)} differ from "
                           f"{data_path}'s {list(train.label_names)}")
     n = len(test) if n is None else n
     if n < 2:
         raise CxrganError(f"the audit needs at least 2 synthetic images, got n={n}")
     images, labels = model.sample(n, generator=torch.Generator().manual_seed(sample_seed))
     result = audit_images(images, labels, train, val, test, out_dir if out_dir is not None else run_dir / "audit",
-                          config)
+                          config, feature_model)
     result["generator_run"], result["data_path"] = str(run_dir), str(data_path)
     write_json(Path(out_dir if out_dir is not None else run_dir / "audit") / "audit.json", result)
     return result
+
+
+def audit_generators(run_dir: str | Path, data_path: str | Path, config: AuditConfig = AuditConfig(),
+                     n: int | None = None, target: str = "labels") -> dict[str, dict]:
+    """Audit every trained generator under ``run_dir`` (folders holding checkpoint.pt, e.g. the generator caches a
+    compare run keeps in ``generators/``), each into its own ``audit/`` folder, with one shared feature model.
+
+    Args:
+        run_dir: a compare run (or any folder of GAN runs).
+        data_path: the compact .npz the generators were trained from.
+        config: audit settings.
+        n: synthetic images per generator (default: the size of the real test split).
+        target: "labels" or "findings", the task of the file.
+
+    Returns:
+        folder (relative to ``run_dir``) -> audit result; empty when the run trained no generator.
+    """
+    from cxrgan.data.npz import load_npz
+
+    run_dir = Path(run_dir)
+    folders = sorted({p.parent for p in run_dir.rglob("checkpoint.pt")})
+    if not folders:
+        return {}
+    dataset = load_npz(data_path, target=target)
+    model = train_feature_model(dataset.split("train"), dataset.split("val"), config)
+    return {str(folder.relative_to(run_dir)): audit_run(folder, data_path, folder / "audit", n, config,
+                                                        feature_model=model)
+            for folder in folders}
 
 
 # What each row means and which value is ideal, in the order a reader scans them.
