@@ -108,7 +108,7 @@ def test_panel_from_a_compare_runs_saved_models(models, kermany_small, test_imag
         torch.save({"model": model.state_dict(), "config": "small-cnn", "n_outputs": 1},
                    run_dir / "models" / f"{name}-seed0.pt")
     loaded = run_models(run_dir)
-    assert list(loaded) == ["augment", "none"]
+    assert list(loaded) == ["augment", "none"]  # no methods in this config: file order
     for name, model in loaded.items():
         np.testing.assert_allclose(class_activation_maps(model, test_images)[0],
                                    class_activation_maps(models[name], test_images)[0], atol=1e-5)

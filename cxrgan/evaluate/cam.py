@@ -168,8 +168,9 @@ def run_models(run_dir: str | Path, methods: Sequence[str] | None = None) -> dic
     available = {f.stem.rsplit("-seed", 1)[0]: f for f in files}
     if not available:
         raise CxrganError(f"{run_dir}: no saved models under models/; run `cxrgan compare` first")
-    if methods is None:
-        methods = list(available)
+    if methods is None:  # the run's own method order (baseline first), when its config names one
+        configured = _configured_methods(run_dir)
+        methods = [m for m in configured if m in available] + [m for m in available if m not in configured]
     missing = [m for m in methods if m not in available]
     if missing:
         raise CxrganError(f"{run_dir}: no saved model for method(s) {missing}; available: {sorted(available)}")
@@ -236,6 +237,17 @@ def cam_command(run_dir: str | Path, image_paths: Sequence[str | Path], out_png:
     name = data.class_names[1] if data.class_names is not None else data.label_names[target]
     images = cam_images(image_paths, data.image_size, n, split, seed)
     return cam_for_run(run_dir, images, out_png, methods, method, target, name)
+
+
+def _configured_methods(run_dir: Path) -> list[str]:
+    import json
+
+    path = run_dir / "config.json"
+    try:
+        methods = json.loads(path.read_text(encoding="utf-8")).get("config", {}).get("methods", [])
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [str(m) for m in methods] if isinstance(methods, list) else []
 
 
 def _n_outputs(model: nn.Module) -> int:

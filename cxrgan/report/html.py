@@ -10,7 +10,7 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -56,15 +56,7 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CxrganError(f"{run_dir}: no such run directory")
-    sections = [s for s in (
-        _command_section(run_dir),
-        _dataset_section(run_dir),
-        _results_section(run_dir),
-        _curves_section(run_dir),
-        _generators_section(run_dir),
-        _audit_section(run_dir),
-        _cam_section(run_dir),
-    ) if s]
+    sections = [s for s in (build(run_dir) for build in SECTIONS) if s]
     if not sections:
         raise CxrganError(f"{run_dir}: holds nothing to report (no config.json, results, images or audit)")
     nav = " ".join(f'<a href="#{anchor}">{_escape(title)}</a>' for anchor, title, _ in sections)
@@ -145,9 +137,9 @@ def _results_section(run_dir: Path) -> Section:
         content += f"<p class=\"note\">{_escape(notes)}</p>"
     records = read_jsonl(run_dir / "results.jsonl")
     if records:
-        rows = [{"method": r["method"], "seed": r["seed"], "train rows": r.get("train_rows"),
-                 "synthetic rows": r.get("train_synthetic"), "best epoch": r.get("best_epoch"),
-                 "seconds": r.get("seconds")} for r in records]
+        rows = [{"method": r["method"], "seed": r["seed"], "test ROC AUC [95% bootstrap CI]": _auc_cell(r),
+                 "train rows": r.get("train_rows"), "synthetic rows": r.get("train_synthetic"),
+                 "best epoch": r.get("best_epoch"), "seconds": r.get("seconds")} for r in records]
         content += "<h3>Runs</h3>" + _table_html(pd.DataFrame(rows))
     return "results", "Results", content
 
@@ -218,6 +210,13 @@ def _cam_section(run_dir: Path) -> Section:
     return ("cam", "Class activation maps", _figures(figures)) if figures else None
 
 
+# Page order; a new artefact type is one more function here.
+SECTIONS: tuple[Callable[[Path], Section], ...] = (
+    _command_section, _dataset_section, _results_section, _curves_section, _generators_section, _audit_section,
+    _cam_section,
+)
+
+
 # ---- helpers -----------------------------------------------------------------------------------------------------
 def _escape(text: str) -> str:
     """Escape element text (quotes stay readable; attribute values use ``html.escape`` with quotes)."""
@@ -250,6 +249,15 @@ def _cell(value) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""
     return str(value)
+
+
+def _auc_cell(record: dict) -> str:
+    metrics = record.get("metrics", {})
+    auc = metrics.get("roc_auc", metrics.get("macro"))
+    if not isinstance(auc, (int, float)):
+        return ""
+    low, high = metrics.get("roc_auc_ci_low"), metrics.get("roc_auc_ci_high")
+    return f"{auc:.3f}" + (f" [{low:.3f}, {high:.3f}]" if isinstance(low, float) and isinstance(high, float) else "")
 
 
 def _round(value):
