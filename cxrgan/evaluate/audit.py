@@ -146,7 +146,8 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
 
     Returns:
         a JSON-ready dict: per metric the synthetic value and the real-vs-real reference, memorisation summaries in
-        feature and pixel space, nearest training index per synthetic image, and the settings.
+        feature and pixel space, the nearest training row per synthetic image (an index into ``train``, or into its
+        rows of the synthetic class when the comparison was restricted to one class), and the settings.
     """
     synthetic_images = np.asarray(synthetic_images)
     _check_images(synthetic_images, train)
