@@ -110,6 +110,9 @@ def test_loads_run_dir_and_refuses_mismatches(pneumonia_minority, tmp_path):
 
 
 def test_train_steps_sets_epochs_from_the_class_size(pneumonia_minority):
-    balancer = GANOversampler("dcgan", DCGANConfig(**TINY), train_steps=7)  # 24 pneumonia images, batch 16
+    config = DCGANConfig(**TINY, diffaugment="translation")
+    balancer = GANOversampler("dcgan", config, train_steps=7)  # 24 pneumonia images, batch 16: 1 step per epoch
     balancer.fit_resample(pneumonia_minority)
     assert balancer.model_.config.epochs == 7 and balancer.model_.history_[-1]["step"] == 7
+    assert balancer.model_.config.diffaugment == ""  # 7 epochs: too short for DiffAugment to help
+    assert GANOversampler("dcgan", config, train_steps=60)._config_for(1, 24).diffaugment == "translation"
