@@ -115,4 +115,4 @@ def test_train_steps_sets_epochs_from_the_class_size(pneumonia_minority):
     balancer.fit_resample(pneumonia_minority)
     assert balancer.model_.config.epochs == 7 and balancer.model_.history_[-1]["step"] == 7
     assert balancer.model_.config.diffaugment == ""  # 7 epochs: too short for DiffAugment to help
-    assert GANOversampler("dcgan", config, train_steps=60)._config_for(1, 24).diffaugment == "translation"
+    assert GANOversampler("dcgan", config, train_steps=60).config_for(1, 24).diffaugment == "translation"

@@ -89,7 +89,9 @@ class GANOversampler(Balancer):
         generator_class(method)  # unknown method -> clear error now
 
     # ---- generator ----------------------------------------------------------------------------------------
-    def _config_for(self, minority_value: int, n_train: int) -> GANConfig:
+    def config_for(self, target_value: int, n_train: int) -> GANConfig:
+        """The generator config actually trained: seed, DCGAN target class, and (with ``train_steps``) the epochs
+        and DiffAugment policy resolved for ``n_train`` training rows."""
         changes: dict = {"seed": self.random_state}
         if self.train_steps is not None:
             steps_per_epoch = max(1, n_train // min(self.config.batch_size, n_train))
@@ -97,7 +99,7 @@ class GANOversampler(Balancer):
             if changes["epochs"] < AUGMENT_MIN_EPOCHS:
                 changes["diffaugment"] = ""
         if isinstance(self.config, DCGANConfig):
-            changes["target"] = str(minority_value)
+            changes["target"] = str(target_value)
         if isinstance(self.config, CDCGANConfig):
             changes["alpha"] = 0.5  # sampling-only; one canonical value lets all alphas share a trained model
         return dataclasses.replace(self.config, **changes)
@@ -124,7 +126,7 @@ class GANOversampler(Balancer):
                 raise CxrganError(f"{self.run_dir}: this DCGAN models {target!r} but the minority class is {minority_name!r}")
             return model
         n_train = len(dataset) if isinstance(self.config, CDCGANConfig) else int((dataset.labels[:, 0] == minority_value).sum())
-        config = self._config_for(minority_value, n_train)
+        config = self.config_for(minority_value, n_train)
         cache = self._cache_dir(config, dataset)
         return generator_class(self.method)(config, device=self.device, run_dir=cache).fit(dataset, resume=cache is not None)
 

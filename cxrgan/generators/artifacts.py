@@ -26,7 +26,7 @@ def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None) 
     """Write a grid of (N, H, W) uint8 images as a grayscale PNG, atomically."""
     from PIL import Image
 
-    grid = Image.fromarray(image_grid(images, columns), mode="L")
+    grid = Image.fromarray(image_grid(images, columns))  # 2-D uint8 -> grayscale "L"
     return atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 

@@ -10,7 +10,7 @@ written to avoid wasted work (measured in ``benchmarks/gan_step.py``):
   with respect to the images, not D's weight gradients;
 * with a BatchNorm-free discriminator (spectral norm) real and fake go through D in one forward pass; with
   BatchNorm they stay separate batches as in DCGAN, since a joint batch would mix their statistics;
-* ``zero_grad(set_to_none=True)``, channels-last tensors and optional bf16 autocast (weights stay fp32).
+* ``zero_grad(set_to_none=True)``, fused Adam, channels-last tensors and optional bf16 autocast (weights stay fp32).
 
 Randomness: one ``torch.Generator`` (seeded from ``config.seed``, saved in checkpoints) draws noise and augmentation;
 the data order of epoch e is a function of (seed, e) only, like ``DistributedSampler.set_epoch``, so a resumed run
