@@ -14,7 +14,9 @@ written to avoid wasted work (measured in ``benchmarks/gan_step.py``):
 
 Randomness: one ``torch.Generator`` (seeded from ``config.seed``, saved in checkpoints) draws noise and augmentation;
 the data order of epoch e is a function of (seed, e) only, like ``DistributedSampler.set_epoch``, so a resumed run
-retraces an uninterrupted one exactly and the loop needs no global state.
+retraces an uninterrupted one exactly and the loop needs no global state. Under torchrun/DDP a rank would take
+``epoch_order(e)[rank::world_size]`` and the networks would be wrapped in DistributedDataParallel; nothing else
+in the loop depends on being the only process (the device is passed in, checkpoints are written by whoever calls).
 """
 
 from __future__ import annotations
