@@ -51,6 +51,17 @@ def train_config(args: argparse.Namespace):
                        weights_path=args.weights, progress=not args.no_progress)
 
 
+def add_generator_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generator-backed methods")
+    group.add_argument("--gan-steps", type=int, default=None, help="GAN training steps (CPU default 500)")
+    group.add_argument("--gan-width", type=int, default=None, help="GAN widths ngf = ndf (CPU default 32)")
+
+
+def generator_overrides(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
+    pairs = [("train_steps", args.gan_steps), ("ngf", args.gan_width), ("ndf", args.gan_width)]
+    return tuple((name, value) for name, value in pairs if value is not None)
+
+
 def parse_ratio(text: str) -> tuple[int, int]:
     try:
         negatives, positives = (int(v) for v in text.split(":"))
@@ -81,6 +92,7 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imbalance", type=parse_ratio, default=None, metavar="NEG:POS",
                         help="subsample the training split to this class ratio, e.g. 3:1")
     parser.add_argument("--full", action="store_true", help="paper-size settings for generator-backed methods")
+    add_generator_flags(parser)
     parser.add_argument("--dry-run", action="store_true", help="check data and config, print them, train nothing")
     add_train_flags(parser)
 
@@ -93,6 +105,7 @@ def _compare(args: argparse.Namespace) -> None:
         data=args.data, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), seeds=args.seeds,
         first_seed=args.first_seed, baseline=args.baseline, target=args.target, uncertainty=args.uncertainty,
         train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args), full=args.full,
+        generator_overrides=generator_overrides(args),
     )
     if args.dry_run:
         from cxrgan.balance import BALANCERS
@@ -197,6 +210,60 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+# ---- explain, audit, report ----------------------------------------------------------------------------------
+def _cam_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a compare or recipe run directory (its models/ are used)")
+    parser.add_argument("--images", nargs="+", required=True, help=".npz data or samples, or PNG/JPEG/DICOM files")
+    parser.add_argument("--out", required=True, help="output PNG")
+    parser.add_argument("--methods", default=None, help="comma-separated methods to show (default: all saved)")
+    parser.add_argument("--method", default="gradcam", choices=["gradcam", "cam"])
+    parser.add_argument("--n", type=int, default=4, help="images per .npz source")
+    parser.add_argument("--split", default="test", help="split to draw from .npz data files")
+    parser.add_argument("--target", type=int, default=0, help="output column to explain")
+
+
+@command("cam", "CAM / Grad-CAM panels of a run's models on real or synthetic images", flags=_cam_flags)
+def _cam(args: argparse.Namespace) -> None:
+    from cxrgan.evaluate.cam import cam_command
+
+    methods = args.methods.split(",") if args.methods else None
+    print(f"wrote {cam_command(args.run_dir, args.images, args.out, methods, args.method, args.n, args.split, args.target)}")
+
+
+def _audit_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a GAN run directory (cxrgan train-gan, or a cached generator of a run)")
+    parser.add_argument("--data", default=None, help="the real .npz (default: the data the GAN was trained on)")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/audit)")
+    parser.add_argument("--n", type=int, default=None, help="synthetic images to audit (default: as many as test)")
+    parser.add_argument("--feature-model", default="small-cnn", help="classifier that embeds images")
+    parser.add_argument("--feature-epochs", type=int, default=5)
+    parser.add_argument("--no-tstr", action="store_true", help="skip the train-on-synthetic / test-on-real AUC")
+    parser.add_argument("--device", default="auto")
+
+
+@command("audit", "fidelity, diversity and memorisation audit of a trained generator", flags=_audit_flags)
+def _audit(args: argparse.Namespace) -> None:
+    from cxrgan.device import resolve_device
+    from cxrgan.evaluate.audit import AuditConfig, audit_run, audit_table
+    from cxrgan.report.tables import to_markdown
+
+    config = AuditConfig(feature_model=args.feature_model, feature_epochs=args.feature_epochs,
+                         device=str(resolve_device(args.device)), tstr=not args.no_tstr)
+    result = audit_run(args.run_dir, args.data, args.out, args.n, config)
+    print(to_markdown(audit_table(result)))
+
+
+def _report_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a compare or recipe run directory")
+
+
+@command("report", "write RUN_DIR/report.html: one self-contained page with every result", flags=_report_flags)
+def _report(args: argparse.Namespace) -> None:
+    from cxrgan.report.html import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
+
+
 # ---- recipes -------------------------------------------------------------------------------------------------
 def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.recipes.dcgan_alpha import METHODS
@@ -212,6 +279,7 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR")
     parser.add_argument("--full", action="store_true", help="paper-size GANs and ResNet-18 training (GPU)")
+    add_generator_flags(parser)
     parser.add_argument("--device", default="auto")
 
 
@@ -224,7 +292,8 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
     train = dataclasses.replace(train, device=args.device, **({"epochs": args.epochs} if args.epochs else {}))
     config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
                               methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                              imbalance=args.imbalance, train=train, tstr_images=args.tstr_images, full=args.full)
+                              imbalance=args.imbalance, train=train, tstr_images=args.tstr_images, full=args.full,
+                              generator_overrides=generator_overrides(args))
     run_dcgan_alpha(config, args.out, resume_dir=args.resume, command=shell_command())
 
 

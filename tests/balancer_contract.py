@@ -11,15 +11,13 @@ Use from any test module (pytest puts ``tests/`` on the import path):
 task, as many negatives as positives), "weights" (rows unchanged, ``class_weights`` set), "identity" (rows
 unchanged) or "any" (only the generic checks).
 
-The fast suite (tests/test_balance_classic.py) checks the cheap ``CLASSIC_BALANCERS``. Every other registered
-name (the GAN-backed balancers, whose factories train a model) goes through the same contract on the same data
-only when the environment variable ``CXRGAN_SLOW_TESTS=1`` is set, so adding a balancer needs no edit here.
+tests/test_balance_classic.py runs it on the ``CLASSIC_BALANCERS``; GAN-backed balancers run it with tiny
+generator settings in their own test modules (tests/test_balance_gan.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 
 import numpy as np
@@ -32,19 +30,6 @@ from cxrgan.errors import CxrganError
 # what each classic method promises; a registered name not listed here must give balanced output
 EXPECTED_OUTCOME = {"none": "identity", "class-weights": "weights"}
 CLASSIC_BALANCERS = ("none", "undersample", "oversample", "smote", "augment", "class-weights")
-RUN_SLOW = os.environ.get("CXRGAN_SLOW_TESTS") == "1"
-
-
-def is_slow(name: str) -> bool:
-    """Whether ``name`` is outside the cheap classic set (its factory may train a model)."""
-    return name not in CLASSIC_BALANCERS
-
-
-def slow_skip(name: str):
-    """A pytest mark skipping a non-classic ``name`` unless slow tests were asked for."""
-    return pytest.mark.skipif(
-        is_slow(name) and not RUN_SLOW, reason=f"{name} may train a model; set CXRGAN_SLOW_TESTS=1 to check it"
-    )
 
 
 def row_keys(dataset: CXRDataset) -> list[bytes]:

@@ -11,6 +11,7 @@ from cxrgan.balance.classic import (
     label_powerset,
 )
 from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_flip_affine
+from cxrgan.balance.gan import GANOversampler
 
 __all__ = [
     "BALANCERS",
@@ -19,6 +20,7 @@ __all__ = [
     "make_balancer",
     "register_balancer",
     "AugmentBalancer",
+    "GANOversampler",
     "ClassWeightBalancer",
     "IdentityBalancer",
     "RandomOverBalancer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
@@ -31,6 +31,8 @@ class BalanceContext:
     device: str = "cpu"  # torch device for balancers that train a model (GANs)
     work_dir: Path | None = None  # where model-backed balancers keep runs and caches
     full: bool = False  # paper-size settings (GPU) instead of CPU defaults
+    generator_overrides: tuple[tuple[str, Any], ...] = ()  # (setting, value) pairs over a generator's defaults,
+    #   e.g. (("ngf", 16), ("train_steps", 2000)); ignored by balancers that train nothing
 
 
 BalancerFactory = Callable[[BalanceContext], Balancer]

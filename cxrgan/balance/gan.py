@@ -172,13 +172,17 @@ class GANOversampler(Balancer):
 
 def _factory(method: str, alpha: float, name: str):
     def make(context: BalanceContext) -> GANOversampler:
-        defaults = FULL_DEFAULTS if context.full else CPU_DEFAULTS
-        config = (DCGANConfig if method == "dcgan" else CDCGANConfig)(**defaults)
+        overrides = dict(context.generator_overrides)
+        train_steps = overrides.pop("train_steps", None if context.full else CPU_TRAIN_STEPS)
+        config_class = DCGANConfig if method == "dcgan" else CDCGANConfig
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
+        if unknown:
+            raise CxrganError(f"{name}: unknown generator setting(s) {unknown}")
+        config = config_class(**{**(FULL_DEFAULTS if context.full else CPU_DEFAULTS), **overrides})
         if method == "cdcgan":
             config = dataclasses.replace(config, alpha=alpha)
         return GANOversampler(method, config, alpha=alpha, work_dir=context.work_dir, device=context.device,
-                              random_state=context.random_state, name=name,
-                              train_steps=None if context.full else CPU_TRAIN_STEPS)
+                              random_state=context.random_state, name=name, train_steps=train_steps)
 
     return make
 

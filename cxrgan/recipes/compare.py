@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.summary import evaluate_scores, summarise
 from cxrgan.io import append_jsonl, atomic_write, read_jsonl
+from cxrgan.report.html import write_report
 from cxrgan.report.plots import plot_curves
 from cxrgan.report.tables import to_markdown, write_tables
 from cxrgan.runs import new_run_dir, write_config
@@ -42,6 +44,7 @@ class CompareConfig:
     n_boot: int = 1000  # bootstrap resamples for each run's AUC CI
     train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
     full: bool = False  # paper-size generator settings (GPU) for generator-backed methods
+    generator_overrides: tuple[tuple[str, Any], ...] = ()  # generator settings over the defaults, e.g. train_steps
 
 
 def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
@@ -101,7 +104,8 @@ def run_one(config: CompareConfig, method: str, seed: int, train: CXRDataset, va
             run_dir: Path, device: str) -> dict:
     """Balance, train, predict and score one (method, seed); scores are saved before the record is returned."""
     started = time.perf_counter()
-    context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=config.full)
+    context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=config.full,
+                             generator_overrides=config.generator_overrides)
     balanced = make_balancer(method, context).fit_resample(train)
     if set(balanced.meta["split"]) != {"train"}:
         raise CxrganError(f"method {method!r} returned rows outside the training split")
@@ -154,7 +158,8 @@ def finish_compare(run_dir: Path, config: CompareConfig, test: CXRDataset) -> No
                   for m in config.methods if any(mm == m for (mm, _) in scores)}
         plot_curves(curves, "roc", run_dir / "roc.png", title="ROC, test split (scores averaged over seeds)")
         plot_curves(curves, "pr", run_dir / "pr.png", title="Precision-recall, test split (seed-averaged scores)")
-    print(f"\n{title}\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}")
+    report = write_report(run_dir)
+    print(f"\n{title}\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}\nreport: {report}")
 
 
 def config_from_dict(values: dict) -> CompareConfig:
@@ -164,4 +169,5 @@ def config_from_dict(values: dict) -> CompareConfig:
     values["methods"] = tuple(values["methods"])
     if values.get("imbalance") is not None:
         values["imbalance"] = tuple(values["imbalance"])
+    values["generator_overrides"] = tuple(tuple(pair) for pair in values.get("generator_overrides", ()))
     return CompareConfig(**values)

@@ -13,17 +13,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from cxrgan.balance import BalanceContext, make_balancer
-from cxrgan.balance.gan import CPU_DEFAULTS, FULL_DEFAULTS
+from cxrgan.balance.gan import GANOversampler
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
 from cxrgan.evaluate.audit import AuditConfig, train_on_synthetic
-from cxrgan.generators import DCGAN, DCGANConfig
+from cxrgan.generators import DCGAN
 from cxrgan.io import append_jsonl, read_jsonl, write_json
 from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
 from cxrgan.report.tables import to_markdown, write_tables
@@ -50,6 +51,7 @@ class DcganAlphaConfig:
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # the ResNet-18 settings
     tstr_images: int = 1000  # synthetic images per class for the train-on-synthetic / test-on-real AUC
     full: bool = False  # paper-size GANs and classifier training (for GPUs)
+    generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. (("train_steps", 2000),)
 
 
 def run_dcgan_alpha(config: DcganAlphaConfig, out: str | Path, resume_dir: str | Path | None = None,
@@ -57,7 +59,8 @@ def run_dcgan_alpha(config: DcganAlphaConfig, out: str | Path, resume_dir: str |
     """Run every method x seed (through ``compare``), then the paper-shaped table and generator quality."""
     compare_config = CompareConfig(data=config.data, methods=config.methods, seeds=config.seeds,
                                    first_seed=config.first_seed, baseline=config.methods[0],
-                                   imbalance=config.imbalance, train=config.train, full=config.full)
+                                   imbalance=config.imbalance, train=config.train, full=config.full,
+                                   generator_overrides=config.generator_overrides)
     run_dir = run_compare(compare_config, out, resume_dir=resume_dir, command=command, description="dcgan-alpha")
     write_json(run_dir / "recipe.json", {"recipe": "dcgan-alpha", "config": dataclasses.asdict(config)})
     train, val, test = prepare_splits(compare_config)
@@ -100,7 +103,8 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
     done = {r["method"]: r["tstr_auc"] for r in read_jsonl(path)}
     seed, n = config.first_seed, config.tstr_images
     audit = AuditConfig(seed=seed, device=config.train.device if config.train.device != "auto" else "cpu")
-    context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators", full=config.full)
+    context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators", full=config.full,
+                             generator_overrides=config.generator_overrides)
     for method in config.methods:
         if method in done or not (method == "none" or method.startswith(("dcgan", "cdcgan"))):
             continue
@@ -115,7 +119,7 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
             balancer.fit_resample(train)  # trained (or loaded from the run's cache) for the comparison
             value = int(balancer.model_.data_info_["target_value"])
             minority, _ = balancer.model_.sample(n, generator=rng)
-            majority, _ = _other_class_dcgan(train, context, value).sample(n, generator=rng)
+            majority, _ = _other_class_dcgan(balancer, train, context, 1 - value).sample(n, generator=rng)
             images = np.concatenate([minority, majority])
             labels = np.array([[value]] * n + [[1 - value]] * n, dtype=np.float32)
         else:
@@ -128,9 +132,9 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
     return done
 
 
-def _other_class_dcgan(train: CXRDataset, context: BalanceContext, minority_value: int) -> DCGAN:
-    """A DCGAN of the majority class, configured like the balancer's, for the two-class TSTR set."""
-    defaults = FULL_DEFAULTS if context.full else CPU_DEFAULTS
-    config = DCGANConfig(**{**defaults, "seed": context.random_state, "target": str(1 - minority_value)})
-    run_dir = Path(context.work_dir) / "gan" / f"dcgan-class{1 - minority_value}-seed{context.random_state}"
+def _other_class_dcgan(balancer: GANOversampler, train: CXRDataset, context: BalanceContext, value: int) -> DCGAN:
+    """A DCGAN of class ``value`` trained exactly as the balancer trains its minority DCGAN (two-class TSTR set)."""
+    n_train = int((train.binary_targets() == value).sum())
+    config = balancer.config_for(value, n_train)
+    run_dir = Path(context.work_dir) / "gan" / f"dcgan-class{value}-seed{context.random_state}"
     return DCGAN(config, device=context.device, run_dir=run_dir).fit(train, resume=True)
