@@ -79,11 +79,3 @@ def small_train_split(dataset: CXRDataset, n_negative: int = 16, n_positive: int
     return train.subset(np.sort(index))
 
 
-@pytest.fixture(autouse=False)
-def one_thread():
-    """Run tiny networks on one intra-op thread: on a shared 2-core machine a second OpenMP thread that loses its
-    core makes every small kernel wait at a barrier (BatchNorm on a 16 x 8 x 32 x 32 batch: 0.4 ms vs ~40 ms)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

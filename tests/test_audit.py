@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from scipy import linalg
 
 from cxrgan.data import CXRDataset, save_npz
@@ -18,19 +17,6 @@ from cxrgan.evaluate.audit_metrics import frechet_distance, kernel_inception_dis
 
 FAST = AuditConfig(feature_epochs=2, tstr_epochs=2, batch_size=32, kid_subsets=20, kid_subset_size=60, tstr=False)
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread for torch, OpenMP and BLAS: on a 2-core machine shared with other jobs, two threads per process
-    oversubscribe the cores and these small convolutions and solvers run several times slower (3-4x measured)."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def splits(kermany):

@@ -13,9 +13,8 @@ from cxrgan.balance.gan import CPU_DEFAULTS, GANOversampler
 from cxrgan.errors import CxrganError
 from cxrgan.generators import CDCGANConfig, DCGANConfig, train_gan
 from cxrgan.data import save_npz
-from generator_contract import TINY, one_thread  # noqa: F401  (fixture)
+from generator_contract import TINY
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,19 +20,6 @@ from cxrgan.runs import write_config
 CONFIG = TrainConfig(model="small-cnn", epochs=1, batch_size=16, lr=1e-3, device="cpu", progress=False)
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread for torch, OpenMP and BLAS: on a 2-core machine shared with other jobs, two threads per process
-    oversubscribe the cores and these small convolutions and solvers run several times slower (3-4x measured)."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
 @pytest.fixture(scope="module")
 def models(kermany_small):
     """A small CNN trained on the real training rows as they are, and one on the augment-balanced rows."""

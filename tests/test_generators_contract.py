@@ -7,10 +7,8 @@ import pytest
 import torch
 
 from cxrgan.generators import GENERATORS, CDCGAN, CDCGANConfig
-from generator_contract import one_thread  # noqa: F401  (fixture)
 from generator_contract import CONTRACT_CASES, TINY, check_generator_contract, small_train_split
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,8 @@ from cxrgan.data import load_npz, save_npz
 from cxrgan.errors import CxrganError
 from cxrgan.generators import CDCGAN, DCGAN, CDCGANConfig, DCGANConfig, load_run, sample_from_run, train_gan
 from cxrgan.generators.losses import LOSSES, AdversarialLoss
-from generator_contract import one_thread  # noqa: F401  (fixture)
 from generator_contract import TINY, small_train_split
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 RESUMABLE = DCGANConfig(**{**TINY, "epochs": 3, "batch_size": 16}, target="pneumonia", ema_decay=0.9,
                         diffaugment="translation,cutout,brightness,contrast", checkpoint_every=2)

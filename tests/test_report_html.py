@@ -28,19 +28,6 @@ from cxrgan.report.html import write_report
 MATPLOTLIB_ORANGE = np.array([255, 127, 14])  # colour of the second curve in every matplotlib figure
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One thread for torch, OpenMP and BLAS: on a 2-core machine shared with other jobs, two threads per process
-    oversubscribe the cores and these small convolutions and solvers run several times slower (3-4x measured)."""
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
 @pytest.fixture(scope="module")
 def run_dir(kermany_small, tmp_path_factory):
     """A finished compare run (none vs augment, 1 seed) with a GAN run, its audit and a CAM panel added."""
