@@ -31,4 +31,6 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
     records = read_jsonl(run_dir / "results.jsonl")
     by_method = {r["method"]: r for r in records}
     assert by_method["dcgan"]["train_synthetic"] > 0 and by_method["none"]["train_synthetic"] == 0
+    assert "Synthetic-image audit" in printed
+    assert len((run_dir / "audit_summary.csv").read_text().splitlines()) == 1 + 3  # header + three generators
     assert (run_dir / "report.html").stat().st_size > 10_000

@@ -23,10 +23,11 @@ from cxrgan.balance import BalanceContext, make_balancer
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
-from cxrgan.evaluate.audit import AuditConfig, train_on_synthetic
+from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
 from cxrgan.generators import DCGAN
 from cxrgan.io import append_jsonl, read_jsonl, write_json
 from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
+from cxrgan.report.html import write_report
 from cxrgan.report.tables import to_markdown, write_tables
 
 METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5",
@@ -65,14 +66,42 @@ def run_dcgan_alpha(config: DcganAlphaConfig, out: str | Path, resume_dir: str |
     write_json(run_dir / "recipe.json", {"recipe": "dcgan-alpha", "config": dataclasses.asdict(config)})
     train, val, test = prepare_splits(compare_config)
     quality = sample_quality(config, train, val, test, run_dir)
+    audits = audit_table_of_generators(run_dir, config)
     table = paper_table(run_dir, config.methods, quality)
     notes = ("Rows as in Sun & Li's poster (plus SMOTE); cells are mean [95% CI over seeds], threshold metrics at the "
              "validation Youden threshold; DeLong p vs the baseline on seed-averaged scores. TSTR AUC: a small CNN "
              f"trained only on {config.tstr_images} synthetic images per class (seed {config.first_seed}'s generator), "
              "tested on the real test split; real-data reference in the 'none' row.")
     write_tables(table, run_dir / "paper_table", title="dcgan-alpha: GAN vs classic fixes", notes=notes)
-    print(f"\ndcgan-alpha (Sun & Li table shape)\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}")
+    print(f"\ndcgan-alpha (Sun & Li table shape)\n\n{to_markdown(table)}\n\n{notes}\n")
+    if len(audits):
+        print(f"Synthetic-image audit (feature space of a small CNN trained on real images; reference = real train "
+              f"vs real test)\n\n{to_markdown(audits)}\n")
+    print(f"results: {run_dir}\nreport: {write_report(run_dir)}")
     return run_dir
+
+
+AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "recall", "coverage": "coverage",
+                 "two_sample_auc": "real-vs-synthetic AUC", "memorised_feature": "memorised (features)"}
+
+
+def audit_table_of_generators(run_dir: Path, config: DcganAlphaConfig) -> pd.DataFrame:
+    """Audit every generator the run trained (one shared feature model) and tabulate the headline numbers."""
+    audit_config = AuditConfig(seed=config.first_seed, tstr=False,
+                               device=config.train.device if config.train.device != "auto" else "cpu")
+    results = audit_generators(run_dir, config.data, audit_config)
+    rows = []
+    for folder, result in results.items():
+        metrics = result["metrics"]
+        row = {"generator": Path(folder).name}
+        for key, label in AUDIT_COLUMNS.items():
+            if key in metrics:
+                row[label] = f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        write_tables(table, run_dir / "audit_summary", title="Synthetic-image audit of every trained generator")
+    return table
 
 
 def paper_table(run_dir: Path, methods: tuple[str, ...], quality: dict[str, float]) -> pd.DataFrame:
