@@ -12,6 +12,8 @@ from cxrgan.balance.classic import (
 )
 from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_flip_affine
 from cxrgan.balance.gan import GANOversampler
+from cxrgan.balance.complement import CycleGANComplement
+from cxrgan.balance.multilabel import LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings
 
 __all__ = [
     "BALANCERS",
@@ -21,6 +23,10 @@ __all__ = [
     "register_balancer",
     "AugmentBalancer",
     "GANOversampler",
+    "CycleGANComplement",
+    "LabelVectorCGAN",
+    "RareFindingDCGAN",
+    "choose_rare_findings",
     "ClassWeightBalancer",
     "IdentityBalancer",
     "RandomOverBalancer",

@@ -1,0 +1,354 @@
+"""Multi-label GAN balancers for rare findings: a conditional GAN on sampled label vectors and one DCGAN per finding.
+
+* ``cgan-labelvec`` (method A): Sundaram & Hulkund (2021), "GAN-based Data Augmentation for Chest X-ray
+  Classification" (KDD DSHealth). For a rare finding p, L_p = the label vectors of real training rows with p
+  present; vectors are drawn uniformly with replacement from L_p and the conditional DCGAN (label embedding in G,
+  projection D, see ``cxrgan.generators.dcgan``) makes one image per vector, so co-occurring findings are kept.
+  The *minimum* number of images is generated such that every chosen finding is present in at least
+  ``threshold`` (15 %) of the combined set (see :func:`plan_label_vectors`).
+* ``dcgan-rare`` (method B): Venugopal Sunitha, "Chest X-ray Disease Diagnosis Using GANs" (CheXpert). One
+  unconditional DCGAN per chosen finding p, trained on the training rows with p present; each sample is labelled
+  p = 1 and, for the other findings, with the vector of a real row drawn uniformly from L_p (the DCGAN models
+  images given p, which mixes p's co-occurrences in their real proportions, so the drawn vector is a sample of
+  the labels such an image carries). Per finding, ``max(0, ceil(ratio * negatives) - positives)`` images are
+  added (counts of the real training rows; ratio 1.0 = balanced against the real rows, "nearly" because other
+  findings' synthetic rows also shift the counts, recorded in ``table_``).
+
+Rare findings are chosen by :func:`choose_rare_findings`: the least frequent findings among those with at least
+``min_positives`` training positives (default 16, the fewest images the GAN core trains a DCGAN on), optionally
+only findings with positives in an evaluation split (a finding without test positives has no AUC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
+from cxrgan.balance.classic import check_train_split, generated_meta
+from cxrgan.balance.gan import AUGMENT_MIN_EPOCHS, CPU_DEFAULTS, CPU_TRAIN_STEPS, FULL_DEFAULTS
+from cxrgan.data.dataset import CXRDataset
+from cxrgan.errors import CxrganError
+from cxrgan.generators.base import generator_class, image_fingerprint
+from cxrgan.generators.dcgan import CDCGANConfig, DCGANConfig
+from cxrgan.generators.loop import GANConfig, config_record
+
+DEFAULT_THRESHOLD = 0.15  # Sundaram & Hulkund: most CheXpert findings are present in 5-26 % of images
+DEFAULT_MIN_POSITIVES = 16  # = generators.base.MIN_TRAIN_IMAGES, so method B can train a DCGAN per finding
+
+
+def choose_rare_findings(train: CXRDataset, n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES,
+                         evaluation: CXRDataset | None = None, min_eval_positives: int = 2) -> tuple[str, ...]:
+    """The ``n_findings`` least frequent findings of ``train`` that have at least ``min_positives`` positives.
+
+    Args:
+        train: the training rows (multi-label).
+        n_findings: how many findings to choose (fewer if fewer qualify).
+        min_positives: floor on training positives (a generator needs real examples of the finding).
+        evaluation: when given (the test split), only findings with at least ``min_eval_positives`` positives
+            there qualify, since a finding without test positives has no AUC.
+        min_eval_positives: the floor on evaluation positives.
+
+    Returns the names ordered from rarest; ties keep the column order.
+    """
+    if train.is_binary:
+        raise CxrganError("rare-finding augmentation needs multi-label data (load with target='findings')")
+    positives = train.positives()
+    eligible = positives >= min_positives
+    if evaluation is not None:
+        eligible &= evaluation.positives() >= min_eval_positives
+    order = [j for j in np.argsort(positives, kind="stable") if eligible[j]][:n_findings]
+    if not order:
+        raise CxrganError(
+            f"no finding has >= {min_positives} training positives"
+            + (f" and >= {min_eval_positives} test positives" if evaluation is not None else "")
+            + f"; training positives: {dict(zip(train.label_names, positives.tolist()))}")
+    return tuple(train.label_names[j] for j in order)
+
+
+def minimum_synthetic_count(n_rows: int, n_positive: int, threshold: float) -> int:
+    """Fewest images that all carry a finding so it reaches ``threshold`` of the combined set (one finding).
+
+    Adding n positive images to N rows with c positives gives (c + n) / (N + n) >= t  <=>  n >= (tN - c) / (1 - t),
+    so n = max(0, ceil((tN - c) / (1 - t))). Computed with exact fractions (0.15 is not a binary float).
+    """
+    t = Fraction(str(threshold))
+    if not 0 < t < 1:
+        raise CxrganError(f"threshold must lie in (0, 1), got {threshold}")
+    return max(0, math.ceil((t * n_rows - n_positive) / (1 - t)))
+
+
+def sample_label_vectors(labels: np.ndarray, column: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` rows of ``labels`` drawn uniformly with replacement from those with ``column`` positive (L_p)."""
+    rows = np.flatnonzero(labels[:, column] == 1)
+    if len(rows) == 0:
+        raise CxrganError(f"no training row has finding column {column} present; L_p is empty")
+    return labels[rows[rng.integers(0, len(rows), size=n)]].copy()
+
+
+def plan_label_vectors(labels: np.ndarray, columns: Sequence[int], threshold: float,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The label vectors to generate so every finding in ``columns`` is >= ``threshold`` of the combined set.
+
+    Greedy: while some chosen finding q has count_q < t * (N + M) (M images planned so far), draw one vector
+    uniformly from L_q of the finding with the largest deficit t * (N + M) - count_q and credit every finding it
+    carries. A finding that is already at the threshold never gets a draw of its own.
+
+    Minimality. Let need_q(M) = max(0, ceil(t (N + M) - c_q)), nondecreasing in M. When no drawn vector carries
+    a second chosen finding (always true for one finding, where the result is :func:`minimum_synthetic_count`),
+    a set of M images is feasible iff sum_q need_q(M) <= M, and the smallest such M is the optimum. The greedy
+    gives q a draw only while n_q < need_q(M') <= need_q(M), so n_q <= need_q(M) at every step; at the first
+    feasible M, sum_q n_q = M >= sum_q need_q(M) forces n_q = need_q(M) for all q: every finding is at the
+    threshold and the greedy stops exactly there. When vectors carry several chosen findings the credited
+    co-occurrences only lower the counts needed; the result is then minimal given the drawn vectors up to the
+    order in which findings are served (an integer programme we do not solve).
+
+    Args:
+        labels: (N, K) real training labels (NaN unknown; counts as not present).
+        columns: chosen finding columns.
+        threshold: required share of the combined set, in (0, 1); ``len(columns) * threshold`` must be < 1 so
+            the findings can all reach it even without co-occurrence.
+        rng: the random generator of the draws.
+
+    Returns ``(vectors (M, K), finding column each vector was drawn for (M,))``.
+    """
+    t = Fraction(str(threshold))
+    columns = [int(c) for c in columns]
+    if not 0 < t < 1:
+        raise CxrganError(f"threshold must lie in (0, 1), got {threshold}")
+    if len(columns) * t >= 1:
+        raise CxrganError(f"{len(columns)} findings cannot each reach {float(t):.0%} of the set; choose fewer findings "
+                          "or a lower threshold")
+    present = np.nan_to_num(labels, nan=0.0) == 1
+    pools = {c: np.flatnonzero(present[:, c]) for c in columns}
+    empty = [c for c, rows in pools.items() if len(rows) == 0]
+    if empty:
+        raise CxrganError(f"finding column(s) {empty} have no positive training row, so L_p is empty")
+    counts = present[:, columns].sum(axis=0).astype(np.int64)
+    total = len(labels)
+    drawn_rows, drawn_for = [], []
+    while True:
+        deficits = [t * total - int(c) for c in counts]
+        worst = int(np.argmax([float(d) for d in deficits]))  # first maximum: column order breaks ties
+        if deficits[worst] <= 0:
+            break
+        pool = pools[columns[worst]]
+        row = int(pool[rng.integers(0, len(pool))])
+        drawn_rows.append(row)
+        drawn_for.append(columns[worst])
+        counts += present[row, columns]
+        total += 1
+    vectors = labels[np.asarray(drawn_rows, dtype=np.int64)].reshape(len(drawn_rows), labels.shape[1]).copy()
+    return vectors, np.asarray(drawn_for, dtype=np.int64)
+
+
+def finding_table(real: CXRDataset, combined: CXRDataset, columns: Sequence[int], drawn_for: np.ndarray) -> pd.DataFrame:
+    """Per chosen finding: real positives and share, images drawn for it, combined positives and share (Table 1)."""
+    rows = []
+    real_pos, combined_pos = real.positives(), combined.positives()
+    for c in columns:
+        rows.append({"finding": real.label_names[c], "real positives": int(real_pos[c]),
+                     "real %": round(100 * real_pos[c] / len(real), 2), "generated for it": int((drawn_for == c).sum()),
+                     "combined positives": int(combined_pos[c]),
+                     "combined %": round(100 * combined_pos[c] / len(combined), 2)})
+    rows.append({"finding": "all rows", "real positives": len(real), "real %": 100.0, "generated for it": len(drawn_for),
+                 "combined positives": len(combined), "combined %": 100.0})
+    return pd.DataFrame(rows)
+
+
+class GeneratorTraining:
+    """Shared by both balancers: the resolved generator config, its cache folder, and training or loading."""
+
+    def __init__(self, method: str, config: GANConfig, work_dir: str | Path | None, device: str, random_state: int,
+                 train_steps: int | None):
+        self.method, self.config, self.device, self.random_state = method, config, device, int(random_state)
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.train_steps = train_steps
+        generator_class(method)
+
+    def resolved_config(self, n_train: int, **changes) -> GANConfig:
+        """Seed and (with ``train_steps``) epochs / DiffAugment for ``n_train`` rows, as ``GANOversampler``."""
+        changes = {"seed": self.random_state, **changes}
+        if self.train_steps is not None:
+            steps_per_epoch = max(1, n_train // min(self.config.batch_size, n_train))
+            changes["epochs"] = max(1, math.ceil(self.train_steps / steps_per_epoch))
+            if changes["epochs"] < AUGMENT_MIN_EPOCHS:
+                changes["diffaugment"] = ""
+        return dataclasses.replace(self.config, **changes)
+
+    def fit(self, dataset: CXRDataset, n_train: int, **changes):
+        config = self.resolved_config(n_train, **changes)
+        cache = None
+        if self.work_dir is not None:
+            record = {k: v for k, v in config_record(config).items() if k not in ("progress", "grid_every")}
+            key = json.dumps({"method": self.method, "config": record, "images": image_fingerprint(dataset.images),
+                              "labels": hashlib.sha1(np.nan_to_num(dataset.labels, nan=-1).tobytes()).hexdigest()},
+                             sort_keys=True)
+            cache = self.work_dir / "gan" / f"{self.method}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+        return generator_class(self.method)(config, device=self.device, run_dir=cache).fit(dataset, resume=cache is not None)
+
+
+def _synthetic_rows(dataset: CXRDataset, images: np.ndarray, labels: np.ndarray, name: str) -> CXRDataset:
+    """``dataset`` followed by generated rows (training split, flagged synthetic, one pseudo-patient each)."""
+    meta = generated_meta(dataset.meta, len(images), source=name)
+    meta["patient_id"] = [f"{name}-{i:06d}" for i in range(len(images))]
+    return dataset.with_rows_added(CXRDataset(images, labels, dataset.label_names, meta))
+
+
+class LabelVectorCGAN(Balancer):
+    """Method A: conditional DCGAN images for label vectors sampled from L_p until each rare finding is >= 15 %.
+
+    Args:
+        config: the cDCGAN config (trained on all training rows); its seed is replaced by ``random_state``.
+        findings: the findings to augment; None chooses them with :func:`choose_rare_findings`.
+        threshold: required share of each chosen finding in the combined set.
+        n_findings: how many findings to choose when ``findings`` is None.
+        min_positives: floor on training positives when choosing.
+        model: an already trained conditional generator to use instead of training (e.g. one trained on the full
+            training split and reused across data regimes, as the paper's pretrained GAN).
+        work_dir: cache folder for trained generators.
+        device: torch device.
+        random_state: seeds generator training, label-vector draws and sampling.
+        train_steps: optimisation steps (epochs follow from the number of training rows), as ``GANOversampler``.
+        name: the ``source`` of synthetic rows.
+
+    After ``fit_resample``: ``findings_`` (augmented), ``skipped_`` (chosen findings without a positive row here,
+    e.g. in a 1 % regime), ``model_``, ``vectors_``, ``drawn_for_`` and ``table_`` (per finding: real and
+    combined positives and shares, images generated for it; the paper's Table 1 row).
+    """
+
+    def __init__(self, config: CDCGANConfig, findings: Sequence[str] | None = None, threshold: float = DEFAULT_THRESHOLD,
+                 n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES, model=None,
+                 work_dir: str | Path | None = None, device: str = "cpu", random_state: int = 0,
+                 train_steps: int | None = None, name: str = "cgan-labelvec"):
+        Fraction(str(threshold))
+        if not 0 < threshold < 1:
+            raise CxrganError(f"threshold must lie in (0, 1), got {threshold}")
+        self.config, self.findings, self.threshold = config, None if findings is None else tuple(findings), threshold
+        self.n_findings, self.min_positives, self.model, self.name = n_findings, min_positives, model, name
+        self.random_state = int(random_state)
+        self._training = GeneratorTraining("cdcgan", config, work_dir, device, random_state, train_steps)
+
+    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+        check_train_split(dataset, self.name)
+        findings = self.findings or choose_rare_findings(dataset, self.n_findings, self.min_positives)
+        unknown = [f for f in findings if f not in dataset.label_names]
+        if unknown:
+            raise CxrganError(f"{self.name}: unknown finding(s) {unknown}; available: {list(dataset.label_names)}")
+        present = dataset.positives()
+        # a small data regime may hold no row with a chosen finding: without L_p there is nothing to condition on
+        self.skipped_ = tuple(f for f in findings if present[dataset.label_names.index(f)] == 0)
+        self.findings_ = tuple(f for f in findings if f not in self.skipped_)
+        columns = [dataset.label_names.index(f) for f in self.findings_]
+        rng = np.random.default_rng(self.random_state)
+        if columns:
+            vectors, drawn_for = plan_label_vectors(dataset.labels, columns, self.threshold, rng)
+        else:
+            vectors, drawn_for = np.zeros((0, dataset.n_labels), np.float32), np.zeros(0, np.int64)
+        self.model_ = self.model if self.model is not None else self._training.fit(dataset, len(dataset), alpha=0.5)
+        if list(self.model_.data_info_["label_names"]) != list(dataset.label_names):
+            raise CxrganError(f"{self.name}: the generator's labels {self.model_.data_info_['label_names']} differ "
+                              f"from the data's {list(dataset.label_names)}")
+        generator = torch.Generator().manual_seed(self.random_state)
+        if len(vectors):
+            # the generator is conditioned on 0 where a real vector is unknown; the row keeps NaN (masked in the loss)
+            images, _ = self.model_.sample(len(vectors), labels=np.nan_to_num(vectors, nan=0.0), generator=generator)
+        else:
+            images = None
+        self.vectors_, self.drawn_for_ = vectors, drawn_for
+        out = _synthetic_rows(dataset, images, vectors, self.name) if len(vectors) else dataset
+        self.table_ = finding_table(dataset, out, columns, drawn_for)
+        return out
+
+
+class RareFindingDCGAN(Balancer):
+    """Method B: one unconditional DCGAN per rare finding, its samples added until the finding is nearly balanced.
+
+    Args:
+        config: the DCGAN config; ``target`` is set per finding, the seed to ``random_state``.
+        findings: the findings to augment; None chooses them with :func:`choose_rare_findings`.
+        ratio: per finding, add ``max(0, ceil(ratio * negatives) - positives)`` images (real training counts).
+        n_findings: how many findings to choose when ``findings`` is None.
+        min_positives: floor on training positives when choosing.
+        work_dir, device, random_state, train_steps, name: as :class:`LabelVectorCGAN`.
+
+    After ``fit_resample``: ``findings_``, ``models_`` (finding -> DCGAN), ``counts_`` (finding -> images added)
+    and ``table_`` (real and combined positives and shares per finding).
+    """
+
+    def __init__(self, config: DCGANConfig, findings: Sequence[str] | None = None, ratio: float = 1.0,
+                 n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES, work_dir: str | Path | None = None,
+                 device: str = "cpu", random_state: int = 0, train_steps: int | None = None, name: str = "dcgan-rare"):
+        if ratio <= 0:
+            raise CxrganError(f"ratio must be positive, got {ratio}")
+        self.config, self.findings, self.ratio = config, None if findings is None else tuple(findings), float(ratio)
+        self.n_findings, self.min_positives, self.name = n_findings, min_positives, name
+        self.random_state = int(random_state)
+        self._training = GeneratorTraining("dcgan", config, work_dir, device, random_state, train_steps)
+
+    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+        check_train_split(dataset, self.name)
+        findings = self.findings or choose_rare_findings(dataset, self.n_findings, self.min_positives)
+        unknown = [f for f in findings if f not in dataset.label_names]
+        if unknown:
+            raise CxrganError(f"{self.name}: unknown finding(s) {unknown}; available: {list(dataset.label_names)}")
+        rng = np.random.default_rng(self.random_state)
+        generator = torch.Generator().manual_seed(self.random_state)
+        images, labels, drawn_for = [], [], []
+        self.models_, self.counts_ = {}, {}
+        for finding in findings:
+            column = dataset.label_names.index(finding)
+            positives = int((dataset.labels[:, column] == 1).sum())
+            negatives = int((dataset.labels[:, column] == 0).sum())
+            n = max(0, math.ceil(self.ratio * negatives) - positives)
+            self.counts_[finding] = n
+            model = self._training.fit(dataset, positives, target=finding)
+            self.models_[finding] = model
+            if n == 0:
+                continue
+            vectors = sample_label_vectors(dataset.labels, column, n, rng)  # p = 1 in every drawn vector
+            sampled, _ = model.sample(n, generator=generator)
+            images.append(sampled)
+            labels.append(vectors)
+            drawn_for.append(np.full(n, column))
+        self.findings_ = tuple(findings)
+        if images:
+            out = _synthetic_rows(dataset, np.concatenate(images), np.concatenate(labels), self.name)
+        else:
+            out = dataset
+        columns = [dataset.label_names.index(f) for f in findings]
+        self.drawn_for_ = np.concatenate(drawn_for) if drawn_for else np.zeros(0, np.int64)
+        self.table_ = finding_table(dataset, out, columns, self.drawn_for_)
+        return out
+
+
+def _overrides(context: BalanceContext, config_class: type, name: str) -> tuple[dict, int | None]:
+    overrides = dict(context.generator_overrides)
+    train_steps = overrides.pop("train_steps", None if context.full else CPU_TRAIN_STEPS)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        raise CxrganError(f"{name}: unknown generator setting(s) {unknown}")
+    return {**(FULL_DEFAULTS if context.full else CPU_DEFAULTS), **overrides}, train_steps
+
+
+@register_balancer("cgan-labelvec")
+def _cgan_labelvec(context: BalanceContext) -> LabelVectorCGAN:
+    values, train_steps = _overrides(context, CDCGANConfig, "cgan-labelvec")
+    return LabelVectorCGAN(CDCGANConfig(**values), work_dir=context.work_dir, device=context.device,
+                           random_state=context.random_state, train_steps=train_steps)
+
+
+@register_balancer("dcgan-rare")
+def _dcgan_rare(context: BalanceContext) -> RareFindingDCGAN:
+    values, train_steps = _overrides(context, DCGANConfig, "dcgan-rare")
+    return RareFindingDCGAN(DCGANConfig(**values), work_dir=context.work_dir, device=context.device,
+                            random_state=context.random_state, train_steps=train_steps)
