@@ -14,7 +14,7 @@ import torch
 
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
-from cxrgan.generators import CDCGANConfig, DCGANConfig, GenerativeModel
+from cxrgan.generators import CDCGANConfig, CycleGANConfig, DCGANConfig, GenerativeModel
 
 TINY = dict(ngf=8, ndf=8, z_dim=16, batch_size=16, epochs=1, progress=False, grid_every=0)
 
@@ -22,6 +22,8 @@ TINY = dict(ngf=8, ndf=8, z_dim=16, batch_size=16, epochs=1, progress=False, gri
 CONTRACT_CASES: dict[str, tuple[object, list[list[float]]]] = {
     "dcgan": (DCGANConfig(target="pneumonia", ema_decay=0.9, diffaugment="translation,cutout", **TINY), [[1.0]]),
     "cdcgan": (CDCGANConfig(d_norm="spectral", loss="hinge", embed_dim=4, **TINY), [[0.0], [1.0]]),
+    "cyclegan": (CycleGANConfig(ngf=4, ndf=4, n_blocks=1, epochs=1, decay_epochs=1, batch_size=4, bank_size=8,
+                                progress=False, grid_every=0), [[0.0], [1.0]]),
 }
 
 
