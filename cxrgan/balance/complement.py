@@ -22,7 +22,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
 from cxrgan.balance.classic import check_train_split, generated_meta

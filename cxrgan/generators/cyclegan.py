@@ -36,10 +36,11 @@ from cxrgan.device import autocast
 from cxrgan.errors import CxrganError
 from cxrgan.generators.artifacts import save_grid, save_loss_curves
 from cxrgan.generators.base import CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, image_fingerprint, register_generator
+from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, init_normal
 from cxrgan.generators.dcgan import _as_label_rows
 from cxrgan.generators.loop import CHECKPOINT_NAME, config_record
-from cxrgan.io import append_jsonl, atomic_write, save_torch
+from cxrgan.io import append_jsonl, save_torch
 
 _IGNORED_ON_RESUME = {"progress", "grid_every"}
 
@@ -409,40 +410,3 @@ class CycleGANTrainer:
             rows = [bank[:8] for bank in self.model.bank_]  # originals and translations, both directions
             grid = np.concatenate([rows[0], self.model.translate(rows[0], 0), rows[1], self.model.translate(rows[1], 1)])
             save_grid(grid, self.run_dir / "samples" / f"epoch{epoch:04d}.png", columns=len(rows[0]))
-
-
-def save_translation_figure(model: CycleGAN, images_0: np.ndarray, images_1: np.ndarray, path: str | Path) -> Path:
-    """Malygina et al.'s Figure 1 for both directions: originals, translations and signed difference maps.
-
-    Args:
-        model: a fitted CycleGAN.
-        images_0: (n, H, W) uint8 originals of class 0, translated to class 1 (top block).
-        images_1: (m, H, W) uint8 originals of class 1, translated to class 0 (bottom block).
-        path: PNG to write; difference = translation - original in grey levels, red brighter, blue darker.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = model.data_info_["class_names"]
-    blocks = [(images, model.translate(images, source), f"{names[source]} -> {names[1 - source]}")
-              for source, images in ((0, images_0), (1, images_1)) if len(images)]
-    columns = max(len(b[0]) for b in blocks)
-    fig, axes = plt.subplots(3 * len(blocks), columns, figsize=(1.4 * columns, 1.45 * 3 * len(blocks)), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for b, (originals, translations, title) in enumerate(blocks):
-        difference = translations.astype(np.int16) - originals.astype(np.int16)
-        limit = max(1, int(np.abs(difference).max()))
-        for i in range(len(originals)):
-            axes[3 * b, i].imshow(originals[i], cmap="gray", vmin=0, vmax=255)
-            axes[3 * b + 1, i].imshow(translations[i], cmap="gray", vmin=0, vmax=255)
-            axes[3 * b + 2, i].imshow(difference[i], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        for row, label in enumerate(("original", "translated", "difference")):
-            axes[3 * b + row, 0].set_title(f"{title}: {label}" if row == 0 else label, fontsize=7, loc="left")
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    finally:
-        plt.close(fig)
