@@ -13,7 +13,6 @@ from cxrgan.balance.classic import (
 from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_flip_affine
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.balance.complement import CycleGANComplement
-from cxrgan.balance.complement import CycleGANComplement
 from cxrgan.balance.multilabel import LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "register_balancer",
     "AugmentBalancer",
     "GANOversampler",
-    "CycleGANComplement",
     "CycleGANComplement",
     "LabelVectorCGAN",
     "RareFindingDCGAN",
