@@ -333,42 +333,6 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
     run_cyclegan_complement(config, args.out, resume_dir=args.resume, command=shell_command())
 
 
-def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
-    from cxrgan.recipes.cyclegan_complement import DEFAULT_DATA, DEFAULT_EXTRA_DATA, METHODS
-
-    parser.add_argument("--data", default=DEFAULT_DATA, help="binary .npz, normal / pneumonia (default %(default)s)")
-    parser.add_argument("--gan-extra-data", default=DEFAULT_EXTRA_DATA, metavar="FILE",
-                        help="binary .npz whose training split joins the CycleGAN's domains only (default %(default)s)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--methods", default=",".join(METHODS), help="rows of the table; the first is the baseline")
-    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS",
-                        help="normal:pneumonia ratio of the training split (default 3:1, pneumonia the minority)")
-    parser.add_argument("--fidelity-images", type=int, default=200, help="test images per class for translation fidelity")
-    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
-    parser.add_argument("--out", default="runs")
-    parser.add_argument("--resume", default=None, metavar="RUN_DIR")
-    parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
-    add_generator_flags(parser)  # CycleGAN CPU defaults: 600 steps, width 16
-    parser.add_argument("--device", default="auto")
-
-
-@command("recipe cyclegan-complement", "Malygina et al.: CycleGAN complement oversampling (+ extra data) vs none",
-         flags=_cyclegan_complement_flags)
-def _cyclegan_complement(args: argparse.Namespace) -> None:
-    from cxrgan.recipes.cyclegan_complement import (CPU_CLASSIFIER, FULL_CLASSIFIER, CycleganComplementConfig,
-                                                    run_cyclegan_complement)
-
-    train = FULL_CLASSIFIER if args.full else CPU_CLASSIFIER
-    train = dataclasses.replace(train, device=args.device, **({"epochs": args.epochs} if args.epochs else {}))
-    config = CycleganComplementConfig(data=args.data, extra_data=args.gan_extra_data, seeds=args.seeds,
-                                      first_seed=args.first_seed, imbalance=args.imbalance,
-                                      methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                                      train=train, fidelity_images=args.fidelity_images, full=args.full,
-                                      generator_overrides=generator_overrides(args))
-    run_cyclegan_complement(config, args.out, resume_dir=args.resume, command=shell_command())
-
-
 
 def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
