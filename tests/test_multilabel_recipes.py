@@ -13,7 +13,7 @@ from cxrgan.classify import TrainConfig
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
 from cxrgan.io import read_jsonl
-from cxrgan.recipes.cgan_regimes import CganRegimesConfig, load_findings, run_cgan_regimes
+from cxrgan.recipes.cgan_regimes import CganRegimesConfig, load_findings, run_cgan_regimes, with_policy
 from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, run_dcgan_rare_findings
 
 TOY_TRAIN = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu")
@@ -115,13 +115,14 @@ def write_chexpert_layout(root, nih_path, n_rows: int = 120):
 
 def test_dcgan_rare_findings_on_chexpert_csv_policies_differ(nih_path, tmp_path):
     folder = write_chexpert_layout(tmp_path / "src", nih_path)
-    ones, n_uncertain = load_findings(folder / "train.csv", "ones")
-    zeros, _ = load_findings(folder / "train.csv", "zeros")
-    ignore, _ = load_findings(folder / "train.csv", "ignore")
-    assert n_uncertain > 0
-    opacity = ones.label_names.index("Lung Opacity")
-    assert ones.labels[:, opacity].sum() > zeros.labels[:, opacity].sum()
-    assert np.isnan(ignore.labels[:, opacity]).sum() == n_uncertain // 2 or np.isnan(ignore.labels).sum() == n_uncertain
+    ones, raw = load_findings(folder / "train.csv", "ones")
+    zeros, ignore = with_policy(ones, raw, "zeros"), with_policy(ones, raw, "ignore")
+    np.testing.assert_array_equal(load_findings(folder / "train.csv", "zeros")[0].labels, zeros.labels)
+    uncertain = raw == -1
+    assert uncertain.sum() > 0
+    assert (ones.labels[uncertain] == 1).all() and (zeros.labels[uncertain] == 0).all()
+    assert np.isnan(ignore.labels[uncertain]).all() and not np.isnan(ignore.labels[~uncertain]).any()
+    np.testing.assert_array_equal(ones.labels[~uncertain], zeros.labels[~uncertain])
     config = DcganRareConfig(data=str(folder), seeds=1, findings=("Lung Opacity",), ratio=0.5, train=TOY_TRAIN,
                              generator_overrides=TOY_GAN)
     run_dir = run_dcgan_rare_findings(config, tmp_path / "runs")

@@ -230,7 +230,6 @@ class LabelVectorCGAN(Balancer):
                  n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES, model=None,
                  work_dir: str | Path | None = None, device: str = "cpu", random_state: int = 0,
                  train_steps: int | None = None, name: str = "cgan-labelvec"):
-        Fraction(str(threshold))
         if not 0 < threshold < 1:
             raise CxrganError(f"threshold must lie in (0, 1), got {threshold}")
         self.config, self.findings, self.threshold = config, None if findings is None else tuple(findings), threshold

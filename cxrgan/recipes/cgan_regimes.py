@@ -28,7 +28,7 @@ import pandas as pd
 from cxrgan.balance.gan import CPU_DEFAULTS, CPU_TRAIN_STEPS, FULL_DEFAULTS
 from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, GeneratorTraining, LabelVectorCGAN, choose_rare_findings
 from cxrgan.classify import TrainConfig, predict, train_classifier
-from cxrgan.data import CXRDataset, detect_layout, load_chexpert_raw, load_nih, load_npz, nested_fractions
+from cxrgan.data import CXRDataset, apply_uncertainty_policy, detect_layout, load_chexpert_raw, load_nih, load_npz, nested_fractions
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.metrics import multilabel_auc
@@ -72,8 +72,8 @@ class CganRegimesConfig:
 
 
 # ---- shared by both multi-label recipes -------------------------------------------------------------------------
-def load_findings(data: str | Path, uncertainty: str, size: int = 64, data_seed: int = 0) -> tuple[CXRDataset, int]:
-    """A multi-label dataset with ``uncertainty`` applied, and the number of uncertain (-1) raw labels it had.
+def load_findings(data: str | Path, uncertainty: str, size: int = 64, data_seed: int = 0) -> tuple[CXRDataset, np.ndarray]:
+    """A multi-label dataset with ``uncertainty`` applied, and its row-aligned raw findings (1 / 0 / -1 / NaN).
 
     ``data`` is a compact .npz with ``findings`` (``cxrgan data prepare`` output), a CheXpert CSV or folder, or an
     NIH ``Data_Entry_2017.csv`` or its folder (decoded at ``size`` px, split by patient with ``data_seed``).
@@ -83,15 +83,19 @@ def load_findings(data: str | Path, uncertainty: str, size: int = 64, data_seed:
     if layout == "compact":
         dataset = load_npz(path, target="findings", uncertainty=uncertainty)
         with np.load(path, allow_pickle=False) as archive:
-            n_uncertain = int((archive["findings"] == -1).sum())
-        return dataset, n_uncertain
+            return dataset, archive["findings"].astype(np.float32)
     if layout == "chexpert":
-        dataset, raw = load_chexpert_raw(path, size=size, uncertainty=uncertainty, random_state=data_seed)
-        return dataset, int((raw == -1).sum())
+        return load_chexpert_raw(path, size=size, uncertainty=uncertainty, random_state=data_seed)
     if layout == "nih":
         root, csv = (path.parent, path) if path.is_file() else (path, None)
-        return load_nih(root, size=size, csv=csv, random_state=data_seed), 0
+        dataset = load_nih(root, size=size, csv=csv, random_state=data_seed)
+        return dataset, dataset.labels.copy()  # NIH labels are 1 / 0 only
     raise CxrganError(f"{path}: a {layout!r} source has no findings; give a findings .npz, a CheXpert or NIH CSV")
+
+
+def with_policy(dataset: CXRDataset, raw: np.ndarray, policy: str) -> CXRDataset:
+    """The same rows and splits with the labels of another uncertainty policy (blank read as negative)."""
+    return dataclasses.replace(dataset, labels=apply_uncertainty_policy(raw, policy, blank="zero"))
 
 
 def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config: TrainConfig, seed: int) -> dict:
@@ -174,6 +178,9 @@ def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str
                 if balancer is not None:
                     record["finding_table"] = balancer.table_.to_dict(orient="records")
                     record["skipped"] = list(balancer.skipped_)
+                if balancer is not None:
+                    print(f"  {fraction:>5g}   gan seed {seed}: generated " + ", ".join(
+                        f"{t['finding']} {t['generated for it']}" for t in record["finding_table"]))
                 record.update(train_and_score(rows, val, test, train_config, seed))
                 record["seconds"] = round(time.perf_counter() - started, 1)
                 append_jsonl(run_dir / "results.jsonl", record)

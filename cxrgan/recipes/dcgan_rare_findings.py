@@ -33,6 +33,7 @@ from cxrgan.recipes.cgan_regimes import (
     generator_settings,
     load_findings,
     train_and_score,
+    with_policy,
 )
 from cxrgan.report.tables import to_markdown, write_tables
 from cxrgan.runs import new_run_dir, write_config
@@ -68,11 +69,13 @@ def run_dcgan_rare_findings(config: DcganRareConfig, out: str | Path, resume_dir
     if bad:
         raise CxrganError(f"unknown uncertainty policy {bad[0]!r}; expected one of {list(UNCERTAINTY_POLICIES)}")
     policies = tuple(dict.fromkeys((*config.policies, config.policy)))
+    dataset, raw = load_findings(config.data, config.policy, config.size, config.data_seed)  # decoded once
+    n_uncertain = int((raw == -1).sum())
+    coincide = n_uncertain == 0
     data = {}
-    for policy in policies:
-        dataset, n_uncertain = load_findings(config.data, policy, config.size, config.data_seed)
-        data[policy] = (dataset.split("train"), dataset.split("val"), dataset.split("test"))
-    coincide = n_uncertain == 0  # the count does not depend on the policy
+    for policy in policies:  # same rows and splits, the policy's labels (train, val and test alike)
+        relabelled = with_policy(dataset, raw, policy)
+        data[policy] = (relabelled.split("train"), relabelled.split("val"), relabelled.split("test"))
     train, val, test = data[config.policy]
     findings = config.findings or choose_rare_findings(train, config.n_findings, config.min_positives, test,
                                                        config.min_test_positives)
