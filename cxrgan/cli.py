@@ -313,7 +313,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR")
     parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
-    add_generator_flags(parser)  # CycleGAN CPU defaults: 600 steps, width 16
+    add_generator_flags(parser)  # CycleGAN CPU defaults: 1000 steps, width 16
     parser.add_argument("--device", default="auto")
 
 

@@ -65,11 +65,11 @@ def test_factories_registered_with_cpu_defaults():
         assert name in BALANCERS
     balancer = make_balancer("cyclegan-complement", BalanceContext(random_state=2, generator_overrides=(("ngf", 8),)))
     assert balancer.config.ngf == 8 and balancer.config.ndf == CPU_DEFAULTS["ndf"] and balancer.random_state == 2
-    assert balancer.train_steps == 600 and balancer.mode == "complement"
+    assert balancer.train_steps == 1000 and balancer.config.bf16 and balancer.mode == "complement"
     assert make_balancer("cyclegan-minority", BalanceContext(0, full=True)).config.n_blocks == 9
     with pytest.raises(CxrganError, match="--gan-extra-data"):
         make_balancer("cyclegan-complement-extra", BalanceContext(0))
     with pytest.raises(CxrganError, match="unknown CycleGAN setting"):
         make_balancer("cyclegan-complement", BalanceContext(0, generator_overrides=(("z_dim", 8),)))
     config = make_balancer("cyclegan-complement", BalanceContext(0)).config_for((1208, 402))
-    assert (config.epochs, config.decay_epochs) == (1, 1)  # 302 steps per epoch at batch 4: 604 steps
+    assert (config.epochs, config.decay_epochs) == (2, 2)  # 302 steps per epoch at batch 4: 1208 steps
