@@ -349,6 +349,7 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="paper-size GANs and DenseNet-121 training (GPU)")
     add_generator_flags(parser)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dry-run", action="store_true", help="print the chosen findings and planned counts; train nothing")
 
 
 def _multilabel_common(args: argparse.Namespace) -> dict:
@@ -372,10 +373,14 @@ def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:
 @command("recipe cgan-regimes", "Sundaram & Hulkund: none / flip / label-vector cGAN across 1-100% data regimes",
          flags=_cgan_regimes_flags)
 def _cgan_regimes(args: argparse.Namespace) -> None:
-    from cxrgan.recipes.cgan_regimes import CganRegimesConfig, run_cgan_regimes
+    from cxrgan.recipes.cgan_regimes import CganRegimesConfig, plan_cgan_regimes, run_cgan_regimes
+    from cxrgan.report.tables import to_markdown
 
     config = CganRegimesConfig(regimes=tuple(float(r) for r in args.regimes.split(",")), threshold=args.threshold,
                                uncertainty=args.uncertainty, **_multilabel_common(args))
+    if args.dry_run:
+        print(json.dumps(asdict(config), indent=2, default=str) + "\n\n" + to_markdown(plan_cgan_regimes(config)))
+        return
     run_cgan_regimes(config, args.out, resume_dir=args.resume, command=shell_command())
 
 
@@ -389,9 +394,13 @@ def _dcgan_rare_flags(parser: argparse.ArgumentParser) -> None:
 @command("recipe dcgan-rare-findings", "Venugopal Sunitha: U-policy baselines, one DCGAN per rare finding",
          flags=_dcgan_rare_flags)
 def _dcgan_rare_findings(args: argparse.Namespace) -> None:
-    from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, run_dcgan_rare_findings
+    from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, plan_dcgan_rare_findings, run_dcgan_rare_findings
+    from cxrgan.report.tables import to_markdown
 
     config = DcganRareConfig(policy=args.policy, ratio=args.ratio, **_multilabel_common(args))
+    if args.dry_run:
+        print(json.dumps(asdict(config), indent=2, default=str) + "\n\n" + to_markdown(plan_dcgan_rare_findings(config)))
+        return
     run_dcgan_rare_findings(config, args.out, resume_dir=args.resume, command=shell_command())
 
 # ---- entry point ---------------------------------------------------------------------------------------------

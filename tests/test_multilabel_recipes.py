@@ -144,3 +144,15 @@ def test_cli_runs_dcgan_rare_findings(small_nih, tmp_path, capsys):
     assert (run_dir / "command.txt").read_text().startswith("cxrgan")  # sys.argv as typed (pytest's here)
     assert main(["recipe", "cgan-regimes", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
     assert "missing.npz" in capsys.readouterr().err
+
+
+def test_dry_runs_plan_without_training(small_nih, tmp_path, capsys):
+    assert main(["recipe", "cgan-regimes", "--data", str(small_nih), "--findings", ",".join(RARE), "--dry-run",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out
+    assert main(["recipe", "dcgan-rare-findings", "--data", str(small_nih), "--findings", "Fibrosis", "--dry-run",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| Fibrosis" in out and "uncertain" in out
+    assert not any(tmp_path.iterdir()), "a dry run must not create run directories"

@@ -26,7 +26,13 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.balance.gan import CPU_DEFAULTS, CPU_TRAIN_STEPS, FULL_DEFAULTS
-from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, GeneratorTraining, LabelVectorCGAN, choose_rare_findings
+from cxrgan.balance.multilabel import (
+    DEFAULT_MIN_POSITIVES,
+    GeneratorTraining,
+    LabelVectorCGAN,
+    choose_rare_findings,
+    plan_label_vectors,
+)
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.data import CXRDataset, apply_uncertainty_policy, detect_layout, load_chexpert_raw, load_nih, load_npz, nested_fractions
 from cxrgan.device import resolve_device
@@ -187,6 +193,29 @@ def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str
                 print(f"  {fraction:>5g} {method:>5s} seed {seed}: "
                       + ", ".join(f"{f} {record['auc'][f]:.3f}" for f in findings) + f" ({record['seconds']} s)")
     return finish_cgan_regimes(run_dir, config, findings, regimes)
+
+
+def plan_cgan_regimes(config: CganRegimesConfig) -> pd.DataFrame:
+    """Dry run: the chosen findings and, per regime, real rows and the images the 15 % rule would generate for the
+    first seed's label-vector draws; nothing is trained."""
+    dataset, _ = load_findings(config.data, config.uncertainty, config.size, config.data_seed)
+    train, test = dataset.split("train"), dataset.split("test")
+    findings = config.findings or choose_rare_findings(train, config.n_findings, config.min_positives, test,
+                                                       config.min_test_positives)
+    rows = []
+    for fraction, regime in nested_fractions(train, config.regimes, random_state=config.data_seed).items():
+        present = [f for f in findings if regime.positives()[regime.label_names.index(f)] > 0]
+        columns = [regime.label_names.index(f) for f in present]
+        drawn_for = (plan_label_vectors(regime.labels, columns, config.threshold,
+                                        np.random.default_rng(config.first_seed))[1] if columns else np.zeros(0))
+        row: dict[str, Any] = {"regime": f"{fraction:.0%}", "real rows": len(regime)}
+        for finding in findings:
+            j = regime.label_names.index(finding)
+            row[f"{finding} +"] = int(regime.positives()[j])
+            row[f"{finding} generated"] = int((drawn_for == j).sum())
+        row["augmented rows"] = len(regime) + len(drawn_for)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def finish_cgan_regimes(run_dir: Path, config: CganRegimesConfig, findings: tuple[str, ...],

@@ -12,6 +12,7 @@ baseline is trained once per seed and the policy table says so. Cells are mean [
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,24 @@ def run_dcgan_rare_findings(config: DcganRareConfig, out: str | Path, resume_dir
                               "finding_table": balancer.table_.to_dict(orient="records")},
                     (augmented, val, test), config.train, findings)
     return finish_dcgan_rare_findings(run_dir, config, findings, train.label_names, coincide)
+
+
+def plan_dcgan_rare_findings(config: DcganRareConfig) -> pd.DataFrame:
+    """Dry run: the chosen findings with their training counts and the images method B would add; nothing is
+    trained. The ``uncertain`` column counts raw -1 labels (0 means every policy gives the same labels)."""
+    dataset, raw = load_findings(config.data, config.policy, config.size, config.data_seed)
+    train, test = dataset.split("train"), dataset.split("test")
+    findings = config.findings or choose_rare_findings(train, config.n_findings, config.min_positives, test,
+                                                       config.min_test_positives)
+    train_raw = raw[(dataset.meta["split"] == "train").to_numpy()]
+    rows = []
+    for finding in findings:
+        j = train.label_names.index(finding)
+        positives, negatives = int((train.labels[:, j] == 1).sum()), int((train.labels[:, j] == 0).sum())
+        rows.append({"finding": finding, "train +": positives, "train -": negatives,
+                     "uncertain": int((train_raw[:, j] == -1).sum()), "test +": int(test.positives()[j]),
+                     "generated": max(0, math.ceil(config.ratio * negatives) - positives)})
+    return pd.DataFrame(rows)
 
 
 def _record(run_dir: Path, record: dict, splits, train_config: TrainConfig, findings) -> None:
