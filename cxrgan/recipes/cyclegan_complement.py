@@ -82,7 +82,7 @@ def run_cyclegan_complement(config: CycleganComplementConfig, out: str | Path, r
     run_dir = run_compare(compare_config, out, resume_dir=resume_dir, command=command, description="cyclegan-complement")
     write_json(run_dir / "recipe.json", {"recipe": "cyclegan-complement", "config": dataclasses.asdict(config)})
     train, val, test = prepare_splits(compare_config)
-    fidelity = translation_fidelity(config, compare_config, train, test, run_dir)
+    fidelity = translation_fidelity(config, compare_config, train, val, test, run_dir)
     table = paper_table(run_dir, config.methods, fidelity, test.class_names or ("0", "1"))
     notes = ("Rows as in Malygina et al. (2019); ROC / PR AUC on the real test split, mean [95% CI over seeds]; DeLong "
              "p vs no augmentation on seed-averaged scores. Fidelity: share of translated test images "
@@ -111,7 +111,7 @@ def _none_classifier(run_dir: Path, seed: int, val: CXRDataset, device: str):
 
 
 def translation_fidelity(config: CycleganComplementConfig, compare_config: CompareConfig, train: CXRDataset,
-                         test: CXRDataset, run_dir: Path) -> dict[str, dict[str, float]]:
+                         val: CXRDataset, test: CXRDataset, run_dir: Path) -> dict[str, dict[str, float]]:
     """Per CycleGAN row: target-class rate of translations in each direction and the mean cycle error, over seeds.
 
     The CycleGANs come from the run's cache (trained by the comparison); results are kept in ``fidelity.jsonl``
@@ -122,7 +122,6 @@ def translation_fidelity(config: CycleganComplementConfig, compare_config: Compa
     device = config.train.device if config.train.device != "auto" else "cpu"
     path = run_dir / "fidelity.jsonl"
     done = {(r["method"], r["seed"]): r for r in read_jsonl(path)}
-    _, val, _ = prepare_splits(compare_config)
     classifier, threshold = _none_classifier(run_dir, config.first_seed, val, device)
     y = test.labels[:, 0]
     sources = {c: test.images[np.flatnonzero(y == c)[: config.fidelity_images]] for c in (0, 1)}
