@@ -370,7 +370,7 @@ def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uncertainty", default="ones", choices=["zeros", "ones", "ignore"])
 
 
-@command("recipe cgan-regimes", "Sundaram & Hulkund: none / flip / label-vector cGAN across 1-100% data regimes",
+@command("recipe cgan-regimes", "Sundaram & Hulkund: none / flip / label-vector cGAN across 1-100%% data regimes",
          flags=_cgan_regimes_flags)
 def _cgan_regimes(args: argparse.Namespace) -> None:
     from cxrgan.recipes.cgan_regimes import CganRegimesConfig, plan_cgan_regimes, run_cgan_regimes
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                 group = sub.add_parser(parts[0], help=f"{parts[0]} tools")
                 groups[parts[0]] = group.add_subparsers(dest="subcommand", required=True)
             target = groups[parts[0]]
-        child = target.add_parser(parts[-1], help=help_text, description=help_text)
+        child = target.add_parser(parts[-1], help=help_text, description=help_text.replace("%%", "%"))
         add_arguments(child)
         child.set_defaults(run=run)
     return parser

@@ -8,12 +8,13 @@ from cxrgan.cli import COMMANDS, build_parser, main
 from cxrgan.data import load_npz, save_npz
 
 
-def test_every_command_has_help(capsys):
-    for name in COMMANDS:
+def test_every_command_and_group_has_help(capsys):
+    groups = {name.split()[0] for name in COMMANDS if " " in name}
+    for name in [*COMMANDS, *groups, ""]:
         with pytest.raises(SystemExit) as exit_info:
-            build_parser().parse_args([*name.split(), "--help"])
+            build_parser().parse_args([*name.split(), "--help"])  # help text is %-formatted by argparse
         assert exit_info.value.code == 0
-        assert "usage: cxrgan " + name in capsys.readouterr().out
+        assert ("usage: cxrgan " + name).strip() in capsys.readouterr().out
 
 
 def test_data_prepare_and_info_on_a_real_file(kermany_small, tmp_path, capsys):
