@@ -147,3 +147,60 @@ def _dcgan_rare_findings(args: argparse.Namespace) -> None:
         print(json.dumps(asdict(config), indent=2, default=str) + "\n\n" + to_markdown(plan_dcgan_rare_findings(config)))
         return
     run_dcgan_rare_findings(config, args.out, resume_dir=args.resume, command=shell_command())
+
+
+def _sgan_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
+    parser.add_argument("--seeds", type=int, default=default_seeds)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="SGAN / CNN steps (default: see the recipe's CPU budget)")
+    parser.add_argument("--norm", default=None, choices=["virtual", "batch"], help="discriminator normalisation")
+    parser.add_argument("--generator-loss", default=None, choices=["feature-matching", "plain"])
+    parser.add_argument("--out", default="runs")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR")
+    parser.add_argument("--full", action="store_true", help="paper-size SGAN (width 64, 6000 steps, batch 64; GPU)")
+    parser.add_argument("--device", default=None)
+
+
+def _sgan_config(args: argparse.Namespace, cpu, full):
+    overrides = {k: v for k, v in (("steps", args.steps), ("norm", args.norm), ("generator_loss", args.generator_loss),
+                                   ("device", args.device)) if v is not None}
+    return dataclasses.replace(full if args.full else cpu, **overrides)
+
+
+def _sgan_scarcity_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.recipes.sgan_scarcity import DEFAULT_DATA, PER_CLASS
+
+    parser.add_argument("--data", default=DEFAULT_DATA, help="binary .npz, normal / abnormal (default %(default)s)")
+    parser.add_argument("--per-class", default=",".join(map(str, PER_CLASS)),
+                        help="labelled images per class (default %(default)s)")
+    _sgan_flags(parser, default_seeds=3)
+
+
+@command("recipe sgan-scarcity", "Madani et al.: semi-supervised GAN vs matched CNN as labels get scarce (Table 1)",
+         flags=_sgan_scarcity_flags)
+def _sgan_scarcity(args: argparse.Namespace) -> None:
+    from cxrgan.recipes.sgan_scarcity import CPU_SGAN, FULL_SGAN, SganScarcityConfig, run_sgan_scarcity
+
+    config = SganScarcityConfig(data=args.data, per_class=tuple(int(n) for n in args.per_class.split(",") if n.strip()),
+                                seeds=args.seeds, first_seed=args.first_seed, full=args.full,
+                                sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
+    run_sgan_scarcity(config, args.out, resume_dir=args.resume, command=shell_command())
+
+
+def _sgan_domain_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.recipes.sgan_domain import DEFAULT_DATA, DEFAULT_SECOND_DATA
+
+    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset 1, labelled (default %(default)s)")
+    parser.add_argument("--second-data", default=DEFAULT_SECOND_DATA, metavar="FILE",
+                        help="dataset 2: train split unlabelled, test split evaluates (default %(default)s)")
+    _sgan_flags(parser, default_seeds=5)
+
+
+@command("recipe sgan-domain", "Madani et al.: SGAN with unlabelled data of a second source (Table 2)",
+         flags=_sgan_domain_flags)
+def _sgan_domain(args: argparse.Namespace) -> None:
+    from cxrgan.recipes.sgan_domain import CPU_SGAN, FULL_SGAN, SganDomainConfig, run_sgan_domain
+
+    config = SganDomainConfig(data=args.data, second_data=args.second_data, seeds=args.seeds,
+                              first_seed=args.first_seed, full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
+    run_sgan_domain(config, args.out, resume_dir=args.resume, command=shell_command())
