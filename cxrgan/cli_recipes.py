@@ -159,6 +159,7 @@ def _sgan_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
     parser.add_argument("--resume", default=None, metavar="RUN_DIR")
     parser.add_argument("--full", action="store_true", help="paper-size SGAN (width 64, 6000 steps, batch 64; GPU)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--dry-run", action="store_true", help="print the config and the planned runs, train nothing")
 
 
 def _sgan_config(args: argparse.Namespace, cpu, full):
@@ -184,6 +185,12 @@ def _sgan_scarcity(args: argparse.Namespace) -> None:
     config = SganScarcityConfig(data=args.data, per_class=tuple(int(n) for n in args.per_class.split(",") if n.strip()),
                                 seeds=args.seeds, first_seed=args.first_seed, full=args.full,
                                 sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
+    if args.dry_run:
+        from cxrgan.recipes.sgan_scarcity import plan_sgan_scarcity
+        from cxrgan.report.tables import to_markdown
+
+        print(json.dumps(asdict(config), indent=2, default=str) + "\n\n" + to_markdown(plan_sgan_scarcity(config)))
+        return
     run_sgan_scarcity(config, args.out, resume_dir=args.resume, command=shell_command())
 
 
@@ -203,4 +210,10 @@ def _sgan_domain(args: argparse.Namespace) -> None:
 
     config = SganDomainConfig(data=args.data, second_data=args.second_data, seeds=args.seeds,
                               first_seed=args.first_seed, full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
+    if args.dry_run:
+        from cxrgan.recipes.sgan_domain import plan_sgan_domain
+        from cxrgan.report.tables import to_markdown
+
+        print(json.dumps(asdict(config), indent=2, default=str) + "\n\n" + to_markdown(plan_sgan_domain(config)))
+        return
     run_sgan_domain(config, args.out, resume_dir=args.resume, command=shell_command())

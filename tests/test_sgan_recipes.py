@@ -44,7 +44,7 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     assert sorted(records["n"].unique()) == [3, 10, 12]  # 2000 capped by the 12 normal training images
     assert len(records) == 3 * 2 * 2
     sgan_rows = records[records["method"] == "SGAN"]
-    assert (sgan_rows["n_unlabeled"] == 42 - 2 * sgan_rows["n"]).all()
+    assert (sgan_rows["n_unlabeled"] == 42 - 2 * sgan_rows["n"]).all()  # the rest of the training split
     assert (records[records["method"] == "CNN"]["n_unlabeled"] == 0).all()
     assert records["roc_auc"].between(0, 1).all() and records["accuracy"].between(0, 1).all()
     assert records["parameters"].nunique() == 1  # CNN and SGAN matched
@@ -87,3 +87,16 @@ def test_cli_runs_sgan_domain_with_second_data_flag(toy_files, tmp_path):
     (run_dir,) = list(tmp_path.iterdir())
     assert len(read_jsonl(run_dir / "results.jsonl")) == 3
     assert "nih_toy" in run_dir.name
+
+
+def test_dry_run_plans_without_training(toy_files, tmp_path, capsys):
+    from cxrgan.cli import main
+
+    assert main(["recipe", "sgan-scarcity", "--data", toy_files[0], "--per-class", "5,50", "--dry-run",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 12 " in out and "| 50 " not in out  # 50 capped at the 12 normal training images
+    assert main(["recipe", "sgan-domain", "--data", toy_files[0], "--second-data", toy_files[1], "--dry-run",
+                 "--out", str(tmp_path)]) == 0
+    assert "| 30 " in capsys.readouterr().out  # dataset 2's training split, unlabelled
+    assert not list(tmp_path.iterdir())

@@ -282,8 +282,9 @@ class MatchedCNN(_DiscriminatorClassifier):
 class SemiSupervisedGAN(_DiscriminatorClassifier):
     """Madani et al.'s semi-supervised GAN: a K+1-class discriminator that is the classifier, plus a DCGAN generator.
 
-    ``fit(labeled, unlabeled)`` trains from one labelled dataset and any number of unlabelled ones; the labelled
-    images also join the unlabelled real pool (they are real images too, as in Salimans et al.'s code). Unlabelled
+    ``fit(labeled, unlabeled)`` trains from one labelled dataset and any number of unlabelled ones. The L_unlabeled
+    batches are drawn from the unlabelled datasets only, so a second domain given without labels fills every such
+    batch; with no unlabelled dataset the labelled images stand in (their labels unused there). Unlabelled
     datasets must carry no known label (see ``strip_labels``); that guard is what keeps a target domain's labels out
     of training.
 
@@ -310,8 +311,9 @@ class SemiSupervisedGAN(_DiscriminatorClassifier):
         rng = torch.Generator().manual_seed(random_state)
         self._init(2, rng)
         x_lab, y_lab = _labelled_tensors(labeled, c.image_size)
-        x_unl = torch.cat([x_lab] + [_to_tensor(u.images, c.image_size) for u in unlabeled if len(u)])
-        self.n_unlabeled_ = len(x_unl) - len(x_lab)
+        parts = [_to_tensor(u.images, c.image_size) for u in unlabeled if len(u)]
+        x_unl = torch.cat(parts) if parts else x_lab  # without unlabelled data, the labelled images stand in
+        self.n_unlabeled_ = sum(len(p) for p in parts)
         self.reference_ = x_unl[torch.randperm(len(x_unl), generator=rng)[:c.reference_size]]
         reference = self.reference_.to(self.device_)
         self.generator_ = DCGANGenerator(c.image_size, c.z_dim, c.ngf)

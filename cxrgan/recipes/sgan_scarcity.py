@@ -7,9 +7,11 @@ sees only the n labelled images. Accuracy (argmax of p(y | x, y < K+1)) and ROC 
 normal / pneumonia, 64 px area-resized to the paper's 32 px. Results are appended per (n, method, seed) to
 ``results.jsonl`` so an interrupted run resumes where it stopped.
 
-CPU budget (measured on this 2-core machine, one torch thread, another benchmark running): the default SGAN
-(32 px, ndf = ngf = 32, virtual batch norm, 32 labelled + 32 unlabelled + 32 generated images per step) takes
-0.19 s per step, the matched CNN 0.022 s. 7 sizes x 3 seeds x 600 steps -> 21 x (114 + 13) s, about 45 minutes.
+CPU budget (measured on this 2-core machine with one torch thread while another benchmark kept the load near 3;
+100-step runs on Kermany at 32 px, after warm-up): the default SGAN (ndf = ngf = 32, virtual batch norm with a
+64-image reference batch, 32 labelled + 32 unlabelled + 32 generated images per step) takes 0.09-0.11 s per step
+and the matched CNN 0.026-0.05 s. 7 sizes x 3 seeds x 900 steps -> 21 x (90 + 35) s, about 44 minutes. ``--full``
+(width 64, 6000 steps, batch 64) is meant for a GPU.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ _DATA_ROOT = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents
 DEFAULT_DATA = str(_DATA_ROOT / "kermany_pneumonia" / "kermany_pneumonia_64.npz")
 PER_CLASS = (10, 25, 100, 250, 500, 1000, 2000)
 METHODS = {"CNN": MatchedCNN, "SGAN": SemiSupervisedGAN}
-CPU_SGAN = SGANConfig(steps=600)  # see the module docstring for the measured basis
+CPU_SGAN = SGANConfig(steps=900)  # see the module docstring for the measured basis
 FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 
 
@@ -139,6 +141,15 @@ def run_sgan_scarcity(config: SganScarcityConfig, out: str | Path, resume_dir: s
     plot_scarcity(records, sizes, run_dir / "figure5.png")
     print(f"\nsgan-scarcity (Madani et al. Table 1 shape)\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}")
     return run_dir
+
+
+def plan_sgan_scarcity(config: SganScarcityConfig) -> pd.DataFrame:
+    """What a run would train (for ``--dry-run``): per labelled size, labelled and unlabelled counts per seed."""
+    dataset = load_binary(config.data, config.sgan.image_size)
+    train, test = dataset.split("train"), dataset.split("test")
+    return pd.DataFrame([{"labelled / class": n, "labelled": 2 * n, "unlabelled (SGAN)": len(train) - 2 * n,
+                          "test": len(test), "runs": 2 * config.seeds, "steps each": config.sgan.steps}
+                         for n in effective_sizes(train, config.per_class)])
 
 
 def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...]) -> pd.DataFrame:
