@@ -174,7 +174,8 @@ class SGANConfig:
 
 def strip_labels(dataset: CXRDataset) -> CXRDataset:
     """A copy of ``dataset`` whose labels are all NaN: the only form in which an unlabelled set enters ``fit``."""
-    return CXRDataset(images=dataset.images, labels=np.full_like(dataset.labels, np.nan), label_names=dataset.label_names,
+    return CXRDataset(images=dataset.images, labels=np.full_like(dataset.labels, np.nan),
+                      label_names=dataset.label_names,
                       meta=dataset.meta, class_names=dataset.class_names)
 
 
@@ -294,10 +295,12 @@ class SemiSupervisedGAN(_DiscriminatorClassifier):
 
     def __init__(self, config: SGANConfig = SGANConfig()):
         if config.generator_loss not in GENERATOR_LOSSES:
-            raise CxrganError(f"unknown generator loss {config.generator_loss!r}; expected one of {list(GENERATOR_LOSSES)}")
+            raise CxrganError(f"unknown generator loss {config.generator_loss!r}; "
+                              f"expected one of {list(GENERATOR_LOSSES)}")
         self.config = config
 
-    def fit(self, labeled: CXRDataset, unlabeled: Sequence[CXRDataset] = (), random_state: int = 0) -> SemiSupervisedGAN:
+    def fit(self, labeled: CXRDataset, unlabeled: Sequence[CXRDataset] = (),
+            random_state: int = 0) -> SemiSupervisedGAN:
         """Alternate one discriminator step on L = L_labeled + w (L_unlabeled + L_generated) and one generator step.
 
         Args:

@@ -23,10 +23,10 @@ import pandas as pd
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.io import append_jsonl, read_jsonl
-from cxrgan.recipes.sgan_scarcity import _DATA_ROOT, DEFAULT_DATA, cell, evaluate, load_binary, open_run
+from cxrgan.recipes.sgan_scarcity import DATA_ROOT, DEFAULT_DATA, cell, evaluate, load_binary, open_run
 from cxrgan.report.tables import to_markdown, write_tables
 
-DEFAULT_SECOND_DATA = str(_DATA_ROOT / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz")
+DEFAULT_SECOND_DATA = str(DATA_ROOT / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz")
 ROWS = ("CNN trained on dataset 1", "SGAN trained on dataset 1",
         "SGAN trained on labelled dataset 1 + unlabelled dataset 2")
 CPU_SGAN = SGANConfig(steps=2000)
@@ -93,6 +93,7 @@ def plan_sgan_domain(config: SganDomainConfig) -> pd.DataFrame:
     size = config.sgan.image_size
     first, second = load_binary(config.data, size), load_binary(config.second_data, size)
     n_lab, n_unl, n_test = len(first.split("train")), len(second.split("train")), len(second.split("test"))
-    return pd.DataFrame([{"training": row, "labelled (dataset 1)": n_lab, "unlabelled (dataset 2)": n_unl if i == 2 else 0,
+    return pd.DataFrame([{"training": row, "labelled (dataset 1)": n_lab,
+                          "unlabelled (dataset 2)": n_unl if i == 2 else 0,
                           "test (dataset 2)": n_test, "seeds": config.seeds, "steps each": config.sgan.steps}
                          for i, row in enumerate(ROWS)])

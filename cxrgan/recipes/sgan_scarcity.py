@@ -35,8 +35,8 @@ from cxrgan.io import append_jsonl, atomic_write, read_jsonl
 from cxrgan.report.tables import to_markdown, write_tables
 from cxrgan.runs import new_run_dir, write_config
 
-_DATA_ROOT = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-DEFAULT_DATA = str(_DATA_ROOT / "kermany_pneumonia" / "kermany_pneumonia_64.npz")
+DATA_ROOT = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+DEFAULT_DATA = str(DATA_ROOT / "kermany_pneumonia" / "kermany_pneumonia_64.npz")
 PER_CLASS = (10, 25, 100, 250, 500, 1000, 2000)
 METHODS = {"CNN": MatchedCNN, "SGAN": SemiSupervisedGAN}
 CPU_SGAN = SGANConfig(steps=900)  # see the module docstring for the measured basis
@@ -60,7 +60,8 @@ def load_binary(path: str | os.PathLike, size: int) -> CXRDataset:
     """A binary .npz with its images centre-cropped and area-resized to ``size`` pixels."""
     dataset = load_npz(path)
     if not dataset.is_binary:
-        raise CxrganError(f"{path}: a binary (normal / abnormal) dataset is needed, found labels {list(dataset.label_names)}")
+        raise CxrganError(f"{path}: a binary (normal / abnormal) dataset is needed, "
+                          f"found labels {list(dataset.label_names)}")
     return dataclasses.replace(dataset, images=resize_stack(np.asarray(dataset.images), size))
 
 
