@@ -13,11 +13,10 @@ import torch
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.transforms import tensor_to_images
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, image_fingerprint
+from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_resumable, check_training_rows,
+                                    image_fingerprint)
 from cxrgan.generators.blocks import DCGANDiscriminator, DCGANGenerator, init_weights, recalibrate_batchnorm
 from cxrgan.generators.loop import CHECKPOINT_NAME, GANConfig, GANTrainer, config_record
-
-_IGNORED_ON_RESUME = {"progress", "grid_every"}  # fields that may change between a run and its resumption
 
 
 class AdversarialModel(GenerativeModel):
@@ -106,7 +105,7 @@ class AdversarialModel(GenerativeModel):
         path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
         if resume and path is not None and path.exists():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            self._check_resumable(checkpoint, info, path)
+            check_resumable(checkpoint, self.name, config_record(self.config), info["fingerprint"], path)
             self.load_state_dict(checkpoint)
             if checkpoint.get("done"):
                 return self
@@ -117,16 +116,6 @@ class AdversarialModel(GenerativeModel):
         self.history_ = trainer.run(resume_from=checkpoint)
         return self
 
-    def _check_resumable(self, checkpoint: dict, info: dict, path: Path) -> None:
-        if checkpoint.get("method") != self.name:
-            raise CxrganError(f"{path}: checkpoint of method {checkpoint.get('method')!r}, cannot resume it as {self.name!r}")
-        theirs, ours = checkpoint["config"], config_record(self.config)
-        changed = sorted(k for k in ours if k not in _IGNORED_ON_RESUME and theirs.get(k) != ours[k])
-        if changed:
-            raise CxrganError(f"{path}: the run was started with another config (differs in {changed}); resume with the same settings")
-        if checkpoint["data_info"]["fingerprint"] != info["fingerprint"]:
-            raise CxrganError(f"{path}: the run was trained on other images ({checkpoint['data_info']['n_train']} rows); "
-                              "resume with the same data file and split")
 
     def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

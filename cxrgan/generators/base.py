@@ -12,6 +12,7 @@ from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint / state_dict layout changes
+IGNORED_ON_RESUME = {"progress", "grid_every"}  # config fields that may change between a run and its resumption
 MIN_TRAIN_IMAGES = 16  # fewer real images than this cannot train a GAN meaningfully
 
 
@@ -95,3 +96,25 @@ def image_fingerprint(images: np.ndarray) -> str:
     digest.update(str(images.shape).encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     return digest.hexdigest()[:16]
+
+
+def check_resumable(checkpoint: dict, method: str, config: dict, fingerprint: str, path: Any) -> None:
+    """Refuse to resume ``checkpoint`` as another method, with another config, or on other training images.
+
+    Args:
+        checkpoint: the loaded checkpoint dict (``method``, ``config``, ``data_info``).
+        method: the name of the model that wants to resume.
+        config: that model's config record (``cxrgan.generators.loop.config_record``).
+        fingerprint: ``image_fingerprint`` of the images it would train on.
+        path: the checkpoint file, for messages.
+    """
+    if checkpoint.get("method") != method:
+        raise CxrganError(f"{path}: checkpoint of method {checkpoint.get('method')!r}, cannot resume it as {method!r}")
+    theirs = checkpoint["config"]
+    changed = sorted(k for k in config if k not in IGNORED_ON_RESUME and theirs.get(k) != config[k])
+    if changed:
+        raise CxrganError(f"{path}: the run was started with another config (differs in {changed}); "
+                          "resume with the same settings")
+    if checkpoint["data_info"]["fingerprint"] != fingerprint:
+        raise CxrganError(f"{path}: the run was trained on other images ({checkpoint['data_info']['n_train']} rows); "
+                          "resume with the same data file and split")

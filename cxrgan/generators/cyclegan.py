@@ -35,14 +35,13 @@ from cxrgan.data.transforms import images_to_tensor, tensor_to_images
 from cxrgan.device import autocast
 from cxrgan.errors import CxrganError
 from cxrgan.generators.artifacts import save_grid, save_loss_curves
-from cxrgan.generators.base import CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, image_fingerprint, register_generator
+from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_resumable, check_training_rows,
+                                    image_fingerprint, register_generator)
 from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, init_normal
 from cxrgan.generators.dcgan import _as_label_rows
 from cxrgan.generators.loop import CHECKPOINT_NAME, config_record
 from cxrgan.io import append_jsonl, save_torch
-
-_IGNORED_ON_RESUME = {"progress", "grid_every"}
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ class CycleGAN(GenerativeModel):
         path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
         if resume and path is not None and path.exists():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            self._check_resumable(checkpoint, info, path)
+            check_resumable(checkpoint, self.name, config_record(self.config), info["fingerprint"], path)
             self.load_state_dict(checkpoint)
             if checkpoint.get("done"):
                 return self
@@ -154,16 +153,6 @@ class CycleGAN(GenerativeModel):
         self.history_ = CycleGANTrainer(self, domains, self.run_dir, self.step_hook).run(resume_from=checkpoint)
         return self
 
-    def _check_resumable(self, checkpoint: dict, info: dict, path: Path) -> None:
-        if checkpoint.get("method") != self.name:
-            raise CxrganError(f"{path}: checkpoint of method {checkpoint.get('method')!r}, cannot resume it as {self.name!r}")
-        theirs, ours = checkpoint["config"], config_record(self.config)
-        changed = sorted(k for k in ours if k not in _IGNORED_ON_RESUME and theirs.get(k) != ours[k])
-        if changed:
-            raise CxrganError(f"{path}: the run was started with another config (differs in {changed}); resume with the same settings")
-        if checkpoint["data_info"]["fingerprint"] != info["fingerprint"]:
-            raise CxrganError(f"{path}: the run was trained on other images ({checkpoint['data_info']['n_train']} rows per class); "
-                              "resume with the same data")
 
     @torch.no_grad()
     def translate(self, images: np.ndarray, source_class: int, batch_size: int = 64) -> np.ndarray:
