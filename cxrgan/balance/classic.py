@@ -37,7 +37,7 @@ from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
+from cxrgan.balance.base import Balancer, register_balancer
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 
@@ -303,26 +303,12 @@ class ClassWeightBalancer(Balancer):
 
 
 # ---- registry -------------------------------------------------------------------------------------------------
-@register_balancer("none")
-def _make_identity(context: BalanceContext) -> Balancer:
-    return IdentityBalancer(random_state=context.random_state)
-
-
-@register_balancer("undersample")
-def _make_undersample(context: BalanceContext) -> Balancer:
-    return RandomUnderBalancer(random_state=context.random_state)
-
-
-@register_balancer("oversample")
-def _make_oversample(context: BalanceContext) -> Balancer:
-    return RandomOverBalancer(random_state=context.random_state)
-
-
-@register_balancer("smote")
-def _make_smote(context: BalanceContext) -> Balancer:
-    return SmoteBalancer(random_state=context.random_state)
-
-
-@register_balancer("class-weights")
-def _make_class_weights(context: BalanceContext) -> Balancer:
-    return ClassWeightBalancer(random_state=context.random_state)
+CLASSIC_BALANCERS: dict[str, type[Balancer]] = {
+    "none": IdentityBalancer,
+    "undersample": RandomUnderBalancer,
+    "oversample": RandomOverBalancer,
+    "smote": SmoteBalancer,
+    "class-weights": ClassWeightBalancer,
+}
+for _name, _cls in CLASSIC_BALANCERS.items():
+    register_balancer(_name)(lambda context, cls=_cls: cls(random_state=context.random_state))

@@ -13,10 +13,10 @@ import torch
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.transforms import tensor_to_images
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_resumable, check_training_rows,
+from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, resumable_checkpoint,
                                     image_fingerprint)
 from cxrgan.generators.blocks import DCGANDiscriminator, DCGANGenerator, init_weights, recalibrate_batchnorm
-from cxrgan.generators.loop import CHECKPOINT_NAME, GANConfig, GANTrainer, config_record
+from cxrgan.generators.loop import GANConfig, GANTrainer, config_record
 
 
 class AdversarialModel(GenerativeModel):
@@ -101,11 +101,9 @@ class AdversarialModel(GenerativeModel):
             n_train=int(len(images)),
             fingerprint=image_fingerprint(images),
         )
-        checkpoint = None
-        path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
-        if resume and path is not None and path.exists():
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            check_resumable(checkpoint, self.name, config_record(self.config), info["fingerprint"], path)
+        checkpoint = resumable_checkpoint(self.run_dir if resume else None, self.name, config_record(self.config),
+                                          info["fingerprint"])
+        if checkpoint is not None:
             self.load_state_dict(checkpoint)
             if checkpoint.get("done"):
                 return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -12,6 +13,7 @@ from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 
 CHECKPOINT_FORMAT = 1  # bump when the checkpoint / state_dict layout changes
+CHECKPOINT_NAME = "checkpoint.pt"  # a run directory's resumable checkpoint
 IGNORED_ON_RESUME = {"progress", "grid_every"}  # config fields that may change between a run and its resumption
 MIN_TRAIN_IMAGES = 16  # fewer real images than this cannot train a GAN meaningfully
 
@@ -118,3 +120,13 @@ def check_resumable(checkpoint: dict, method: str, config: dict, fingerprint: st
     if checkpoint["data_info"]["fingerprint"] != fingerprint:
         raise CxrganError(f"{path}: the run was trained on other images ({checkpoint['data_info']['n_train']} rows); "
                           "resume with the same data file and split")
+
+
+def resumable_checkpoint(run_dir: Path | None, method: str, config: dict, fingerprint: str) -> dict | None:
+    """The checkpoint in ``run_dir`` to resume from (checked by :func:`check_resumable`), or None to start anew."""
+    path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
+    if path is None or not path.exists():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    check_resumable(checkpoint, method, config, fingerprint, path)
+    return checkpoint

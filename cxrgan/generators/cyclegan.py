@@ -35,7 +35,7 @@ from cxrgan.data.transforms import images_to_tensor, tensor_to_images
 from cxrgan.device import autocast
 from cxrgan.errors import CxrganError
 from cxrgan.generators.artifacts import save_grid, save_loss_curves
-from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_resumable, check_training_rows,
+from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, resumable_checkpoint,
                                     image_fingerprint, register_generator)
 from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, init_normal
@@ -137,11 +137,9 @@ class CycleGAN(GenerativeModel):
         info = dict(image_size=int(train_dataset.image_size), label_names=list(train_dataset.label_names),
                     class_names=list(names), n_train=[int(len(d)) for d in domains],
                     fingerprint=image_fingerprint(np.concatenate(domains)))
-        checkpoint = None
-        path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
-        if resume and path is not None and path.exists():
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            check_resumable(checkpoint, self.name, config_record(self.config), info["fingerprint"], path)
+        checkpoint = resumable_checkpoint(self.run_dir if resume else None, self.name, config_record(self.config),
+                                          info["fingerprint"])
+        if checkpoint is not None:
             self.load_state_dict(checkpoint)
             if checkpoint.get("done"):
                 return self

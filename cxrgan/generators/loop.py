@@ -35,7 +35,7 @@ from cxrgan.device import autocast
 from cxrgan.errors import CxrganError
 from cxrgan.generators.artifacts import save_grid, save_loss_curves
 from cxrgan.generators.augment import diff_augment, parse_policy
-from cxrgan.generators.base import CHECKPOINT_FORMAT
+from cxrgan.generators.base import CHECKPOINT_FORMAT, CHECKPOINT_NAME
 from cxrgan.generators.blocks import NORMS, ema_update
 from cxrgan.generators.losses import get_loss
 from cxrgan.io import append_jsonl, save_torch
@@ -43,7 +43,6 @@ from cxrgan.io import append_jsonl, save_torch
 if TYPE_CHECKING:
     from cxrgan.generators.adversarial import AdversarialModel
 
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
