@@ -286,3 +286,15 @@ def test_seed_delong_ensemble_and_per_seed() -> None:
     assert seed_delong(y, scores_a, scores_b, combine="fisher").combined_p <= result.combined_p
     with pytest.raises(CxrganError, match="same shape"):
         seed_delong(y, scores_a, scores_b[:2])
+
+
+def test_seed_cell_clips_the_t_interval_to_the_metric_range():
+    from cxrgan.evaluate.summary import seed_cell
+
+    # mean 0.963, t-interval [0.827, 1.099] before clipping
+    assert seed_cell([0.9, 0.99, 0.999]) == "0.963 [0.827, 1.000]"
+    assert seed_cell([0.05, -0.04]) == "0.005 [0.000, 0.577]"
+    # AUC differences keep their negative side
+    assert seed_cell([0.05, -0.04], bounds=(-1.0, 1.0)) == "0.005 [-0.567, 0.577]"
+    assert seed_cell([0.8]) == "0.800"
+    assert seed_cell([]) == "n/a" and seed_cell([float("nan")]) == "n/a"

@@ -56,7 +56,7 @@ def summarise(records: list[dict], scores: dict[tuple[str, int], np.ndarray], y_
             continue
         stats = {key: aggregate_seeds([r["metrics"].get(key, np.nan) for r in runs]) for key in columns}
         row = {"method": method, "seeds": len(runs)}
-        row.update({label: _cell(stats[key]) for key, label in columns.items()})
+        row.update({label: seed_cell(stats[key]) for key, label in columns.items()})
         summary[method] = {"metrics": stats, "seeds": [r["seed"] for r in runs],
                            "train_rows": runs[0]["train_rows"], "train_synthetic": runs[0]["train_synthetic"]}
         base_runs = by_method.get(baseline, [])
@@ -90,13 +90,19 @@ def summarise(records: list[dict], scores: dict[tuple[str, int], np.ndarray], y_
     return table, notes, summary
 
 
-def _cell(stats: dict[str, float]) -> str:
-    if np.isnan(stats["mean"]):
+def seed_cell(values: Sequence[float] | dict[str, float], bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """``mean [low, high]`` over seeds (Student t, :func:`aggregate_seeds`), the mean alone with one seed, or "n/a".
+
+    ``values`` are per-seed values or their ``aggregate_seeds`` statistics. A t-interval over few seeds can overshoot
+    the metric's range, so the shown interval is clipped to ``bounds`` ((-1, 1) for AUC differences).
+    """
+    stats = values if isinstance(values, dict) else aggregate_seeds(values)
+    if stats["n"] == 0 or np.isnan(stats["mean"]):
         return "n/a"
     if stats["n"] < 2:
         return f"{stats['mean']:.3f}"
-    # Metrics live in [0, 1]; a t-interval over few seeds can overshoot, so the shown interval is clipped.
-    return f"{stats['mean']:.3f} [{max(stats['ci_low'], 0.0):.3f}, {min(stats['ci_high'], 1.0):.3f}]"
+    low, high = max(stats["ci_low"], bounds[0]), min(stats["ci_high"], bounds[1])
+    return f"{stats['mean']:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _p(p: float) -> str:

@@ -43,7 +43,7 @@ from cxrgan.data import CXRDataset, apply_uncertainty_policy, detect_layout, loa
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.metrics import multilabel_auc
-from cxrgan.evaluate.stats import aggregate_seeds
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.dcgan import CDCGANConfig
 from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.report.tables import to_markdown, write_tables
@@ -116,16 +116,6 @@ def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config
     scores = predict(result.model, test, device, config.eval_batch_size, config.bf16)
     return {"auc": multilabel_auc(test.labels, scores, test.label_names), "best_epoch": result.best_epoch,
             "best_val_auc": result.best_val_auc}
-
-
-def cell(values: list[float]) -> str:
-    """``mean [low, high]`` over seeds (NaN values dropped), or the single value, or "n/a"."""
-    stats = aggregate_seeds(values)
-    if stats["n"] == 0:
-        return "n/a"
-    if stats["n"] == 1:
-        return f"{stats['mean']:.3f}"
-    return f"{stats['mean']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
 
 
 def generator_settings(full: bool, overrides: tuple[tuple[str, Any], ...], config_class: type) -> tuple[Any, int | None]:
@@ -268,9 +258,9 @@ def auc_table(records: list[dict], findings: tuple[str, ...], fractions: tuple[f
                 continue
             row = {"regime": f"{fraction:.0%}", "method": method, "seeds": len(runs)}
             for finding in findings:
-                row[finding] = cell([r["auc"][finding] for r in runs])
-            row["mean augmented"] = cell([float(np.nanmean([r["auc"][f] for f in findings]))
+                row[finding] = seed_cell([r["auc"][finding] for r in runs])
+            row["mean augmented"] = seed_cell([float(np.nanmean([r["auc"][f] for f in findings]))
                                           if np.isfinite([r["auc"][f] for f in findings]).any() else np.nan for r in runs])
-            row["macro (all findings)"] = cell([r["auc"]["macro"] for r in runs])
+            row["macro (all findings)"] = seed_cell([r["auc"]["macro"] for r in runs])
             rows.append(row)
     return pd.DataFrame(rows)

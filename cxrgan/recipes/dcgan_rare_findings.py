@@ -31,12 +31,12 @@ from cxrgan.classify import TrainConfig
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.dcgan import DCGANConfig
 from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.recipes.cgan_regimes import (
     CPU_CLASSIFIER,
     DEFAULT_DATA,
-    cell,
     generator_settings,
     load_findings,
     train_and_score,
@@ -148,7 +148,7 @@ def policy_table(records: list[dict], names: tuple[str, ...], policies: tuple[st
     for policy in policies:
         source = gan_policy if coincide else policy
         runs = [r for r in records if r["method"] == "baseline" and r["policy"] == source]
-        columns[POLICY_NAMES[policy]] = [cell([r["auc"][n] for r in runs]) for n in (*names, "macro")]
+        columns[POLICY_NAMES[policy]] = [seed_cell([r["auc"][n] for r in runs]) for n in (*names, "macro")]
     return pd.DataFrame({"finding": [*names, "macro"], **columns})
 
 
@@ -161,9 +161,10 @@ def gan_table(records: list[dict], findings: tuple[str, ...], policy: str) -> pd
     for finding in findings:
         generated = [t["generated for it"] for t in gan[paired[0]]["finding_table"] if t["finding"] == finding] if paired else []
         rows.append({"finding": finding, "generated": generated[0] if generated else "n/a",
-                     "baseline": cell([base[s]["auc"][finding] for s in base]),
-                     "DCGAN-augmented": cell([gan[s]["auc"][finding] for s in gan]),
-                     "difference": cell([gan[s]["auc"][finding] - base[s]["auc"][finding] for s in paired])})
+                     "baseline": seed_cell([base[s]["auc"][finding] for s in base]),
+                     "DCGAN-augmented": seed_cell([gan[s]["auc"][finding] for s in gan]),
+                     "difference": seed_cell([gan[s]["auc"][finding] - base[s]["auc"][finding] for s in paired],
+                                           bounds=(-1.0, 1.0))})
     return pd.DataFrame(rows)
 
 

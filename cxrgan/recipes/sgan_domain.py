@@ -22,8 +22,9 @@ import pandas as pd
 
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.evaluate.stats import aggregate_seeds
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.io import append_jsonl, read_jsonl
-from cxrgan.recipes.sgan_scarcity import DATA_ROOT, DEFAULT_DATA, cell, evaluate, load_binary, open_run
+from cxrgan.recipes.sgan_scarcity import DATA_ROOT, DEFAULT_DATA, evaluate, load_binary, open_run
 from cxrgan.report.tables import to_markdown, write_tables
 
 DEFAULT_SECOND_DATA = str(DATA_ROOT / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz")
@@ -74,8 +75,8 @@ def run_sgan_domain(config: SganDomainConfig, out: str | Path, resume_dir: str |
                   f"({record['seconds']} s)", flush=True)
     records = pd.DataFrame(read_jsonl(records_path))
     table = pd.DataFrame([{"training": row,
-                           "accuracy on dataset 2": cell(records[records["row"] == row]["accuracy"].tolist()),
-                           "ROC AUC on dataset 2": cell(records[records["row"] == row]["roc_auc"].tolist()),
+                           "accuracy on dataset 2": seed_cell(records[records["row"] == row]["accuracy"].tolist()),
+                           "ROC AUC on dataset 2": seed_cell(records[records["row"] == row]["roc_auc"].tolist()),
                            "seeds": int(aggregate_seeds(records[records["row"] == row]["accuracy"].tolist())["n"])}
                           for row in ROWS])
     notes = (f"Madani et al. Table 2 shape. Dataset 1: {Path(config.data).name} ({len(labeled)} labelled training "

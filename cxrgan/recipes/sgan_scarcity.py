@@ -31,6 +31,7 @@ from cxrgan.data.images import resize_stack
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.metrics import accuracy, roc_auc
 from cxrgan.evaluate.stats import aggregate_seeds
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.io import append_jsonl, atomic_write, read_jsonl
 from cxrgan.report.tables import to_markdown, write_tables
 from cxrgan.runs import new_run_dir, write_config
@@ -70,14 +71,6 @@ def evaluate(model: MatchedCNN | SemiSupervisedGAN, test: CXRDataset) -> dict[st
     scores = model.predict_proba(test)[:, 1]
     y = test.binary_targets()
     return {"accuracy": accuracy(y, scores, threshold=0.5), "roc_auc": roc_auc(y, scores)}
-
-
-def cell(values: list[float]) -> str:
-    """``mean [low, high]`` over seeds (just the mean with one seed)."""
-    agg = aggregate_seeds(values)
-    if np.isnan(agg["ci_low"]):
-        return f"{agg['mean']:.3f}"
-    return f"{agg['mean']:.3f} [{agg['ci_low']:.3f}, {agg['ci_high']:.3f}]"
 
 
 def open_run(out: str | Path, resume_dir: str | Path | None, description: str, config, kind: str,
@@ -161,7 +154,7 @@ def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...]) -> pd.DataFram
         for metric, label in (("accuracy", "accuracy"), ("roc_auc", "ROC AUC")):
             for method in METHODS:
                 values = records[(records["n"] == n) & (records["method"] == method)][metric].tolist()
-                row[f"{method} {label}"] = cell(values) if values else ""
+                row[f"{method} {label}"] = seed_cell(values) if values else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
