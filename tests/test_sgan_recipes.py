@@ -49,7 +49,11 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     assert records["roc_auc"].between(0, 1).all() and records["accuracy"].between(0, 1).all()
     assert records["parameters"].nunique() == 1  # CNN and SGAN matched
     table = pd.read_csv(run_dir / "table1.csv")
-    assert list(table.columns) == ["labelled / class", "CNN accuracy", "SGAN accuracy", "CNN ROC AUC", "SGAN ROC AUC"]
+    assert list(table.columns) == ["labelled / class", "CNN accuracy", "SGAN accuracy", "CNN ROC AUC", "SGAN ROC AUC",
+                                   "SGAN - CNN ROC AUC", "paired t p"]
+    # the paired difference is computed seed by seed on the same labelled subset
+    at3 = records[records["n"] == 3].pivot(index="seed", columns="method", values="roc_auc")
+    assert table["SGAN - CNN ROC AUC"][0].startswith(f"{(at3['SGAN'] - at3['CNN']).mean():.3f} [")
     assert table["labelled / class"].tolist() == [3, 10, 12]
     assert table["SGAN accuracy"].str.contains(r"\[").all()  # mean [CI] with two seeds
     assert (run_dir / "figure5.png").stat().st_size > 1000
@@ -74,8 +78,13 @@ def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkey
     run_dir = run_sgan_domain(config, tmp_path)
     assert [(n, [len(u) for u in unl]) for n, unl in seen] == [(42, []), (42, [30])]  # ds1 train; + ds2 train
     assert all(np.isnan(labels).all() for _, unl in seen for labels in unl)
-    table = pd.read_csv(run_dir / "table2.csv")
+    table = pd.read_csv(run_dir / "table2.csv", keep_default_na=False)
     assert table["training"].tolist() == list(ROWS)
+    records = pd.DataFrame(read_jsonl(run_dir / "results.jsonl")).set_index("row")["roc_auc"]
+    # one seed: the SGAN rows show their difference to the CNN, with no interval and no test
+    assert table["ROC AUC - CNN"].tolist() == ["", f"{records[ROWS[1]] - records[ROWS[0]]:.3f}",
+                                               f"{records[ROWS[2]] - records[ROWS[0]]:.3f}"]
+    assert table["paired t p"].tolist() == ["", "n/a", "n/a"]
     assert "Table 2 shape" in capsys.readouterr().out
 
 

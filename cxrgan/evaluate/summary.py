@@ -66,8 +66,8 @@ def summarise(records: list[dict], scores: dict[tuple[str, int], np.ndarray], y_
                 result = seed_delong(y_test[:, 0], np.stack([scores[(method, s)][:, 0] for s in common]),
                                      np.stack([scores[(baseline, s)][:, 0] for s in common]))
                 row[f"ΔAUC vs {baseline}"] = f"{result.ensemble.auc1 - result.ensemble.auc2:+.3f}"
-                row["DeLong p (seed-avg)"] = _p(result.ensemble.p)
-                row["DeLong p (per-seed, Bonf.)"] = _p(result.combined_p)
+                row["DeLong p (seed-avg)"] = format_p(result.ensemble.p)
+                row["DeLong p (per-seed, Bonf.)"] = format_p(result.combined_p)
                 summary[method]["delong"] = {"ensemble_p": result.ensemble.p, "per_seed_p": [r.p for r in result.per_seed],
                                              "combined_p": result.combined_p, "seeds": common}
             else:
@@ -75,7 +75,7 @@ def summarise(records: list[dict], scores: dict[tuple[str, int], np.ndarray], y_
                 b = [next(r for r in base_runs if r["seed"] == s)["metrics"]["macro"] for s in common]
                 test = paired_seed_test(a, b)
                 row[f"Δmacro vs {baseline}"] = f"{test['mean_diff']:+.3f}"
-                row["paired t p"] = _p(test["p_t"])
+                row["paired t p"] = format_p(test["p_t"])
                 summary[method]["paired_t"] = test
         rows.append(row)
     table = pd.DataFrame(rows).fillna("")
@@ -105,5 +105,13 @@ def seed_cell(values: Sequence[float] | dict[str, float], bounds: tuple[float, f
     return f"{stats['mean']:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _p(p: float) -> str:
+def paired_seed_cells(a_by_seed: pd.Series, b_by_seed: pd.Series) -> tuple[str, str]:
+    """(``mean [CI]`` of A - B, paired t-test p) over the seeds both methods finished; inputs are indexed by seed."""
+    both = pd.concat([a_by_seed.rename("a"), b_by_seed.rename("b")], axis=1).dropna()
+    test = paired_seed_test(both["a"].tolist(), both["b"].tolist())
+    return seed_cell((both["a"] - both["b"]).tolist(), bounds=(-1.0, 1.0)), format_p(test["p_t"])
+
+
+def format_p(p: float) -> str:
+    """A p-value for a table: three decimals, "<0.001" below that, "n/a" when undefined."""
     return "n/a" if np.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")

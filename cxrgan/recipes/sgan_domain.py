@@ -21,8 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
-from cxrgan.evaluate.stats import aggregate_seeds
-from cxrgan.evaluate.summary import seed_cell
+from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
 from cxrgan.io import append_jsonl, read_jsonl
 from cxrgan.recipes.sgan_scarcity import DATA_ROOT, DEFAULT_DATA, evaluate, load_binary, open_run
 from cxrgan.report.tables import to_markdown, write_tables
@@ -74,11 +73,7 @@ def run_sgan_domain(config: SganDomainConfig, out: str | Path, resume_dir: str |
             print(f"{row} (seed {seed}): accuracy {record['accuracy']:.3f}, ROC AUC {record['roc_auc']:.3f} "
                   f"({record['seconds']} s)", flush=True)
     records = pd.DataFrame(read_jsonl(records_path))
-    table = pd.DataFrame([{"training": row,
-                           "accuracy on dataset 2": seed_cell(records[records["row"] == row]["accuracy"].tolist()),
-                           "ROC AUC on dataset 2": seed_cell(records[records["row"] == row]["roc_auc"].tolist()),
-                           "seeds": int(aggregate_seeds(records[records["row"] == row]["accuracy"].tolist())["n"])}
-                          for row in ROWS])
+    table = domain_table(records)
     notes = (f"Madani et al. Table 2 shape. Dataset 1: {Path(config.data).name} ({len(labeled)} labelled training "
              f"images); dataset 2: {Path(config.second_data).name} ({len(unlabeled_second)} training images used "
              f"without labels in the last row; tested on its {len(test)}-image test split). {size} px; cells: mean "
@@ -87,6 +82,21 @@ def run_sgan_domain(config: SganDomainConfig, out: str | Path, resume_dir: str |
                  notes=notes)
     print(f"\nsgan-domain (Madani et al. Table 2 shape)\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}")
     return run_dir
+
+
+def domain_table(records: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 rows: accuracy and ROC AUC on dataset 2 as mean [CI] over seeds, and each SGAN row's paired ROC AUC
+    difference to the CNN of the same seed with its paired t-test p-value."""
+    auc = {row: records[records["row"] == row].set_index("seed")["roc_auc"] for row in ROWS}
+    rows = []
+    for row in ROWS:
+        mine = records[records["row"] == row]
+        entry = {"training": row, "accuracy on dataset 2": seed_cell(mine["accuracy"].tolist()),
+                 "ROC AUC on dataset 2": seed_cell(mine["roc_auc"].tolist()), "ROC AUC - CNN": "", "paired t p": ""}
+        if row != ROWS[0]:
+            entry["ROC AUC - CNN"], entry["paired t p"] = paired_seed_cells(auc[row], auc[ROWS[0]])
+        rows.append({**entry, "seeds": len(mine)})
+    return pd.DataFrame(rows)
 
 
 def plan_sgan_domain(config: SganDomainConfig) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from cxrgan.data.images import resize_stack
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.metrics import accuracy, roc_auc
 from cxrgan.evaluate.stats import aggregate_seeds
-from cxrgan.evaluate.summary import seed_cell
+from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
 from cxrgan.io import append_jsonl, atomic_write, read_jsonl
 from cxrgan.report.tables import to_markdown, write_tables
 from cxrgan.runs import new_run_dir, write_config
@@ -129,7 +129,7 @@ def run_sgan_scarcity(config: SganScarcityConfig, out: str | Path, resume_dir: s
     notes = (f"Madani et al. Table 1 shape. n labelled images per class (capped at the smaller training class); the "
              f"SGAN also uses the other {len(train)} - 2n training images without labels. Test: {len(test)} real "
              f"images of the test split at {config.sgan.image_size} px. Cells: mean [95% CI] over {config.seeds} "
-             f"seed(s). CNN = the SGAN's discriminator network trained on the labelled images only "
+             f"seed(s); SGAN - CNN pairs the two models trained on the same labelled images. CNN = the SGAN's discriminator network trained on the labelled images only "
              f"({int(records['parameters'].iloc[0])} parameters each).")
     write_tables(table, run_dir / "table1", title="sgan-scarcity: CNN vs semi-supervised GAN", notes=notes)
     plot_scarcity(records, sizes, run_dir / "figure5.png")
@@ -147,14 +147,18 @@ def plan_sgan_scarcity(config: SganScarcityConfig) -> pd.DataFrame:
 
 
 def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...]) -> pd.DataFrame:
-    """One row per labelled size: CNN and SGAN accuracy and ROC AUC as mean [CI]."""
+    """One row per labelled size: CNN and SGAN accuracy and ROC AUC as mean [CI], and the paired SGAN - CNN AUC
+    difference over seeds (same labelled subset per seed) with its paired t-test p-value."""
     rows = []
     for n in sizes:
+        at_n = records[records["n"] == n]
         row: dict[str, object] = {"labelled / class": n}
         for metric, label in (("accuracy", "accuracy"), ("roc_auc", "ROC AUC")):
             for method in METHODS:
-                values = records[(records["n"] == n) & (records["method"] == method)][metric].tolist()
+                values = at_n[at_n["method"] == method][metric].tolist()
                 row[f"{method} {label}"] = seed_cell(values) if values else ""
+        auc = {method: at_n[at_n["method"] == method].set_index("seed")["roc_auc"] for method in METHODS}
+        row["SGAN - CNN ROC AUC"], row["paired t p"] = paired_seed_cells(auc["SGAN"], auc["CNN"])
         rows.append(row)
     return pd.DataFrame(rows)
 
