@@ -34,6 +34,7 @@ from cxrgan.data.dataset import from_arrays
 from cxrgan.errors import CxrganError
 from cxrgan.generators import save_translation_figure
 from cxrgan.io import append_jsonl, read_jsonl, write_json
+from cxrgan.recipes import KERMANY_64, NIH_SUBSET_64
 from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
 from cxrgan.report.html import write_report
 from cxrgan.report.tables import to_markdown, write_tables
@@ -41,8 +42,8 @@ from cxrgan.report.tables import to_markdown, write_tables
 METHODS = ("none", "cyclegan-complement", "cyclegan-complement-extra")
 ROW_NAMES = {"none": "no augmentation", "cyclegan-complement": "CycleGAN complement",
              "cyclegan-complement-extra": "CycleGAN complement + extra data"}
-DEFAULT_DATA = "../shared/data/kermany_pneumonia/kermany_pneumonia_64.npz"
-DEFAULT_EXTRA_DATA = "../shared/data/nih_chestxray14_subset/nih_chestxray14_subset_64.npz"
+DEFAULT_DATA = KERMANY_64
+DEFAULT_EXTRA_DATA = NIH_SUBSET_64
 
 # CPU default classifier: ResNet-18 at 64 px with bf16 autocast, as in recipe dcgan-alpha (about 1 minute for 1600
 # rows x 8 epochs here, 2 for the 2n-row complement sets); --full: DenseNet-121 as in the paper.

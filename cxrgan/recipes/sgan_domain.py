@@ -23,10 +23,11 @@ import pandas as pd
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
 from cxrgan.io import append_jsonl, read_jsonl
-from cxrgan.recipes.sgan_scarcity import DATA_ROOT, DEFAULT_DATA, evaluate, load_binary, open_run
+from cxrgan.recipes import NIH_SUBSET_64
+from cxrgan.recipes.sgan_scarcity import DEFAULT_DATA, evaluate, load_binary, open_run
 from cxrgan.report.tables import to_markdown, write_tables
 
-DEFAULT_SECOND_DATA = str(DATA_ROOT / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz")
+DEFAULT_SECOND_DATA = NIH_SUBSET_64
 ROWS = ("CNN trained on dataset 1", "SGAN trained on dataset 1",
         "SGAN trained on labelled dataset 1 + unlabelled dataset 2")
 CPU_SGAN = SGANConfig(steps=2000)

@@ -33,11 +33,11 @@ from cxrgan.evaluate.metrics import accuracy, roc_auc
 from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
 from cxrgan.io import append_jsonl, atomic_write, read_jsonl
+from cxrgan.recipes import KERMANY_64
 from cxrgan.report.tables import to_markdown, write_tables
 from cxrgan.runs import new_run_dir, write_config
 
-DATA_ROOT = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-DEFAULT_DATA = str(DATA_ROOT / "kermany_pneumonia" / "kermany_pneumonia_64.npz")
+DEFAULT_DATA = KERMANY_64
 PER_CLASS = (10, 25, 100, 250, 500, 1000, 2000)
 METHODS = {"CNN": MatchedCNN, "SGAN": SemiSupervisedGAN}
 CPU_SGAN = SGANConfig(steps=900)  # see the module docstring for the measured basis
