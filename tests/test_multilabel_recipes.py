@@ -57,6 +57,13 @@ def test_cgan_regimes_tables_and_resume(small_nih, tmp_path, capsys):
     assert list(table1.columns) == ["regime", "real rows", *RARE, "augmented rows"]
     assert len(table2) == 6 and set(RARE) <= set(table2.columns)
     assert table2["seeds"].eq(2).all() and table2["Fibrosis"].str.contains(r"\[").all()  # mean [CI] over two seeds
+    # flip and gan rows are paired with the none run of the same seed and regime
+    assert table2["vs none"].isna().eq(table2["method"].eq("none")).all()
+    gan_full = table2[(table2["regime"] == "100%") & (table2["method"] == "gan")].iloc[0]
+    by_seed = {(r["method"], r["seed"]): np.nanmean([r["auc"][f] for f in RARE]) for r in records if r["regime"] == 1.0}
+    expected = np.mean([by_seed["gan", s] - by_seed["none", s] for s in (0, 1)])
+    assert gan_full["vs none"].startswith(f"{expected:.3f} [")
+    assert "Test positives of" in (run_dir / "summary.md").read_text()
     out = capsys.readouterr().out
     assert "Table 2" in out and "Fibrosis" in out
     # resuming a finished run trains nothing and keeps the records
@@ -76,7 +83,8 @@ def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
     assert "no uncertain (-1) labels" in (run_dir / "summary.md").read_text()
     final = pd.read_csv(run_dir / "table3_gan.csv")
     assert list(final["finding"]) == ["Fibrosis", "Nodule"]
-    assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "difference"]
+    assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "difference", "paired t p"]
+    assert "Test positives of" in (run_dir / "summary.md").read_text()
     gan = [r for r in records if r["method"] == "dcgan-rare"][0]
     assert gan["synthetic"] == sum(t["generated for it"] for t in gan["finding_table"][:-1]) > 0
 

@@ -42,7 +42,7 @@ from cxrgan.data import CXRDataset, apply_uncertainty_policy, detect_layout, loa
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.metrics import multilabel_auc
-from cxrgan.evaluate.summary import seed_cell
+from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
 from cxrgan.generators.dcgan import CDCGANConfig
 from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.recipes import NIH_SUBSET_64
@@ -117,6 +117,14 @@ def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config
             "best_val_auc": result.best_val_auc}
 
 
+def test_positives_note(test: CXRDataset, findings: tuple[str, ...]) -> str:
+    """How many test positives each reported finding has: with a handful, one image moves its AUC a lot, and the
+    seed interval (training variation on one fixed test set) does not include that test-set uncertainty."""
+    counts = ", ".join(f"{f} {int(test.positives()[test.label_names.index(f)])}" for f in findings)
+    return (f"Test positives of {len(test)} test rows: {counts}; with this few, one image moves a finding's AUC by "
+            "up to 1/positives, which the seed interval does not include.")
+
+
 def generator_settings(full: bool, overrides: tuple[tuple[str, Any], ...], config_class: type) -> tuple[Any, int | None]:
     """(generator config, train_steps) from the CPU or full defaults and the run's overrides."""
     values = dict(overrides)
@@ -186,7 +194,7 @@ def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str
                 append_jsonl(run_dir / "results.jsonl", record)
                 print(f"  {fraction:>5g} {method:>5s} seed {seed}: "
                       + ", ".join(f"{f} {record['auc'][f]:.3f}" for f in findings) + f" ({record['seconds']} s)")
-    return finish_cgan_regimes(run_dir, config, findings, regimes)
+    return finish_cgan_regimes(run_dir, config, findings, regimes, test)
 
 
 def plan_cgan_regimes(config: CganRegimesConfig) -> pd.DataFrame:
@@ -213,14 +221,16 @@ def plan_cgan_regimes(config: CganRegimesConfig) -> pd.DataFrame:
 
 
 def finish_cgan_regimes(run_dir: Path, config: CganRegimesConfig, findings: tuple[str, ...],
-                        regimes: dict[float, CXRDataset]) -> Path:
+                        regimes: dict[float, CXRDataset], test: CXRDataset) -> Path:
     """Tables from results.jsonl: generated counts per regime (Table 1), AUC per regime x method (Table 2)."""
     records = read_jsonl(run_dir / "results.jsonl")
     counts = counts_table(records, findings, regimes, config.first_seed)
     table = auc_table(records, findings, config.regimes, config.methods)
     notes = (f"Test ROC AUC of the augmented findings (real test split, {config.seeds} seed(s)); mean [95% CI over "
              "seeds]. 'mean augmented' averages the augmented findings' AUC per seed. flip = random horizontal/vertical "
-             "flips on the fly with p = 0.5. A regime without a positive row of a finding generates nothing for it.")
+             "flips on the fly with p = 0.5. A regime without a positive row of a finding generates nothing for it. "
+             "'vs none' pairs each seed's mean augmented AUC with the no-augmentation run of the same seed and regime "
+             f"(paired t-test). {test_positives_note(test, findings)}")
     write_tables(counts, run_dir / "table1_generated", title="cgan-regimes: images generated per finding (Table 1)")
     write_tables(table, run_dir / "table2_auc", title="cgan-regimes: AUC of augmented findings (Table 2)", notes=notes)
     text = (f"cgan-regimes: {Path(config.data).name}, findings {', '.join(findings)}, threshold {config.threshold:.0%}\n\n"
@@ -248,9 +258,16 @@ def counts_table(records: list[dict], findings: tuple[str, ...], regimes: dict[f
 
 def auc_table(records: list[dict], findings: tuple[str, ...], fractions: tuple[float, ...],
               methods: tuple[str, ...]) -> pd.DataFrame:
-    """Rows regime x method, columns the augmented findings, their per-seed mean, and the all-finding macro AUC."""
+    """Rows regime x method, columns the augmented findings, their per-seed mean, the all-finding macro AUC, and
+    the per-seed mean augmented AUC paired against the ``none`` run of the same seed and regime."""
+    def mean_augmented(run: dict) -> float:
+        values = [run["auc"][f] for f in findings]
+        return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+
     rows = []
     for fraction in fractions:
+        baseline = pd.Series({r["seed"]: mean_augmented(r) for r in records
+                              if r["regime"] == fraction and r["method"] == "none"}, dtype=float)
         for method in methods:
             runs = [r for r in records if r["regime"] == fraction and r["method"] == method]
             if not runs:
@@ -258,8 +275,9 @@ def auc_table(records: list[dict], findings: tuple[str, ...], fractions: tuple[f
             row = {"regime": f"{fraction:.0%}", "method": method, "seeds": len(runs)}
             for finding in findings:
                 row[finding] = seed_cell([r["auc"][finding] for r in runs])
-            row["mean augmented"] = seed_cell([float(np.nanmean([r["auc"][f] for f in findings]))
-                                          if np.isfinite([r["auc"][f] for f in findings]).any() else np.nan for r in runs])
+            row["mean augmented"] = seed_cell([mean_augmented(r) for r in runs])
             row["macro (all findings)"] = seed_cell([r["auc"]["macro"] for r in runs])
+            row["vs none"], row["paired t p"] = ("", "") if method == "none" else paired_seed_cells(
+                pd.Series({r["seed"]: mean_augmented(r) for r in runs}, dtype=float), baseline)
             rows.append(row)
     return pd.DataFrame(rows)

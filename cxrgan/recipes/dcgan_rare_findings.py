@@ -28,10 +28,11 @@ import pandas as pd
 
 from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingDCGAN, choose_rare_findings
 from cxrgan.classify import TrainConfig
+from cxrgan.data import CXRDataset
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.summary import seed_cell
+from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
 from cxrgan.generators.dcgan import DCGANConfig
 from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.recipes.cgan_regimes import (
@@ -39,6 +40,7 @@ from cxrgan.recipes.cgan_regimes import (
     DEFAULT_DATA,
     generator_settings,
     load_findings,
+    test_positives_note,
     train_and_score,
     with_policy,
 )
@@ -109,7 +111,7 @@ def run_dcgan_rare_findings(config: DcganRareConfig, out: str | Path, resume_dir
             _record(run_dir, {"policy": config.policy, "method": "dcgan-rare", "seed": seed,
                               "finding_table": balancer.table_.to_dict(orient="records")},
                     (augmented, val, test), config.train, findings)
-    return finish_dcgan_rare_findings(run_dir, config, findings, train.label_names, coincide)
+    return finish_dcgan_rare_findings(run_dir, config, findings, test, coincide)
 
 
 def plan_dcgan_rare_findings(config: DcganRareConfig) -> pd.DataFrame:
@@ -160,17 +162,20 @@ def gan_table(records: list[dict], findings: tuple[str, ...], policy: str) -> pd
     rows = []
     for finding in findings:
         generated = [t["generated for it"] for t in gan[paired[0]]["finding_table"] if t["finding"] == finding] if paired else []
-        rows.append({"finding": finding, "generated": generated[0] if generated else "n/a",
-                     "baseline": seed_cell([base[s]["auc"][finding] for s in base]),
-                     "DCGAN-augmented": seed_cell([gan[s]["auc"][finding] for s in gan]),
-                     "difference": seed_cell([gan[s]["auc"][finding] - base[s]["auc"][finding] for s in paired],
-                                           bounds=(-1.0, 1.0))})
+        row = {"finding": finding, "generated": generated[0] if generated else "n/a",
+               "baseline": seed_cell([base[s]["auc"][finding] for s in base]),
+               "DCGAN-augmented": seed_cell([gan[s]["auc"][finding] for s in gan])}
+        row["difference"], row["paired t p"] = paired_seed_cells(
+            pd.Series({s: gan[s]["auc"][finding] for s in gan}, dtype=float),
+            pd.Series({s: base[s]["auc"][finding] for s in base}, dtype=float))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def finish_dcgan_rare_findings(run_dir: Path, config: DcganRareConfig, findings: tuple[str, ...],
-                               names: tuple[str, ...], coincide: bool) -> Path:
+                               test: CXRDataset, coincide: bool) -> Path:
     records = read_jsonl(run_dir / "results.jsonl")
+    names = test.label_names
     policies = tuple(dict.fromkeys((*config.policies, config.policy)))
     baseline = policy_table(records, names, policies, config.policy, coincide)
     final = gan_table(records, findings, config.policy)
@@ -181,7 +186,8 @@ def finish_dcgan_rare_findings(run_dir: Path, config: DcganRareConfig, findings:
     notes = (f"Test ROC AUC, mean [95% CI over {config.seeds} seed(s)]. {policy_note}")
     final_notes = (f"{POLICY_NAMES[config.policy]} labels. One DCGAN per finding trained on its positive training rows; "
                    f"images added until positives = {config.ratio:g} x negatives of the real rows, other findings of "
-                   "each image copied from a real row with the finding. difference = augmented - baseline per seed.")
+                   "each image copied from a real row with the finding. difference = augmented - baseline per seed, with its "
+                   f"paired t-test. {test_positives_note(test, findings)}")
     write_tables(baseline, run_dir / "table2_policies", title="Baseline AUC per uncertainty policy", notes=notes)
     write_tables(final, run_dir / "table3_gan", title="Baseline vs DCGAN-augmented AUC", notes=final_notes)
     text = (f"dcgan-rare-findings: {Path(config.data).name}, findings {', '.join(findings)}\n\n"
