@@ -51,10 +51,11 @@ def train_config(args: argparse.Namespace):
                        weights_path=args.weights, progress=not args.no_progress)
 
 
-def add_generator_flags(parser: argparse.ArgumentParser) -> None:
+def add_generator_flags(parser: argparse.ArgumentParser, cpu_steps: int = 500, cpu_width: int = 32) -> None:
+    """``--gan-steps`` / ``--gan-width``; the help states the CPU defaults of the generators the command trains."""
     group = parser.add_argument_group("generator-backed methods")
-    group.add_argument("--gan-steps", type=int, default=None, help="GAN training steps (CPU default 500)")
-    group.add_argument("--gan-width", type=int, default=None, help="GAN widths ngf = ndf (CPU default 32)")
+    group.add_argument("--gan-steps", type=int, default=None, help=f"GAN training steps (CPU default {cpu_steps})")
+    group.add_argument("--gan-width", type=int, default=None, help=f"GAN widths ngf = ndf (CPU default {cpu_width})")
 
 
 def generator_overrides(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:

@@ -43,6 +43,7 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
 
 
 def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.balance.complement import CPU_DEFAULTS, CPU_TRAIN_STEPS
     from cxrgan.recipes.cyclegan_complement import DEFAULT_DATA, DEFAULT_EXTRA_DATA, METHODS
 
     parser.add_argument("--data", default=DEFAULT_DATA, help="binary .npz, normal / pneumonia (default %(default)s)")
@@ -58,7 +59,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR")
     parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
-    add_generator_flags(parser)  # CycleGAN CPU defaults: 1000 steps, width 16
+    add_generator_flags(parser, cpu_steps=CPU_TRAIN_STEPS, cpu_width=CPU_DEFAULTS["ngf"])
     parser.add_argument("--device", default="auto")
 
 

@@ -17,6 +17,19 @@ def test_every_command_and_group_has_help(capsys):
         assert ("usage: cxrgan " + name).strip() in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name, module", [("compare", "cxrgan.balance.gan"),
+                                          ("recipe cyclegan-complement", "cxrgan.balance.complement")])
+def test_generator_flag_help_states_the_cpu_defaults_actually_used(name, module, capsys):
+    import importlib
+
+    defaults = importlib.import_module(module)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*name.split(), "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"GAN training steps (CPU default {defaults.CPU_TRAIN_STEPS})" in text
+    assert f"ngf = ndf (CPU default {defaults.CPU_DEFAULTS['ngf']})" in text
+
+
 def test_data_prepare_and_info_on_a_real_file(kermany_small, tmp_path, capsys):
     source = save_npz(kermany_small, tmp_path / "small64.npz")
     assert main(["data", "prepare", str(source), "--size", "32", "--out", str(tmp_path / "small32.npz")]) == 0
