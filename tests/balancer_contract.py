@@ -28,8 +28,8 @@ from cxrgan.data import CXRDataset
 from cxrgan.errors import CxrganError
 
 # what each classic method promises; a registered name not listed here must give balanced output
-EXPECTED_OUTCOME = {"none": "identity", "class-weights": "weights"}
-CLASSIC_BALANCERS = ("none", "undersample", "oversample", "smote", "augment", "class-weights")
+EXPECTED_OUTCOME = {"none": "identity", "class-weights": "weights", "repeat": "any"}
+CLASSIC_BALANCERS = ("none", "undersample", "oversample", "smote", "augment", "class-weights", "repeat")
 
 
 def row_keys(dataset: CXRDataset) -> list[bytes]:

@@ -9,6 +9,7 @@ import pytest
 from balancer_contract import (
     CLASSIC_BALANCERS,
     EXPECTED_OUTCOME,
+    assert_same_rows,
     check_balancer_contract,
     check_rejects_single_class,
 )
@@ -118,6 +119,13 @@ def test_undersample_keeps_original_order_and_metadata(kermany_train):
     # every normal image is kept (the minority sets the size)
     normal_files = set(kermany_train.meta["filename"][kermany_train.labels[:, 0] == 0])
     assert set(out.meta["filename"][out.labels[:, 0] == 0]) == normal_files
+
+
+def test_repeat_doubles_every_row_and_keeps_the_class_ratio(kermany_train):
+    out = make_balancer("repeat", BalanceContext(random_state=0)).fit_resample(kermany_train)
+    assert len(out) == 2 * len(kermany_train) and out.positives()[0] == 2 * kermany_train.positives()[0]
+    assert_same_rows(out.subset(np.arange(len(kermany_train), len(out))), kermany_train)
+    assert not out.synthetic.any()
 
 
 def test_oversample_adds_real_copies_with_metadata(kermany_train):

@@ -22,11 +22,14 @@ def test_cyclegan_complement_recipe_runs_every_row(kermany_small, nih_path, tmp_
     assert "Malygina et al. table shape" in printed
     run_dir = next((tmp_path / "runs").iterdir())
     table = pd.read_csv(run_dir / "paper_table.csv")
-    assert list(table["method"]) == ["none", "cyclegan-complement", "cyclegan-complement-extra"]
-    assert list(table.columns) == ["row", "method", "ROC AUC", "PR AUC", "DeLong p vs none", "-> pneumonia as pneumonia",
-                                   "-> normal as normal", "cycle error"]
+    assert list(table["method"]) == ["none", "repeat", "cyclegan-complement", "cyclegan-complement-extra"]
+    assert list(table.columns) == ["row", "method", "ROC AUC", "PR AUC", "DeLong p vs none", "DeLong p vs repeat",
+                                   "-> pneumonia as pneumonia", "-> normal as normal", "cycle error"]
+    # the CycleGAN rows are tested against the equal-steps control too (one seed: its scores, not an average)
+    assert table["DeLong p vs repeat"].isna().tolist() == [True, True, False, False]
     by_method = {r["method"]: r for r in read_jsonl(run_dir / "results.jsonl")}
     assert by_method["none"]["train_rows"] == 60 and by_method["none"]["train_synthetic"] == 0  # 40 normal : 20 pneumonia
+    assert by_method["repeat"]["train_rows"] == 120 and by_method["repeat"]["train_synthetic"] == 0
     for method in ("cyclegan-complement", "cyclegan-complement-extra"):
         assert by_method[method]["train_rows"] == 120 and by_method[method]["train_synthetic"] == 60
         assert by_method[method]["train_positives"] == [60]  # 20 real + 40 translated normals

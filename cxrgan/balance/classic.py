@@ -21,6 +21,7 @@ method             what K > 1 data gets
                    is topped up with copies of that real row instead (``synthetic=False``).
 ``augment``        (``cxrgan.balance.augment``) flipped / affine-warped copies of rows of each vector.
 ``class-weights``  rows unchanged; per label column, the weights of negatives and positives.
+``repeat``         every row twice (not a balancer: the equal-exposure control, see :class:`RepeatBalancer`).
 =================  =================================================================================================
 
 For many findings the powerset rule multiplies or removes rows heavily; ``class-weights`` is the per-column
@@ -302,6 +303,28 @@ class ClassWeightBalancer(Balancer):
         return replace(dataset, class_weights=weights)
 
 
+class RepeatBalancer(Balancer):
+    """``repeat``: every training row twice (the input, then the same rows again); class ratio unchanged.
+
+    Not a fix for imbalance but the control for methods that double the training set with new images
+    (``cyclegan-complement`` trains on 2n rows): with the same epochs, ``repeat`` gives the classifier the same
+    number of gradient steps on the real images alone, so a gain of the method over ``repeat`` is not just
+    longer training. Works unchanged on multi-label data.
+
+    Args:
+        random_state: unused; accepted so every balancer is built the same way.
+    """
+
+    def __init__(self, random_state: int) -> None:
+        self.random_state = random_state
+
+    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+        codes, _ = check_train_split(dataset, "repeat")
+        self.class_counts_ = np.bincount(codes)
+        self.sample_indices_ = np.tile(np.arange(len(dataset)), 2)
+        return resampled_rows(dataset, self.sample_indices_)
+
+
 # ---- registry -------------------------------------------------------------------------------------------------
 CLASSIC_BALANCERS: dict[str, type[Balancer]] = {
     "none": IdentityBalancer,
@@ -309,6 +332,7 @@ CLASSIC_BALANCERS: dict[str, type[Balancer]] = {
     "oversample": RandomOverBalancer,
     "smote": SmoteBalancer,
     "class-weights": ClassWeightBalancer,
+    "repeat": RepeatBalancer,
 }
 for _name, _cls in CLASSIC_BALANCERS.items():
     register_balancer(_name)(lambda context, cls=_cls: cls(random_state=context.random_state))
