@@ -30,18 +30,26 @@ def config_dict(config: Any) -> dict:
 
 
 def write_config(run_dir: Path, config: Any, kind: str) -> None:
-    """Write ``config.json``; on resume, refuse a config that differs from the one the run started with."""
+    """Write ``config.json``; on resume, refuse a config that differs from the one the run started with.
+
+    One change is allowed: a resumed run may add methods (rows) to its ``methods`` list, keeping every earlier
+    one, so a finished comparison can gain a row without retraining the others; the file is then rewritten.
+    """
     record = {"kind": kind, "config": json.loads(json.dumps(config_dict(config), default=str))}
     path = Path(run_dir) / "config.json"
     if path.exists():
         existing = json.loads(path.read_text())
-        if existing != record:
-            changed = sorted(k for k in record["config"] if existing.get("config", {}).get(k) != record["config"][k])
+        if existing == record:
+            return
+        old = existing.get("config", {})
+        changed = sorted(k for k in record["config"] if old.get(k) != record["config"][k])
+        grows_methods = (changed == ["methods"] and existing.get("kind") == kind
+                         and set(old["methods"]) <= set(record["config"]["methods"]))
+        if not grows_methods:
             raise CxrganError(
                 f"{path}: this run was started with another config (differs in {changed or ['kind']}); "
-                "resume with the same flags or start a new run"
+                "resume with the same flags (more --methods may be added) or start a new run"
             )
-        return
     write_json(path, record)
 
 

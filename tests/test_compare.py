@@ -55,9 +55,16 @@ def test_resume_finishes_only_missing_runs(small_file, tmp_path, capsys):
     assert _compare(small_file, tmp_path, "--resume", str(run_dir)) == 0
     assert capsys.readouterr().out.count(" seed ") == 2  # only the two missing (method, seed) pairs ran
     assert len(read_jsonl(run_dir / "results.jsonl")) == 6
-    # A different config cannot resume this run.
+    # A different config cannot resume this run; nor can one that drops a method.
     assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--lr", "0.5") == 2
     assert "another config" in capsys.readouterr().err
+    assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--methods", "none,oversample") == 2
+    assert "another config" in capsys.readouterr().err
+    # Adding a method (row) trains only its runs and rewrites the config with it.
+    assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--methods", "none,class-weights,oversample,repeat") == 0
+    assert capsys.readouterr().out.count(" seed ") == 2
+    assert sorted(r["method"] for r in read_jsonl(run_dir / "results.jsonl")).count("repeat") == 2
+    assert json.loads((run_dir / "config.json").read_text())["config"]["methods"][-1] == "repeat"
 
 
 def test_dry_run_and_bad_input(small_file, tmp_path, capsys):
