@@ -38,8 +38,9 @@ MODES = ("complement", "minority")
 # CycleGAN step takes 0.35 s at width 16 with 6 blocks, 0.27 s with 3 blocks, 0.97 s at width 32, 0.68 s at width 16
 # with batch 8; on real Kermany images width 16 takes 0.45 s in fp32 and 0.21 s with bf16 autocast (same losses after
 # 20 steps). Width 16, 6 blocks, batch 4, bf16 and 1000 steps (half at the constant rate, half decaying; whole epochs,
-# so 1071-1208 steps on the 3:1 Kermany split) train one CycleGAN in about 4 minutes, so the recipe's six CycleGANs
-# (2 rows x 3 seeds) and nine ResNet-18 runs fit in about 45 minutes.
+# so 1071-1208 steps on the 3:1 Kermany split) train one CycleGAN in about 4 minutes. The recipe's six CycleGANs
+# (2 rows x 3 seeds) and twelve ResNet-18 runs took 52 minutes single-threaded beside another recipe (46 without
+# the 'repeat' control row); an idle 2-core machine is faster.
 CPU_DEFAULTS = dict(ngf=16, ndf=16, n_blocks=6, batch_size=4, bf16=True, progress=False, grid_every=1)
 CPU_TRAIN_STEPS = 1000
 FULL_DEFAULTS = dict(ngf=64, ndf=64, n_blocks=9, epochs=100, decay_epochs=100, batch_size=1, progress=True, grid_every=5)
