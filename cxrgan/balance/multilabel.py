@@ -27,7 +27,7 @@ import json
 import math
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -204,6 +204,17 @@ def _synthetic_rows(dataset: CXRDataset, images: np.ndarray, labels: np.ndarray,
     return dataset.with_rows_added(CXRDataset(images, labels, dataset.label_names, meta))
 
 
+def checked_findings(balancer: Any, dataset: CXRDataset) -> tuple[str, ...]:
+    """The findings a multi-label balancer augments on ``dataset``: its own list, else the rarest with enough
+    positives; after the training-split checks, and refusing names the dataset does not have."""
+    check_train_split(dataset, balancer.name)
+    findings = balancer.findings or choose_rare_findings(dataset, balancer.n_findings, balancer.min_positives)
+    unknown = [f for f in findings if f not in dataset.label_names]
+    if unknown:
+        raise CxrganError(f"{balancer.name}: unknown finding(s) {unknown}; available: {list(dataset.label_names)}")
+    return tuple(findings)
+
+
 class LabelVectorCGAN(Balancer):
     """Method A: conditional DCGAN images for label vectors sampled from L_p until each rare finding is >= 15 %.
 
@@ -238,11 +249,7 @@ class LabelVectorCGAN(Balancer):
         self._training = GeneratorTraining("cdcgan", config, work_dir, device, random_state, train_steps)
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
-        findings = self.findings or choose_rare_findings(dataset, self.n_findings, self.min_positives)
-        unknown = [f for f in findings if f not in dataset.label_names]
-        if unknown:
-            raise CxrganError(f"{self.name}: unknown finding(s) {unknown}; available: {list(dataset.label_names)}")
+        findings = checked_findings(self, dataset)
         present = dataset.positives()
         # a small data regime may hold no row with a chosen finding: without L_p there is nothing to condition on
         self.skipped_ = tuple(f for f in findings if present[dataset.label_names.index(f)] == 0)
@@ -295,11 +302,7 @@ class RareFindingDCGAN(Balancer):
         self._training = GeneratorTraining("dcgan", config, work_dir, device, random_state, train_steps)
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
-        findings = self.findings or choose_rare_findings(dataset, self.n_findings, self.min_positives)
-        unknown = [f for f in findings if f not in dataset.label_names]
-        if unknown:
-            raise CxrganError(f"{self.name}: unknown finding(s) {unknown}; available: {list(dataset.label_names)}")
+        findings = checked_findings(self, dataset)
         rng = np.random.default_rng(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
         images, labels, drawn_for = [], [], []

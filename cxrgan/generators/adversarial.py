@@ -13,7 +13,7 @@ import torch
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.transforms import tensor_to_images
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, resumable_checkpoint,
+from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, resume_or_build,
                                     image_fingerprint)
 from cxrgan.generators.blocks import DCGANDiscriminator, DCGANGenerator, init_weights, recalibrate_batchnorm
 from cxrgan.generators.loop import GANConfig, GANTrainer, config_record
@@ -101,15 +101,9 @@ class AdversarialModel(GenerativeModel):
             n_train=int(len(images)),
             fingerprint=image_fingerprint(images),
         )
-        checkpoint = resumable_checkpoint(self.run_dir if resume else None, self.name, config_record(self.config),
-                                          info["fingerprint"])
-        if checkpoint is not None:
-            self.load_state_dict(checkpoint)
-            if checkpoint.get("done"):
-                return self
-        else:
-            self.data_info_ = info
-            self._build_networks()
+        checkpoint = resume_or_build(self, config_record(self.config), info, resume, self._build_networks)
+        if checkpoint is not None and checkpoint.get("done"):
+            return self
         trainer = GANTrainer(self, images, cond_labels, self.run_dir, self.step_hook)
         self.history_ = trainer.run(resume_from=checkpoint)
         return self

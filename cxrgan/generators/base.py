@@ -130,3 +130,19 @@ def resumable_checkpoint(run_dir: Path | None, method: str, config: dict, finger
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     check_resumable(checkpoint, method, config, fingerprint, path)
     return checkpoint
+
+
+def resume_or_build(model: Any, config: dict, info: dict, resume: bool, build: Callable[[], None]) -> dict | None:
+    """Continue ``model``'s run or start it.
+
+    With ``resume`` and a checkpoint in ``model.run_dir`` that :func:`check_resumable` accepts, load its state into
+    ``model`` and return it (its ``done`` flag says whether training already finished). Otherwise record ``info``
+    as ``model.data_info_``, call ``build`` to create fresh networks and return None.
+    """
+    checkpoint = resumable_checkpoint(model.run_dir if resume else None, model.name, config, info["fingerprint"])
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint)
+    else:
+        model.data_info_ = info
+        build()
+    return checkpoint

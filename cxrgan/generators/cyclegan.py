@@ -35,7 +35,7 @@ from cxrgan.data.transforms import images_to_tensor, tensor_to_images
 from cxrgan.device import autocast
 from cxrgan.errors import CxrganError
 from cxrgan.generators.artifacts import save_grid, save_loss_curves
-from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, resumable_checkpoint,
+from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, resume_or_build,
                                     image_fingerprint, register_generator)
 from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, init_normal
@@ -137,17 +137,12 @@ class CycleGAN(GenerativeModel):
         info = dict(image_size=int(train_dataset.image_size), label_names=list(train_dataset.label_names),
                     class_names=list(names), n_train=[int(len(d)) for d in domains],
                     fingerprint=image_fingerprint(np.concatenate(domains)))
-        checkpoint = resumable_checkpoint(self.run_dir if resume else None, self.name, config_record(self.config),
-                                          info["fingerprint"])
-        if checkpoint is not None:
-            self.load_state_dict(checkpoint)
-            if checkpoint.get("done"):
-                return self
-        else:
-            self.data_info_ = info
-            self._build_networks()
+        checkpoint = resume_or_build(self, config_record(self.config), info, resume, self._build_networks)
+        if checkpoint is None:
             bank_rng = torch.Generator().manual_seed(self.config.seed + 3)
             self.bank_ = [d[np.sort(torch.randperm(len(d), generator=bank_rng)[: self.config.bank_size].numpy())] for d in domains]
+        elif checkpoint.get("done"):
+            return self
         self.history_ = CycleGANTrainer(self, domains, self.run_dir, self.step_hook).run(resume_from=checkpoint)
         return self
 
