@@ -72,7 +72,8 @@ def test_image_folder_loads_kermany_layout(tmp_path, data_dir):
     for i, filename in enumerate(rows["filename"]):
         j = by_name[filename.rsplit(".", 1)[0]]
         assert dataset.labels[j, 0] == rows["labels"][i]
-        assert dataset.meta["patient_id"][j] == rows["patient_id"][i]
+        # Kermany numbers children per official folder: the id is namespaced by it (train/person1, test/person1)
+        assert dataset.meta["patient_id"][j] == f"{rows['official_split'][i]}/{rows['patient_id'][i]}"
         assert dataset.meta["split"][j] == rows["official_split"][i]
         expected = resize_area(rows["images"][i], 64)  # the white padding was cropped away
         assert np.abs(dataset.images[j].astype(int) - expected).mean() < 2.5

@@ -8,7 +8,7 @@ import pytest
 
 from _data_helpers import nih_rows, write_chexpert_fixture, write_nih_fixture
 from cxrgan.data import CHEXPERT_FINDINGS, NIH_FINDINGS, load_chexpert, load_chexpert_raw, load_nih
-from cxrgan.data.splits import check_patient_disjoint
+from cxrgan.data.leakage import check_patient_disjoint
 from cxrgan.errors import CxrganError
 
 
@@ -36,7 +36,7 @@ def test_nih_loads_real_labels_and_images(nih_root, data_dir):
     no_finding = (dataset.meta["finding_labels"] == "No Finding").to_numpy()
     assert no_finding.any() and (dataset.labels[no_finding] == 0).all()
     assert dataset.meta["patient_id"].str.fullmatch(r"\d{8}").all()
-    check_patient_disjoint(dataset)
+    check_patient_disjoint(dataset.meta)
     assert set(dataset.meta["split"]) == {"train", "val", "test"}
     again = load_nih(nih_root, size=32, random_state=0)
     assert list(again.meta["split"]) == list(dataset.meta["split"])  # seeded
@@ -57,7 +57,7 @@ def test_nih_official_split_lists(nih_root, tmp_path):
     listed_test = set(table["Image Index"][is_test])
     assert set(dataset.meta.loc[dataset.meta["split"] == "test", "filename"]) == listed_test
     assert (dataset.meta["split"] == "val").any()
-    check_patient_disjoint(dataset)
+    check_patient_disjoint(dataset.meta)
 
 
 def test_nih_bad_input(nih_root, tmp_path):
@@ -100,10 +100,10 @@ def test_chexpert_policies_views_and_raw_values(chexpert_root):
     assert zeros.meta["patient_id"].str.fullmatch(r"patient\d{5}").all()
     # the split does not depend on the uncertainty policy
     assert list(ones.meta["split"]) == list(zeros.meta["split"]) == list(ignore.meta["split"])
-    check_patient_disjoint(zeros)
+    check_patient_disjoint(zeros.meta)
     with_laterals = load_chexpert(chexpert_root, size=16, frontal_only=False)
     assert len(with_laterals) == 50 + 13 and (with_laterals.meta["view"] == "Lateral").sum() == 13
-    check_patient_disjoint(with_laterals)
+    check_patient_disjoint(with_laterals.meta)
     pa_only = load_chexpert(chexpert_root, size=16, views=("PA",))
     assert set(pa_only.meta["view"]) == {"PA"} and len(pa_only) == 33
     only_train = load_chexpert(chexpert_root / "train.csv", size=16)

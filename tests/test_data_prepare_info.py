@@ -18,7 +18,7 @@ from cxrgan.data import (
     prepare,
 )
 from cxrgan.data.images import resize_stack
-from cxrgan.data.splits import check_patient_disjoint
+from cxrgan.data.leakage import check_patient_disjoint
 from cxrgan.errors import CxrganError
 
 
@@ -53,8 +53,9 @@ def test_prepare_image_folder(kermany_folder, tmp_path):
     # the source has train and test only: val was carved from train patients, test kept as it was
     counts = dataset.meta["split"].value_counts()
     assert counts["test"] == 12 and counts["val"] >= 2 and counts["train"] + counts["val"] == 12
-    assert dataset.meta["patient_id"].str.match(r"person\d+|IM-\d+|NORMAL2-IM-\d+").all()  # Kermany ids detected
-    check_patient_disjoint(dataset)
+    # Kermany ids detected, namespaced by their official folder (train/person1 and test/person1 are two children)
+    assert dataset.meta["patient_id"].str.match(r"(train|test)/(person\d+|IM-\d+|NORMAL2-IM-\d+)").all()
+    check_patient_disjoint(dataset.meta)
     text = info(kermany_folder)
     assert "image folder" in text and "normal" in text and "pneumonia" in text and "1.00:1" in text
 
@@ -132,7 +133,8 @@ def test_info_on_chexpert_csv_counts_every_label_state(chexpert_root):
 def test_info_on_compact_files(kermany_path, nih_path):
     text = info(kermany_path)
     assert "train  4683      2561  1208 (25.8%)  3475 (74.2%)     2.88:1" in text
-    assert "patients appear in more than one split" in text
+    # person ids are numbered per official folder: namespaced, the 2561 + 285 + 427 children are all distinct
+    assert "patients: 3273" in text and "more than one split" not in text
     nih_text = info(nih_path)
     assert "Hernia" in nih_text and "1 (0.2%)" in nih_text and "uncertain" in nih_text
 
@@ -186,6 +188,6 @@ def test_prepare_folder_without_splits_assigns_patient_level_splits(kermany_fold
     out = prepare(flat, 16, tmp_path / "flat.npz", fractions=(0.5, 0.25, 0.25), random_state=0, progress=False)
     dataset = load_npz(out)
     assert len(dataset) == 24 and set(dataset.meta["split"]) == {"train", "val", "test"}
-    check_patient_disjoint(dataset)
+    check_patient_disjoint(dataset.meta)
     for name in ("train", "val", "test"):
         assert set(dataset.split(name).binary_targets()) == {0, 1}

@@ -4,6 +4,7 @@ from cxrgan.data.chexpert import CHEXPERT_FINDINGS, load_chexpert, load_chexpert
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, load_image_folder
 from cxrgan.data.info import info
+from cxrgan.data.leakage import check_no_shared_images, check_patient_disjoint, namespace_patients
 from cxrgan.data.labels import apply_uncertainty_policy
 from cxrgan.data.medmnist import download_medmnist, load_medmnist
 from cxrgan.data.nih import NIH_FINDINGS, load_nih, read_nih_table
@@ -11,7 +12,6 @@ from cxrgan.data.npz import load_npz, save_npz
 from cxrgan.data.prepare import detect_layout, prepare
 from cxrgan.data.splits import (
     assign_splits,
-    check_patient_disjoint,
     fraction_subset,
     induce_imbalance,
     nested_fractions,
@@ -44,4 +44,6 @@ __all__ = [
     "nested_fractions",
     "induce_imbalance",
     "check_patient_disjoint",
+    "check_no_shared_images",
+    "namespace_patients",
 ]

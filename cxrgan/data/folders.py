@@ -17,6 +17,7 @@ import pandas as pd
 
 from cxrgan.data.dataset import SPLITS, CXRDataset
 from cxrgan.data.images import IMAGE_SUFFIXES, load_many
+from cxrgan.data.leakage import namespace_patients
 from cxrgan.errors import CxrganError
 
 #: patient id at the start of a Kermany file name: ``person1234_bacteria_…``, ``IM-0115-0001``, ``NORMAL2-IM-1427-0001``
@@ -136,6 +137,9 @@ def load_image_folder(
             "class_name": [listing.classes[i] for i in listing.class_index],
         }
     )
+    if find_split_dirs(root):  # split folders number patients on their own (Kermany's person1, person2, ...)
+        meta["official_split"] = listing.splits
+        meta = namespace_patients(meta)
     index = np.asarray(listing.class_index)
     names = tuple(c.lower() for c in listing.classes)
     if len(names) == 2:

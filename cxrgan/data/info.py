@@ -18,6 +18,7 @@ import pandas as pd
 
 from cxrgan.data.chexpert import CHEXPERT_FINDINGS, is_chexpert_table, read_chexpert_table
 from cxrgan.data.dataset import SPLITS
+from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, list_image_folder, patient_ids_from_names
 from cxrgan.data.medmnist import default_label_names
 from cxrgan.data.nih import NIH_CSV, NIH_FINDINGS, is_nih_table, read_nih_table
@@ -41,16 +42,18 @@ class LabelSummary:
     frontal: np.ndarray | None = None  # (N,) bool, None when the view is unknown
 
 
-def info(path_or_csv: str | os.PathLike) -> str:
-    """Describe a data source as plain-text tables.
+def info(path_or_csv: str | os.PathLike, allow_patient_overlap: bool = False) -> str:
+    """Describe a data source as plain-text tables; a patient in two splits is an error unless allowed.
 
     Args:
         path_or_csv: a compact or MedMNIST .npz, an NIH ``Data_Entry_2017.csv`` or CheXpert CSV, a folder
             holding one of those CSVs, or an image folder ``{train,val,test}/{CLASS}/``.
+        allow_patient_overlap: report patients found in several splits instead of refusing the source.
     """
     path = Path(path_or_csv)
     summaries = summarize(path)
-    return "\n\n".join(format_summary(path, name, summary) for name, summary in summaries.items())
+    return "\n\n".join(format_summary(path, name, summary, allow_patient_overlap)
+                       for name, summary in summaries.items())
 
 
 def summarize(path: Path) -> dict[str, LabelSummary]:
@@ -92,6 +95,9 @@ def _summarize_npz(path: Path) -> LabelSummary:
         n = len(labels)
         names = tuple(str(s) for s in archive["label_names"]) if "label_names" in files else ("0", "1")
         patient = archive["patient_id"].astype(str) if "patient_id" in files else np.full(n, "")
+        if "official_split" in files:  # per-folder numbering (Kermany), as load_npz reads it
+            patient = namespace_patients(pd.DataFrame({"patient_id": patient, "official_split":
+                                                       archive["official_split"].astype(str)}))["patient_id"].to_numpy()
         findings = archive["findings"].astype(np.float32) if "findings" in files else None
         finding_names = tuple(str(s) for s in archive["finding_names"]) if "finding_names" in files else ()
         frontal = None
@@ -138,16 +144,16 @@ def _any_finding(findings: np.ndarray, names: Sequence[str]) -> np.ndarray:
 
 
 # ---- formatting ------------------------------------------------------------------------------------------
-def format_summary(path: Path, name: str, summary: LabelSummary) -> str:
+def format_summary(path: Path, name: str, summary: LabelSummary, allow_patient_overlap: bool = False) -> str:
     """The tables for one summary."""
     n = len(summary.split)
     patients = summary.patient_id[summary.patient_id != ""]
     head = f"{path if name == path.name else path / name}  ({summary.kind})\nrows: {n}"
     head += f", patients: {len(np.unique(patients))}" if len(patients) else ", patients: unknown"
-    known = summary.patient_id != ""
-    per_patient = pd.Series(summary.split[known]).groupby(summary.patient_id[known]).nunique()
-    if (per_patient > 1).any():
-        head += f"\nwarning: {int((per_patient > 1).sum())} patients appear in more than one split"
+    crossing = check_patient_disjoint(pd.DataFrame({"patient_id": summary.patient_id, "split": summary.split}),
+                                      str(path if name == path.name else path / name), allow=allow_patient_overlap)
+    if crossing:
+        head += f"\npatients in more than one split: {crossing} (accepted by --allow-patient-overlap)"
     blocks = [head, _split_table(summary)]
     if summary.findings is not None:
         blocks.append("findings, all rows:\n" + _finding_table(summary.findings, summary.finding_names))

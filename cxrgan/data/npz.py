@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.dataset import SPLITS, CXRDataset
 from cxrgan.data.labels import apply_uncertainty_policy
+from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
 from cxrgan.errors import CxrganError
 from cxrgan.io import atomic_write
 
@@ -29,14 +30,16 @@ def load_npz(
     target: str = "labels",
     uncertainty: str = "ignore",
     blank: str = "zero",
+    allow_patient_overlap: bool = False,
 ) -> CXRDataset:
-    """Load a compact file.
+    """Load a compact file; patient ids are namespaced by ``official_split`` and checked to be split-disjoint.
 
     Args:
         path: the .npz file.
         target: "labels" for the binary task (``labels``, ``label_names``), "findings" for multi-label.
         uncertainty: U-policy applied to -1 findings ("zeros", "ones", "ignore").
         blank: how NaN (blank) findings are read ("zero" or "ignore").
+        allow_patient_overlap: accept a patient in two splits (the count is printed) instead of an error.
     """
     path = Path(path)
     if not path.exists():
@@ -54,10 +57,20 @@ def load_npz(
         images = _memmap_member(path, "images")
         if images is None:
             images = archive["images"]
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise CxrganError(f"{path}: 'images' must be an (N, H, W) uint8 array, got {images.shape} {images.dtype}")
         n = len(images)
         columns = {k: archive[k] for k in archive.files if k not in _RESERVED and k != "images"}
         meta = pd.DataFrame({k: v for k, v in columns.items() if v.ndim == 1 and len(v) == n})
-        meta["split"] = archive["split"].astype(str)
+        split = archive["split"]
+        if split.shape != (n,):
+            raise CxrganError(f"{path}: 'split' has shape {split.shape} but there are {n} images")
+        meta["split"] = split.astype(str)
+        bad_splits = sorted(set(meta["split"]) - set(SPLITS))
+        if bad_splits:
+            raise CxrganError(f"{path}: unknown split name(s) {bad_splits} in 'split'; expected {list(SPLITS)}")
+        meta = namespace_patients(meta)
+        check_patient_disjoint(meta, str(path), allow=allow_patient_overlap)
         if "view" not in meta and "view_position" in meta:
             meta["view"] = meta["view_position"]
         if "source" not in meta:
@@ -65,6 +78,8 @@ def load_npz(
         meta["synthetic"] = meta["synthetic"].astype(bool) if "synthetic" in meta else False
         if target == "labels":
             labels = archive["labels"].astype(np.float32)
+            if labels.shape[:1] != (n,):
+                raise CxrganError(f"{path}: 'labels' has shape {labels.shape} but there are {n} images")
             names = [str(s) for s in archive["label_names"]] if "label_names" in archive.files else ["0", "1"]
             if labels.ndim != 1:
                 raise CxrganError(f"{path}: 'labels' must be (N,), got {labels.shape}")

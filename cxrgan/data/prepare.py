@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cxrgan.data.chexpert import chexpert_tables, is_chexpert_table, load_chexpert_raw
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, find_split_dirs, list_image_folder, load_image_folder
 from cxrgan.data.images import resize_stack
 from cxrgan.data.medmnist import is_medmnist_file, load_medmnist
@@ -43,6 +45,7 @@ class PrepareOptions:
     val_fraction: float = 0.1  # share of training patients carved into val when the source has no val split
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/val/test when the source has no split at all
     random_state: RandomState = 0  # seed of the patient-level splits
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ def _is_image_folder(src: Path) -> bool:
 def _write_medmnist(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
     dataset = load_medmnist(src)
     images = resize_stack(dataset.images, size, progress=options.progress)
-    return save_npz(CXRDataset(images, dataset.labels, dataset.label_names, dataset.meta, dataset.class_names), out)
+    return _save_checked(CXRDataset(images, dataset.labels, dataset.label_names, dataset.meta, dataset.class_names),
+                         src, out, options)
 
 
 def _write_compact(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
@@ -98,6 +102,8 @@ def _write_compact(src: Path, size: int, out: Path, options: PrepareOptions) -> 
     missing = [k for k in ("images", "labels", "split") if k not in arrays]
     if missing:
         raise CxrganError(f"{src}: neither a compact file (missing {missing}) nor a MedMNIST file; found {sorted(arrays)}")
+    meta = pd.DataFrame({k: arrays[k].astype(str) for k in ("patient_id", "official_split", "split") if k in arrays})
+    check_patient_disjoint(namespace_patients(meta), str(src), allow=options.allow_patient_overlap)
     arrays["images"] = resize_stack(arrays["images"], size, progress=options.progress)
 
     def _write(tmp: str) -> None:
@@ -115,7 +121,7 @@ def _write_nih(src: Path, size: int, out: Path, options: PrepareOptions) -> Path
         val_fraction=options.val_fraction, fractions=options.fractions, random_state=options.random_state,
         missing=options.missing, workers=options.workers, progress=options.progress,
     )
-    return save_npz(dataset, out, raw_findings=dataset.labels)
+    return _save_checked(dataset, src, out, options, raw_findings=dataset.labels)
 
 
 def _write_chexpert(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
@@ -127,7 +133,7 @@ def _write_chexpert(src: Path, size: int, out: Path, options: PrepareOptions) ->
         missing=options.missing, workers=options.workers, progress=options.progress,
     )
     # raw keeps -1 (uncertain) and NaN (blank): the policy is chosen at load time, load_npz(uncertainty=...)
-    return save_npz(dataset, out, raw_findings=raw)
+    return _save_checked(dataset, src, out, options, raw_findings=raw)
 
 
 def _write_image_folder(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
@@ -145,7 +151,13 @@ def _write_image_folder(src: Path, size: int, out: Path, options: PrepareOptions
     elif "val" not in splits and "train" in splits and options.val_fraction > 0:
         train = (dataset.meta["split"] == "train").to_numpy()
         dataset = resplit_rows(dataset, train, (1.0 - options.val_fraction, options.val_fraction, 0.0), options.random_state)
-    return save_npz(dataset, out)
+    return _save_checked(dataset, src, out, options)
+
+
+def _save_checked(dataset: CXRDataset, src: Path, out: Path, options: PrepareOptions, **kwargs) -> Path:
+    """Refuse (or count, when allowed) patients in several splits, then write the compact file."""
+    check_patient_disjoint(dataset.meta, str(src), allow=options.allow_patient_overlap)
+    return save_npz(dataset, out, **kwargs)
 
 
 def _matches(regex: str, name: str) -> bool:
@@ -194,6 +206,7 @@ def prepare(
     val_fraction: float = 0.1,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     random_state: RandomState = 0,
+    allow_patient_overlap: bool = False,
 ) -> Path:
     """Convert ``src`` to a compact .npz of ``size`` x ``size`` images at ``out`` (written atomically).
 
@@ -214,6 +227,7 @@ def prepare(
         val_fraction: share of training patients moved to val when the source has train and test only.
         fractions: train/val/test shares when the source has no split.
         random_state: seed of the patient-level splits.
+        allow_patient_overlap: accept a patient in two splits (the count is printed) instead of an error.
 
     Returns:
         The written path. For CheXpert the file keeps raw findings (1 / 0 / -1 / NaN) so the uncertainty
@@ -233,5 +247,6 @@ def prepare(
         workers=workers, progress=progress, classes=tuple(classes) if classes is not None else None,
         patient_regex=patient_regex, frontal_only=frontal_only, views=tuple(views) if views is not None else None,
         missing=missing, val_fraction=val_fraction, fractions=tuple(fractions), random_state=random_state,
+        allow_patient_overlap=allow_patient_overlap,
     )
     return LAYOUTS[name].write(src, size, out, options)

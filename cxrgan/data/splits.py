@@ -37,20 +37,6 @@ def patient_groups(dataset: CXRDataset) -> np.ndarray:
     return pd.factorize(codes)[0].astype(np.int64)
 
 
-def check_patient_disjoint(dataset: CXRDataset) -> None:
-    """Raise if a non-empty patient id appears in more than one split (leakage between train and test)."""
-    meta = dataset.meta[dataset.meta["patient_id"].astype(str) != ""]
-    per_patient = meta.groupby("patient_id")["split"].nunique()
-    leaking = per_patient[per_patient > 1]
-    if len(leaking):
-        patient = leaking.index[0]
-        found = sorted(set(meta.loc[meta["patient_id"] == patient, "split"]))
-        raise CxrganError(
-            f"patient {patient!r} appears in splits {found} ({len(leaking)} patients cross splits); "
-            "splits must be patient-level"
-        )
-
-
 def stratified_group_order(dataset: CXRDataset, random_state: RandomState = None, by_split: bool = False) -> np.ndarray:
     """Row indices in the stratified group order described in the module docstring.
 

@@ -237,3 +237,85 @@ def method_note(n_tests: int, with_test_variance: bool, metric: str = "ROC AUC")
             f"difference this run detects with {POWER:.0%} power; seeds for Δ={TARGET_EFFECT:g}: seeds a "
             f"difference of {TARGET_EFFECT:g} would need with this test set ('unreachable': the test set itself "
             "is too small).")
+
+
+# ---- comparisons of stored scores, and the verdict table -------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """One row of a verdict table: what is compared, the effect (None when the AUC is not estimable), and DeLong
+    on the seed-averaged scores, which describes these two ensembles on this test set, never the method."""
+
+    row: dict[str, str]  # the row's identity, e.g. {"method": "dcgan"} or {"method": "gan", "finding": "Nodule"}
+    effect: Effect | None
+    ensemble_p: float = float("nan")
+    note: str = ""  # why there is no effect, e.g. "not estimable: 4 test positives"
+
+
+def compare_auc(row: dict[str, str], y: np.ndarray, method_scores: dict[int, np.ndarray],
+                baseline_scores: dict[int, np.ndarray], minimum_positives: int = MIN_TEST_POSITIVES) -> Comparison:
+    """The seed-level comparison of ROC AUC on one label column.
+
+    Args:
+        row: the row's identity in the table.
+        y: (N,) real labels, NaN = unknown (those rows are left out).
+        method_scores: seed -> (N,) scores of the method on the same rows.
+        baseline_scores: seed -> (N,) scores of the baseline; seeds both have are paired.
+        minimum_positives: fewer positives (or negatives) than this makes the AUC "not estimable".
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, dtype=np.float64)
+    known = ~np.isnan(y)
+    positives, negatives = int((y[known] == 1).sum()), int((y[known] == 0).sum())
+    if min(positives, negatives) < minimum_positives:
+        return Comparison(row, None, note=f"not estimable: {positives} test positives, {negatives} negatives "
+                                          f"(fewer than {minimum_positives})")
+    seeds = sorted(set(method_scores) & set(baseline_scores))
+    if not seeds:
+        return Comparison(row, None, note="no seed finished by both")
+    y_known = y[known].astype(np.int64)
+    a = np.stack([np.asarray(method_scores[s], np.float64)[known] for s in seeds])
+    b = np.stack([np.asarray(baseline_scores[s], np.float64)[known] for s in seeds])
+    aucs_a = [roc_auc_score(y_known, s) for s in a]
+    aucs_b = [roc_auc_score(y_known, s) for s in b]
+    effect = paired_effect(aucs_a, aucs_b, auc_difference_variance(y_known, a, b))
+    from cxrgan.evaluate.stats import delong_test
+
+    return Comparison(row, effect, ensemble_p=delong_test(y_known, a.mean(axis=0), b.mean(axis=0)).p)
+
+
+def compare_values(row: dict[str, str], method_values: dict[int, float], baseline_values: dict[int, float]) -> Comparison:
+    """The seed-level comparison of a per-seed number without test scores (e.g. a mean over findings): paired t."""
+    seeds = sorted(set(method_values) & set(baseline_values))
+    if not seeds:
+        return Comparison(row, None, note="no seed finished by both")
+    return Comparison(row, paired_effect([method_values[s] for s in seeds], [baseline_values[s] for s in seeds]))
+
+
+def verdict_table(comparisons: Sequence[Comparison]) -> "pd.DataFrame":
+    """One row per comparison with Holm applied across every testable row: the row keys, seeds, Δ [95% CI], raw
+    and adjusted p, verdict, minimum detectable Δ, seeds for Δ = TARGET_EFFECT, and the DeLong p of ensembles."""
+    import pandas as pd
+
+    testable = [i for i, c in enumerate(comparisons) if c.effect is not None]
+    adjusted = adjust_holm([comparisons[i].effect for i in testable])
+    effects: dict[int, Effect] = dict(zip(testable, adjusted))
+    rows = []
+    for i, comparison in enumerate(comparisons):
+        row: dict[str, str] = dict(comparison.row)
+        effect = effects.get(i)
+        if effect is None:
+            row.update({"seeds": "", "Δ [95% CI]": comparison.note, "verdict": "not tested"})
+        else:
+            row["seeds"] = str(effect.n_seeds)
+            row.update(effect_cells(effect))
+        row["DeLong p (ensembles, this test set)"] = format_p(comparison.ensemble_p)
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("")
+
+
+def adjusted_effects(comparisons: Sequence[Comparison]) -> list[Effect | None]:
+    """The comparisons' effects with Holm-adjusted p (None where not estimable), in order, for JSON summaries."""
+    testable = [i for i, c in enumerate(comparisons) if c.effect is not None]
+    adjusted = dict(zip(testable, adjust_holm([comparisons[i].effect for i in testable])))
+    return [adjusted.get(i) for i in range(len(comparisons))]

@@ -1,30 +1,37 @@
-"""``cxrgan compare``: every balancing method x seed on the same splits, one table with CIs and DeLong p-values."""
+"""``cxrgan compare``: every balancing method x seed on the same splits; a verdict per method against the baseline.
+
+Cells are (seed, method). Each cell rebalances the one fixed training split with its method (seeded by the cell's
+seed), trains a classifier with that seed, and stores its validation and test scores. The verdict table compares
+every method with the baseline by the seed-level paired test of ``cxrgan.evaluate.inference``; the metrics table
+gives every metric as mean [95 % CI over seeds].
+"""
 
 from __future__ import annotations
 
-import json
-import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from cxrgan.balance import BalanceContext, make_balancer
+from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
+from cxrgan.classify.train import check_train_config
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.splits import fraction_subset, induce_imbalance
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.summary import evaluate_scores, summarise
-from cxrgan.io import append_jsonl, atomic_write, read_jsonl
-from cxrgan.report.html import write_report
+from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_values, method_note,
+                                       verdict_table)
+from cxrgan.evaluate.summary import evaluate_scores, metrics_table
+from cxrgan.io import atomic_write, write_json
+from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.report.plots import plot_curves
-from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import new_run_dir, write_config
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
+# Methods whose balancer trains a generator: they need square images, and the run caches them in generators/.
+GENERATOR_PREFIXES = ("dcgan", "cdcgan", "cyclegan", "cgan", "ldm", "cldm")
 
 
 @dataclass(frozen=True)
@@ -32,33 +39,65 @@ class CompareConfig:
     """One comparison: data, methods, seeds, classifier; written to the run's config.json."""
 
     data: str  # compact .npz with train/val/test splits (cxrgan data prepare makes one)
-    methods: tuple[str, ...] = CLASSIC_METHODS  # balancer names; the first is the baseline unless `baseline` is set
+    methods: tuple[str, ...] = CLASSIC_METHODS  # balancer names; `baseline` must be one of them
     seeds: int = 5  # number of seeds (first_seed, first_seed + 1, ...)
     first_seed: int = 0  # seed of the first run
-    baseline: str = "none"  # method the DeLong tests compare against
+    baseline: str = "none"  # method every other method is compared with
     target: str = "labels"  # "labels" (binary) or "findings" (multi-label)
-    uncertainty: str = "ignore"  # U-policy for multi-label -1 values: zeros, ones, ignore
+    uncertainty: str = "ignore"  # U-policy for multi-label -1 training labels: zeros, ones, ignore
     train_fraction: float = 1.0  # stratified patient-level fraction of the training split (data regimes)
     imbalance: tuple[int, int] | None = None  # induce negatives:positives ratio on the training split, e.g. (3, 1)
     data_seed: int = 0  # seed of subsetting / imbalance induction; fixed so every method and seed sees one split
     n_boot: int = 1000  # bootstrap resamples for each run's AUC CI
     train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
     full: bool = False  # paper-size generator settings (GPU) for generator-backed methods
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # generator settings over the defaults, e.g. train_steps
+    generator_overrides: tuple[tuple[str, object], ...] = ()  # generator settings over the defaults, e.g. train_steps
+    extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
+# ---- data -----------------------------------------------------------------------------------------------------
 def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
     """Load the data and derive the (fixed) training split; val and test stay the file's real splits."""
-    dataset = load_npz(config.data, target=config.target, uncertainty=config.uncertainty)
+    dataset = load_npz(config.data, target=config.target, uncertainty=config.uncertainty,
+                       allow_patient_overlap=config.allow_patient_overlap)
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        if len(part) == 0:
+            raise CxrganError(f"{config.data}: the {name} split is empty; a comparison needs train, val and test rows")
+        if part.synthetic.any():
+            raise CxrganError(f"{config.data}: the {name} split holds synthetic rows; start from real data")
+    if not 0 < config.train_fraction <= 1:
+        raise CxrganError(f"--train-fraction must lie in (0, 1], got {config.train_fraction}")
     if config.train_fraction < 1.0:
         train = fraction_subset(train, config.train_fraction, random_state=config.data_seed)
     if config.imbalance is not None:
+        if not dataset.is_binary:
+            raise CxrganError("--imbalance needs a binary task (--target labels)")
+        if min(config.imbalance) < 1:
+            raise CxrganError(f"--imbalance {config.imbalance[0]}:{config.imbalance[1]}: both parts must be >= 1")
         train = induce_imbalance(train, ratio_counts(train, config.imbalance), random_state=config.data_seed)
-    for part in (train, val, test):
-        if part.synthetic.any():
-            raise CxrganError(f"{config.data}: the input file already holds synthetic rows; start from real data")
+    check_classes(config.data, {"train": train, "val": val, "test": test})
     return train, val, test
+
+
+def check_classes(source: str, splits: dict[str, CXRDataset]) -> None:
+    """Every split of a binary task holds both classes; a multi-label task has some finding with both in each."""
+    for name, part in splits.items():
+        if part.is_binary:
+            y = part.labels[:, 0]
+            present = set(np.unique(y[~np.isnan(y)]).astype(int).tolist())
+            if present != {0, 1}:
+                names = part.class_names or ("0", "1")
+                missing = [names[c] for c in (0, 1) if c not in present]
+                raise CxrganError(f"{source}: the {name} split has no {missing[0]!r} rows; every split needs both "
+                                  "classes (an AUC needs them)")
+        else:
+            labels = part.labels
+            both = [(np.nan_to_num(labels[:, j], nan=-1) == 1).any() and (np.nan_to_num(labels[:, j], nan=-1) == 0).any()
+                    for j in range(part.n_labels)]
+            if not any(both):
+                raise CxrganError(f"{source}: no finding has both positive and negative rows in the {name} split")
 
 
 def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
@@ -69,105 +108,188 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
     return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
 
 
-def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None,
-                command: str | None = None, description: str = "compare") -> Path:
-    """Run (or resume) a comparison and return its run directory.
+def check_methods(methods: tuple[str, ...], baseline: str, seeds: int) -> None:
+    """Names, the baseline and the number of seeds, before anything is loaded or trained."""
+    if not methods:
+        raise CxrganError("--methods is empty; name at least one method")
+    unknown = [m for m in methods if m not in BALANCERS]
+    if unknown:
+        raise CxrganError(f"unknown method(s) {unknown}; available: {', '.join(sorted(BALANCERS))}")
+    duplicated = sorted({m for m in methods if methods.count(m) > 1})
+    if duplicated:
+        raise CxrganError(f"--methods names {duplicated} more than once")
+    if baseline not in methods:
+        raise CxrganError(f"baseline {baseline!r} is not among the methods {list(methods)}")
+    if seeds < 1:
+        raise CxrganError(f"--seeds must be at least 1, got {seeds}")
 
-    ``command`` (the shell command line) is kept in ``command.txt`` for the report. Every finished (method, seed)
-    appends one JSONL record after its scores are saved, so an interrupted run resumes at the first unfinished pair
-    and repeats nothing.
-    """
-    if config.baseline not in config.methods:
-        raise CxrganError(f"baseline {config.baseline!r} is not among the methods {list(config.methods)}")
-    train, val, test = prepare_splits(config)
-    run_dir = Path(resume_dir) if resume_dir else new_run_dir(out, f"{description}-{Path(config.data).stem}")
-    write_config(run_dir, config, kind="compare")
-    if command:
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
-            f.write(command + "\n")
-    write_tables(train.counts_table(), run_dir / "train_split", title="Training split used by every run")
-    done = {(r["method"], r["seed"]) for r in read_jsonl(run_dir / "results.jsonl")}
-    device = resolve_device(config.train.device)
-    for seed in range(config.first_seed, config.first_seed + config.seeds):
-        for method in config.methods:
-            if (method, seed) in done:
+
+def uses_generator(method: str) -> bool:
+    return method.startswith(GENERATOR_PREFIXES)
+
+
+# ---- the recipe -------------------------------------------------------------------------------------------------
+@register_recipe
+class Compare(Recipe):
+    """Every method x seed on one fixed split; subclasses (paper recipes) add rows, analyses and tables."""
+
+    kind = "compare"
+    config_class = CompareConfig
+
+    @property
+    def compare_config(self) -> CompareConfig:
+        """The comparison this recipe runs (a paper recipe maps its own config onto one)."""
+        return self.config
+
+    def description(self) -> str:
+        return f"{self.kind}-{Path(self.compare_config.data).stem}"
+
+    @property
+    def seeds(self) -> range:
+        c = self.compare_config
+        return range(c.first_seed, c.first_seed + c.seeds)
+
+    def plan(self) -> Plan:
+        c = self.compare_config
+        check_methods(c.methods, c.baseline, c.seeds)
+        check_train_config(c.train)
+        self.train_, self.val_, self.test_ = prepare_splits(c)
+        if any(uses_generator(m) for m in c.methods) and self.train_.images.shape[1] != self.train_.images.shape[2]:
+            raise CxrganError(f"{c.data}: images are {self.train_.images.shape[1]}x{self.train_.images.shape[2]}; "
+                              "generator-backed methods need square images")
+        if any(m.endswith("-extra") for m in c.methods) and not c.extra_data:
+            raise CxrganError("the '-extra' methods need --gan-extra-data FILE (a binary .npz whose training split "
+                              "joins the CycleGAN's domains)")
+        self.check_extra_data()
+        summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
+                   f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
+                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}")
+        return Plan(cells=grid(seed=self.seeds, method=c.methods),
+                    evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
+                    label_names=self.test_.label_names, summary=summary)
+
+    def check_extra_data(self) -> None:
+        """The CycleGAN extra data: present, binary, same image size, and sharing no image with val / test."""
+        c = self.compare_config
+        if not c.extra_data or not any(m.endswith("-extra") for m in c.methods):
+            return
+        from cxrgan.balance.complement import load_extra_domains
+        from cxrgan.data.leakage import check_no_shared_images
+
+        extra = load_extra_domains(c.extra_data, self.train_)
+        check_no_shared_images(extra.images, {"val": self.val_.images, "test": self.test_.images},
+                               what=f"--gan-extra-data {c.extra_data}", against=c.data)
+
+    def balance_context(self, seed: int, run_dir: Path, device: str) -> BalanceContext:
+        c = self.compare_config
+        overrides = c.generator_overrides + ((("extra_data", c.extra_data),) if c.extra_data else ())
+        return BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=c.full,
+                              generator_overrides=overrides)
+
+    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """Balance, train, predict and score one (method, seed)."""
+        c = self.compare_config
+        method, seed = cell["method"], cell["seed"]
+        device = str(resolve_device(c.train.device))
+        train_config = dataclasses.replace(c.train, progress=c.train.progress and run.progress)
+        balanced = make_balancer(method, self.balance_context(seed, run.run_dir, device)).fit_resample(self.train_)
+        if set(balanced.meta["split"]) != {"train"}:
+            raise CxrganError(f"method {method!r} returned rows outside the training split")
+        checkpoint = run.run_dir / "checkpoints" / f"{cell.name}.pt"
+        result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True)
+        s_val = predict(result.model, self.val_, device, c.train.eval_batch_size, c.train.bf16)
+        s_test = predict(result.model, self.test_, device, c.train.eval_batch_size, c.train.bf16)
+        if seed == c.first_seed:  # keep one model per method for CAM panels and fidelity; checkpoints are transient
+            atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
+                         lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
+                                                 "n_outputs": self.train_.n_labels}, tmp))
+        checkpoint.unlink(missing_ok=True)
+        metrics = evaluate_scores(self.val_.labels, s_val, self.test_.labels, s_test, self.test_.label_names,
+                                  c.n_boot, seed)
+        record = {
+            "metrics": metrics,
+            "train_rows": len(balanced),
+            "train_synthetic": int(balanced.synthetic.sum()),
+            "train_positives": np.nansum(balanced.labels, axis=0).astype(int).tolist(),
+            "class_weights": None if balanced.class_weights is None else balanced.class_weights.tolist(),
+            "best_epoch": result.best_epoch,
+            "best_val_auc": result.best_val_auc,
+            "images_per_second": result.images_per_second,
+            "history": result.history,
+        }
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in ("roc_auc", "pr_auc", "macro"))
+        return CellResult(record, {"val": s_val, "test": s_test}, summary=shown)
+
+    # ---- tables -------------------------------------------------------------------------------------------------
+    def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
+                    methods: tuple[str, ...] | None = None) -> list[Comparison]:
+        """Every method against ``baseline`` on ``set_name``: ROC AUC per label column (binary: one row per
+        method; multi-label: one row per method and finding, plus the macro mean by a paired t over seeds)."""
+        c = self.compare_config
+        baseline = baseline or c.baseline
+        labels, names = results.labels[set_name], results.label_names
+        base = results.seed_scores(set_name, method=baseline)
+        rows = []
+        for method in methods or c.methods:
+            if method == baseline or not results.where(method=method):
                 continue
-            record = run_one(config, method, seed, train, val, test, run_dir, str(device))
-            append_jsonl(run_dir / "results.jsonl", record)
-            print(f"  {method:>14s} seed {seed}: " + ", ".join(
-                f"{k} {v:.3f}" for k, v in record["metrics"].items() if k in ("roc_auc", "pr_auc", "macro")))
-    finish_compare(run_dir, config, test)
-    return run_dir
+            mine = results.seed_scores(set_name, method=method)
+            if labels.shape[1] == 1:
+                rows.append(compare_auc({"method": method, "vs": baseline}, labels[:, 0],
+                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()}))
+                continue
+            for j, name in enumerate(names):
+                rows.append(compare_auc({"method": method, "vs": baseline, "finding": name}, labels[:, j],
+                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()}))
+            macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method)}
+            base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline)}
+            rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
+        return rows
+
+    def verdicts(self, results: Results, comparisons: list[Comparison]) -> Table:
+        c = self.compare_config
+        with_test = any(comp.effect is not None and not np.isnan(comp.effect.test_se) for comp in comparisons)
+        notes = method_note(sum(comp.effect is not None for comp in comparisons), with_test)
+        if results.labels["test"].shape[1] > 1:
+            notes += (" The macro row averages the findings' AUCs per seed and is tested by a paired t over seeds. "
+                      f"A finding with fewer than 10 test positives is not estimable and is not tested.")
+        return Table("verdicts", f"{self.kind}: each method against {c.baseline} (test ROC AUC)",
+                     verdict_table(comparisons), notes, role="verdict")
+
+    def tables(self, results: Results) -> list[Table]:
+        c = self.compare_config
+        comparisons = self.comparisons(results)
+        table, notes, summary = metrics_table(results.records, results.labels["test"], results.label_names, c.methods)
+        summary["verdicts"] = [{**comp.row, "note": comp.note, **(dataclasses.asdict(e) if e else {})}
+                               for comp, e in zip(comparisons, adjusted_effects(comparisons))]
+        write_json(results.run_dir / "summary.json", summary)
+        return [self.verdicts(results, comparisons),
+                Table("results", f"{self.kind}: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s)", table,
+                      notes, role="detail")]
+
+    def figures(self, results: Results) -> None:
+        if results.labels["test"].shape[1] != 1:
+            return
+        y = results.labels["test"][:, 0]
+        curves = {}
+        for method in self.compare_config.methods:
+            scores = results.seed_scores("test", method=method)
+            if scores:
+                curves[method] = (y, np.mean([s[:, 0] for s in scores.values()], axis=0))
+        plot_curves(curves, "roc", results.run_dir / "roc.png", title="ROC, test split (scores averaged over seeds)")
+        plot_curves(curves, "pr", results.run_dir / "pr.png", title="Precision-recall, test split (seed-averaged scores)")
+
+    def estimate(self, plan: Plan) -> dict[str, float]:
+        from cxrgan.recipes.probe import compare_estimates
+
+        return compare_estimates(self, plan)
 
 
-def run_one(config: CompareConfig, method: str, seed: int, train: CXRDataset, val: CXRDataset, test: CXRDataset,
-            run_dir: Path, device: str) -> dict:
-    """Balance, train, predict and score one (method, seed); scores are saved before the record is returned."""
-    started = time.perf_counter()
-    context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=config.full,
-                             generator_overrides=config.generator_overrides)
-    balanced = make_balancer(method, context).fit_resample(train)
-    if set(balanced.meta["split"]) != {"train"}:
-        raise CxrganError(f"method {method!r} returned rows outside the training split")
-    checkpoint = run_dir / "checkpoints" / f"{method}-seed{seed}.pt"
-    result = train_classifier(balanced, val, config.train, seed, checkpoint_path=checkpoint, resume=True)
-    s_val = predict(result.model, val, device, config.train.eval_batch_size, config.train.bf16)
-    s_test = predict(result.model, test, device, config.train.eval_batch_size, config.train.bf16)
-    scores_path = run_dir / "scores" / f"{method}-seed{seed}.npz"
-    atomic_write(scores_path, lambda tmp: _save_arrays(tmp, val=s_val, test=s_test))
-    if seed == config.first_seed:  # keep one model per method for CAM panels; checkpoints are transient
-        atomic_write(run_dir / "models" / f"{method}-seed{seed}.pt",
-                     lambda tmp: torch.save({"model": result.model.state_dict(), "config": config.train.model,
-                                             "n_outputs": train.n_labels}, tmp))
-    checkpoint.unlink(missing_ok=True)
-    metrics = evaluate_scores(val.labels, s_val, test.labels, s_test, test.label_names, config.n_boot, seed)
-    y_train = balanced.labels
-    return {
-        "method": method,
-        "seed": seed,
-        "metrics": metrics,
-        "train_rows": len(balanced),
-        "train_synthetic": int(balanced.synthetic.sum()),
-        "train_positives": np.nansum(y_train, axis=0).astype(int).tolist(),
-        "class_weights": None if balanced.class_weights is None else balanced.class_weights.tolist(),
-        "best_epoch": result.best_epoch,
-        "best_val_auc": result.best_val_auc,
-        "images_per_second": result.images_per_second,
-        "history": result.history,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None,
+                command: str | None = None, dry_run: bool = False, progress: bool = True) -> Path | None:
+    """Run (or resume) a comparison through the engine and return its run directory."""
+    from cxrgan.recipes.engine import run_recipe
 
+    return run_recipe(Compare(config), out, resume_dir=resume_dir, command=command, dry_run=dry_run,
+                      progress=progress)
 
-def _save_arrays(path: str, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def finish_compare(run_dir: Path, config: CompareConfig, test: CXRDataset) -> None:
-    """Aggregate the finished records into results.md/.csv, summary.json and ROC/PR plots; print the table."""
-    records = read_jsonl(run_dir / "results.jsonl")
-    scores = {(r["method"], r["seed"]): np.load(run_dir / "scores" / f"{r['method']}-seed{r['seed']}.npz")["test"]
-              for r in records}
-    table, notes, summary = summarise(records, scores, test.labels, test.label_names, config.methods, config.baseline)
-    title = f"cxrgan compare: {Path(config.data).name}, {config.train.model}, {config.seeds} seed(s)"
-    write_tables(table, run_dir / "results", title=title, notes=notes)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    if test.is_binary:
-        y = test.labels[:, 0]
-        curves = {m: (y, np.mean([scores[(m, s)][:, 0] for (mm, s) in scores if mm == m], axis=0))
-                  for m in config.methods if any(mm == m for (mm, _) in scores)}
-        plot_curves(curves, "roc", run_dir / "roc.png", title="ROC, test split (scores averaged over seeds)")
-        plot_curves(curves, "pr", run_dir / "pr.png", title="Precision-recall, test split (seed-averaged scores)")
-    report = write_report(run_dir)
-    print(f"\n{title}\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}\nreport: {report}")
-
-
-def config_from_dict(values: dict) -> CompareConfig:
-    """Rebuild a config from its config.json form (tuples and the nested TrainConfig restored)."""
-    values = dict(values)
-    values["train"] = TrainConfig(**values["train"])
-    values["methods"] = tuple(values["methods"])
-    if values.get("imbalance") is not None:
-        values["imbalance"] = tuple(values["imbalance"])
-    values["generator_overrides"] = tuple(tuple(pair) for pair in values.get("generator_overrides", ()))
-    return CompareConfig(**values)
