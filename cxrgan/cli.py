@@ -7,6 +7,7 @@ import dataclasses
 import json
 import shlex
 import sys
+from pathlib import Path
 from dataclasses import asdict
 from typing import Callable
 
@@ -94,32 +95,32 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
                         help="subsample the training split to this class ratio, e.g. 3:1")
     parser.add_argument("--full", action="store_true", help="paper-size settings for generator-backed methods")
     add_generator_flags(parser)
-    parser.add_argument("--dry-run", action="store_true", help="check data and config, print them, train nothing")
+    parser.add_argument("--gan-extra-data", default=None, metavar="FILE",
+                        help="binary .npz whose training split joins a CycleGAN's domains (cyclegan-complement-extra)")
+    parser.add_argument("--allow-patient-overlap", action="store_true",
+                        help="accept a patient in two splits (counted and printed) instead of refusing the data")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check data and config, print the grid and an estimated wall time, train nothing")
     add_train_flags(parser)
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 @command("compare", "compare balancing methods over seeds on one dataset", flags=_compare_flags)
 def _compare(args: argparse.Namespace) -> None:
-    from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
+    from cxrgan.recipes.compare import CompareConfig, run_compare
 
     config = CompareConfig(
-        data=args.data, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), seeds=args.seeds,
+        data=args.data, methods=method_list(args.methods), seeds=args.seeds,
         first_seed=args.first_seed, baseline=args.baseline, target=args.target, uncertainty=args.uncertainty,
         train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args), full=args.full,
-        generator_overrides=generator_overrides(args),
+        generator_overrides=generator_overrides(args), extra_data=args.gan_extra_data,
+        allow_patient_overlap=args.allow_patient_overlap,
     )
-    if args.dry_run:
-        from cxrgan.balance import BALANCERS
-
-        unknown = [m for m in config.methods if m not in BALANCERS]
-        if unknown:
-            raise CxrganError(f"unknown method(s) {unknown}; available: {', '.join(sorted(BALANCERS))}")
-        train, val, test = prepare_splits(config)
-        print(json.dumps(asdict(config), indent=2, default=str))
-        print(f"train {len(train)} rows, val {len(val)}, test {len(test)}")
-        print(train.counts_table().to_string(index=False))
-        return
-    run_compare(config, args.out, resume_dir=args.resume, command=shell_command())
+    run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
+                progress=not args.no_progress)
 
 
 # ---- data ----------------------------------------------------------------------------------------------------
@@ -258,11 +259,17 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a compare or recipe run directory")
 
 
-@command("report", "write RUN_DIR/report.html: one self-contained page with every result", flags=_report_flags)
+@command("report", "rebuild a run's tables (with today's statistics) and its report.html from its stored scores",
+         flags=_report_flags)
 def _report(args: argparse.Namespace) -> None:
+    from cxrgan.recipes.engine import RESULTS_NAME, report_run
     from cxrgan.report.html import write_report
 
-    print(f"wrote {write_report(args.run_dir)}")
+    run_dir = Path(args.run_dir)
+    if (run_dir / "config.json").exists() and (run_dir / RESULTS_NAME).exists():
+        report_run(run_dir)  # a compare or recipe run: tables re-tabulated without retraining
+    else:
+        print(f"wrote {write_report(run_dir)}")  # a generator run or an audit folder
 
 
 # ---- entry point ---------------------------------------------------------------------------------------------
@@ -292,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except CxrganError as exc:
         print(f"cxrgan: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave cannot be read or written: one line, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cxrgan: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cxrgan: interrupted; rerun with --resume RUN_DIR to continue", file=sys.stderr)

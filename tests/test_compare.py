@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -22,16 +23,22 @@ def _compare(data, out, *extra):
                  "--out", str(out), *extra])
 
 
+def _cells_run(printed: str) -> int:
+    return len(re.findall(r"^\[\d+/\d+\] .* \.\.\.$", printed, flags=re.M))
+
+
 def test_compare_runs_prints_table_and_is_reproducible(small_file, tmp_path, capsys):
     assert _compare(small_file, tmp_path / "a") == 0
     printed = capsys.readouterr().out
-    assert "| method" in printed and "DeLong p (seed-avg)" in printed and "class-weights" in printed
+    assert "| method" in printed and "verdict" in printed and "class-weights" in printed
+    assert "[6/6] oversample seed 1:" in printed and "ETA" in printed  # one progress line per cell
     run_dir = next((tmp_path / "a").iterdir())
     assert run_dir.name.startswith("00000-compare")
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["method"], r["seed"]) for r in records) == [
         (m, s) for m in ("class-weights", "none", "oversample") for s in (0, 1)]
-    for name in ("config.json", "results.md", "results.csv", "summary.json", "roc.png", "pr.png", "train_split.md"):
+    for name in ("config.json", "verdicts.md", "results.md", "results.csv", "summary.json", "roc.png", "pr.png",
+                 "train_split.md", "labels.npz", "tables.json", "report.html"):
         assert (run_dir / name).stat().st_size > 0, name
     assert not list((run_dir / "checkpoints").glob("*.pt"))  # transient checkpoints are removed when a run ends
     oversampled = next(r for r in records if r["method"] == "oversample")
@@ -53,16 +60,19 @@ def test_resume_finishes_only_missing_runs(small_file, tmp_path, capsys):
     (run_dir / "results.jsonl").write_text("\n".join(lines[:4]) + "\n")  # as if killed during the 5th run
     capsys.readouterr()
     assert _compare(small_file, tmp_path, "--resume", str(run_dir)) == 0
-    assert capsys.readouterr().out.count(" seed ") == 2  # only the two missing (method, seed) pairs ran
+    assert _cells_run(capsys.readouterr().out) == 2  # only the two missing (method, seed) pairs ran
     assert len(read_jsonl(run_dir / "results.jsonl")) == 6
     # A different config cannot resume this run; nor can one that drops a method.
     assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--lr", "0.5") == 2
-    assert "another config" in capsys.readouterr().err
+    assert "other settings (train.lr: 0.001 -> 0.5)" in capsys.readouterr().err
     assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--methods", "none,oversample") == 2
-    assert "another config" in capsys.readouterr().err
+    assert "methods: ['none', 'class-weights', 'oversample'] -> ['none', 'oversample']" in capsys.readouterr().err
+    # Cosmetic settings may change on resume.
+    assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--device", "auto") == 0
+    assert _cells_run(capsys.readouterr().out) == 0
     # Adding a method (row) trains only its runs and rewrites the config with it.
     assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--methods", "none,class-weights,oversample,repeat") == 0
-    assert capsys.readouterr().out.count(" seed ") == 2
+    assert _cells_run(capsys.readouterr().out) == 2
     assert sorted(r["method"] for r in read_jsonl(run_dir / "results.jsonl")).count("repeat") == 2
     assert json.loads((run_dir / "config.json").read_text())["config"]["methods"][-1] == "repeat"
 
@@ -70,7 +80,8 @@ def test_resume_finishes_only_missing_runs(small_file, tmp_path, capsys):
 def test_dry_run_and_bad_input(small_file, tmp_path, capsys):
     assert _compare(small_file, tmp_path, "--dry-run") == 0
     out = capsys.readouterr().out
-    assert json.loads(out[: out.index("\ntrain ") + 1])["methods"] == ["none", "class-weights", "oversample"]
+    assert json.loads(out[: out.index("\n\n")])["methods"] == ["none", "class-weights", "oversample"]
+    assert "6 cells:" in out and "estimated wall time:" in out  # from a measured probe
     assert not list(tmp_path.iterdir())  # nothing written
     assert main(["compare", small_file, "--methods", "none,nonsense", "--out", str(tmp_path), "--dry-run"]) == 2
     assert "unknown method(s) ['nonsense']" in capsys.readouterr().err

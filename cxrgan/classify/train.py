@@ -108,6 +108,27 @@ def predict(model: nn.Module, dataset: CXRDataset, device: torch.device | str = 
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, dataset.n_labels), np.float32)
 
 
+def check_train_config(config: TrainConfig) -> None:
+    """Refuse classifier settings that cannot train, before any data is loaded (one line naming the flag)."""
+    from cxrgan.classify.networks import CLASSIFIERS
+
+    if config.model not in CLASSIFIERS:
+        raise CxrganError(f"--model {config.model!r}: unknown classifier; available: {', '.join(CLASSIFIERS)}")
+    checks = {"--epochs": (config.epochs, config.epochs >= 1), "--batch-size": (config.batch_size, config.batch_size >= 2),
+              "--lr": (config.lr, config.lr > 0), "--patience": (config.patience, config.patience >= 0),
+              "--weight-decay": (config.weight_decay, config.weight_decay >= 0)}
+    for flag, (value, ok) in checks.items():
+        if not ok:
+            raise CxrganError(f"{flag} {value}: out of range")
+    if config.augment not in AUGMENTATIONS:
+        raise CxrganError(f"--augment {config.augment!r}: unknown; available: {', '.join(AUGMENTATIONS)}")
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise CxrganError(f"--lr-schedule {config.lr_schedule!r}: unknown; use constant or cosine")
+    if config.weights_path is not None and not Path(config.weights_path).is_file():
+        raise CxrganError(f"--weights {config.weights_path}: no such file")
+    resolve_device(config.device)
+
+
 def train_classifier(
     train: CXRDataset,
     val: CXRDataset,

@@ -220,7 +220,8 @@ def effect_cells(effect: Effect) -> dict[str, str]:
         return {"Δ [95% CI]": delta, "p": "n/a", "p (Holm)": "n/a", "verdict": effect.verdict,
                 "min. detectable Δ": "n/a", f"seeds for Δ={TARGET_EFFECT:g}": "n/a"}
     needed = "unreachable" if math.isinf(effect.seeds_needed) else f"{effect.seeds_needed:.0f}"
-    return {"Δ [95% CI]": f"{effect.delta:+.3f} [{effect.ci_low:+.3f}, {effect.ci_high:+.3f}]",
+    low, high = max(effect.ci_low, -1.0), min(effect.ci_high, 1.0)  # an AUC difference lies in [-1, 1]
+    return {"Δ [95% CI]": f"{effect.delta:+.3f} [{low:+.3f}, {high:+.3f}]",
             "p": format_p(effect.p), "p (Holm)": format_p(effect.p_adjusted), "verdict": effect.verdict,
             "min. detectable Δ": f"{effect.mde:.3f}", f"seeds for Δ={TARGET_EFFECT:g}": needed}
 

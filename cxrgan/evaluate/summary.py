@@ -1,4 +1,4 @@
-"""Scores of one run -> metrics, and finished runs of several methods x seeds -> one table with CIs and p-values."""
+"""Scores of one run -> metrics, and finished runs of several methods x seeds -> a metrics table with CIs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.evaluate.metrics import multilabel_auc, threshold_report
-from cxrgan.evaluate.stats import aggregate_seeds, bootstrap_ci, paired_seed_test, seed_delong
+from cxrgan.evaluate.stats import aggregate_seeds, bootstrap_ci, paired_seed_test
 
 # Columns of the binary table, in the order a clinician reads them; all threshold metrics at the Youden threshold.
 BINARY_COLUMNS = {
@@ -39,55 +39,27 @@ def evaluate_scores(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray, s_
     return metrics
 
 
-def summarise(records: list[dict], scores: dict[tuple[str, int], np.ndarray], y_test: np.ndarray,
-              names: Sequence[str], methods: Sequence[str], baseline: str) -> tuple[pd.DataFrame, str, dict]:
-    """Aggregate per-seed records into a table (mean [95% CI over seeds]) with tests against ``baseline``.
+def metrics_table(records: list[dict], y_test: np.ndarray, names: Sequence[str],
+                  methods: Sequence[str]) -> tuple[pd.DataFrame, str, dict]:
+    """Every metric of every method as mean [95% CI over seeds]; returns the table, its note and a JSON summary.
 
-    Binary tasks get two DeLong p-values against the baseline: on the seed-averaged scores, and per seed combined
-    by Bonferroni; multi-label tasks get a paired t-test over seeds on macro AUC. Returns the table, a note that
-    says which tests were used, and a JSON-ready summary.
+    The verdicts against the baseline are a separate table (``cxrgan.evaluate.inference.verdict_table``).
     """
     binary = y_test.shape[1] == 1
     columns = BINARY_COLUMNS if binary else {n: n for n in [*names, "macro"]}
-    by_method = {m: sorted((r for r in records if r["method"] == m), key=lambda r: r["seed"]) for m in methods}
     rows, summary = [], {}
-    for method, runs in by_method.items():
+    for method in methods:
+        runs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
         if not runs:
             continue
         stats = {key: aggregate_seeds([r["metrics"].get(key, np.nan) for r in runs]) for key in columns}
-        row = {"method": method, "seeds": len(runs)}
-        row.update({label: seed_cell(stats[key]) for key, label in columns.items()})
+        rows.append({"method": method, "seeds": len(runs), **{label: seed_cell(stats[key]) for key, label in columns.items()}})
         summary[method] = {"metrics": stats, "seeds": [r["seed"] for r in runs],
                            "train_rows": runs[0]["train_rows"], "train_synthetic": runs[0]["train_synthetic"]}
-        base_runs = by_method.get(baseline, [])
-        common = sorted({r["seed"] for r in runs} & {r["seed"] for r in base_runs})
-        if method != baseline and common:
-            if binary:
-                result = seed_delong(y_test[:, 0], np.stack([scores[(method, s)][:, 0] for s in common]),
-                                     np.stack([scores[(baseline, s)][:, 0] for s in common]))
-                row[f"ΔAUC vs {baseline}"] = f"{result.ensemble.auc1 - result.ensemble.auc2:+.3f}"
-                row["DeLong p (seed-avg)"] = format_p(result.ensemble.p)
-                row["DeLong p (per-seed, Bonf.)"] = format_p(result.combined_p)
-                summary[method]["delong"] = {"ensemble_p": result.ensemble.p, "per_seed_p": [r.p for r in result.per_seed],
-                                             "combined_p": result.combined_p, "seeds": common}
-            else:
-                a = [next(r for r in runs if r["seed"] == s)["metrics"]["macro"] for s in common]
-                b = [next(r for r in base_runs if r["seed"] == s)["metrics"]["macro"] for s in common]
-                test = paired_seed_test(a, b)
-                row[f"Δmacro vs {baseline}"] = f"{test['mean_diff']:+.3f}"
-                row["paired t p"] = format_p(test["p_t"])
-                summary[method]["paired_t"] = test
-        rows.append(row)
-    table = pd.DataFrame(rows).fillna("")
-    n_seeds = max((len(r) for r in by_method.values()), default=0)
-    notes = ("Cells: mean over seeds [95% t-interval over seeds]; threshold metrics use the threshold that maximises "
-             "Youden's J on the validation split. ")
-    if binary:
-        notes += (f"DeLong p vs {baseline}: paired DeLong test on the one real test set, (a) on each method's "
-                  f"seed-averaged scores, (b) per seed, Bonferroni-combined over {n_seeds} seed(s).")
-    else:
-        notes += f"p vs {baseline}: paired t-test over seeds on macro ROC AUC."
-    return table, notes, summary
+    notes = "Cells: mean over seeds [95% t-interval over seeds]"
+    notes += ("; threshold metrics at the threshold that maximises Youden's J on the validation split." if binary
+              else "; per-finding test ROC AUC on known labels.")
+    return pd.DataFrame(rows).fillna(""), notes, {"methods": summary}
 
 
 def seed_cell(values: Sequence[float] | dict[str, float], bounds: tuple[float, float] = (0.0, 1.0)) -> str:

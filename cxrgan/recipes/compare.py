@@ -166,7 +166,8 @@ class Compare(Recipe):
                    f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}")
         return Plan(cells=grid(seed=self.seeds, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
-                    label_names=self.test_.label_names, summary=summary)
+                    label_names=self.test_.label_names, summary=summary,
+                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())])
 
     def check_extra_data(self) -> None:
         """The CycleGAN extra data: present, binary, same image size, and sharing no image with val / test."""
@@ -265,11 +266,11 @@ class Compare(Recipe):
         write_json(results.run_dir / "summary.json", summary)
         return [self.verdicts(results, comparisons),
                 Table("results", f"{self.kind}: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s)", table,
-                      notes, role="detail")]
+                      notes, role="main")]
 
-    def figures(self, results: Results) -> None:
+    def figures(self, results: Results) -> list[tuple[str, str]]:
         if results.labels["test"].shape[1] != 1:
-            return
+            return []
         y = results.labels["test"][:, 0]
         curves = {}
         for method in self.compare_config.methods:
@@ -278,6 +279,8 @@ class Compare(Recipe):
                 curves[method] = (y, np.mean([s[:, 0] for s in scores.values()], axis=0))
         plot_curves(curves, "roc", results.run_dir / "roc.png", title="ROC, test split (scores averaged over seeds)")
         plot_curves(curves, "pr", results.run_dir / "pr.png", title="Precision-recall, test split (seed-averaged scores)")
+        return [("roc.png", "ROC curves on the real test split (each method's scores averaged over seeds)"),
+                ("pr.png", "Precision-recall curves on the real test split (seed-averaged scores)")]
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         from cxrgan.recipes.probe import compare_estimates

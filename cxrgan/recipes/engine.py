@@ -51,16 +51,22 @@ class Cell:
     def key(self) -> tuple:
         return tuple(value for _, value in self.coords)
 
+    def _reading_order(self) -> list[tuple[str, Any]]:
+        """The method (or row) first, the seed last: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
+        first = [(k, v) for k, v in self.coords if k in ("method", "row")]
+        seed = [(k, v) for k, v in self.coords if k == "seed"]
+        return first + [(k, v) for k, v in self.coords if (k, v) not in first and k != "seed"] + seed
+
     @property
     def name(self) -> str:
-        """File-safe id: ``dcgan-seed0``, ``0.1-gan-seed2``."""
-        parts = [f"seed{v}" if k == "seed" else re.sub(r"[^A-Za-z0-9.]+", "_", str(v)).strip("_") for k, v in self.coords]
-        return "-".join(parts)
+        """File-safe id: ``dcgan-seed0``, ``gan-0.1-seed2``."""
+        return "-".join(f"seed{v}" if k == "seed" else re.sub(r"[^A-Za-z0-9.]+", "_", str(v)).strip("_")
+                        for k, v in self._reading_order())
 
     @property
     def label(self) -> str:
-        """Human-readable: ``dcgan seed 0``, ``regime 0.1 gan seed 2``."""
-        return " ".join(str(v) if k in ("method", "row") else f"{k} {v}" for k, v in self.coords)
+        """Human-readable: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
+        return " ".join(str(v) if k in ("method", "row") else f"{k} {v}" for k, v in self._reading_order())
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Plan:
     evaluation_sets: dict[str, np.ndarray]  # name -> (N, K) real labels that every cell's scores refer to
     label_names: tuple[str, ...]
     summary: str = ""  # data and settings in a few lines, printed by --dry-run and when a run starts
+    data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
 
 
 @dataclass
@@ -90,10 +97,10 @@ class Table:
     title: str
     frame: pd.DataFrame
     notes: str = ""
-    role: str = "detail"  # "verdict" opens the report, then "paper", then "detail"
+    role: str = "detail"  # "verdict" opens the report, then "main" (the paper-shaped table), then "detail"
 
 
-ROLE_ORDER = {"verdict": 0, "paper": 1, "detail": 2}
+ROLE_ORDER = {"verdict": 0, "main": 1, "detail": 2}
 
 
 class Results:
@@ -167,8 +174,9 @@ class Recipe(ABC):
     def tables(self, results: Results) -> list[Table]:
         """The recipe's tables from the finished cells (the verdict table first)."""
 
-    def figures(self, results: Results) -> None:
-        """Write the recipe's figures into ``results.run_dir``; default none."""
+    def figures(self, results: Results) -> list[tuple[str, str]]:
+        """Write the recipe's figures into ``results.run_dir``; return (file name, caption) pairs in reading order."""
+        return []
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         """Seconds per cell name from a short measured probe on this machine, for --dry-run; default unknown."""
@@ -255,6 +263,8 @@ def run_recipe(recipe: Recipe, out: str | Path, resume_dir: str | Path | None = 
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
             f.write(command + "\n")
     _save_labels(run_dir, plan)
+    for table in plan.data_tables:
+        write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     axes = [name for name, _ in plan.cells[0].coords]
     done = {tuple(r.get(name) for name in axes) for r in read_jsonl(run_dir / RESULTS_NAME)}
     todo = [c for c in plan.cells if c.key not in done]
@@ -286,7 +296,7 @@ def run_recipe(recipe: Recipe, out: str | Path, resume_dir: str | Path | None = 
 
 def report_run(run_dir: str | Path, recipe: Recipe | None = None) -> Path:
     """Rebuild every table, figure and ``report.html`` of a run from its stored records and scores, print the
-    verdict and paper tables, and return the report's path (``cxrgan report RUN_DIR``)."""
+    verdict and main tables, and return the report's path (``cxrgan report RUN_DIR``)."""
     run_dir = Path(run_dir)
     recipe = recipe if recipe is not None else recipe_from_run(run_dir)
     results = Results(run_dir)
@@ -295,11 +305,12 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None) -> Path:
     tables = sorted(recipe.tables(results), key=lambda t: ROLE_ORDER.get(t.role, 9))
     for table in tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
-    write_json(run_dir / TABLES_MANIFEST, [{"stem": t.stem, "title": t.title, "role": t.role} for t in tables])
-    recipe.figures(results)
+    figures = recipe.figures(results)
+    write_json(run_dir / TABLES_MANIFEST, {"tables": [{"stem": t.stem, "title": t.title, "role": t.role} for t in tables],
+                                           "figures": [{"file": f, "caption": c} for f, c in figures]})
     report = write_report(run_dir)
     for table in tables:
-        if table.role in ("verdict", "paper"):
+        if table.role in ("verdict", "main"):
             print(f"\n{table.title}\n\n{to_markdown(table.frame)}\n\n{table.notes}")
     print(f"\nresults: {run_dir}\nreport: {report}")
     return report

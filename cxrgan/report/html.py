@@ -44,11 +44,12 @@ nav a { margin-right: 14px; font-size: 13px; }
 def write_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.html`` from whatever the run holds and return its path.
 
-    Sections: the command (``command.txt``) and resolved config (``config.json``); the dataset summary
-    (``train_split.csv``/``.md``) with class imbalance; the results table with CIs and DeLong p-values
-    (``results.csv`` + notes of ``results.md``); ROC / PR curves (``roc.png``, ``pr.png``); per generator found in
-    the run itself or under ``generators/`` its loss curves and latest sample grid; every ``audit.json`` with its
-    distance histograms and nearest-pair grid; CAM panels (``cam*.png``, ``cam/*.png``).
+    Sections, the answer first: the verdict tables and the main (paper-shaped) tables of the run engine's manifest
+    (``tables.json``); figures (the manifest's, else ``roc.png`` / ``pr.png``); the detail tables and one row per
+    finished cell; per generator found in the run itself or under ``generators/`` its loss curves and latest
+    sample grid; every ``audit.json`` with its distance histograms and nearest-pair grid; CAM panels
+    (``cam*.png``, ``cam/*.png``); the dataset summary (``train_split``, the data file's splits); and last the
+    command (``command.txt``) and resolved config (``config.json``).
 
     Args:
         run_dir: a run directory written by ``cxrgan compare``, a GAN training run, or an audit output folder.
@@ -127,29 +128,68 @@ def _data_file_counts(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
     return dataset.counts_table().astype(str), data_path
 
 
+def _manifest(run_dir: Path) -> dict:
+    """``tables.json`` written by the run engine: the tables in reading order with their roles, and the figures."""
+    path = run_dir / "tables.json"
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CxrganError(f"{path}: not valid JSON ({exc})") from exc
+    return manifest if isinstance(manifest, dict) else {"tables": manifest}
+
+
+def _tables_html(run_dir: Path, roles: tuple[str, ...]) -> str:
+    blocks = []
+    for entry in _manifest(run_dir).get("tables", []):
+        if entry.get("role") not in roles:
+            continue
+        table = _read_table(run_dir / entry["stem"])
+        if table is None:
+            continue
+        _, notes, _ = _markdown_parts(run_dir / f"{entry['stem']}.md")
+        blocks.append(f"<h3>{_escape(entry.get('title', entry['stem']))}</h3>" + _table_html(table)
+                      + (f"<p class=\"note\">{_escape(notes)}</p>" if notes else ""))
+    return "\n".join(blocks)
+
+
+def _verdict_section(run_dir: Path) -> Section:
+    content = _tables_html(run_dir, ("verdict",))
+    return ("verdicts", "Verdicts: does each method beat its baseline?", content) if content else None
+
+
+def _main_section(run_dir: Path) -> Section:
+    content = _tables_html(run_dir, ("main",))
+    return ("main", "Results", content) if content else None
+
+
 def _results_section(run_dir: Path) -> Section:
-    table = _read_table(run_dir / "results")
-    if table is None:
-        return None
-    title, notes, _ = _markdown_parts(run_dir / "results.md")
-    content = (f"<p class=\"note\">{_escape(title)}</p>" if title else "") + _table_html(table)
-    if notes:
-        content += f"<p class=\"note\">{_escape(notes)}</p>"
+    content = _tables_html(run_dir, ("detail",))
+    if not content:  # a run written before the engine's manifest: its one results table
+        table = _read_table(run_dir / "results")
+        if table is not None:
+            title, notes, _ = _markdown_parts(run_dir / "results.md")
+            content = (f"<p class=\"note\">{_escape(title)}</p>" if title else "") + _table_html(table)
+            content += f"<p class=\"note\">{_escape(notes)}</p>" if notes else ""
     records = read_jsonl(run_dir / "results.jsonl")
     if records:
-        rows = [{"method": r["method"], "seed": r["seed"], "test ROC AUC [95% bootstrap CI]": _auc_cell(r),
-                 "train rows": r.get("train_rows"), "synthetic rows": r.get("train_synthetic"),
+        keys = [k for k in ("regime", "policy", "n", "row", "method", "seed") if any(k in r for r in records)]
+        rows = [{**{k: r.get(k, "") for k in keys}, "test ROC AUC [95% bootstrap CI]": _auc_cell(r),
+                 "train rows": r.get("train_rows"), "synthetic rows": r.get("train_synthetic", r.get("synthetic")),
                  "best epoch": r.get("best_epoch"), "seconds": r.get("seconds")} for r in records]
         content += "<h3>Runs</h3>" + _table_html(pd.DataFrame(rows))
-    return "results", "Results", content
+    return ("details", "Details", content) if content else None
 
 
 def _curves_section(run_dir: Path) -> Section:
-    figures = [(run_dir / name, caption) for name, caption in (
+    listed = [(run_dir / f["file"], f.get("caption", "")) for f in _manifest(run_dir).get("figures", [])]
+    defaults = [(run_dir / name, caption) for name, caption in (
         ("roc.png", "ROC curves on the real test split (scores averaged over seeds)"),
         ("pr.png", "Precision-recall curves on the real test split"),
-    ) if (run_dir / name).exists()]
-    return ("curves", "ROC and precision-recall curves", _figures(figures)) if figures else None
+    ) if all(run_dir / name != path for path, _ in listed)]
+    figures = [(path, caption) for path, caption in listed + defaults if path.exists()]
+    return ("figures", "Figures", _figures(figures)) if figures else None
 
 
 def _generators_section(run_dir: Path) -> Section:
@@ -211,9 +251,10 @@ def _cam_section(run_dir: Path) -> Section:
 
 
 # Page order; a new artefact type is one more function here.
+# The answer first (verdicts, the paper's table, figures), then the details, the data, and how the run was made.
 SECTIONS: tuple[Callable[[Path], Section], ...] = (
-    _command_section, _dataset_section, _results_section, _curves_section, _generators_section, _audit_section,
-    _cam_section,
+    _verdict_section, _main_section, _curves_section, _results_section, _generators_section, _audit_section,
+    _cam_section, _dataset_section, _command_section,
 )
 
 
