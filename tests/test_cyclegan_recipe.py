@@ -23,10 +23,15 @@ def test_cyclegan_complement_recipe_runs_every_row(kermany_small, nih_path, tmp_
     run_dir = next((tmp_path / "runs").iterdir())
     table = pd.read_csv(run_dir / "paper_table.csv")
     assert list(table["method"]) == ["none", "repeat", "cyclegan-complement", "cyclegan-complement-extra"]
-    assert list(table.columns) == ["row", "method", "ROC AUC", "PR AUC", "DeLong p vs none", "DeLong p vs repeat",
-                                   "-> pneumonia as pneumonia", "-> normal as normal", "cycle error"]
-    # the CycleGAN rows are tested against the equal-steps control too (one seed: its scores, not an average)
-    assert table["DeLong p vs repeat"].isna().tolist() == [True, True, False, False]
+    assert list(table.columns) == ["row", "method", "ROC AUC", "PR AUC", "Δ vs none", "verdict vs none", "Δ vs repeat",
+                                   "verdict vs repeat", "-> pneumonia as pneumonia", "-> normal as normal",
+                                   "cycle error"]
+    # the CycleGAN rows are compared with the equal-steps control too; one seed cannot be tested and says so
+    assert table["verdict vs repeat"].fillna("").tolist() == ["", "", "needs >= 2 seeds", "needs >= 2 seeds"]
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    assert list(zip(verdicts["method"], verdicts["vs"])) == [
+        ("repeat", "none"), ("cyclegan-complement", "none"), ("cyclegan-complement-extra", "none"),
+        ("cyclegan-complement", "repeat"), ("cyclegan-complement-extra", "repeat")]
     by_method = {r["method"]: r for r in read_jsonl(run_dir / "results.jsonl")}
     assert by_method["none"]["train_rows"] == 60 and by_method["none"]["train_synthetic"] == 0  # 40 normal : 20 pneumonia
     assert by_method["repeat"]["train_rows"] == 120 and by_method["repeat"]["train_synthetic"] == 0

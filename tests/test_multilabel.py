@@ -117,11 +117,10 @@ def test_label_vector_sampling_preserves_co_occurrence(nih_train):
     assert np.mean([tuple(row) not in keys for row in independent]) > 0.1
 
 
-def test_choose_rare_findings_by_frequency_with_floors(nih):
-    train, test = nih.split("train"), nih.split("test")
-    # training positives: Fibrosis 17, Mass 18, Pneumothorax 18, Nodule 19, ... ; test positives: Mass 1, Nodule 4
+def test_choose_rare_findings_by_training_frequency_with_a_floor(nih):
+    train = nih.split("train")
+    # training positives: Fibrosis 17, Mass 18, Pneumothorax 18, Nodule 19, ... (the test split is never consulted)
     assert choose_rare_findings(train, 3, 16) == ("Fibrosis", "Mass", "Pneumothorax")
-    assert choose_rare_findings(train, 3, 16, test, 2) == ("Fibrosis", "Nodule", "Cardiomegaly")
     assert choose_rare_findings(train, 2, 19) == ("Nodule", "Consolidation")
     with pytest.raises(CxrganError, match="no finding has >= 500"):
         choose_rare_findings(train, 3, 500)

@@ -13,20 +13,23 @@ from cxrgan.classify import TrainConfig
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
 from cxrgan.io import read_jsonl
-from cxrgan.recipes.cgan_regimes import CganRegimesConfig, load_findings, run_cgan_regimes, with_policy
-from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, run_dcgan_rare_findings
+from cxrgan.recipes.cgan_regimes import CganRegimes, CganRegimesConfig
+from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, DcganRareFindings
+from cxrgan.recipes.engine import run_recipe
+from cxrgan.recipes.findings import load_findings, with_policy
 
 TOY_TRAIN = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu")
 TOY_GAN = (("ngf", 8), ("ndf", 8), ("z_dim", 16), ("batch_size", 16), ("train_steps", 2))
-RARE = ("Fibrosis", "Nodule", "Cardiomegaly")  # the rarest NIH findings with >= 16 train and >= 2 test positives
+RARE = ("Fibrosis", "Nodule", "Cardiomegaly")  # rare NIH findings: 2, 4 and 2 test positives (not estimable)
+COMMON = ("Effusion", "Infiltration")  # 10 and 11 test positives: the findings whose AUC the tests can test
 
 
 @pytest.fixture(scope="module")
 def small_nih(nih_path, tmp_path_factory):
-    """A compact file of real NIH rows: every train row with a rare finding plus 80 others, 40 val, all test."""
+    """A compact file of real NIH rows: every train row with a chosen finding plus 80 others, 40 val, all test."""
     nih = load_npz(nih_path, target="findings")
     train = nih.split("train")
-    columns = [train.label_names.index(f) for f in RARE]
+    columns = [train.label_names.index(f) for f in (*RARE, *COMMON)]
     rare = (train.labels[:, columns] == 1).any(axis=1)
     keep = np.sort(np.concatenate([np.flatnonzero(rare), np.flatnonzero(~rare)[:80]]))
     parts = [train.subset(keep), nih.split("val").subset(np.arange(40)), nih.split("test")]
@@ -35,56 +38,74 @@ def small_nih(nih_path, tmp_path_factory):
     return path
 
 
-def test_cgan_regimes_tables_and_resume(small_nih, tmp_path, capsys):
-    config = CganRegimesConfig(data=str(small_nih), regimes=(0.25, 1.0), seeds=2, findings=RARE, train=TOY_TRAIN,
+def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
+    findings = ("Fibrosis", *COMMON)
+    config = CganRegimesConfig(data=str(small_nih), regimes=(0.25, 1.0), seeds=2, findings=findings, train=TOY_TRAIN,
                                generator_overrides=TOY_GAN + (("embed_dim", 4),))
-    run_dir = run_cgan_regimes(config, tmp_path)
+    run_dir = run_recipe(CganRegimes(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert {(r["regime"], r["method"], r["seed"]) for r in records} == {
         (f, m, s) for f in (0.25, 1.0) for m in ("none", "flip", "gan") for s in (0, 1)}
     for r in records:
-        assert set(RARE) <= set(r["auc"]) and "macro" in r["auc"]
+        assert set(findings) <= set(r["auc"]) and "macro" in r["auc"]
         assert (r["synthetic"] > 0) == (r["method"] == "gan")
     full = [r for r in records if r["regime"] == 1.0 and r["method"] == "gan"]
     for r in full:  # every augmented finding reaches 15 % of the combined set
         table = {t["finding"]: t for t in r["finding_table"]}
-        assert all(table[f]["combined %"] >= 15 for f in RARE)
+        assert all(table[f]["combined %"] >= 15 for f in findings)
         assert table["all rows"]["combined positives"] == r["train_rows"]
-    quarter = [r for r in records if r["regime"] == 0.25 and r["method"] == "none"][0]
-    assert quarter["train_rows"] < full[0]["train_rows"] - full[0]["synthetic"]
+    # one GAN per seed, trained on the full training split and reused by both regimes (the paper's setting)
+    assert len(list((run_dir / "generators" / "gan").iterdir())) == 2
     table1 = pd.read_csv(run_dir / "table1_generated.csv")
     table2 = pd.read_csv(run_dir / "table2_auc.csv")
-    assert list(table1.columns) == ["regime", "real rows", *RARE, "augmented rows"]
-    assert len(table2) == 6 and set(RARE) <= set(table2.columns)
-    assert table2["seeds"].eq(2).all() and table2["Fibrosis"].str.contains(r"\[").all()  # mean [CI] over two seeds
-    # flip and gan rows are paired with the none run of the same seed and regime
-    assert table2["vs none"].isna().eq(table2["method"].eq("none")).all()
-    gan_full = table2[(table2["regime"] == "100%") & (table2["method"] == "gan")].iloc[0]
-    by_seed = {(r["method"], r["seed"]): np.nanmean([r["auc"][f] for f in RARE]) for r in records if r["regime"] == 1.0}
-    expected = np.mean([by_seed["gan", s] - by_seed["none", s] for s in (0, 1)])
-    assert gan_full["vs none"].startswith(f"{expected:.3f} [")
-    assert "Test positives of" in (run_dir / "summary.md").read_text()
+    assert list(table1.columns) == ["regime", "real rows", *findings, "augmented rows"]
+    assert len(table2) == 6 and table2["seeds"].eq(2).all()
+    # Fibrosis has 2 test positives: its AUC is not estimable and is printed as such, never as a number
+    assert table2["Fibrosis"].eq("not estimable (2 test +)").all()
+    assert table2["Effusion"].str.contains(r"\[").all()  # mean [CI] over two seeds
+    verdicts = pd.read_csv(run_dir / "verdicts.csv", keep_default_na=False)
+    fibrosis = verdicts[verdicts["finding"] == "Fibrosis"]
+    assert len(fibrosis) == 4 and fibrosis["verdict"].eq("not tested").all()
+    tested = verdicts[verdicts["p (Holm)"] != ""]
+    # per regime x method: Effusion, Infiltration and the mean of the two estimable findings, one Holm family of 12
+    assert len(tested) == 12 and set(tested["finding"]) == {*COMMON, "mean of 2 estimable"}
+    assert (tested["p (Holm)"].replace("<0.001", "0").astype(float) >= tested["p"].replace("<0.001", "0").astype(float)).all()
+    assert "min. detectable Δ" in verdicts.columns
     out = capsys.readouterr().out
-    assert "Table 2" in out and "Fibrosis" in out
+    assert "Table 2 shape" in out and "Effusion" in out and "[12/12]" in out
     # resuming a finished run trains nothing and keeps the records
-    run_cgan_regimes(config, tmp_path, resume_dir=run_dir)
+    run_recipe(CganRegimes(config), tmp_path, resume_dir=run_dir)
     assert len(read_jsonl(run_dir / "results.jsonl")) == len(records)
+    assert "0 to run" in capsys.readouterr().out
+
+
+def test_cgan_regimes_gan_data_regime_trains_per_regime(small_nih, tmp_path):
+    config = CganRegimesConfig(data=str(small_nih), regimes=(0.02, 0.5, 1.0), seeds=1, methods=("none", "gan"),
+                               findings=RARE[:1], train=TOY_TRAIN, gan_data="regime",
+                               generator_overrides=TOY_GAN + (("embed_dim", 4),))
+    run_dir = run_recipe(CganRegimes(config), tmp_path)
+    gans = {r["regime"]: r for r in read_jsonl(run_dir / "results.jsonl") if r["method"] == "gan"}
+    assert "fewer than a GAN needs" in gans[0.02]["skipped"] and gans[0.02]["synthetic"] == 0
+    assert len(list((run_dir / "generators" / "gan").iterdir())) == 2  # one GAN for the 50 % rows, one for all
+    assert "each regime's own rows" in (run_dir / "table2_auc.md").read_text()
+    assert "fewer than a GAN needs" in (run_dir / "table1_generated.csv").read_text()
 
 
 def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
-    config = DcganRareConfig(data=str(small_nih), seeds=2, findings=("Fibrosis", "Nodule"), ratio=0.3,
+    config = DcganRareConfig(data=str(small_nih), seeds=2, findings=("Fibrosis", "Effusion"), ratio=0.3,
                              train=TOY_TRAIN, generator_overrides=TOY_GAN)
-    run_dir = run_dcgan_rare_findings(config, tmp_path)
+    run_dir = run_recipe(DcganRareFindings(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [("zeros", "baseline")] * 2 + [("zeros", "dcgan-rare")] * 2
     policies = pd.read_csv(run_dir / "table2_policies.csv")
     assert list(policies.columns) == ["finding", "U-Ones", "U-Zeros", "U-Ignore"] and len(policies) == 15
     assert policies["U-Ones"].equals(policies["U-Zeros"]) and policies["U-Zeros"].equals(policies["U-Ignore"])
-    assert "no uncertain (-1) labels" in (run_dir / "summary.md").read_text()
-    final = pd.read_csv(run_dir / "table3_gan.csv")
-    assert list(final["finding"]) == ["Fibrosis", "Nodule"]
-    assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "difference", "paired t p"]
-    assert "Test positives of" in (run_dir / "summary.md").read_text()
+    assert "no uncertain (-1) training labels" in (run_dir / "table2_policies.md").read_text()
+    final = pd.read_csv(run_dir / "table3_gan.csv", keep_default_na=False)
+    assert list(final["finding"]) == ["Fibrosis", "Effusion"]
+    assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "Δ [95% CI]", "verdict"]
+    assert final["baseline"][0] == "not estimable (2 test +)" and final["verdict"][0] == "not estimable"
+    assert final["Δ [95% CI]"][1].count("[") == 1 and final["verdict"][1] != "not estimable"
     gan = [r for r in records if r["method"] == "dcgan-rare"][0]
     assert gan["synthetic"] == sum(t["generated for it"] for t in gan["finding_table"][:-1]) > 0
 
@@ -121,30 +142,31 @@ def write_chexpert_layout(root, nih_path, n_rows: int = 120):
     return folder
 
 
-def test_dcgan_rare_findings_on_chexpert_csv_policies_differ(nih_path, tmp_path):
+def test_policies_apply_to_training_labels_only(nih_path, tmp_path):
     folder = write_chexpert_layout(tmp_path / "src", nih_path)
-    ones, raw = load_findings(folder / "train.csv", "ones")
-    zeros, ignore = with_policy(ones, raw, "zeros"), with_policy(ones, raw, "ignore")
-    np.testing.assert_array_equal(load_findings(folder / "train.csv", "zeros")[0].labels, zeros.labels)
-    uncertain = raw == -1
-    assert uncertain.sum() > 0
-    assert (ones.labels[uncertain] == 1).all() and (zeros.labels[uncertain] == 0).all()
-    assert np.isnan(ignore.labels[uncertain]).all() and not np.isnan(ignore.labels[~uncertain]).any()
+    ignore = load_findings(folder / "train.csv")
+    ones, zeros = with_policy(ignore, "ones"), with_policy(ignore, "zeros")
+    uncertain = np.isnan(ignore.labels)
+    train = (ignore.meta["split"] == "train").to_numpy()[:, None]
+    assert (uncertain & train).sum() > 0 and (uncertain & ~train).sum() > 0
+    assert (ones.labels[uncertain & train] == 1).all() and (zeros.labels[uncertain & train] == 0).all()
+    # validation and test labels are policy-free: the uncertain ones stay unknown under every policy
+    assert np.isnan(ones.labels[uncertain & ~train]).all() and np.isnan(zeros.labels[uncertain & ~train]).all()
     np.testing.assert_array_equal(ones.labels[~uncertain], zeros.labels[~uncertain])
     config = DcganRareConfig(data=str(folder), seeds=1, findings=("Lung Opacity",), ratio=0.5, train=TOY_TRAIN,
                              generator_overrides=TOY_GAN)
-    run_dir = run_dcgan_rare_findings(config, tmp_path / "runs")
+    run_dir = run_recipe(DcganRareFindings(config), tmp_path / "runs")
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [
         ("ignore", "baseline"), ("ones", "baseline"), ("zeros", "baseline"), ("zeros", "dcgan-rare")]
-    summary = (run_dir / "summary.md").read_text()
-    assert "U-Ones maps uncertain labels to 1" in summary and "no uncertain" not in summary
+    notes = (run_dir / "table2_policies.md").read_text()
+    assert "U-Ones maps uncertain training labels to 1" in notes and "uncertain test labels are masked" in notes
 
 
 def test_cli_runs_dcgan_rare_findings(small_nih, tmp_path, capsys):
     code = main(["recipe", "dcgan-rare-findings", "--data", str(small_nih), "--seeds", "1", "--epochs", "1",
                  "--findings", "Fibrosis", "--ratio", "0.2", "--gan-steps", "2", "--gan-width", "8",
-                 "--out", str(tmp_path), "--device", "cpu"])
+                 "--out", str(tmp_path), "--device", "cpu", "--no-progress"])
     assert code == 0
     run_dir = next(tmp_path.iterdir())
     config = json.loads((run_dir / "config.json").read_text())
@@ -158,7 +180,7 @@ def test_dry_runs_plan_without_training(small_nih, tmp_path, capsys):
     assert main(["recipe", "cgan-regimes", "--data", str(small_nih), "--findings", ",".join(RARE), "--dry-run",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out
+    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "60 cells:" in out
     assert main(["recipe", "dcgan-rare-findings", "--data", str(small_nih), "--findings", "Fibrosis", "--dry-run",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

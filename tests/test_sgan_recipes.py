@@ -31,15 +31,16 @@ def _toy_file(dataset, path, per_split: dict[str, tuple[int, int]], seed: int = 
 def toy_files(kermany, nih_path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("sgan")
     first = _toy_file(kermany, folder / "kermany_toy.npz", {"train": (12, 30), "test": (10, 10)})
-    second = _toy_file(load_npz(nih_path), folder / "nih_toy.npz", {"train": (15, 15), "test": (8, 8)}, seed=1)
+    second = _toy_file(load_npz(nih_path), folder / "nih_toy.npz", {"train": (15, 15), "test": (10, 10)}, seed=1)
     return first, second
 
 
 def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path, capsys):
-    from cxrgan.recipes.sgan_scarcity import SganScarcityConfig, run_sgan_scarcity
+    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.recipes.sgan_scarcity import SganScarcity, SganScarcityConfig
 
     config = SganScarcityConfig(data=toy_files[0], per_class=(3, 10, 2000), seeds=2, sgan=TOY)
-    run_dir = run_sgan_scarcity(config, tmp_path, command="cxrgan recipe sgan-scarcity")
+    run_dir = run_recipe(SganScarcity(config), tmp_path, command="cxrgan recipe sgan-scarcity")
     records = pd.DataFrame(read_jsonl(run_dir / "results.jsonl"))
     assert sorted(records["n"].unique()) == [3, 10, 12]  # 2000 capped by the 12 normal training images
     assert len(records) == 3 * 2 * 2
@@ -50,21 +51,24 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     assert records["parameters"].nunique() == 1  # CNN and SGAN matched
     table = pd.read_csv(run_dir / "table1.csv")
     assert list(table.columns) == ["labelled / class", "CNN accuracy", "SGAN accuracy", "CNN ROC AUC", "SGAN ROC AUC",
-                                   "SGAN - CNN ROC AUC", "paired t p"]
+                                   "SGAN - CNN ROC AUC", "verdict"]
     # the paired difference is computed seed by seed on the same labelled subset
     at3 = records[records["n"] == 3].pivot(index="seed", columns="method", values="roc_auc")
-    assert table["SGAN - CNN ROC AUC"][0].startswith(f"{(at3['SGAN'] - at3['CNN']).mean():.3f} [")
+    assert table["SGAN - CNN ROC AUC"][0].startswith(f"{(at3['SGAN'] - at3['CNN']).mean():+.3f} [")
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    assert len(verdicts) == 3 and verdicts["p (Holm)"].notna().all()  # one Holm family over the three sizes
     assert table["labelled / class"].tolist() == [3, 10, 12]
     assert table["SGAN accuracy"].str.contains(r"\[").all()  # mean [CI] with two seeds
     assert (run_dir / "figure5.png").stat().st_size > 1000
     assert "Table 1 shape" in capsys.readouterr().out
     # resuming trains nothing new
-    run_sgan_scarcity(config, tmp_path, resume_dir=run_dir)
+    run_recipe(SganScarcity(config), tmp_path, resume_dir=run_dir)
     assert len(read_jsonl(run_dir / "results.jsonl")) == 12
 
 
 def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkeypatch, capsys):
-    from cxrgan.recipes.sgan_domain import ROWS, SganDomainConfig, run_sgan_domain
+    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.recipes.sgan_domain import ROWS, SganDomain, SganDomainConfig
 
     seen = []
     original_fit = sgan.SemiSupervisedGAN.fit
@@ -75,16 +79,16 @@ def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkey
 
     monkeypatch.setattr(sgan.SemiSupervisedGAN, "fit", spy)
     config = SganDomainConfig(data=toy_files[0], second_data=toy_files[1], seeds=1, sgan=TOY)
-    run_dir = run_sgan_domain(config, tmp_path)
+    run_dir = run_recipe(SganDomain(config), tmp_path)
     assert [(n, [len(u) for u in unl]) for n, unl in seen] == [(42, []), (42, [30])]  # ds1 train; + ds2 train
     assert all(np.isnan(labels).all() for _, unl in seen for labels in unl)
     table = pd.read_csv(run_dir / "table2.csv", keep_default_na=False)
-    assert table["training"].tolist() == list(ROWS)
+    assert table["training"].tolist() == list(ROWS.values())
     records = pd.DataFrame(read_jsonl(run_dir / "results.jsonl")).set_index("row")["roc_auc"]
     # one seed: the SGAN rows show their difference to the CNN, with no interval and no test
-    assert table["ROC AUC - CNN"].tolist() == ["", f"{records[ROWS[1]] - records[ROWS[0]]:.3f}",
-                                               f"{records[ROWS[2]] - records[ROWS[0]]:.3f}"]
-    assert table["paired t p"].tolist() == ["", "n/a", "n/a"]
+    assert table["ROC AUC - CNN"].tolist() == ["", f"{records['sgan-d1'] - records['cnn-d1']:+.3f}",
+                                               f"{records['sgan-d1+d2'] - records['cnn-d1']:+.3f}"]
+    assert table["verdict"].tolist() == ["", "needs >= 2 seeds", "needs >= 2 seeds"]
     assert "Table 2 shape" in capsys.readouterr().out
 
 
@@ -92,7 +96,7 @@ def test_cli_runs_sgan_domain_with_second_data_flag(toy_files, tmp_path):
     from cxrgan.cli import main
 
     assert main(["recipe", "sgan-domain", "--data", toy_files[0], "--second-data", toy_files[1], "--seeds", "1",
-                 "--steps", "2", "--norm", "batch", "--out", str(tmp_path)]) == 0
+                 "--gan-steps", "2", "--norm", "batch", "--out", str(tmp_path)]) == 0
     (run_dir,) = list(tmp_path.iterdir())
     assert len(read_jsonl(run_dir / "results.jsonl")) == 3
     assert "nih_toy" in run_dir.name

@@ -46,32 +46,30 @@ DEFAULT_THRESHOLD = 0.15  # Sundaram & Hulkund: most CheXpert findings are prese
 DEFAULT_MIN_POSITIVES = 16  # = generators.base.MIN_TRAIN_IMAGES, so method B can train a DCGAN per finding
 
 
-def choose_rare_findings(train: CXRDataset, n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES,
-                         evaluation: CXRDataset | None = None, min_eval_positives: int = 2) -> tuple[str, ...]:
+def choose_rare_findings(train: CXRDataset, n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES
+                         ) -> tuple[str, ...]:
     """The ``n_findings`` least frequent findings of ``train`` that have at least ``min_positives`` positives.
+
+    Chosen from training counts alone: looking at the test split to choose what to report would select findings
+    by the data that scores them. A chosen finding with too few test positives is reported as not estimable.
 
     Args:
         train: the training rows (multi-label).
         n_findings: how many findings to choose (fewer if fewer qualify).
         min_positives: floor on training positives (a generator needs real examples of the finding).
-        evaluation: when given (the test split), only findings with at least ``min_eval_positives`` positives
-            there qualify, since a finding without test positives has no AUC.
-        min_eval_positives: the floor on evaluation positives.
 
     Returns the names ordered from rarest; ties keep the column order.
     """
     if train.is_binary:
         raise CxrganError("rare-finding augmentation needs multi-label data (load with target='findings')")
+    if n_findings < 1:
+        raise CxrganError(f"--n-findings must be at least 1, got {n_findings}")
     positives = train.positives()
     eligible = positives >= min_positives
-    if evaluation is not None:
-        eligible &= evaluation.positives() >= min_eval_positives
     order = [j for j in np.argsort(positives, kind="stable") if eligible[j]][:n_findings]
     if not order:
-        raise CxrganError(
-            f"no finding has >= {min_positives} training positives"
-            + (f" and >= {min_eval_positives} test positives" if evaluation is not None else "")
-            + f"; training positives: {dict(zip(train.label_names, positives.tolist()))}")
+        raise CxrganError(f"no finding has >= {min_positives} training positives; training positives: "
+                          f"{dict(zip(train.label_names, positives.tolist()))}")
     return tuple(train.label_names[j] for j in order)
 
 

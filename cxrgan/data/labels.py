@@ -37,3 +37,18 @@ def apply_uncertainty_policy(raw: np.ndarray, policy: str = "ignore", blank: str
     if blank == "zero":
         out[np.isnan(raw)] = 0.0
     return out
+
+
+def policy_on_training_rows(labels: np.ndarray, split: np.ndarray, policy: str) -> np.ndarray:
+    """Labels with ``policy`` applied to the training rows only.
+
+    ``labels`` are U-Ignore labels (uncertain = NaN, blank already resolved), ``split`` the row splits. Training
+    rows get the policy (U-Zeros / U-Ones / U-Ignore); validation and test rows keep uncertain labels unknown, so
+    models trained under different policies are scored against one ground truth, the labels the reports state.
+    """
+    if policy not in UNCERTAINTY_POLICIES:
+        raise CxrganError(f"unknown uncertainty policy {policy!r}; expected one of {list(UNCERTAINTY_POLICIES)}")
+    out = np.array(labels, dtype=np.float32, copy=True)
+    train = (np.asarray(split) == "train")[:, None] & np.isnan(out)
+    out[train] = {"zeros": 0.0, "ones": 1.0, "ignore": np.nan}[policy]
+    return out

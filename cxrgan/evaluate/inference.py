@@ -33,11 +33,13 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import optimize
 from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
 
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.stats import delong_covariance
+from cxrgan.evaluate.stats import delong_covariance, delong_test
 
 ALPHA = 0.05  # two-sided significance level of every verdict
 POWER = 0.8  # power at which the minimum detectable effect is reported
@@ -263,8 +265,6 @@ def compare_auc(row: dict[str, str], y: np.ndarray, method_scores: dict[int, np.
         baseline_scores: seed -> (N,) scores of the baseline; seeds both have are paired.
         minimum_positives: fewer positives (or negatives) than this makes the AUC "not estimable".
     """
-    from sklearn.metrics import roc_auc_score
-
     y = np.asarray(y, dtype=np.float64)
     known = ~np.isnan(y)
     positives, negatives = int((y[known] == 1).sum()), int((y[known] == 0).sum())
@@ -280,8 +280,6 @@ def compare_auc(row: dict[str, str], y: np.ndarray, method_scores: dict[int, np.
     aucs_a = [roc_auc_score(y_known, s) for s in a]
     aucs_b = [roc_auc_score(y_known, s) for s in b]
     effect = paired_effect(aucs_a, aucs_b, auc_difference_variance(y_known, a, b))
-    from cxrgan.evaluate.stats import delong_test
-
     return Comparison(row, effect, ensemble_p=delong_test(y_known, a.mean(axis=0), b.mean(axis=0)).p)
 
 
@@ -293,11 +291,9 @@ def compare_values(row: dict[str, str], method_values: dict[int, float], baselin
     return Comparison(row, paired_effect([method_values[s] for s in seeds], [baseline_values[s] for s in seeds]))
 
 
-def verdict_table(comparisons: Sequence[Comparison]) -> "pd.DataFrame":
+def verdict_table(comparisons: Sequence[Comparison]) -> pd.DataFrame:
     """One row per comparison with Holm applied across every testable row: the row keys, seeds, Δ [95% CI], raw
     and adjusted p, verdict, minimum detectable Δ, seeds for Δ = TARGET_EFFECT, and the DeLong p of ensembles."""
-    import pandas as pd
-
     testable = [i for i, c in enumerate(comparisons) if c.effect is not None]
     adjusted = adjust_holm([comparisons[i].effect for i in testable])
     effects: dict[int, Effect] = dict(zip(testable, adjusted))

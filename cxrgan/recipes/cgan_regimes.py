@@ -6,11 +6,12 @@ three findings present in < 5 % of images, a conditional GAN on 14-dim label vec
 regimes of 1 %, 10 %, 50 %, 100 % with one fixed held-out test set, and per-finding test AUC of the augmented
 findings for no augmentation, flips on the fly (p = 0.5) and GAN augmentation (their Tables 1 and 2).
 
-As in the paper the GAN is trained once per seed on the full training split (theirs was pretrained on all of
-CheXpert) and reused by every regime; the label vectors come from the regime's own rows. Regimes are nested
-(1 % inside 10 % inside ...; ``cxrgan.data.splits.nested_fractions``). Cells are mean [95 % CI] over seeds
-(Student t; training-seed variation on fixed splits). The helpers here (data loading, one scored run, seed
-tables) are shared with ``dcgan_rare_findings``.
+``--gan-data full`` (the default, as in the paper, whose cGAN was pretrained on all of CheXpert) trains the GAN once
+per seed on the full training split and reuses it in every regime; ``--gan-data regime`` trains each regime's GAN
+on that regime's rows only (a regime with fewer rows than a GAN needs then generates nothing, and says so). The
+label vectors always come from the regime's own rows. Regimes are nested (``cxrgan.data.splits.nested_fractions``).
+The uncertainty policy applies to training rows only; test labels are policy-free. Rare findings are chosen from
+training counts alone. Any registered balancer name is also accepted as a row.
 
 CPU budget of the defaults on the NIH subset (463 training rows; measured with one thread while another job
 used the second core): the cDCGAN (width 32, bf16, DiffAugment, 500 steps) takes 0.47 s a step, about 4 min per
@@ -21,37 +22,35 @@ GAN images at 100 %), so 3 methods x 4 regimes x 12 epochs is about 3 min per se
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.balance.gan import CPU_DEFAULTS, CPU_TRAIN_STEPS, FULL_DEFAULTS
-from cxrgan.balance.multilabel import (
-    DEFAULT_MIN_POSITIVES,
-    GeneratorTraining,
-    LabelVectorCGAN,
-    choose_rare_findings,
-    plan_label_vectors,
-)
-from cxrgan.classify import TrainConfig, predict, train_classifier
-from cxrgan.data import CXRDataset, apply_uncertainty_policy, detect_layout, load_chexpert_raw, load_nih, load_npz, nested_fractions
+from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, GeneratorTraining, LabelVectorCGAN, choose_rare_findings,
+                                       plan_label_vectors)
+from cxrgan.classify import TrainConfig
+from cxrgan.classify.train import check_train_config
+from cxrgan.data import nested_fractions
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.metrics import multilabel_auc
-from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
+from cxrgan.evaluate.inference import adjusted_effects, effect_cells, method_note, verdict_table
+from cxrgan.evaluate.summary import seed_cell
+from cxrgan.generators.base import MIN_TRAIN_IMAGES
 from cxrgan.generators.dcgan import CDCGANConfig
-from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.recipes import NIH_SUBSET_64
-from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import new_run_dir, write_config
+from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, load_findings, test_positives_note,
+                                     train_and_score, uncertain_counts, with_policy)
+from cxrgan.report.tables import to_markdown
 
-# ../shared/data relative to the repository (or $CXRGAN_DATA), as the tests find it
 DEFAULT_DATA = NIH_SUBSET_64
 METHODS = ("none", "flip", "gan")
+GAN_DATA = ("full", "regime")
 # CPU default classifier: ResNet-18 with bf16 autocast at 64 px. Measured here (one thread, NIH subset, 713 rows):
 # 205 images/s including validation, vs 145 for small-cnn; so a 463-row regime x 12 epochs is about 30 s.
 CPU_CLASSIFIER = TrainConfig(model="resnet18", epochs=12, patience=4, lr=1e-3, bf16=True, lr_schedule="cosine",
@@ -65,64 +64,21 @@ class CganRegimesConfig:
 
     data: str = DEFAULT_DATA  # compact .npz with findings, or a CheXpert / NIH CSV (or folder) with its images
     regimes: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0)  # nested stratified shares of the training split
-    methods: tuple[str, ...] = METHODS  # none, flip (on the fly, p = 0.5), gan (label-vector cGAN)
+    methods: tuple[str, ...] = METHODS  # none, flip (on the fly, p = 0.5), gan (label-vector cGAN), or a balancer
     seeds: int = 5  # classifier (and GAN) seeds
     first_seed: int = 0  # seed of the first run
     data_seed: int = 0  # seed of the regime subsets (and of CSV splits); one fixed split for every run
-    uncertainty: str = "ones"  # U-policy (the paper maps uncertain to 1, U-Ones); NIH has no uncertain labels
-    findings: tuple[str, ...] = ()  # findings to augment; empty = the rarest with enough positives
+    uncertainty: str = "ones"  # U-policy of the training rows (the paper: U-Ones); test labels are policy-free
+    findings: tuple[str, ...] = ()  # findings to augment; empty = the rarest with enough training positives
     n_findings: int = 3  # how many to choose (the paper: three findings under 5 %)
     min_positives: int = DEFAULT_MIN_POSITIVES  # floor on training positives of a chosen finding
-    min_test_positives: int = 2  # and on test positives (a finding without them has no AUC)
     threshold: float = 0.15  # share each augmented finding must reach in the combined set
+    gan_data: str = "full"  # the GAN's rows: "full" training split (as the paper) or the "regime"'s rows
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     full: bool = False  # paper-size GAN settings (GPU)
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
-
-
-# ---- shared by both multi-label recipes -------------------------------------------------------------------------
-def load_findings(data: str | Path, uncertainty: str, size: int = 64, data_seed: int = 0) -> tuple[CXRDataset, np.ndarray]:
-    """A multi-label dataset with ``uncertainty`` applied, and its row-aligned raw findings (1 / 0 / -1 / NaN).
-
-    ``data`` is a compact .npz with ``findings`` (``cxrgan data prepare`` output), a CheXpert CSV or folder, or an
-    NIH ``Data_Entry_2017.csv`` or its folder (decoded at ``size`` px, split by patient with ``data_seed``).
-    """
-    path = Path(data)
-    layout = detect_layout(path)
-    if layout == "compact":
-        dataset = load_npz(path, target="findings", uncertainty=uncertainty)
-        with np.load(path, allow_pickle=False) as archive:
-            return dataset, archive["findings"].astype(np.float32)
-    if layout == "chexpert":
-        return load_chexpert_raw(path, size=size, uncertainty=uncertainty, random_state=data_seed)
-    if layout == "nih":
-        root, csv = (path.parent, path) if path.is_file() else (path, None)
-        dataset = load_nih(root, size=size, csv=csv, random_state=data_seed)
-        return dataset, dataset.labels.copy()  # NIH labels are 1 / 0 only
-    raise CxrganError(f"{path}: a {layout!r} source has no findings; give a findings .npz, a CheXpert or NIH CSV")
-
-
-def with_policy(dataset: CXRDataset, raw: np.ndarray, policy: str) -> CXRDataset:
-    """The same rows and splits with the labels of another uncertainty policy (blank read as negative)."""
-    return dataclasses.replace(dataset, labels=apply_uncertainty_policy(raw, policy, blank="zero"))
-
-
-def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config: TrainConfig, seed: int) -> dict:
-    """Train one classifier (best val AUC kept) and return its per-finding test ROC AUC plus ``macro``."""
-    result = train_classifier(train, val, config, seed)
-    device = resolve_device(config.device)
-    scores = predict(result.model, test, device, config.eval_batch_size, config.bf16)
-    return {"auc": multilabel_auc(test.labels, scores, test.label_names), "best_epoch": result.best_epoch,
-            "best_val_auc": result.best_val_auc}
-
-
-def test_positives_note(test: CXRDataset, findings: tuple[str, ...]) -> str:
-    """How many test positives each reported finding has: with a handful, one image moves its AUC a lot, and the
-    seed interval (training variation on one fixed test set) does not include that test-set uncertainty."""
-    counts = ", ".join(f"{f} {int(test.positives()[test.label_names.index(f)])}" for f in findings)
-    return (f"Test positives of {len(test)} test rows: {counts}; with this few, one image moves a finding's AUC by "
-            "up to 1/positives, which the seed interval does not include.")
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
 def generator_settings(full: bool, overrides: tuple[tuple[str, Any], ...], config_class: type) -> tuple[Any, int | None]:
@@ -135,149 +91,165 @@ def generator_settings(full: bool, overrides: tuple[tuple[str, Any], ...], confi
     return config_class(**{**(FULL_DEFAULTS if full else CPU_DEFAULTS), **values}), train_steps
 
 
-# ---- the recipe -------------------------------------------------------------------------------------------------
-Prepared = tuple[CXRDataset, TrainConfig]
-MethodFn = Callable[[CXRDataset, TrainConfig, "LabelVectorCGAN | None"], Prepared]
-REGIME_METHODS: dict[str, MethodFn] = {
-    "none": lambda train, config, balancer: (train, dataclasses.replace(config, augment="none")),
-    "flip": lambda train, config, balancer: (train, dataclasses.replace(config, augment="flip")),
-    "gan": lambda train, config, balancer: (balancer.fit_resample(train), dataclasses.replace(config, augment="none")),
-}
+def check_seeds(seeds: int) -> None:
+    if seeds < 1:
+        raise CxrganError(f"--seeds must be at least 1, got {seeds}")
 
 
-def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str | Path | None = None,
-                     command: str | None = None) -> Path:
-    """Run every regime x method x seed (resumable) and write Tables 1 and 2; return the run directory."""
-    unknown = [m for m in config.methods if m not in REGIME_METHODS]
-    if unknown:
-        raise CxrganError(f"unknown method(s) {unknown}; available: {list(REGIME_METHODS)}")
-    dataset, _ = load_findings(config.data, config.uncertainty, config.size, config.data_seed)
-    train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
-    findings = config.findings or choose_rare_findings(train, config.n_findings, config.min_positives, test,
-                                                       config.min_test_positives)
-    regimes = nested_fractions(train, config.regimes, random_state=config.data_seed)
-    run_dir = Path(resume_dir) if resume_dir else new_run_dir(out, f"cgan-regimes-{Path(config.data).stem}")
-    write_config(run_dir, config, kind="cgan-regimes")
-    if command:
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
-            f.write(command + "\n")
-    print(f"augmented findings: {', '.join(findings)} (training positives "
-          f"{[int(train.positives()[train.label_names.index(f)]) for f in findings]})")
-    done = {(r["regime"], r["method"], r["seed"]) for r in read_jsonl(run_dir / "results.jsonl")}
-    gan_config, train_steps = generator_settings(config.full, config.generator_overrides, CDCGANConfig)
-    device = str(resolve_device(config.train.device))
-    for seed in range(config.first_seed, config.first_seed + config.seeds):
-        model = None
-        for fraction, regime in regimes.items():
-            for method in config.methods:
-                if (fraction, method, seed) in done:
-                    continue
-                started = time.perf_counter()
-                balancer = None
-                if method == "gan":
-                    if model is None:  # once per seed, on the full training split (the paper's pretrained GAN)
-                        model = GeneratorTraining("cdcgan", gan_config, run_dir / "generators", device, seed,
-                                                  train_steps).fit(train, len(train), alpha=0.5)
-                    balancer = LabelVectorCGAN(gan_config, findings, config.threshold, model=model, device=device,
-                                               random_state=seed)
-                rows, train_config = REGIME_METHODS[method](regime, config.train, balancer)
-                record = {"regime": fraction, "method": method, "seed": seed, "train_rows": len(rows),
-                          "synthetic": int(rows.synthetic.sum())}
-                if balancer is not None:
-                    record["finding_table"] = balancer.table_.to_dict(orient="records")
-                    record["skipped"] = list(balancer.skipped_)
-                if balancer is not None:
-                    print(f"  {fraction:>5g}   gan seed {seed}: generated " + ", ".join(
-                        f"{t['finding']} {t['generated for it']}" for t in record["finding_table"]))
-                record.update(train_and_score(rows, val, test, train_config, seed))
-                record["seconds"] = round(time.perf_counter() - started, 1)
-                append_jsonl(run_dir / "results.jsonl", record)
-                print(f"  {fraction:>5g} {method:>5s} seed {seed}: "
-                      + ", ".join(f"{f} {record['auc'][f]:.3f}" for f in findings) + f" ({record['seconds']} s)")
-    return finish_cgan_regimes(run_dir, config, findings, regimes, test)
+@register_recipe
+class CganRegimes(Recipe):
+    """Cells (seed, regime, method); the verdicts compare every row with ``none`` of the same regime and seed."""
 
+    kind = "cgan-regimes"
+    config_class = CganRegimesConfig
 
-def plan_cgan_regimes(config: CganRegimesConfig) -> pd.DataFrame:
-    """Dry run: the chosen findings and, per regime, real rows and the images the 15 % rule would generate for the
-    first seed's label-vector draws; nothing is trained."""
-    dataset, _ = load_findings(config.data, config.uncertainty, config.size, config.data_seed)
-    train, test = dataset.split("train"), dataset.split("test")
-    findings = config.findings or choose_rare_findings(train, config.n_findings, config.min_positives, test,
-                                                       config.min_test_positives)
-    rows = []
-    for fraction, regime in nested_fractions(train, config.regimes, random_state=config.data_seed).items():
-        present = [f for f in findings if regime.positives()[regime.label_names.index(f)] > 0]
-        columns = [regime.label_names.index(f) for f in present]
-        drawn_for = (plan_label_vectors(regime.labels, columns, config.threshold,
-                                        np.random.default_rng(config.first_seed))[1] if columns else np.zeros(0))
-        row: dict[str, Any] = {"regime": f"{fraction:.0%}", "real rows": len(regime)}
-        for finding in findings:
-            j = regime.label_names.index(finding)
-            row[f"{finding} +"] = int(regime.positives()[j])
-            row[f"{finding} generated"] = int((drawn_for == j).sum())
-        row["augmented rows"] = len(regime) + len(drawn_for)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    def description(self) -> str:
+        return f"{self.kind}-{Path(self.config.data).stem}"
 
+    def plan(self) -> Plan:
+        c = self.config
+        check_seeds(c.seeds)
+        check_train_config(c.train)
+        unknown = [m for m in c.methods if m not in METHODS and m not in BALANCERS]
+        if unknown:
+            raise CxrganError(f"unknown method(s) {unknown}; available: {list(METHODS)} or a balancer name")
+        if "none" not in c.methods:
+            raise CxrganError(f"--methods must include 'none', the baseline of every regime; got {list(c.methods)}")
+        if c.gan_data not in GAN_DATA:
+            raise CxrganError(f"--gan-data {c.gan_data!r}: expected one of {list(GAN_DATA)}")
+        if not c.regimes or any(not 0 < r <= 1 for r in c.regimes):
+            raise CxrganError(f"--regimes must be shares in (0, 1], got {list(c.regimes)}")
+        if not 0 < c.threshold < 1:
+            raise CxrganError(f"--threshold must lie in (0, 1), got {c.threshold}")
+        self.gan_config_, self.train_steps_ = generator_settings(c.full, c.generator_overrides, CDCGANConfig)
+        dataset = with_policy(load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap), c.uncertainty)
+        self.train_, self.val_, self.test_ = dataset.split("train"), dataset.split("val"), dataset.split("test")
+        if c.findings:
+            check_findings(c.findings, self.train_)
+        self.findings_ = c.findings or choose_rare_findings(self.train_, c.n_findings, c.min_positives)
+        self.regimes_ = nested_fractions(self.train_, c.regimes, random_state=c.data_seed)
+        uncertain = uncertain_counts(load_findings(c.data, c.size, c.data_seed, True))
+        summary = (f"data {c.data}: train {len(self.train_)}, val {len(self.val_)}, test {len(self.test_)} rows; "
+                   f"augmented findings {', '.join(self.findings_)} (training positives "
+                   f"{[int(self.train_.positives()[self.train_.label_names.index(f)]) for f in self.findings_]}); "
+                   f"uncertain test labels masked: {uncertain['test']}; GAN trained on the {c.gan_data} rows\n\n"
+                   + to_markdown(self.generated_plan()))
+        return Plan(cells=grid(seed=range(c.first_seed, c.first_seed + c.seeds), regime=c.regimes, method=c.methods),
+                    evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
+                    label_names=self.test_.label_names, summary=summary,
+                    data_tables=[Table("train_split", "Training split (all regimes are nested in it)",
+                                       self.train_.counts_table())])
 
-def finish_cgan_regimes(run_dir: Path, config: CganRegimesConfig, findings: tuple[str, ...],
-                        regimes: dict[float, CXRDataset], test: CXRDataset) -> Path:
-    """Tables from results.jsonl: generated counts per regime (Table 1), AUC per regime x method (Table 2)."""
-    records = read_jsonl(run_dir / "results.jsonl")
-    counts = counts_table(records, findings, regimes, config.first_seed)
-    table = auc_table(records, findings, config.regimes, config.methods)
-    notes = (f"Test ROC AUC of the augmented findings (real test split, {config.seeds} seed(s)); mean [95% CI over "
-             "seeds]. 'mean augmented' averages the augmented findings' AUC per seed. flip = random horizontal/vertical "
-             "flips on the fly with p = 0.5. A regime without a positive row of a finding generates nothing for it. "
-             "'vs none' pairs each seed's mean augmented AUC with the no-augmentation run of the same seed and regime "
-             f"(paired t-test). {test_positives_note(test, findings)}")
-    write_tables(counts, run_dir / "table1_generated", title="cgan-regimes: images generated per finding (Table 1)")
-    write_tables(table, run_dir / "table2_auc", title="cgan-regimes: AUC of augmented findings (Table 2)", notes=notes)
-    text = (f"cgan-regimes: {Path(config.data).name}, findings {', '.join(findings)}, threshold {config.threshold:.0%}\n\n"
-            f"Table 1 (seed {config.first_seed}): generated images per finding\n\n{to_markdown(counts)}\n\n"
-            f"Table 2: test AUC\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}\n")
-    write_text(run_dir / "summary.md", text)
-    print("\n" + text)
-    return run_dir
-
-
-def counts_table(records: list[dict], findings: tuple[str, ...], regimes: dict[float, CXRDataset],
-                 seed: int) -> pd.DataFrame:
-    """Per regime: real rows, images generated for each finding, augmented set size (the paper's Table 1)."""
-    rows = []
-    for fraction, regime in regimes.items():
-        row: dict[str, Any] = {"regime": f"{fraction:.0%}", "real rows": len(regime)}
-        match = [r for r in records if r["regime"] == fraction and r["method"] == "gan" and r["seed"] == seed]
-        generated = {t["finding"]: t["generated for it"] for t in match[0]["finding_table"]} if match else {}
-        for finding in findings:
-            row[finding] = generated.get(finding, 0) if match else "n/a"
-        row["augmented rows"] = match[0]["train_rows"] if match else "n/a"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def auc_table(records: list[dict], findings: tuple[str, ...], fractions: tuple[float, ...],
-              methods: tuple[str, ...]) -> pd.DataFrame:
-    """Rows regime x method, columns the augmented findings, their per-seed mean, the all-finding macro AUC, and
-    the per-seed mean augmented AUC paired against the ``none`` run of the same seed and regime."""
-    def mean_augmented(run: dict) -> float:
-        values = [run["auc"][f] for f in findings]
-        return float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-
-    rows = []
-    for fraction in fractions:
-        baseline = pd.Series({r["seed"]: mean_augmented(r) for r in records
-                              if r["regime"] == fraction and r["method"] == "none"}, dtype=float)
-        for method in methods:
-            runs = [r for r in records if r["regime"] == fraction and r["method"] == method]
-            if not runs:
-                continue
-            row = {"regime": f"{fraction:.0%}", "method": method, "seeds": len(runs)}
-            for finding in findings:
-                row[finding] = seed_cell([r["auc"][finding] for r in runs])
-            row["mean augmented"] = seed_cell([mean_augmented(r) for r in runs])
-            row["macro (all findings)"] = seed_cell([r["auc"]["macro"] for r in runs])
-            row["vs none"], row["paired t p"] = ("", "") if method == "none" else paired_seed_cells(
-                pd.Series({r["seed"]: mean_augmented(r) for r in runs}, dtype=float), baseline)
+    def generated_plan(self) -> pd.DataFrame:
+        """Per regime: real rows and the images the 15 % rule would generate for the first seed's draws."""
+        rows = []
+        for fraction, regime in self.regimes_.items():
+            present = [f for f in self.findings_ if regime.positives()[regime.label_names.index(f)] > 0]
+            columns = [regime.label_names.index(f) for f in present]
+            drawn_for = (plan_label_vectors(regime.labels, columns, self.config.threshold,
+                                            np.random.default_rng(self.config.first_seed))[1] if columns else np.zeros(0))
+            row: dict[str, Any] = {"regime": f"{fraction:.0%}", "real rows": len(regime)}
+            for finding in self.findings_:
+                j = regime.label_names.index(finding)
+                row[f"{finding} +"] = int(regime.positives()[j])
+                row[f"{finding} generated"] = int((drawn_for == j).sum())
+            row["augmented rows"] = len(regime) + len(drawn_for)
             rows.append(row)
-    return pd.DataFrame(rows)
+        return pd.DataFrame(rows)
+
+    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        c = self.config
+        seed, method, regime = cell["seed"], cell["method"], self.regimes_[cell["regime"]]
+        device = str(resolve_device(c.train.device))
+        train_config = dataclasses.replace(c.train, augment="flip" if method == "flip" else "none")
+        extra: dict[str, Any] = {}
+        rows = regime
+        if method == "gan":
+            gan_rows = self.train_ if c.gan_data == "full" else regime
+            if len(gan_rows) < MIN_TRAIN_IMAGES:
+                extra["skipped"] = f"{len(gan_rows)} rows, fewer than a GAN needs ({MIN_TRAIN_IMAGES}): nothing generated"
+            else:
+                model = GeneratorTraining("cdcgan", self.gan_config_, run.run_dir / "generators", device, seed,
+                                          self.train_steps_).fit(gan_rows, len(gan_rows), alpha=0.5)
+                balancer = LabelVectorCGAN(self.gan_config_, self.findings_, c.threshold, model=model, device=device,
+                                           random_state=seed)
+                rows = balancer.fit_resample(regime)
+                extra["finding_table"] = balancer.table_.to_dict(orient="records")
+                extra["skipped_findings"] = list(balancer.skipped_)
+        elif method not in METHODS:  # any registered balancer as a row
+            context = BalanceContext(random_state=seed, device=device, work_dir=run.run_dir / "generators", full=c.full,
+                                     generator_overrides=c.generator_overrides)
+            rows = make_balancer(method, context).fit_resample(regime)
+        result = train_and_score(rows, self.val_, self.test_, train_config, seed, run.progress)
+        result.record.update(extra)
+        return result
+
+    # ---- tables -------------------------------------------------------------------------------------------------
+    def comparisons(self, results: Results) -> list:
+        rows = []
+        for fraction in self.config.regimes:
+            for method in self.config.methods:
+                if method != "none" and results.where(regime=fraction, method=method):
+                    rows += finding_comparisons(results, self.findings_, {"regime": f"{fraction:.0%}", "method": method},
+                                                {"regime": fraction, "method": method},
+                                                {"regime": fraction, "method": "none"})
+        return rows
+
+    def tables(self, results: Results) -> list[Table]:
+        c = self.config
+        comparisons = self.comparisons(results)
+        gan_title = ("GAN trained once per seed on the full training split (as the paper)" if c.gan_data == "full"
+                     else "GAN trained on each regime's own rows")
+        verdicts = Table("verdicts", f"cgan-regimes: every row against none of its regime ({gan_title})",
+                         verdict_table(comparisons),
+                         method_note(sum(x.effect is not None for x in comparisons), True)
+                         + " The 'mean of k estimable' rows average the estimable augmented findings per seed (paired "
+                         f"t over seeds). {test_positives_note(results, self.findings_)}", role="verdict")
+        auc = self.auc_table(results, comparisons)
+        notes = (f"Test ROC AUC of the augmented findings (real test split, policy-free labels); mean [95% CI over "
+                 f"seeds]; {gan_title}. flip = random horizontal flips on the fly with p = 0.5. A regime without a "
+                 f"positive row of a finding generates nothing for it. {test_positives_note(results, self.findings_)}")
+        return [verdicts,
+                Table("table2_auc", f"cgan-regimes: AUC of the augmented findings (Table 2 shape; {gan_title})", auc,
+                      notes, role="main"),
+                Table("table1_generated", "cgan-regimes: images generated per finding (Table 1 shape, first seed)",
+                      self.counts_table(results), role="main")]
+
+    def auc_table(self, results: Results, comparisons: list) -> pd.DataFrame:
+        y, names = results.labels["test"], results.label_names
+        effects = {(x.row["regime"], x.row["method"], x.row["finding"]): e
+                   for x, e in zip(comparisons, adjusted_effects(comparisons))}
+        rows = []
+        for fraction in self.config.regimes:
+            for method in self.config.methods:
+                runs = results.where(regime=fraction, method=method)
+                if not runs:
+                    continue
+                row = {"regime": f"{fraction:.0%}", "method": method, "seeds": len(runs)}
+                for finding in self.findings_:
+                    row[finding] = auc_cell([r["auc"][finding] for r in runs], y[:, names.index(finding)])
+                row["macro (all findings)"] = seed_cell([r["auc"]["macro"] for r in runs])
+                mean_key = next((k for k in effects if k[:2] == (f"{fraction:.0%}", method)
+                                 and k[2].startswith("mean of")), None)
+                effect = effects.get(mean_key) if mean_key else None
+                row["mean augmented: Δ vs none"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
+                row["verdict"] = "" if effect is None else effect.verdict
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    def counts_table(self, results: Results) -> pd.DataFrame:
+        """Per regime: real rows, images generated for each finding, augmented set size (the paper's Table 1)."""
+        rows = []
+        for fraction, regime in self.regimes_.items():
+            row: dict[str, Any] = {"regime": f"{fraction:.0%}", "real rows": len(regime)}
+            match = results.where(regime=fraction, method="gan", seed=self.config.first_seed)
+            table = match[0].get("finding_table") if match else None
+            generated = {t["finding"]: t["generated for it"] for t in table} if table else {}
+            for finding in self.findings_:
+                row[finding] = generated.get(finding, 0) if match else "n/a"
+            row["augmented rows"] = match[0]["train_rows"] if match else "n/a"
+            if match and match[0].get("skipped"):
+                row["note"] = match[0]["skipped"]
+            rows.append(row)
+        return pd.DataFrame(rows).fillna("")
+

@@ -167,7 +167,8 @@ class Compare(Recipe):
         return Plan(cells=grid(seed=self.seeds, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
                     label_names=self.test_.label_names, summary=summary,
-                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())])
+                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
+                    class_names=self.test_.class_names)
 
     def check_extra_data(self) -> None:
         """The CycleGAN extra data: present, binary, same image size, and sharing no image with val / test."""
@@ -253,7 +254,7 @@ class Compare(Recipe):
         notes = method_note(sum(comp.effect is not None for comp in comparisons), with_test)
         if results.labels["test"].shape[1] > 1:
             notes += (" The macro row averages the findings' AUCs per seed and is tested by a paired t over seeds. "
-                      f"A finding with fewer than 10 test positives is not estimable and is not tested.")
+                      "A finding with fewer than 10 test positives is not estimable and is not tested.")
         return Table("verdicts", f"{self.kind}: each method against {c.baseline} (test ROC AUC)",
                      verdict_table(comparisons), notes, role="verdict")
 

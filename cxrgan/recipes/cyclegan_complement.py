@@ -3,12 +3,12 @@
 Malygina, Ericheva & Drokin (2019), "GANs 'N Lungs: improving pneumonia prediction": a DenseNet-121 trained on
 (a) the real imbalanced training set, (b) that set plus the CycleGAN complement of every image (2n rows), (c) the
 same with a CycleGAN also trained on an additional dataset; table of ROC AUC and PR AUC, ROC and PR curves of all
-three (their Figure 3), translation examples (their Figure 1). We report mean [95% CI] over seeds, the DeLong p
-against no augmentation, and measure translation fidelity: the fraction of translated test images that the
+three (their Figure 3), translation examples (their Figure 1). We report mean [95% CI] over seeds, the seed-level
+paired test against no augmentation (``cxrgan.evaluate.inference``), and measure translation fidelity: the fraction of translated test images that the
 real-data classifier (the run's "none" model) assigns to the target class, and the mean cycle reconstruction
 error |x - G_back(G_forth(x))| in grey levels / 255. Our addition: the row ``repeat`` (every real image twice) has
 as many rows, hence gradient steps, as a complement set, so "CycleGAN beats repeat" separates the translated images'
-content from longer training; each CycleGAN row gets a DeLong p against it.
+content from longer training; each CycleGAN row is tested against it too.
 
 Extra data: by default the NIH ChestX-ray14 subset's binary ``labels`` (normal / any finding), whose training split
 gives both domains more adult images; "abnormal" there is any of 14 findings, not only pneumonia, so it widens the
@@ -18,7 +18,6 @@ the pneumonia domain.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,20 +27,19 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_curve
 
-from cxrgan.balance import BalanceContext, make_balancer
+from cxrgan.balance import make_balancer
 from cxrgan.classify import TrainConfig, predict
 from cxrgan.classify.networks import build_classifier
 from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.stats import seed_delong
-from cxrgan.evaluate.summary import format_p
+from cxrgan.evaluate.inference import Comparison, adjusted_effects, effect_cells
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import save_translation_figure
 from cxrgan.io import append_jsonl, read_jsonl, write_json
 from cxrgan.recipes import KERMANY_64, NIH_SUBSET_64
-from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
-from cxrgan.report.html import write_report
-from cxrgan.report.tables import to_markdown, write_tables
+from cxrgan.recipes.compare import Compare, CompareConfig
+from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
 
 # "repeat" (every real image twice) is our control, not the paper's: the complement sets hold 2n rows, so with the
 # same epochs the classifier takes twice the steps; a complement row must beat "repeat", not only "none".
@@ -73,37 +71,69 @@ class CycleganComplementConfig:
     fidelity_images: int = 200  # test images per class translated to measure fidelity and cycle error
     full: bool = False  # DenseNet-121 and the paper's CycleGAN sizes (for GPUs)
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # CycleGAN settings over the defaults, e.g. train_steps
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
-def run_cyclegan_complement(config: CycleganComplementConfig, out: str | Path, resume_dir: str | Path | None = None,
-                            command: str | None = None) -> Path:
-    """Run every row x seed (through ``compare``), then the paper-shaped table, fidelity and Figure 1 panels."""
-    overrides = config.generator_overrides
-    if any(m.endswith("-extra") for m in config.methods):
-        if not config.extra_data or not Path(config.extra_data).exists():
-            raise CxrganError(f"{config.extra_data}: extra CycleGAN data file not found; pass --gan-extra-data FILE "
+@register_recipe
+class CycleganComplement(Compare):
+    """Malygina et al.'s rows through the compare engine, tested against ``none`` and the equal-steps control,
+    then translation fidelity and the Figure-1 panels."""
+
+    kind = "cyclegan-complement"
+    config_class = CycleganComplementConfig
+
+    @property
+    def compare_config(self) -> CompareConfig:
+        c = self.config
+        return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
+                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, full=c.full,
+                             generator_overrides=c.generator_overrides, extra_data=c.extra_data,
+                             allow_patient_overlap=c.allow_patient_overlap)
+
+    def plan(self) -> Plan:
+        c = self.config
+        if any(m.endswith("-extra") for m in c.methods) and (not c.extra_data or not Path(c.extra_data).is_file()):
+            raise CxrganError(f"--gan-extra-data {c.extra_data}: extra CycleGAN data file not found; give the file "
                               "or leave the '-extra' row out of --methods")
-        overrides = (*overrides, ("extra_data", str(config.extra_data)))
-    compare_config = CompareConfig(data=config.data, methods=config.methods, seeds=config.seeds,
-                                   first_seed=config.first_seed, baseline=config.methods[0], imbalance=config.imbalance,
-                                   train=config.train, full=config.full, generator_overrides=overrides)
-    run_dir = run_compare(compare_config, out, resume_dir=resume_dir, command=command, description="cyclegan-complement")
-    write_json(run_dir / "recipe.json", {"recipe": "cyclegan-complement", "config": dataclasses.asdict(config)})
-    train, val, test = prepare_splits(compare_config)
-    fidelity = translation_fidelity(config, compare_config, train, val, test, run_dir)
-    seeds = range(config.first_seed, config.first_seed + config.seeds)
-    table = paper_table(run_dir, config.methods, fidelity, test, seeds)
-    notes = ("Rows as in Malygina et al. (2019) plus the equal-steps control 'repeat'; ROC / PR AUC on the real test "
-             "split, mean [95% CI over seeds]; DeLong p vs no augmentation and vs 'repeat' on seed-averaged scores. "
-             "Fidelity: share of translated test images "
-             f"({config.fidelity_images} per class at most) that the 'none' classifier of seed {config.first_seed} "
-             "puts in the target class at its validation Youden threshold (its accuracy on the real images of that "
-             "class in brackets); cycle error: mean |x - G_back(G_forth(x))| / 255; both averaged over seeds. "
-             "Curves: roc.png, pr.png; translations: figure1-<row>.png.")
-    write_tables(table, run_dir / "paper_table", title="cyclegan-complement: CycleGAN complement oversampling", notes=notes)
-    print(f"\ncyclegan-complement (Malygina et al. table shape)\n\n{to_markdown(table)}\n\n{notes}\n")
-    print(f"results: {run_dir}\nreport: {write_report(run_dir)}")
-    return run_dir
+        if c.fidelity_images < 1:
+            raise CxrganError(f"--fidelity-images must be at least 1, got {c.fidelity_images}")
+        return super().plan()
+
+    def finish(self, run: RunContext, results: Results) -> None:
+        translation_fidelity(self, run.run_dir)
+
+    def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
+                    methods: tuple[str, ...] | None = None) -> list[Comparison]:
+        """Every row against ``none``, and every CycleGAN row against the equal-steps control: one Holm family."""
+        rows = super().comparisons(results, set_name)
+        if baseline is None and CONTROL in self.config.methods:
+            cyclegans = tuple(m for m in self.config.methods if m.startswith("cyclegan"))
+            rows += super().comparisons(results, set_name, baseline=CONTROL, methods=cyclegans)
+        return rows
+
+    def tables(self, results: Results) -> list[Table]:
+        tables = super().tables(results)
+        fidelity = fidelity_summary(results.run_dir)
+        comparisons = self.comparisons(results)
+        table = paper_table(results, self.config.methods, fidelity, comparisons, results.class_names or ("0", "1"))
+        notes = ("Rows as in Malygina et al. (2019) plus the equal-steps control 'repeat'; ROC / PR AUC on the real "
+                 "test split, mean [95% CI over seeds]; Δ and verdict from the seed-level paired test against no "
+                 "augmentation and, for the CycleGAN rows, against 'repeat', Holm-adjusted over all of them (see the "
+                 f"verdict table). Fidelity: share of translated test images ({self.config.fidelity_images} per class "
+                 f"at most) that the 'none' classifier of seed {self.config.first_seed} puts in the target class at "
+                 "its validation Youden threshold (its accuracy on the real images of that class in brackets); cycle "
+                 "error: mean |x - G_back(G_forth(x))| / 255; both averaged over seeds.")
+        tables.append(Table("paper_table", "cyclegan-complement: CycleGAN complement oversampling (Malygina et al. "
+                            "table shape)", table, notes, role="main"))
+        return tables
+
+    def figures(self, results: Results) -> list[tuple[str, str]]:
+        figures = super().figures(results)
+        for method in self.config.methods:
+            if (results.run_dir / f"figure1-{method}.png").exists():
+                figures.append((f"figure1-{method}.png", f"Figure 1 shape: translations by the seed-"
+                                f"{self.config.first_seed} CycleGAN of row {method} (top: originals)"))
+        return figures
 
 
 def _none_classifier(run_dir: Path, seed: int, val: CXRDataset, device: str):
@@ -120,13 +150,13 @@ def _none_classifier(run_dir: Path, seed: int, val: CXRDataset, device: str):
     return model, float(thresholds[np.argmax(tpr - fpr)])
 
 
-def translation_fidelity(config: CycleganComplementConfig, compare_config: CompareConfig, train: CXRDataset,
-                         val: CXRDataset, test: CXRDataset, run_dir: Path) -> dict[str, dict[str, float]]:
+def translation_fidelity(recipe: CycleganComplement, run_dir: Path) -> dict[str, dict[str, float]]:
     """Per CycleGAN row: target-class rate of translations in each direction and the mean cycle error, over seeds.
 
     The CycleGANs come from the run's cache (trained by the comparison); results are kept in ``fidelity.jsonl``
     so a resumed run does not recompute them. Seed ``first_seed``'s CycleGAN also draws ``figure1-<row>.png``.
     """
+    config, train, val, test = recipe.config, recipe.train_, recipe.val_, recipe.test_
     if "none" not in config.methods:
         return {}
     device = config.train.device if config.train.device != "auto" else "cpu"
@@ -145,9 +175,7 @@ def translation_fidelity(config: CycleganComplementConfig, compare_config: Compa
         for seed in range(config.first_seed, config.first_seed + config.seeds):
             if (method, seed) in done:
                 continue
-            context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=config.full,
-                                     generator_overrides=compare_config.generator_overrides)
-            model = make_balancer(method, context).fit_generator(train)  # loads the finished run from the cache
+            model = make_balancer(method, recipe.balance_context(seed, run_dir, device)).fit_generator(train)  # loads the finished run from the cache
             record = {"method": method, "seed": seed, "threshold": threshold}
             errors = []
             for c in (0, 1):
@@ -161,12 +189,19 @@ def translation_fidelity(config: CycleganComplementConfig, compare_config: Compa
                 save_translation_figure(model, sources[0][:6], sources[1][:6], run_dir / f"figure1-{method}.png")
             append_jsonl(path, record)
             done[(method, seed)] = record
-    summary: dict[str, dict[str, float]] = {}
-    for method in config.methods:
-        records = [r for (m, _), r in done.items() if m == method]
-        if records:
-            summary[method] = {k: float(np.mean([r[k] for r in records])) for k in ("to_0", "to_1", "real_0", "real_1", "cycle_error")}
+    summary = fidelity_summary(run_dir)
     write_json(run_dir / "fidelity.json", summary)
+    return summary
+
+
+def fidelity_summary(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Per CycleGAN row, the fidelity numbers of ``fidelity.jsonl`` averaged over seeds."""
+    records = read_jsonl(run_dir / "fidelity.jsonl")
+    summary: dict[str, dict[str, float]] = {}
+    for method in dict.fromkeys(r["method"] for r in records):
+        mine = [r for r in records if r["method"] == method]
+        summary[method] = {k: float(np.mean([r[k] for r in mine])) for k in ("to_0", "to_1", "real_0", "real_1",
+                                                                             "cycle_error")}
     return summary
 
 
@@ -175,38 +210,26 @@ def _as_dataset(images: np.ndarray, label: int, like: CXRDataset) -> CXRDataset:
     return from_arrays(images, labels, like.label_names, split="test", class_names=like.class_names)
 
 
-def paper_table(run_dir: Path, methods: tuple[str, ...], fidelity: dict[str, dict[str, float]], test: CXRDataset,
-                seeds: range) -> pd.DataFrame:
-    """ROC AUC, PR AUC and DeLong p per row (from the compare table), DeLong p of each CycleGAN row against the
-    equal-steps control, translation fidelity and cycle error."""
-    results = pd.read_csv(run_dir / "results.csv", dtype=str).fillna("")
-    p_column = next((c for c in results.columns if c.startswith("DeLong p (seed-avg)")), None)
-    class_names = test.class_names or ("0", "1")
+def paper_table(results: Results, methods: tuple[str, ...], fidelity: dict[str, dict[str, float]],
+                comparisons: list[Comparison], class_names: tuple[str, str]) -> pd.DataFrame:
+    """ROC AUC, PR AUC, Δ and verdict against none and against the equal-steps control per row, translation
+    fidelity and cycle error."""
+    effects = {(c.row["method"], c.row["vs"]): e for c, e in zip(comparisons, adjusted_effects(comparisons))}
     rows = []
     for method in methods:
-        match = results[results["method"] == method]
-        if match.empty:
+        runs = results.where(method=method)
+        if not runs:
             continue
-        row = {"row": ROW_NAMES.get(method, method), "method": method, "ROC AUC": match.iloc[0]["ROC AUC"],
-               "PR AUC": match.iloc[0]["PR AUC"], "DeLong p vs none": match.iloc[0][p_column] if p_column else "",
-               f"DeLong p vs {CONTROL}": ""}
-        if method.startswith("cyclegan") and CONTROL in methods:
-            row[f"DeLong p vs {CONTROL}"] = format_p(_seed_averaged_delong(run_dir, method, CONTROL, test, seeds))
+        row = {"row": ROW_NAMES.get(method, method), "method": method,
+               "ROC AUC": seed_cell([r["metrics"]["roc_auc"] for r in runs]),
+               "PR AUC": seed_cell([r["metrics"]["pr_auc"] for r in runs])}
+        for reference in (methods[0], CONTROL):
+            effect = effects.get((method, reference))
+            row[f"Δ vs {reference}"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
+            row[f"verdict vs {reference}"] = "" if effect is None else effect.verdict
         f = fidelity.get(method)
         row[f"-> {class_names[1]} as {class_names[1]}"] = f"{f['to_1']:.2f} (real {f['real_1']:.2f})" if f else ""
         row[f"-> {class_names[0]} as {class_names[0]}"] = f"{f['to_0']:.2f} (real {f['real_0']:.2f})" if f else ""
         row["cycle error"] = f"{f['cycle_error']:.3f}" if f else ""
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _seed_averaged_delong(run_dir: Path, method: str, reference: str, test: CXRDataset, seeds: range) -> float:
-    """DeLong p of ``method`` vs ``reference`` on their test scores averaged over the seeds both finished."""
-    def scores(name: str, seed: int) -> Path:
-        return run_dir / "scores" / f"{name}-seed{seed}.npz"
-
-    both = [s for s in seeds if scores(method, s).exists() and scores(reference, s).exists()]
-    if not both:
-        return float("nan")
-    stacked = {name: np.stack([np.load(scores(name, s))["test"][:, 0] for s in both]) for name in (method, reference)}
-    return seed_delong(test.labels[:, 0], stacked[method], stacked[reference]).ensemble.p

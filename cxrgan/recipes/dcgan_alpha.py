@@ -4,13 +4,13 @@ Sun & Li (Stanford), "DCGAN and cDCGAN for pneumonia oversampling" (poster): Ker
 (4385 normal : 1460 pneumonia, i.e. 3 : 1), ResNet-18, rows = baseline, class weights, undersampling, oversampling,
 DCGAN on the minority class, cDCGAN with alpha = P(sampled label is healthy) in {0.25, 0.5, 0.75}; columns =
 precision, recall, specificity, F1. We add SMOTE and ROC AUC, report every cell as mean [95% CI] over seeds with
-DeLong tests against the baseline, and measure each generator's sample quality as train-on-synthetic /
-test-on-real AUC.
+the seed-level paired test against the baseline (``cxrgan.evaluate.inference``), and measure each generator's
+sample quality as train-on-synthetic / test-on-real AUC and by the synthetic-image audit.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +23,19 @@ from cxrgan.balance import BalanceContext, make_balancer
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
+from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
+from cxrgan.evaluate.inference import effect_cells
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN
-from cxrgan.io import append_jsonl, read_jsonl, write_json
-from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
-from cxrgan.report.html import write_report
-from cxrgan.report.tables import to_markdown, write_tables
+from cxrgan.io import append_jsonl, read_jsonl
+from cxrgan.recipes.compare import Compare, CompareConfig
+from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
 
 METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5",
            "cdcgan-a0.75")
-PAPER_COLUMNS = ("precision", "recall (sens.)", "specificity", "F1", "ROC AUC")
+PAPER_COLUMNS = {"precision": "precision", "recall": "recall (sens.)", "specificity": "specificity", "f1": "F1",
+                 "roc_auc": "ROC AUC"}
 
 # CPU default classifier: standard ResNet-18 at 64 px with bf16 autocast (about 2x fp32 here), few epochs.
 CPU_CLASSIFIER = TrainConfig(model="resnet18", epochs=8, patience=3, lr=1e-3, bf16=True, augment="flip",
@@ -53,68 +56,92 @@ class DcganAlphaConfig:
     tstr_images: int = 1000  # synthetic images per class for the train-on-synthetic / test-on-real AUC
     full: bool = False  # paper-size GANs and classifier training (for GPUs)
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. (("train_steps", 2000),)
-
-
-def run_dcgan_alpha(config: DcganAlphaConfig, out: str | Path, resume_dir: str | Path | None = None,
-                    command: str | None = None) -> Path:
-    """Run every method x seed (through ``compare``), then the paper-shaped table and generator quality."""
-    compare_config = CompareConfig(data=config.data, methods=config.methods, seeds=config.seeds,
-                                   first_seed=config.first_seed, baseline=config.methods[0],
-                                   imbalance=config.imbalance, train=config.train, full=config.full,
-                                   generator_overrides=config.generator_overrides)
-    run_dir = run_compare(compare_config, out, resume_dir=resume_dir, command=command, description="dcgan-alpha")
-    write_json(run_dir / "recipe.json", {"recipe": "dcgan-alpha", "config": dataclasses.asdict(config)})
-    train, val, test = prepare_splits(compare_config)
-    quality = sample_quality(config, train, val, test, run_dir)
-    audits = audit_table_of_generators(run_dir, config)
-    table = paper_table(run_dir, config.methods, quality)
-    notes = ("Rows as in Sun & Li's poster (plus SMOTE); cells are mean [95% CI over seeds], threshold metrics at the "
-             "validation Youden threshold; DeLong p vs the baseline on seed-averaged scores. TSTR AUC: a small CNN "
-             f"trained only on {config.tstr_images} synthetic images per class (seed {config.first_seed}'s generator), "
-             "tested on the real test split; real-data reference in the 'none' row.")
-    write_tables(table, run_dir / "paper_table", title="dcgan-alpha: GAN vs classic fixes", notes=notes)
-    print(f"\ndcgan-alpha (Sun & Li table shape)\n\n{to_markdown(table)}\n\n{notes}\n")
-    if len(audits):
-        print(f"Synthetic-image audit (feature space of a small CNN trained on real images; reference = real train "
-              f"vs real test)\n\n{to_markdown(audits)}\n")
-    print(f"results: {run_dir}\nreport: {write_report(run_dir)}")
-    return run_dir
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
 AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "recall", "coverage": "coverage",
                  "two_sample_auc": "real-vs-synthetic AUC", "memorised_feature": "memorised (features)"}
 
 
-def audit_table_of_generators(run_dir: Path, config: DcganAlphaConfig) -> pd.DataFrame:
-    """Audit every generator the run trained (one shared feature model) and tabulate the headline numbers."""
-    audit_config = AuditConfig(seed=config.first_seed, tstr=False,
-                               device=config.train.device if config.train.device != "auto" else "cpu")
-    results = audit_generators(run_dir, config.data, audit_config)
+@register_recipe
+class DcganAlpha(Compare):
+    """Sun & Li's rows through the compare engine, then TSTR AUC and an audit of every generator."""
+
+    kind = "dcgan-alpha"
+    config_class = DcganAlphaConfig
+
+    @property
+    def compare_config(self) -> CompareConfig:
+        c = self.config
+        return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
+                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, full=c.full,
+                             generator_overrides=c.generator_overrides,
+                             allow_patient_overlap=c.allow_patient_overlap)
+
+    def plan(self) -> Plan:
+        if self.config.tstr_images < 1:
+            raise CxrganError(f"--tstr-images must be at least 1, got {self.config.tstr_images}")
+        return super().plan()
+
+    def finish(self, run: RunContext, results: Results) -> None:
+        """TSTR AUC of the first seed's generators (cached in quality.jsonl) and the audit of every generator."""
+        sample_quality(self.config, self.train_, self.val_, self.test_, run.run_dir)
+        folders = sorted({p.parent for p in (run.run_dir / "generators").rglob("checkpoint.pt")})
+        if folders and not all((f / "audit" / "audit.json").exists() for f in folders):
+            audit_config = AuditConfig(seed=self.config.first_seed, tstr=False,
+                                       device=self.config.train.device if self.config.train.device != "auto" else "cpu")
+            audit_generators(run.run_dir, self.config.data, audit_config)
+
+    def tables(self, results: Results) -> list[Table]:
+        tables = super().tables(results)
+        comparisons = self.comparisons(results)
+        quality = {r["method"]: r["tstr_auc"] for r in read_jsonl(results.run_dir / "quality.jsonl")}
+        paper = paper_table(results, self.config.methods, quality, comparisons)
+        notes = ("Rows as in Sun & Li's poster (plus SMOTE); cells are mean [95% CI over seeds], threshold metrics at "
+                 "the validation Youden threshold; Δ ROC AUC and verdict vs the baseline from the seed-level paired "
+                 "test with Holm adjustment (see the verdict table). TSTR AUC: a small CNN trained only on "
+                 f"{self.config.tstr_images} synthetic images per class (seed {self.config.first_seed}'s generator), "
+                 "tested on the real test split; real-data reference in the 'none' row.")
+        tables.append(Table("paper_table", "dcgan-alpha: GAN vs classic fixes (Sun & Li table shape)", paper, notes,
+                            role="main"))
+        audits = audit_summary(results.run_dir)
+        if len(audits):
+            tables.append(Table("audit_summary", "Synthetic-image audit of every trained generator", audits,
+                                "Feature space of a small CNN trained on real images; reference = real train vs real "
+                                "test.", role="detail"))
+        return tables
+
+
+def audit_summary(run_dir: Path) -> pd.DataFrame:
+    """The headline audit numbers of every generator audited in the run (``generators/**/audit/audit.json``)."""
     rows = []
-    for folder, result in results.items():
-        metrics = result["metrics"]
-        row = {"generator": Path(folder).name}
+    for path in sorted((run_dir / "generators").rglob("audit/audit.json")):
+        metrics = json.loads(path.read_text())["metrics"]
+        row = {"generator": path.parent.parent.name}
         for key, label in AUDIT_COLUMNS.items():
             if key in metrics:
                 row[label] = f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
         rows.append(row)
-    table = pd.DataFrame(rows)
-    if len(table):
-        write_tables(table, run_dir / "audit_summary", title="Synthetic-image audit of every trained generator")
-    return table
+    return pd.DataFrame(rows)
 
 
-def paper_table(run_dir: Path, methods: tuple[str, ...], quality: dict[str, float]) -> pd.DataFrame:
-    """The compare table cut to the paper's columns, with the DeLong p and the TSTR AUC per generator."""
-    results = pd.read_csv(run_dir / "results.csv", dtype=str).fillna("")
-    p_column = next((c for c in results.columns if c.startswith("DeLong p (seed-avg)")), None)
+def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, float],
+                comparisons: list) -> pd.DataFrame:
+    """The paper's columns per method (mean [CI] over seeds), the verdict against the baseline and the TSTR AUC."""
+    from cxrgan.evaluate.inference import adjusted_effects
+
+    verdicts = {c.row["method"]: e for c, e in zip(comparisons, adjusted_effects(comparisons))}
     rows = []
     for method in methods:
-        match = results[results["method"] == method]
-        if match.empty:
+        runs = results.where(method=method)
+        if not runs:
             continue
-        row = {"method": method, **{c: match.iloc[0][c] for c in PAPER_COLUMNS}}
-        row["DeLong p vs baseline"] = match.iloc[0][p_column] if p_column else ""
+        row = {"method": method}
+        for key, label in PAPER_COLUMNS.items():
+            row[label] = seed_cell([r["metrics"][key] for r in runs])
+        effect = verdicts.get(method)
+        row["Δ ROC AUC vs baseline"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
+        row["verdict"] = "" if effect is None else effect.verdict
         row["TSTR AUC"] = f"{quality[method]:.3f}" if method in quality else ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -6,8 +6,11 @@ per-finding AUC (their Table 2), then one unconditional DCGAN per rare finding w
 finding is nearly balanced (method B of ``cxrgan.balance.multilabel``), and baseline vs GAN-augmented AUC for the
 augmented findings under one policy (their Table 3, U-Zeros).
 
-NIH ChestX-ray14 (the default data) has no uncertain labels, so there every policy gives the same labels: the
-baseline is trained once per seed and the policy table says so. Cells are mean [95 % CI over seeds].
+Design choices that keep the columns comparable: the policy applies to the training labels only, and every model
+is scored against the same policy-free test labels (uncertain test labels are masked; the table says how many);
+the rare findings are chosen from training counts alone, and a finding with fewer than 10 test positives is
+reported as not estimable. NIH ChestX-ray14 (the default data) has no uncertain labels, so there every policy gives
+the same labels: the baseline is trained once per seed and the policy table says so.
 
 CPU budget of the defaults on the NIH subset (measured with one thread while another job used the second core):
 one DCGAN per finding (width 32, bf16, 500 steps, batch = the finding's 17-33 images) takes 0.13-0.20 s a step,
@@ -19,7 +22,6 @@ ResNet-18 run (about 205 images/s, 12 epochs) takes about 100 s and a baseline a
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,24 +30,18 @@ import pandas as pd
 
 from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingDCGAN, choose_rare_findings
 from cxrgan.classify import TrainConfig
-from cxrgan.data import CXRDataset
+from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
+from cxrgan.evaluate.inference import adjusted_effects, effect_cells, method_note, verdict_table
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.dcgan import DCGANConfig
-from cxrgan.io import append_jsonl, read_jsonl, write_text
-from cxrgan.recipes.cgan_regimes import (
-    CPU_CLASSIFIER,
-    DEFAULT_DATA,
-    generator_settings,
-    load_findings,
-    test_positives_note,
-    train_and_score,
-    with_policy,
-)
-from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import new_run_dir, write_config
+from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, check_seeds, generator_settings
+from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
+from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, load_findings, test_positives_note,
+                                     train_and_score, uncertain_counts, with_policy)
+from cxrgan.report.tables import to_markdown
 
 POLICY_NAMES = {"ones": "U-Ones", "zeros": "U-Zeros", "ignore": "U-Ignore"}
 
@@ -55,144 +51,138 @@ class DcganRareConfig:
     """The recipe's settings; written to the run's config.json."""
 
     data: str = DEFAULT_DATA  # compact .npz with findings, or a CheXpert / NIH CSV (or folder) with its images
-    policies: tuple[str, ...] = ("ones", "zeros", "ignore")  # baseline table columns
+    policies: tuple[str, ...] = ("ones", "zeros", "ignore")  # baseline table columns (training-label policies)
     policy: str = "zeros"  # policy of the GAN comparison (the paper's Table 3 uses U-Zeros)
     seeds: int = 5  # classifier and GAN seeds
     first_seed: int = 0  # seed of the first run
     data_seed: int = 0  # seed of CSV splits
-    findings: tuple[str, ...] = ()  # findings to augment; empty = the rarest with enough positives
+    findings: tuple[str, ...] = ()  # findings to augment; empty = the rarest with enough training positives
     n_findings: int = 3  # how many to choose (the paper: Pneumonia, Lung Lesion, Consolidation)
     min_positives: int = DEFAULT_MIN_POSITIVES  # floor on training positives (a DCGAN needs >= 16 images)
-    min_test_positives: int = 2  # and on test positives (a finding without them has no AUC)
     ratio: float = 1.0  # add images until positives = ratio x negatives of the real training rows
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     full: bool = False  # paper-size GAN settings (GPU)
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
-def run_dcgan_rare_findings(config: DcganRareConfig, out: str | Path, resume_dir: str | Path | None = None,
-                            command: str | None = None) -> Path:
-    """Baselines per policy and seed, then DCGAN-augmented runs (resumable); write both tables."""
-    bad = [p for p in (*config.policies, config.policy) if p not in UNCERTAINTY_POLICIES]
-    if bad:
-        raise CxrganError(f"unknown uncertainty policy {bad[0]!r}; expected one of {list(UNCERTAINTY_POLICIES)}")
-    policies = tuple(dict.fromkeys((*config.policies, config.policy)))
-    dataset, raw = load_findings(config.data, config.policy, config.size, config.data_seed)  # decoded once
-    n_uncertain = int((raw == -1).sum())
-    coincide = n_uncertain == 0
-    data = {}
-    for policy in policies:  # same rows and splits, the policy's labels (train, val and test alike)
-        relabelled = with_policy(dataset, raw, policy)
-        data[policy] = (relabelled.split("train"), relabelled.split("val"), relabelled.split("test"))
-    train, val, test = data[config.policy]
-    findings = config.findings or choose_rare_findings(train, config.n_findings, config.min_positives, test,
-                                                       config.min_test_positives)
-    run_dir = Path(resume_dir) if resume_dir else new_run_dir(out, f"dcgan-rare-findings-{Path(config.data).stem}")
-    write_config(run_dir, config, kind="dcgan-rare-findings")
-    if command:
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
-            f.write(command + "\n")
-    print(f"augmented findings: {', '.join(findings)}; uncertain raw labels: {n_uncertain}"
-          + (" (all policies coincide)" if coincide else ""))
-    done = {(r["policy"], r["method"], r["seed"]) for r in read_jsonl(run_dir / "results.jsonl")}
-    gan_config, train_steps = generator_settings(config.full, config.generator_overrides, DCGANConfig)
-    device = str(resolve_device(config.train.device))
-    for seed in range(config.first_seed, config.first_seed + config.seeds):
-        # with no uncertain labels every policy is the same data: one baseline serves all columns
-        for policy in (config.policy,) if coincide else policies:
-            if (policy, "baseline", seed) not in done:
-                _record(run_dir, {"policy": policy, "method": "baseline", "seed": seed}, data[policy],
-                        config.train, findings)
-        if (config.policy, "dcgan-rare", seed) not in done:
-            balancer = RareFindingDCGAN(gan_config, findings, config.ratio, work_dir=run_dir / "generators",
-                                        device=device, random_state=seed, train_steps=train_steps)
-            augmented = balancer.fit_resample(train)
-            _record(run_dir, {"policy": config.policy, "method": "dcgan-rare", "seed": seed,
-                              "finding_table": balancer.table_.to_dict(orient="records")},
-                    (augmented, val, test), config.train, findings)
-    return finish_dcgan_rare_findings(run_dir, config, findings, test, coincide)
+@register_recipe
+class DcganRareFindings(Recipe):
+    """Cells (policy, method, seed): a baseline per training-label policy, and the DCGAN-augmented run."""
 
+    kind = "dcgan-rare-findings"
+    config_class = DcganRareConfig
 
-def plan_dcgan_rare_findings(config: DcganRareConfig) -> pd.DataFrame:
-    """Dry run: the chosen findings with their training counts and the images method B would add; nothing is
-    trained. The ``uncertain`` column counts raw -1 labels (0 means every policy gives the same labels)."""
-    dataset, raw = load_findings(config.data, config.policy, config.size, config.data_seed)
-    train, test = dataset.split("train"), dataset.split("test")
-    findings = config.findings or choose_rare_findings(train, config.n_findings, config.min_positives, test,
-                                                       config.min_test_positives)
-    train_raw = raw[(dataset.meta["split"] == "train").to_numpy()]
-    rows = []
-    for finding in findings:
-        j = train.label_names.index(finding)
-        positives, negatives = int((train.labels[:, j] == 1).sum()), int((train.labels[:, j] == 0).sum())
-        rows.append({"finding": finding, "train +": positives, "train -": negatives,
-                     "uncertain": int((train_raw[:, j] == -1).sum()), "test +": int(test.positives()[j]),
-                     "generated": max(0, math.ceil(config.ratio * negatives) - positives)})
-    return pd.DataFrame(rows)
+    def description(self) -> str:
+        return f"{self.kind}-{Path(self.config.data).stem}"
 
+    def plan(self) -> Plan:
+        c = self.config
+        check_seeds(c.seeds)
+        check_train_config(c.train)
+        bad = [p for p in (*c.policies, c.policy) if p not in UNCERTAINTY_POLICIES]
+        if bad:
+            raise CxrganError(f"unknown uncertainty policy {bad[0]!r}; expected one of {list(UNCERTAINTY_POLICIES)}")
+        if c.ratio <= 0:
+            raise CxrganError(f"--ratio must be positive, got {c.ratio}")
+        self.gan_config_, self.train_steps_ = generator_settings(c.full, c.generator_overrides, DCGANConfig)
+        self.dataset_ = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap)  # U-Ignore labels
+        self.uncertain_ = uncertain_counts(self.dataset_)
+        self.coincide_ = self.uncertain_["train"] == 0
+        train = with_policy(self.dataset_, c.policy).split("train")
+        if c.findings:
+            check_findings(c.findings, train)
+        self.findings_ = c.findings or choose_rare_findings(train, c.n_findings, c.min_positives)
+        self.policies_ = tuple(dict.fromkeys((*c.policies, c.policy)))
+        seeds = range(c.first_seed, c.first_seed + c.seeds)
+        baselines = (c.policy,) if self.coincide_ else self.policies_  # no uncertain labels: one baseline serves all
+        cells = [Cell.of(policy=p, method="baseline", seed=s) for s in seeds for p in baselines]
+        cells += [Cell.of(policy=c.policy, method="dcgan-rare", seed=s) for s in seeds]
+        test = self.dataset_.split("test")
+        summary = (f"data {c.data}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
+                   f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
+                   + (" (no uncertain training labels: all policies coincide)" if self.coincide_ else "")
+                   + "\n\n" + to_markdown(self.generated_plan(train, test)))
+        return Plan(cells=cells, evaluation_sets={"val": self.dataset_.split("val").labels, "test": test.labels},
+                    label_names=test.label_names, summary=summary,
+                    data_tables=[Table("train_split", "Training split", train.counts_table())])
 
-def _record(run_dir: Path, record: dict, splits, train_config: TrainConfig, findings) -> None:
-    started = time.perf_counter()
-    train, val, test = splits
-    record.update({"train_rows": len(train), "synthetic": int(train.synthetic.sum())})
-    record.update(train_and_score(train, val, test, train_config, record["seed"]))
-    record["seconds"] = round(time.perf_counter() - started, 1)
-    append_jsonl(run_dir / "results.jsonl", record)
-    print(f"  {record['method']:>10s} {POLICY_NAMES[record['policy']]:>8s} seed {record['seed']}: "
-          + ", ".join(f"{f} {record['auc'][f]:.3f}" for f in findings) + f" ({record['seconds']} s)")
+    def generated_plan(self, train, test) -> pd.DataFrame:
+        """The chosen findings with their training counts and the images method B adds."""
+        rows = []
+        for finding in self.findings_:
+            j = train.label_names.index(finding)
+            positives, negatives = int((train.labels[:, j] == 1).sum()), int((train.labels[:, j] == 0).sum())
+            rows.append({"finding": finding, "train +": positives, "train -": negatives,
+                         "uncertain (train)": int(pd.isna(self.dataset_.split("train").labels[:, j]).sum()),
+                         "test +": int(test.positives()[j]),
+                         "generated": max(0, math.ceil(self.config.ratio * negatives) - positives)})
+        return pd.DataFrame(rows)
 
+    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        c = self.config
+        data = with_policy(self.dataset_, cell["policy"])
+        train, val, test = data.split("train"), data.split("val"), data.split("test")
+        extra = {}
+        if cell["method"] == "dcgan-rare":
+            balancer = RareFindingDCGAN(self.gan_config_, self.findings_, c.ratio, work_dir=run.run_dir / "generators",
+                                        device=str(resolve_device(c.train.device)), random_state=cell["seed"],
+                                        train_steps=self.train_steps_)
+            train = balancer.fit_resample(train)
+            extra["finding_table"] = balancer.table_.to_dict(orient="records")
+        result = train_and_score(train, val, test, c.train, cell["seed"], run.progress)
+        result.record.update(extra)
+        return result
 
-def policy_table(records: list[dict], names: tuple[str, ...], policies: tuple[str, ...], gan_policy: str,
-                 coincide: bool) -> pd.DataFrame:
-    """Per-finding baseline AUC under each policy (the paper's Table 2 shape); shared runs when they coincide."""
-    columns = {}
-    for policy in policies:
-        source = gan_policy if coincide else policy
-        runs = [r for r in records if r["method"] == "baseline" and r["policy"] == source]
-        columns[POLICY_NAMES[policy]] = [seed_cell([r["auc"][n] for r in runs]) for n in (*names, "macro")]
-    return pd.DataFrame({"finding": [*names, "macro"], **columns})
+    # ---- tables -------------------------------------------------------------------------------------------------
+    def tables(self, results: Results) -> list[Table]:
+        c = self.config
+        comparisons = finding_comparisons(results, self.findings_, {"method": "dcgan-rare", "vs": "baseline"},
+                                          {"method": "dcgan-rare"}, {"method": "baseline", "policy": c.policy})
+        verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented against the {POLICY_NAMES[c.policy]} "
+                         "baseline", verdict_table(comparisons),
+                         method_note(sum(x.effect is not None for x in comparisons), True)
+                         + f" {test_positives_note(results, self.findings_)}", role="verdict")
+        policy_note = ("This dataset has no uncertain (-1) training labels, so U-Ones, U-Zeros and U-Ignore give "
+                       "identical labels and one baseline per seed fills every column." if self.coincide_ else
+                       "U-Ones maps uncertain training labels to 1, U-Zeros to 0, U-Ignore masks them in the loss.")
+        notes = (f"Test ROC AUC, mean [95% CI over {c.seeds} seed(s)]. {policy_note} Test labels are policy-free: "
+                 f"{self.uncertain_['test']} uncertain test labels are masked, so every column is scored against "
+                 f"the same ground truth. {test_positives_note(results, tuple(results.label_names))}")
+        gan_notes = (f"{POLICY_NAMES[c.policy]} training labels. One DCGAN per finding trained on its positive "
+                     f"training rows; images added until positives = {c.ratio:g} x negatives of the real rows, other "
+                     "findings of each image copied from a real row with the finding. Δ = augmented - baseline per "
+                     "seed (seed-level paired test, Holm-adjusted; see the verdict table).")
+        return [verdicts,
+                Table("table2_policies", "Baseline AUC per uncertainty policy (Table 2 shape)",
+                      self.policy_table(results), notes, role="main"),
+                Table("table3_gan", "Baseline vs DCGAN-augmented AUC (Table 3 shape)",
+                      self.gan_table(results, comparisons), gan_notes, role="main")]
 
+    def policy_table(self, results: Results) -> pd.DataFrame:
+        """Per-finding baseline AUC under each policy; shared runs when the policies coincide."""
+        y, names = results.labels["test"], results.label_names
+        columns = {}
+        for policy in self.policies_:
+            runs = results.where(method="baseline", policy=self.config.policy if self.coincide_ else policy)
+            columns[POLICY_NAMES[policy]] = [auc_cell([r["auc"][n] for r in runs], y[:, j]) for j, n in enumerate(names)]
+            columns[POLICY_NAMES[policy]].append(seed_cell([r["auc"]["macro"] for r in runs]))
+        return pd.DataFrame({"finding": [*names, "macro"], **columns})
 
-def gan_table(records: list[dict], findings: tuple[str, ...], policy: str) -> pd.DataFrame:
-    """Baseline vs DCGAN-augmented AUC of the augmented findings, with the seed-paired difference (Table 3)."""
-    base = {r["seed"]: r for r in records if r["method"] == "baseline" and r["policy"] == policy}
-    gan = {r["seed"]: r for r in records if r["method"] == "dcgan-rare"}
-    paired = sorted(set(base) & set(gan))
-    rows = []
-    for finding in findings:
-        generated = [t["generated for it"] for t in gan[paired[0]]["finding_table"] if t["finding"] == finding] if paired else []
-        row = {"finding": finding, "generated": generated[0] if generated else "n/a",
-               "baseline": seed_cell([base[s]["auc"][finding] for s in base]),
-               "DCGAN-augmented": seed_cell([gan[s]["auc"][finding] for s in gan])}
-        row["difference"], row["paired t p"] = paired_seed_cells(
-            pd.Series({s: gan[s]["auc"][finding] for s in gan}, dtype=float),
-            pd.Series({s: base[s]["auc"][finding] for s in base}, dtype=float))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def finish_dcgan_rare_findings(run_dir: Path, config: DcganRareConfig, findings: tuple[str, ...],
-                               test: CXRDataset, coincide: bool) -> Path:
-    records = read_jsonl(run_dir / "results.jsonl")
-    names = test.label_names
-    policies = tuple(dict.fromkeys((*config.policies, config.policy)))
-    baseline = policy_table(records, names, policies, config.policy, coincide)
-    final = gan_table(records, findings, config.policy)
-    policy_note = ("This dataset has no uncertain (-1) labels, so U-Ones, U-Zeros and U-Ignore give identical labels "
-                   "and one baseline per seed fills every column." if coincide else
-                   "U-Ones maps uncertain labels to 1, U-Zeros to 0, U-Ignore masks them in the loss; test labels "
-                   "follow the same policy.")
-    notes = (f"Test ROC AUC, mean [95% CI over {config.seeds} seed(s)]. {policy_note}")
-    final_notes = (f"{POLICY_NAMES[config.policy]} labels. One DCGAN per finding trained on its positive training rows; "
-                   f"images added until positives = {config.ratio:g} x negatives of the real rows, other findings of "
-                   "each image copied from a real row with the finding. difference = augmented - baseline per seed, with its "
-                   f"paired t-test. {test_positives_note(test, findings)}")
-    write_tables(baseline, run_dir / "table2_policies", title="Baseline AUC per uncertainty policy", notes=notes)
-    write_tables(final, run_dir / "table3_gan", title="Baseline vs DCGAN-augmented AUC", notes=final_notes)
-    text = (f"dcgan-rare-findings: {Path(config.data).name}, findings {', '.join(findings)}\n\n"
-            f"Baseline per uncertainty policy (Table 2 shape)\n\n{to_markdown(baseline)}\n\n{notes}\n\n"
-            f"Baseline vs DCGAN (Table 3 shape)\n\n{to_markdown(final)}\n\n{final_notes}\n\nresults: {run_dir}\n")
-    write_text(run_dir / "summary.md", text)
-    print("\n" + text)
-    return run_dir
+    def gan_table(self, results: Results, comparisons: list) -> pd.DataFrame:
+        y, names = results.labels["test"], results.label_names
+        effects = {x.row["finding"]: e for x, e in zip(comparisons, adjusted_effects(comparisons))}
+        base = results.where(method="baseline", policy=self.config.policy)
+        gan = results.where(method="dcgan-rare")
+        rows = []
+        for finding in self.findings_:
+            j = names.index(finding)
+            generated = [t["generated for it"] for t in gan[0]["finding_table"] if t["finding"] == finding] if gan else []
+            effect = effects.get(finding)
+            rows.append({"finding": finding, "generated": generated[0] if generated else "n/a",
+                         "baseline": auc_cell([r["auc"][finding] for r in base], y[:, j]),
+                         "DCGAN-augmented": auc_cell([r["auc"][finding] for r in gan], y[:, j]),
+                         "Δ [95% CI]": "" if effect is None else effect_cells(effect)["Δ [95% CI]"],
+                         "verdict": "not estimable" if effect is None else effect.verdict})
+        return pd.DataFrame(rows)

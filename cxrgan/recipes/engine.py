@@ -87,6 +87,7 @@ class Plan:
     label_names: tuple[str, ...]
     summary: str = ""  # data and settings in a few lines, printed by --dry-run and when a run starts
     data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
+    class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
 
 
 @dataclass
@@ -112,10 +113,13 @@ class Results:
         path = self.run_dir / LABELS_NAME
         self.labels: dict[str, np.ndarray] = {}
         self.label_names: tuple[str, ...] = ()
+        self.class_names: tuple[str, ...] | None = None
         if path.exists():
             with np.load(path, allow_pickle=False) as archive:
                 self.labels = {k[len("set_"):]: archive[k] for k in archive.files if k.startswith("set_")}
                 self.label_names = tuple(str(s) for s in archive["label_names"])
+                if "class_names" in archive.files:
+                    self.class_names = tuple(str(s) for s in archive["class_names"])
 
     def where(self, **coords: Any) -> list[dict]:
         """Records whose coordinates equal ``coords``, in seed order."""
@@ -221,6 +225,8 @@ def _save_labels(run_dir: Path, plan: Plan) -> None:
             return
     arrays = {f"set_{name}": np.asarray(labels, np.float32) for name, labels in plan.evaluation_sets.items()}
     arrays["label_names"] = np.array(plan.label_names)
+    if plan.class_names:
+        arrays["class_names"] = np.array(plan.class_names)
     atomic_write(path, lambda tmp: _savez(tmp, arrays))
 
 
@@ -298,7 +304,9 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None) -> Path:
     """Rebuild every table, figure and ``report.html`` of a run from its stored records and scores, print the
     verdict and main tables, and return the report's path (``cxrgan report RUN_DIR``)."""
     run_dir = Path(run_dir)
-    recipe = recipe if recipe is not None else recipe_from_run(run_dir)
+    if recipe is None:  # rebuilt from config.json: its plan (data, chosen findings, splits) is made again, cheaply
+        recipe = recipe_from_run(run_dir)
+        recipe.plan()
     results = Results(run_dir)
     if not results.records:
         raise CxrganError(f"{run_dir}: no finished cells yet ({RESULTS_NAME} is empty); nothing to tabulate")

@@ -14,22 +14,23 @@ busy core): 5 seeds x (2 SGANs + 1 CNN) x 2000 steps -> 5 x 455 s, about 38 minu
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
-from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
-from cxrgan.io import append_jsonl, read_jsonl
+from cxrgan.evaluate.inference import adjusted_effects, compare_auc, effect_cells, method_note, verdict_table
+from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes import NIH_SUBSET_64
-from cxrgan.recipes.sgan_scarcity import DEFAULT_DATA, evaluate, load_binary, open_run
-from cxrgan.report.tables import to_markdown, write_tables
+from cxrgan.recipes.compare import check_classes
+from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.recipes.sgan_scarcity import DEFAULT_DATA, check_sgan_config, evaluate, load_binary
+from cxrgan.report.tables import to_markdown
 
 DEFAULT_SECOND_DATA = NIH_SUBSET_64
-ROWS = ("CNN trained on dataset 1", "SGAN trained on dataset 1",
-        "SGAN trained on labelled dataset 1 + unlabelled dataset 2")
+ROWS = {"cnn-d1": "CNN trained on dataset 1", "sgan-d1": "SGAN trained on dataset 1",
+        "sgan-d1+d2": "SGAN trained on labelled dataset 1 + unlabelled dataset 2"}
 CPU_SGAN = SGANConfig(steps=2000)
 FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 
@@ -44,68 +45,73 @@ class SganDomainConfig:
     first_seed: int = 0  # seed of the first run
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGANs and the matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
-def run_sgan_domain(config: SganDomainConfig, out: str | Path, resume_dir: str | Path | None = None,
-                    command: str | None = None) -> Path:
-    """Train the three rows for every seed (resumable), test on dataset 2's test split and write Table 2."""
-    size = config.sgan.image_size
-    first, second = load_binary(config.data, size), load_binary(config.second_data, size)
-    labeled = first.split("train")
-    # The guard: dataset 2's training images enter only label-free; its labels are read for the test split alone.
-    unlabeled_second = strip_labels(second.split("train"))
-    test = second.split("test")
-    run_dir = open_run(out, resume_dir, f"sgan-domain-{Path(config.second_data).stem}", config, "sgan-domain", command)
-    records_path = run_dir / "results.jsonl"
-    done = {(r["row"], r["seed"]) for r in read_jsonl(records_path)}
-    plans = {ROWS[0]: (MatchedCNN, None), ROWS[1]: (SemiSupervisedGAN, ()),
-             ROWS[2]: (SemiSupervisedGAN, (unlabeled_second,))}
-    for seed in range(config.first_seed, config.first_seed + config.seeds):
-        for row, (model_type, unlabeled) in plans.items():
-            if (row, seed) in done:
+@register_recipe
+class SganDomain(Recipe):
+    """Cells (seed, row); every row is scored on dataset 2's test split and compared with the CNN row."""
+
+    kind = "sgan-domain"
+    config_class = SganDomainConfig
+
+    def description(self) -> str:
+        return f"{self.kind}-{Path(self.config.second_data).stem}"
+
+    def plan(self) -> Plan:
+        c = self.config
+        check_sgan_config(c, c.seeds)
+        size = c.sgan.image_size
+        first = load_binary(c.data, size, c.allow_patient_overlap)
+        second = load_binary(c.second_data, size, c.allow_patient_overlap)
+        self.labeled_ = first.split("train")
+        # The guard: dataset 2's training images enter only label-free; its labels are read for the test split alone.
+        self.unlabeled_second_ = strip_labels(second.split("train"))
+        self.test_ = second.split("test")
+        check_classes(c.data, {"train": self.labeled_})
+        check_classes(c.second_data, {"test": self.test_})
+        table = pd.DataFrame([{"training": ROWS[row], "labelled (dataset 1)": len(self.labeled_),
+                               "unlabelled (dataset 2)": len(self.unlabeled_second_) if row == "sgan-d1+d2" else 0,
+                               "test (dataset 2)": len(self.test_), "seeds": c.seeds, "steps each": c.sgan.steps}
+                              for row in ROWS])
+        return Plan(cells=grid(seed=range(c.first_seed, c.first_seed + c.seeds), row=tuple(ROWS)),
+                    evaluation_sets={"test": self.test_.labels}, label_names=self.test_.label_names,
+                    summary=f"dataset 1 {c.data}, dataset 2 {c.second_data}\n\n{to_markdown(table)}",
+                    class_names=self.test_.class_names)
+
+    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        row, seed = cell["row"], cell["seed"]
+        if row == "cnn-d1":
+            model = MatchedCNN(self.config.sgan).fit(self.labeled_, random_state=seed)
+        else:
+            unlabeled = (self.unlabeled_second_,) if row == "sgan-d1+d2" else ()
+            model = SemiSupervisedGAN(self.config.sgan).fit(self.labeled_, unlabeled, random_state=seed)
+        return evaluate(model, self.test_)
+
+    def tables(self, results: Results) -> list[Table]:
+        y = results.labels["test"][:, 0]
+        cnn = {s: v[:, 0] for s, v in results.seed_scores("test", row="cnn-d1").items()}
+        comparisons = [compare_auc({"training": ROWS[row], "vs": ROWS["cnn-d1"]}, y,
+                                   {s: v[:, 0] for s, v in results.seed_scores("test", row=row).items()}, cnn)
+                       for row in ROWS if row != "cnn-d1" and results.where(row=row)]
+        effects = dict(zip([x.row["training"] for x in comparisons], adjusted_effects(comparisons)))
+        rows = []
+        for row, name in ROWS.items():
+            mine = results.where(row=row)
+            if not mine:
                 continue
-            start = time.perf_counter()
-            model = model_type(config.sgan)
-            model = model.fit(labeled, random_state=seed) if unlabeled is None else \
-                model.fit(labeled, unlabeled, random_state=seed)
-            record = {"row": row, "seed": seed, **evaluate(model, test),
-                      "seconds": round(time.perf_counter() - start, 1)}
-            append_jsonl(records_path, record)
-            print(f"{row} (seed {seed}): accuracy {record['accuracy']:.3f}, ROC AUC {record['roc_auc']:.3f} "
-                  f"({record['seconds']} s)", flush=True)
-    records = pd.DataFrame(read_jsonl(records_path))
-    table = domain_table(records)
-    notes = (f"Madani et al. Table 2 shape. Dataset 1: {Path(config.data).name} ({len(labeled)} labelled training "
-             f"images); dataset 2: {Path(config.second_data).name} ({len(unlabeled_second)} training images used "
-             f"without labels in the last row; tested on its {len(test)}-image test split). {size} px; cells: mean "
-             f"[95% CI] over seeds.")
-    write_tables(table, run_dir / "table2", title="sgan-domain: adapting to a second source without its labels",
-                 notes=notes)
-    print(f"\nsgan-domain (Madani et al. Table 2 shape)\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}")
-    return run_dir
-
-
-def domain_table(records: pd.DataFrame) -> pd.DataFrame:
-    """Table 2 rows: accuracy and ROC AUC on dataset 2 as mean [CI] over seeds, and each SGAN row's paired ROC AUC
-    difference to the CNN of the same seed with its paired t-test p-value."""
-    auc = {row: records[records["row"] == row].set_index("seed")["roc_auc"] for row in ROWS}
-    rows = []
-    for row in ROWS:
-        mine = records[records["row"] == row]
-        entry = {"training": row, "accuracy on dataset 2": seed_cell(mine["accuracy"].tolist()),
-                 "ROC AUC on dataset 2": seed_cell(mine["roc_auc"].tolist()), "ROC AUC - CNN": "", "paired t p": ""}
-        if row != ROWS[0]:
-            entry["ROC AUC - CNN"], entry["paired t p"] = paired_seed_cells(auc[row], auc[ROWS[0]])
-        rows.append({**entry, "seeds": len(mine)})
-    return pd.DataFrame(rows)
-
-
-def plan_sgan_domain(config: SganDomainConfig) -> pd.DataFrame:
-    """What a run would train (for ``--dry-run``): the rows with their labelled / unlabelled / test counts."""
-    size = config.sgan.image_size
-    first, second = load_binary(config.data, size), load_binary(config.second_data, size)
-    n_lab, n_unl, n_test = len(first.split("train")), len(second.split("train")), len(second.split("test"))
-    return pd.DataFrame([{"training": row, "labelled (dataset 1)": n_lab,
-                          "unlabelled (dataset 2)": n_unl if i == 2 else 0,
-                          "test (dataset 2)": n_test, "seeds": config.seeds, "steps each": config.sgan.steps}
-                         for i, row in enumerate(ROWS)])
+            effect = effects.get(name)
+            rows.append({"training": name, "seeds": len(mine),
+                         "accuracy on dataset 2": seed_cell([r["accuracy"] for r in mine]),
+                         "ROC AUC on dataset 2": seed_cell([r["roc_auc"] for r in mine]),
+                         "ROC AUC - CNN": "" if effect is None else effect_cells(effect)["Δ [95% CI]"],
+                         "verdict": "" if effect is None else effect.verdict})
+        c = self.config
+        notes = (f"Madani et al. Table 2 shape. Dataset 1: {Path(c.data).name} ({len(self.labeled_)} labelled training "
+                 f"images); dataset 2: {Path(c.second_data).name} ({len(self.unlabeled_second_)} training images used "
+                 f"without labels in the last row; tested on its {len(self.test_)}-image test split). "
+                 f"{c.sgan.image_size} px; cells: mean [95% CI] over seeds; Δ from the seed-level paired test.")
+        return [Table("verdicts", "sgan-domain: each row against the CNN trained on dataset 1", verdict_table(comparisons),
+                      method_note(sum(x.effect is not None for x in comparisons), True), role="verdict"),
+                Table("table2", "sgan-domain: adapting to a second source without its labels (Madani et al. Table 2 "
+                      "shape)", pd.DataFrame(rows), notes, role="main")]

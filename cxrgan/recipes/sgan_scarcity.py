@@ -3,9 +3,9 @@
 Madani et al. (ISBI 2018), Table 1 and Figure 5: n labelled images per class in {10, 25, 100, 250, 500, 1000,
 2000}, the rest of the training split used without labels by the SGAN; the CNN (same network, ``MatchedCNN``)
 sees only the n labelled images. Accuracy (argmax of p(y | x, y < K+1)) and ROC AUC on the real test split, mean
-[95% CI] over seeds (Student t over training seeds, ``aggregate_seeds``). Default data: Kermany pediatric
-normal / pneumonia, 64 px area-resized to the paper's 32 px. Results are appended per (n, method, seed) to
-``results.jsonl`` so an interrupted run resumes where it stopped.
+[95% CI] over seeds, and SGAN - CNN ROC AUC by the seed-level paired test (``cxrgan.evaluate.inference``; the two
+models of a seed share the labelled images). Default data: Kermany pediatric normal / pneumonia, 64 px
+area-resized to the paper's 32 px. Cells (n, seed, method) run through the run engine and resume.
 
 CPU budget (measured on this 2-core machine with one torch thread while another benchmark kept the load near 3;
 100-step runs on Kermany at 32 px, after warm-up): the default SGAN (ndf = ngf = 32, virtual batch norm with a
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,14 +27,17 @@ import pandas as pd
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.images import resize_stack
+from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
+from cxrgan.evaluate.inference import adjusted_effects, compare_auc, effect_cells, method_note, verdict_table
 from cxrgan.evaluate.metrics import accuracy, roc_auc
 from cxrgan.evaluate.stats import aggregate_seeds
-from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
-from cxrgan.io import append_jsonl, atomic_write, read_jsonl
+from cxrgan.evaluate.summary import seed_cell
+from cxrgan.io import atomic_write
 from cxrgan.recipes import KERMANY_64
-from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import new_run_dir, write_config
+from cxrgan.recipes.compare import check_classes
+from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.report.tables import to_markdown
 
 DEFAULT_DATA = KERMANY_64
 PER_CLASS = (10, 25, 100, 250, 500, 1000, 2000)
@@ -54,33 +56,34 @@ class SganScarcityConfig:
     first_seed: int = 0  # seed of the first run
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGAN and its matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
 
 # ---- helpers shared with sgan-domain ---------------------------------------------------------------------------
-def load_binary(path: str | os.PathLike, size: int) -> CXRDataset:
+def load_binary(path: str | os.PathLike, size: int, allow_patient_overlap: bool = False) -> CXRDataset:
     """A binary .npz with its images centre-cropped and area-resized to ``size`` pixels."""
-    dataset = load_npz(path)
+    dataset = load_npz(path, allow_patient_overlap=allow_patient_overlap)
     if not dataset.is_binary:
         raise CxrganError(f"{path}: a binary (normal / abnormal) dataset is needed, "
                           f"found labels {list(dataset.label_names)}")
     return dataclasses.replace(dataset, images=resize_stack(np.asarray(dataset.images), size))
 
 
-def evaluate(model: MatchedCNN | SemiSupervisedGAN, test: CXRDataset) -> dict[str, float]:
-    """Accuracy (argmax over the K real classes) and ROC AUC of p(abnormal) on ``test``."""
+def evaluate(model: MatchedCNN | SemiSupervisedGAN, test: CXRDataset) -> CellResult:
+    """Accuracy (argmax over the K real classes) and ROC AUC of p(abnormal) on ``test``, with the test scores."""
     scores = model.predict_proba(test)[:, 1]
     y = test.binary_targets()
-    return {"accuracy": accuracy(y, scores, threshold=0.5), "roc_auc": roc_auc(y, scores)}
+    record = {"accuracy": accuracy(y, scores, threshold=0.5), "roc_auc": roc_auc(y, scores)}
+    return CellResult(record, {"test": scores[:, None].astype(np.float32)},
+                      summary=f"accuracy {record['accuracy']:.3f}, ROC AUC {record['roc_auc']:.3f}")
 
 
-def open_run(out: str | Path, resume_dir: str | Path | None, description: str, config, kind: str,
-             command: str | None) -> Path:
-    run_dir = Path(resume_dir) if resume_dir else new_run_dir(out, description)
-    write_config(run_dir, config, kind=kind)
-    if command:
-        with open(run_dir / "command.txt", "a", encoding="utf-8") as f:
-            f.write(command + "\n")
-    return run_dir
+def check_sgan_config(config: SganScarcityConfig | object, seeds: int) -> None:
+    if seeds < 1:
+        raise CxrganError(f"--seeds must be at least 1, got {seeds}")
+    if config.sgan.steps < 1:
+        raise CxrganError(f"--steps must be at least 1, got {config.sgan.steps}")
+    resolve_device(config.sgan.device)
 
 
 # ---- the recipe ------------------------------------------------------------------------------------------------
@@ -99,56 +102,73 @@ def effective_sizes(train: CXRDataset, per_class: tuple[int, ...]) -> tuple[int,
     return tuple(dict.fromkeys(min(n, cap) for n in per_class))
 
 
-def run_sgan_scarcity(config: SganScarcityConfig, out: str | Path, resume_dir: str | Path | None = None,
-                      command: str | None = None) -> Path:
-    """Train CNN and SGAN for every labelled size x seed (resumable), then write Table 1 and the Figure 5 curve."""
-    dataset = load_binary(config.data, config.sgan.image_size)
-    train, test = dataset.split("train"), dataset.split("test")
-    sizes = effective_sizes(train, config.per_class)
-    run_dir = open_run(out, resume_dir, f"sgan-scarcity-{Path(config.data).stem}", config, "sgan-scarcity", command)
-    records_path = run_dir / "results.jsonl"
-    done = {(r["n"], r["method"], r["seed"]) for r in read_jsonl(records_path)}
-    for n in sizes:
-        for seed in range(config.first_seed, config.first_seed + config.seeds):
-            labeled, unlabeled = labelled_split(train, n, seed)
-            for method, model_type in METHODS.items():
-                if (n, method, seed) in done:
-                    continue
-                start = time.perf_counter()
-                model = model_type(config.sgan)
-                model = model.fit(labeled, random_state=seed) if method == "CNN" else \
-                    model.fit(labeled, [unlabeled], random_state=seed)
-                record = {"n": n, "method": method, "seed": seed, "n_labeled": len(labeled),
-                          "n_unlabeled": len(unlabeled) if method == "SGAN" else 0, **evaluate(model, test),
-                          "seconds": round(time.perf_counter() - start, 1), "parameters": model.n_parameters()}
-                append_jsonl(records_path, record)
-                print(f"n={n:>5} {method:<4} seed {seed}: accuracy {record['accuracy']:.3f}, "
-                      f"ROC AUC {record['roc_auc']:.3f} ({record['seconds']} s)", flush=True)
-    records = pd.DataFrame(read_jsonl(records_path))
-    table = scarcity_table(records, sizes)
-    notes = (f"Madani et al. Table 1 shape. n labelled images per class (capped at the smaller training class); the "
-             f"SGAN also uses the other {len(train)} - 2n training images without labels. Test: {len(test)} real "
-             f"images of the test split at {config.sgan.image_size} px. Cells: mean [95% CI] over {config.seeds} "
-             f"seed(s); SGAN - CNN pairs the two models trained on the same labelled images. CNN = the SGAN's discriminator network trained on the labelled images only "
-             f"({int(records['parameters'].iloc[0])} parameters each).")
-    write_tables(table, run_dir / "table1", title="sgan-scarcity: CNN vs semi-supervised GAN", notes=notes)
-    plot_scarcity(records, sizes, run_dir / "figure5.png")
-    print(f"\nsgan-scarcity (Madani et al. Table 1 shape)\n\n{to_markdown(table)}\n\n{notes}\n\nresults: {run_dir}")
-    return run_dir
+@register_recipe
+class SganScarcity(Recipe):
+    """Cells (n, seed, method): the CNN and the SGAN trained on the same n labelled images per class."""
+
+    kind = "sgan-scarcity"
+    config_class = SganScarcityConfig
+
+    def description(self) -> str:
+        return f"{self.kind}-{Path(self.config.data).stem}"
+
+    def plan(self) -> Plan:
+        c = self.config
+        check_sgan_config(c, c.seeds)
+        if not c.per_class or min(c.per_class) < 1:
+            raise CxrganError(f"--per-class needs positive sizes, got {list(c.per_class)}")
+        dataset = load_binary(c.data, c.sgan.image_size, c.allow_patient_overlap)
+        self.train_, self.test_ = dataset.split("train"), dataset.split("test")
+        check_classes(c.data, {"train": self.train_, "test": self.test_})
+        self.sizes_ = effective_sizes(self.train_, c.per_class)
+        table = pd.DataFrame([{"labelled / class": n, "labelled": 2 * n, "unlabelled (SGAN)": len(self.train_) - 2 * n,
+                               "test": len(self.test_), "runs": 2 * c.seeds, "steps each": c.sgan.steps}
+                              for n in self.sizes_])
+        return Plan(cells=grid(n=self.sizes_, seed=range(c.first_seed, c.first_seed + c.seeds), method=tuple(METHODS)),
+                    evaluation_sets={"test": self.test_.labels}, label_names=self.test_.label_names,
+                    summary=f"data {c.data} at {c.sgan.image_size} px\n\n{to_markdown(table)}",
+                    class_names=self.test_.class_names)
+
+    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        n, seed, method = cell["n"], cell["seed"], cell["method"]
+        labeled, unlabeled = labelled_split(self.train_, n, seed)
+        model = METHODS[method](self.config.sgan)
+        model = model.fit(labeled, random_state=seed) if method == "CNN" else model.fit(labeled, [unlabeled],
+                                                                                         random_state=seed)
+        result = evaluate(model, self.test_)
+        result.record.update(n_labeled=len(labeled), n_unlabeled=len(unlabeled) if method == "SGAN" else 0,
+                             parameters=model.n_parameters())
+        return result
+
+    def tables(self, results: Results) -> list[Table]:
+        y = results.labels["test"][:, 0]
+        comparisons = [compare_auc({"labelled / class": str(n), "method": "SGAN", "vs": "CNN"}, y,
+                                   {s: v[:, 0] for s, v in results.seed_scores("test", n=n, method="SGAN").items()},
+                                   {s: v[:, 0] for s, v in results.seed_scores("test", n=n, method="CNN").items()})
+                       for n in self.sizes_ if results.where(n=n)]
+        records = pd.DataFrame(results.records)
+        effects = dict(zip([x.row["labelled / class"] for x in comparisons], adjusted_effects(comparisons)))
+        table = scarcity_table(records, self.sizes_, effects)
+        notes = (f"Madani et al. Table 1 shape. n labelled images per class (capped at the smaller training class); "
+                 f"the SGAN also uses the other {len(self.train_)} - 2n training images without labels. Test: "
+                 f"{len(self.test_)} real images of the test split at {self.config.sgan.image_size} px. Cells: mean "
+                 f"[95% CI] over seeds; Δ = SGAN - CNN ROC AUC paired by seed (the same labelled images), seed-level "
+                 f"test with Holm adjustment over the sizes. CNN = the SGAN's discriminator network trained on the "
+                 f"labelled images only ({int(records['parameters'].iloc[0])} parameters each).")
+        return [Table("verdicts", "sgan-scarcity: SGAN against the matched CNN per labelled size",
+                      verdict_table(comparisons), method_note(sum(x.effect is not None for x in comparisons), True),
+                      role="verdict"),
+                Table("table1", "sgan-scarcity: CNN vs semi-supervised GAN (Madani et al. Table 1 shape)", table,
+                      notes, role="main")]
+
+    def figures(self, results: Results) -> list[tuple[str, str]]:
+        plot_scarcity(pd.DataFrame(results.records), self.sizes_, results.run_dir / "figure5.png")
+        return [("figure5.png", "Figure 5 shape: test accuracy and ROC AUC against labelled images per class "
+                                "(mean and 95% CI over seeds)")]
 
 
-def plan_sgan_scarcity(config: SganScarcityConfig) -> pd.DataFrame:
-    """What a run would train (for ``--dry-run``): per labelled size, labelled and unlabelled counts per seed."""
-    dataset = load_binary(config.data, config.sgan.image_size)
-    train, test = dataset.split("train"), dataset.split("test")
-    return pd.DataFrame([{"labelled / class": n, "labelled": 2 * n, "unlabelled (SGAN)": len(train) - 2 * n,
-                          "test": len(test), "runs": 2 * config.seeds, "steps each": config.sgan.steps}
-                         for n in effective_sizes(train, config.per_class)])
-
-
-def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...]) -> pd.DataFrame:
-    """One row per labelled size: CNN and SGAN accuracy and ROC AUC as mean [CI], and the paired SGAN - CNN AUC
-    difference over seeds (same labelled subset per seed) with its paired t-test p-value."""
+def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...], effects: dict) -> pd.DataFrame:
+    """One row per labelled size: CNN and SGAN accuracy and ROC AUC as mean [CI], and SGAN - CNN ROC AUC."""
     rows = []
     for n in sizes:
         at_n = records[records["n"] == n]
@@ -157,8 +177,9 @@ def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...]) -> pd.DataFram
             for method in METHODS:
                 values = at_n[at_n["method"] == method][metric].tolist()
                 row[f"{method} {label}"] = seed_cell(values) if values else ""
-        auc = {method: at_n[at_n["method"] == method].set_index("seed")["roc_auc"] for method in METHODS}
-        row["SGAN - CNN ROC AUC"], row["paired t p"] = paired_seed_cells(auc["SGAN"], auc["CNN"])
+        effect = effects.get(str(n))
+        row["SGAN - CNN ROC AUC"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
+        row["verdict"] = "" if effect is None else effect.verdict
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,0 +1,110 @@
+"""Shared by the multi-label recipes: findings data with the uncertainty policy on training rows only, one scored
+classifier run, per-finding AUC cells that say when an AUC is not estimable, and per-finding verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrgan.classify import TrainConfig, predict, train_classifier
+from cxrgan.data import CXRDataset, detect_layout, load_chexpert_raw, load_nih, load_npz
+from cxrgan.data.labels import UNCERTAINTY_POLICIES, policy_on_training_rows
+from cxrgan.device import resolve_device
+from cxrgan.errors import CxrganError
+from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_auc, compare_values, estimable
+from cxrgan.evaluate.metrics import multilabel_auc
+from cxrgan.evaluate.summary import seed_cell
+from cxrgan.recipes.engine import CellResult, Results
+
+
+def load_findings(data: str | Path, size: int = 64, data_seed: int = 0,
+                  allow_patient_overlap: bool = False) -> CXRDataset:
+    """A multi-label dataset with U-Ignore labels: uncertain findings unknown (NaN), blank ones negative.
+
+    ``data`` is a compact .npz with ``findings`` (``cxrgan data prepare`` output), a CheXpert CSV or folder, or an
+    NIH ``Data_Entry_2017.csv`` or its folder (decoded at ``size`` px, split by patient with ``data_seed``).
+    Apply a policy to the training rows with :func:`with_policy`.
+    """
+    path = Path(data)
+    layout = detect_layout(path)
+    if layout == "compact":
+        return load_npz(path, target="findings", uncertainty="ignore", allow_patient_overlap=allow_patient_overlap)
+    if layout == "chexpert":
+        return load_chexpert_raw(path, size=size, uncertainty="ignore", random_state=data_seed)[0]
+    if layout == "nih":
+        root, csv = (path.parent, path) if path.is_file() else (path, None)
+        return load_nih(root, size=size, csv=csv, random_state=data_seed)  # NIH labels are 1 / 0 only
+    raise CxrganError(f"{path}: a {layout!r} source has no findings; give a findings .npz, a CheXpert or NIH CSV")
+
+
+def with_policy(dataset: CXRDataset, policy: str) -> CXRDataset:
+    """The same rows with uncertainty ``policy`` on the training rows; val and test stay U-Ignore (one truth)."""
+    if policy not in UNCERTAINTY_POLICIES:
+        raise CxrganError(f"unknown uncertainty policy {policy!r}; expected one of {list(UNCERTAINTY_POLICIES)}")
+    return dataclasses.replace(dataset, labels=policy_on_training_rows(dataset.labels,
+                                                                       dataset.meta["split"].to_numpy(), policy))
+
+
+def uncertain_counts(dataset: CXRDataset) -> dict[str, int]:
+    """Unknown (uncertain) labels per split of a U-Ignore dataset."""
+    return {name: int(np.isnan(dataset.split(name).labels).sum()) for name in ("train", "val", "test")}
+
+
+def check_findings(names: tuple[str, ...], dataset: CXRDataset) -> None:
+    unknown = [f for f in names if f not in dataset.label_names]
+    if unknown:
+        raise CxrganError(f"--findings: unknown finding(s) {unknown}; available: {list(dataset.label_names)}")
+
+
+def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config: TrainConfig, seed: int,
+                    progress: bool) -> CellResult:
+    """Train one classifier (best val AUC kept); per-finding test AUC in the record, val and test scores stored."""
+    config = dataclasses.replace(config, progress=config.progress and progress)
+    result = train_classifier(train, val, config, seed)
+    device = resolve_device(config.device)
+    s_val = predict(result.model, val, device, config.eval_batch_size, config.bf16)
+    s_test = predict(result.model, test, device, config.eval_batch_size, config.bf16)
+    record = {"auc": multilabel_auc(test.labels, s_test, test.label_names), "best_epoch": result.best_epoch,
+              "best_val_auc": result.best_val_auc, "train_rows": len(train), "synthetic": int(train.synthetic.sum())}
+    return CellResult(record, {"val": s_val, "test": s_test}, summary=f"macro AUC {record['auc']['macro']:.3f}")
+
+
+def auc_cell(values: list[float], y: np.ndarray) -> str:
+    """``mean [CI]`` over seeds of a finding's AUC, or "not estimable" when the test set has too few positives."""
+    if not estimable(y):
+        known = y[~np.isnan(y)]
+        return f"not estimable ({int((known == 1).sum())} test +)"
+    return seed_cell(values)
+
+
+def finding_comparisons(results: Results, findings: tuple[str, ...], row: dict[str, Any],
+                        method: dict[str, Any], baseline: dict[str, Any]) -> list[Comparison]:
+    """Per finding, the method's cells (``method`` coordinates) against the baseline's on the test set, plus the
+    mean AUC over the estimable findings, paired over seeds."""
+    y, names = results.labels["test"], results.label_names
+    mine, base = results.seed_scores("test", **method), results.seed_scores("test", **baseline)
+    rows = []
+    for finding in findings:
+        j = names.index(finding)
+        rows.append(compare_auc({**row, "finding": finding}, y[:, j], {s: v[:, j] for s, v in mine.items()},
+                                {s: v[:, j] for s, v in base.items()}))
+    counted = [f for f in findings if estimable(y[:, names.index(f)])]
+    if len(counted) > 1:
+        def mean_auc(records: list[dict]) -> dict[int, float]:
+            return {r["seed"]: float(np.mean([r["auc"][f] for f in counted])) for r in records}
+
+        rows.append(compare_values({**row, "finding": f"mean of {len(counted)} estimable"},
+                                   mean_auc(results.where(**method)), mean_auc(results.where(**baseline))))
+    return rows
+
+
+def test_positives_note(results: Results, findings: tuple[str, ...]) -> str:
+    """How many test positives each reported finding has, and the rule for "not estimable"."""
+    y, names = results.labels["test"], results.label_names
+    counts = ", ".join(f"{f} {int(np.nansum(y[:, names.index(f)] == 1))}" for f in findings)
+    return (f"Test positives of {len(y)} test rows: {counts}. A finding with fewer than {MIN_TEST_POSITIVES} test "
+            "positives (or negatives) is marked not estimable and is not tested: with that few, one image moves "
+            "its AUC by 1/positives or more.")
