@@ -276,10 +276,17 @@ def _report(args: argparse.Namespace) -> None:
 
 
 # ---- entry point ---------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse with the one error line every cxrgan error has (its default prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"cxrgan: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import cxrgan.cli_recipes  # noqa: F401  (registers the `cxrgan recipe ...` commands)
 
-    parser = argparse.ArgumentParser(prog="cxrgan", description=__doc__.split(":")[0])
+    parser = Parser(prog="cxrgan", description=__doc__.split(":")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, (add_arguments, run, help_text) in COMMANDS.items():

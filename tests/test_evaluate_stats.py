@@ -19,8 +19,6 @@ from cxrgan.evaluate import (
     delong_covariance,
     delong_diff_ci,
     delong_test,
-    paired_seed_test,
-    seed_delong,
 )
 
 # pROC's placement values for the aSAH data (113 patients: 41 "Poor" outcome = cases, 72 "Good" = controls;
@@ -240,25 +238,6 @@ def test_aggregate_seeds_t_interval() -> None:
     assert aggregate_seeds([])["n"] == 0
 
 
-def test_paired_seed_test_matches_scipy() -> None:
-    a = [0.85, 0.83, 0.86, 0.84, 0.88, 0.82]
-    b = [0.81, 0.82, 0.83, 0.84, 0.83, 0.80]
-    result = paired_seed_test(a, b)
-    t = sps.ttest_rel(a, b)
-    w = sps.wilcoxon(np.subtract(a, b))
-    assert result["n"] == 6 and result["mean_diff"] == pytest.approx(np.mean(np.subtract(a, b)))
-    assert (result["t"], result["p_t"]) == pytest.approx((t.statistic, t.pvalue))
-    assert (result["w"], result["p_wilcoxon"]) == pytest.approx((w.statistic, w.pvalue))
-    same = paired_seed_test(a, a)
-    assert (same["p_t"], same["p_wilcoxon"]) == (1.0, 1.0)
-    shifted = paired_seed_test(np.add(b, 0.01), b)
-    assert shifted["t"] == np.inf and shifted["p_t"] == 0.0 and shifted["p_wilcoxon"] == pytest.approx(2 / 2**6)
-    dropped = paired_seed_test([0.8, np.nan, 0.9], [0.7, 0.7, 0.8])  # differences equal up to rounding
-    assert dropped["n"] == 2 and dropped["t"] == np.inf
-    with pytest.raises(CxrganError, match="3 and 2"):
-        paired_seed_test([0.8, 0.8, 0.9], [0.7, 0.7])
-
-
 def test_combine_pvalues_formulas() -> None:
     p = np.array([0.04, 0.20, 0.01, 0.50])
     assert combine_pvalues(p, "bonferroni") == pytest.approx(0.04)
@@ -271,21 +250,6 @@ def test_combine_pvalues_formulas() -> None:
         combine_pvalues([0.1, 1.2])
     with pytest.raises(CxrganError, match="unknown p-value combination 'tippett'"):
         combine_pvalues([0.1], "tippett")
-
-
-def test_seed_delong_ensemble_and_per_seed() -> None:
-    rng = np.random.default_rng(4)
-    y = rng.integers(0, 2, 200)
-    scores_a = np.stack([1.0 * y + rng.normal(size=200) for _ in range(3)])
-    scores_b = np.stack([0.4 * y + rng.normal(size=200) for _ in range(3)])
-    result = seed_delong(y, scores_a, scores_b)
-    assert result.ensemble == delong_test(y, scores_a.mean(axis=0), scores_b.mean(axis=0))
-    assert result.per_seed == tuple(delong_test(y, scores_a[i], scores_b[i]) for i in range(3))
-    assert result.combined_p == pytest.approx(min(1.0, 3 * min(r.p for r in result.per_seed)))
-    assert result.combine_method == "bonferroni"
-    assert seed_delong(y, scores_a, scores_b, combine="fisher").combined_p <= result.combined_p
-    with pytest.raises(CxrganError, match="same shape"):
-        seed_delong(y, scores_a, scores_b[:2])
 
 
 def test_seed_cell_clips_the_t_interval_to_the_metric_range():

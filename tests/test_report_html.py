@@ -49,10 +49,14 @@ def run_dir(kermany_small, tmp_path_factory):
 
 def test_report_is_self_contained_and_complete(run_dir):
     page = write_report(run_dir).read_text(encoding="utf-8")
-    for heading in ("Command and config", "Dataset", "Results", "ROC and precision-recall curves", "Generators",
-                    "Synthetic-image audit", "Class activation maps"):
+    headings = ("Verdicts: does each method beat its baseline?", "Results", "Figures", "Details", "Generators",
+                "Synthetic-image audit", "Class activation maps", "Dataset", "Command and config")
+    for heading in headings:
         assert f">{heading}</h2>" in page, heading
-    assert "<th>DeLong p (seed-avg)</th>" in page and "<th>ROC AUC</th>" in page
+    # the answer first: verdicts, then results and figures; the command and the full config last
+    positions = [page.index(f">{heading}</h2>") for heading in headings]
+    assert positions == sorted(positions)
+    assert "<th>verdict</th>" in page and "<th>p (Holm)</th>" in page and "<th>ROC AUC</th>" in page
     assert "two-sample classifier AUC" in page and "real train vs test (reference)" in page
     assert '"methods": [' in page and "small-cnn" in page  # the resolved config
     assert "All splits of the data file" in page and "positive fraction" in page

@@ -1,4 +1,4 @@
-"""Evaluation on plain arrays: classification metrics, DeLong and bootstrap uncertainty, seed statistics."""
+"""Evaluation on plain arrays: classification metrics, DeLong and bootstrap uncertainty, seed-level inference."""
 
 from cxrgan.evaluate.metrics import (
     METRICS,
@@ -16,7 +16,6 @@ from cxrgan.evaluate.stats import (
     AucInterval,
     DelongResult,
     Interval,
-    SeedDelong,
     aggregate_seeds,
     bootstrap_ci,
     bootstrap_diff_ci,
@@ -26,8 +25,6 @@ from cxrgan.evaluate.stats import (
     delong_diff_ci,
     delong_placements,
     delong_test,
-    paired_seed_test,
-    seed_delong,
 )
 
 __all__ = [
@@ -37,7 +34,6 @@ __all__ = [
     "AucInterval",
     "DelongResult",
     "Interval",
-    "SeedDelong",
     "aggregate_seeds",
     "binary_metrics",
     "bootstrap_ci",
@@ -51,9 +47,7 @@ __all__ = [
     "delong_test",
     "get_metric",
     "multilabel_auc",
-    "paired_seed_test",
     "register_metric",
-    "seed_delong",
     "threshold_report",
     "youden_threshold",
 ]

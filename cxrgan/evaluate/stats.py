@@ -1,19 +1,16 @@
 """Uncertainty for evaluation results: bootstrap and DeLong intervals, DeLong's paired AUC test, seed statistics.
 
-Two sources of variation matter when comparing imbalance fixes and they are handled separately:
+Two sources of variation matter when comparing imbalance fixes:
 
 * the finite test set (which patients happened to be sampled): bootstrap intervals and DeLong's test;
-* the training run (seed of initialisation, sampling, generation): :func:`aggregate_seeds` and
-  :func:`paired_seed_test` over per-seed results on the same splits.
+* the training run (seed of initialisation, sampling, generation): :func:`aggregate_seeds` over per-seed results.
 
-:func:`seed_delong` joins them for the ``compare`` command. It never concatenates per-seed scores of one test
-set into a "pooled" sample: that would count every patient once per seed and shrink the DeLong variance as if
-the test set were ``n_seeds`` times larger.
+DeLong's test of two scorers describes those two trained models on this test set; whether a *method* helps is the
+seed-level question of ``cxrgan.evaluate.inference``, which joins both sources.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -293,42 +290,6 @@ def aggregate_seeds(values: Sequence[float], alpha: float = 0.05) -> dict[str, f
     return {"mean": mean, "sd": sd, "ci_low": float(mean - half), "ci_high": float(mean + half), "n": n}
 
 
-def paired_seed_test(a_values: Sequence[float], b_values: Sequence[float]) -> dict[str, float]:
-    """Compare two methods over seeds run on the same splits: paired t-test and Wilcoxon signed-rank test.
-
-    Student (1908) and Wilcoxon (1945), "Individual comparisons by ranking methods", Biometrics Bulletin 1(6).
-    Seed i of method A is paired with seed i of method B; pairs with a NaN are dropped. The Wilcoxon test makes
-    no normality assumption but with few seeds its smallest attainable p is 2 / 2**n (0.0625 for 5 seeds).
-    All-zero differences give p = 1; a constant non-zero difference gives t = +-inf, p_t = 0.
-
-    Args:
-        a_values: per-seed metric of method A.
-        b_values: per-seed metric of method B, same seed order.
-
-    Returns ``{"n", "mean_diff" (A - B), "t", "p_t", "w", "p_wilcoxon"}``; NaN statistics when n < 2.
-    """
-    a = np.asarray(a_values, dtype=np.float64).ravel()
-    b = np.asarray(b_values, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise CxrganError(f"paired seed test needs one value per seed for both methods; got {a.size} and {b.size}")
-    keep = ~(np.isnan(a) | np.isnan(b))
-    diff = a[keep] - b[keep]
-    n = int(diff.size)
-    nan = float("nan")
-    result = {"n": n, "mean_diff": float(diff.mean()) if n else nan}
-    if n < 2:
-        return {**result, "t": nan, "p_t": nan, "w": nan, "p_wilcoxon": nan}
-    if np.all(diff == 0):
-        return {**result, "t": 0.0, "p_t": 1.0, "w": 0.0, "p_wilcoxon": 1.0}
-    w_result = sps.wilcoxon(diff)
-    result.update(w=float(w_result.statistic), p_wilcoxon=float(w_result.pvalue))
-    if np.ptp(diff) <= 1e-12 * np.abs(diff).max():
-        # A constant difference (up to float rounding) has zero variance: t is infinite, not a rounding artefact.
-        return {**result, "t": float(np.copysign(np.inf, diff.mean())), "p_t": 0.0}
-    t_result = sps.ttest_rel(a[keep], b[keep])
-    return {**result, "t": float(t_result.statistic), "p_t": float(t_result.pvalue)}
-
-
 # p = 0 (DeLong with zero variance) and p = 1 are clipped so that log p and Phi^-1(1 - p) stay finite.
 P_COMBINERS: dict[str, Callable[[np.ndarray], float]] = {
     "bonferroni": lambda p: float(min(1.0, p.size * p.min())),
@@ -361,39 +322,3 @@ def combine_pvalues(pvalues: Sequence[float], method: str = "bonferroni") -> flo
     if method not in P_COMBINERS:
         raise CxrganError(f"unknown p-value combination {method!r}; available: {', '.join(sorted(P_COMBINERS))}")
     return P_COMBINERS[method](array)
-
-
-@dataclass(frozen=True)
-class SeedDelong:
-    """DeLong comparisons of two methods trained with several seeds and scored on one test set."""
-
-    ensemble: DelongResult  # DeLong test of the seed-averaged scores of A vs of B
-    per_seed: tuple[DelongResult, ...]  # DeLong test of seed i of A vs seed i of B
-    combined_p: float  # per-seed p-values combined with ``combine_method``
-    combine_method: str  # name in P_COMBINERS
-
-
-def seed_delong(y: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, combine: str = "bonferroni") -> SeedDelong:
-    """DeLong comparison of methods A and B whose seeds were scored on the same test rows.
-
-    Two views, both valid and both reported by ``compare``:
-    * **seed ensemble**: each method's per-seed scores are averaged row by row into one ensemble score and the
-      two ensembles get one paired DeLong test. It tests the averaged models (usually a little better than any
-      single seed) and captures test-set sampling only, not seed-to-seed training variation.
-    * **per seed**: seed i of A against seed i of B, then the per-seed p-values combined by
-      :func:`combine_pvalues` (Bonferroni by default, valid although the tests share a test set).
-
-    Args:
-        y: (N,) test labels.
-        scores_a: (n_seeds, N) test scores of method A, one row per seed.
-        scores_b: (n_seeds, N) test scores of method B, same seed order and rows.
-        combine: p-value combination for the per-seed tests.
-    """
-    a = np.atleast_2d(np.asarray(scores_a, dtype=np.float64))
-    b = np.atleast_2d(np.asarray(scores_b, dtype=np.float64))
-    if a.shape != b.shape or a.ndim != 2:
-        raise CxrganError(f"seed_delong needs (n_seeds, N) scores of the same shape; got {a.shape} and {b.shape}")
-    ensemble = delong_test(y, a.mean(axis=0), b.mean(axis=0))
-    per_seed = tuple(delong_test(y, a[i], b[i]) for i in range(a.shape[0]))
-    combined = combine_pvalues([r.p for r in per_seed], method=combine)
-    return SeedDelong(ensemble, per_seed, combined, combine)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.evaluate.metrics import multilabel_auc, threshold_report
-from cxrgan.evaluate.stats import aggregate_seeds, bootstrap_ci, paired_seed_test
+from cxrgan.evaluate.stats import aggregate_seeds, bootstrap_ci
 
 # Columns of the binary table, in the order a clinician reads them; all threshold metrics at the Youden threshold.
 BINARY_COLUMNS = {
@@ -75,15 +75,3 @@ def seed_cell(values: Sequence[float] | dict[str, float], bounds: tuple[float, f
         return f"{stats['mean']:.3f}"
     low, high = max(stats["ci_low"], bounds[0]), min(stats["ci_high"], bounds[1])
     return f"{stats['mean']:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def paired_seed_cells(a_by_seed: pd.Series, b_by_seed: pd.Series) -> tuple[str, str]:
-    """(``mean [CI]`` of A - B, paired t-test p) over the seeds both methods finished; inputs are indexed by seed."""
-    both = pd.concat([a_by_seed.rename("a"), b_by_seed.rename("b")], axis=1).dropna()
-    test = paired_seed_test(both["a"].tolist(), both["b"].tolist())
-    return seed_cell((both["a"] - both["b"]).tolist(), bounds=(-1.0, 1.0)), format_p(test["p_t"])
-
-
-def format_p(p: float) -> str:
-    """A p-value for a table: three decimals, "<0.001" below that, "n/a" when undefined."""
-    return "n/a" if np.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")

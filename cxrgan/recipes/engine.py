@@ -310,7 +310,8 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None) -> Path:
     results = Results(run_dir)
     if not results.records:
         raise CxrganError(f"{run_dir}: no finished cells yet ({RESULTS_NAME} is empty); nothing to tabulate")
-    tables = sorted(recipe.tables(results), key=lambda t: ROLE_ORDER.get(t.role, 9))
+    # a table with no columns (e.g. verdicts of a run that holds only its baseline) is left out
+    tables = sorted((t for t in recipe.tables(results) if len(t.frame.columns)), key=lambda t: ROLE_ORDER.get(t.role, 9))
     for table in tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     figures = recipe.figures(results)
