@@ -95,3 +95,45 @@ def test_imbalance_induction_flag(small_file, tmp_path, capsys):
     assert main(["compare", small_file, "--imbalance", "3:1", "--out", str(tmp_path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "train 52 rows" in out  # 39 normals : 13 pneumonia, the largest exact 3:1 set a 40:120 split allows
+
+
+def test_kill_9_mid_cell_then_resume_gives_identical_results(small_file, tmp_path):
+    """A real process killed with SIGKILL inside a cell; --resume finishes it with exactly the uninterrupted scores."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    flags = ["--methods", "none,oversample", "--seeds", "1", "--model", "small-cnn", "--epochs", "4",
+             "--batch-size", "16", "--lr", "1e-3", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "cxrgan", "compare", small_file, *flags, "--out",
+                                str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    results = None
+    while time.time() < deadline and process.poll() is None:
+        runs = list((tmp_path / "killed").glob("*/results.jsonl"))
+        # kill once a cell has finished and the next one has written its first epoch checkpoint
+        if runs and runs[0].read_text().count("\n") >= 1 and list(runs[0].parent.glob("checkpoints/*.pt")):
+            results = runs[0]
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait(timeout=60)
+    assert results is not None, process.stderr.read().decode()
+    run_dir = results.parent
+    assert len(read_jsonl(results)) < 2
+    assert main(["compare", small_file, *flags, "--out", str(tmp_path / "killed"), "--resume", str(run_dir)]) == 0
+    assert main(["compare", small_file, *flags, "--out", str(tmp_path / "whole")]) == 0
+    whole = next((tmp_path / "whole").iterdir())
+    key = lambda r: (r["method"], r["seed"])  # noqa: E731
+    resumed, reference = sorted(read_jsonl(results), key=key), sorted(read_jsonl(whole / "results.jsonl"), key=key)
+    assert [key(r) for r in resumed] == [key(r) for r in reference]
+    assert [r["metrics"] for r in resumed] == [r["metrics"] for r in reference]
+    for record in reference:
+        with np.load(whole / "scores" / f"{record['cell']}.npz") as a, np.load(run_dir / "scores" / f"{record['cell']}.npz") as b:
+            assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert not list(run_dir.rglob("*.tmp")) and not list((run_dir / "checkpoints").glob("*.pt"))

@@ -8,6 +8,7 @@ import pandas as pd
 from cxrgan.cli import main
 from cxrgan.data import load_npz, save_npz
 from cxrgan.io import read_jsonl
+from _report_check import assert_report_renders
 
 
 def test_cyclegan_complement_recipe_runs_every_row(kermany_small, nih_path, tmp_path, capsys):
@@ -49,3 +50,5 @@ def test_cyclegan_complement_recipe_runs_every_row(kermany_small, nih_path, tmp_
     assert steps == [20, 32]  # 2 epochs of 40 // 4 steps; the extra normals make 64 // 4
     for name in ("roc.png", "pr.png", "report.html", "fidelity.json"):
         assert (run_dir / name).exists(), name
+    dom = assert_report_renders(run_dir, tmp_path, figures=4)  # ROC, PR and two Figure-1 panels
+    assert "Malygina et al. table shape" in dom

@@ -18,6 +18,8 @@ from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, DcganRareFinding
 from cxrgan.recipes.engine import run_recipe
 from cxrgan.recipes.findings import load_findings, with_policy
 
+from _report_check import assert_report_renders
+
 TOY_TRAIN = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu")
 TOY_GAN = (("ngf", 8), ("ndf", 8), ("z_dim", 16), ("batch_size", 16), ("train_steps", 2))
 RARE = ("Fibrosis", "Nodule", "Cardiomegaly")  # rare NIH findings: 2, 4 and 2 test positives (not estimable)
@@ -73,6 +75,7 @@ def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
     assert "min. detectable Δ" in verdicts.columns
     out = capsys.readouterr().out
     assert "Table 2 shape" in out and "Effusion" in out and "[12/12]" in out
+    assert "Table 2 shape" in assert_report_renders(run_dir, tmp_path, figures=0)
     # resuming a finished run trains nothing and keeps the records
     run_recipe(CganRegimes(config), tmp_path, resume_dir=run_dir)
     assert len(read_jsonl(run_dir / "results.jsonl")) == len(records)
@@ -108,6 +111,7 @@ def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
     assert final["Δ [95% CI]"][1].count("[") == 1 and final["verdict"][1] != "not estimable"
     gan = [r for r in records if r["method"] == "dcgan-rare"][0]
     assert gan["synthetic"] == sum(t["generated for it"] for t in gan["finding_table"][:-1]) > 0
+    assert "Table 3 shape" in assert_report_renders(run_dir, tmp_path, figures=0)
 
 
 def write_chexpert_layout(root, nih_path, n_rows: int = 120):

@@ -7,6 +7,7 @@ import pandas as pd
 from cxrgan.cli import main
 from cxrgan.data import save_npz
 from cxrgan.io import read_jsonl
+from _report_check import assert_report_renders
 
 
 def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
@@ -36,3 +37,5 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
     assert "Synthetic-image audit" in (run_dir / "report.html").read_text()
     assert len((run_dir / "audit_summary.csv").read_text().splitlines()) == 1 + 3  # header + three generators
     assert (run_dir / "report.html").stat().st_size > 10_000
+    dom = assert_report_renders(run_dir, tmp_path, figures=4)  # ROC, PR, generator losses and samples
+    assert "Sun &amp; Li table shape" in dom

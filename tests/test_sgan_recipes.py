@@ -11,6 +11,7 @@ from cxrgan.classify.sgan import SGANConfig
 from cxrgan.data import load_npz
 from cxrgan.data.npz import save_npz
 from cxrgan.io import read_jsonl
+from _report_check import assert_report_renders
 
 TOY = SGANConfig(ndf=8, ngf=8, z_dim=16, steps=3, batch_size=8, reference_size=16)
 
@@ -60,6 +61,7 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     assert table["labelled / class"].tolist() == [3, 10, 12]
     assert table["SGAN accuracy"].str.contains(r"\[").all()  # mean [CI] with two seeds
     assert (run_dir / "figure5.png").stat().st_size > 1000
+    assert "Table 1 shape" in assert_report_renders(run_dir, tmp_path, figures=1)
     assert "Table 1 shape" in capsys.readouterr().out
     # resuming trains nothing new
     run_recipe(SganScarcity(config), tmp_path, resume_dir=run_dir)
@@ -90,6 +92,7 @@ def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkey
                                                f"{records['sgan-d1+d2'] - records['cnn-d1']:+.3f}"]
     assert table["verdict"].tolist() == ["", "needs >= 2 seeds", "needs >= 2 seeds"]
     assert "Table 2 shape" in capsys.readouterr().out
+    assert "Table 2 shape" in assert_report_renders(run_dir, tmp_path, figures=0)
 
 
 def test_cli_runs_sgan_domain_with_second_data_flag(toy_files, tmp_path):
