@@ -103,9 +103,28 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
                         help="binary .npz whose training split joins a CycleGAN's domains (cyclegan-complement-extra)")
     parser.add_argument("--allow-patient-overlap", action="store_true",
                         help="accept a patient in two splits (counted and printed) instead of refusing the data")
+    add_external_flags(parser, default_note="none")
     parser.add_argument("--dry-run", action="store_true",
                         help="check data and config, print the grid and an estimated wall time, train nothing")
     add_train_flags(parser)
+
+
+def add_external_flags(parser: argparse.ArgumentParser, default_note: str) -> None:
+    group = parser.add_argument_group("external sites")
+    group.add_argument("--external", action="append", default=None, metavar="FILE",
+                       help=f"binary .npz of another hospital, every row scored by every model (repeatable; default: "
+                            f"{default_note})")
+    group.add_argument("--no-external", action="store_true", help="score no external site")
+    group.add_argument("--external-labels", default="", metavar="SITE=OURS,...",
+                       help="map the sites' class names to this data's, e.g. abnormal=pneumonia")
+
+
+def external_sites(args: argparse.Namespace, default: tuple[str, ...] = ()) -> dict:
+    """``external`` and ``external_labels`` config fields from the flags (``default`` when --external is absent)."""
+    from cxrgan.data.external import parse_label_map
+
+    sites = () if args.no_external else tuple(args.external) if args.external else default
+    return {"external": sites, "external_labels": parse_label_map(args.external_labels)}
 
 
 def method_list(text: str) -> tuple[str, ...]:
@@ -121,7 +140,7 @@ def _compare(args: argparse.Namespace) -> None:
         first_seed=args.first_seed, baseline=args.baseline, target=args.target, uncertainty=args.uncertainty,
         train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args), full=args.full,
         generator_overrides=generator_overrides(args), extra_data=args.gan_extra_data,
-        allow_patient_overlap=args.allow_patient_overlap,
+        allow_patient_overlap=args.allow_patient_overlap, **external_sites(args),
     )
     run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
                 progress=not args.no_progress)

@@ -6,7 +6,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import add_generator_flags, command, generator_overrides, method_list, parse_ratio, shell_command
+from cxrgan.cli import (add_external_flags, add_generator_flags, command, external_sites, generator_overrides, method_list,
+                        parse_ratio, shell_command)
+
+
+KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
+
+
+def default_external(data: str) -> tuple[str, ...]:
+    from cxrgan.recipes import default_external as resolve
+
+    return resolve(data)
 
 
 # ---- flags every recipe shares -----------------------------------------------------------------------------------
@@ -48,6 +58,7 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tstr-images", type=int, default=1000, help="synthetic images per class for TSTR AUC")
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help="paper-size GANs and ResNet-18 training (GPU)")
+    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=3)
 
@@ -61,7 +72,8 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
                               methods=method_list(args.methods), imbalance=args.imbalance,
                               train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), tstr_images=args.tstr_images,
                               full=args.full, generator_overrides=generator_overrides(args),
-                              allow_patient_overlap=args.allow_patient_overlap)
+                              allow_patient_overlap=args.allow_patient_overlap,
+                              **external_sites(args, default_external(args.data)))
     run(DcganAlpha(config), args)
 
 
@@ -78,6 +90,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fidelity-images", type=int, default=200, help="test images per class for translation fidelity")
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
+    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
     add_generator_flags(parser, cpu_steps=CPU_TRAIN_STEPS, cpu_width=CPU_DEFAULTS["ngf"])
     add_run_flags(parser, default_seeds=3)
 
@@ -94,7 +107,8 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
                                       train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
                                       fidelity_images=args.fidelity_images, full=args.full,
                                       generator_overrides=generator_overrides(args),
-                                      allow_patient_overlap=args.allow_patient_overlap)
+                                      allow_patient_overlap=args.allow_patient_overlap,
+                                      **external_sites(args, default_external(args.data)))
     run(CycleganComplement(config), args)
 
 

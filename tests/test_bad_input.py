@@ -52,6 +52,15 @@ def files(kermany_small, nih_path, tmp_path_factory):
     test_rows = kermany_small.split("test")
     extra = CXRDataset.concat([kermany_small.split("train").subset(np.arange(10)), test_rows.with_split("train")])
     out["extra_with_test"] = str(save_npz(extra, folder / "extra_with_test.npz"))
+    nih = load_npz(nih_path)
+    nih = nih.subset(np.sort(np.concatenate([np.flatnonzero(nih.labels[:, 0] == c)[:20] for c in (0, 1)])))
+    out["external_nih"] = str(save_npz(nih, folder / "external_nih.npz"))
+    out["external_shared_images"] = str(save_npz(kermany_small.split("test").subset(np.arange(20)),
+                                                 folder / "external_shared_images.npz"))
+    stolen_ids = nih.meta.assign(patient_id=kermany_small.meta["patient_id"].to_numpy()[:40])
+    out["external_shared_patients"] = str(save_npz(CXRDataset(nih.images, nih.labels, nih.label_names, stolen_ids,
+                                                              class_names=("normal", "pneumonia")),
+                                                   folder / "external_shared_patients.npz"))
     (folder / "text.npz").write_text("not an archive")
     out["text"] = str(folder / "text.npz")
     (folder / "a_file").write_text("x")
@@ -92,6 +101,16 @@ CASES = {
     "extra method without extra data": (
         lambda f, out: ["compare", f["good"], "--methods", "none,cyclegan-complement-extra", "--out", out],
         "need --gan-extra-data"),
+    # ---- external sites
+    "external classes differ": (lambda f, out: _compare(f["good"], "--external", f["external_nih"], "--out", out),
+                                "map them with --external-labels"),
+    "external shares images": (lambda f, out: _compare(f["good"], "--external", f["external_shared_images"],
+                                                       "--out", out), "pixel-identical"),
+    "external shares patients": (lambda f, out: _compare(f["good"], "--external", f["external_shared_patients"],
+                                                         "--out", out), "patient id(s) also in"),
+    "external labels malformed": (lambda f, out: _compare(f["good"], "--external", f["external_nih"],
+                                                          "--external-labels", "abnormal", "--out", out),
+                                  "expected EXTERNAL=OURS pairs"),
     # ---- methods, seeds, splits
     "unknown method": (lambda f, out: ["compare", f["good"], "--methods", "none,nonexistent", "--out", out],
                        "unknown method(s) ['nonexistent']"),

@@ -137,3 +137,34 @@ def test_kill_9_mid_cell_then_resume_gives_identical_results(small_file, tmp_pat
         with np.load(whole / "scores" / f"{record['cell']}.npz") as a, np.load(run_dir / "scores" / f"{record['cell']}.npz") as b:
             assert all(np.array_equal(a[k], b[k]) for k in a.files)
     assert not list(run_dir.rglob("*.tmp")) and not list((run_dir / "checkpoints").glob("*.pt"))
+
+
+@pytest.fixture(scope="module")
+def nih_site(data_dir, tmp_path_factory):
+    """60 real adult NIH images (30 normal, 30 pneumonia) with view, age and sex: a small external site."""
+    import numpy as np
+
+    from cxrgan.data import load_npz
+
+    site = load_npz(data_dir / "nih_pneumonia" / "nih_pneumonia_64.npz")
+    y = site.labels[:, 0]
+    rows = np.sort(np.concatenate([np.flatnonzero(y == 0)[:30], np.flatnonzero(y == 1)[:30]]))
+    return str(save_npz(site.subset(rows), tmp_path_factory.mktemp("site") / "nih_site.npz"))
+
+
+def test_external_site_gets_auc_columns_verdicts_and_subgroups(small_file, nih_site, tmp_path, capsys):
+    import pandas as pd
+
+    assert _compare(small_file, tmp_path, "--external", nih_site) == 0
+    run_dir = next(tmp_path.iterdir())
+    results = pd.read_csv(run_dir / "results.csv")
+    assert "ROC AUC @ nih_site" in results.columns and results["ROC AUC @ nih_site"].str.contains(r"\[").all()
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    assert sorted(set(verdicts["site"])) == ["internal test", "nih_site"] and len(verdicts) == 4  # 2 methods x 2 sites
+    subgroups = pd.read_csv(run_dir / "external_subgroups.csv")
+    assert {"view AP", "view PA", "sex F", "sex M"} <= set(subgroups["subgroup"])
+    assert any(g.startswith("age ") for g in subgroups["subgroup"])
+    assert subgroups.loc[subgroups["subgroup"].str.startswith("view"), "n"].sum() == 60
+    page = (run_dir / "report.html").read_text()
+    assert "External sites by view, age band and sex" in page and "ROC AUC @ nih_site" in page
+    assert "roc_auc@nih_site" in capsys.readouterr().out  # per-cell progress line

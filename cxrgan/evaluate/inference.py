@@ -316,3 +316,20 @@ def adjusted_effects(comparisons: Sequence[Comparison]) -> list[Effect | None]:
     testable = [i for i, c in enumerate(comparisons) if c.effect is not None]
     adjusted = dict(zip(testable, adjust_holm([comparisons[i].effect for i in testable])))
     return [adjusted.get(i) for i in range(len(comparisons))]
+
+
+class Verdicts:
+    """The comparisons of one table with Holm applied over all of them, looked up by their row keys."""
+
+    def __init__(self, comparisons: Sequence[Comparison]):
+        self.items = list(zip(comparisons, adjusted_effects(comparisons)))
+
+    def cells(self, **row: str) -> tuple[str, str]:
+        """(Δ [95% CI] or why there is none, verdict word) of the comparison whose row includes ``row``; ("", "")
+        when the table has no such comparison (e.g. the baseline's own row)."""
+        for comparison, effect in self.items:
+            if all(comparison.row.get(key) == value for key, value in row.items()):
+                if effect is None:
+                    return comparison.note, "not tested"
+                return effect_cells(effect)["Δ [95% CI]"], effect.verdict
+        return "", ""

@@ -39,14 +39,13 @@ def evaluate_scores(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray, s_
     return metrics
 
 
-def metrics_table(records: list[dict], y_test: np.ndarray, names: Sequence[str],
-                  methods: Sequence[str]) -> tuple[pd.DataFrame, str, dict]:
-    """Every metric of every method as mean [95% CI over seeds]; returns the table, its note and a JSON summary.
-
-    The verdicts against the baseline are a separate table (``cxrgan.evaluate.inference.verdict_table``).
-    """
+def metrics_table(records: list[dict], y_test: np.ndarray, names: Sequence[str], methods: Sequence[str],
+                  sites: Sequence[str] = ()) -> tuple[pd.DataFrame, str, dict]:
+    """Every metric of every method as mean [95% CI over seeds], plus the ROC AUC on each external site; returns
+    the table, its note and a JSON summary. The verdicts are a separate table (``inference.verdict_table``)."""
     binary = y_test.shape[1] == 1
     columns = BINARY_COLUMNS if binary else {n: n for n in [*names, "macro"]}
+    columns = {**columns, **{f"roc_auc@{site}": f"ROC AUC @ {site}" for site in sites}}
     rows, summary = [], {}
     for method in methods:
         runs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])

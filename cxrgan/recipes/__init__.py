@@ -8,3 +8,20 @@ from pathlib import Path
 DATA_ROOT = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 KERMANY_64 = str(DATA_ROOT / "kermany_pneumonia" / "kermany_pneumonia_64.npz")
 NIH_SUBSET_64 = str(DATA_ROOT / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz")
+NIH_PNEUMONIA = DATA_ROOT / "nih_pneumonia"
+
+
+def default_external(data: str) -> tuple[str, ...]:
+    """The external site of a Kermany-based recipe: adult NIH pneumonia vs no finding (same labels, another
+    hospital) at the data's image size, when ``nih_pneumonia`` is present; otherwise none."""
+    if "kermany" not in Path(data).stem:
+        return ()
+    try:
+        import numpy as np
+
+        with np.load(data, mmap_mode="r") as archive:
+            size = int(archive["images"].shape[1])
+    except (OSError, ValueError, KeyError):
+        return ()  # the recipe's own checks report an unreadable data file
+    site = NIH_PNEUMONIA / f"nih_pneumonia_{size}.npz"
+    return (str(site),) if site.is_file() else ()

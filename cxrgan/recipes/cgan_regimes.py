@@ -38,7 +38,7 @@ from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import adjusted_effects, effect_cells, method_note, verdict_table
+from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.base import MIN_TRAIN_IMAGES
 from cxrgan.generators.dcgan import CDCGANConfig
@@ -217,8 +217,8 @@ class CganRegimes(Recipe):
 
     def auc_table(self, results: Results, comparisons: list) -> pd.DataFrame:
         y, names = results.labels["test"], results.label_names
-        effects = {(x.row["regime"], x.row["method"], x.row["finding"]): e
-                   for x, e in zip(comparisons, adjusted_effects(comparisons))}
+        verdicts = Verdicts(comparisons)
+        mean_rows = {x.row["finding"] for x in comparisons if x.row["finding"].startswith("mean of")}
         rows = []
         for fraction in self.config.regimes:
             for method in self.config.methods:
@@ -229,11 +229,8 @@ class CganRegimes(Recipe):
                 for finding in self.findings_:
                     row[finding] = auc_cell([r["auc"][finding] for r in runs], y[:, names.index(finding)])
                 row["macro (all findings)"] = seed_cell([r["auc"]["macro"] for r in runs])
-                mean_key = next((k for k in effects if k[:2] == (f"{fraction:.0%}", method)
-                                 and k[2].startswith("mean of")), None)
-                effect = effects.get(mean_key) if mean_key else None
-                row["mean augmented: Δ vs none"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
-                row["verdict"] = "" if effect is None else effect.verdict
+                row["mean augmented: Δ vs none"], row["verdict"] = ("", "") if not mean_rows else verdicts.cells(
+                    regime=f"{fraction:.0%}", method=method, finding=next(iter(mean_rows)))
                 rows.append(row)
         return pd.DataFrame(rows)
 

@@ -13,18 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import CXRDataset, load_npz
+from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.splits import fraction_subset, induce_imbalance
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_values, method_note,
                                        verdict_table)
-from cxrgan.evaluate.summary import evaluate_scores, metrics_table
+from cxrgan.evaluate.metrics import roc_auc
+from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
 from cxrgan.io import atomic_write, write_json
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.report.plots import plot_curves
@@ -54,6 +57,8 @@ class CompareConfig:
     generator_overrides: tuple[tuple[str, object], ...] = ()  # generator settings over the defaults, e.g. train_steps
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
+    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -161,14 +166,33 @@ class Compare(Recipe):
             raise CxrganError("the '-extra' methods need --gan-extra-data FILE (a binary .npz whose training split "
                               "joins the CycleGAN's domains)")
         self.check_extra_data()
+        self.sites_ = self.load_sites()
         summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
                    f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
-                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}")
+                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
+                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items()))
         return Plan(cells=grid(seed=self.seeds, method=c.methods),
-                    evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
+                    evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
+                                     **{name: site.labels for name, site in self.sites_.items()}},
                     label_names=self.test_.label_names, summary=summary,
                     data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
-                    class_names=self.test_.class_names)
+                    class_names=self.test_.class_names,
+                    subgroups={name: subgroups(site) for name, site in self.sites_.items()})
+
+    def load_sites(self) -> dict[str, CXRDataset]:
+        """The external sites, checked against the whole data file (labels, size, shared images or patients)."""
+        c = self.compare_config
+        if not c.external:
+            return {}
+        if not self.train_.is_binary:
+            raise CxrganError("--external sites are for binary tasks (--target labels)")
+        names = [site_name(path) for path in c.external]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise CxrganError(f"--external names the site(s) {duplicated} twice; every file needs its own stem")
+        reference = load_npz(c.data, target=c.target, uncertainty=c.uncertainty, allow_patient_overlap=True)
+        return {site_name(path): load_external(path, self.train_, c.external_labels, reference, c.data)
+                for path in c.external}
 
     def check_extra_data(self) -> None:
         """The CycleGAN extra data: present, binary, same image size, and sharing no image with val / test."""
@@ -201,6 +225,8 @@ class Compare(Recipe):
         result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True)
         s_val = predict(result.model, self.val_, device, c.train.eval_batch_size, c.train.bf16)
         s_test = predict(result.model, self.test_, device, c.train.eval_batch_size, c.train.bf16)
+        sites = {name: predict(result.model, site, device, c.train.eval_batch_size, c.train.bf16)
+                 for name, site in self.sites_.items()}
         if seed == c.first_seed:  # keep one model per method for CAM panels and fidelity; checkpoints are transient
             atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
                          lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
@@ -220,7 +246,10 @@ class Compare(Recipe):
             "history": result.history,
         }
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in ("roc_auc", "pr_auc", "macro"))
-        return CellResult(record, {"val": s_val, "test": s_test}, summary=shown)
+        for name, scores in sites.items():
+            record["metrics"][f"roc_auc@{name}"] = roc_auc(self.sites_[name].labels[:, 0], scores[:, 0])
+            shown += f", roc_auc@{name} {record['metrics'][f'roc_auc@{name}']:.3f}"
+        return CellResult(record, {"val": s_val, "test": s_test, **sites}, summary=shown)
 
     # ---- tables -------------------------------------------------------------------------------------------------
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
@@ -231,13 +260,14 @@ class Compare(Recipe):
         baseline = baseline or c.baseline
         labels, names = results.labels[set_name], results.label_names
         base = results.seed_scores(set_name, method=baseline)
+        site = {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
         rows = []
         for method in methods or c.methods:
             if method == baseline or not results.where(method=method):
                 continue
             mine = results.seed_scores(set_name, method=method)
             if labels.shape[1] == 1:
-                rows.append(compare_auc({"method": method, "vs": baseline}, labels[:, 0],
+                rows.append(compare_auc({"method": method, "vs": baseline, **site}, labels[:, 0],
                                         {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()}))
                 continue
             for j, name in enumerate(names):
@@ -248,10 +278,26 @@ class Compare(Recipe):
             rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
         return rows
 
+    @staticmethod
+    def external_sets(results: Results) -> list[str]:
+        """The external sites a run scored (evaluation sets other than val and test)."""
+        return [name for name in results.labels if name not in ("val", "test")]
+
+    def all_comparisons(self, results: Results) -> list[Comparison]:
+        """Every method against the baseline on the internal test split and on each external site: one family."""
+        rows = self.comparisons(results)
+        for name in self.external_sets(results):
+            rows += self.comparisons(results, name)
+        return rows
+
     def verdicts(self, results: Results, comparisons: list[Comparison]) -> Table:
         c = self.compare_config
         with_test = any(comp.effect is not None and not np.isnan(comp.effect.test_se) for comp in comparisons)
         notes = method_note(sum(comp.effect is not None for comp in comparisons), with_test)
+        sites = self.external_sets(results)
+        if sites:
+            notes += (f" External site(s) {', '.join(sites)}: every row of the file, images of other patients and "
+                      "another hospital, scored by the same models; one Holm family with the internal test rows.")
         if results.labels["test"].shape[1] > 1:
             notes += (" The macro row averages the findings' AUCs per seed and is tested by a paired t over seeds. "
                       "A finding with fewer than 10 test positives is not estimable and is not tested.")
@@ -260,14 +306,19 @@ class Compare(Recipe):
 
     def tables(self, results: Results) -> list[Table]:
         c = self.compare_config
-        comparisons = self.comparisons(results)
-        table, notes, summary = metrics_table(results.records, results.labels["test"], results.label_names, c.methods)
+        comparisons = self.all_comparisons(results)
+        table, notes, summary = metrics_table(results.records, results.labels["test"], results.label_names, c.methods,
+                                              sites=self.external_sets(results))
         summary["verdicts"] = [{**comp.row, "note": comp.note, **(dataclasses.asdict(e) if e else {})}
                                for comp, e in zip(comparisons, adjusted_effects(comparisons))]
         write_json(results.run_dir / "summary.json", summary)
-        return [self.verdicts(results, comparisons),
-                Table("results", f"{self.kind}: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s)", table,
-                      notes, role="main")]
+        tables = [self.verdicts(results, comparisons),
+                  Table("results", f"{self.kind}: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s)", table,
+                        notes, role="main")]
+        if results.subgroups:
+            tables.append(Table("external_subgroups", "External sites by view, age band and sex (test ROC AUC)",
+                                subgroup_table(results, c.methods), SUBGROUP_NOTE, role="detail"))
+        return tables
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
         if results.labels["test"].shape[1] != 1:
@@ -287,6 +338,27 @@ class Compare(Recipe):
         from cxrgan.recipes.probe import compare_estimates
 
         return compare_estimates(self, plan)
+
+
+SUBGROUP_NOTE = ("ROC AUC within each subgroup of an external site, mean [95% CI over seeds]; n = rows, + = "
+                 "positives. A view or age shortcut shows as a large gap between subgroups. Descriptive, not tested.")
+
+
+def subgroup_table(results: Results, methods: tuple[str, ...]) -> pd.DataFrame:
+    """Per external site and subgroup (view, age band, sex): every method's AUC over seeds."""
+    rows = []
+    for site, groups in results.subgroups.items():
+        y = results.labels[site][:, 0]
+        for group, mask in groups.items():
+            row = {"site": site, "subgroup": group, "n": int(mask.sum()), "+": int(y[mask].sum())}
+            for method in methods:
+                runs = results.seed_scores(site, method=method)
+                if runs:
+                    values = [roc_auc(y[mask], s[mask, 0]) if 0 < y[mask].sum() < mask.sum() else np.nan
+                              for s in runs.values()]
+                    row[method] = seed_cell(values)
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None,

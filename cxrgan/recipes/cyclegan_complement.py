@@ -33,7 +33,7 @@ from cxrgan.classify.networks import build_classifier
 from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import Comparison, adjusted_effects, effect_cells
+from cxrgan.evaluate.inference import Comparison, Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import save_translation_figure
 from cxrgan.io import append_jsonl, read_jsonl, write_json
@@ -72,6 +72,8 @@ class CycleganComplementConfig:
     full: bool = False  # DenseNet-121 and the paper's CycleGAN sizes (for GPUs)
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # CycleGAN settings over the defaults, e.g. train_steps
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
+    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
 
 
 @register_recipe
@@ -88,7 +90,8 @@ class CycleganComplement(Compare):
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, full=c.full,
                              generator_overrides=c.generator_overrides, extra_data=c.extra_data,
-                             allow_patient_overlap=c.allow_patient_overlap)
+                             allow_patient_overlap=c.allow_patient_overlap, external=c.external,
+                             external_labels=c.external_labels)
 
     def plan(self) -> Plan:
         c = self.config
@@ -105,7 +108,7 @@ class CycleganComplement(Compare):
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
                     methods: tuple[str, ...] | None = None) -> list[Comparison]:
         """Every row against ``none``, and every CycleGAN row against the equal-steps control: one Holm family."""
-        rows = super().comparisons(results, set_name)
+        rows = super().comparisons(results, set_name, baseline, methods)
         if baseline is None and CONTROL in self.config.methods:
             cyclegans = tuple(m for m in self.config.methods if m.startswith("cyclegan"))
             rows += super().comparisons(results, set_name, baseline=CONTROL, methods=cyclegans)
@@ -114,15 +117,18 @@ class CycleganComplement(Compare):
     def tables(self, results: Results) -> list[Table]:
         tables = super().tables(results)
         fidelity = fidelity_summary(results.run_dir)
-        comparisons = self.comparisons(results)
-        table = paper_table(results, self.config.methods, fidelity, comparisons, results.class_names or ("0", "1"))
+        sites = self.external_sets(results)
+        table = paper_table(results, self.config.methods, fidelity, Verdicts(self.all_comparisons(results)),
+                            results.class_names or ("0", "1"), sites)
         notes = ("Rows as in Malygina et al. (2019) plus the equal-steps control 'repeat'; ROC / PR AUC on the real "
                  "test split, mean [95% CI over seeds]; Δ and verdict from the seed-level paired test against no "
                  "augmentation and, for the CycleGAN rows, against 'repeat', Holm-adjusted over all of them (see the "
                  f"verdict table). Fidelity: share of translated test images ({self.config.fidelity_images} per class "
                  f"at most) that the 'none' classifier of seed {self.config.first_seed} puts in the target class at "
                  "its validation Youden threshold (its accuracy on the real images of that class in brackets); cycle "
-                 "error: mean |x - G_back(G_forth(x))| / 255; both averaged over seeds.")
+                 "error: mean |x - G_back(G_forth(x))| / 255; both averaged over seeds."
+                 + (f" External site(s): {', '.join(sites)} (for Kermany, adult NIH pneumonia vs no finding: the same "
+                    "labels at another hospital), every row scored by the same models." if sites else ""))
         tables.append(Table("paper_table", "cyclegan-complement: CycleGAN complement oversampling (Malygina et al. "
                             "table shape)", table, notes, role="main"))
         return tables
@@ -211,11 +217,11 @@ def _as_dataset(images: np.ndarray, label: int, like: CXRDataset) -> CXRDataset:
 
 
 def paper_table(results: Results, methods: tuple[str, ...], fidelity: dict[str, dict[str, float]],
-                comparisons: list[Comparison], class_names: tuple[str, str]) -> pd.DataFrame:
-    """ROC AUC, PR AUC, Δ and verdict against none and against the equal-steps control per row, translation
-    fidelity and cycle error."""
-    effects = {(c.row["method"], c.row["vs"]): e for c, e in zip(comparisons, adjusted_effects(comparisons))}
+                verdicts: Verdicts, class_names: tuple[str, str], sites: list[str]) -> pd.DataFrame:
+    """ROC AUC, PR AUC, Δ and verdict against none and against the equal-steps control per row (internal test and
+    each external site), translation fidelity and cycle error."""
     rows = []
+    internal = {"site": "internal test"} if sites else {}
     for method in methods:
         runs = results.where(method=method)
         if not runs:
@@ -224,9 +230,12 @@ def paper_table(results: Results, methods: tuple[str, ...], fidelity: dict[str, 
                "ROC AUC": seed_cell([r["metrics"]["roc_auc"] for r in runs]),
                "PR AUC": seed_cell([r["metrics"]["pr_auc"] for r in runs])}
         for reference in (methods[0], CONTROL):
-            effect = effects.get((method, reference))
-            row[f"Δ vs {reference}"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
-            row[f"verdict vs {reference}"] = "" if effect is None else effect.verdict
+            row[f"Δ vs {reference}"], row[f"verdict vs {reference}"] = (
+                verdicts.cells(method=method, vs=reference, **internal) if method != reference else ("", ""))
+        for site in sites:
+            row[f"ROC AUC @ {site}"] = seed_cell([r["metrics"][f"roc_auc@{site}"] for r in runs])
+            row[f"Δ vs {methods[0]} @ {site}"], row[f"verdict @ {site}"] = (
+                verdicts.cells(method=method, vs=methods[0], site=site) if method != methods[0] else ("", ""))
         f = fidelity.get(method)
         row[f"-> {class_names[1]} as {class_names[1]}"] = f"{f['to_1']:.2f} (real {f['real_1']:.2f})" if f else ""
         row[f"-> {class_names[0]} as {class_names[0]}"] = f"{f['to_0']:.2f} (real {f['real_0']:.2f})" if f else ""

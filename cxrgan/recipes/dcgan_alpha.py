@@ -25,7 +25,7 @@ from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
-from cxrgan.evaluate.inference import effect_cells
+from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN
 from cxrgan.io import append_jsonl, read_jsonl
@@ -57,6 +57,8 @@ class DcganAlphaConfig:
     full: bool = False  # paper-size GANs and classifier training (for GPUs)
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. (("train_steps", 2000),)
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
+    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
 
 
 AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "recall", "coverage": "coverage",
@@ -76,7 +78,8 @@ class DcganAlpha(Compare):
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, full=c.full,
                              generator_overrides=c.generator_overrides,
-                             allow_patient_overlap=c.allow_patient_overlap)
+                             allow_patient_overlap=c.allow_patient_overlap, external=c.external,
+                             external_labels=c.external_labels)
 
     def plan(self) -> Plan:
         if self.config.tstr_images < 1:
@@ -94,14 +97,16 @@ class DcganAlpha(Compare):
 
     def tables(self, results: Results) -> list[Table]:
         tables = super().tables(results)
-        comparisons = self.comparisons(results)
         quality = {r["method"]: r["tstr_auc"] for r in read_jsonl(results.run_dir / "quality.jsonl")}
-        paper = paper_table(results, self.config.methods, quality, comparisons)
+        sites = self.external_sets(results)
+        paper = paper_table(results, self.config.methods, quality, Verdicts(self.all_comparisons(results)), sites)
         notes = ("Rows as in Sun & Li's poster (plus SMOTE); cells are mean [95% CI over seeds], threshold metrics at "
                  "the validation Youden threshold; Δ ROC AUC and verdict vs the baseline from the seed-level paired "
                  "test with Holm adjustment (see the verdict table). TSTR AUC: a small CNN trained only on "
                  f"{self.config.tstr_images} synthetic images per class (seed {self.config.first_seed}'s generator), "
-                 "tested on the real test split; real-data reference in the 'none' row.")
+                 "tested on the real test split; real-data reference in the 'none' row."
+                 + (f" External site(s): {', '.join(sites)} (for Kermany, adult NIH pneumonia vs no finding: the same "
+                    "labels at another hospital), every row scored by the same models." if sites else ""))
         tables.append(Table("paper_table", "dcgan-alpha: GAN vs classic fixes (Sun & Li table shape)", paper, notes,
                             role="main"))
         audits = audit_summary(results.run_dir)
@@ -125,12 +130,10 @@ def audit_summary(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, float],
-                comparisons: list) -> pd.DataFrame:
-    """The paper's columns per method (mean [CI] over seeds), the verdict against the baseline and the TSTR AUC."""
-    from cxrgan.evaluate.inference import adjusted_effects
-
-    verdicts = {c.row["method"]: e for c, e in zip(comparisons, adjusted_effects(comparisons))}
+def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, float], verdicts: Verdicts,
+                sites: list[str]) -> pd.DataFrame:
+    """The paper's columns per method (mean [CI] over seeds), Δ and verdict against the baseline on the internal
+    test split and on each external site, and the TSTR AUC."""
     rows = []
     for method in methods:
         runs = results.where(method=method)
@@ -139,9 +142,11 @@ def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, f
         row = {"method": method}
         for key, label in PAPER_COLUMNS.items():
             row[label] = seed_cell([r["metrics"][key] for r in runs])
-        effect = verdicts.get(method)
-        row["Δ ROC AUC vs baseline"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
-        row["verdict"] = "" if effect is None else effect.verdict
+        internal = {"site": "internal test"} if sites else {}
+        row["Δ ROC AUC vs baseline"], row["verdict"] = verdicts.cells(method=method, **internal)
+        for site in sites:
+            row[f"ROC AUC @ {site}"] = seed_cell([r["metrics"][f"roc_auc@{site}"] for r in runs])
+            row[f"Δ @ {site}"], row[f"verdict @ {site}"] = verdicts.cells(method=method, site=site)
         row["TSTR AUC"] = f"{quality[method]:.3f}" if method in quality else ""
         rows.append(row)
     return pd.DataFrame(rows)

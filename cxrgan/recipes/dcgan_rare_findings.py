@@ -34,7 +34,7 @@ from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import adjusted_effects, effect_cells, method_note, verdict_table
+from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.dcgan import DCGANConfig
 from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, check_seeds, generator_settings
@@ -172,17 +172,16 @@ class DcganRareFindings(Recipe):
 
     def gan_table(self, results: Results, comparisons: list) -> pd.DataFrame:
         y, names = results.labels["test"], results.label_names
-        effects = {x.row["finding"]: e for x, e in zip(comparisons, adjusted_effects(comparisons))}
+        verdicts = Verdicts(comparisons)
         base = results.where(method="baseline", policy=self.config.policy)
         gan = results.where(method="dcgan-rare")
         rows = []
         for finding in self.findings_:
             j = names.index(finding)
             generated = [t["generated for it"] for t in gan[0]["finding_table"] if t["finding"] == finding] if gan else []
-            effect = effects.get(finding)
+            delta, verdict = verdicts.cells(finding=finding)
             rows.append({"finding": finding, "generated": generated[0] if generated else "n/a",
                          "baseline": auc_cell([r["auc"][finding] for r in base], y[:, j]),
                          "DCGAN-augmented": auc_cell([r["auc"][finding] for r in gan], y[:, j]),
-                         "Δ [95% CI]": "" if effect is None else effect_cells(effect)["Δ [95% CI]"],
-                         "verdict": "not estimable" if effect is None else effect.verdict})
+                         "Δ [95% CI]": delta, "verdict": verdict})
         return pd.DataFrame(rows)

@@ -88,6 +88,7 @@ class Plan:
     summary: str = ""  # data and settings in a few lines, printed by --dry-run and when a run starts
     data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
     class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
+    subgroups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # set -> subgroup -> row mask
 
 
 @dataclass
@@ -114,12 +115,16 @@ class Results:
         self.labels: dict[str, np.ndarray] = {}
         self.label_names: tuple[str, ...] = ()
         self.class_names: tuple[str, ...] | None = None
+        self.subgroups: dict[str, dict[str, np.ndarray]] = {}
         if path.exists():
             with np.load(path, allow_pickle=False) as archive:
                 self.labels = {k[len("set_"):]: archive[k] for k in archive.files if k.startswith("set_")}
                 self.label_names = tuple(str(s) for s in archive["label_names"])
                 if "class_names" in archive.files:
                     self.class_names = tuple(str(s) for s in archive["class_names"])
+                for key in (k for k in archive.files if k.startswith("group_")):
+                    set_name, group = key[len("group_"):].split("|", 1)
+                    self.subgroups.setdefault(set_name, {})[group] = archive[key].astype(bool)
 
     def where(self, **coords: Any) -> list[dict]:
         """Records whose coordinates equal ``coords``, in seed order."""
@@ -227,6 +232,8 @@ def _save_labels(run_dir: Path, plan: Plan) -> None:
     arrays["label_names"] = np.array(plan.label_names)
     if plan.class_names:
         arrays["class_names"] = np.array(plan.class_names)
+    for set_name, groups in plan.subgroups.items():
+        arrays.update({f"group_{set_name}|{group}": mask for group, mask in groups.items()})
     atomic_write(path, lambda tmp: _savez(tmp, arrays))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
-from cxrgan.evaluate.inference import adjusted_effects, compare_auc, effect_cells, method_note, verdict_table
+from cxrgan.evaluate.inference import Verdicts, compare_auc, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes import NIH_SUBSET_64
 from cxrgan.recipes.compare import check_classes
@@ -94,18 +94,17 @@ class SganDomain(Recipe):
         comparisons = [compare_auc({"training": ROWS[row], "vs": ROWS["cnn-d1"]}, y,
                                    {s: v[:, 0] for s, v in results.seed_scores("test", row=row).items()}, cnn)
                        for row in ROWS if row != "cnn-d1" and results.where(row=row)]
-        effects = dict(zip([x.row["training"] for x in comparisons], adjusted_effects(comparisons)))
+        verdicts = Verdicts(comparisons)
         rows = []
         for row, name in ROWS.items():
             mine = results.where(row=row)
             if not mine:
                 continue
-            effect = effects.get(name)
+            delta, verdict = verdicts.cells(training=name) if row != "cnn-d1" else ("", "")
             rows.append({"training": name, "seeds": len(mine),
                          "accuracy on dataset 2": seed_cell([r["accuracy"] for r in mine]),
                          "ROC AUC on dataset 2": seed_cell([r["roc_auc"] for r in mine]),
-                         "ROC AUC - CNN": "" if effect is None else effect_cells(effect)["Δ [95% CI]"],
-                         "verdict": "" if effect is None else effect.verdict})
+                         "ROC AUC - CNN": delta, "verdict": verdict})
         c = self.config
         notes = (f"Madani et al. Table 2 shape. Dataset 1: {Path(c.data).name} ({len(self.labeled_)} labelled training "
                  f"images); dataset 2: {Path(c.second_data).name} ({len(self.unlabeled_second_)} training images used "

@@ -29,7 +29,7 @@ from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.images import resize_stack
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import adjusted_effects, compare_auc, effect_cells, method_note, verdict_table
+from cxrgan.evaluate.inference import Verdicts, compare_auc, method_note, verdict_table
 from cxrgan.evaluate.metrics import accuracy, roc_auc
 from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.evaluate.summary import seed_cell
@@ -147,8 +147,7 @@ class SganScarcity(Recipe):
                                    {s: v[:, 0] for s, v in results.seed_scores("test", n=n, method="CNN").items()})
                        for n in self.sizes_ if results.where(n=n)]
         records = pd.DataFrame(results.records)
-        effects = dict(zip([x.row["labelled / class"] for x in comparisons], adjusted_effects(comparisons)))
-        table = scarcity_table(records, self.sizes_, effects)
+        table = scarcity_table(records, self.sizes_, Verdicts(comparisons))
         notes = (f"Madani et al. Table 1 shape. n labelled images per class (capped at the smaller training class); "
                  f"the SGAN also uses the other {len(self.train_)} - 2n training images without labels. Test: "
                  f"{len(self.test_)} real images of the test split at {self.config.sgan.image_size} px. Cells: mean "
@@ -167,7 +166,7 @@ class SganScarcity(Recipe):
                                 "(mean and 95% CI over seeds)")]
 
 
-def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...], effects: dict) -> pd.DataFrame:
+def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...], verdicts: Verdicts) -> pd.DataFrame:
     """One row per labelled size: CNN and SGAN accuracy and ROC AUC as mean [CI], and SGAN - CNN ROC AUC."""
     rows = []
     for n in sizes:
@@ -177,9 +176,7 @@ def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...], effects: dict)
             for method in METHODS:
                 values = at_n[at_n["method"] == method][metric].tolist()
                 row[f"{method} {label}"] = seed_cell(values) if values else ""
-        effect = effects.get(str(n))
-        row["SGAN - CNN ROC AUC"] = "" if effect is None else effect_cells(effect)["Δ [95% CI]"]
-        row["verdict"] = "" if effect is None else effect.verdict
+        row["SGAN - CNN ROC AUC"], row["verdict"] = verdicts.cells(**{"labelled / class": str(n)})
         rows.append(row)
     return pd.DataFrame(rows)
 
