@@ -79,11 +79,15 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
 
 def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.balance.complement import CPU_DEFAULTS, CPU_TRAIN_STEPS
-    from cxrgan.recipes.cyclegan_complement import DEFAULT_DATA, DEFAULT_EXTRA_DATA, METHODS
+    from cxrgan.recipes.cyclegan_complement import METHODS, SETTINGS
 
-    parser.add_argument("--data", default=DEFAULT_DATA, help="binary .npz, normal / pneumonia (default %(default)s)")
-    parser.add_argument("--gan-extra-data", default=DEFAULT_EXTRA_DATA, metavar="FILE",
-                        help="binary .npz whose training split joins the CycleGAN's domains only (default %(default)s)")
+    parser.add_argument("--setting", default="kermany", choices=list(SETTINGS),
+                        help="kermany (default): Kermany data, NIH subset as CycleGAN extra data, NIH pneumonia as "
+                             "external site; paper: Malygina et al.'s NIH pneumonia data with Kermany as extra data")
+    parser.add_argument("--data", default=None, help="binary .npz, normal / pneumonia (default: the setting's)")
+    parser.add_argument("--gan-extra-data", default=None, metavar="FILE",
+                        help="binary .npz whose training split joins the CycleGAN's domains only (default: the "
+                             "setting's)")
     parser.add_argument("--methods", default=",".join(METHODS), help="rows of the table; the first is the baseline")
     parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS",
                         help="normal:pneumonia ratio of the training split (default 3:1, pneumonia the minority)")
@@ -98,24 +102,28 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
 @command("recipe cyclegan-complement", "Malygina et al.: CycleGAN complement oversampling (+ extra data) vs none",
          flags=_cyclegan_complement_flags)
 def _cyclegan_complement(args: argparse.Namespace) -> None:
-    from cxrgan.recipes.cyclegan_complement import (CPU_CLASSIFIER, FULL_CLASSIFIER, CycleganComplement,
+    from cxrgan.recipes.cyclegan_complement import (CPU_CLASSIFIER, FULL_CLASSIFIER, SETTINGS, CycleganComplement,
                                                     CycleganComplementConfig)
 
-    config = CycleganComplementConfig(data=args.data, extra_data=args.gan_extra_data, seeds=args.seeds,
+    data, extra, _ = SETTINGS[args.setting]
+    data, extra = args.data or data, args.gan_extra_data or extra
+    # the paper setting's extra data is Kermany: no Kermany-based site stays external there
+    sites = external_sites(args, default_external(data) if args.setting == "kermany" else ())
+    config = CycleganComplementConfig(data=data, setting=args.setting, extra_data=extra, seeds=args.seeds,
                                       first_seed=args.first_seed, imbalance=args.imbalance,
                                       methods=method_list(args.methods),
                                       train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
                                       fidelity_images=args.fidelity_images, full=args.full,
                                       generator_overrides=generator_overrides(args),
-                                      allow_patient_overlap=args.allow_patient_overlap,
-                                      **external_sites(args, default_external(args.data)))
+                                      allow_patient_overlap=args.allow_patient_overlap, **sites)
     run(CycleganComplement(config), args)
 
 
 # ---- multi-label recipes -------------------------------------------------------------------------------------------
 def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None,
-                        help="findings .npz, or a CheXpert / NIH CSV or folder (default: the NIH ChestX-ray14 subset)")
+    parser.add_argument("--data", action="append", default=None,
+                        help="findings .npz (repeatable: files with the same findings and other patients are joined), "
+                             "or one CheXpert / NIH CSV or folder (default: NIH ChestX-ray14 subset + nih_pneumonia)")
     parser.add_argument("--findings", default="", help="comma-separated findings to augment (default: the rarest)")
     parser.add_argument("--n-findings", type=int, default=3, help="how many rare findings to choose")
     parser.add_argument("--min-positives", type=int, default=16, help="floor on a chosen finding's training positives")
@@ -129,7 +137,7 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
 def _multilabel_common(args: argparse.Namespace) -> dict:
     from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, FULL_CLASSIFIER
 
-    return dict(data=args.data or DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
+    return dict(data=tuple(args.data) if args.data else DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
                 size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), full=args.full,
                 generator_overrides=generator_overrides(args), allow_patient_overlap=args.allow_patient_overlap)

@@ -61,6 +61,11 @@ def files(kermany_small, nih_path, tmp_path_factory):
     out["external_shared_patients"] = str(save_npz(CXRDataset(nih.images, nih.labels, nih.label_names, stolen_ids,
                                                               class_names=("normal", "pneumonia")),
                                                    folder / "external_shared_patients.npz"))
+    findings = load_npz(nih_path, target="findings")
+    renamed = CXRDataset(findings.images[:50], findings.labels[:50, :13], findings.label_names[:13],
+                         findings.meta.iloc[:50])
+    out["findings_13"] = str(save_npz(renamed, folder / "findings_13.npz"))
+    out["findings_same_patients"] = str(save_npz(findings.subset(np.arange(60)), folder / "findings_same.npz"))
     (folder / "text.npz").write_text("not an archive")
     out["text"] = str(folder / "text.npz")
     (folder / "a_file").write_text("x")
@@ -144,6 +149,11 @@ CASES = {
                                          "--out", out], "--regimes must be shares in (0, 1]"),
     "unknown finding": (lambda f, out: ["recipe", "dcgan-rare-findings", "--data", f["nih"], "--findings", "Flu",
                                         "--out", out], "unknown finding(s) ['Flu']"),
+    "joined files with other findings": (lambda f, out: ["recipe", "cgan-regimes", "--data", f["nih"], "--data",
+                                                         f["findings_13"], "--out", out], "joined files need the same"),
+    "joined files share patients": (lambda f, out: ["recipe", "dcgan-rare-findings", "--data", f["nih"], "--data",
+                                                    f["findings_same_patients"], "--out", out],
+                                    "joined files must hold different patients"),
     "per-class zero": (lambda f, out: ["recipe", "sgan-scarcity", "--data", f["good"], "--per-class", "0,10",
                                        "--out", out], "--per-class needs positive sizes"),
     "recipe zero seeds": (lambda f, out: ["recipe", "sgan-domain", "--data", f["good"], "--second-data", f["good"],

@@ -107,8 +107,9 @@ def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
     final = pd.read_csv(run_dir / "table3_gan.csv", keep_default_na=False)
     assert list(final["finding"]) == ["Fibrosis", "Effusion"]
     assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "Δ [95% CI]", "verdict"]
-    assert final["baseline"][0] == "not estimable (2 test +)" and final["verdict"][0] == "not estimable"
-    assert final["Δ [95% CI]"][1].count("[") == 1 and final["verdict"][1] != "not estimable"
+    assert final["baseline"][0] == "not estimable (2 test +)" and final["verdict"][0] == "not tested"
+    assert final["Δ [95% CI]"][0].startswith("not estimable: 2 test positives")
+    assert final["Δ [95% CI]"][1].count("[") == 1 and final["verdict"][1] != "not tested"
     gan = [r for r in records if r["method"] == "dcgan-rare"][0]
     assert gan["synthetic"] == sum(t["generated for it"] for t in gan["finding_table"][:-1]) > 0
     assert "Table 3 shape" in assert_report_renders(run_dir, tmp_path, figures=0)
@@ -190,3 +191,17 @@ def test_dry_runs_plan_without_training(small_nih, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| Fibrosis" in out and "uncertain" in out
     assert not any(tmp_path.iterdir()), "a dry run must not create run directories"
+
+
+def test_two_findings_files_are_joined_with_their_splits(nih_path, data_dir, tmp_path, capsys):
+    """The default multi-label data: the NIH subset and nih_pneumonia, same 14 findings, other patients."""
+    second = data_dir / "nih_pneumonia" / "nih_pneumonia_64.npz"
+    joined = load_findings((str(nih_path), str(second)))
+    parts = [load_npz(nih_path, target="findings"), load_npz(second, target="findings")]
+    assert len(joined) == sum(len(p) for p in parts) == 1300
+    for split in ("train", "val", "test"):
+        assert len(joined.split(split)) == sum(len(p.split(split)) for p in parts)
+    assert set(joined.meta["source"]) == {"nih_chestxray14_subset_64", "nih_pneumonia_64"}
+    assert main(["recipe", "dcgan-rare-findings", "--data", str(nih_path), "--data", str(second), "--dry-run",
+                 "--out", str(tmp_path)]) == 0
+    assert "nih_chestxray14_subset_64.npz + " in capsys.readouterr().out

@@ -42,13 +42,17 @@ from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.base import MIN_TRAIN_IMAGES
 from cxrgan.generators.dcgan import CDCGANConfig
-from cxrgan.recipes import NIH_SUBSET_64
+from cxrgan.recipes import NIH_PNEUMONIA, NIH_SUBSET_64
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
-from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, load_findings, test_positives_note,
+from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
+                                     test_positives_note,
                                      train_and_score, uncertain_counts, with_policy)
 from cxrgan.report.tables import to_markdown
 
-DEFAULT_DATA = NIH_SUBSET_64
+# The NIH subset (649 images, 14 findings) joined with nih_pneumonia (651 images, the same 14 findings, other
+# patients): about 1,300 images, so more findings have enough test positives for an AUC.
+DEFAULT_DATA = tuple(path for path in (NIH_SUBSET_64, str(NIH_PNEUMONIA / "nih_pneumonia_64.npz"))
+                     if Path(path).is_file()) or (NIH_SUBSET_64,)
 METHODS = ("none", "flip", "gan")
 GAN_DATA = ("full", "regime")
 # CPU default classifier: ResNet-18 with bf16 autocast at 64 px. Measured here (one thread, NIH subset, 713 rows):
@@ -62,7 +66,7 @@ FULL_CLASSIFIER = TrainConfig(model="densenet121", epochs=30, patience=5, lr=1e-
 class CganRegimesConfig:
     """The recipe's settings; written to the run's config.json."""
 
-    data: str = DEFAULT_DATA  # compact .npz with findings, or a CheXpert / NIH CSV (or folder) with its images
+    data: tuple[str, ...] = DEFAULT_DATA  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder)
     regimes: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0)  # nested stratified shares of the training split
     methods: tuple[str, ...] = METHODS  # none, flip (on the fly, p = 0.5), gan (label-vector cGAN), or a balancer
     seeds: int = 5  # classifier (and GAN) seeds
@@ -79,6 +83,10 @@ class CganRegimesConfig:
     full: bool = False  # paper-size GAN settings (GPU)
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):  # one path given as a string: the one-file tuple
+            object.__setattr__(self, "data", (self.data,))
 
 
 def generator_settings(full: bool, overrides: tuple[tuple[str, Any], ...], config_class: type) -> tuple[Any, int | None]:
@@ -104,7 +112,7 @@ class CganRegimes(Recipe):
     config_class = CganRegimesConfig
 
     def description(self) -> str:
-        return f"{self.kind}-{Path(self.config.data).stem}"
+        return f"{self.kind}-{'+'.join(Path(d).stem for d in self.config.data)}"
 
     def plan(self) -> Plan:
         c = self.config
@@ -122,14 +130,15 @@ class CganRegimes(Recipe):
         if not 0 < c.threshold < 1:
             raise CxrganError(f"--threshold must lie in (0, 1), got {c.threshold}")
         self.gan_config_, self.train_steps_ = generator_settings(c.full, c.generator_overrides, CDCGANConfig)
-        dataset = with_policy(load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap), c.uncertainty)
+        ignore = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap)  # U-Ignore labels
+        uncertain = uncertain_counts(ignore)
+        dataset = with_policy(ignore, c.uncertainty)
         self.train_, self.val_, self.test_ = dataset.split("train"), dataset.split("val"), dataset.split("test")
         if c.findings:
             check_findings(c.findings, self.train_)
         self.findings_ = c.findings or choose_rare_findings(self.train_, c.n_findings, c.min_positives)
         self.regimes_ = nested_fractions(self.train_, c.regimes, random_state=c.data_seed)
-        uncertain = uncertain_counts(load_findings(c.data, c.size, c.data_seed, True))
-        summary = (f"data {c.data}: train {len(self.train_)}, val {len(self.val_)}, test {len(self.test_)} rows; "
+        summary = (f"data {' + '.join(c.data)}: train {len(self.train_)}, val {len(self.val_)}, test {len(self.test_)} rows; "
                    f"augmented findings {', '.join(self.findings_)} (training positives "
                    f"{[int(self.train_.positives()[self.train_.label_names.index(f)]) for f in self.findings_]}); "
                    f"uncertain test labels masked: {uncertain['test']}; GAN trained on the {c.gan_data} rows\n\n"
@@ -138,7 +147,8 @@ class CganRegimes(Recipe):
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
                     label_names=self.test_.label_names, summary=summary,
                     data_tables=[Table("train_split", "Training split (all regimes are nested in it)",
-                                       self.train_.counts_table())])
+                                       self.train_.counts_table()),
+                                 finding_counts(self.train_, self.test_)])
 
     def generated_plan(self) -> pd.DataFrame:
         """Per regime: real rows and the images the 15 % rule would generate for the first seed's draws."""

@@ -10,10 +10,12 @@ error |x - G_back(G_forth(x))| in grey levels / 255. Our addition: the row ``rep
 as many rows, hence gradient steps, as a complement set, so "CycleGAN beats repeat" separates the translated images'
 content from longer training; each CycleGAN row is tested against it too.
 
-Extra data: by default the NIH ChestX-ray14 subset's binary ``labels`` (normal / any finding), whose training split
-gives both domains more adult images; "abnormal" there is any of 14 findings, not only pneumonia, so it widens the
-pneumonia domain towards "diseased lung". The IEEE8023 COVID collection is nearly all abnormal and would only feed
-the pneumonia domain.
+Two settings (``--setting``). ``kermany`` (default): Kermany pediatric pneumonia made 3:1 imbalanced; the extra
+CycleGAN data is the NIH ChestX-ray14 subset's binary ``labels`` (normal / any finding), whose training split gives
+both domains more adult images ("abnormal" there is any of 14 findings, not only pneumonia, so it widens the
+pneumonia domain towards "diseased lung"); adult NIH pneumonia is scored as an external site. ``paper``: Malygina et
+al.'s own setting, an imbalanced NIH pneumonia-vs-no-finding training split (``nih_pneumonia``, imbalance induced
+on its training split) with the CycleGAN also trained on Kermany's training split as the additional dataset.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from cxrgan.evaluate.inference import Comparison, Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import save_translation_figure
 from cxrgan.io import append_jsonl, read_jsonl, write_json
-from cxrgan.recipes import KERMANY_64, NIH_SUBSET_64
+from cxrgan.recipes import KERMANY_64, NIH_PNEUMONIA, NIH_SUBSET_64
 from cxrgan.recipes.compare import Compare, CompareConfig
 from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
 
@@ -49,6 +51,13 @@ ROW_NAMES = {"none": "no augmentation", "repeat": "no augmentation, every image 
              "cyclegan-complement": "CycleGAN complement", "cyclegan-complement-extra": "CycleGAN complement + extra data"}
 DEFAULT_DATA = KERMANY_64
 DEFAULT_EXTRA_DATA = NIH_SUBSET_64
+# setting -> (data, extra CycleGAN data, what the table title says)
+SETTINGS = {
+    "kermany": (KERMANY_64, NIH_SUBSET_64, "Kermany pediatric pneumonia; CycleGAN extra data: NIH subset (adult, any "
+                                           "finding)"),
+    "paper": (str(NIH_PNEUMONIA / "nih_pneumonia_64.npz"), KERMANY_64,
+              "Malygina et al.'s setting: NIH pneumonia vs no finding; CycleGAN extra data: Kermany's training split"),
+}
 
 # CPU default classifier: ResNet-18 at 64 px with bf16 autocast, as in recipe dcgan-alpha (about 1 minute for 1600
 # rows x 8 epochs here, 2 for the 2n-row complement sets); --full: DenseNet-121 as in the paper.
@@ -62,6 +71,7 @@ class CycleganComplementConfig:
     """The recipe's settings; written with the run."""
 
     data: str  # compact binary .npz with train/val/test splits (Kermany normal / pneumonia by default)
+    setting: str = "kermany"  # "kermany" or "paper" (Malygina et al.'s NIH data, Kermany as extra data); see SETTINGS
     extra_data: str | None = DEFAULT_EXTRA_DATA  # binary .npz whose training split joins the CycleGAN's domains
     seeds: int = 3  # seeds per row (CycleGANs are retrained per seed)
     first_seed: int = 0  # seed of the first run
@@ -98,6 +108,8 @@ class CycleganComplement(Compare):
         if any(m.endswith("-extra") for m in c.methods) and (not c.extra_data or not Path(c.extra_data).is_file()):
             raise CxrganError(f"--gan-extra-data {c.extra_data}: extra CycleGAN data file not found; give the file "
                               "or leave the '-extra' row out of --methods")
+        if c.setting not in SETTINGS:
+            raise CxrganError(f"--setting {c.setting!r}: expected one of {list(SETTINGS)}")
         if c.fidelity_images < 1:
             raise CxrganError(f"--fidelity-images must be at least 1, got {c.fidelity_images}")
         return super().plan()
@@ -130,7 +142,8 @@ class CycleganComplement(Compare):
                  + (f" External site(s): {', '.join(sites)} (for Kermany, adult NIH pneumonia vs no finding: the same "
                     "labels at another hospital), every row scored by the same models." if sites else ""))
         tables.append(Table("paper_table", "cyclegan-complement: CycleGAN complement oversampling (Malygina et al. "
-                            "table shape)", table, notes, role="main"))
+                            f"table shape; setting {self.config.setting}: {SETTINGS[self.config.setting][2]})", table,
+                            notes, role="main"))
         return tables
 
     def figures(self, results: Results) -> list[tuple[str, str]]:

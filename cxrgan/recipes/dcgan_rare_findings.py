@@ -39,7 +39,8 @@ from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.dcgan import DCGANConfig
 from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, check_seeds, generator_settings
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
-from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, load_findings, test_positives_note,
+from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
+                                     test_positives_note,
                                      train_and_score, uncertain_counts, with_policy)
 from cxrgan.report.tables import to_markdown
 
@@ -50,7 +51,7 @@ POLICY_NAMES = {"ones": "U-Ones", "zeros": "U-Zeros", "ignore": "U-Ignore"}
 class DcganRareConfig:
     """The recipe's settings; written to the run's config.json."""
 
-    data: str = DEFAULT_DATA  # compact .npz with findings, or a CheXpert / NIH CSV (or folder) with its images
+    data: tuple[str, ...] = DEFAULT_DATA  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder)
     policies: tuple[str, ...] = ("ones", "zeros", "ignore")  # baseline table columns (training-label policies)
     policy: str = "zeros"  # policy of the GAN comparison (the paper's Table 3 uses U-Zeros)
     seeds: int = 5  # classifier and GAN seeds
@@ -66,6 +67,10 @@ class DcganRareConfig:
     generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):  # one path given as a string: the one-file tuple
+            object.__setattr__(self, "data", (self.data,))
+
 
 @register_recipe
 class DcganRareFindings(Recipe):
@@ -75,7 +80,7 @@ class DcganRareFindings(Recipe):
     config_class = DcganRareConfig
 
     def description(self) -> str:
-        return f"{self.kind}-{Path(self.config.data).stem}"
+        return f"{self.kind}-{'+'.join(Path(d).stem for d in self.config.data)}"
 
     def plan(self) -> Plan:
         c = self.config
@@ -100,13 +105,14 @@ class DcganRareFindings(Recipe):
         cells = [Cell.of(policy=p, method="baseline", seed=s) for s in seeds for p in baselines]
         cells += [Cell.of(policy=c.policy, method="dcgan-rare", seed=s) for s in seeds]
         test = self.dataset_.split("test")
-        summary = (f"data {c.data}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
+        summary = (f"data {' + '.join(c.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
                    + (" (no uncertain training labels: all policies coincide)" if self.coincide_ else "")
                    + "\n\n" + to_markdown(self.generated_plan(train, test)))
         return Plan(cells=cells, evaluation_sets={"val": self.dataset_.split("val").labels, "test": test.labels},
                     label_names=test.label_names, summary=summary,
-                    data_tables=[Table("train_split", "Training split", train.counts_table())])
+                    data_tables=[Table("train_split", "Training split", train.counts_table()),
+                                 finding_counts(train, test)])
 
     def generated_plan(self, train, test) -> pd.DataFrame:
         """The chosen findings with their training counts and the images method B adds."""

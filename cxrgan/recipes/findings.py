@@ -17,17 +17,22 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_auc, compare_values, estimable
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.recipes.engine import CellResult, Results
+from cxrgan.recipes.engine import CellResult, Results, Table
 
 
-def load_findings(data: str | Path, size: int = 64, data_seed: int = 0,
+def load_findings(data: str | Path | tuple[str, ...], size: int = 64, data_seed: int = 0,
                   allow_patient_overlap: bool = False) -> CXRDataset:
     """A multi-label dataset with U-Ignore labels: uncertain findings unknown (NaN), blank ones negative.
 
     ``data`` is a compact .npz with ``findings`` (``cxrgan data prepare`` output), a CheXpert CSV or folder, or an
-    NIH ``Data_Entry_2017.csv`` or its folder (decoded at ``size`` px, split by patient with ``data_seed``).
+    NIH ``Data_Entry_2017.csv`` or its folder (decoded at ``size`` px, split by patient with ``data_seed``); or
+    several compact files with the same finding names and disjoint patients, joined with their splits kept.
     Apply a policy to the training rows with :func:`with_policy`.
     """
+    if isinstance(data, tuple):
+        if len(data) == 1:
+            return load_findings(data[0], size, data_seed, allow_patient_overlap)
+        return join_findings_files(data, allow_patient_overlap)
     path = Path(data)
     layout = detect_layout(path)
     if layout == "compact":
@@ -38,6 +43,33 @@ def load_findings(data: str | Path, size: int = 64, data_seed: int = 0,
         root, csv = (path.parent, path) if path.is_file() else (path, None)
         return load_nih(root, size=size, csv=csv, random_state=data_seed)  # NIH labels are 1 / 0 only
     raise CxrganError(f"{path}: a {layout!r} source has no findings; give a findings .npz, a CheXpert or NIH CSV")
+
+
+def join_findings_files(paths: tuple[str, ...], allow_patient_overlap: bool = False) -> CXRDataset:
+    """Several compact findings files as one dataset: same finding names and image size, no patient in two files."""
+    parts = []
+    for path in paths:
+        if detect_layout(Path(path)) != "compact":
+            raise CxrganError(f"--data {path}: only compact .npz files can be joined; prepare it first")
+        part = load_npz(path, target="findings", uncertainty="ignore", allow_patient_overlap=allow_patient_overlap)
+        parts.append(dataclasses.replace(part, meta=part.meta.assign(source=Path(path).stem)))
+    first = parts[0]
+    for path, part in zip(paths[1:], parts[1:]):
+        if part.label_names != first.label_names:
+            raise CxrganError(f"--data {path}: findings {list(part.label_names)} differ from {paths[0]}'s "
+                              f"{list(first.label_names)}; joined files need the same finding names")
+        if part.images.shape[1:] != first.images.shape[1:]:
+            raise CxrganError(f"--data {path}: images are {part.images.shape[1]} px, {paths[0]}'s "
+                              f"{first.images.shape[1]} px")
+    seen: dict[str, str] = {}
+    for path, part in zip(paths, parts):
+        ids = set(part.meta["patient_id"].astype(str)) - {""}
+        shared = sorted(i for i in ids if i in seen)
+        if shared:
+            raise CxrganError(f"--data {path}: {len(shared)} patient id(s) also in {seen[shared[0]]} (e.g. "
+                              f"{', '.join(shared[:3])}); joined files must hold different patients")
+        seen.update({i: path for i in ids})
+    return CXRDataset.concat(parts)
 
 
 def with_policy(dataset: CXRDataset, policy: str) -> CXRDataset:
@@ -99,6 +131,17 @@ def finding_comparisons(results: Results, findings: tuple[str, ...], row: dict[s
         rows.append(compare_values({**row, "finding": f"mean of {len(counted)} estimable"},
                                    mean_auc(results.where(**method)), mean_auc(results.where(**baseline))))
     return rows
+
+
+def finding_counts(train: CXRDataset, test: CXRDataset) -> Table:
+    """Per finding: training and test positives, and whether the test split can estimate its AUC."""
+    import pandas as pd
+
+    rows = [{"finding": name, "train +": int(train.positives()[j]), "test +": int(test.positives()[j]),
+             "test AUC": "estimable" if estimable(test.labels[:, j]) else f"not estimable (< {MIN_TEST_POSITIVES})"}
+            for j, name in enumerate(test.label_names)]
+    return Table("finding_counts", "Positives per finding (training and test splits)", pd.DataFrame(rows),
+                 f"A test AUC needs at least {MIN_TEST_POSITIVES} positives and negatives to be reported.")
 
 
 def test_positives_note(results: Results, findings: tuple[str, ...]) -> str:
