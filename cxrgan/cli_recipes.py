@@ -7,7 +7,7 @@ import dataclasses
 import json
 from dataclasses import asdict
 
-from cxrgan.cli import add_generator_flags, command, generator_overrides, parse_ratio, shell_command
+from cxrgan.cli import add_generator_flags, command, generator_settings, parse_ratio, shell_command
 
 # ---- recipes -------------------------------------------------------------------------------------------------
 def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +37,12 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
     train = dataclasses.replace(train, device=args.device, **({"epochs": args.epochs} if args.epochs else {}))
     config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
                               methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                              imbalance=args.imbalance, train=train, tstr_images=args.tstr_images, full=args.full,
-                              generator_overrides=generator_overrides(args))
+                              imbalance=args.imbalance, train=train, tstr_images=args.tstr_images,
+                              generators=generator_settings(args))
     run_dcgan_alpha(config, args.out, resume_dir=args.resume, command=shell_command())
 
 
 def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
-    from cxrgan.balance.complement import CPU_DEFAULTS, CPU_TRAIN_STEPS
     from cxrgan.recipes.cyclegan_complement import DEFAULT_DATA, DEFAULT_EXTRA_DATA, METHODS
 
     parser.add_argument("--data", default=DEFAULT_DATA, help="binary .npz, normal / pneumonia (default %(default)s)")
@@ -59,7 +58,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR")
     parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
-    add_generator_flags(parser, cpu_steps=CPU_TRAIN_STEPS, cpu_width=CPU_DEFAULTS["ngf"])
+    add_generator_flags(parser, generator="cyclegan")
     parser.add_argument("--device", default="auto")
 
 
@@ -74,8 +73,8 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
     config = CycleganComplementConfig(data=args.data, extra_data=args.gan_extra_data, seeds=args.seeds,
                                       first_seed=args.first_seed, imbalance=args.imbalance,
                                       methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                                      train=train, fidelity_images=args.fidelity_images, full=args.full,
-                                      generator_overrides=generator_overrides(args))
+                                      train=train, fidelity_images=args.fidelity_images,
+                                      generators=generator_settings(args))
     run_cyclegan_complement(config, args.out, resume_dir=args.resume, command=shell_command())
 
 
@@ -105,8 +104,8 @@ def _multilabel_common(args: argparse.Namespace) -> dict:
     train = dataclasses.replace(train, device=args.device, **({"epochs": args.epochs} if args.epochs else {}))
     return dict(data=args.data or DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
                 findings=tuple(f.strip() for f in args.findings.split(",") if f.strip()), n_findings=args.n_findings,
-                min_positives=args.min_positives, size=args.size, train=train, full=args.full,
-                generator_overrides=generator_overrides(args))
+                min_positives=args.min_positives, size=args.size, train=train,
+                generators=generator_settings(args))
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:

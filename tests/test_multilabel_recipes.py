@@ -12,12 +12,13 @@ from PIL import Image
 from cxrgan.classify import TrainConfig
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
+from cxrgan.generators import GeneratorSettings
 from cxrgan.io import read_jsonl
 from cxrgan.recipes.cgan_regimes import CganRegimesConfig, load_findings, run_cgan_regimes, with_policy
 from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, run_dcgan_rare_findings
 
 TOY_TRAIN = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu")
-TOY_GAN = (("ngf", 8), ("ndf", 8), ("z_dim", 16), ("batch_size", 16), ("train_steps", 2))
+TOY_GAN = GeneratorSettings(steps=2, width=8)
 RARE = ("Fibrosis", "Nodule", "Cardiomegaly")  # the rarest NIH findings with >= 16 train and >= 2 test positives
 
 
@@ -37,7 +38,7 @@ def small_nih(nih_path, tmp_path_factory):
 
 def test_cgan_regimes_tables_and_resume(small_nih, tmp_path, capsys):
     config = CganRegimesConfig(data=str(small_nih), regimes=(0.25, 1.0), seeds=2, findings=RARE, train=TOY_TRAIN,
-                               generator_overrides=TOY_GAN + (("embed_dim", 4),))
+                               generators=TOY_GAN)
     run_dir = run_cgan_regimes(config, tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert {(r["regime"], r["method"], r["seed"]) for r in records} == {
@@ -73,7 +74,7 @@ def test_cgan_regimes_tables_and_resume(small_nih, tmp_path, capsys):
 
 def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
     config = DcganRareConfig(data=str(small_nih), seeds=2, findings=("Fibrosis", "Nodule"), ratio=0.3,
-                             train=TOY_TRAIN, generator_overrides=TOY_GAN)
+                             train=TOY_TRAIN, generators=TOY_GAN)
     run_dir = run_dcgan_rare_findings(config, tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [("zeros", "baseline")] * 2 + [("zeros", "dcgan-rare")] * 2
@@ -132,7 +133,7 @@ def test_dcgan_rare_findings_on_chexpert_csv_policies_differ(nih_path, tmp_path)
     assert np.isnan(ignore.labels[uncertain]).all() and not np.isnan(ignore.labels[~uncertain]).any()
     np.testing.assert_array_equal(ones.labels[~uncertain], zeros.labels[~uncertain])
     config = DcganRareConfig(data=str(folder), seeds=1, findings=("Lung Opacity",), ratio=0.5, train=TOY_TRAIN,
-                             generator_overrides=TOY_GAN)
+                             generators=TOY_GAN)
     run_dir = run_dcgan_rare_findings(config, tmp_path / "runs")
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [

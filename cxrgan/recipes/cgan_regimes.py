@@ -29,10 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from cxrgan.balance.gan import CPU_DEFAULTS, CPU_TRAIN_STEPS, FULL_DEFAULTS
 from cxrgan.balance.multilabel import (
     DEFAULT_MIN_POSITIVES,
-    GeneratorTraining,
     LabelVectorCGAN,
     choose_rare_findings,
     plan_label_vectors,
@@ -43,7 +41,7 @@ from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
-from cxrgan.generators.dcgan import CDCGANConfig
+from cxrgan.generators import GeneratorSettings, GeneratorSpec, LabelVectorCDCGAN, fit_or_load
 from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.recipes import NIH_SUBSET_64
 from cxrgan.report.tables import to_markdown, write_tables
@@ -77,8 +75,7 @@ class CganRegimesConfig:
     threshold: float = 0.15  # share each augmented finding must reach in the combined set
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
-    full: bool = False  # paper-size GAN settings (GPU)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
 
 
 # ---- shared by both multi-label recipes -------------------------------------------------------------------------
@@ -125,16 +122,6 @@ def test_positives_note(test: CXRDataset, findings: tuple[str, ...]) -> str:
             "up to 1/positives, which the seed interval does not include.")
 
 
-def generator_settings(full: bool, overrides: tuple[tuple[str, Any], ...], config_class: type) -> tuple[Any, int | None]:
-    """(generator config, train_steps) from the CPU or full defaults and the run's overrides."""
-    values = dict(overrides)
-    train_steps = values.pop("train_steps", None if full else CPU_TRAIN_STEPS)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config_class)})
-    if unknown:
-        raise CxrganError(f"unknown generator setting(s) {unknown}")
-    return config_class(**{**(FULL_DEFAULTS if full else CPU_DEFAULTS), **values}), train_steps
-
-
 # ---- the recipe -------------------------------------------------------------------------------------------------
 Prepared = tuple[CXRDataset, TrainConfig]
 MethodFn = Callable[[CXRDataset, TrainConfig, "LabelVectorCGAN | None"], Prepared]
@@ -164,7 +151,7 @@ def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str
     print(f"augmented findings: {', '.join(findings)} (training positives "
           f"{[int(train.positives()[train.label_names.index(f)]) for f in findings]})")
     done = {(r["regime"], r["method"], r["seed"]) for r in read_jsonl(run_dir / "results.jsonl")}
-    gan_config, train_steps = generator_settings(config.full, config.generator_overrides, CDCGANConfig)
+    gan_config = LabelVectorCDCGAN.resolve_config(config.generators)
     device = str(resolve_device(config.train.device))
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         model = None
@@ -176,8 +163,8 @@ def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str
                 balancer = None
                 if method == "gan":
                     if model is None:  # once per seed, on the full training split (the paper's pretrained GAN)
-                        model = GeneratorTraining("cdcgan", gan_config, run_dir / "generators", device, seed,
-                                                  train_steps).fit(train, len(train), alpha=0.5)
+                        spec = GeneratorSpec("cgan-labelvec", dataclasses.replace(gan_config, seed=seed))
+                        model = fit_or_load(spec, train, run_dir / "generators", device)
                     balancer = LabelVectorCGAN(gan_config, findings, config.threshold, model=model, device=device,
                                                random_state=seed)
                 rows, train_config = REGIME_METHODS[method](regime, config.train, balancer)

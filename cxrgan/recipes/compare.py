@@ -6,7 +6,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from cxrgan.data.splits import fraction_subset, induce_imbalance
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.summary import evaluate_scores, summarise
+from cxrgan.generators.settings import GeneratorSettings
 from cxrgan.io import append_jsonl, atomic_write, read_jsonl
 from cxrgan.report.html import write_report
 from cxrgan.report.plots import plot_curves
@@ -43,8 +43,8 @@ class CompareConfig:
     data_seed: int = 0  # seed of subsetting / imbalance induction; fixed so every method and seed sees one split
     n_boot: int = 1000  # bootstrap resamples for each run's AUC CI
     train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
-    full: bool = False  # paper-size generator settings (GPU) for generator-backed methods
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # generator settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of generator-backed methods
+    extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (-extra methods)
 
 
 def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
@@ -104,8 +104,8 @@ def run_one(config: CompareConfig, method: str, seed: int, train: CXRDataset, va
             run_dir: Path, device: str) -> dict:
     """Balance, train, predict and score one (method, seed); scores are saved before the record is returned."""
     started = time.perf_counter()
-    context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=config.full,
-                             generator_overrides=config.generator_overrides)
+    context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators",
+                             generators=config.generators, extra_data=config.extra_data)
     balanced = make_balancer(method, context).fit_resample(train)
     if set(balanced.meta["split"]) != {"train"}:
         raise CxrganError(f"method {method!r} returned rows outside the training split")
@@ -169,5 +169,5 @@ def config_from_dict(values: dict) -> CompareConfig:
     values["methods"] = tuple(values["methods"])
     if values.get("imbalance") is not None:
         values["imbalance"] = tuple(values["imbalance"])
-    values["generator_overrides"] = tuple(tuple(pair) for pair in values.get("generator_overrides", ()))
+    values["generators"] = GeneratorSettings(**values.get("generators", {}))
     return CompareConfig(**values)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,7 @@ from cxrgan.data.dataset import from_arrays
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.stats import seed_delong
 from cxrgan.evaluate.summary import format_p
-from cxrgan.generators import save_translation_figure
+from cxrgan.generators import GeneratorSettings, save_translation_figure
 from cxrgan.io import append_jsonl, read_jsonl, write_json
 from cxrgan.recipes import KERMANY_64, NIH_SUBSET_64
 from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
@@ -71,22 +70,21 @@ class CycleganComplementConfig:
     methods: tuple[str, ...] = METHODS  # rows of the table, baseline ("none") first
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     fidelity_images: int = 200  # test images per class translated to measure fidelity and cycle error
-    full: bool = False  # DenseNet-121 and the paper's CycleGAN sizes (for GPUs)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # CycleGAN settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # CycleGAN steps / width / full (paper-size, GPU) preset
 
 
 def run_cyclegan_complement(config: CycleganComplementConfig, out: str | Path, resume_dir: str | Path | None = None,
                             command: str | None = None) -> Path:
     """Run every row x seed (through ``compare``), then the paper-shaped table, fidelity and Figure 1 panels."""
-    overrides = config.generator_overrides
+    extra_data = None
     if any(m.endswith("-extra") for m in config.methods):
         if not config.extra_data or not Path(config.extra_data).exists():
             raise CxrganError(f"{config.extra_data}: extra CycleGAN data file not found; pass --gan-extra-data FILE "
                               "or leave the '-extra' row out of --methods")
-        overrides = (*overrides, ("extra_data", str(config.extra_data)))
+        extra_data = str(config.extra_data)
     compare_config = CompareConfig(data=config.data, methods=config.methods, seeds=config.seeds,
                                    first_seed=config.first_seed, baseline=config.methods[0], imbalance=config.imbalance,
-                                   train=config.train, full=config.full, generator_overrides=overrides)
+                                   train=config.train, generators=config.generators, extra_data=extra_data)
     run_dir = run_compare(compare_config, out, resume_dir=resume_dir, command=command, description="cyclegan-complement")
     write_json(run_dir / "recipe.json", {"recipe": "cyclegan-complement", "config": dataclasses.asdict(config)})
     train, val, test = prepare_splits(compare_config)
@@ -145,8 +143,8 @@ def translation_fidelity(config: CycleganComplementConfig, compare_config: Compa
         for seed in range(config.first_seed, config.first_seed + config.seeds):
             if (method, seed) in done:
                 continue
-            context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=config.full,
-                                     generator_overrides=compare_config.generator_overrides)
+            context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators",
+                                     generators=compare_config.generators, extra_data=compare_config.extra_data)
             model = make_balancer(method, context).fit_generator(train)  # loads the finished run from the cache
             record = {"method": method, "seed": seed, "threshold": threshold}
             errors = []

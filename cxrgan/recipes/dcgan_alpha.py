@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ from cxrgan.balance.gan import GANOversampler
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
-from cxrgan.generators import DCGAN
+from cxrgan.generators import DCGAN, GeneratorSettings, GeneratorSpec, fit_or_load
 from cxrgan.io import append_jsonl, read_jsonl, write_json
 from cxrgan.recipes.compare import CompareConfig, prepare_splits, run_compare
 from cxrgan.report.html import write_report
@@ -51,8 +50,7 @@ class DcganAlphaConfig:
     methods: tuple[str, ...] = METHODS  # rows of the table, baseline first
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # the ResNet-18 settings
     tstr_images: int = 1000  # synthetic images per class for the train-on-synthetic / test-on-real AUC
-    full: bool = False  # paper-size GANs and classifier training (for GPUs)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. (("train_steps", 2000),)
+    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
 
 
 def run_dcgan_alpha(config: DcganAlphaConfig, out: str | Path, resume_dir: str | Path | None = None,
@@ -60,8 +58,7 @@ def run_dcgan_alpha(config: DcganAlphaConfig, out: str | Path, resume_dir: str |
     """Run every method x seed (through ``compare``), then the paper-shaped table and generator quality."""
     compare_config = CompareConfig(data=config.data, methods=config.methods, seeds=config.seeds,
                                    first_seed=config.first_seed, baseline=config.methods[0],
-                                   imbalance=config.imbalance, train=config.train, full=config.full,
-                                   generator_overrides=config.generator_overrides)
+                                   imbalance=config.imbalance, train=config.train, generators=config.generators)
     run_dir = run_compare(compare_config, out, resume_dir=resume_dir, command=command, description="dcgan-alpha")
     write_json(run_dir / "recipe.json", {"recipe": "dcgan-alpha", "config": dataclasses.asdict(config)})
     train, val, test = prepare_splits(compare_config)
@@ -132,8 +129,8 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
     done = {r["method"]: r["tstr_auc"] for r in read_jsonl(path)}
     seed, n = config.first_seed, config.tstr_images
     audit = AuditConfig(seed=seed, device=config.train.device if config.train.device != "auto" else "cpu")
-    context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators", full=config.full,
-                             generator_overrides=config.generator_overrides)
+    context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators",
+                             generators=config.generators)
     for method in config.methods:
         if method in done or not (method == "none" or method.startswith(("dcgan", "cdcgan"))):
             continue
@@ -163,7 +160,4 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
 
 def _other_class_dcgan(balancer: GANOversampler, train: CXRDataset, context: BalanceContext, value: int) -> DCGAN:
     """A DCGAN of class ``value`` trained exactly as the balancer trains its minority DCGAN (two-class TSTR set)."""
-    n_train = int((train.binary_targets() == value).sum())
-    config = balancer.config_for(value, n_train)
-    run_dir = Path(context.work_dir) / "gan" / f"dcgan-class{value}-seed{context.random_state}"
-    return DCGAN(config, device=context.device, run_dir=run_dir).fit(train, resume=True)
+    return fit_or_load(GeneratorSpec("dcgan", balancer.config_for(value)), train, context.work_dir, context.device)

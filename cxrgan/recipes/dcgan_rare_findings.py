@@ -22,7 +22,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -33,12 +32,11 @@ from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
-from cxrgan.generators.dcgan import DCGANConfig
+from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.recipes.cgan_regimes import (
     CPU_CLASSIFIER,
     DEFAULT_DATA,
-    generator_settings,
     load_findings,
     test_positives_note,
     train_and_score,
@@ -67,8 +65,7 @@ class DcganRareConfig:
     ratio: float = 1.0  # add images until positives = ratio x negatives of the real training rows
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
-    full: bool = False  # paper-size GAN settings (GPU)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
 
 
 def run_dcgan_rare_findings(config: DcganRareConfig, out: str | Path, resume_dir: str | Path | None = None,
@@ -96,7 +93,7 @@ def run_dcgan_rare_findings(config: DcganRareConfig, out: str | Path, resume_dir
     print(f"augmented findings: {', '.join(findings)}; uncertain raw labels: {n_uncertain}"
           + (" (all policies coincide)" if coincide else ""))
     done = {(r["policy"], r["method"], r["seed"]) for r in read_jsonl(run_dir / "results.jsonl")}
-    gan_config, train_steps = generator_settings(config.full, config.generator_overrides, DCGANConfig)
+    gan_config = DCGAN.resolve_config(config.generators)
     device = str(resolve_device(config.train.device))
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         # with no uncertain labels every policy is the same data: one baseline serves all columns
@@ -106,7 +103,7 @@ def run_dcgan_rare_findings(config: DcganRareConfig, out: str | Path, resume_dir
                         config.train, findings)
         if (config.policy, "dcgan-rare", seed) not in done:
             balancer = RareFindingDCGAN(gan_config, findings, config.ratio, work_dir=run_dir / "generators",
-                                        device=device, random_state=seed, train_steps=train_steps)
+                                        device=device, random_state=seed)
             augmented = balancer.fit_resample(train)
             _record(run_dir, {"policy": config.policy, "method": "dcgan-rare", "seed": seed,
                               "finding_table": balancer.table_.to_dict(orient="records")},
