@@ -277,7 +277,7 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
         raise CxrganError(f"the audit needs at least 2 synthetic images, got n={n}")
     generator = torch.Generator().manual_seed(sample_seed)
     if isinstance(model, ImageTranslator):
-        images, labels = translations_of(model, val, n, generator)
+        images, labels = model.translations(val, n, generator)
     else:
         images, labels = model.sample(n, generator=generator)
     result = audit_images(images, labels, train, val, test, out_dir if out_dir is not None else run_dir / "audit",
@@ -288,24 +288,6 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
     result["image_size"] = size
     write_json(Path(out_dir if out_dir is not None else run_dir / "audit") / "audit.json", result)
     return result
-
-
-def translations_of(model: ImageTranslator, source: CXRDataset, n: int, generator: torch.Generator
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` translations of random rows of ``source`` (a binary split), each into the other class, as balanced
-    between the two directions as the rows allow; returns (images, their target labels (n, 1))."""
-    y = source.labels[:, 0]
-    rows = [np.flatnonzero(y == c) for c in (0, 1)]
-    if min(len(r) for r in rows) == 0:
-        raise CxrganError("translations need real images of both classes in the validation split")
-    half = min(n // 2, len(rows[0]))
-    counts = (half, min(n - half, len(rows[1])))
-    images, labels = [], []
-    for c, count in enumerate(counts):
-        pick = rows[c][torch.randperm(len(rows[c]), generator=generator)[:count].numpy()]
-        images.append(model.translate(source.images[np.sort(pick)], c))
-        labels.append(np.full((count, 1), 1.0 - c, np.float32))
-    return np.concatenate(images), np.concatenate(labels)
 
 
 def audit_generators(run_dir: str | Path, data_path: str | Path, config: AuditConfig = AuditConfig(),

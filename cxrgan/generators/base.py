@@ -62,6 +62,22 @@ class ImageTranslator(ABC):
     def translate(self, images: np.ndarray, source_class: int) -> np.ndarray:
         """(N, H, W) uint8 images of ``source_class`` -> their translations into the other class, uint8."""
 
+    def translations(self, source: CXRDataset, n: int, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` translations of random rows of ``source`` (binary; e.g. held-out real images), each into the other
+        class, as balanced between the two directions as its rows allow; returns (images, target labels (n, 1))."""
+        y = source.labels[:, 0]
+        rows = [np.flatnonzero(y == c) for c in (0, 1)]
+        if min(len(r) for r in rows) == 0:
+            raise CxrganError(f"translations need real images of both classes; got {[len(r) for r in rows]}")
+        first = min(n // 2, len(rows[0]))
+        counts = (first, min(n - first, len(rows[1])))
+        images, labels = [], []
+        for c, count in enumerate(counts):
+            pick = rows[c][torch.randperm(len(rows[c]), generator=generator)[:count].numpy()]
+            images.append(self.translate(source.images[np.sort(pick)], c))
+            labels.append(np.full((count, 1), 1.0 - c, np.float32))
+        return np.concatenate(images), np.concatenate(labels)
+
 
 GENERATORS: dict[str, type[GenerativeModel]] = {}
 

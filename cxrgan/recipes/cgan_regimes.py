@@ -41,7 +41,7 @@ from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import paired_seed_cells, seed_cell
-from cxrgan.generators import GeneratorSettings, GeneratorSpec, LabelVectorCDCGAN, fit_or_load
+from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load
 from cxrgan.io import append_jsonl, read_jsonl, write_text
 from cxrgan.recipes import NIH_SUBSET_64
 from cxrgan.report.tables import to_markdown, write_tables
@@ -151,7 +151,6 @@ def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str
     print(f"augmented findings: {', '.join(findings)} (training positives "
           f"{[int(train.positives()[train.label_names.index(f)]) for f in findings]})")
     done = {(r["regime"], r["method"], r["seed"]) for r in read_jsonl(run_dir / "results.jsonl")}
-    gan_config = LabelVectorCDCGAN.resolve_config(config.generators)
     device = str(resolve_device(config.train.device))
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         model = None
@@ -163,9 +162,9 @@ def run_cgan_regimes(config: CganRegimesConfig, out: str | Path, resume_dir: str
                 balancer = None
                 if method == "gan":
                     if model is None:  # once per seed, on the full training split (the paper's pretrained GAN)
-                        spec = GeneratorSpec("cgan-labelvec", dataclasses.replace(gan_config, seed=seed))
+                        spec = GeneratorSpec.resolve("cgan-labelvec", config.generators, seed=seed)
                         model = fit_or_load(spec, train, run_dir / "generators", device)
-                    balancer = LabelVectorCGAN(gan_config, findings, config.threshold, model=model, device=device,
+                    balancer = LabelVectorCGAN(model.config, findings, config.threshold, model=model, device=device,
                                                random_state=seed)
                 rows, train_config = REGIME_METHODS[method](regime, config.train, balancer)
                 record = {"regime": fraction, "method": method, "seed": seed, "train_rows": len(rows),
