@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.errors import CxrganError
 from cxrgan.generators.base import GENERATORS, GenerativeModel, image_fingerprint
 from cxrgan.generators.settings import GeneratorSpec
 from cxrgan.generators.training import CHECKPOINT_NAME, STATUS_NAME, config_record, training_record
@@ -81,6 +82,8 @@ def cache_entries(folder: str | Path) -> list[dict[str, Any]]:
     """One row per trained generator under ``folder`` (a cache, a compare / recipe run, or a train-gan output):
     where it is, method, steps done, best fidelity score, config (differences from the defaults), rows, audit."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise CxrganError(f"{folder}: no such folder")
     rows = []
     for run in sorted({p.parent for p in folder.rglob(CHECKPOINT_NAME)}):
         status = _status(run)
