@@ -134,7 +134,8 @@ class DiscriminatorClassifier(TrainableModel):
         if len(np.unique(y)) < 2:
             raise CxrganError(f"the labelled dataset holds a single class ({int(y[0])}); both classes are needed")
         stream = Stream(self._resized(dataset.images[known]), y[:, None].astype(np.float32))
-        return [stream], {"image_size": self.config.image_size, "n_labeled": int(known.sum()), "n_unlabeled": 0}
+        return [stream], {"image_size": self.config.image_size, "n_labeled": int(known.sum()), "n_unlabeled": 0,
+                          "n_train": int(known.sum())}
 
     def _initialise(self, streams: list[Stream]) -> None:
         self.build()
@@ -239,12 +240,14 @@ class SemiSupervisedGAN(DiscriminatorClassifier, GenerativeModel):
         if parts:
             streams[1] = Stream(np.concatenate(parts))
             info["n_unlabeled"] = int(len(streams[1].images))
+        info["n_train"] = info["n_labeled"] + info["n_unlabeled"]  # distinct rows (the stand-in stream repeats)
         return self._train(streams, {**dataset_facts(labeled), **info}, resume)
 
     def _training_streams(self, dataset: CXRDataset) -> tuple[list[Stream], dict[str, Any]]:
         streams, info = super()._training_streams(dataset)
         unknown = np.isnan(dataset.labels[:, 0])
         info["n_unlabeled"] = int(unknown.sum())
+        info["n_train"] = info["n_labeled"] + info["n_unlabeled"]
         streams.append(Stream(self._resized(dataset.images[unknown])) if unknown.any() else Stream(streams[0].images))
         return streams, info
 

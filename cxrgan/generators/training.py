@@ -200,6 +200,7 @@ class Trainer:
         self.best: dict | None = None  # {"step", "quality_fd"} of the best-scoring model so far
         self.best_state: dict | None = None  # that model's state, once scored in this process
         self._orders: tuple[int, list[np.ndarray]] | None = None
+        self._finalized_at: int | None = None  # step at which the sampled networks were last brought up to date
         rows = model.quality_rows(streams) if self.config.quality_every else None
         self.fidelity = None if rows is None else FidelityScore(*rows, n=self.config.quality_images, seed=self.config.seed)
 
@@ -298,7 +299,7 @@ class Trainer:
                     self.step_hook(step)
         finally:
             bar.close()
-        self.model.finalize_training()
+        self._finalize()
         self.save_checkpoint(done=True)
         if self.writes:
             self.model.save_artifacts(self.run_dir)
@@ -310,8 +311,15 @@ class Trainer:
         self.sums = {}
         return means
 
+    def _finalize(self) -> None:
+        """``model.finalize_training()`` once per step (EMA BatchNorm statistics; the next EMA update overwrites
+        them), shared by the grid and the quality score of the same step."""
+        if self._finalized_at != self.step:
+            self.model.finalize_training()
+            self._finalized_at = self.step
+
     def _score_quality(self) -> float:
-        self.model.finalize_training()  # EMA BatchNorm statistics; the next EMA update overwrites them
+        self._finalize()
         score = self.fidelity(self.model)
         if self.best is None or score < self.best["quality_fd"]:
             self.best = {"step": self.step, "quality_fd": score}
@@ -329,7 +337,7 @@ class Trainer:
         return self.best_state
 
     def _save_grid(self) -> None:
-        self.model.finalize_training()
+        self._finalize()
         preview = self.model.preview_images()
         if preview is not None:
             images, columns = preview
