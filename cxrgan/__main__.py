@@ -1,4 +1,4 @@
-"""``python -m cxrgan``: the command line (``cxrgan.cli``)."""
+"""``python -m cxrgan``: the command line (also the way torchrun starts it)."""
 
 import sys
 
