@@ -3,11 +3,15 @@
 The reference is the PyTorch DCGAN tutorial written the usual way, in this script: a sigmoid at the end of D,
 ``nn.BCELoss``, separate backward passes for the real and the fake batch, the G step backpropagating through D
 with D's weight gradients computed (and thrown away at the next ``zero_grad``), contiguous NCHW, fp32.
-Ours is ``cxrgan.generators.loop.GANTrainer.train_step`` on the same architecture (DCGAN paper: BatchNorm D),
-with DiffAugment and EMA off so both do the same work. Each variant's FLOPs per step are counted with
+Ours is one step of the one training loop, ``cxrgan.generators.training.Trainer.advance`` (batch assembly, the
+DCGAN family's ``train_step``, bookkeeping) on the same architecture (DCGAN paper: BatchNorm D), with DiffAugment
+and EMA off so both do the same work. Each variant's FLOPs per step are counted with
 ``torch.utils.flop_counter.FlopCounterMode``; the rounds are interleaved so background load hits all alike.
 
     python benchmarks/gan_step.py [--steps 5] [--rounds 3] [--threads N]
+
+The last two lines, ``ratio fp32 X.XXx`` and ``ratio bf16 X.XXx``, are the speed-ups of our fp32 and bf16 steps
+over the reference (targets: >= 1.15x and >= 1.9x on an idle machine).
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxrgan.generators import DCGAN, DCGANConfig
-from cxrgan.generators.loop import GANTrainer
+from cxrgan.generators import DCGAN, DCGANConfig, Stream, Trainer
 
 BATCH, SIZE, Z_DIM, WIDTH = 64, 64, 100, 64
 
@@ -74,15 +77,14 @@ class ReferenceStep:
 # ---- ours -------------------------------------------------------------------------------------------------------
 class OurStep:
     def __init__(self, images: np.ndarray, **config_changes):
-        config = DCGANConfig(ngf=WIDTH, ndf=WIDTH, z_dim=Z_DIM, batch_size=BATCH, progress=False, grid_every=0, **config_changes)
+        config = DCGANConfig(ngf=WIDTH, ndf=WIDTH, z_dim=Z_DIM, batch_size=BATCH, progress=False, **config_changes)
         model = DCGAN(config)
-        model.data_info_ = {"image_size": SIZE, "label_names": ["x"]}
-        model._build_networks()
-        self.trainer = GANTrainer(model, images, None)
-        self.index = np.arange(BATCH)
+        model.data_info_ = {"image_size": SIZE, "label_names": ["x"], "diffaugment": ""}
+        model.build()
+        self.trainer = Trainer(model, [Stream(images)])
 
     def __call__(self) -> None:
-        self.trainer.train_step(self.index)
+        self.trainer.advance()
 
 
 def count_flops(step) -> float:
@@ -128,6 +130,8 @@ def main() -> None:
     for name in variants:
         seconds = statistics.median(times[name])
         print(f"{name:<52} {seconds * 1e3:9.1f} {reference / seconds:8.2f}x {flops[name] / 1e9:11.1f} {flops[name] / 1e9 / seconds:8.1f}")
+    for precision in ("fp32", "bf16"):
+        print(f"ratio {precision} {reference / statistics.median(times[f'ours {precision}']):.2f}x")
 
 
 if __name__ == "__main__":

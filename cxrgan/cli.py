@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -56,16 +55,22 @@ def train_config(args: argparse.Namespace):
                        progress=not args.no_progress)
 
 
-def add_generator_flags(parser: argparse.ArgumentParser, cpu_steps: int = 500, cpu_width: int = 32) -> None:
-    """``--gan-steps`` / ``--gan-width``; the help states the CPU defaults of the generators the command trains."""
+def add_generator_flags(parser: argparse.ArgumentParser, generator: str = "dcgan") -> None:
+    """``--gan-steps`` / ``--gan-width``; the help states the CPU preset of ``generator`` (the one the command trains)."""
+    from cxrgan.generators import generator_class
+
+    preset = generator_class(generator).cpu_preset
     group = parser.add_argument_group("generator-backed methods")
-    group.add_argument("--gan-steps", type=int, default=None, help=f"GAN training steps (CPU default {cpu_steps})")
-    group.add_argument("--gan-width", type=int, default=None, help=f"GAN widths ngf = ndf (CPU default {cpu_width})")
+    group.add_argument("--gan-steps", type=int, default=None,
+                       help=f"GAN training steps (CPU default {preset['steps']})")
+    group.add_argument("--gan-width", type=int, default=None, help=f"GAN widths ngf = ndf (CPU default {preset['ngf']})")
 
 
-def generator_overrides(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
-    pairs = [("train_steps", args.gan_steps), ("ngf", args.gan_width), ("ndf", args.gan_width)]
-    return tuple((name, value) for name, value in pairs if value is not None)
+def generator_settings(args: argparse.Namespace):
+    """The run's ``GeneratorSettings`` from ``--gan-steps``, ``--gan-width`` and ``--full``."""
+    from cxrgan.generators import GeneratorSettings
+
+    return GeneratorSettings(steps=args.gan_steps, width=args.gan_width, full=args.full)
 
 
 def parse_ratio(text: str) -> tuple[int, int]:
@@ -138,8 +143,8 @@ def _compare(args: argparse.Namespace) -> None:
     config = CompareConfig(
         data=args.data, methods=method_list(args.methods), seeds=args.seeds,
         first_seed=args.first_seed, baseline=args.baseline, target=args.target, uncertainty=args.uncertainty,
-        train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args), full=args.full,
-        generator_overrides=generator_overrides(args), extra_data=args.gan_extra_data,
+        train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args),
+        generators=generator_settings(args), extra_data=args.gan_extra_data,
         allow_patient_overlap=args.allow_patient_overlap, **external_sites(args),
     )
     run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
@@ -179,53 +184,69 @@ def _data_info(args: argparse.Namespace) -> None:
 
 
 # ---- generators ----------------------------------------------------------------------------------------------
+def _methods_help() -> str:
+    from cxrgan.generators import GENERATORS
+
+    return "methods:\n" + "\n".join(f"  {name:<15} {cls.summary}" for name, cls in sorted(GENERATORS.items()))
+
+
 def _train_gan_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, help="generator: dcgan or cdcgan")
+    from cxrgan.generators import GENERATORS
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _methods_help() + "\n\nUnset settings come from the method's CPU preset (--full: paper sizes)."
+    parser.add_argument("--method", required=True, choices=sorted(GENERATORS), metavar="METHOD",
+                        help="registered generator (see the list below)")
     parser.add_argument("--data", required=True, help="compact .npz; only its train split is used")
     parser.add_argument("--out", default="runs", help="folder for numbered run directories")
-    parser.add_argument("--target", default=None, help="dcgan: the class it models (name or 0/1; default positive)")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--task", default=None, choices=["labels", "findings"],
+                        help="the file's binary labels or multi-label findings (default: the method's own)")
+    parser.add_argument("--target", default=None, help="dcgan: the class or finding it models (default positive)")
+    parser.add_argument("--gan-steps", type=int, default=None, help="optimisation steps")
+    parser.add_argument("--gan-width", type=int, default=None, help="network widths ngf = ndf")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--ngf", type=int, default=None, help="generator width")
     parser.add_argument("--ndf", type=int, default=None, help="discriminator width")
-    parser.add_argument("--d-norm", default=None, choices=["batch", "spectral", "none"])
-    parser.add_argument("--loss", default=None, choices=["bce", "hinge"])
+    parser.add_argument("--d-norm", default=None, choices=["batch", "spectral", "none"], help="DCGAN family")
+    parser.add_argument("--loss", default=None, choices=["bce", "hinge"], help="DCGAN family")
     parser.add_argument("--diffaugment", default=None, help='DiffAugment ops, e.g. "translation,cutout" ("" = off)')
     parser.add_argument("--ema-decay", type=float, default=None, help="EMA of generator weights (0 = off)")
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    parser.add_argument("--quality-every", type=int, default=None,
+                        help="steps between fidelity scores that pick best.pt (0 = off)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--full", action="store_true", help="paper sizes (ngf = ndf = 64, more epochs) for GPUs")
+    parser.add_argument("--full", action="store_true", help="paper-size preset (for GPUs)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                         help="continue the latest run of --method in --out, or RUN_DIR")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
 
 
-@command("train-gan", "train a generator on the training split of a compact .npz file", flags=_train_gan_flags)
+@command("train-gan", "train a registered generator on the training split of a compact .npz file",
+         flags=_train_gan_flags)
 def _train_gan(args: argparse.Namespace) -> None:
-    from cxrgan.balance.gan import CPU_DEFAULTS, FULL_DEFAULTS
     from cxrgan.device import resolve_device
-    from cxrgan.generators import generator_class, train_gan
+    from cxrgan.generators import GeneratorSettings, generator_class, train_gan
 
-    config_class = generator_class(args.method).config_class
-    fields = {"epochs": args.epochs, "batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf,
-              "d_norm": args.d_norm, "loss": args.loss, "diffaugment": args.diffaugment, "ema_decay": args.ema_decay,
-              "bf16": args.bf16, "target": args.target}
-    values = {**(FULL_DEFAULTS if args.full else CPU_DEFAULTS), "seed": args.seed, "progress": not args.no_progress}
-    values.update({k: v for k, v in fields.items() if v is not None})
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config_class)})
-    if unknown:
-        raise CxrganError(f"method {args.method!r} has no setting(s) {unknown}")
-    run_dir = train_gan(args.method, args.data, args.out, config_class(**values), device=resolve_device(args.device),
-                        resume=args.resume)
+    cls = generator_class(args.method)
+    fields = {"batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf, "d_norm": args.d_norm, "loss": args.loss,
+              "diffaugment": args.diffaugment, "ema_decay": args.ema_decay, "bf16": args.bf16,
+              "quality_every": args.quality_every, "target": args.target}
+    fixed = {"seed": args.seed, **({"progress": False} if args.no_progress else {})}
+    fixed.update({k: v for k, v in fields.items() if v is not None})
+    config = cls.resolve_config(GeneratorSettings(args.gan_steps, args.gan_width, args.full), **fixed)
+    run_dir = train_gan(args.method, args.data, args.out, config, device=resolve_device(args.device),
+                        resume=args.resume, npz_target=args.task)
     print(f"trained {args.method}: {run_dir}")
 
 
 def _sample_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a run directory written by cxrgan train-gan")
+    parser.add_argument("run_dir", help="a run directory written by cxrgan train-gan (or a cached generator)")
     parser.add_argument("--n", type=int, required=True, help="number of images")
     parser.add_argument("--label", default=None, help="class or finding to sample (default: the model's own)")
     parser.add_argument("--out", required=True, help="output .png (grid) or .npz (compact dataset)")
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"],
+                        help="best.pt (best fidelity score, when kept) or the last state (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
 
@@ -236,8 +257,24 @@ def _sample(args: argparse.Namespace) -> None:
     from cxrgan.generators import sample_from_run
 
     path = sample_from_run(args.run_dir, args.n, args.label, args.out, seed=args.seed,
-                           device=resolve_device(args.device))
+                           device=resolve_device(args.device), checkpoint=args.checkpoint)
     print(f"wrote {path}")
+
+
+def _generators_list_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="a generator cache, a compare / recipe run, or a train-gan output folder")
+
+
+@command("generators list", "list the trained generators under DIR: method, steps, quality, config, audit",
+         flags=_generators_list_flags)
+def _generators_list(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from cxrgan.generators import cache_entries
+    from cxrgan.report.tables import to_markdown
+
+    rows = cache_entries(args.dir)
+    print(to_markdown(pd.DataFrame(rows)) if rows else f"{args.dir}: no trained generator (no checkpoint.pt) found")
 
 
 # ---- explain, audit, report ----------------------------------------------------------------------------------
@@ -261,7 +298,7 @@ def _cam(args: argparse.Namespace) -> None:
 
 
 def _audit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a GAN run directory (cxrgan train-gan, or a cached generator of a run)")
+    parser.add_argument("run_dir", help="a generator run directory (cxrgan train-gan, or a cached generator of a run)")
     parser.add_argument("--data", default=None, help="the real .npz (default: the data the GAN was trained on)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/audit)")
     parser.add_argument("--n", type=int, default=None, help="synthetic images to audit (default: as many as test)")

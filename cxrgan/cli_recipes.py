@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import (add_external_flags, add_generator_flags, command, external_sites, generator_overrides, method_list,
+from cxrgan.cli import (add_external_flags, add_generator_flags, command, external_sites, generator_settings, method_list,
                         parse_ratio, shell_command)
 
 
@@ -71,14 +71,13 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
     config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
                               methods=method_list(args.methods), imbalance=args.imbalance,
                               train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), tstr_images=args.tstr_images,
-                              full=args.full, generator_overrides=generator_overrides(args),
+                              generators=generator_settings(args),
                               allow_patient_overlap=args.allow_patient_overlap,
                               **external_sites(args, default_external(args.data)))
     run(DcganAlpha(config), args)
 
 
 def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
-    from cxrgan.balance.complement import CPU_DEFAULTS, CPU_TRAIN_STEPS
     from cxrgan.recipes.cyclegan_complement import METHODS, SETTINGS
 
     parser.add_argument("--setting", default="kermany", choices=list(SETTINGS),
@@ -95,7 +94,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
-    add_generator_flags(parser, cpu_steps=CPU_TRAIN_STEPS, cpu_width=CPU_DEFAULTS["ngf"])
+    add_generator_flags(parser, generator="cyclegan")
     add_run_flags(parser, default_seeds=3)
 
 
@@ -113,8 +112,7 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
                                       first_seed=args.first_seed, imbalance=args.imbalance,
                                       methods=method_list(args.methods),
                                       train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                                      fidelity_images=args.fidelity_images, full=args.full,
-                                      generator_overrides=generator_overrides(args),
+                                      fidelity_images=args.fidelity_images, generators=generator_settings(args),
                                       allow_patient_overlap=args.allow_patient_overlap, **sites)
     run(CycleganComplement(config), args)
 
@@ -139,8 +137,8 @@ def _multilabel_common(args: argparse.Namespace) -> dict:
 
     return dict(data=tuple(args.data) if args.data else DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
-                size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), full=args.full,
-                generator_overrides=generator_overrides(args), allow_patient_overlap=args.allow_patient_overlap)
+                size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
+                generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap)
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:

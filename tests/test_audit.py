@@ -116,7 +116,7 @@ def test_audit_of_a_trained_gan_run(kermany_small, tmp_path):
 
     data = save_npz(kermany_small, tmp_path / "small.npz")
     run_dir = train_gan("cdcgan", data, tmp_path / "gans", CDCGANConfig(ngf=8, ndf=8, z_dim=16, embed_dim=4,
-                        batch_size=32, epochs=1, progress=False, grid_every=0))
+                        batch_size=32, steps=5, progress=False))
     result = audit_run(run_dir, n=40, config=FAST)
     assert result["data_path"] == str(data) and result["n_synthetic"] == 40
     assert result["metrics"]["two_sample_auc"]["synthetic"] > result["metrics"]["two_sample_auc"]["reference"]

@@ -82,8 +82,8 @@ def test_contract(name, which, request):
 def test_single_class_is_refused(name, kermany_train, nih_path):
     pneumonia_only = kermany_train.subset(kermany_train.binary_targets() == 1)
     # the one method that cannot be built without a setting: CycleGAN with extra domain images
-    settings = (("extra_data", str(nih_path)),) if name == "cyclegan-complement-extra" else ()
-    balancer = make_balancer(name, BalanceContext(random_state=0, generator_overrides=settings))
+    extra = str(nih_path) if name == "cyclegan-complement-extra" else None
+    balancer = make_balancer(name, BalanceContext(random_state=0, extra_data=extra))
     check_rejects_single_class(balancer, pneumonia_only)
 
 

@@ -9,9 +9,9 @@ import pytest
 from balancer_contract import check_balancer_contract
 
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
-from cxrgan.balance.gan import CPU_DEFAULTS, GANOversampler
+from cxrgan.balance.gan import GANOversampler
 from cxrgan.errors import CxrganError
-from cxrgan.generators import CDCGANConfig, DCGANConfig, train_gan
+from cxrgan.generators import DCGAN, CDCGANConfig, DCGANConfig, GeneratorSettings, train_gan
 from cxrgan.data import save_npz
 from generator_contract import TINY
 
@@ -39,10 +39,13 @@ def test_factories_registered_with_cpu_defaults():
         assert name in BALANCERS
         balancer = make_balancer(name, BalanceContext(random_state=3))
         assert balancer.name == name and balancer.random_state == 3
-        assert balancer.config.ngf == CPU_DEFAULTS["ngf"]
+        assert balancer.config.ngf == DCGAN.cpu_preset["ngf"] and balancer.config.steps == DCGAN.cpu_preset["steps"]
         if alpha is not None:
             assert balancer.alpha == alpha
-    assert make_balancer("dcgan", BalanceContext(random_state=0, full=True)).config.ngf == 64
+    full = make_balancer("dcgan", BalanceContext(random_state=0, generators=GeneratorSettings(full=True)))
+    assert full.config.ngf == 64 and full.config.steps == DCGAN.full_preset["steps"]
+    typed = make_balancer("cdcgan-a0.25", BalanceContext(0, generators=GeneratorSettings(steps=40, width=8)))
+    assert (typed.config.steps, typed.config.ngf, typed.config.ndf, typed.config.alpha) == (40, 8, 8, 0.25)
 
 
 def test_dcgan_balances_with_synthetic_minority(pneumonia_minority):
@@ -108,10 +111,11 @@ def test_loads_run_dir_and_refuses_mismatches(pneumonia_minority, tmp_path):
         _dcgan(run_dir=normal_run).fit_resample(pneumonia_minority)
 
 
-def test_train_steps_sets_epochs_from_the_class_size(pneumonia_minority):
-    config = DCGANConfig(**TINY, diffaugment="translation")
-    balancer = GANOversampler("dcgan", config, train_steps=7)  # 24 pneumonia images, batch 16: 1 step per epoch
-    balancer.fit_resample(pneumonia_minority)
-    assert balancer.model_.config.epochs == 7 and balancer.model_.history_[-1]["step"] == 7
-    assert balancer.model_.config.diffaugment == ""  # 7 epochs: too short for DiffAugment to help
-    assert GANOversampler("dcgan", config, train_steps=60).config_for(1, 24).diffaugment == "translation"
+def test_steps_are_steps_and_diffaugment_needs_enough_passes(pneumonia_minority):
+    config = DCGANConfig(**{**TINY, "steps": 7}, diffaugment="translation", diffaugment_min_passes=50)
+    balancer = GANOversampler("dcgan", config)
+    balancer.fit_resample(pneumonia_minority)  # 24 pneumonia images at batch 16: 7 steps show each 4.7 times
+    assert balancer.model_.config.steps == 7 and balancer.model_.history_[-1]["step"] == 7
+    assert balancer.model_.data_info_["diffaugment"] == ""  # too short for DiffAugment to help
+    longer = DCGAN(replace(balancer.config_for(1), steps=80))  # 80 x 16 / 24 = 53 passes
+    assert longer._training_streams(pneumonia_minority)[1]["diffaugment"] == "translation"

@@ -73,7 +73,7 @@ def test_gradcam_weights_channels_by_mean_gradient(models, test_images):
 
 
 def test_panel_of_two_models_on_real_and_synthetic_images(models, kermany_small, test_images, tmp_path):
-    generator = CDCGAN(CDCGANConfig(ngf=8, ndf=8, z_dim=16, embed_dim=4, batch_size=16, epochs=1, progress=False,
+    generator = CDCGAN(CDCGANConfig(ngf=8, ndf=8, z_dim=16, embed_dim=4, batch_size=16, steps=10, progress=False,
                                     grid_every=0)).fit(kermany_small.split("train"))
     synthetic, _ = generator.sample(2, labels=np.array([1.0]), generator=torch.Generator().manual_seed(0))
     path = cam_panel(models, {"real": test_images[:2], "synthetic": synthetic}, tmp_path / "panel.png",

@@ -1,4 +1,5 @@
-"""CycleGAN on real Kermany images: networks, history pool, LR schedule, exact resume, divergence stop, Figure 1."""
+"""CycleGAN on real Kermany images: networks, history pool, LR schedule and batching in the one loop, exact resume,
+divergence stop, Figure 1."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import torch
 
 from cxrgan.data import CXRDataset
 from cxrgan.errors import CxrganError
-from cxrgan.generators import CycleGAN, CycleGANConfig, load_run, save_translation_figure
-from cxrgan.generators.cyclegan import CycleGANTrainer
+from cxrgan.generators import CycleGAN, CycleGANConfig, Stream, Trainer, load_run, save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, patch_layers
 from generator_contract import CONTRACT_CASES, small_train_split
 
-TINY = CONTRACT_CASES["cyclegan"][0]  # width 4, one block, batch 4, 1 + 1 epochs
+TINY = dataclasses.replace(CONTRACT_CASES["cyclegan"][0], steps=24, ema_decay=0.0)  # width 4, one block, batch 4
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +50,25 @@ def test_history_pool_fills_then_swaps_reproducibly():
 
 
 def test_learning_rate_constant_then_linear_to_zero(train64):
-    model = CycleGAN(dataclasses.replace(TINY, epochs=2, decay_epochs=2))
+    model = CycleGAN(dataclasses.replace(TINY, steps=48))
     model.data_info_ = {"image_size": 64}
-    model._build_networks()
+    model.build()
     y = train64.labels[:, 0]
-    trainer = CycleGANTrainer(model, [train64.images[y == 0], train64.images[y == 1]], None)
-    assert trainer.steps_per_epoch == 12 and trainer.total_steps == 48  # 48 pneumonia images / batch 4
-    rates = [trainer.learning_rate(s) for s in range(48)]
+    trainer = Trainer(model, [Stream(train64.images[y == 0]), Stream(train64.images[y == 1])])
+    assert trainer.steps_per_pass == 12  # 48 pneumonia images / batch 4
+    rates = [TINY.lr * model.learning_rate_factor(s) for s in range(48)]
     assert rates[:24] == [TINY.lr] * 24
     assert rates[24] == TINY.lr and np.all(np.diff(rates[24:]) < 0) and rates[-1] == pytest.approx(TINY.lr / 24)
-    order = trainer.epoch_order(0, 0)  # 16 normal images cover 48 slots in three fresh permutations
+    order = trainer.pass_orders(0)[0]  # 16 normal images cover 48 slots in three fresh permutations
     assert len(order) == 48 and all(sorted(order[i:i + 16]) == list(range(16)) for i in (0, 16, 32))
 
 
 def _weights(model: CycleGAN) -> dict[str, torch.Tensor]:
-    return {f"{n}.{k}": v for n, net in model.nets_.items() for k, v in net.state_dict().items()}
+    return {f"{n}.{k}": v for n, net in model.networks_.items() for k, v in net.state_dict().items()}
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(train64, tmp_path):
-    config = dataclasses.replace(TINY, checkpoint_every=5, grid_every=1)
+    config = dataclasses.replace(TINY, checkpoint_every=5, grid_every=12)
     full = CycleGAN(config, run_dir=tmp_path / "full").fit(train64)
 
     def interrupt(step: int) -> None:
@@ -78,11 +78,11 @@ def test_resume_after_interruption_matches_uninterrupted_run(train64, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         CycleGAN(config, run_dir=tmp_path / "cut", step_hook=interrupt).fit(train64)
     saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
-    assert saved["step"] == 5 and not saved["done"] and saved["pool_a"].shape == (20, 1, 64, 64)
+    assert saved["step"] == 5 and not saved["done"] and saved["training_state"]["pool_a"].shape == (20, 1, 64, 64)
     resumed = CycleGAN(config, run_dir=tmp_path / "cut").fit(train64, resume=True)
     for key, value in _weights(full).items():
         torch.testing.assert_close(_weights(resumed)[key], value, rtol=0, atol=0, msg=key)
-    for name in ("metrics.jsonl", "loss_curves.png", "translations.png", "samples/epoch0002.png"):
+    for name in ("metrics.jsonl", "loss_curves.png", "translations.png", "samples/step000024.png"):
         assert (tmp_path / "full" / name).stat().st_size > 0, name
     loaded = load_run(tmp_path / "full", method="cyclegan")
     np.testing.assert_array_equal(loaded.translate(train64.images[:4], 0), full.translate(train64.images[:4], 0))
@@ -91,7 +91,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(train64, tmp_path):
 
 
 def test_translations_change_images_and_cycle_back(train64, tmp_path):
-    model = CycleGAN(dataclasses.replace(TINY, epochs=2, decay_epochs=1, ngf=8, ndf=8)).fit(train64)
+    model = CycleGAN(dataclasses.replace(TINY, steps=36, decay_fraction=1 / 3, ngf=8, ndf=8)).fit(train64)
     normals = train64.images[train64.labels[:, 0] == 0][:6]
     translated, restored = model.cycle(normals, 0)
     assert translated.shape == normals.shape and translated.dtype == np.uint8

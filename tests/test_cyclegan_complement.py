@@ -7,12 +7,13 @@ import pytest
 from balancer_contract import check_balancer_contract
 
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
-from cxrgan.balance.complement import CPU_DEFAULTS, CycleGANComplement
+from cxrgan.balance.complement import CycleGANComplement
 from cxrgan.data import load_npz, save_npz
 from cxrgan.errors import CxrganError
+from cxrgan.generators import CycleGAN, GeneratorSettings
 from generator_contract import CONTRACT_CASES, small_train_split
 
-TINY = CONTRACT_CASES["cyclegan"][0]  # width 4, one block, batch 4, 1 + 1 epochs
+TINY = CONTRACT_CASES["cyclegan"][0]  # width 4, one block, batch 4, 8 steps
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +64,16 @@ def test_extra_data_joins_the_cyclegan_domains_only(train64, nih_path, tmp_path)
 def test_factories_registered_with_cpu_defaults():
     for name in ("cyclegan-complement", "cyclegan-minority", "cyclegan-complement-extra"):
         assert name in BALANCERS
-    balancer = make_balancer("cyclegan-complement", BalanceContext(random_state=2, generator_overrides=(("ngf", 8),)))
-    assert balancer.config.ngf == 8 and balancer.config.ndf == CPU_DEFAULTS["ndf"] and balancer.random_state == 2
-    assert balancer.train_steps == 1000 and balancer.config.bf16 and balancer.mode == "complement"
-    assert make_balancer("cyclegan-minority", BalanceContext(0, full=True)).config.n_blocks == 9
+    balancer = make_balancer("cyclegan-complement", BalanceContext(random_state=2, generators=GeneratorSettings(width=8)))
+    assert balancer.config.ngf == balancer.config.ndf == 8 and balancer.random_state == 2
+    assert balancer.config.steps == CycleGAN.cpu_preset["steps"] == 1000 and balancer.config.decay_fraction == 0.5
+    assert balancer.config.bf16 and balancer.mode == "complement"
+    assert make_balancer("cyclegan-minority", BalanceContext(0, generators=GeneratorSettings(full=True))).config.n_blocks == 9
     with pytest.raises(CxrganError, match="--gan-extra-data"):
         make_balancer("cyclegan-complement-extra", BalanceContext(0))
-    with pytest.raises(CxrganError, match="unknown CycleGAN setting"):
-        make_balancer("cyclegan-complement", BalanceContext(0, generator_overrides=(("z_dim", 8),)))
-    config = make_balancer("cyclegan-complement", BalanceContext(0)).config_for((1208, 402))
-    assert (config.epochs, config.decay_epochs) == (2, 2)  # 302 steps per epoch at batch 4: 1208 steps
+    extra = make_balancer("cyclegan-complement-extra", BalanceContext(0, extra_data="nih.npz"))
+    assert extra.extra_data.name == "nih.npz"
+    with pytest.raises(CxrganError, match="--gan-steps must be at least 1"):
+        GeneratorSettings(steps=0)
+    config = make_balancer("cyclegan-complement", BalanceContext(5, generators=GeneratorSettings(steps=20))).config_for()
+    assert (config.steps, config.seed) == (20, 5)  # steps end to end: no conversion to epochs

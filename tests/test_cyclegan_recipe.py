@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -46,8 +48,9 @@ def test_cyclegan_complement_recipe_runs_every_row(kermany_small, nih_path, tmp_
         assert all(0.0 <= record[k] <= 1.0 for k in ("to_0", "to_1", "real_0", "real_1", "cycle_error"))
     # two CycleGANs: one on the training split, one with the 48 extra NIH images in its domains
     gans = sorted((run_dir / "generators" / "gan").iterdir())
-    steps = sorted(read_jsonl(g / "metrics.jsonl")[-1]["step"] for g in gans)
-    assert steps == [20, 32]  # 2 epochs of 40 // 4 steps; the extra normals make 64 // 4
+    assert len(gans) == 2
+    assert [read_jsonl(g / "metrics.jsonl")[-1]["step"] for g in gans] == [4, 4]  # --gan-steps is steps, end to end
+    assert sorted(json.loads((g / "status.json").read_text())["n_train"][0] for g in gans) == [40, 64]
     for name in ("roc.png", "pr.png", "report.html", "fidelity.json"):
         assert (run_dir / name).exists(), name
     dom = assert_report_renders(run_dir, tmp_path, figures=4)  # ROC, PR and two Figure-1 panels

@@ -12,6 +12,7 @@ from PIL import Image
 from cxrgan.classify import TrainConfig
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
+from cxrgan.generators import GeneratorSettings
 from cxrgan.io import read_jsonl
 from cxrgan.recipes.cgan_regimes import CganRegimes, CganRegimesConfig
 from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, DcganRareFindings
@@ -21,7 +22,7 @@ from cxrgan.recipes.findings import load_findings, with_policy
 from _report_check import assert_report_renders
 
 TOY_TRAIN = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu")
-TOY_GAN = (("ngf", 8), ("ndf", 8), ("z_dim", 16), ("batch_size", 16), ("train_steps", 2))
+TOY_GAN = GeneratorSettings(steps=2, width=8)
 RARE = ("Fibrosis", "Nodule", "Cardiomegaly")  # rare NIH findings: 2, 4 and 2 test positives (not estimable)
 COMMON = ("Effusion", "Infiltration")  # 10 and 11 test positives: the findings whose AUC the tests can test
 
@@ -43,7 +44,7 @@ def small_nih(nih_path, tmp_path_factory):
 def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
     findings = ("Fibrosis", *COMMON)
     config = CganRegimesConfig(data=str(small_nih), regimes=(0.25, 1.0), seeds=2, findings=findings, train=TOY_TRAIN,
-                               generator_overrides=TOY_GAN + (("embed_dim", 4),))
+                               generators=TOY_GAN)
     run_dir = run_recipe(CganRegimes(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert {(r["regime"], r["method"], r["seed"]) for r in records} == {
@@ -85,7 +86,7 @@ def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
 def test_cgan_regimes_gan_data_regime_trains_per_regime(small_nih, tmp_path):
     config = CganRegimesConfig(data=str(small_nih), regimes=(0.02, 0.5, 1.0), seeds=1, methods=("none", "gan"),
                                findings=RARE[:1], train=TOY_TRAIN, gan_data="regime",
-                               generator_overrides=TOY_GAN + (("embed_dim", 4),))
+                               generators=TOY_GAN)
     run_dir = run_recipe(CganRegimes(config), tmp_path)
     gans = {r["regime"]: r for r in read_jsonl(run_dir / "results.jsonl") if r["method"] == "gan"}
     assert "fewer than a GAN needs" in gans[0.02]["skipped"] and gans[0.02]["synthetic"] == 0
@@ -96,7 +97,7 @@ def test_cgan_regimes_gan_data_regime_trains_per_regime(small_nih, tmp_path):
 
 def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
     config = DcganRareConfig(data=str(small_nih), seeds=2, findings=("Fibrosis", "Effusion"), ratio=0.3,
-                             train=TOY_TRAIN, generator_overrides=TOY_GAN)
+                             train=TOY_TRAIN, generators=TOY_GAN)
     run_dir = run_recipe(DcganRareFindings(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [("zeros", "baseline")] * 2 + [("zeros", "dcgan-rare")] * 2
@@ -159,7 +160,7 @@ def test_policies_apply_to_training_labels_only(nih_path, tmp_path):
     assert np.isnan(ones.labels[uncertain & ~train]).all() and np.isnan(zeros.labels[uncertain & ~train]).all()
     np.testing.assert_array_equal(ones.labels[~uncertain], zeros.labels[~uncertain])
     config = DcganRareConfig(data=str(folder), seeds=1, findings=("Lung Opacity",), ratio=0.5, train=TOY_TRAIN,
-                             generator_overrides=TOY_GAN)
+                             generators=TOY_GAN)
     run_dir = run_recipe(DcganRareFindings(config), tmp_path / "runs")
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [

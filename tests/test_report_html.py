@@ -38,7 +38,7 @@ def run_dir(kermany_small, tmp_path_factory):
                  str(root / "runs")]) == 0
     run = next((root / "runs").iterdir())
     gan_run = train_gan("cdcgan", data, run / "generators", CDCGANConfig(ngf=8, ndf=8, z_dim=16, embed_dim=4,
-                        batch_size=32, epochs=2, progress=False))
+                        batch_size=32, steps=10, grid_every=10, quality_every=5, progress=False))
     audited = audit_generators(run, data, AuditConfig(feature_epochs=1, tstr=False, kid_subsets=10), n=40)
     assert list(audited) == [f"generators/{gan_run.name}"]
     synthetic, _ = load_run(gan_run).sample(2, labels=np.array([1.0]), generator=torch.Generator().manual_seed(0))

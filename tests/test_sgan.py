@@ -1,4 +1,5 @@
-"""Semi-supervised GAN: the three loss terms, virtual batch norm, unlabelled data, the label guard, the matched CNN."""
+"""Semi-supervised GAN: the three loss terms, virtual batch norm, unlabelled data, the label guard, the matched CNN,
+both trained by the generators' one loop."""
 
 from __future__ import annotations
 
@@ -101,9 +102,9 @@ def test_sgan_trains_predicts_and_samples(small, norm, generator_loss):
     model = SemiSupervisedGAN(config).fit(labelled, [strip_labels(unlabelled)], random_state=1)
     proba = model.predict_proba(test)
     assert proba.shape == (len(test), 2) and np.isfinite(proba).all()
-    images = model.sample(5, torch.Generator().manual_seed(0))
-    assert images.shape == (5, 32, 32) and images.dtype == np.uint8
-    np.testing.assert_array_equal(images, model.sample(5, torch.Generator().manual_seed(0)))
+    images, labels = model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (5, 32, 32) and images.dtype == np.uint8 and np.isnan(labels).all()
+    np.testing.assert_array_equal(images, model.sample(5, generator=torch.Generator().manual_seed(0))[0])
     assert {"loss_labeled", "loss_unlabeled", "loss_generated", "loss_g"} <= set(model.history_[-1])
     again = SemiSupervisedGAN(config).fit(labelled, [strip_labels(unlabelled)], random_state=1)
     np.testing.assert_allclose(again.predict_proba(test), proba, atol=1e-6)  # a function of random_state
@@ -128,3 +129,28 @@ def test_bad_inputs_name_the_problem(small):
         SemiSupervisedGAN(SGANConfig(generator_loss="wasserstein"))
     with pytest.raises(CxrganError, match="not fitted"):
         SemiSupervisedGAN(TINY).predict_proba(labelled)
+
+
+def test_sgan_and_cnn_train_through_the_one_loop_and_resume(small, tmp_path):
+    from cxrgan.generators import GENERATORS
+
+    labelled, unlabelled, test = small
+    assert GENERATORS["sgan"] is SemiSupervisedGAN
+    config = SGANConfig(ndf=8, ngf=8, z_dim=16, steps=6, batch_size=8, reference_size=16, checkpoint_every=2,
+                        log_every=2)
+    full = SemiSupervisedGAN(config, run_dir=tmp_path / "full").fit(labelled, [strip_labels(unlabelled)], random_state=2)
+    assert [r["step"] for r in full.history_] == [2, 4, 6]
+
+    def interrupt(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SemiSupervisedGAN(config, run_dir=tmp_path / "cut", step_hook=interrupt).fit(
+            labelled, [strip_labels(unlabelled)], random_state=2)
+    resumed = SemiSupervisedGAN(config, run_dir=tmp_path / "cut").fit(labelled, [strip_labels(unlabelled)],
+                                                                        random_state=2, resume=True)
+    np.testing.assert_array_equal(resumed.predict_proba(test), full.predict_proba(test))
+    cnn = MatchedCNN(config, run_dir=tmp_path / "cnn").fit(labelled, random_state=2)
+    assert (tmp_path / "cnn" / "checkpoint.pt").exists() and cnn.history_[-1]["step"] == 6
+    assert set(cnn.history_[-1]) == {"loss_labeled", "step", "seconds"}

@@ -5,10 +5,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
+from cxrgan.generators.settings import GeneratorSettings
 
 
 class Balancer(ABC):
@@ -29,10 +30,9 @@ class BalanceContext:
 
     random_state: int  # seed for every random choice the balancer makes
     device: str = "cpu"  # torch device for balancers that train a model (GANs)
-    work_dir: Path | None = None  # where model-backed balancers keep runs and caches
-    full: bool = False  # paper-size settings (GPU) instead of CPU defaults
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # (setting, value) pairs over a generator's defaults,
-    #   e.g. (("ngf", 16), ("train_steps", 2000)); ignored by balancers that train nothing
+    work_dir: Path | None = None  # where model-backed balancers keep runs and the generator cache
+    generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of every generator trained
+    extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (-extra methods)
 
 
 BalancerFactory = Callable[[BalanceContext], Balancer]

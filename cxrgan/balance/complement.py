@@ -10,15 +10,13 @@ classifier trains on X_aug = X + X~ (2n rows, perfectly balanced). Modes:
 
 The CycleGAN trains on the training split's two classes as unpaired domains; ``extra_data`` (a binary .npz, its
 training split; the paper's "additional dataset") adds images to those domains only, never to the classifier's rows.
-Trained CycleGANs are cached in ``work_dir`` by (config, training images, seed), like the other GAN balancers.
+Trained CycleGANs come from the generator cache in ``work_dir`` (config, training images, seed), like the other GAN
+balancers. The CPU and full CycleGAN presets (and their measured cost) live in ``cxrgan.generators.cyclegan``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +26,12 @@ from cxrgan.balance.classic import check_train_split, generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.npz import load_npz
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import image_fingerprint
+from cxrgan.generators.cache import fit_or_load
 from cxrgan.generators.cyclegan import CycleGAN, CycleGANConfig
-from cxrgan.generators.loop import config_record
 from cxrgan.generators.runs import load_run
+from cxrgan.generators.settings import GeneratorSpec
 
 MODES = ("complement", "minority")
-# CPU defaults, measured here (64 px, batch 4, one thread of a 2-core machine busy with another benchmark): a
-# CycleGAN step takes 0.35 s at width 16 with 6 blocks, 0.27 s with 3 blocks, 0.97 s at width 32, 0.68 s at width 16
-# with batch 8; on real Kermany images width 16 takes 0.45 s in fp32 and 0.21 s with bf16 autocast (same losses after
-# 20 steps). Width 16, 6 blocks, batch 4, bf16 and 1000 steps (half at the constant rate, half decaying; whole epochs,
-# so 1071-1208 steps on the 3:1 Kermany split) train one CycleGAN in about 4 minutes. The recipe's six CycleGANs
-# (2 rows x 3 seeds) and twelve ResNet-18 runs took 52 minutes single-threaded beside another recipe (46 without
-# the 'repeat' control row); an idle 2-core machine is faster.
-CPU_DEFAULTS = dict(ngf=16, ndf=16, n_blocks=6, batch_size=4, bf16=True, progress=False, grid_every=1)
-CPU_TRAIN_STEPS = 1000
-FULL_DEFAULTS = dict(ngf=64, ndf=64, n_blocks=9, epochs=100, decay_epochs=100, batch_size=1, progress=True, grid_every=5)
 
 
 def load_extra_domains(path: str | Path, like: CXRDataset) -> CXRDataset:
@@ -81,32 +69,22 @@ class CycleGANComplement(Balancer):
         device: torch device.
         random_state: seeds CycleGAN training and the choice of translated rows.
         name: method name written to the ``source`` of synthetic rows.
-        train_steps: when given, total optimisation steps: half at the constant rate, half decaying, so the cost
-            does not grow with the class sizes.
     """
 
     def __init__(self, config: CycleGANConfig, mode: str = "complement", extra_data: str | Path | None = None,
                  run_dir: str | Path | None = None, work_dir: str | Path | None = None, device: str = "cpu",
-                 random_state: int = 0, name: str = "cyclegan-complement", train_steps: int | None = None):
+                 random_state: int = 0, name: str = "cyclegan-complement"):
         if mode not in MODES:
             raise CxrganError(f"unknown complement mode {mode!r}; expected one of {list(MODES)}")
-        if train_steps is not None and train_steps < 2:
-            raise CxrganError(f"train_steps must be at least 2, got {train_steps}")
         self.config, self.mode, self.device, self.random_state = config, mode, device, int(random_state)
         self.extra_data = Path(extra_data) if extra_data is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.work_dir = Path(work_dir) if work_dir is not None else None
-        self.name, self.train_steps = name, train_steps
+        self.name = name
 
-    def config_for(self, domain_sizes: tuple[int, int]) -> CycleGANConfig:
-        """The config actually trained: the seed and, with ``train_steps``, the epochs for these domain sizes."""
-        changes: dict = {"seed": self.random_state}
-        if self.train_steps is not None:
-            batch = min(self.config.batch_size, *domain_sizes)
-            steps_per_epoch = max(1, max(domain_sizes) // batch)
-            total = max(2, math.ceil(self.train_steps / steps_per_epoch))
-            changes.update(epochs=math.ceil(total / 2), decay_epochs=total - math.ceil(total / 2))
-        return dataclasses.replace(self.config, **changes)
+    def config_for(self) -> CycleGANConfig:
+        """The config actually trained: the balancer's seed."""
+        return dataclasses.replace(self.config, seed=self.random_state)
 
     def gan_training_set(self, dataset: CXRDataset) -> CXRDataset:
         """The rows the CycleGAN trains on: the training split plus the extra file's training split, if any."""
@@ -122,16 +100,8 @@ class CycleGANComplement(Balancer):
                 raise CxrganError(f"{self.run_dir}: CycleGAN translates {model.data_info_['image_size']} px images, "
                                   f"the data are {dataset.image_size} px")
             return model
-        gan_rows = self.gan_training_set(dataset)
-        y = gan_rows.labels[:, 0]
-        config = self.config_for((int((y == 0).sum()), int((y == 1).sum())))
-        cache = None
-        if self.work_dir is not None:
-            record = {k: v for k, v in config_record(config).items() if k not in ("progress", "grid_every")}
-            key = json.dumps({"config": record, "images": image_fingerprint(gan_rows.images),
-                              "labels": hashlib.sha1(np.nan_to_num(y, nan=-1).tobytes()).hexdigest()}, sort_keys=True)
-            cache = self.work_dir / "gan" / f"cyclegan-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-        return CycleGAN(config, device=self.device, run_dir=cache).fit(gan_rows, resume=cache is not None)
+        spec = GeneratorSpec("cyclegan", self.config_for())
+        return fit_or_load(spec, self.gan_training_set(dataset), self.work_dir, self.device)
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         check_train_split(dataset, self.name)
@@ -165,18 +135,11 @@ class CycleGANComplement(Balancer):
 
 def _factory(mode: str, name: str, with_extra: bool):
     def make(context: BalanceContext) -> CycleGANComplement:
-        overrides = dict(context.generator_overrides)
-        train_steps = overrides.pop("train_steps", None if context.full else CPU_TRAIN_STEPS)
-        extra = overrides.pop("extra_data", None)
-        if with_extra and not extra:
+        if with_extra and not context.extra_data:
             raise CxrganError(f"{name}: give the extra CycleGAN data file (--gan-extra-data FILE)")
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(CycleGANConfig)})
-        if unknown:
-            raise CxrganError(f"{name}: unknown CycleGAN setting(s) {unknown}")
-        config = CycleGANConfig(**{**(FULL_DEFAULTS if context.full else CPU_DEFAULTS), **overrides})
-        return CycleGANComplement(config, mode=mode, extra_data=extra if with_extra else None, work_dir=context.work_dir,
-                                  device=context.device, random_state=context.random_state, name=name,
-                                  train_steps=train_steps)
+        return CycleGANComplement(CycleGAN.resolve_config(context.generators), mode=mode,
+                                  extra_data=context.extra_data if with_extra else None, work_dir=context.work_dir,
+                                  device=context.device, random_state=context.random_state, name=name)
 
     return make
 

@@ -14,15 +14,14 @@ the total, split ``round(alpha * n)`` healthy and the rest diseased. So for alph
 not balanced: alpha trades sensitivity for specificity as in the paper.
 
 Generators see only the training split (``fit_resample`` refuses other rows). When the run has a ``work_dir``,
-trained generators are cached there by (method, config, training data, seed), so the three cDCGAN alphas of a
-seed share one trained model and an interrupted run resumes from its checkpoint.
+trained generators come from the generator cache (``cxrgan.generators.cache``: method, config, training data,
+seed), so the three cDCGAN alphas of a seed share one trained model and an interrupted run resumes from its
+checkpoint. Generator configs come from the run's ``GeneratorSettings`` and the presets next to each model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -33,23 +32,12 @@ from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
 from cxrgan.balance.classic import check_train_split, generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import generator_class, image_fingerprint
+from cxrgan.generators.adversarial import GANConfig
+from cxrgan.generators.base import generator_class
+from cxrgan.generators.cache import fit_or_load
 from cxrgan.generators.dcgan import CDCGANConfig, DCGANConfig
-from cxrgan.generators.loop import GANConfig, config_record
 from cxrgan.generators.runs import load_run
-
-# CPU defaults: slim widths, DiffAugment and EMA so a run on ~1000 images trains in a few minutes
-# (timings in the report of issue 3); ``full`` uses the DCGAN paper widths.
-CPU_DEFAULTS = dict(ngf=32, ndf=32, batch_size=64, diffaugment="translation,cutout,brightness,contrast",
-                    ema_decay=0.999, bf16=True, progress=False, grid_every=10)
-CPU_TRAIN_STEPS = 500  # optimisation steps per CPU-default generator, whatever the class size (epochs follow)
-# DiffAugment guards against a discriminator memorising few images over many epochs; in a short run over many
-# images it only slows D and G collapses partially. Measured on Kermany 64 px (3:1), 500 steps, width 32:
-# cDCGAN on 1611 images (20 epochs) pixel std across samples 15 with DiffAugment vs 30 without (real: 32-36);
-# DCGAN on 403 pneumonia images (84 epochs) 30 with DiffAugment. So it is kept only from this many epochs on.
-AUGMENT_MIN_EPOCHS = 50
-FULL_DEFAULTS = dict(ngf=64, ndf=64, epochs=100, batch_size=64, diffaugment="translation,cutout,brightness,contrast",
-                     ema_decay=0.999, bf16=False, progress=True, grid_every=5)
+from cxrgan.generators.settings import GeneratorSpec
 
 
 class GANOversampler(Balancer):
@@ -67,15 +55,11 @@ class GANOversampler(Balancer):
         device: torch device.
         random_state: seeds generator training and sampling.
         name: the method name written to the ``source`` of synthetic rows.
-        train_steps: when given, the number of optimisation steps to train for: ``config.epochs`` becomes
-            ``ceil(train_steps / steps_per_epoch)`` for the rows the generator trains on, so the cost does not
-            grow with the class size, and DiffAugment is dropped when that gives fewer than
-            ``AUGMENT_MIN_EPOCHS`` epochs (see the measurement above).
     """
 
     def __init__(self, method: str, config: GANConfig, alpha: float = 0.5, ratio: float = 1.0,
                  n_synthetic: int | None = None, run_dir: str | Path | None = None, work_dir: str | Path | None = None,
-                 device: str = "cpu", random_state: int = 0, name: str | None = None, train_steps: int | None = None):
+                 device: str = "cpu", random_state: int = 0, name: str | None = None):
         if ratio <= 0:
             raise CxrganError(f"ratio must be positive, got {ratio}")
         if n_synthetic is not None and n_synthetic < 0:
@@ -85,32 +69,15 @@ class GANOversampler(Balancer):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name or method
-        self.train_steps = train_steps
         generator_class(method)  # unknown method -> clear error now
 
     # ---- generator ----------------------------------------------------------------------------------------
-    def config_for(self, target_value: int, n_train: int) -> GANConfig:
-        """The generator config actually trained: seed, DCGAN target class, and (with ``train_steps``) the epochs
-        and DiffAugment policy resolved for ``n_train`` training rows."""
+    def config_for(self, target_value: int) -> GANConfig:
+        """The generator config actually trained: the balancer's seed and, for a DCGAN, the class it models."""
         changes: dict = {"seed": self.random_state}
-        if self.train_steps is not None:
-            steps_per_epoch = max(1, n_train // min(self.config.batch_size, n_train))
-            changes["epochs"] = max(1, math.ceil(self.train_steps / steps_per_epoch))
-            if changes["epochs"] < AUGMENT_MIN_EPOCHS:
-                changes["diffaugment"] = ""
         if isinstance(self.config, DCGANConfig):
             changes["target"] = str(target_value)
-        if isinstance(self.config, CDCGANConfig):
-            changes["alpha"] = 0.5  # sampling-only; one canonical value lets all alphas share a trained model
         return dataclasses.replace(self.config, **changes)
-
-    def _cache_dir(self, config: GANConfig, dataset: CXRDataset) -> Path | None:
-        if self.work_dir is None:
-            return None
-        record = {k: v for k, v in config_record(config).items() if k not in ("alpha", "progress", "grid_every")}
-        key = json.dumps({"method": self.method, "config": record, "images": image_fingerprint(dataset.images),
-                          "labels": hashlib.sha1(np.nan_to_num(dataset.labels, nan=-1).tobytes()).hexdigest()}, sort_keys=True)
-        return self.work_dir / "gan" / f"{self.method}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
     def _generator(self, dataset: CXRDataset, minority_value: int, minority_name: str):
         if self.run_dir is not None:
@@ -125,10 +92,8 @@ class GANOversampler(Balancer):
             if target is not None and target != minority_name:
                 raise CxrganError(f"{self.run_dir}: this DCGAN models {target!r} but the minority class is {minority_name!r}")
             return model
-        n_train = len(dataset) if isinstance(self.config, CDCGANConfig) else int((dataset.labels[:, 0] == minority_value).sum())
-        config = self.config_for(minority_value, n_train)
-        cache = self._cache_dir(config, dataset)
-        return generator_class(self.method)(config, device=self.device, run_dir=cache).fit(dataset, resume=cache is not None)
+        spec = GeneratorSpec(self.method, self.config_for(minority_value))
+        return fit_or_load(spec, dataset, self.work_dir, self.device)
 
     # ---- balancing ----------------------------------------------------------------------------------------
     def _label_counts(self, deficit: int, minority: int) -> tuple[int, int]:
@@ -172,17 +137,11 @@ class GANOversampler(Balancer):
 
 def _factory(method: str, alpha: float, name: str):
     def make(context: BalanceContext) -> GANOversampler:
-        overrides = dict(context.generator_overrides)
-        train_steps = overrides.pop("train_steps", None if context.full else CPU_TRAIN_STEPS)
-        config_class = DCGANConfig if method == "dcgan" else CDCGANConfig
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
-        if unknown:
-            raise CxrganError(f"{name}: unknown generator setting(s) {unknown}")
-        config = config_class(**{**(FULL_DEFAULTS if context.full else CPU_DEFAULTS), **overrides})
-        if method == "cdcgan":
+        config = generator_class(method).resolve_config(context.generators)
+        if isinstance(config, CDCGANConfig):
             config = dataclasses.replace(config, alpha=alpha)
         return GANOversampler(method, config, alpha=alpha, work_dir=context.work_dir, device=context.device,
-                              random_state=context.random_state, name=name, train_steps=train_steps)
+                              random_state=context.random_state, name=name)
 
     return make
 

@@ -22,8 +22,6 @@ only findings with positives in an evaluation split (a finding without test posi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -35,12 +33,11 @@ import torch
 
 from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
 from cxrgan.balance.classic import check_train_split, generated_meta
-from cxrgan.balance.gan import AUGMENT_MIN_EPOCHS, CPU_DEFAULTS, CPU_TRAIN_STEPS, FULL_DEFAULTS
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import generator_class, image_fingerprint
-from cxrgan.generators.dcgan import CDCGANConfig, DCGANConfig
-from cxrgan.generators.loop import GANConfig, config_record
+from cxrgan.generators.cache import fit_or_load
+from cxrgan.generators.dcgan import DCGAN, DCGANConfig, LabelVectorCDCGAN, LabelVectorConfig
+from cxrgan.generators.settings import GeneratorSpec
 
 DEFAULT_THRESHOLD = 0.15  # Sundaram & Hulkund: most CheXpert findings are present in 5-26 % of images
 DEFAULT_MIN_POSITIVES = 16  # = generators.base.MIN_TRAIN_IMAGES, so method B can train a DCGAN per finding
@@ -163,38 +160,6 @@ def finding_table(real: CXRDataset, combined: CXRDataset, columns: Sequence[int]
     return pd.DataFrame(rows)
 
 
-class GeneratorTraining:
-    """Shared by both balancers: the resolved generator config, its cache folder, and training or loading."""
-
-    def __init__(self, method: str, config: GANConfig, work_dir: str | Path | None, device: str, random_state: int,
-                 train_steps: int | None):
-        self.method, self.config, self.device, self.random_state = method, config, device, int(random_state)
-        self.work_dir = Path(work_dir) if work_dir is not None else None
-        self.train_steps = train_steps
-        generator_class(method)
-
-    def resolved_config(self, n_train: int, **changes) -> GANConfig:
-        """Seed and (with ``train_steps``) epochs / DiffAugment for ``n_train`` rows, as ``GANOversampler``."""
-        changes = {"seed": self.random_state, **changes}
-        if self.train_steps is not None:
-            steps_per_epoch = max(1, n_train // min(self.config.batch_size, n_train))
-            changes["epochs"] = max(1, math.ceil(self.train_steps / steps_per_epoch))
-            if changes["epochs"] < AUGMENT_MIN_EPOCHS:
-                changes["diffaugment"] = ""
-        return dataclasses.replace(self.config, **changes)
-
-    def fit(self, dataset: CXRDataset, n_train: int, **changes):
-        config = self.resolved_config(n_train, **changes)
-        cache = None
-        if self.work_dir is not None:
-            record = {k: v for k, v in config_record(config).items() if k not in ("progress", "grid_every")}
-            key = json.dumps({"method": self.method, "config": record, "images": image_fingerprint(dataset.images),
-                              "labels": hashlib.sha1(np.nan_to_num(dataset.labels, nan=-1).tobytes()).hexdigest()},
-                             sort_keys=True)
-            cache = self.work_dir / "gan" / f"{self.method}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
-        return generator_class(self.method)(config, device=self.device, run_dir=cache).fit(dataset, resume=cache is not None)
-
-
 def _synthetic_rows(dataset: CXRDataset, images: np.ndarray, labels: np.ndarray, name: str) -> CXRDataset:
     """``dataset`` followed by generated rows (training split, flagged synthetic, one pseudo-patient each)."""
     meta = generated_meta(dataset.meta, len(images), source=name)
@@ -217,7 +182,8 @@ class LabelVectorCGAN(Balancer):
     """Method A: conditional DCGAN images for label vectors sampled from L_p until each rare finding is >= 15 %.
 
     Args:
-        config: the cDCGAN config (trained on all training rows); its seed is replaced by ``random_state``.
+        config: the label-vector cGAN config (generator ``cgan-labelvec``, trained on all training rows); its seed
+            is replaced by ``random_state``.
         findings: the findings to augment; None chooses them with :func:`choose_rare_findings`.
         threshold: required share of each chosen finding in the combined set.
         n_findings: how many findings to choose when ``findings`` is None.
@@ -227,7 +193,6 @@ class LabelVectorCGAN(Balancer):
         work_dir: cache folder for trained generators.
         device: torch device.
         random_state: seeds generator training, label-vector draws and sampling.
-        train_steps: optimisation steps (epochs follow from the number of training rows), as ``GANOversampler``.
         name: the ``source`` of synthetic rows.
 
     After ``fit_resample``: ``findings_`` (augmented), ``skipped_`` (chosen findings without a positive row here,
@@ -235,16 +200,20 @@ class LabelVectorCGAN(Balancer):
     combined positives and shares, images generated for it; the paper's Table 1 row).
     """
 
-    def __init__(self, config: CDCGANConfig, findings: Sequence[str] | None = None, threshold: float = DEFAULT_THRESHOLD,
-                 n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES, model=None,
-                 work_dir: str | Path | None = None, device: str = "cpu", random_state: int = 0,
-                 train_steps: int | None = None, name: str = "cgan-labelvec"):
+    def __init__(self, config: LabelVectorConfig, findings: Sequence[str] | None = None,
+                 threshold: float = DEFAULT_THRESHOLD, n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES,
+                 model=None, work_dir: str | Path | None = None, device: str = "cpu", random_state: int = 0,
+                 name: str = "cgan-labelvec"):
         if not 0 < threshold < 1:
             raise CxrganError(f"threshold must lie in (0, 1), got {threshold}")
         self.config, self.findings, self.threshold = config, None if findings is None else tuple(findings), threshold
         self.n_findings, self.min_positives, self.model, self.name = n_findings, min_positives, model, name
-        self.random_state = int(random_state)
-        self._training = GeneratorTraining("cdcgan", config, work_dir, device, random_state, train_steps)
+        self.random_state, self.device = int(random_state), device
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+
+    def generator_spec(self) -> GeneratorSpec:
+        """The label-vector cGAN this balancer trains (its config with the balancer's seed)."""
+        return GeneratorSpec("cgan-labelvec", dataclasses.replace(self.config, seed=self.random_state))
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         findings = checked_findings(self, dataset)
@@ -258,7 +227,8 @@ class LabelVectorCGAN(Balancer):
             vectors, drawn_for = plan_label_vectors(dataset.labels, columns, self.threshold, rng)
         else:
             vectors, drawn_for = np.zeros((0, dataset.n_labels), np.float32), np.zeros(0, np.int64)
-        self.model_ = self.model if self.model is not None else self._training.fit(dataset, len(dataset), alpha=0.5)
+        self.model_ = self.model if self.model is not None else fit_or_load(self.generator_spec(), dataset,
+                                                                             self.work_dir, self.device)
         if list(self.model_.data_info_["label_names"]) != list(dataset.label_names):
             raise CxrganError(f"{self.name}: the generator's labels {self.model_.data_info_['label_names']} differ "
                               f"from the data's {list(dataset.label_names)}")
@@ -283,7 +253,7 @@ class RareFindingDCGAN(Balancer):
         ratio: per finding, add ``max(0, ceil(ratio * negatives) - positives)`` images (real training counts).
         n_findings: how many findings to choose when ``findings`` is None.
         min_positives: floor on training positives when choosing.
-        work_dir, device, random_state, train_steps, name: as :class:`LabelVectorCGAN`.
+        work_dir, device, random_state, name: as :class:`LabelVectorCGAN`.
 
     After ``fit_resample``: ``findings_``, ``models_`` (finding -> DCGAN), ``counts_`` (finding -> images added)
     and ``table_`` (real and combined positives and shares per finding).
@@ -291,13 +261,17 @@ class RareFindingDCGAN(Balancer):
 
     def __init__(self, config: DCGANConfig, findings: Sequence[str] | None = None, ratio: float = 1.0,
                  n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES, work_dir: str | Path | None = None,
-                 device: str = "cpu", random_state: int = 0, train_steps: int | None = None, name: str = "dcgan-rare"):
+                 device: str = "cpu", random_state: int = 0, name: str = "dcgan-rare"):
         if ratio <= 0:
             raise CxrganError(f"ratio must be positive, got {ratio}")
         self.config, self.findings, self.ratio = config, None if findings is None else tuple(findings), float(ratio)
         self.n_findings, self.min_positives, self.name = n_findings, min_positives, name
-        self.random_state = int(random_state)
-        self._training = GeneratorTraining("dcgan", config, work_dir, device, random_state, train_steps)
+        self.random_state, self.device = int(random_state), device
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+
+    def generator_spec(self, finding: str) -> GeneratorSpec:
+        """The DCGAN of ``finding`` this balancer trains (its config with the finding and the balancer's seed)."""
+        return GeneratorSpec("dcgan", dataclasses.replace(self.config, target=finding, seed=self.random_state))
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         findings = checked_findings(self, dataset)
@@ -311,7 +285,7 @@ class RareFindingDCGAN(Balancer):
             negatives = int((dataset.labels[:, column] == 0).sum())
             n = max(0, math.ceil(self.ratio * negatives) - positives)
             self.counts_[finding] = n
-            model = self._training.fit(dataset, positives, target=finding)
+            model = fit_or_load(self.generator_spec(finding), dataset, self.work_dir, self.device)
             self.models_[finding] = model
             if n == 0:
                 continue
@@ -331,24 +305,13 @@ class RareFindingDCGAN(Balancer):
         return out
 
 
-def _overrides(context: BalanceContext, config_class: type, name: str) -> tuple[dict, int | None]:
-    overrides = dict(context.generator_overrides)
-    train_steps = overrides.pop("train_steps", None if context.full else CPU_TRAIN_STEPS)
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_class)})
-    if unknown:
-        raise CxrganError(f"{name}: unknown generator setting(s) {unknown}")
-    return {**(FULL_DEFAULTS if context.full else CPU_DEFAULTS), **overrides}, train_steps
-
-
 @register_balancer("cgan-labelvec")
 def _cgan_labelvec(context: BalanceContext) -> LabelVectorCGAN:
-    values, train_steps = _overrides(context, CDCGANConfig, "cgan-labelvec")
-    return LabelVectorCGAN(CDCGANConfig(**values), work_dir=context.work_dir, device=context.device,
-                           random_state=context.random_state, train_steps=train_steps)
+    return LabelVectorCGAN(LabelVectorCDCGAN.resolve_config(context.generators), work_dir=context.work_dir,
+                           device=context.device, random_state=context.random_state)
 
 
 @register_balancer("dcgan-rare")
 def _dcgan_rare(context: BalanceContext) -> RareFindingDCGAN:
-    values, train_steps = _overrides(context, DCGANConfig, "dcgan-rare")
-    return RareFindingDCGAN(DCGANConfig(**values), work_dir=context.work_dir, device=context.device,
-                            random_state=context.random_state, train_steps=train_steps)
+    return RareFindingDCGAN(DCGAN.resolve_config(context.generators), work_dir=context.work_dir,
+                            device=context.device, random_state=context.random_state)

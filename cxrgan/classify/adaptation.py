@@ -18,17 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrgan.classify.sgan import MatchedCNN, SGANConfig, _check_unlabeled, _to_tensor
+from cxrgan.classify.sgan import MatchedCNN, SGANConfig
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.transforms import images_to_tensor
 from cxrgan.errors import CxrganError
+from cxrgan.generators.sgan import check_unlabeled
 
 
 def reestimate_normalisation(model: MatchedCNN, unlabeled: CXRDataset, random_state: int = 0) -> MatchedCNN:
     """Recompute ``model``'s normalisation statistics on the unlabelled target images, weights unchanged (AdaBN)."""
-    _check_unlabeled((unlabeled,))
+    check_unlabeled((unlabeled,))
     if len(unlabeled) == 0:
         raise CxrganError("normalisation re-estimation needs unlabelled target images; none were given")
-    x = _to_tensor(unlabeled.images, model.config.image_size)
+    x = images_to_tensor(model._resized(unlabeled.images))
     rng = torch.Generator().manual_seed(random_state)
     net = model.discriminator_
     if model.config.norm == "virtual":
@@ -41,7 +43,7 @@ def reestimate_normalisation(model: MatchedCNN, unlabeled: CXRDataset, random_st
     net.train()
     with torch.no_grad():
         for start in range(0, len(x), model.config.batch_size):
-            net.features(x[start:start + model.config.batch_size].to(model.device_))
+            net.features(x[start:start + model.config.batch_size].to(model.device))
     net.eval()
     return model
 
@@ -64,7 +66,7 @@ class PseudoLabelCNN(MatchedCNN):
         """Train on ``labeled``, pseudo-label the confident images of ``unlabeled``, retrain on both from scratch."""
         if unlabeled is None or len(unlabeled) == 0:
             raise CxrganError("pseudo-labelling needs unlabelled images; none were given")
-        _check_unlabeled((unlabeled,))
+        check_unlabeled((unlabeled,))
         teacher = MatchedCNN(self.config).fit(labeled, random_state=random_state)
         probabilities = teacher.predict_proba(unlabeled)
         confident = np.flatnonzero(probabilities.max(axis=1) >= self.threshold)

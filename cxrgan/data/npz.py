@@ -83,6 +83,7 @@ def load_npz(
             names = [str(s) for s in archive["label_names"]] if "label_names" in archive.files else ["0", "1"]
             if labels.ndim != 1:
                 raise CxrganError(f"{path}: 'labels' must be (N,), got {labels.shape}")
+            labels[labels == -1] = np.nan  # save_npz writes an unknown binary label as -1
             values = set(np.unique(labels[~np.isnan(labels)]).tolist())
             if not values <= {0.0, 1.0}:
                 raise CxrganError(f"{path}: binary 'labels' hold values {sorted(values)}; expected 0 and 1")

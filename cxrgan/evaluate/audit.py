@@ -25,6 +25,7 @@ from torch import nn
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.classify.train import macro_auc
 from cxrgan.data.dataset import CXRDataset, from_arrays
+from cxrgan.data.images import resize_stack
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit_metrics import (
     frechet_distance,
@@ -34,6 +35,7 @@ from cxrgan.evaluate.audit_metrics import (
     two_sample_auc,
 )
 from cxrgan.evaluate.audit_plots import plot_distances, plot_nearest_pairs
+from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import write_json, write_text
 
 
@@ -229,6 +231,16 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
               feature_model: nn.Module | None = None) -> dict:
     """``cxrgan audit GAN_RUN_DIR``: sample a trained generator and audit its images against its data file.
 
+    The generator is the run's best checkpoint (``best.pt``, when the run tracked quality), else its last. Two kinds
+    of model need care:
+
+    * a translator (CycleGAN, ``ImageTranslator``) makes images from real ones; its synthetic set is the
+      translation of real *validation* images (each class into the other, the classes as balanced as the split
+      allows), so "memorised" measures closeness to training images rather than to the translated source, and the
+      test split stays the untouched reference;
+    * a generator that draws at another size than the data file (the SGAN's 32 px) is audited at its own size:
+      the real splits are area-resized to it, as the generator's training rows were.
+
     Args:
         run_dir: a GAN run directory written by ``cxrgan.generators.runs.train_gan`` (holds checkpoint.pt).
         data_path: the compact .npz the generator was trained from (default: the ``data_path`` in its config.json);
@@ -253,6 +265,9 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
     names = tuple(model.data_info_["label_names"])
     target = run_config.get("npz_target") or ("labels" if len(names) == 1 else "findings")
     dataset = load_npz(data_path, target=target)
+    size = int(model.data_info_["image_size"])
+    if dataset.image_size != size:
+        dataset = dataclasses.replace(dataset, images=resize_stack(np.asarray(dataset.images), size))
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
     if names != train.label_names:
         raise CxrganError(f"{run_dir}: the generator's labels {list(names)} differ from "
@@ -260,10 +275,17 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
     n = len(test) if n is None else n
     if n < 2:
         raise CxrganError(f"the audit needs at least 2 synthetic images, got n={n}")
-    images, labels = model.sample(n, generator=torch.Generator().manual_seed(sample_seed))
+    generator = torch.Generator().manual_seed(sample_seed)
+    if isinstance(model, ImageTranslator):
+        images, labels = model.translations(val, n, generator)
+    else:
+        images, labels = model.sample(n, generator=generator)
     result = audit_images(images, labels, train, val, test, out_dir if out_dir is not None else run_dir / "audit",
                           config, feature_model)
     result["generator_run"], result["data_path"] = str(run_dir), str(data_path)
+    result["synthetic_images"] = ("translations of real validation images into the other class"
+                                  if isinstance(model, ImageTranslator) else "samples of the generator")
+    result["image_size"] = size
     write_json(Path(out_dir if out_dir is not None else run_dir / "audit") / "audit.json", result)
     return result
 

@@ -7,7 +7,6 @@ any feature extractor; ``cxrgan.evaluate.audit`` supplies features from a CXR cl
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -15,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cxrgan.errors import CxrganError
+from cxrgan.generators.quality import frechet_distance  # noqa: F401  (defined beside the training-time score)
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray, what: str, minimum: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -24,23 +24,6 @@ def _check_pair(a: np.ndarray, b: np.ndarray, what: str, minimum: int = 2) -> tu
     if len(a) < minimum or len(b) < minimum:
         raise CxrganError(f"{what}: needs at least {minimum} rows per set, got {len(a)} and {len(b)}")
     return a, b
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, "GANs Trained by a
-    Two Time-Scale Update Rule Converge to a Local Nash Equilibrium", the FID formula):
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
-    """
-    a, b = _check_pair(a, b, "Fréchet distance")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    sigma_a, sigma_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    # Tr((S_a S_b)^(1/2)) = sum of sqrt(eigenvalues of S_a^(1/2) S_b S_a^(1/2)), a symmetric PSD matrix: stable even
-    # when fewer rows than feature dimensions make both covariances singular (where scipy's sqrtm is not).
-    values, vectors = linalg.eigh(sigma_a)
-    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    trace_covmean = np.sqrt(np.clip(linalg.eigvalsh(root_a @ sigma_b @ root_a), 0, None)).sum()
-    distance = float(np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b) - 2 * trace_covmean)
-    return max(distance, 0.0)
 
 
 def kernel_inception_distance(a: np.ndarray, b: np.ndarray, n_subsets: int = 50, subset_size: int = 100,

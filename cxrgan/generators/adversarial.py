@@ -1,51 +1,103 @@
-"""The shared body of adversarial generators: build G/D, fit through the one loop, sample, save and load state."""
+"""The DCGAN family's shared body: its config, G/D networks, the alternating step the one loop runs, and sampling.
+
+The step is the standard alternating update of Goodfellow et al. (2014) written to avoid wasted work (measured in
+``benchmarks/gan_step.py``):
+
+* the fakes are generated once per step; the D step uses ``fake.detach()`` so no generator graph is walked back,
+  and the G step reuses the same fakes through the *updated* D (so the G step needs its own D forward);
+* during the G step D's parameters are frozen (``requires_grad_(False)``): backward computes only the gradient
+  with respect to the images, not D's weight gradients;
+* with a BatchNorm-free discriminator (spectral norm) real and fake go through D in one forward pass; with
+  BatchNorm they stay separate batches as in DCGAN, since a joint batch would mix their statistics;
+* ``zero_grad(set_to_none=True)``, fused Adam, channels-last tensors and optional bf16 autocast (weights stay fp32).
+
+DiffAugment (Zhao et al. 2020) is applied to real and fake images in both steps when the config names a policy and
+the run shows each training image at least ``diffaugment_min_passes`` times (steps x batch / rows).
+"""
 
 from __future__ import annotations
 
-import copy
 from abc import abstractmethod
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.transforms import tensor_to_images
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import (CHECKPOINT_FORMAT, GenerativeModel, check_training_rows, resume_or_build,
-                                    image_fingerprint)
-from cxrgan.generators.blocks import DCGANDiscriminator, DCGANGenerator, init_weights, recalibrate_batchnorm
-from cxrgan.generators.loop import GANConfig, GANTrainer, config_record
+from cxrgan.generators.augment import diff_augment, parse_policy
+from cxrgan.generators.base import GenerativeModel
+from cxrgan.generators.blocks import NORMS, DCGANDiscriminator, DCGANGenerator, init_weights, recalibrate_batchnorm
+from cxrgan.generators.losses import get_loss
+from cxrgan.generators.trainable import TrainableModel
+from cxrgan.generators.training import Batch, StepContext, Stream, TrainerConfig
 
 
-class AdversarialModel(GenerativeModel):
-    """A GAN behind the GenerativeModel interface; subclasses choose training rows and sampled labels.
+@dataclass(frozen=True)
+class GANConfig(TrainerConfig):
+    """Settings shared by every adversarial model (the loop's settings plus these); method configs add their own."""
+
+    z_dim: int = 100  # latent size (Radford et al. 2015: 100)
+    ngf: int = 64  # generator width: channels of its last hidden layer
+    ndf: int = 64  # discriminator width: channels of its first layer
+    d_norm: str = "batch"  # discriminator normalisation: "batch" (DCGAN), "spectral" or "none"
+    loss: str = "bce"  # adversarial loss: "bce" (non-saturating, from logits) or "hinge"
+    lr_g: float = 2e-4  # generator Adam learning rate (Radford et al.)
+    lr_d: float = 2e-4  # discriminator Adam learning rate
+    beta1: float = 0.5  # Adam beta1 (Radford et al.: 0.5)
+    beta2: float = 0.999  # Adam beta2
+    diffaugment: str = ""  # DiffAugment ops, e.g. "translation,cutout,brightness,contrast"; "" = none
+    diffaugment_min_passes: float = 0.0  # use DiffAugment only when steps x batch / rows reaches this; 0 = always
+    channels_last: bool = True  # channels-last memory format (faster oneDNN convolutions on CPU)
+
+    describes: ClassVar[str] = "GAN"
+
+    def checks(self) -> dict[str, bool]:
+        return {**super().checks(), "d_norm": self.d_norm in NORMS, "z_dim": self.z_dim >= 1, "ngf": self.ngf >= 1,
+                "ndf": self.ndf >= 1, "batch_size": self.batch_size >= 2, "lr_g": self.lr_g > 0, "lr_d": self.lr_d > 0,
+                "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1,
+                "diffaugment_min_passes": self.diffaugment_min_passes >= 0}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_policy(self.diffaugment)
+        get_loss(self.loss)
+
+
+class AdversarialModel(TrainableModel, GenerativeModel):
+    """A z -> image GAN behind the GenerativeModel interface; subclasses choose training rows and sampled labels.
 
     Args:
         config: the method's frozen config (defaults when None).
         device: torch device to train and sample on.
         run_dir: folder for checkpoints, metrics and sample grids; None trains in memory only.
-        step_hook: called with the global step after each training step (progress reporting, tests).
+        step_hook: called with the number of finished steps after each step (progress reporting, tests).
     """
 
     config_class = GANConfig
+    ema_networks = ("generator",)
+    divergence_advice = "Try a lower learning rate, DiffAugment, spectral norm (d_norm='spectral') or another seed."
 
-    def __init__(self, config: GANConfig | None = None, device: str | torch.device = "cpu",
-                 run_dir: str | Path | None = None, step_hook: Callable[[int], None] | None = None):
-        self.config = config if config is not None else self.config_class()
-        if not isinstance(self.config, self.config_class):
-            raise CxrganError(f"{self.name} needs a {self.config_class.__name__}, got {type(self.config).__name__}")
-        self.device = torch.device(device)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.step_hook = step_hook
-        self.generator_: DCGANGenerator | None = None
-        self.discriminator_: DCGANDiscriminator | None = None
-        self.generator_ema_: DCGANGenerator | None = None
-        self.data_info_: dict[str, Any] | None = None
-        self.history_: list[dict] = []
+    @property
+    def channels_last(self) -> bool:
+        return self.config.channels_last
 
-    # ---- what a method decides --------------------------------------------------------------------------
+    @property
+    def generator_(self) -> DCGANGenerator | None:
+        return None if self.networks_ is None else self.networks_["generator"]
+
+    @property
+    def discriminator_(self) -> DCGANDiscriminator | None:
+        return None if self.networks_ is None else self.networks_["discriminator"]
+
+    @property
+    def generator_ema_(self) -> DCGANGenerator | None:
+        return None if self.ema_ is None else self.ema_["generator"]
+
+    # ---- what a method decides ------------------------------------------------------------------------------------
     @abstractmethod
     def _training_rows(self, dataset: CXRDataset) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
         """(images to train on, (N, K) conditioning labels or None, method facts kept in ``data_info_``)."""
@@ -61,8 +113,15 @@ class AdversarialModel(GenerativeModel):
     def _recalibration_labels(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
         return None
 
-    # ---- networks ---------------------------------------------------------------------------------------
-    def _build_networks(self) -> None:
+    # ---- the loop's seam ------------------------------------------------------------------------------------------
+    def _training_streams(self, dataset: CXRDataset) -> tuple[list[Stream], dict[str, Any]]:
+        images, cond_labels, info = self._training_rows(dataset)
+        cfg, n = self.config, len(images)
+        passes = cfg.steps * min(cfg.batch_size, n) / n  # how often the run shows each training image
+        info.update(n_train=int(n), diffaugment=cfg.diffaugment if passes >= cfg.diffaugment_min_passes else "")
+        return [Stream(images, cond_labels)], info
+
+    def _build_networks(self) -> nn.ModuleDict:
         cfg, size = self.config, int(self.data_info_["image_size"])
         n_cond = self._n_conditioning()
         G = DCGANGenerator(size, cfg.z_dim, cfg.ngf, n_labels=n_cond, embed_dim=getattr(cfg, "embed_dim", 32))
@@ -71,47 +130,66 @@ class AdversarialModel(GenerativeModel):
         init_weights(G, init_rng)
         init_weights(D, init_rng)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.generator_ = G.to(self.device, memory_format=memory_format)
-        self.discriminator_ = D.to(self.device, memory_format=memory_format)
-        self.generator_ema_ = None
-        if cfg.ema_decay > 0:
-            self.generator_ema_ = copy.deepcopy(self.generator_).requires_grad_(False).eval()
+        return nn.ModuleDict({"generator": G.to(self.device, memory_format=memory_format),
+                              "discriminator": D.to(self.device, memory_format=memory_format)})
 
-    def _sampling_network(self) -> DCGANGenerator:
-        if self.generator_ is None:
-            raise CxrganError(f"this {self.name} model is not fitted; call fit() or load_state_dict() first")
-        return self.generator_ema_ if self.generator_ema_ is not None else self.generator_
+    def start_training(self) -> dict[str, torch.optim.Optimizer]:
+        cfg, betas = self.config, (self.config.beta1, self.config.beta2)
+        self._loss = get_loss(cfg.loss)
+        self._policy = parse_policy(self.data_info_["diffaugment"])
+        # fused Adam: one kernel per parameter group instead of ~8 elementwise passes per tensor
+        return {"generator": torch.optim.Adam(self.generator_.parameters(), lr=cfg.lr_g, betas=betas, fused=True),
+                "discriminator": torch.optim.Adam(self.discriminator_.parameters(), lr=cfg.lr_d, betas=betas, fused=True)}
+
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+        """One alternating D then G update (see the module docstring)."""
+        (real, labels), = batches
+        G, D = self.generator_, self.discriminator_
+        z = torch.randn(len(real), G.z_dim, generator=ctx.rng).to(self.device)
+        augment = (lambda x: diff_augment(x, self._policy, ctx.rng)) if self._policy else (lambda x: x)
+
+        with ctx.autocast():
+            fake = G(z, labels)
+            real_in, fake_in = augment(real), augment(fake.detach())
+            if D.mixes_batch:
+                real_logits, fake_logits = D(real_in, labels), D(fake_in, labels)
+            else:
+                both_labels = None if labels is None else torch.cat([labels, labels])
+                real_logits, fake_logits = D(torch.cat([real_in, fake_in]), both_labels).split(len(real))
+        d_loss = self._loss.d_loss(real_logits, fake_logits)
+        ctx.check_finite("discriminator", d_loss)
+        opt_d, opt_g = ctx.optimizers["discriminator"], ctx.optimizers["generator"]
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        D.requires_grad_(False)  # G step: gradients w.r.t. the images only, none for D's weights
+        try:
+            with ctx.autocast():
+                g_logits = D(augment(fake), labels)
+            g_loss = self._loss.g_loss(g_logits)
+            ctx.check_finite("generator", g_loss)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+        finally:
+            D.requires_grad_(True)
+        with torch.no_grad():
+            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
+                    "d_real": torch.sigmoid(real_logits.float()).mean().item(),
+                    "d_fake": torch.sigmoid(fake_logits.float()).mean().item()}
 
     def finalize_training(self) -> None:
-        """Give the EMA generator BatchNorm statistics of its own weights (called after training and per grid)."""
-        if self.generator_ema_ is not None:
+        """Give the EMA generator BatchNorm statistics of its own weights (after training, before grids and scores)."""
+        if self.ema_ is not None:
             rng = torch.Generator().manual_seed(self.config.seed + 2)
             recalibrate_batchnorm(self.generator_ema_, 8, min(64, self.config.batch_size * 2), self._recalibration_labels, rng)
             self.generator_ema_.eval()
 
-    # ---- interface --------------------------------------------------------------------------------------
-    def fit(self, train_dataset: CXRDataset, resume: bool = False) -> AdversarialModel:
-        """Train on the training split; with ``resume`` continue from ``run_dir``'s checkpoint when there is one."""
-        check_training_rows(train_dataset, f"the {self.name} training set")
-        images, cond_labels, info = self._training_rows(train_dataset)
-        info.update(
-            image_size=int(train_dataset.image_size),
-            label_names=list(train_dataset.label_names),
-            class_names=list(train_dataset.class_names) if train_dataset.class_names else None,
-            n_train=int(len(images)),
-            fingerprint=image_fingerprint(images),
-        )
-        checkpoint = resume_or_build(self, config_record(self.config), info, resume, self._build_networks)
-        if checkpoint is not None and checkpoint.get("done"):
-            return self
-        trainer = GANTrainer(self, images, cond_labels, self.run_dir, self.step_hook)
-        self.history_ = trainer.run(resume_from=checkpoint)
-        return self
-
-
+    # ---- interface --------------------------------------------------------------------------------------------------
     def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        net = self._sampling_network()
+        net = self.sampled("generator")
         if n < 0:
             raise CxrganError(f"cannot sample a negative number of images ({n})")
         generator = generator if generator is not None else torch.Generator().manual_seed(self.config.seed)
@@ -130,33 +208,3 @@ class AdversarialModel(GenerativeModel):
         finally:
             net.train(was_training)
         return np.concatenate(chunks), out_labels.astype(np.float32)
-
-    def state_dict(self) -> dict[str, Any]:
-        self._sampling_network()
-        return {
-            "format_version": CHECKPOINT_FORMAT,
-            "method": self.name,
-            "config": config_record(self.config),
-            "data_info": copy.deepcopy(self.data_info_),
-            "generator": self.generator_.state_dict(),
-            "discriminator": self.discriminator_.state_dict(),
-            "generator_ema": self.generator_ema_.state_dict() if self.generator_ema_ is not None else None,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> AdversarialModel:
-        """Restore networks, config and data facts saved by ``state_dict`` (or a training checkpoint)."""
-        if state.get("format_version") != CHECKPOINT_FORMAT:
-            raise CxrganError(f"state format {state.get('format_version')!r} is not the supported {CHECKPOINT_FORMAT}")
-        if state.get("method") != self.name:
-            raise CxrganError(f"state of method {state.get('method')!r} cannot be loaded into a {self.name!r} model")
-        fields = self.config_class.__dataclass_fields__
-        self.config = self.config_class(**{k: v for k, v in state["config"].items() if k in fields})
-        self.data_info_ = copy.deepcopy(state["data_info"])
-        self._build_networks()
-        self.generator_.load_state_dict(state["generator"])
-        self.discriminator_.load_state_dict(state["discriminator"])
-        if self.generator_ema_ is not None:
-            if state.get("generator_ema") is None:
-                raise CxrganError("the state has no EMA generator but its config asks for one")
-            self.generator_ema_.load_state_dict(state["generator_ema"])
-        return self

@@ -1,4 +1,4 @@
-"""Run-directory artefacts of GAN training: sample grid PNGs and loss-curve PNGs (Pillow and matplotlib)."""
+"""Run-directory artefacts of generator training: sample-grid PNGs and training-curve PNGs (Pillow, matplotlib)."""
 
 from __future__ import annotations
 
@@ -30,27 +30,32 @@ def save_grid(images: np.ndarray, path: str | Path, columns: int | None = None) 
     return atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
 
 
-def save_loss_curves(metrics_path: str | Path, png_path: str | Path) -> Path | None:
-    """Plot per-epoch D and G losses (and D's mean real/fake probabilities) from ``metrics.jsonl``."""
-    records = [r for r in read_jsonl(metrics_path) if "d_loss" in r]
-    if not records:
+NOT_PLOTTED = {"step", "seconds", "lr", "quality_fd"}
+
+
+def save_training_curves(metrics_path: str | Path, png_path: str | Path) -> Path | None:
+    """Plot ``metrics.jsonl`` against the step: the losses, the other statistics (e.g. D's mean real / fake
+    scores) and, when the run tracked it, the fidelity score (lower is better); one panel each."""
+    records = read_jsonl(metrics_path)
+    keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float)) and k not in NOT_PLOTTED})
+    panels = [("loss", [k for k in keys if "loss" in k]), ("statistic", [k for k in keys if "loss" not in k]),
+              ("fidelity: FD to real rows (random-conv features)", ["quality_fd"])]
+    panels = [(title, names) for title, names in panels if any(n in r for r in records for n in names)]
+    if not panels:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_prob) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax_loss.plot(epochs, [r["d_loss"] for r in records], label="D loss")
-    ax_loss.plot(epochs, [r["g_loss"] for r in records], label="G loss")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.legend()
-    ax_prob.plot(epochs, [r["d_real"] for r in records], label="D(real)")
-    ax_prob.plot(epochs, [r["d_fake"] for r in records], label="D(fake)")
-    ax_prob.set_xlabel("epoch")
-    ax_prob.set_ylim(0, 1)
-    ax_prob.legend()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.2), squeeze=False)
+    for ax, (title, names) in zip(axes[0], panels):
+        for name in names:
+            points = [(r["step"], r[name]) for r in records if name in r]
+            ax.plot(*zip(*points), label=name, marker="." if len(points) < 30 else None)
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     try:
         return atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))

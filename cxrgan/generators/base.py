@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -12,9 +11,6 @@ import torch
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint / state_dict layout changes
-CHECKPOINT_NAME = "checkpoint.pt"  # a run directory's resumable checkpoint
-IGNORED_ON_RESUME = {"progress", "grid_every"}  # config fields that may change between a run and its resumption
 MIN_TRAIN_IMAGES = 16  # fewer real images than this cannot train a GAN meaningfully
 
 
@@ -27,6 +23,8 @@ class GenerativeModel(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    summary: ClassVar[str] = ""  # one line on what the model models, for `cxrgan train-gan --help`
+    data_target: ClassVar[str] = "labels"  # the task of a compact .npz it trains on: "labels" or "findings"
 
     @abstractmethod
     def fit(self, train_dataset: CXRDataset) -> GenerativeModel:
@@ -56,6 +54,31 @@ class GenerativeModel(ABC):
         """Restore a fitted model from ``state_dict()`` output and return self."""
 
 
+class ImageTranslator(ABC):
+    """A model whose images are translations of real images of the other class (CycleGAN); an audit translates
+    held-out images rather than drawing ``sample``'s translations of kept training images."""
+
+    @abstractmethod
+    def translate(self, images: np.ndarray, source_class: int) -> np.ndarray:
+        """(N, H, W) uint8 images of ``source_class`` -> their translations into the other class, uint8."""
+
+    def translations(self, source: CXRDataset, n: int, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` translations of random rows of ``source`` (binary; e.g. held-out real images), each into the other
+        class, as balanced between the two directions as its rows allow; returns (images, target labels (n, 1))."""
+        y = source.labels[:, 0]
+        rows = [np.flatnonzero(y == c) for c in (0, 1)]
+        if min(len(r) for r in rows) == 0:
+            raise CxrganError(f"translations need real images of both classes; got {[len(r) for r in rows]}")
+        first = min(n // 2, len(rows[0]))
+        counts = (first, min(n - first, len(rows[1])))
+        images, labels = [], []
+        for c, count in enumerate(counts):
+            pick = rows[c][torch.randperm(len(rows[c]), generator=generator)[:count].numpy()]
+            images.append(self.translate(source.images[np.sort(pick)], c))
+            labels.append(np.full((count, 1), 1.0 - c, np.float32))
+        return np.concatenate(images), np.concatenate(labels)
+
+
 GENERATORS: dict[str, type[GenerativeModel]] = {}
 
 
@@ -78,16 +101,14 @@ def generator_class(name: str) -> type[GenerativeModel]:
     return GENERATORS[name]
 
 
-def check_training_rows(dataset: CXRDataset, what: str) -> None:
-    """Refuse validation/test rows and sets too small to train a GAN on; ``what`` names the rows in messages."""
+def check_training_rows(dataset: CXRDataset, what: str, minimum: int = MIN_TRAIN_IMAGES) -> None:
+    """Refuse validation/test rows and sets of fewer than ``minimum`` images; ``what`` names the rows in messages."""
     splits = sorted(set(dataset.meta["split"]) - {"train"})
     if splits:
         counts = {s: int((dataset.meta["split"] == s).sum()) for s in splits}
         raise CxrganError(f"generators train on the training split only; {what} contains {counts} rows of other splits")
-    if len(dataset) < MIN_TRAIN_IMAGES:
-        raise CxrganError(
-            f"{what} has {len(dataset)} images; a GAN needs at least {MIN_TRAIN_IMAGES} to train on"
-        )
+    if len(dataset) < minimum:
+        raise CxrganError(f"{what} has {len(dataset)} images; a GAN needs at least {minimum} to train on")
 
 
 def image_fingerprint(images: np.ndarray) -> str:
@@ -98,51 +119,3 @@ def image_fingerprint(images: np.ndarray) -> str:
     digest.update(str(images.shape).encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     return digest.hexdigest()[:16]
-
-
-def check_resumable(checkpoint: dict, method: str, config: dict, fingerprint: str, path: Any) -> None:
-    """Refuse to resume ``checkpoint`` as another method, with another config, or on other training images.
-
-    Args:
-        checkpoint: the loaded checkpoint dict (``method``, ``config``, ``data_info``).
-        method: the name of the model that wants to resume.
-        config: that model's config record (``cxrgan.generators.loop.config_record``).
-        fingerprint: ``image_fingerprint`` of the images it would train on.
-        path: the checkpoint file, for messages.
-    """
-    if checkpoint.get("method") != method:
-        raise CxrganError(f"{path}: checkpoint of method {checkpoint.get('method')!r}, cannot resume it as {method!r}")
-    theirs = checkpoint["config"]
-    changed = sorted(k for k in config if k not in IGNORED_ON_RESUME and theirs.get(k) != config[k])
-    if changed:
-        raise CxrganError(f"{path}: the run was started with another config (differs in {changed}); "
-                          "resume with the same settings")
-    if checkpoint["data_info"]["fingerprint"] != fingerprint:
-        raise CxrganError(f"{path}: the run was trained on other images ({checkpoint['data_info']['n_train']} rows); "
-                          "resume with the same data file and split")
-
-
-def resumable_checkpoint(run_dir: Path | None, method: str, config: dict, fingerprint: str) -> dict | None:
-    """The checkpoint in ``run_dir`` to resume from (checked by :func:`check_resumable`), or None to start anew."""
-    path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
-    if path is None or not path.exists():
-        return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    check_resumable(checkpoint, method, config, fingerprint, path)
-    return checkpoint
-
-
-def resume_or_build(model: Any, config: dict, info: dict, resume: bool, build: Callable[[], None]) -> dict | None:
-    """Continue ``model``'s run or start it.
-
-    With ``resume`` and a checkpoint in ``model.run_dir`` that :func:`check_resumable` accepts, load its state into
-    ``model`` and return it (its ``done`` flag says whether training already finished). Otherwise record ``info``
-    as ``model.data_info_``, call ``build`` to create fresh networks and return None.
-    """
-    checkpoint = resumable_checkpoint(model.run_dir if resume else None, model.name, config, info["fingerprint"])
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint)
-    else:
-        model.data_info_ = info
-        build()
-    return checkpoint

@@ -1,9 +1,10 @@
-"""Plain functions behind ``cxrgan train-gan`` and ``cxrgan sample``: numbered GAN runs, loading them, sampling."""
+"""Plain functions behind ``cxrgan train-gan`` and ``cxrgan sample``: numbered generator runs, loading them, sampling."""
 
 from __future__ import annotations
 
-import re
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,40 +14,48 @@ from cxrgan.data.npz import load_npz, save_npz
 from cxrgan.errors import CxrganError
 from cxrgan.generators.artifacts import save_grid
 from cxrgan.generators.base import GENERATORS, GenerativeModel, generator_class
-from cxrgan.generators.loop import CHECKPOINT_NAME, GANConfig, config_record
+from cxrgan.generators.training import BEST_NAME, CHECKPOINT_NAME, config_record
 from cxrgan.runs import new_run_dir, write_config
 
-_RUN_NAME = re.compile(r"^\d{5}-(?P<method>[A-Za-z0-9]+)-")
+CHECKPOINTS = ("best", "last")  # best.pt (by the fidelity score, when the run tracked it) or checkpoint.pt
+
+
+def _run_method(run_dir: Path) -> str | None:
+    """The method a numbered train-gan run directory trains (from its config.json), or None."""
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()).get("config", {}).get("method") if path.exists() else None
 
 
 def _latest_run(out_dir: Path, method: str) -> Path:
-    runs = sorted(p for p in out_dir.glob("[0-9]" * 5 + "-*") if (m := _RUN_NAME.match(p.name)) and m["method"] == method)
+    runs = sorted(p for p in out_dir.glob("[0-9]" * 5 + "-*") if p.is_dir() and _run_method(p) == method)
     if not runs:
         raise CxrganError(f"{out_dir}: no {method} run to resume")
     return runs[-1]
 
 
-def train_gan(method: str, data_path: str | Path, out_dir: str | Path, config: GANConfig | None = None,
-              device: str | torch.device = "cpu", resume: bool | str | Path = False, npz_target: str = "labels") -> Path:
+def train_gan(method: str, data_path: str | Path, out_dir: str | Path, config: Any = None,
+              device: str | torch.device = "cpu", resume: bool | str | Path = False, npz_target: str | None = None) -> Path:
     """Train generator ``method`` on the training split of a compact .npz file in a numbered run directory.
 
     Args:
-        method: a key of ``GENERATORS`` ("dcgan", "cdcgan", ...).
+        method: a key of ``GENERATORS`` ("dcgan", "cdcgan", "cgan-labelvec", "cyclegan", "sgan", ...).
         data_path: the .npz file (``cxrgan.data.load_npz`` format); only its "train" rows are used.
         out_dir: parent folder of the numbered run directories (``00000-dcgan-kermany_pneumonia_64``).
         config: the method's config; None uses its defaults.
         device: torch device.
         resume: False starts a new run; True continues the latest ``method`` run in ``out_dir``; a path continues
             that run directory. A finished run is returned as it is.
-        npz_target: "labels" (binary) or "findings" (multi-label) task of the file.
+        npz_target: "labels" (binary) or "findings" (multi-label) task of the file; None = the method's own.
 
     Returns:
-        The run directory, holding config.json, metrics.jsonl, loss_curves.png, samples/ and checkpoint.pt.
+        The run directory, holding config.json, status.json, metrics.jsonl, loss_curves.png, samples/,
+        checkpoint.pt and (when the run tracked quality) best.pt.
     """
     cls = generator_class(method)
     config = config if config is not None else cls.config_class()
     if not isinstance(config, cls.config_class):
         raise CxrganError(f"method {method!r} takes a {cls.config_class.__name__}, got {type(config).__name__}")
+    npz_target = npz_target or cls.data_target
     data_path = Path(data_path)
     train_split = load_npz(data_path, target=npz_target).split("train")
     out_dir = Path(out_dir)
@@ -59,17 +68,27 @@ def train_gan(method: str, data_path: str | Path, out_dir: str | Path, config: G
     else:
         run_dir = new_run_dir(out_dir, f"{method}-{data_path.stem}")
     record = {"method": method, "data_path": str(data_path), "npz_target": npz_target, "generator": config_record(config)}
-    record["generator"].pop("progress", None)
+    for name in cls.config_class.RUN_ONLY_FIELDS:  # may change when the run is resumed
+        record["generator"].pop(name, None)
     write_config(run_dir, record, kind=f"gan-{method}")
     cls(config, device=device, run_dir=run_dir).fit(train_split, resume=bool(resume))
     return run_dir
 
 
-def load_run(run_dir: str | Path, method: str | None = None, device: str | torch.device = "cpu") -> GenerativeModel:
-    """The fitted model saved in ``run_dir/checkpoint.pt``; ``method`` (if given) must match the run's."""
+def load_run(run_dir: str | Path, method: str | None = None, device: str | torch.device = "cpu",
+             checkpoint: str = "best") -> GenerativeModel:
+    """The fitted model of a run directory; ``method`` (if given) must match the run's.
+
+    ``checkpoint="best"`` loads best.pt (the best fidelity score) when the run kept one, else the last state;
+    ``"last"`` loads checkpoint.pt (the state at the last step written).
+    """
+    if checkpoint not in CHECKPOINTS:
+        raise CxrganError(f"unknown checkpoint {checkpoint!r}; choose one of {list(CHECKPOINTS)}")
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.exists():
         raise CxrganError(f"{run_dir}: no {CHECKPOINT_NAME}; not a trained GAN run directory")
+    if checkpoint == "best" and (Path(run_dir) / BEST_NAME).exists():
+        path = Path(run_dir) / BEST_NAME
     state = torch.load(path, map_location="cpu", weights_only=True)
     run_method = state.get("method")
     if run_method not in GENERATORS:
@@ -99,7 +118,7 @@ def _label_row(model: GenerativeModel, label: str | int) -> np.ndarray:
 
 
 def sample_from_run(run_dir: str | Path, n: int, label: str | int | None = None, out_path: str | Path = "samples.png",
-                    seed: int = 0, device: str | torch.device = "cpu") -> Path:
+                    seed: int = 0, device: str | torch.device = "cpu", checkpoint: str = "best") -> Path:
     """Draw ``n`` images from a trained run and write them as a PNG grid (``.png``) or a compact file (``.npz``).
 
     Args:
@@ -109,13 +128,14 @@ def sample_from_run(run_dir: str | Path, n: int, label: str | int | None = None,
         out_path: destination; the suffix picks the format.
         seed: seeds the sampling generator.
         device: torch device.
+        checkpoint: "best" (best.pt when the run kept one) or "last" (see ``load_run``).
     """
     out_path = Path(out_path)
     if out_path.suffix.lower() not in (".png", ".npz"):
         raise CxrganError(f"{out_path}: unknown output format {out_path.suffix!r}; use .png (grid) or .npz")
     if n <= 0:
         raise CxrganError(f"--n must be positive, got {n}")
-    model = load_run(run_dir, device=device)
+    model = load_run(run_dir, device=device, checkpoint=checkpoint)
     labels = _label_row(model, label) if label is not None else None
     images, sampled_labels = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(seed))
     if out_path.suffix.lower() == ".png":

@@ -30,9 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
-from cxrgan.balance.gan import CPU_DEFAULTS, CPU_TRAIN_STEPS, FULL_DEFAULTS
-from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, GeneratorTraining, LabelVectorCGAN, choose_rare_findings,
-                                       plan_label_vectors)
+from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, LabelVectorCGAN, choose_rare_findings, plan_label_vectors
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
@@ -41,7 +39,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.base import MIN_TRAIN_IMAGES
-from cxrgan.generators.dcgan import CDCGANConfig
+from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load
 from cxrgan.recipes import NIH_PNEUMONIA, NIH_SUBSET_64
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
@@ -80,23 +78,12 @@ class CganRegimesConfig:
     gan_data: str = "full"  # the GAN's rows: "full" training split (as the paper) or the "regime"'s rows
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
-    full: bool = False  # paper-size GAN settings (GPU)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one path given as a string: the one-file tuple
             object.__setattr__(self, "data", (self.data,))
-
-
-def generator_settings(full: bool, overrides: tuple[tuple[str, Any], ...], config_class: type) -> tuple[Any, int | None]:
-    """(generator config, train_steps) from the CPU or full defaults and the run's overrides."""
-    values = dict(overrides)
-    train_steps = values.pop("train_steps", None if full else CPU_TRAIN_STEPS)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(config_class)})
-    if unknown:
-        raise CxrganError(f"unknown generator setting(s) {unknown}")
-    return config_class(**{**(FULL_DEFAULTS if full else CPU_DEFAULTS), **values}), train_steps
 
 
 def check_seeds(seeds: int) -> None:
@@ -129,7 +116,6 @@ class CganRegimes(Recipe):
             raise CxrganError(f"--regimes must be shares in (0, 1], got {list(c.regimes)}")
         if not 0 < c.threshold < 1:
             raise CxrganError(f"--threshold must lie in (0, 1), got {c.threshold}")
-        self.gan_config_, self.train_steps_ = generator_settings(c.full, c.generator_overrides, CDCGANConfig)
         ignore = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap)  # U-Ignore labels
         uncertain = uncertain_counts(ignore)
         dataset = with_policy(ignore, c.uncertainty)
@@ -179,16 +165,16 @@ class CganRegimes(Recipe):
             if len(gan_rows) < MIN_TRAIN_IMAGES:
                 extra["skipped"] = f"{len(gan_rows)} rows, fewer than a GAN needs ({MIN_TRAIN_IMAGES}): nothing generated"
             else:
-                model = GeneratorTraining("cdcgan", self.gan_config_, run.run_dir / "generators", device, seed,
-                                          self.train_steps_).fit(gan_rows, len(gan_rows), alpha=0.5)
-                balancer = LabelVectorCGAN(self.gan_config_, self.findings_, c.threshold, model=model, device=device,
+                spec = GeneratorSpec.resolve("cgan-labelvec", c.generators, seed=seed)
+                model = fit_or_load(spec, gan_rows, run.run_dir / "generators", device)
+                balancer = LabelVectorCGAN(model.config, self.findings_, c.threshold, model=model, device=device,
                                            random_state=seed)
                 rows = balancer.fit_resample(regime)
                 extra["finding_table"] = balancer.table_.to_dict(orient="records")
                 extra["skipped_findings"] = list(balancer.skipped_)
         elif method not in METHODS:  # any registered balancer as a row
-            context = BalanceContext(random_state=seed, device=device, work_dir=run.run_dir / "generators", full=c.full,
-                                     generator_overrides=c.generator_overrides)
+            context = BalanceContext(random_state=seed, device=device, work_dir=run.run_dir / "generators",
+                                     generators=c.generators)
             rows = make_balancer(method, context).fit_resample(regime)
         result = train_and_score(rows, self.val_, self.test_, train_config, seed, run.progress)
         result.record.update(extra)

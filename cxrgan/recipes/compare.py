@@ -28,6 +28,7 @@ from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc
                                        verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
+from cxrgan.generators.settings import GeneratorSettings
 from cxrgan.io import atomic_write, write_json
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.report.plots import plot_curves
@@ -53,8 +54,7 @@ class CompareConfig:
     data_seed: int = 0  # seed of subsetting / imbalance induction; fixed so every method and seed sees one split
     n_boot: int = 1000  # bootstrap resamples for each run's AUC CI
     train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
-    full: bool = False  # paper-size generator settings (GPU) for generator-backed methods
-    generator_overrides: tuple[tuple[str, object], ...] = ()  # generator settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of generator-backed methods
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
@@ -208,9 +208,8 @@ class Compare(Recipe):
 
     def balance_context(self, seed: int, run_dir: Path, device: str) -> BalanceContext:
         c = self.compare_config
-        overrides = c.generator_overrides + ((("extra_data", c.extra_data),) if c.extra_data else ())
-        return BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=c.full,
-                              generator_overrides=overrides)
+        return BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators",
+                              generators=c.generators, extra_data=c.extra_data)
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Balance, train, predict and score one (method, seed)."""

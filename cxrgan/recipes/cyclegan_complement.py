@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,7 @@ from cxrgan.data.dataset import from_arrays
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Comparison, Verdicts
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.generators import save_translation_figure
+from cxrgan.generators import GeneratorSettings, save_translation_figure
 from cxrgan.io import append_jsonl, read_jsonl, write_json
 from cxrgan.recipes import KERMANY_64, NIH_PNEUMONIA, NIH_SUBSET_64
 from cxrgan.recipes.compare import Compare, CompareConfig
@@ -79,8 +78,7 @@ class CycleganComplementConfig:
     methods: tuple[str, ...] = METHODS  # rows of the table, baseline ("none") first
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     fidelity_images: int = 200  # test images per class translated to measure fidelity and cycle error
-    full: bool = False  # DenseNet-121 and the paper's CycleGAN sizes (for GPUs)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # CycleGAN settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
@@ -98,8 +96,7 @@ class CycleganComplement(Compare):
     def compare_config(self) -> CompareConfig:
         c = self.config
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
-                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, full=c.full,
-                             generator_overrides=c.generator_overrides, extra_data=c.extra_data,
+                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators, extra_data=c.extra_data,
                              allow_patient_overlap=c.allow_patient_overlap, external=c.external,
                              external_labels=c.external_labels)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +26,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.generators import DCGAN
+from cxrgan.generators import DCGAN, GeneratorSettings, GeneratorSpec, fit_or_load
 from cxrgan.io import append_jsonl, read_jsonl
 from cxrgan.recipes.compare import Compare, CompareConfig
 from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
@@ -54,8 +53,7 @@ class DcganAlphaConfig:
     methods: tuple[str, ...] = METHODS  # rows of the table, baseline first
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # the ResNet-18 settings
     tstr_images: int = 1000  # synthetic images per class for the train-on-synthetic / test-on-real AUC
-    full: bool = False  # paper-size GANs and classifier training (for GPUs)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. (("train_steps", 2000),)
+    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
@@ -76,8 +74,7 @@ class DcganAlpha(Compare):
     def compare_config(self) -> CompareConfig:
         c = self.config
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
-                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, full=c.full,
-                             generator_overrides=c.generator_overrides,
+                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
                              allow_patient_overlap=c.allow_patient_overlap, external=c.external,
                              external_labels=c.external_labels)
 
@@ -164,8 +161,8 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
     done = {r["method"]: r["tstr_auc"] for r in read_jsonl(path)}
     seed, n = config.first_seed, config.tstr_images
     audit = AuditConfig(seed=seed, device=config.train.device if config.train.device != "auto" else "cpu")
-    context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators", full=config.full,
-                             generator_overrides=config.generator_overrides)
+    context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators",
+                             generators=config.generators)
     for method in config.methods:
         if method in done or not (method == "none" or method.startswith(("dcgan", "cdcgan"))):
             continue
@@ -195,7 +192,4 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
 
 def _other_class_dcgan(balancer: GANOversampler, train: CXRDataset, context: BalanceContext, value: int) -> DCGAN:
     """A DCGAN of class ``value`` trained exactly as the balancer trains its minority DCGAN (two-class TSTR set)."""
-    n_train = int((train.binary_targets() == value).sum())
-    config = balancer.config_for(value, n_train)
-    run_dir = Path(context.work_dir) / "gan" / f"dcgan-class{value}-seed{context.random_state}"
-    return DCGAN(config, device=context.device, run_dir=run_dir).fit(train, resume=True)
+    return fit_or_load(GeneratorSpec("dcgan", balancer.config_for(value)), train, context.work_dir, context.device)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -36,8 +35,8 @@ from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.generators.dcgan import DCGANConfig
-from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, check_seeds, generator_settings
+from cxrgan.generators import DCGAN, GeneratorSettings
+from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, check_seeds
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
 from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
                                      test_positives_note,
@@ -63,8 +62,7 @@ class DcganRareConfig:
     ratio: float = 1.0  # add images until positives = ratio x negatives of the real training rows
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
-    full: bool = False  # paper-size GAN settings (GPU)
-    generator_overrides: tuple[tuple[str, Any], ...] = ()  # GAN settings over the defaults, e.g. train_steps
+    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
 
     def __post_init__(self) -> None:
@@ -91,7 +89,7 @@ class DcganRareFindings(Recipe):
             raise CxrganError(f"unknown uncertainty policy {bad[0]!r}; expected one of {list(UNCERTAINTY_POLICIES)}")
         if c.ratio <= 0:
             raise CxrganError(f"--ratio must be positive, got {c.ratio}")
-        self.gan_config_, self.train_steps_ = generator_settings(c.full, c.generator_overrides, DCGANConfig)
+        self.gan_config_ = DCGAN.resolve_config(c.generators)
         self.dataset_ = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap)  # U-Ignore labels
         self.uncertain_ = uncertain_counts(self.dataset_)
         self.coincide_ = self.uncertain_["train"] == 0
@@ -133,8 +131,7 @@ class DcganRareFindings(Recipe):
         extra = {}
         if cell["method"] == "dcgan-rare":
             balancer = RareFindingDCGAN(self.gan_config_, self.findings_, c.ratio, work_dir=run.run_dir / "generators",
-                                        device=str(resolve_device(c.train.device)), random_state=cell["seed"],
-                                        train_steps=self.train_steps_)
+                                        device=str(resolve_device(c.train.device)), random_state=cell["seed"])
             train = balancer.fit_resample(train)
             extra["finding_table"] = balancer.table_.to_dict(orient="records")
         result = train_and_score(train, val, test, c.train, cell["seed"], run.progress)

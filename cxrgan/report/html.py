@@ -199,19 +199,20 @@ def _generators_section(run_dir: Path) -> Section:
     for folder in candidates:
         samples = sorted((folder / "samples").glob("*.png")) if (folder / "samples").is_dir() else []
         losses = folder / "loss_curves.png"
-        metrics = [r for r in read_jsonl(folder / "metrics.jsonl") if "d_loss" in r]
+        metrics = [r for r in read_jsonl(folder / "metrics.jsonl") if any("loss" in k for k in r)]
         if not samples and not losses.exists() and not metrics:
             continue
         name = folder.name if folder != run_dir else f"{run_dir.name} (this run)"
         figures = []
         if losses.exists():
-            figures.append((losses, "discriminator and generator losses per epoch"))
+            figures.append((losses, "training curves per step: losses, statistics and (when tracked) the fidelity "
+                                    "score, FD to real rows in random-conv features"))
         if samples:
             figures.append((samples[-1], f"samples after training ({samples[-1].stem})"))
         block = f"<h3>{_escape(name)}</h3>" + _figures(figures)
         if metrics:
             last = metrics[-1]
-            block += _table_html(pd.DataFrame([{k: _round(v) for k, v in last.items()}]), caption="last epoch")
+            block += _table_html(pd.DataFrame([{k: _round(v) for k, v in last.items()}]), caption="last record")
         config = folder / "config.json"
         if config.exists() and folder != run_dir:
             block += f"<pre>{_escape(config.read_text(encoding='utf-8').strip())}</pre>"

@@ -1,0 +1,383 @@
+"""The one training loop of every generative model: steps, batching, bf16, EMA, checkpoints, resume, metrics, quality.
+
+A model speaks to the loop through one seam, as StyleGAN2-ADA's models speak through ``Loss.accumulate_gradients``
+(Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data"): it owns its networks
+(``networks_``, with EMA copies of those named in ``ema_networks``), returns its optimisers from
+``start_training()`` and runs one optimisation step in ``train_step(batches, ctx)``, returning scalar statistics.
+The loop owns everything else:
+
+* duration: ``config.steps`` optimisation steps; there are no epochs;
+* batching: the model hands over row streams (one for a GAN, one per domain for a CycleGAN, a labelled and an
+  unlabelled one for the semi-supervised GAN); in pass p, stream d is read in a permutation that is a function of
+  (seed, p, d) only, like ``DistributedSampler.set_epoch``, and a stream shorter than the largest draws several
+  fresh permutations per pass (the unaligned loader of Zhu et al. 2017); so a resumed run retraces an
+  uninterrupted one exactly;
+* bf16 autocast, offered to the step as ``ctx.autocast()`` for its forward passes (weights, optimiser state and
+  losses stay fp32), and per-step learning rates (``learning_rate_factor``, e.g. CycleGAN's linear decay);
+* an EMA of generator weights with a warm-up, so short runs average over their own length;
+* plain-dict checkpoints written atomically with a format version (weights, optimisers, RNG, the model's
+  training state such as image pools, partial metric sums, the best quality), exact resume and a divergence stop;
+* ``metrics.jsonl``: one record per ``log_every`` steps; a resumed run first drops the records written after its
+  checkpoint, so a killed run never leaves duplicates;
+* every ``quality_every`` steps a Fréchet distance of samples to a fixed real subset (``quality.py``); the best
+  model is kept (``best.pt``, and in memory) and is what ``fit`` leaves the model with;
+* sample grids and training curves (``artifacts.py``).
+
+Files are written by the main process only (rank 0 once ``torch.distributed`` is initialised). Under DDP a rank
+would take ``rows[rank::world_size]`` of every batch and the networks would be wrapped in
+DistributedDataParallel; nothing else here assumes a single process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cxrgan.data.transforms import images_to_tensor
+from cxrgan.device import autocast
+from cxrgan.errors import CxrganError
+from cxrgan.generators.artifacts import save_grid, save_training_curves
+from cxrgan.generators.blocks import ema_update
+from cxrgan.generators.quality import FidelityScore
+from cxrgan.io import append_jsonl, read_jsonl, save_torch, write_json, write_text
+
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint / state_dict layout changes (2: one layout for every model)
+CHECKPOINT_NAME = "checkpoint.pt"  # the last state of a run, resumable
+BEST_NAME = "best.pt"  # the model state with the best quality score so far
+STATUS_NAME = "status.json"  # method, config, progress and quality of a run, for listings
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Settings of the training loop; every generator config extends it with its own fields."""
+
+    steps: int = 1000  # optimisation steps: the length of a run
+    batch_size: int = 64  # rows of every stream per step (capped at the largest stream)
+    ema_decay: float = 0.0  # EMA decay of generator weights, which are then sampled; 0 = sample the live weights
+    bf16: bool = False  # bf16 autocast of forward passes; weights, optimiser state and losses stay fp32
+    seed: int = 0  # seeds weight init, noise, augmentation and the data order
+    log_every: int = 50  # steps per metrics.jsonl record (each statistic averaged over them)
+    checkpoint_every: int = 250  # steps between resumable checkpoints; 0 = only the final one
+    grid_every: int = 0  # steps between sample-grid PNGs (and one at the end); 0 = none
+    quality_every: int = 0  # steps between fidelity scores of (EMA) samples, which pick best.pt; 0 = none
+    quality_images: int = 256  # real training rows (and as many samples) per fidelity score
+    divergence_patience: int = 200  # stop when the watched D loss stays below divergence_d_loss this many steps
+    divergence_d_loss: float = 1e-3  # D loss under which D has won (G gets no gradient)
+    progress: bool = True  # show a tqdm progress bar
+
+    # Fields that change neither the trained weights nor which checkpoint is kept: they may differ when a run is
+    # resumed and are left out of cache keys.
+    RUN_ONLY_FIELDS: ClassVar[frozenset[str]] = frozenset({"progress", "log_every", "checkpoint_every", "grid_every"})
+    describes: ClassVar[str] = "training"  # names the settings in error messages
+
+    def checks(self) -> dict[str, bool]:
+        """Field name -> whether its value is valid; subclasses add theirs."""
+        return {"steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "ema_decay": 0 <= self.ema_decay < 1,
+                "log_every": self.log_every >= 1, "checkpoint_every": self.checkpoint_every >= 0,
+                "grid_every": self.grid_every >= 0, "quality_every": self.quality_every >= 0,
+                "quality_images": self.quality_images >= 2, "divergence_patience": self.divergence_patience >= 1}
+
+    def __post_init__(self) -> None:
+        bad = [name for name, ok in self.checks().items() if not ok]
+        if bad:
+            raise CxrganError(f"invalid {self.describes} setting(s): " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+
+def config_record(config: TrainerConfig) -> dict:
+    """The config as a JSON- and checkpoint-ready dict (tuples become lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def training_record(config: TrainerConfig) -> dict:
+    """The fields that decide what a run trains: compared on resume and hashed into cache keys."""
+    return {k: v for k, v in config_record(config).items() if k not in type(config).RUN_ONLY_FIELDS}
+
+
+def config_from_record(config_class: type, record: dict) -> Any:
+    """Rebuild a config from ``config_record`` output, ignoring fields the class no longer has."""
+    names = {f.name: f for f in fields(config_class)}
+    return config_class(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in record.items() if k in names})
+
+
+def is_main_process() -> bool:
+    """True unless torch.distributed runs and this is not rank 0: only the main process writes files."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Rows the loop draws batches from."""
+
+    images: np.ndarray  # (N, H, W) uint8
+    labels: np.ndarray | None = None  # (N, K) float32 labels handed to the step with the images, or None
+
+
+Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (images (B, 1, H, W) in [-1, 1], labels (B, K) or None)
+
+
+class Trainable(Protocol):
+    """What the loop needs from a model (``TrainableModel`` implements the plumbing, a model the step)."""
+
+    name: str
+    config: TrainerConfig
+    device: torch.device
+    networks_: torch.nn.ModuleDict
+    ema_: torch.nn.ModuleDict | None
+    data_info_: dict  # facts about the training rows (n_train, fingerprint, ...)
+    channels_last: bool  # hand batches over in channels-last memory format
+    divergence_statistic: str | None  # the step statistic watched by the divergence stop (None: no stop)
+    divergence_advice: str  # appended to the divergence message
+
+    def start_training(self) -> dict[str, torch.optim.Optimizer]: ...
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]: ...
+    def learning_rate_factor(self, step: int) -> float: ...
+    def training_state(self) -> dict: ...
+    def load_training_state(self, state: dict) -> None: ...
+    def finalize_training(self) -> None: ...
+    def preview_images(self) -> tuple[np.ndarray, int] | None: ...
+    def quality_rows(self, streams: list[Stream]) -> tuple[np.ndarray, np.ndarray | None] | None: ...
+    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray: ...
+    def save_artifacts(self, run_dir: Path) -> None: ...
+    def state_dict(self) -> dict: ...
+
+
+class StepContext:
+    """What a model's ``train_step`` may use from the loop: the step, the RNG, the optimisers, autocast, checks."""
+
+    def __init__(self, trainer: Trainer):
+        self._trainer = trainer
+        self.rng: torch.Generator = trainer.rng  # the only source of randomness of a step (saved in checkpoints)
+        self.optimizers: dict[str, torch.optim.Optimizer] = trainer.optimizers
+        self.step = 0  # the step being taken (0-based)
+
+    def autocast(self):
+        """bf16 autocast around forward passes when the config asks for it; a no-op context otherwise."""
+        return autocast(self._trainer.device, self._trainer.config.bf16)
+
+    def check_finite(self, which: str, loss: torch.Tensor) -> None:
+        """Stop with a clear error before a non-finite ``loss`` (of the ``which`` network) reaches the weights."""
+        if not torch.isfinite(loss):
+            self._trainer.diverged(f"the {which} loss is {loss.item()}")
+
+
+class Trainer:
+    """Trains ``model`` for ``model.config.steps`` steps on ``streams``.
+
+    Args:
+        model: a ``Trainable`` whose networks exist (built fresh or loaded from a checkpoint).
+        streams: the rows to batch from (see the module docstring).
+        run_dir: where checkpoints, best.pt, status.json, metrics.jsonl, curves and grids go; None keeps nothing.
+        step_hook: called with the number of finished steps after every step (progress reporting, tests).
+    """
+
+    def __init__(self, model: Trainable, streams: list[Stream], run_dir: Path | None = None,
+                 step_hook: Callable[[int], None] | None = None):
+        if not streams or min(len(s.images) for s in streams) == 0:
+            raise CxrganError(f"{model.name}: nothing to train on (an empty stream of training rows)")
+        self.model, self.config, self.device = model, model.config, model.device
+        self.streams, self.step_hook = streams, step_hook
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        largest = max(len(s.images) for s in streams)
+        self.batch_size = min(self.config.batch_size, largest)
+        self.steps_per_pass = largest // self.batch_size
+        self.rng = torch.Generator().manual_seed(self.config.seed)
+        self.optimizers = model.start_training()
+        self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
+        self.ctx = StepContext(self)
+        self.step = 0
+        self.low_d_steps = 0  # consecutive steps with the watched D loss below divergence_d_loss
+        self.sums: dict[str, float] = {}  # statistics summed since the last metrics record, and their count "n"
+        self.best: dict | None = None  # {"step", "quality_fd"} of the best-scoring model so far
+        self.best_state: dict | None = None  # that model's state, once scored in this process
+        self._orders: tuple[int, list[np.ndarray]] | None = None
+        self._finalized_at: int | None = None  # step at which the sampled networks were last brought up to date
+        rows = model.quality_rows(streams) if self.config.quality_every else None
+        self.fidelity = None if rows is None else FidelityScore(*rows, n=self.config.quality_images, seed=self.config.seed)
+
+    @property
+    def writes(self) -> bool:
+        return self.run_dir is not None and is_main_process()
+
+    # ---- batching -----------------------------------------------------------------------------------------------
+    def pass_orders(self, pass_index: int) -> list[np.ndarray]:
+        """Row order of every stream in pass ``pass_index``: a function of (seed, pass, stream) only."""
+        needed, n_streams = self.steps_per_pass * self.batch_size, len(self.streams)
+        orders = []
+        for d, stream in enumerate(self.streams):
+            rng = torch.Generator().manual_seed(self.config.seed * 1_000_003 + n_streams * pass_index + d)
+            n = len(stream.images)
+            orders.append(torch.cat([torch.randperm(n, generator=rng) for _ in range(-(-needed // n))])[:needed].numpy())
+        return orders
+
+    def batches(self, step: int) -> list[Batch]:
+        """The batch of every stream at ``step`` (rows sorted within a batch), on the device."""
+        pass_index, within = divmod(step, self.steps_per_pass)
+        if self._orders is None or self._orders[0] != pass_index:
+            self._orders = (pass_index, self.pass_orders(pass_index))
+        out = []
+        for stream, order in zip(self.streams, self._orders[1]):
+            rows = np.sort(order[within * self.batch_size:(within + 1) * self.batch_size])
+            images = images_to_tensor(stream.images[rows], self.device)
+            if self.model.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            labels = None if stream.labels is None else torch.from_numpy(stream.labels[rows]).to(self.device)
+            out.append((images, labels))
+        return out
+
+    # ---- one step -----------------------------------------------------------------------------------------------
+    def advance(self) -> dict[str, float]:
+        """One optimisation step: batches, learning rates, the model's step, the divergence watch, the EMA."""
+        cfg, model = self.config, self.model
+        batches = self.batches(self.step)
+        factor = model.learning_rate_factor(self.step)
+        for name, optimizer in self.optimizers.items():
+            for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
+                group["lr"] = base * factor
+        self.ctx.step = self.step
+        stats = model.train_step(batches, self.ctx)
+        if model.divergence_statistic is not None:
+            self.low_d_steps = self.low_d_steps + 1 if stats[model.divergence_statistic] < cfg.divergence_d_loss else 0
+            if self.low_d_steps >= cfg.divergence_patience:
+                self.diverged(f"discriminator loss below {cfg.divergence_d_loss:g} for {self.low_d_steps} steps: "
+                              "D separates real from fake perfectly and G gets no gradient")
+        if model.ema_ is not None:
+            decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up: average over the run so far
+            for name, ema in model.ema_.items():
+                ema_update(ema, model.networks_[name], decay)
+        self.step += 1
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.sums["n"] = self.sums.get("n", 0) + 1
+        return stats
+
+    def diverged(self, reason: str) -> None:
+        path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
+        where = f"; the last good checkpoint is {path}" if path and path.exists() else "; no checkpoint was written yet"
+        raise CxrganError(f"{self.model.name} training diverged at step {self.step + 1} ({reason}){where}. "
+                          f"{self.model.divergence_advice}")
+
+    # ---- the run ------------------------------------------------------------------------------------------------
+    def run(self, resume_from: dict | None = None) -> list[dict]:
+        """Train to ``config.steps`` (continuing ``resume_from`` if given); returns this process's metric records."""
+        cfg = self.config
+        if resume_from is not None:
+            self.restore(resume_from)
+        self._forget_after(self.step)
+        history: list[dict] = []
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.model.name, disable=not cfg.progress, leave=False)
+        self.model.networks_.train()
+        started = time.perf_counter()
+        try:
+            while self.step < cfg.steps:
+                stats = self.advance()
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in list(stats.items())[:2]})
+                step, last = self.step, self.step == cfg.steps
+                record = self._take_means() if step % cfg.log_every == 0 or last else {}
+                if self.fidelity is not None and (step % cfg.quality_every == 0 or last):
+                    record["quality_fd"] = self._score_quality()
+                if record:
+                    record.update(step=step, seconds=round(time.perf_counter() - started, 3))
+                    history.append(record)
+                    if self.writes:
+                        append_jsonl(self.run_dir / METRICS_NAME, record)
+                if self.writes and cfg.grid_every and (step % cfg.grid_every == 0 or last):
+                    self._save_grid()
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
+                    self.save_checkpoint()
+                if self.step_hook is not None:
+                    self.step_hook(step)
+        finally:
+            bar.close()
+        self._finalize()
+        self.save_checkpoint(done=True)
+        if self.writes:
+            self.model.save_artifacts(self.run_dir)
+        return history
+
+    def _take_means(self) -> dict[str, float]:
+        n = self.sums.pop("n", 0)
+        means = {k: v / n for k, v in self.sums.items()} if n else {}
+        self.sums = {}
+        return means
+
+    def _finalize(self) -> None:
+        """``model.finalize_training()`` once per step (EMA BatchNorm statistics; the next EMA update overwrites
+        them), shared by the grid and the quality score of the same step."""
+        if self._finalized_at != self.step:
+            self.model.finalize_training()
+            self._finalized_at = self.step
+
+    def _score_quality(self) -> float:
+        self._finalize()
+        score = self.fidelity(self.model)
+        if self.best is None or score < self.best["quality_fd"]:
+            self.best = {"step": self.step, "quality_fd": score}
+            self.best_state = copy.deepcopy(self.model.state_dict())  # state_dict() shares the live tensors
+            if self.writes:
+                save_torch(self.run_dir / BEST_NAME, {**self.best_state, "best": self.best})
+        return score
+
+    def final_best_state(self) -> dict | None:
+        """The best-scoring model state (scored in this process, or before a resume: best.pt), or None."""
+        if self.best is None:
+            return None
+        if self.best_state is None and self.run_dir is not None and (self.run_dir / BEST_NAME).exists():
+            self.best_state = torch.load(self.run_dir / BEST_NAME, map_location="cpu", weights_only=True)
+        return self.best_state
+
+    def _save_grid(self) -> None:
+        self._finalize()
+        preview = self.model.preview_images()
+        if preview is not None:
+            images, columns = preview
+            save_grid(images, self.run_dir / "samples" / f"step{self.step:06d}.png", columns=columns)
+
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+    def save_checkpoint(self, done: bool = False) -> None:
+        if not self.writes:
+            return
+        state = self.model.state_dict()
+        state.update(optimizers={name: opt.state_dict() for name, opt in self.optimizers.items()},
+                     training_state=self.model.training_state(), rng=self.rng.get_state(), step=self.step,
+                     low_d_steps=self.low_d_steps, log_sums=dict(self.sums), best=self.best, done=done)
+        save_torch(self.run_dir / CHECKPOINT_NAME, state)
+        save_training_curves(self.run_dir / METRICS_NAME, self.run_dir / "loss_curves.png")
+        write_json(self.run_dir / STATUS_NAME, {
+            "method": self.model.name, "config": config_record(self.config), "step": self.step,
+            "steps": self.config.steps, "done": done, "best": self.best,
+            "n_train": self.model.data_info_.get("n_train"), "fingerprint": self.model.data_info_.get("fingerprint"),
+        })
+
+    def restore(self, checkpoint: dict) -> None:
+        """Continue from a checkpoint written by ``save_checkpoint`` (the model has loaded its weights)."""
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(checkpoint["optimizers"][name])
+        self.rng.set_state(checkpoint["rng"])
+        self.step, self.low_d_steps = int(checkpoint["step"]), int(checkpoint["low_d_steps"])
+        self.sums = dict(checkpoint.get("log_sums") or {})
+        self.best = checkpoint.get("best")
+        self.model.load_training_state(checkpoint.get("training_state") or {})
+
+    def _forget_after(self, step: int) -> None:
+        """Drop what a killed run wrote after the checkpoint this run restarts from: metric records, a stale best.pt."""
+        if not self.writes:
+            return
+        path = self.run_dir / METRICS_NAME
+        records = read_jsonl(path)
+        kept = [r for r in records if r.get("step", 0) <= step]
+        if len(kept) < len(records):
+            write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        if self.best is None:
+            (self.run_dir / BEST_NAME).unlink(missing_ok=True)
+
