@@ -106,11 +106,13 @@ def run_one(config: CompareConfig, method: str, seed: int, train: CXRDataset, va
     started = time.perf_counter()
     context = BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators", full=config.full,
                              generator_overrides=config.generator_overrides)
-    balanced = make_balancer(method, context).fit_resample(train)
+    balancer = make_balancer(method, context)
+    balanced = balancer.fit_resample(train)
     if set(balanced.meta["split"]) != {"train"}:
         raise CxrganError(f"method {method!r} returned rows outside the training split")
+    train_config = balancer.adapt_training(config.train)  # loss-side methods change the loss or schedule
     checkpoint = run_dir / "checkpoints" / f"{method}-seed{seed}.pt"
-    result = train_classifier(balanced, val, config.train, seed, checkpoint_path=checkpoint, resume=True)
+    result = train_classifier(balanced, val, train_config, seed, checkpoint_path=checkpoint, resume=True)
     s_val = predict(result.model, val, device, config.train.eval_batch_size, config.train.bf16)
     s_test = predict(result.model, test, device, config.train.eval_batch_size, config.train.bf16)
     scores_path = run_dir / "scores" / f"{method}-seed{seed}.npz"
