@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrgan.data import load_npz
+from cxrgan.data import info, load_npz
 from cxrgan.data.label_imbalance import (
     check_percentage,
     imbalance_table,
@@ -148,3 +148,18 @@ def test_nih_ml_rus_keeps_three_quarters_of_the_rows(nih_path):
         kept = np.delete(matrix, removed, axis=0).sum(axis=0)
         minority = irlbl(matrix.sum(axis=0)) > mean_ir(matrix.sum(axis=0))
         np.testing.assert_array_equal(kept[minority], matrix.sum(axis=0)[minority])  # minority rows all kept
+
+
+def test_data_info_prints_irlbl_and_mean_ir_before_and_after(nih_path, kermany_path):
+    text = info(nih_path)
+    block = text[text.index("label imbalance, training rows"):]
+    assert "before and after ml-ros / ml-rus at P = 25% (seed 0)" in block
+    lines = block.splitlines()
+    assert lines[2].split() == ["label", "before", "n", "before", "IRLbl", "ml-ros", "n", "ml-ros", "IRLbl",
+                                "ml-rus", "n", "ml-rus", "IRLbl"]
+    # Hernia: 1 of 463 training rows, the commonest label is "no finding" with 220 rows -> IRLbl 220
+    assert next(line for line in lines if line.startswith("Hernia")).split()[1:3] == ["1", "220.00"]
+    assert next(line for line in lines if line.startswith("no finding")).split()[2:4] == ["220", "1.00"]
+    assert next(line for line in lines if line.startswith("MeanIR")).split()[1] == "28.64"
+    assert next(line for line in lines if line.startswith("rows")).split()[1:] == ["463", "477", "348"]
+    assert "label imbalance" not in info(kermany_path)  # binary files have no findings table
