@@ -82,7 +82,7 @@ def test_ml_ros_tests_a_bag_only_after_its_own_clone():
     # A x12, B x3, one row carrying C and D (row 15). IRLbl 1, 4, 12, 12; MeanIR 29/4 = 7.25; minority C and D.
     matrix = rows((A, 12), (B, 3), (C | D, 1))
     clones = ml_ros_rows(matrix, 25, np.random.default_rng(0))
-    # C clones row 15 -> C = D = 2, IRLbl 6 <= 7.25, C leaves. D is also at 6 now, but Algorithm 3 checks a bag
+    # C clones row 15 -> C = D = 2, IRLbl 6 <= 7.25, C leaves. D is also at 6 now, but ML-ROS checks a bag
     # after its own clone: D clones row 15 -> C = D = 3 and leaves. 2 clones.
     np.testing.assert_array_equal(clones, [15, 15])
 

@@ -94,7 +94,7 @@ class _LabelSampler(BaseSampler):
 
 
 class MLROS(_LabelSampler):
-    """ML-ROS (Charte et al. 2015, Algorithm 3) as an imbalanced-learn sampler; see :func:`~cxrgan.data.
+    """ML-ROS (Charte et al. 2015) as an imbalanced-learn sampler; see :func:`~cxrgan.data.
     label_imbalance.ml_ros_rows`. The input rows come first, then the clones; ``sample_indices_`` gives the source
     row of every output row.
 
@@ -121,7 +121,7 @@ class MLROS(_LabelSampler):
 
 
 class MLRUS(_LabelSampler):
-    """ML-RUS (Charte et al. 2015, Algorithm 4) as an imbalanced-learn sampler; see :func:`~cxrgan.data.
+    """ML-RUS (Charte et al. 2015) as an imbalanced-learn sampler; see :func:`~cxrgan.data.
     label_imbalance.ml_rus_rows` (rows carrying a minority label are kept). Kept rows stay in their order;
     ``sample_indices_`` gives their input positions. A removal that would leave a label without rows is a
     ``ValueError``.

@@ -100,7 +100,7 @@ class LdamDrwMethod(LossSideMethod):
     Imbalanced Datasets with Label-Distribution-Aware Margin Loss", NeurIPS).
 
     Margins m_jc = C_j / n_jc^(1/4) per label column j and class c, the rarer class getting ``max_margin``
-    (their eq. 13), logits scaled by ``scale``; from epoch floor(``deferred_fraction`` * epochs) + 1 the loss is
+    (their LDAM loss), logits scaled by ``scale``; from epoch floor(``deferred_fraction`` * epochs) + 1 the loss is
     weighted per class by 1 / effective number, (1 - beta) / (1 - beta^n) (their Algorithm 1 with Cui et al.
     2019's weights; 0.8 is their epoch 160 of 200, beta 0.9999 as theirs and LongTailCXR's). The kept model is the
     best re-weighted one by validation AUC. The learning-rate schedule stays the run's: with the CPU recipes' cosine
@@ -139,10 +139,10 @@ class LogitAdjustMethod(LossSideMethod):
     Jain, Veit and Kumar 2021, "Long-tail learning via logit adjustment", ICLR).
 
     Per label column j with prior pi_j = positives / known: the loss form trains BCE on f_j + tau log(pi_j /
-    (1 - pi_j)) (their eq. 10), the post-hoc form trains plainly and scores with f_j - tau log(pi_j / (1 - pi_j))
-    (their eq. 9). A constant shift per column does not change ROC or PR AUC, nor metrics at a threshold tuned on
-    the same model's validation scores (the Youden threshold of the tables); the post-hoc form changes only
-    decisions at a fixed threshold, the ``@0.5`` metrics.
+    (1 - pi_j)) (their logit-adjusted loss), the post-hoc form trains plainly and scores with
+    f_j - tau log(pi_j / (1 - pi_j)) (their post-hoc logit adjustment). A constant shift per column does not change
+    ROC or PR AUC, nor metrics at a threshold tuned on the same model's validation scores (the Youden threshold of
+    the tables); the post-hoc form changes only decisions at a fixed threshold, the ``@0.5`` metrics.
 
     Args:
         random_state: unused.
@@ -165,7 +165,7 @@ class LogitAdjustMethod(LossSideMethod):
 
 class ClassifierRetrainingMethod(LossSideMethod):
     """``crt``: classifier re-training (Kang, Xie, Rohrbach, Yan, Gordo, Feng and Kalantidis 2020, "Decoupling
-    Representation and Classifier for Long-Tailed Recognition", ICLR, sec. 4.2).
+    Representation and Classifier for Long-Tailed Recognition", ICLR: cRT).
 
     Stage 1 trains the whole network on the rows as they are (instance-balanced). Stage 2 re-initialises the head's
     linear layer and trains it alone, backbone and its BatchNorm statistics frozen, on class-aware rows (a label,

@@ -13,9 +13,9 @@ method             what it balances, and when to use it
                    stop at P % of the rows and at the mean label-set size; these two balance fully, as
                    imbalanced-learn's samplers do, and are the ``oversample`` / ``undersample`` classes.)
 ``ml-ros``         clones rows of the *minority labels* (IRLbl > MeanIR) until P % of the rows are added or every
-                   such label reaches MeanIR (Charte et al. 2015, Neurocomputing 163, Algorithm 3).
+                   such label reaches MeanIR (Charte et al. 2015, Neurocomputing 163).
 ``ml-rus``         removes rows of the *majority labels* (IRLbl < MeanIR) that carry no minority label, until P %
-                   of the rows are removed or every such label reaches MeanIR (their Algorithm 4): keeps at least
+                   of the rows are removed or every such label reaches MeanIR (same paper): keeps at least
                    (100 - P) % of the rows. Use these two when there are many findings: they act per label,
                    touch at most P % of the rows and keep co-occurring findings together.
 ``mlsmote``        one synthetic row per row of each minority label's bag, between the row and one of its k
@@ -63,7 +63,7 @@ DEFAULT_K_NEIGHBORS = 5  # MLSMOTE's k (Charte et al. 2015 use 5, as SMOTE)
 
 def mlsmote_samples(features: np.ndarray, labels: np.ndarray, k_neighbors: int, rng: np.random.Generator,
                     no_finding: bool = True, per_feature_gap: bool = True) -> dict[str, np.ndarray]:
-    """MLSMOTE (Charte, Rivera, del Jesus and Herrera 2015, Knowledge-Based Systems 89, Algorithm 1) on row features.
+    """MLSMOTE (Charte, Rivera, del Jesus and Herrera 2015, Knowledge-Based Systems 89) on row features.
 
     MeanIR is fixed at the start. For each label in turn, on the data as grown so far (earlier labels' synthetic
     rows included, as the paper's ``D <- D + synthSmpl``): if its IRLbl > MeanIR, each row of its bag (the rows
@@ -157,7 +157,7 @@ class _PerLabelResampler(Balancer):
 
 
 class MLROSBalancer(_PerLabelResampler):
-    """``ml-ros``: ML-ROS, random copies of minority-label rows (Charte et al. 2015, Algorithm 3).
+    """``ml-ros``: ML-ROS, random copies of minority-label rows (Charte et al. 2015).
 
     The input rows come first, then the copies (real rows, metadata kept, ``synthetic=False``); ``sample_indices_``
     holds the source row of every output row.
@@ -185,7 +185,7 @@ class MLROSBalancer(_PerLabelResampler):
 
 
 class MLRUSBalancer(_PerLabelResampler):
-    """``ml-rus``: ML-RUS, random removal of majority-label rows (Charte et al. 2015, Algorithm 4).
+    """``ml-rus``: ML-RUS, random removal of majority-label rows (Charte et al. 2015).
 
     Rows carrying a minority label are kept; kept rows stay in their original order with their metadata
     (``sample_indices_``). An error names the label when a removal would leave it without a row.

@@ -1,7 +1,7 @@
 """Decoupled classifier re-training (cRT): class-aware row sampling and a fresh head over a frozen backbone.
 
 Kang, Xie, Rohrbach, Yan, Gordo, Feng and Kalantidis (2020), "Decoupling Representation and Classifier for
-Long-Tailed Recognition", ICLR, sec. 4.2 (cRT): train the whole network on the natural (instance-balanced)
+Long-Tailed Recognition", ICLR, classifier re-training (cRT): train the whole network on the natural (instance-balanced)
 distribution, then re-initialise the classifier and train it alone, with the representation fixed, on
 class-balanced sampling. Holste et al. (2022) found cRT the best of the long-tail fixes on NIH-CXR-LT.
 

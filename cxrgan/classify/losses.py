@@ -57,7 +57,7 @@ def focal_terms(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> to
 def ldam_margins(counts: np.ndarray, max_margin: float) -> np.ndarray:
     """LDAM margins per column and class: m_jc = C_j / n_jc^(1/4), C_j set so the column's rarer class gets
     ``max_margin`` (Cao, Wei, Gaidon, Arechiga and Ma 2019, "Learning Imbalanced Datasets with Label-Distribution-
-    Aware Margin Loss", NeurIPS, eq. 13 and their code's max_m). A class without rows gets margin 0.
+    Aware Margin Loss", NeurIPS, the LDAM margins, and their code's max_m). A class without rows gets margin 0.
 
     Args:
         counts: (K, 2) negatives and positives per column.
@@ -75,7 +75,7 @@ def ldam_margins(counts: np.ndarray, max_margin: float) -> np.ndarray:
 
 
 def ldam_terms(logits: torch.Tensor, targets: torch.Tensor, margins: torch.Tensor, scale: float) -> torch.Tensor:
-    """LDAM per element: the true class's logit lowered by its margin, logits scaled by s (Cao et al. 2019, eq. 10).
+    """LDAM per element: the true class's logit lowered by its margin, logits scaled by s (Cao et al. 2019's LDAM loss).
 
     With logits (0, f) the positive class's margin gives BCE(s (f - m_j1), 1) and the negative class's gives
     BCE(s (f + m_j0), 0): f is pushed above m_j1 for positives and below -m_j0 for negatives.
@@ -99,11 +99,11 @@ def log_prior_odds(counts: np.ndarray) -> np.ndarray:
 
 def logit_offsets(counts: np.ndarray, tau: float) -> np.ndarray:
     """Logit adjustment offsets tau * log(pi_j / (1 - pi_j)) (Menon, Jayasumana, Rawat, Jain, Veit and Kumar 2021,
-    "Long-tail learning via logit adjustment", ICLR, eq. 9 and 10, on the two-class softmax (0, f_j)).
+    "Long-tail learning via logit adjustment", ICLR, on the two-class softmax (0, f_j)).
 
-    Loss form: train on f_j + offset_j (eq. 10). Post-hoc form: predict with f_j - offset_j (eq. 9). A per-column
-    constant shift of the logit leaves the ranking of scores, hence ROC and PR AUC, unchanged, and leaves the
-    threshold metrics at a threshold tuned on validation scores of the same model unchanged too; the post-hoc
+    Loss form (their logit-adjusted loss): train on f_j + offset_j. Post-hoc form: predict with f_j - offset_j.
+    A per-column constant shift of the logit leaves the ranking of scores, hence ROC and PR AUC, unchanged, and
+    leaves the threshold metrics at a threshold tuned on validation scores of the same model unchanged too; the post-hoc
     form changes only decisions at a fixed threshold (e.g. the ``@0.5`` metrics). The loss form trains a different
     model, so it can change every metric.
     """
@@ -113,7 +113,7 @@ def logit_offsets(counts: np.ndarray, tau: float) -> np.ndarray:
 def drw_weights(counts: np.ndarray, beta: float) -> np.ndarray:
     """Deferred re-weighting weights: w_jc proportional to 1 / E(n_jc), E(n) = (1 - beta^n) / (1 - beta) the
     effective number of samples (Cui, Jia, Lin, Song and Belongie 2019, "Class-Balanced Loss Based on Effective
-    Number of Samples", CVPR, eq. 3), scaled so each column's two weights sum to 2 (Cao et al. 2019, Algorithm 1;
+    Number of Samples", CVPR), scaled so each column's two weights sum to 2 (Cao et al. 2019, Algorithm 1;
     LongTailCXR's get_CB_weights). A column lacking a class keeps weights (1, 1).
 
     Returns a (K, 2) float32 array (negative weight, positive weight), the layout of ``class_weights``.

@@ -3,13 +3,13 @@
 Charte, Rivera, del Jesus and Herrera (2015), "Addressing imbalance in multilabel classification: Measures and
 random resampling algorithms", Neurocomputing 163, 3-16:
 
-* IRLbl(y) = max_{y'} |D_{y'}| / |D_y|, with |D_y| the number of rows carrying label y (eq. 2), so the commonest
+* IRLbl(y) = max_{y'} |D_{y'}| / |D_y|, with |D_y| the number of rows carrying label y, so the commonest
   label has IRLbl 1 and a label carried by 1 row in 100 has IRLbl 100;
-* MeanIR = the mean of IRLbl over the labels (eq. 3). A label is a *minority* label when IRLbl > MeanIR and a
+* MeanIR = the mean of IRLbl over the labels. A label is a *minority* label when IRLbl > MeanIR and a
   *majority* label when IRLbl < MeanIR;
-* ML-ROS (their Algorithm 3) clones random rows of the minority labels' bags, one bag after the other, re-checking
+* ML-ROS (their pseudo-code of it) clones random rows of the minority labels' bags, one bag after the other, re-checking
   each bag's IRLbl after each of its clones, until P % of |D| rows are added or no minority bag is left;
-* ML-RUS (their Algorithm 4) removes random rows of the majority labels' bags the same way, until P % of |D| rows
+* ML-RUS (likewise) removes random rows of the majority labels' bags the same way, until P % of |D| rows
   are removed or no majority bag is left.
 
 The label set. Charte's measures count the labels a row carries. For chest X-rays the label set is the K findings
@@ -72,14 +72,14 @@ def label_counts(labels: np.ndarray) -> np.ndarray:
 
 
 def irlbl(counts: np.ndarray) -> np.ndarray:
-    """IRLbl per label from the per-label row counts (Charte et al. 2015, eq. 2); NaN for a label with no row."""
+    """IRLbl per label from the per-label row counts (Charte et al. 2015); NaN for a label with no row."""
     counts = np.asarray(counts, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(counts > 0, counts.max(initial=0.0) / counts, np.nan)
 
 
 def mean_ir(counts: np.ndarray) -> float:
-    """MeanIR: the mean IRLbl over the labels carried by at least one row (eq. 3); NaN if none is."""
+    """MeanIR: the mean IRLbl over the labels carried by at least one row (Charte et al. 2015); NaN if none is."""
     ratios = irlbl(counts)
     return float(np.nanmean(ratios)) if np.isfinite(ratios).any() else float("nan")
 
@@ -102,7 +102,7 @@ def row_budget(n_rows: int, percentage: float) -> int:
 
 
 def ml_ros_rows(matrix: np.ndarray, percentage: float, rng: np.random.Generator) -> np.ndarray:
-    """The rows ML-ROS clones (Charte et al. 2015, Algorithm 3), in cloning order; repeats are possible.
+    """The rows ML-ROS clones (Charte et al. 2015), in cloning order; repeats are possible.
 
     MeanIR and the minority bags (rows carrying a label with IRLbl > MeanIR) are fixed at the start. Round after
     round, each bag still in play clones one of its rows drawn uniformly; after the clone the counts include it,
@@ -134,7 +134,7 @@ def ml_ros_rows(matrix: np.ndarray, percentage: float, rng: np.random.Generator)
 
 def ml_rus_rows(matrix: np.ndarray, percentage: float, rng: np.random.Generator,
                 label_names: Sequence[str] | None = None) -> np.ndarray:
-    """The rows ML-RUS removes (Charte et al. 2015, Algorithm 4), in removal order.
+    """The rows ML-RUS removes (Charte et al. 2015), in removal order.
 
     MeanIR and the majority bags (rows carrying a label with IRLbl < MeanIR) are fixed at the start; rows that also
     carry a minority label are never removed (as in the authors' R package mldr.resampling), so undersampling
