@@ -94,9 +94,9 @@ class _LabelSampler(BaseSampler):
 
 
 class MLROS(_LabelSampler):
-    """ML-ROS (Charte et al. 2015) as an imbalanced-learn sampler; see :func:`~cxrgan.data.
-    label_imbalance.ml_ros_rows`. The input rows come first, then the clones; ``sample_indices_`` gives the source
-    row of every output row.
+    """ML-ROS (Charte et al. 2015) as an imbalanced-learn sampler (``cxrgan.data.label_imbalance.ml_ros_rows``).
+
+    The input rows come first, then the clones; ``sample_indices_`` gives the source row of every output row.
 
     Args:
         percentage: at most this % of the rows is added, in (0, 100].
@@ -121,10 +121,10 @@ class MLROS(_LabelSampler):
 
 
 class MLRUS(_LabelSampler):
-    """ML-RUS (Charte et al. 2015) as an imbalanced-learn sampler; see :func:`~cxrgan.data.
-    label_imbalance.ml_rus_rows` (rows carrying a minority label are kept). Kept rows stay in their order;
-    ``sample_indices_`` gives their input positions. A removal that would leave a label without rows is a
-    ``ValueError``.
+    """ML-RUS (Charte et al. 2015) as an imbalanced-learn sampler (``cxrgan.data.label_imbalance.ml_rus_rows``).
+
+    Rows carrying a minority label are kept; kept rows stay in their order and ``sample_indices_`` gives their
+    input positions. A removal that would leave a label without rows is a ``ValueError``.
 
     Args:
         percentage: at most this % of the rows is removed, in (0, 100].
