@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from cxrgan.balance.augment import flip_affine_tensor
 from cxrgan.classify.decoupled import class_aware_rows, reset_head
-from cxrgan.classify.losses import (
+from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
     build_loss,
     check_loss_settings,
     drw_weights,
     logit_offsets,
+    masked_bce,
     output_layer,
 )
 from cxrgan.classify.networks import build_classifier
