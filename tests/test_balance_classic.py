@@ -9,6 +9,8 @@ import pytest
 from balancer_contract import (
     CLASSIC_BALANCERS,
     EXPECTED_OUTCOME,
+    LONG_TAIL_METHODS,
+    NEW_LABEL_VECTORS,
     assert_same_rows,
     check_balancer_contract,
     check_rejects_single_class,
@@ -58,11 +60,11 @@ def _dataset(request, which: str) -> CXRDataset:
 
 # ---- the contract ---------------------------------------------------------------------------------------------
 def test_classic_names_registered():
-    assert set(CLASSIC_BALANCERS) <= set(BALANCERS)
+    assert set(CLASSIC_BALANCERS) <= set(BALANCERS) and set(LONG_TAIL_METHODS) <= set(BALANCERS)
 
 
 @pytest.mark.parametrize("which", ["binary", "multilabel"])
-@pytest.mark.parametrize("name", CLASSIC_BALANCERS)
+@pytest.mark.parametrize("name", CLASSIC_BALANCERS + LONG_TAIL_METHODS)
 def test_contract(name, which, request):
     dataset = _dataset(request, which)
     out = check_balancer_contract(
@@ -70,8 +72,9 @@ def test_contract(name, which, request):
         dataset,
         expect=EXPECTED_OUTCOME.get(name, "balanced"),
         reseeded=make_balancer(name, BalanceContext(random_state=1)),
+        new_label_vectors=name in NEW_LABEL_VECTORS,
     )
-    if name in ("smote", "augment"):
+    if name in ("smote", "augment", "mlsmote"):
         assert out.synthetic.sum() > 0
     else:
         assert not out.synthetic.any()
@@ -87,7 +90,7 @@ def test_single_class_is_refused(name, kermany_train, nih_path):
     check_rejects_single_class(balancer, pneumonia_only)
 
 
-@pytest.mark.parametrize("name", CLASSIC_BALANCERS)
+@pytest.mark.parametrize("name", CLASSIC_BALANCERS + LONG_TAIL_METHODS)
 def test_val_and_test_rows_are_refused(name, kermany_small):
     splits = r"training split only.*(val: 40.*test: 40|test: 40.*val: 40)"
     with pytest.raises(CxrganError, match=splits):

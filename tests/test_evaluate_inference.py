@@ -141,3 +141,24 @@ def test_the_primary_test_holds_its_level_under_simulated_null():
         effect = paired_effect(aucs[0], aucs[1], auc_difference_variance(y, arms[0], arms[1]))
         false_positives += effect.p < 0.05
     assert false_positives / trials <= 0.08
+
+
+def test_a_table_of_eight_rows_prints_holm_adjusted_p_and_the_minimum_detectable_effect():
+    from cxrgan.evaluate.inference import compare_auc, verdict_table
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 300).astype(float)
+    base = {s: y + rng.normal(size=300) for s in range(5)}
+    comparisons = []
+    for k in range(8):  # eight methods, the last clearly better than the baseline
+        shift = 1.5 if k == 7 else 0.0
+        mine = {s: (1 + shift) * y + rng.normal(size=300) for s in range(5)}
+        comparisons.append(compare_auc({"method": f"m{k}"}, y, mine, base))
+    table = verdict_table(comparisons)
+    assert len(table) == 8
+    assert {"Δ [95% CI]", "p", "p (Holm)", "verdict", "min. detectable Δ", "seeds for Δ=0.01"} <= set(table.columns)
+    raw = table["p"].replace("<0.001", "0.0005").astype(float)
+    holm = table["p (Holm)"].replace("<0.001", "0.0005").astype(float)
+    assert (holm >= raw).all() and (holm > raw).any()
+    assert table["verdict"].iloc[7] == "better"
+    assert table["min. detectable Δ"].astype(float).gt(0).all()

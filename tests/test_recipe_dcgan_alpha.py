@@ -19,8 +19,9 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
     assert "Sun & Li table shape" in printed
     run_dir = next((tmp_path / "runs").iterdir())
     table = pd.read_csv(run_dir / "paper_table.csv")
-    assert list(table["method"]) == ["none", "class-weights", "undersample", "oversample", "smote", "dcgan",
-                                     "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75"]
+    assert list(table["method"]) == ["none", "class-weights", "undersample", "oversample", "smote", "focal",
+                                     "ldam-drw", "logit-adjust", "crt", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5",
+                                     "cdcgan-a0.75"]
     assert list(table.columns) == ["method", "precision", "recall (sens.)", "specificity", "F1", "ROC AUC",
                                    "Δ ROC AUC vs baseline", "verdict", "TSTR AUC"]
     # one seed: no seed-level test, and the table says why instead of printing a p-value

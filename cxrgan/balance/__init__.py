@@ -14,6 +14,14 @@ from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_f
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.balance.complement import CycleGANComplement
 from cxrgan.balance.multilabel import LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings
+from cxrgan.balance.multilabel_resample import MLROSBalancer, MLRUSBalancer, MLSMOTEBalancer, mlsmote_samples
+from cxrgan.balance.longtail import (
+    ClassifierRetrainingMethod,
+    FocalMethod,
+    LdamDrwMethod,
+    LogitAdjustMethod,
+    LossSideMethod,
+)
 
 __all__ = [
     "BALANCERS",
@@ -27,6 +35,15 @@ __all__ = [
     "LabelVectorCGAN",
     "RareFindingDCGAN",
     "choose_rare_findings",
+    "MLROSBalancer",
+    "MLRUSBalancer",
+    "MLSMOTEBalancer",
+    "mlsmote_samples",
+    "LossSideMethod",
+    "FocalMethod",
+    "LdamDrwMethod",
+    "LogitAdjustMethod",
+    "ClassifierRetrainingMethod",
     "ClassWeightBalancer",
     "IdentityBalancer",
     "RandomOverBalancer",

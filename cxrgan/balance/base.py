@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
@@ -13,15 +13,29 @@ from cxrgan.generators.settings import GeneratorSettings
 
 
 class Balancer(ABC):
-    """Turns a training split into a rebalanced training split.
+    """Turns a training split into a rebalanced training split, and may change how the classifier trains on it.
 
     ``fit_resample`` never sees validation or test rows: callers pass the training split only. Rows it adds are
     flagged ``synthetic`` (generated) or keep their real metadata (resampled copies of real rows).
+
+    A method may change rows, the loss or the training schedule. Callers train with
+    ``balancer.adapt_training(train_config)`` after ``fit_resample``: row methods keep the default (the settings
+    unchanged); loss-side methods (``cxrgan.balance.longtail``) return the rows unchanged and the training
+    settings they need.
     """
 
     @abstractmethod
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         """Return the rebalanced dataset; the input is not modified."""
+
+    def adapt_training(self, train_config: Any) -> Any:
+        """The classifier training settings this method needs, after ``fit_resample``.
+
+        Args:
+            train_config: the run's ``cxrgan.classify.TrainConfig`` (a frozen dataclass; ``balance`` sits left of
+                ``classify`` in the layering, so methods change it with ``dataclasses.replace`` by field name).
+        """
+        return train_config
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Classifier backbones (features / head split for CAM) and the one training loop."""
 
 from cxrgan.classify.networks import CLASSIFIERS, Classifier, build_classifier
-from cxrgan.classify.train import TrainConfig, TrainResult, masked_bce, predict, train_classifier
+from cxrgan.classify.losses import LOSSES, masked_bce
+from cxrgan.classify.train import TrainConfig, TrainResult, predict, train_classifier
 
-__all__ = ["CLASSIFIERS", "Classifier", "build_classifier", "TrainConfig", "TrainResult", "masked_bce", "predict",
-           "train_classifier"]
+__all__ = ["CLASSIFIERS", "Classifier", "build_classifier", "LOSSES", "TrainConfig", "TrainResult", "masked_bce",
+           "predict", "train_classifier"]

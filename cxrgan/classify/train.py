@@ -1,4 +1,6 @@
-"""One plain classifier training loop: masked BCE, Adam, early stopping on validation AUC, atomic checkpoints, resume."""
+"""One plain classifier training loop: a masked per-label loss, Adam, early stopping on validation AUC, atomic
+checkpoints, resume; optional long-tail settings (focal / LDAM loss, deferred re-weighting, logit adjustment,
+classifier re-training)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cxrgan.balance.augment import flip_affine_tensor
+from cxrgan.classify.decoupled import class_aware_rows, reset_head
+from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
+    build_loss,
+    check_loss_settings,
+    drw_weights,
+    logit_offsets,
+    masked_bce,
+    output_layer,
+)
 from cxrgan.classify.networks import build_classifier
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.label_imbalance import label_counts
 from cxrgan.device import autocast, resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.io import save_torch
@@ -56,6 +68,18 @@ class TrainConfig:
     weights_path: str | None = None  # optional local pretrained weights; default trains from scratch
     eval_batch_size: int = 256  # batch size for prediction
     progress: bool = True  # show a tqdm bar per epoch
+    # Long-tail settings (cxrgan.classify.losses); loss-side methods set them through Balancer.adapt_training.
+    loss: str = "bce"  # per-label loss from cxrgan.classify.losses.LOSSES: "bce", "focal" or "ldam"
+    focal_gamma: float = 2.0  # focal loss focusing parameter gamma (Lin et al. 2017); 0 is BCE
+    ldam_max_margin: float = 0.5  # LDAM margin of each column's rarer class (Cao et al. 2019's max_m)
+    ldam_scale: float = 30.0  # LDAM logit scale s (Cao et al.'s code and LongTailCXR use 30)
+    drw_start_epoch: int = 0  # deferred re-weighting from this epoch on, 1-based; 0 = never (Cao et al. 2019)
+    drw_beta: float = 0.9999  # beta of the effective-number weights used by DRW (Cui et al. 2019)
+    logit_adjust: str = "none"  # "none", "loss" (train on f + tau log prior odds) or "posthoc" (subtract after)
+    logit_adjust_tau: float = 1.0  # tau of the logit-adjustment offsets (Menon et al. 2021)
+    label_counts: tuple[tuple[int, int], ...] | None = None  # per column (negatives, positives) for LDAM margins,
+    #   DRW weights and priors; None = counted on the training rows
+    crt_epochs: int = 0  # cRT: epochs retraining a fresh head, backbone frozen, on class-aware rows; 0 = off
 
 
 @dataclass
@@ -67,20 +91,6 @@ class TrainResult:
     best_epoch: int  # epoch (1-based) whose weights were kept
     best_val_auc: float  # its validation AUC (macro over labels)
     images_per_second: float  # training throughput over all epochs
-
-
-def masked_bce(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean binary cross-entropy over known labels; NaN targets (U-Ignore, unknown) contribute nothing.
-
-    ``class_weights`` (K, 2) weights negative and positive targets per label column (the class-weights balancer).
-    """
-    known = ~torch.isnan(targets)
-    safe_targets = torch.where(known, targets, torch.zeros_like(targets))
-    loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), safe_targets, reduction="none")
-    if class_weights is not None:
-        loss = loss * (safe_targets * class_weights[:, 1] + (1 - safe_targets) * class_weights[:, 0])
-    loss = loss * known
-    return loss.sum() / known.sum().clamp(min=1)
 
 
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -143,6 +153,19 @@ def train_classifier(
     Randomness (initial weights, batch order, flips) comes only from ``seed``; the global RNG is left as found.
     Under ``torchrun`` each process takes its share of every epoch's batches and gradients are averaged (DDP).
 
+    Long-tail settings (see :class:`TrainConfig` and :mod:`cxrgan.classify.losses`):
+
+    * ``loss`` / ``logit_adjust="loss"``: the per-label loss the optimiser sees.
+    * ``drw_start_epoch``: from that epoch the loss is weighted by :func:`~cxrgan.classify.losses.drw_weights`;
+      the kept model is the best of the re-weighted epochs, and early stopping waits for them (Cao et al. 2019
+      report the model after re-weighting, not before).
+    * ``crt_epochs``: after the epochs above, the best model's head is re-initialised and trained alone on
+      class-aware rows (:mod:`cxrgan.classify.decoupled`); the backbone, BatchNorm statistics included, stays
+      bit-identical, and the kept head is the best of these epochs. They are not checkpointed: a resumed run
+      repeats them from the stage-1 checkpoint, with the same result.
+    * ``logit_adjust="posthoc"``: the offsets are subtracted from the output bias of the final model, so every
+      score it gives is f - tau log prior odds.
+
     Args:
         train: training rows (possibly rebalanced; ``class_weights`` are used when set).
         val: validation rows, real images only; its AUC drives early stopping.
@@ -157,58 +180,47 @@ def train_classifier(
         raise CxrganError(f"unknown augmentation {config.augment!r}; available: {', '.join(AUGMENTATIONS)}")
     if config.lr_schedule not in ("constant", "cosine"):
         raise CxrganError(f"unknown learning-rate schedule {config.lr_schedule!r}; use constant or cosine")
+    check_loss_settings(config)
+    if config.drw_start_epoch > config.epochs:
+        raise CxrganError(f"drw: start epoch {config.drw_start_epoch} is after the last epoch {config.epochs}")
     device = resolve_device(config.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # inside fork_rng: seeds initial weights without touching the caller's RNG
         model = build_classifier(config.model, train.n_labels, config.weights_path)
+    if config.crt_epochs or config.logit_adjust == "posthoc":  # refuse before training, not after
+        output_layer(model, "crt" if config.crt_epochs else "logit-adjust")
+    counts = _label_counts(train, config)
+    loss_fn = build_loss(config, counts)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    steps_per_epoch = math.ceil(math.ceil(len(train) / world) / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch if config.lr_schedule == "cosine" else 0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)) if total_steps else 1.0)
+    scheduler = _lr_scheduler(optimizer, config, config.epochs * _steps_per_epoch(len(train), world, config))
     generator = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_val_auc": -math.inf, "best_epoch": 0, "best_model": None, "history": []}
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
         state = _load_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, config)
 
     step_model = nn.parallel.DistributedDataParallel(model) if distributed else model
-    labels = torch.from_numpy(train.labels)
     class_weights = torch.from_numpy(train.class_weights).to(device) if train.class_weights is not None else None
-    seconds_training, images_seen = 0.0, 0
+    reweighted = torch.from_numpy(drw_weights(counts, config.drw_beta)).to(device)
+    first_kept = max(1, config.drw_start_epoch)
+    timing = {"seconds": 0.0, "images": 0}
 
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
             break
+        drw = 0 < config.drw_start_epoch <= epoch
         step_model.train()
         order = torch.randperm(len(train), generator=generator)[rank::world]
-        started, total_loss, n_batches = time.perf_counter(), 0.0, 0
-        batches = range(0, len(order), config.batch_size)
-        for start in tqdm(batches, desc=f"epoch {epoch}", disable=not config.progress or rank != 0, leave=False):
-            index = np.sort(order[start:start + config.batch_size].numpy())  # sorted: sequential memmap reads
-            if len(index) < 2:  # BatchNorm cannot train on a single image
-                continue
-            x = AUGMENTATIONS[config.augment](_to_input(train.images[index], device), generator)
-            y = labels[index].to(device)
-            with autocast(device, config.bf16):
-                logits = step_model(x)
-            loss = masked_bce(logits, y, class_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total_loss += loss.item()
-            n_batches += 1
-            images_seen += len(index)
-        seconds = time.perf_counter() - started
-        seconds_training += seconds
+        stats = _train_epoch(step_model, optimizer, scheduler, loss_fn, reweighted if drw else class_weights,
+                             train, order, config, device, generator, rank, timing, f"epoch {epoch}")
         val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16))
-        record = {"epoch": epoch, "train_loss": total_loss / max(n_batches, 1), "val_auc": val_auc,
-                  "seconds": round(seconds, 3)}
+        record = {"epoch": epoch, "train_loss": stats["train_loss"], "val_auc": val_auc, "seconds": stats["seconds"]}
+        if drw:
+            record["stage"] = "drw"
         state["history"].append(record)
-        if val_auc > state["best_val_auc"]:
+        if epoch >= first_kept and val_auc > state["best_val_auc"]:
             state.update(best_val_auc=val_auc, best_epoch=epoch,
                          best_model={k: v.detach().clone() for k, v in model.state_dict().items()})
         state["epoch"] = epoch
@@ -219,14 +231,111 @@ def train_classifier(
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
+    best_epoch, best_val_auc, history = state["best_epoch"], float(state["best_val_auc"]), list(state["history"])
+    if config.crt_epochs:
+        records, best_epoch, best_val_auc = _retrain_head(model, train, val, config, loss_fn, class_weights,
+                                                          generator, device, distributed, rank, timing,
+                                                          state["epoch"], on_epoch)
+        history += records
+    if config.logit_adjust == "posthoc":
+        with torch.no_grad():
+            bias = output_layer(model, "logit-adjust").bias
+            bias -= torch.from_numpy(logit_offsets(counts, config.logit_adjust_tau)).to(bias)
     model.eval()
     return TrainResult(
         model=model,
-        history=state["history"],
-        best_epoch=state["best_epoch"],
-        best_val_auc=float(state["best_val_auc"]),
-        images_per_second=images_seen / seconds_training if seconds_training else float("nan"),
+        history=history,
+        best_epoch=best_epoch,
+        best_val_auc=best_val_auc,
+        images_per_second=timing["images"] / timing["seconds"] if timing["seconds"] else float("nan"),
     )
+
+
+def _train_epoch(step_model: nn.Module, optimizer, scheduler, loss_fn, class_weights: torch.Tensor | None,
+                 train: CXRDataset, order: torch.Tensor, config: TrainConfig, device: torch.device,
+                 generator: torch.Generator, rank: int, timing: dict, desc: str) -> dict:
+    """One pass over the rows in ``order`` (the model already in train mode); returns loss and seconds."""
+    started, total_loss, n_batches = time.perf_counter(), 0.0, 0
+    batches = range(0, len(order), config.batch_size)
+    for start in tqdm(batches, desc=desc, disable=not config.progress or rank != 0, leave=False):
+        index = np.sort(order[start:start + config.batch_size].numpy())  # sorted: sequential memmap reads
+        if len(index) < 2:  # BatchNorm cannot train on a single image
+            continue
+        x = AUGMENTATIONS[config.augment](_to_input(train.images[index], device), generator)
+        y = torch.from_numpy(train.labels[index]).to(device)
+        with autocast(device, config.bf16):
+            logits = step_model(x)
+        loss = loss_fn(logits, y, class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item()
+        n_batches += 1
+        timing["images"] += len(index)
+    seconds = time.perf_counter() - started
+    timing["seconds"] += seconds
+    return {"train_loss": total_loss / max(n_batches, 1), "seconds": round(seconds, 3)}
+
+
+def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: TrainConfig, loss_fn,
+                  class_weights: torch.Tensor | None, generator: torch.Generator, device: torch.device,
+                  distributed: bool, rank: int, timing: dict, last_epoch: int,
+                  on_epoch: Callable[[dict], None] | None) -> tuple[list[dict], int, float]:
+    """cRT's second stage (Kang et al. 2020): a fresh head on class-aware rows, backbone frozen; keeps the best head.
+
+    Returns the epoch records (numbered on from ``last_epoch``, ``stage`` "crt"), the best epoch and its AUC.
+    """
+    head_parameters = reset_head(model, generator)
+    optimizer = torch.optim.Adam(head_parameters, lr=config.lr, weight_decay=config.weight_decay)
+    world = dist.get_world_size() if distributed else 1
+    scheduler = _lr_scheduler(optimizer, config, config.crt_epochs * _steps_per_epoch(len(train), world, config))
+    step_model = nn.parallel.DistributedDataParallel(model) if distributed else model
+    history, best = [], {"epoch": 0, "val_auc": -math.inf, "head": None}
+    for epoch in range(last_epoch + 1, last_epoch + config.crt_epochs + 1):
+        if best["epoch"] > 0 and epoch - best["epoch"] > config.patience:
+            break
+        step_model.train()
+        model.features.eval()  # frozen BatchNorm statistics: the backbone must not change at all
+        order = torch.from_numpy(class_aware_rows(train.labels, len(train), generator))[rank::world]
+        stats = _train_epoch(step_model, optimizer, scheduler, loss_fn, class_weights, train, order, config,
+                             device, generator, rank, timing, f"crt epoch {epoch}")
+        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16))
+        record = {"epoch": epoch, "train_loss": stats["train_loss"], "val_auc": val_auc, "seconds": stats["seconds"],
+                  "stage": "crt"}
+        history.append(record)
+        if val_auc > best["val_auc"]:
+            best.update(epoch=epoch, val_auc=val_auc,
+                        head={k: v.detach().clone() for k, v in model.head.state_dict().items()})
+        if on_epoch is not None and rank == 0:
+            on_epoch(record)
+    if best["head"] is not None:
+        model.head.load_state_dict(best["head"])
+    for parameter in model.features.parameters():  # trainable again for gradient-based CAM; values unchanged
+        parameter.requires_grad_(True)
+    return history, best["epoch"], float(best["val_auc"])
+
+
+def _steps_per_epoch(n_rows: int, world: int, config: TrainConfig) -> int:
+    return math.ceil(math.ceil(n_rows / world) / config.batch_size)
+
+
+def _lr_scheduler(optimizer, config: TrainConfig, total_steps: int):
+    """Constant, or cosine decay to 0 over ``total_steps`` optimisation steps (per step)."""
+    total = total_steps if config.lr_schedule == "cosine" else 0
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) if total else 1.0)
+
+
+def _label_counts(train: CXRDataset, config: TrainConfig) -> np.ndarray:
+    """The (K, 2) label counts the long-tail settings use: the config's, else counted on ``train``."""
+    if config.label_counts is None:
+        return label_counts(train.labels)
+    counts = np.asarray(config.label_counts, dtype=np.int64)
+    if counts.shape != (train.n_labels, 2) or (counts < 0).any():
+        raise CxrganError(f"label_counts must be {train.n_labels} (negatives, positives) pair(s), "
+                          f"got {config.label_counts}")
+    return counts
 
 
 def _to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Plain-text summaries of a data source (``cxrgan data info``): split and class counts, patients, imbalance,
-and for multi-label sources a per-finding table of positive / uncertain / negative / blank labels.
+and for multi-label sources a per-finding table of positive / uncertain / negative / blank labels and the label
+imbalance (IRLbl, MeanIR) before and after ML-ROS / ML-RUS.
 
 Works on label tables only, without decoding images: compact and MedMNIST .npz files, NIH and CheXpert CSVs
 (or their folders) and image folders.
@@ -20,6 +21,13 @@ from cxrgan.data.chexpert import CHEXPERT_FINDINGS, is_chexpert_table, read_chex
 from cxrgan.data.dataset import SPLITS
 from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, list_image_folder, patient_ids_from_names
+from cxrgan.data.label_imbalance import (
+    DEFAULT_PERCENTAGE,
+    imbalance_table,
+    label_sets,
+    ml_ros_rows,
+    ml_rus_rows,
+)
 from cxrgan.data.medmnist import default_label_names
 from cxrgan.data.nih import NIH_CSV, NIH_FINDINGS, is_nih_table, read_nih_table
 from cxrgan.errors import CxrganError
@@ -162,7 +170,29 @@ def format_summary(path: Path, name: str, summary: LabelSummary, allow_patient_o
         else:
             blocks.append(f"findings, frontal rows ({int(summary.frontal.sum())} of {n}):\n"
                           + _finding_table(summary.findings[summary.frontal], summary.finding_names))
+        blocks.append(_label_imbalance(summary))
     return "\n\n".join(blocks)
+
+
+def _label_imbalance(summary: LabelSummary, seed: int = 0) -> str:
+    """IRLbl per label and MeanIR of the training rows (all rows without splits), before and after ML-ROS and
+    ML-RUS at the default percentage (``cxrgan.data.label_imbalance``); uncertain labels count as absent."""
+    rows = summary.split == "train" if (summary.split == "train").any() else np.ones(len(summary.split), bool)
+    matrix, names = label_sets(np.where(summary.findings[rows] == 1, 1.0, 0.0), summary.finding_names)
+    grown = matrix[np.r_[np.arange(len(matrix)), ml_ros_rows(matrix, DEFAULT_PERCENTAGE, np.random.default_rng(seed))]]
+    after = {"ml-ros": grown}
+    try:
+        removed = ml_rus_rows(matrix, DEFAULT_PERCENTAGE, np.random.default_rng(seed), names)
+        after["ml-rus"] = np.delete(matrix, removed, axis=0)
+        note = ""
+    except CxrganError as exc:
+        note = f"\n{exc}"
+    table = imbalance_table(matrix, names, **after)
+    which = "training rows" if (summary.split == "train").any() else "all rows"
+    return (f"label imbalance, {which}, before and after ml-ros / ml-rus at P = {DEFAULT_PERCENTAGE:g}% (seed {seed})"
+            "\n(Charte et al. 2015: n = rows carrying the label, IRLbl = the commonest label's n / n, MeanIR = mean "
+            "IRLbl; minority labels have IRLbl > MeanIR):\n"
+            + _format_table(list(table.columns), table.to_numpy().tolist()) + note)
 
 
 def _split_table(summary: LabelSummary) -> str:

@@ -217,9 +217,11 @@ class Compare(Recipe):
         method, seed = cell["method"], cell["seed"]
         device = str(resolve_device(c.train.device))
         train_config = dataclasses.replace(c.train, progress=c.train.progress and run.progress)
-        balanced = make_balancer(method, self.balance_context(seed, run.run_dir, device)).fit_resample(self.train_)
+        balancer = make_balancer(method, self.balance_context(seed, run.run_dir, device))
+        balanced = balancer.fit_resample(self.train_)
         if set(balanced.meta["split"]) != {"train"}:
             raise CxrganError(f"method {method!r} returned rows outside the training split")
+        train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss or schedule
         checkpoint = run.run_dir / "checkpoints" / f"{cell.name}.pt"
         result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True)
         s_val = predict(result.model, self.val_, device, c.train.eval_batch_size, c.train.bf16)
