@@ -29,7 +29,7 @@ from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes import NIH_PNEUMONIA
 from cxrgan.recipes.compare import check_classes
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
-from cxrgan.recipes.sgan_scarcity import DEFAULT_DATA, check_sgan_config, evaluate, load_binary
+from cxrgan.recipes.sgan_scarcity import DEFAULT_DATA, check_sgan_config, evaluate, load_binary, sgan_config
 from cxrgan.report.tables import to_markdown
 
 DEFAULT_SECOND_DATA = str(NIH_PNEUMONIA / "nih_pneumonia_64.npz")  # adult NIH pneumonia: Kermany's labels
@@ -88,18 +88,19 @@ class SganDomain(Recipe):
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         row, seed = cell["row"], cell["seed"]
+        config = sgan_config(self.config.sgan, run)
         extra = {}
         if row == "cnn-d1":
-            model = MatchedCNN(self.config.sgan).fit(self.labeled_, random_state=seed)
+            model = MatchedCNN(config).fit(self.labeled_, random_state=seed)
         elif row == "cnn-d1+norm":  # the cnn-d1 model of this seed, its statistics taken from dataset 2
-            model = reestimate_normalisation(MatchedCNN(self.config.sgan).fit(self.labeled_, random_state=seed),
+            model = reestimate_normalisation(MatchedCNN(config).fit(self.labeled_, random_state=seed),
                                              self.unlabeled_second_, random_state=seed)
         elif row == "cnn-d1+pseudo":
-            model = PseudoLabelCNN(self.config.sgan).fit(self.labeled_, self.unlabeled_second_, random_state=seed)
+            model = PseudoLabelCNN(config).fit(self.labeled_, self.unlabeled_second_, random_state=seed)
             extra["pseudo_labels"] = model.n_pseudo_
         else:
             unlabeled = (self.unlabeled_second_,) if row == "sgan-d1+d2" else ()
-            model = SemiSupervisedGAN(self.config.sgan).fit(self.labeled_, unlabeled, random_state=seed)
+            model = SemiSupervisedGAN(config).fit(self.labeled_, unlabeled, random_state=seed)
         result = evaluate(model, self.test_)
         result.record.update(extra)
         return result

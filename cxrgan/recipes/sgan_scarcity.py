@@ -86,6 +86,11 @@ def check_sgan_config(config: SganScarcityConfig | object, seeds: int) -> None:
     resolve_device(config.sgan.device)
 
 
+def sgan_config(config: SGANConfig, run: RunContext) -> SGANConfig:
+    """The recipe's SGAN settings with the step bar hidden under --no-progress (one line per cell stays)."""
+    return dataclasses.replace(config, progress=config.progress and run.progress)
+
+
 # ---- the recipe ------------------------------------------------------------------------------------------------
 def labelled_split(train: CXRDataset, n: int, random_state: int) -> tuple[CXRDataset, CXRDataset]:
     """``n`` random images of each class keep their labels; the rest of ``train`` comes back label-free."""
@@ -132,7 +137,7 @@ class SganScarcity(Recipe):
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         n, seed, method = cell["n"], cell["seed"], cell["method"]
         labeled, unlabeled = labelled_split(self.train_, n, seed)
-        model = METHODS[method](self.config.sgan)
+        model = METHODS[method](sgan_config(self.config.sgan, run))
         model = model.fit(labeled, random_state=seed) if method == "CNN" else model.fit(labeled, [unlabeled],
                                                                                          random_state=seed)
         result = evaluate(model, self.test_)
