@@ -206,6 +206,7 @@ def _sgan_scarcity_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=DEFAULT_DATA, help="binary .npz, normal / abnormal (default %(default)s)")
     parser.add_argument("--per-class", default=",".join(map(str, PER_CLASS)),
                         help="labelled images per class (default %(default)s)")
+    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
     _sgan_flags(parser, default_seeds=3)
 
 
@@ -221,7 +222,8 @@ def _sgan_scarcity(args: argparse.Namespace) -> None:
         raise CxrganError(f"--per-class {args.per_class!r}: expected comma-separated counts such as 10,100") from None
     config = SganScarcityConfig(data=args.data, per_class=per_class, seeds=args.seeds, first_seed=args.first_seed,
                                 full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
-                                allow_patient_overlap=args.allow_patient_overlap)
+                                allow_patient_overlap=args.allow_patient_overlap,
+                                **external_sites(args, default_external(args.data)))
     run(SganScarcity(config), args)
 
 

@@ -40,7 +40,8 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     from cxrgan.recipes.engine import run_recipe
     from cxrgan.recipes.sgan_scarcity import SganScarcity, SganScarcityConfig
 
-    config = SganScarcityConfig(data=toy_files[0], per_class=(3, 10, 2000), seeds=2, sgan=TOY)
+    config = SganScarcityConfig(data=toy_files[0], per_class=(3, 10, 2000), seeds=2, sgan=TOY,
+                                external=(toy_files[1],), external_labels=(("abnormal", "pneumonia"),))
     run_dir = run_recipe(SganScarcity(config), tmp_path, command="cxrgan recipe sgan-scarcity")
     records = pd.DataFrame(read_jsonl(run_dir / "results.jsonl"))
     assert sorted(records["n"].unique()) == [3, 10, 12]  # 2000 capped by the 12 normal training images
@@ -52,12 +53,15 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     assert records["parameters"].nunique() == 1  # CNN and SGAN matched
     table = pd.read_csv(run_dir / "table1.csv")
     assert list(table.columns) == ["labelled / class", "CNN accuracy", "SGAN accuracy", "CNN ROC AUC", "SGAN ROC AUC",
-                                   "SGAN - CNN ROC AUC", "verdict"]
+                                   "SGAN - CNN ROC AUC", "verdict", "CNN ROC AUC @ nih_toy", "SGAN ROC AUC @ nih_toy",
+                                   "SGAN - CNN @ nih_toy", "verdict @ nih_toy"]
     # the paired difference is computed seed by seed on the same labelled subset
     at3 = records[records["n"] == 3].pivot(index="seed", columns="method", values="roc_auc")
     assert table["SGAN - CNN ROC AUC"][0].startswith(f"{(at3['SGAN'] - at3['CNN']).mean():+.3f} [")
     verdicts = pd.read_csv(run_dir / "verdicts.csv")
-    assert len(verdicts) == 3 and verdicts["p (Holm)"].notna().all()  # one Holm family over the three sizes
+    # one Holm family over the three sizes on the internal test split and on the external site
+    assert len(verdicts) == 6 and verdicts["p (Holm)"].notna().all()
+    assert set(verdicts["site"]) == {"internal test", "nih_toy"} and "SGAN - CNN @ nih_toy" in table.columns
     assert table["labelled / class"].tolist() == [3, 10, 12]
     assert table["SGAN accuracy"].str.contains(r"\[").all()  # mean [CI] with two seeds
     assert (run_dir / "figure5.png").stat().st_size > 1000

@@ -26,6 +26,7 @@ import pandas as pd
 
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.data import CXRDataset, load_npz
+from cxrgan.data.external import load_external, site_name
 from cxrgan.data.images import resize_stack
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
@@ -57,6 +58,8 @@ class SganScarcityConfig:
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGAN and its matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
+    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
 
 
 # ---- helpers shared with sgan-domain ---------------------------------------------------------------------------
@@ -69,13 +72,17 @@ def load_binary(path: str | os.PathLike, size: int, allow_patient_overlap: bool 
     return dataclasses.replace(dataset, images=resize_stack(np.asarray(dataset.images), size))
 
 
-def evaluate(model: MatchedCNN | SemiSupervisedGAN, test: CXRDataset) -> CellResult:
-    """Accuracy (argmax over the K real classes) and ROC AUC of p(abnormal) on ``test``, with the test scores."""
-    scores = model.predict_proba(test)[:, 1]
+def evaluate(model: MatchedCNN | SemiSupervisedGAN, test: CXRDataset,
+             sites: dict[str, CXRDataset] | None = None) -> CellResult:
+    """Accuracy (argmax over the K real classes) and ROC AUC of p(abnormal) on ``test`` (and the ROC AUC on each
+    external site), with the scores."""
+    scores = {"test": model.predict_proba(test)[:, 1]}
+    scores.update({name: model.predict_proba(site)[:, 1] for name, site in (sites or {}).items()})
     y = test.binary_targets()
-    record = {"accuracy": accuracy(y, scores, threshold=0.5), "roc_auc": roc_auc(y, scores)}
-    return CellResult(record, {"test": scores[:, None].astype(np.float32)},
-                      summary=f"accuracy {record['accuracy']:.3f}, ROC AUC {record['roc_auc']:.3f}")
+    record = {"accuracy": accuracy(y, scores["test"], threshold=0.5), "roc_auc": roc_auc(y, scores["test"])}
+    record.update({f"roc_auc@{name}": roc_auc(site.binary_targets(), scores[name]) for name, site in (sites or {}).items()})
+    return CellResult(record, {name: s[:, None].astype(np.float32) for name, s in scores.items()},
+                      summary=", ".join(f"{k} {v:.3f}" for k, v in record.items()))
 
 
 def check_sgan_config(config: SganScarcityConfig | object, seeds: int) -> None:
@@ -126,13 +133,26 @@ class SganScarcity(Recipe):
         self.train_, self.test_ = dataset.split("train"), dataset.split("test")
         check_classes(c.data, {"train": self.train_, "test": self.test_})
         self.sizes_ = effective_sizes(self.train_, c.per_class)
+        self.sites_ = self.load_sites()
         table = pd.DataFrame([{"labelled / class": n, "labelled": 2 * n, "unlabelled (SGAN)": len(self.train_) - 2 * n,
                                "test": len(self.test_), "runs": 2 * c.seeds, "steps each": c.sgan.steps}
                               for n in self.sizes_])
+        sites = "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
         return Plan(cells=grid(n=self.sizes_, seed=range(c.first_seed, c.first_seed + c.seeds), method=tuple(METHODS)),
-                    evaluation_sets={"test": self.test_.labels}, label_names=self.test_.label_names,
-                    summary=f"data {c.data} at {c.sgan.image_size} px\n\n{to_markdown(table)}",
-                    class_names=self.test_.class_names)
+                    evaluation_sets={"test": self.test_.labels, **{n: s.labels for n, s in self.sites_.items()}},
+                    label_names=self.test_.label_names, class_names=self.test_.class_names,
+                    summary=f"data {c.data} at {c.sgan.image_size} px{sites}\n\n{to_markdown(table)}")
+
+    def load_sites(self) -> dict[str, CXRDataset]:
+        """External sites checked against the data file at its own size, then resized like the data."""
+        c = self.config
+        if not c.external:
+            return {}
+        original = load_npz(c.data, allow_patient_overlap=True)
+        return {site_name(path): dataclasses.replace(site, images=resize_stack(np.asarray(site.images),
+                                                                               c.sgan.image_size))
+                for path in c.external
+                for site in [load_external(path, original, c.external_labels, original, c.data)]}
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         n, seed, method = cell["n"], cell["seed"], cell["method"]
@@ -140,19 +160,23 @@ class SganScarcity(Recipe):
         model = METHODS[method](sgan_config(self.config.sgan, run))
         model = model.fit(labeled, random_state=seed) if method == "CNN" else model.fit(labeled, [unlabeled],
                                                                                          random_state=seed)
-        result = evaluate(model, self.test_)
+        result = evaluate(model, self.test_, self.sites_)
         result.record.update(n_labeled=len(labeled), n_unlabeled=len(unlabeled) if method == "SGAN" else 0,
                              parameters=model.n_parameters())
         return result
 
     def tables(self, results: Results) -> list[Table]:
-        y = results.labels["test"][:, 0]
-        comparisons = [compare_auc({"labelled / class": str(n), "method": "SGAN", "vs": "CNN"}, y,
-                                   {s: v[:, 0] for s, v in results.seed_scores("test", n=n, method="SGAN").items()},
-                                   {s: v[:, 0] for s, v in results.seed_scores("test", n=n, method="CNN").items()})
-                       for n in self.sizes_ if results.where(n=n)]
+        sites = [name for name in results.labels if name != "test"]
+        comparisons = []
+        for set_name in ("test", *sites):
+            y = results.labels[set_name][:, 0]
+            where = {"site": "internal test" if set_name == "test" else set_name} if sites else {}
+            comparisons += [compare_auc({"labelled / class": str(n), "method": "SGAN", "vs": "CNN", **where}, y,
+                                        {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method="SGAN").items()},
+                                        {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method="CNN").items()})
+                            for n in self.sizes_ if results.where(n=n)]
         records = pd.DataFrame(results.records)
-        table = scarcity_table(records, self.sizes_, Verdicts(comparisons))
+        table = scarcity_table(records, self.sizes_, Verdicts(comparisons), sites)
         notes = (f"Madani et al. Table 1 shape. n labelled images per class (capped at the smaller training class); "
                  f"the SGAN also uses the other {len(self.train_)} - 2n training images without labels. Test: "
                  f"{len(self.test_)} real images of the test split at {self.config.sgan.image_size} px. Cells: mean "
@@ -171,8 +195,10 @@ class SganScarcity(Recipe):
                                 "(mean and 95% CI over seeds)")]
 
 
-def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...], verdicts: Verdicts) -> pd.DataFrame:
-    """One row per labelled size: CNN and SGAN accuracy and ROC AUC as mean [CI], and SGAN - CNN ROC AUC."""
+def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...], verdicts: Verdicts,
+                   sites: list[str] = ()) -> pd.DataFrame:
+    """One row per labelled size: CNN and SGAN accuracy and ROC AUC as mean [CI], and SGAN - CNN ROC AUC (on the
+    internal test split and on each external site)."""
     rows = []
     for n in sizes:
         at_n = records[records["n"] == n]
@@ -181,7 +207,14 @@ def scarcity_table(records: pd.DataFrame, sizes: tuple[int, ...], verdicts: Verd
             for method in METHODS:
                 values = at_n[at_n["method"] == method][metric].tolist()
                 row[f"{method} {label}"] = seed_cell(values) if values else ""
-        row["SGAN - CNN ROC AUC"], row["verdict"] = verdicts.cells(**{"labelled / class": str(n)})
+        internal = {"site": "internal test"} if sites else {}
+        row["SGAN - CNN ROC AUC"], row["verdict"] = verdicts.cells(**{"labelled / class": str(n)}, **internal)
+        for site in sites:
+            for method in METHODS:
+                values = at_n[at_n["method"] == method][f"roc_auc@{site}"].tolist()
+                row[f"{method} ROC AUC @ {site}"] = seed_cell(values) if values else ""
+            row[f"SGAN - CNN @ {site}"], row[f"verdict @ {site}"] = verdicts.cells(
+                **{"labelled / class": str(n)}, site=site)
         rows.append(row)
     return pd.DataFrame(rows)
 
