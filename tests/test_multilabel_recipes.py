@@ -187,10 +187,11 @@ def test_dry_runs_plan_without_training(small_nih, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "60 cells:" in out
+    assert "estimated wall time:" in out  # classifier and cGAN steps probed on this machine
     assert main(["recipe", "dcgan-rare-findings", "--data", str(small_nih), "--findings", "Fibrosis", "--dry-run",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| Fibrosis" in out and "uncertain" in out
+    assert "| Fibrosis" in out and "uncertain" in out and "estimated wall time:" in out
     assert not any(tmp_path.iterdir()), "a dry run must not create run directories"
 
 

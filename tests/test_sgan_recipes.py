@@ -117,6 +117,7 @@ def test_dry_run_plans_without_training(toy_files, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| 12 " in out and "| 50 " not in out  # 50 capped at the 12 normal training images
+    assert "estimated wall time:" in out
     assert main(["recipe", "sgan-domain", "--data", toy_files[0], "--second-data", toy_files[1], "--dry-run",
                  "--out", str(tmp_path)]) == 0
     assert "| 30 " in capsys.readouterr().out  # dataset 2's training split, unlabelled

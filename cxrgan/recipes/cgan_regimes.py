@@ -180,6 +180,17 @@ class CganRegimes(Recipe):
         result.record.update(extra)
         return result
 
+    def estimate(self, plan: Plan) -> dict[str, float]:
+        from cxrgan.recipes.probe import findings_estimates
+
+        def generators(cell: Cell) -> list:
+            if cell["method"] != "gan":
+                return []
+            rows = self.train_ if self.config.gan_data == "full" else self.regimes_[cell["regime"]]
+            return [("cgan-labelvec", rows, {"seed": cell["seed"]})] if len(rows) >= MIN_TRAIN_IMAGES else []
+
+        return findings_estimates(self, plan, lambda cell: self.regimes_[cell["regime"]], generators)
+
     # ---- tables -------------------------------------------------------------------------------------------------
     def comparisons(self, results: Results) -> list:
         rows = []

@@ -138,6 +138,19 @@ class DcganRareFindings(Recipe):
         result.record.update(extra)
         return result
 
+    def estimate(self, plan: Plan) -> dict[str, float]:
+        from cxrgan.recipes.probe import findings_estimates
+
+        train = self.dataset_.split("train")
+        self.val_, self.test_ = self.dataset_.split("val"), self.dataset_.split("test")
+
+        def generators(cell: Cell) -> list:
+            if cell["method"] != "dcgan-rare":
+                return []
+            return [("dcgan", train, {"seed": cell["seed"], "target": finding}) for finding in self.findings_]
+
+        return findings_estimates(self, plan, lambda cell: train, generators)
+
     # ---- tables -------------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         c = self.config

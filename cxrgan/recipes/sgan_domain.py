@@ -105,6 +105,11 @@ class SganDomain(Recipe):
         result.record.update(extra)
         return result
 
+    def estimate(self, plan: Plan) -> dict[str, float]:
+        from cxrgan.recipes.probe import sgan_estimates
+
+        return sgan_estimates(self, plan, self.labeled_)
+
     def tables(self, results: Results) -> list[Table]:
         y = results.labels["test"][:, 0]
         cnn = {s: v[:, 0] for s, v in results.seed_scores("test", row="cnn-d1").items()}

@@ -189,6 +189,11 @@ class SganScarcity(Recipe):
                 Table("table1", "sgan-scarcity: CNN vs semi-supervised GAN (Madani et al. Table 1 shape)", table,
                       notes, role="main")]
 
+    def estimate(self, plan: Plan) -> dict[str, float]:
+        from cxrgan.recipes.probe import sgan_estimates
+
+        return sgan_estimates(self, plan, labelled_split(self.train_, min(self.sizes_[-1], 64), 0)[0])
+
     def figures(self, results: Results) -> list[tuple[str, str]]:
         plot_scarcity(pd.DataFrame(results.records), self.sizes_, results.run_dir / "figure5.png")
         return [("figure5.png", "Figure 5 shape: test accuracy and ROC AUC against labelled images per class "
