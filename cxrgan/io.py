@@ -66,26 +66,44 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line; a line is written with a single call so readers never see half of it."""
+    """Append one JSON line with a single write; a line cut short by a killed writer is dropped first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, default=_json_default) + "\n"
+    _drop_partial_last_line(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
 
+def _drop_partial_last_line(path: Path) -> None:
+    """Truncate a JSONL file after its last newline (a process killed inside a write leaves a partial line)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSONL file; a last line without its newline (a write cut short by a kill) is ignored."""
     path = Path(path)
     if not path.exists():
         return []
     records = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                records.append(json.loads(line))
+        text = f.read()
+    lines = text.split("\n")
+    complete = lines if text.endswith("\n") else lines[:-1]
+    for line in complete:
+        line = line.strip()
+        if line:
+            records.append(json.loads(line))
     return records
 
 

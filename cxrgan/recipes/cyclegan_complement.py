@@ -96,8 +96,8 @@ class CycleganComplement(Compare):
     def compare_config(self) -> CompareConfig:
         c = self.config
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
-                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators, extra_data=c.extra_data,
-                             allow_patient_overlap=c.allow_patient_overlap, external=c.external,
+                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
+                             extra_data=c.extra_data, allow_patient_overlap=c.allow_patient_overlap, external=c.external,
                              external_labels=c.external_labels)
 
     def plan(self) -> Plan:
