@@ -168,3 +168,17 @@ def test_external_site_gets_auc_columns_verdicts_and_subgroups(small_file, nih_s
     page = (run_dir / "report.html").read_text()
     assert "External sites by view, age band and sex" in page and "ROC AUC @ nih_site" in page
     assert "roc_auc@nih_site" in capsys.readouterr().out  # per-cell progress line
+
+
+def test_report_rebuilds_every_table_from_stored_scores_without_training(small_file, tmp_path, capsys):
+    assert _compare(small_file, tmp_path) == 0
+    run_dir = next(tmp_path.iterdir())
+    before = {name: (run_dir / name).read_text() for name in ("verdicts.md", "results.md", "summary.json")}
+    for name in (*before, "report.html", "roc.png"):
+        (run_dir / name).unlink()
+    (run_dir / "models").rename(tmp_path / "models-away")  # nothing trained is needed
+    capsys.readouterr()
+    assert main(["report", str(run_dir)]) == 0
+    assert "| method" in capsys.readouterr().out
+    assert {name: (run_dir / name).read_text() for name in before} == before
+    assert (run_dir / "report.html").exists() and (run_dir / "roc.png").exists()
