@@ -182,3 +182,21 @@ def test_report_rebuilds_every_table_from_stored_scores_without_training(small_f
     assert "| method" in capsys.readouterr().out
     assert {name: (run_dir / name).read_text() for name in before} == before
     assert (run_dir / "report.html").exists() and (run_dir / "roc.png").exists()
+
+
+def test_multilabel_compare_tests_estimable_findings_and_shows_label_imbalance(nih_path, tmp_path):
+    import pandas as pd
+
+    assert main(["compare", str(nih_path), "--target", "findings", "--methods", "none,ml-ros,ml-rus", "--seeds", "2",
+                 "--model", "small-cnn", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-progress",
+                 "--out", str(tmp_path)]) == 0
+    run_dir = next(tmp_path.iterdir())
+    verdicts = pd.read_csv(run_dir / "verdicts.csv", keep_default_na=False)
+    # per method: 14 findings + the macro mean; only Effusion and Infiltration have >= 10 test positives
+    assert len(verdicts) == 2 * 15
+    tested = verdicts[verdicts["p (Holm)"] != ""]
+    assert set(tested["finding"]) == {"Effusion", "Infiltration", "macro"}
+    assert verdicts.loc[verdicts["finding"] == "Hernia", "Δ [95% CI]"].str.startswith("not estimable").all()
+    imbalance = pd.read_csv(run_dir / "label_imbalance.csv", keep_default_na=False).set_index("label")
+    assert list(imbalance.columns) == ["none", "ml-ros", "ml-rus"]
+    assert int(imbalance.loc["rows", "ml-rus"]) < 463 == int(imbalance.loc["rows", "none"]) < int(imbalance.loc["rows", "ml-ros"])

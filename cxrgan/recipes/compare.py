@@ -21,6 +21,7 @@ from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
+from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
 from cxrgan.data.splits import fraction_subset, induce_imbalance
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
@@ -246,6 +247,9 @@ class Compare(Recipe):
             "images_per_second": result.images_per_second,
             "history": result.history,
         }
+        if not balanced.is_binary:  # multi-label: what the method did to the label imbalance (IRLbl, MeanIR)
+            carried, names = label_sets(balanced.labels, balanced.label_names)
+            record["label_rows"] = dict(zip(names, carried.sum(axis=0).tolist()))
         shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k in ("roc_auc", "pr_auc", "macro"))
         for name, scores in sites.items():
             record["metrics"][f"roc_auc@{name}"] = roc_auc(self.sites_[name].labels[:, 0], scores[:, 0])
@@ -316,6 +320,12 @@ class Compare(Recipe):
         tables = [self.verdicts(results, comparisons),
                   Table("results", f"{self.kind}: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s)", table,
                         notes, role="main")]
+        imbalance = label_imbalance_table(results, c.methods, c.first_seed)
+        if imbalance is not None:
+            tables.append(Table("label_imbalance", "Label imbalance of each method's training rows (first seed)",
+                                imbalance, "IRLbl of a label = rows of the commonest label / rows of this label; MeanIR "
+                                "= their mean (Charte et al. 2015), counted over the findings and 'no finding'.",
+                                role="detail"))
         if results.subgroups:
             tables.append(Table("external_subgroups", "External sites by view, age band and sex (test ROC AUC)",
                                 subgroup_table(results, c.methods), SUBGROUP_NOTE, role="detail"))
@@ -339,6 +349,21 @@ class Compare(Recipe):
         from cxrgan.recipes.probe import compare_estimates
 
         return compare_estimates(self, plan)
+
+
+def label_imbalance_table(results: Results, methods: tuple[str, ...], seed: int) -> pd.DataFrame | None:
+    """Per label, IRLbl of every method's training rows, then MeanIR and the row count (multi-label runs)."""
+    runs = {m: results.where(method=m, seed=seed) for m in methods}
+    runs = {m: r[0]["label_rows"] for m, r in runs.items() if r and "label_rows" in r[0]}
+    if not runs:
+        return None
+    names = list(next(iter(runs.values())))
+    table = pd.DataFrame({"label": [*names, "MeanIR", "rows"]})
+    for method, rows in runs.items():
+        counts = np.array([rows[n] for n in names])
+        table[method] = [*(f"{r:.2f}" if np.isfinite(r) else "n/a" for r in irlbl(counts)), f"{mean_ir(counts):.2f}",
+                         str(results.where(method=method, seed=seed)[0]["train_rows"])]
+    return table
 
 
 SUBGROUP_NOTE = ("ROC AUC within each subgroup of an external site, mean [95% CI over seeds]; n = rows, + = "
