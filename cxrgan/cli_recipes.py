@@ -146,7 +146,8 @@ def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:
 
     _multilabel_recipe_flags(parser)
     parser.add_argument("--regimes", default="0.01,0.1,0.5,1", help="nested training shares (default %(default)s)")
-    parser.add_argument("--methods", default="none,flip,gan", help="rows: none, flip, gan or balancer names")
+    parser.add_argument("--methods", default="none,flip,gan,ml-ros,ldam-drw",
+                        help="rows: none, flip, gan or any method name (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.15, help="share each augmented finding must reach")
     parser.add_argument("--uncertainty", default="ones", choices=["zeros", "ones", "ignore"],
                         help="U-policy of the training labels (test labels are policy-free; default %(default)s)")
@@ -174,6 +175,8 @@ def _dcgan_rare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="zeros", choices=["zeros", "ones", "ignore"],
                         help="training-label policy of the GAN comparison (default %(default)s, as the paper)")
     parser.add_argument("--ratio", type=float, default=1.0, help="add images until positives = ratio x negatives")
+    parser.add_argument("--cheap-fixes", default="ml-ros,ldam-drw",
+                        help="non-generative methods run beside the DCGAN under the same policy (default %(default)s)")
 
 
 @command("recipe dcgan-rare-findings", "Venugopal Sunitha: U-policy baselines, one DCGAN per rare finding",
@@ -181,7 +184,8 @@ def _dcgan_rare_flags(parser: argparse.ArgumentParser) -> None:
 def _dcgan_rare_findings(args: argparse.Namespace) -> None:
     from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, DcganRareFindings
 
-    run(DcganRareFindings(DcganRareConfig(policy=args.policy, ratio=args.ratio, **_multilabel_common(args))), args)
+    run(DcganRareFindings(DcganRareConfig(policy=args.policy, ratio=args.ratio, cheap_fixes=method_list(args.cheap_fixes),
+                                          **_multilabel_common(args))), args)
 
 
 # ---- semi-supervised GAN recipes ---------------------------------------------------------------------------------

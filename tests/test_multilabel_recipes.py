@@ -44,7 +44,8 @@ def small_nih(nih_path, tmp_path_factory):
 def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
     findings = ("Fibrosis", *COMMON)
     config = CganRegimesConfig(data=str(small_nih), regimes=(0.25, 1.0), seeds=2, findings=findings, train=TOY_TRAIN,
-                               generators=TOY_GAN)
+                               methods=("none", "flip", "gan"), generators=TOY_GAN)
+    assert CganRegimesConfig().methods == ("none", "flip", "gan", "ml-ros", "ldam-drw")  # the cheap fixes by default
     run_dir = run_recipe(CganRegimes(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert {(r["regime"], r["method"], r["seed"]) for r in records} == {
@@ -100,14 +101,19 @@ def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
                              train=TOY_TRAIN, generators=TOY_GAN)
     run_dir = run_recipe(DcganRareFindings(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
-    assert sorted((r["policy"], r["method"]) for r in records) == [("zeros", "baseline")] * 2 + [("zeros", "dcgan-rare")] * 2
+    assert sorted((r["policy"], r["method"]) for r in records) == [
+        (p, m) for p, m in (("zeros", "baseline"), ("zeros", "dcgan-rare"), ("zeros", "ldam-drw"), ("zeros", "ml-ros"))
+        for _ in range(2)]
     policies = pd.read_csv(run_dir / "table2_policies.csv")
     assert list(policies.columns) == ["finding", "U-Ones", "U-Zeros", "U-Ignore"] and len(policies) == 15
     assert policies["U-Ones"].equals(policies["U-Zeros"]) and policies["U-Zeros"].equals(policies["U-Ignore"])
     assert "no uncertain (-1) training labels" in (run_dir / "table2_policies.md").read_text()
     final = pd.read_csv(run_dir / "table3_gan.csv", keep_default_na=False)
     assert list(final["finding"]) == ["Fibrosis", "Effusion"]
-    assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "Δ [95% CI]", "verdict"]
+    assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "Δ [95% CI]", "verdict",
+                                   "ml-ros", "ml-ros Δ", "ml-ros verdict", "ldam-drw", "ldam-drw Δ", "ldam-drw verdict"]
+    # the DCGAN and both cheap fixes against the baseline, per finding and for the estimable mean: one Holm family
+    assert set(pd.read_csv(run_dir / "verdicts.csv")["method"]) == {"dcgan-rare", "ml-ros", "ldam-drw"}
     assert final["baseline"][0] == "not estimable (2 test +)" and final["verdict"][0] == "not tested"
     assert final["Δ [95% CI]"][0].startswith("not estimable: 2 test positives")
     assert final["Δ [95% CI]"][1].count("[") == 1 and final["verdict"][1] != "not tested"
@@ -160,7 +166,7 @@ def test_policies_apply_to_training_labels_only(nih_path, tmp_path):
     assert np.isnan(ones.labels[uncertain & ~train]).all() and np.isnan(zeros.labels[uncertain & ~train]).all()
     np.testing.assert_array_equal(ones.labels[~uncertain], zeros.labels[~uncertain])
     config = DcganRareConfig(data=str(folder), seeds=1, findings=("Lung Opacity",), ratio=0.5, train=TOY_TRAIN,
-                             generators=TOY_GAN)
+                             generators=TOY_GAN, cheap_fixes=())
     run_dir = run_recipe(DcganRareFindings(config), tmp_path / "runs")
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [
@@ -186,7 +192,7 @@ def test_dry_runs_plan_without_training(small_nih, tmp_path, capsys):
     assert main(["recipe", "cgan-regimes", "--data", str(small_nih), "--findings", ",".join(RARE), "--dry-run",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "60 cells:" in out
+    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "100 cells:" in out  # 5 seeds x 4 x 5
     assert "estimated wall time:" in out  # classifier and cGAN steps probed on this machine
     assert main(["recipe", "dcgan-rare-findings", "--data", str(small_nih), "--findings", "Fibrosis", "--dry-run",
                  "--out", str(tmp_path)]) == 0

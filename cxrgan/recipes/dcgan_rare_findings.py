@@ -4,7 +4,8 @@ Venugopal Sunitha, "Chest X-ray Disease Diagnosis Using GANs" (CheXpert, DenseNe
 under the uncertainty policies U-Ones and U-Zeros (Irvin et al. 2019; we add U-Ignore, masked in the loss) with
 per-finding AUC (their Table 2), then one unconditional DCGAN per rare finding whose samples are added until the
 finding is nearly balanced (method B of ``cxrgan.balance.multilabel``), and baseline vs GAN-augmented AUC for the
-augmented findings under one policy (their Table 3, U-Zeros).
+augmented findings under one policy (their Table 3, U-Zeros). Beside the DCGAN the strongest cheap fixes run under
+the same policy (``--cheap-fixes``, default ML-ROS and LDAM-DRW), so a generative gain is weighed against them.
 
 Design choices that keep the columns comparable: the policy applies to the training labels only, and every model
 is scored against the same policy-free test labels (uncertain test labels are masked; the table says how many);
@@ -36,7 +37,8 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN, GeneratorSettings
-from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, check_seeds
+from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
+from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA, check_seeds
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
 from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
                                      test_positives_note,
@@ -60,6 +62,7 @@ class DcganRareConfig:
     n_findings: int = 3  # how many to choose (the paper: Pneumonia, Lung Lesion, Consolidation)
     min_positives: int = DEFAULT_MIN_POSITIVES  # floor on training positives (a DCGAN needs >= 16 images)
     ratio: float = 1.0  # add images until positives = ratio x negatives of the real training rows
+    cheap_fixes: tuple[str, ...] = CHEAP_FIXES  # non-generative methods run beside the DCGAN, same policy
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
@@ -101,7 +104,10 @@ class DcganRareFindings(Recipe):
         seeds = range(c.first_seed, c.first_seed + c.seeds)
         baselines = (c.policy,) if self.coincide_ else self.policies_  # no uncertain labels: one baseline serves all
         cells = [Cell.of(policy=p, method="baseline", seed=s) for s in seeds for p in baselines]
-        cells += [Cell.of(policy=c.policy, method="dcgan-rare", seed=s) for s in seeds]
+        unknown = [m for m in c.cheap_fixes if m not in BALANCERS]
+        if unknown:
+            raise CxrganError(f"unknown method(s) {unknown} in --cheap-fixes; available: {', '.join(sorted(BALANCERS))}")
+        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds for m in ("dcgan-rare", *c.cheap_fixes)]
         test = self.dataset_.split("test")
         summary = (f"data {' + '.join(c.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
@@ -128,13 +134,17 @@ class DcganRareFindings(Recipe):
         c = self.config
         data = with_policy(self.dataset_, cell["policy"])
         train, val, test = data.split("train"), data.split("val"), data.split("test")
-        extra = {}
+        extra, train_config = {}, c.train
         if cell["method"] == "dcgan-rare":
             balancer = RareFindingDCGAN(self.gan_config_, self.findings_, c.ratio, work_dir=run.run_dir / "generators",
                                         device=str(resolve_device(c.train.device)), random_state=cell["seed"])
             train = balancer.fit_resample(train)
             extra["finding_table"] = balancer.table_.to_dict(orient="records")
-        result = train_and_score(train, val, test, c.train, cell["seed"], run.progress)
+        elif cell["method"] != "baseline":  # a cheap fix: rows, loss or schedule of a registered method
+            balancer = make_balancer(cell["method"], BalanceContext(random_state=cell["seed"]))
+            train = balancer.fit_resample(train)
+            train_config = balancer.adapt_training(train_config)
+        result = train_and_score(train, val, test, train_config, cell["seed"], run.progress)
         result.record.update(extra)
         return result
 
@@ -154,10 +164,11 @@ class DcganRareFindings(Recipe):
     # ---- tables -------------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         c = self.config
-        comparisons = finding_comparisons(results, self.findings_, {"method": "dcgan-rare", "vs": "baseline"},
-                                          {"method": "dcgan-rare"}, {"method": "baseline", "policy": c.policy})
-        verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented against the {POLICY_NAMES[c.policy]} "
-                         "baseline", verdict_table(comparisons),
+        comparisons = [row for method in ("dcgan-rare", *c.cheap_fixes) if results.where(method=method)
+                       for row in finding_comparisons(results, self.findings_, {"method": method, "vs": "baseline"},
+                                                      {"method": method}, {"method": "baseline", "policy": c.policy})]
+        verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented and the cheap fixes against the "
+                         f"{POLICY_NAMES[c.policy]} baseline", verdict_table(comparisons),
                          method_note(sum(x.effect is not None for x in comparisons), True)
                          + f" {test_positives_note(results, self.findings_)}", role="verdict")
         policy_note = ("This dataset has no uncertain (-1) training labels, so U-Ones, U-Zeros and U-Ignore give "
@@ -195,9 +206,15 @@ class DcganRareFindings(Recipe):
         for finding in self.findings_:
             j = names.index(finding)
             generated = [t["generated for it"] for t in gan[0]["finding_table"] if t["finding"] == finding] if gan else []
-            delta, verdict = verdicts.cells(finding=finding)
-            rows.append({"finding": finding, "generated": generated[0] if generated else "n/a",
-                         "baseline": auc_cell([r["auc"][finding] for r in base], y[:, j]),
-                         "DCGAN-augmented": auc_cell([r["auc"][finding] for r in gan], y[:, j]),
-                         "Δ [95% CI]": delta, "verdict": verdict})
+            delta, verdict = verdicts.cells(method="dcgan-rare", finding=finding)
+            row = {"finding": finding, "generated": generated[0] if generated else "n/a",
+                   "baseline": auc_cell([r["auc"][finding] for r in base], y[:, j]),
+                   "DCGAN-augmented": auc_cell([r["auc"][finding] for r in gan], y[:, j]),
+                   "Δ [95% CI]": delta, "verdict": verdict}
+            for method in self.config.cheap_fixes:  # the strongest cheap fixes, for comparison
+                runs = results.where(method=method)
+                if runs:
+                    row[method] = auc_cell([r["auc"][finding] for r in runs], y[:, j])
+                    row[f"{method} Δ"], row[f"{method} verdict"] = verdicts.cells(method=method, finding=finding)
+            rows.append(row)
         return pd.DataFrame(rows)
