@@ -197,6 +197,8 @@ def test_multilabel_compare_tests_estimable_findings_and_shows_label_imbalance(n
     tested = verdicts[verdicts["p (Holm)"] != ""]
     assert set(tested["finding"]) == {"Effusion", "Infiltration", "macro"}
     assert verdicts.loc[verdicts["finding"] == "Hernia", "Δ [95% CI]"].str.startswith("not estimable").all()
+    results = pd.read_csv(run_dir / "results.csv")
+    assert results["Hernia"].eq("not estimable (0 test +)").all() and results["Effusion"].str.contains(r"\[").all()
     imbalance = pd.read_csv(run_dir / "label_imbalance.csv", keep_default_na=False).set_index("label")
     assert list(imbalance.columns) == ["none", "ml-ros", "ml-rus"]
     assert int(imbalance.loc["rows", "ml-rus"]) < 463 == int(imbalance.loc["rows", "none"]) < int(imbalance.loc["rows", "ml-ros"])

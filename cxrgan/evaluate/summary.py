@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.evaluate.metrics import multilabel_auc, threshold_report
+from cxrgan.evaluate.inference import estimable
 from cxrgan.evaluate.stats import aggregate_seeds, bootstrap_ci
 
 # Columns of the binary table, in the order a clinician reads them; all threshold metrics at the Youden threshold.
@@ -46,18 +47,24 @@ def metrics_table(records: list[dict], y_test: np.ndarray, names: Sequence[str],
     binary = y_test.shape[1] == 1
     columns = BINARY_COLUMNS if binary else {n: n for n in [*names, "macro"]}
     columns = {**columns, **{f"roc_auc@{site}": f"ROC AUC @ {site}" for site in sites}}
+    # a finding whose test split cannot estimate an AUC is said to be so, never printed as a number
+    unestimable = {} if binary else {name: int(np.nansum(y_test[:, j] == 1)) for j, name in enumerate(names)
+                                     if not estimable(y_test[:, j])}
     rows, summary = [], {}
     for method in methods:
         runs = sorted((r for r in records if r["method"] == method), key=lambda r: r["seed"])
         if not runs:
             continue
         stats = {key: aggregate_seeds([r["metrics"].get(key, np.nan) for r in runs]) for key in columns}
-        rows.append({"method": method, "seeds": len(runs), **{label: seed_cell(stats[key]) for key, label in columns.items()}})
+        rows.append({"method": method, "seeds": len(runs),
+                     **{label: f"not estimable ({unestimable[key]} test +)" if key in unestimable
+                        else seed_cell(stats[key]) for key, label in columns.items()}})
         summary[method] = {"metrics": stats, "seeds": [r["seed"] for r in runs],
                            "train_rows": runs[0]["train_rows"], "train_synthetic": runs[0]["train_synthetic"]}
     notes = "Cells: mean over seeds [95% t-interval over seeds]"
     notes += ("; threshold metrics at the threshold that maximises Youden's J on the validation split." if binary
-              else "; per-finding test ROC AUC on known labels.")
+              else "; per-finding test ROC AUC on known labels; macro = mean over the findings with both classes "
+                   "in the test split (the rarest findings weigh as much as the others, and are noisy).")
     return pd.DataFrame(rows).fillna(""), notes, {"methods": summary}
 
 
