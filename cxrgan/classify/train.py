@@ -4,7 +4,6 @@ re-weighting, logit adjustment, classifier re-training)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cxrgan import distributed
-from cxrgan.balance.augment import random_flip_affine_theta, warp
+from cxrgan.classify.augmentations import AUGMENTATIONS
+from cxrgan.classify.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint  # noqa: F401
 from cxrgan.classify.decoupled import class_aware_rows, reset_head
 from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
     build_loss,
@@ -35,31 +35,6 @@ from cxrgan.data.loader import batch_loader
 from cxrgan.data.transforms import uint8_tensor
 from cxrgan.device import autocast, resolve_device
 from cxrgan.errors import CxrganError, RankAgreedError
-from cxrgan.io import save_torch
-
-CHECKPOINT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """An on-the-fly augmentation in two halves: ``draw(n, generator)`` draws the random parameters of n rows, and
-    ``apply(x, params)`` warps a float batch with the parameters of its rows. Drawn for the global batch and
-    applied by each process to its share, a data-parallel run augments exactly as one process would."""
-
-    draw: Callable[[int, torch.Generator], torch.Tensor | None]
-    apply: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-def _flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
-
-
-AUGMENTATIONS: dict[str, Augmentation] = {
-    "none": Augmentation(lambda n, generator: None, lambda x, params: x),
-    "flip": Augmentation(lambda n, generator: torch.rand(n, generator=generator) < 0.5, _flip),
-    "flip-affine": Augmentation(lambda n, generator: random_flip_affine_theta(n, generator), warp),
-}
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -258,7 +233,7 @@ def train_classifier(
     generator = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_val_auc": -math.inf, "best_epoch": 0, "best_model": None, "history": []}
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = _load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config)
+        state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config)
 
     step_model = _data_parallel(model, device)
     class_weights = torch.from_numpy(train.class_weights).to(device) if train.class_weights is not None else None
@@ -286,7 +261,7 @@ def train_classifier(
                          best_model={k: v.detach().clone() for k, v in model.state_dict().items()})
         state["epoch"] = epoch
         if checkpoint_path is not None and rank == 0:
-            _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config, state)
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config, state)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
 
@@ -448,40 +423,3 @@ def _check_trainable(train: CXRDataset, val: CXRDataset) -> None:
             raise CxrganError(f"the training split has only class value(s) {sorted(values)} of {name!r}")
     if len(train) < 2:
         raise CxrganError(f"the training split has {len(train)} row(s); at least 2 are needed")
-
-
-def _save_checkpoint(path, model, optimizer, scheduler, scaler, generator, config: TrainConfig, state: dict) -> None:
-    save_torch(path, {
-        "format_version": CHECKPOINT_VERSION,
-        "kind": "classifier",
-        "config": dataclasses.asdict(config),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": generator.get_state(),
-        **state,
-    })
-
-
-# Settings that change how a run computes or shows progress, not what it learns: a checkpoint resumes across them.
-RESUMABLE_ACROSS = frozenset({"progress", "device", "eval_batch_size", "data_workers", "sync_batchnorm"})
-
-
-def _load_checkpoint(path, model, optimizer, scheduler, scaler, generator, config: TrainConfig) -> dict:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("kind") != "classifier" or checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise CxrganError(f"{path}: not a cxrgan classifier checkpoint (version {CHECKPOINT_VERSION})")
-    defaults = dataclasses.asdict(TrainConfig())  # a field added since the checkpoint was written had its default
-    saved = {**defaults, **checkpoint["config"]}
-    changed = sorted(k for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_ACROSS and saved.get(k) != v)
-    if changed:
-        raise CxrganError(f"{path}: checkpoint was written with a different config (fields {changed}); "
-                          "use a new output directory")
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    if "scaler" in checkpoint:
-        scaler.load_state_dict(checkpoint["scaler"])
-    generator.set_state(checkpoint["rng"])
-    return {k: checkpoint[k] for k in ("epoch", "best_val_auc", "best_epoch", "best_model", "history")}

@@ -371,6 +371,9 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     if not results.records:
         raise CxrganError(f"{run_dir}: no finished cells yet; nothing to tabulate")
     write_results_view(run_dir, order)
+    missing = len(set(order) - {r.get("cell") for r in results.records})
+    if missing:
+        print(f"{run_dir}: {missing} of {len(order)} cells are not in yet; the tables hold the finished ones")
     # a table with no columns (e.g. verdicts of a run that holds only its baseline) is left out
     tables = sorted((t for t in recipe.tables(results) if len(t.frame.columns)), key=lambda t: ROLE_ORDER.get(t.role, 9))
     for table in tables:
