@@ -1,7 +1,7 @@
 """Benchmark: data-parallel classifier training under torchrun -- training images/s with 1 and 2 processes (one thread
 each, gloo on the CPU, NCCL on GPUs) and the scaling efficiency (speed-up / processes).
 
-Each run trains ``--model`` on the first ``--rows`` training images of ``--data`` for ``--epochs`` epochs with the
+Each run trains ``--model`` on ``--rows`` random training images of ``--data`` for ``--epochs`` epochs with the
 same global batch; throughput counts the images of every process over the training seconds (validation excluded).
 On a shared 2-core CPU the two processes compete with everything else running, so expect well under 2x there; the
 numbers that matter for GPUs come from running it on GPUs (``--device cuda``).
@@ -32,7 +32,8 @@ def worker(args: argparse.Namespace) -> None:
     distributed.setup(args.device)
     dataset = load_npz(args.data)
     train = dataset.split("train")
-    train = train.subset(np.arange(min(args.rows, len(train))))
+    rows = np.random.default_rng(0).choice(len(train), min(args.rows, len(train)), replace=False)
+    train = train.subset(np.sort(rows))
     val = dataset.split("val")
     config = TrainConfig(model=args.model, epochs=args.epochs, patience=args.epochs, batch_size=args.batch_size,
                          lr=1e-3, bf16=False, device=args.device, progress=False, augment="flip")
@@ -48,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA / "kermany_pneumonia" / "kermany_pneumonia_64.npz"))
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--rows", type=int, default=1024, help="training images (the first ones of the train split)")
+    parser.add_argument("--rows", type=int, default=1024, help="training images (a seeded random subset)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64, help="global batch, split over the processes")
     parser.add_argument("--device", default="cpu")
