@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Callable
 
-from cxrgan.errors import CxrganError
+from cxrgan import distributed
+from cxrgan.errors import CxrganError, RankAgreedError
 
 Command = Callable[[argparse.Namespace], None]
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Command, str]] = {}
@@ -34,25 +36,51 @@ def add_train_flags(parser: argparse.ArgumentParser, model: str = "resnet18") ->
     group.add_argument("--batch-size", type=int, default=64)
     group.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default %(default)s)")
     group.add_argument("--patience", type=int, default=3, help="early-stopping patience on val AUC")
-    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                       help="bf16 autocast or fp32; auto = bf16 where the device runs it natively (default)")
+    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                       help="autocast precision; auto (default) = bf16 where the device runs it natively, else fp16 "
+                            "with a gradient scaler on CUDA, else fp32")
     group.add_argument("--augment", default="flip", choices=["none", "flip", "flip-affine"],
                        help="on-the-fly augmentation of training batches (default %(default)s)")
     group.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"],
                        help="learning-rate schedule (default %(default)s)")
     group.add_argument("--weights", default=None, help="local pretrained weights file (default: from scratch)")
     group.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    group.add_argument("--data-workers", type=int, default=0,
+                       help="processes reading training batches from the data file (default 0: the training process)")
+    group.add_argument("--no-sync-bn", action="store_true",
+                       help="under torchrun, BatchNorm statistics per process instead of over the global batch")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def train_config(args: argparse.Namespace):
     from cxrgan.classify import TrainConfig
-    from cxrgan.device import resolve_precision
+    from cxrgan.device import resolve_amp
 
+    amp = resolve_amp(args.precision, args.device)
     return TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       patience=args.patience, bf16=resolve_precision(args.precision, args.device), device=args.device,
+                       patience=args.patience, bf16=amp == "bf16", fp16=amp == "fp16", device=args.device,
                        augment=args.augment, lr_schedule=args.lr_schedule, weights_path=args.weights,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, data_workers=args.data_workers,
+                       sync_batchnorm=not args.no_sync_bn)
+
+
+def add_grid_flags(parser: argparse.ArgumentParser) -> None:
+    """``--shard`` and ``--workers``: how a run's cells are spread over machines and local processes."""
+    group = parser.add_argument_group("spreading the cells")
+    group.add_argument("--shard", default=None, metavar="K/N",
+                       help="run the K-th of N disjoint subsets of the cells into the shared run directory "
+                            "OUT/<run>-shared (or --resume RUN_DIR); each machine or job runs one shard")
+    group.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="run the cells in N local processes, each with a slice of the cores or one GPU")
+
+
+def grid_options(args: argparse.Namespace) -> dict:
+    """``shard`` and ``workers`` arguments of ``run_recipe`` from the flags."""
+    from cxrgan.recipes.engine import Shard
+
+    if args.workers < 1:
+        raise CxrganError(f"--workers {args.workers}: must be at least 1")
+    return {"shard": Shard.parse(args.shard) if args.shard else None, "workers": args.workers}
 
 
 def add_generator_flags(parser: argparse.ArgumentParser, generator: str = "dcgan") -> None:
@@ -111,6 +139,7 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
     add_external_flags(parser, default_note="none")
     parser.add_argument("--dry-run", action="store_true",
                         help="check data and config, print the grid and an estimated wall time, train nothing")
+    add_grid_flags(parser)
     add_train_flags(parser)
 
 
@@ -148,7 +177,7 @@ def _compare(args: argparse.Namespace) -> None:
         allow_patient_overlap=args.allow_patient_overlap, **external_sites(args),
     )
     run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
-                progress=not args.no_progress)
+                progress=not args.no_progress, **grid_options(args))
 
 
 # ---- data ----------------------------------------------------------------------------------------------------
@@ -219,6 +248,8 @@ def _train_gan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                         help="continue the latest run of --method in --out, or RUN_DIR")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-sync-bn", action="store_true",
+                        help="under torchrun, BatchNorm statistics per process instead of over the global batch")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -232,7 +263,8 @@ def _train_gan(args: argparse.Namespace) -> None:
     fields = {"batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf, "d_norm": args.d_norm, "loss": args.loss,
               "diffaugment": args.diffaugment, "ema_decay": args.ema_decay, "bf16": args.bf16,
               "quality_every": args.quality_every, "target": args.target}
-    fixed = {"seed": args.seed, **({"progress": False} if args.no_progress else {})}
+    fixed = {"seed": args.seed, **({"progress": False} if args.no_progress else {}),
+             **({"sync_batchnorm": False} if args.no_sync_bn else {})}
     fixed.update({k: v for k, v in fields.items() if v is not None})
     config = cls.resolve_config(GeneratorSettings(args.gan_steps, args.gan_width, args.full), **fixed)
     run_dir = train_gan(args.method, args.data, args.out, config, device=resolve_device(args.device),
@@ -337,12 +369,28 @@ def _report(args: argparse.Namespace) -> None:
         print(f"wrote {write_report(run_dir)}")  # a generator run or an audit folder
 
 
+def _run_cells_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a compare or recipe run directory")
+    parser.add_argument("--worker", default="1/1", metavar="K/N", help="this worker's number, for its log lines")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+@command("run-cells", "run the cells of RUN_DIR that no other process has claimed (the workers of --workers)",
+         flags=_run_cells_flags)
+def _run_cells(args: argparse.Namespace) -> None:
+    from cxrgan.recipes.engine import recipe_from_run, run_recipe
+
+    run_recipe(recipe_from_run(args.run_dir), out=None, resume_dir=args.run_dir, progress=not args.no_progress,
+               report=False, tag=f"worker {args.worker}: ")
+
+
 # ---- entry point ---------------------------------------------------------------------------------------------
 class Parser(argparse.ArgumentParser):
     """argparse with the one error line every cxrgan error has (its default prints the whole usage first)."""
 
     def error(self, message: str):
-        self.exit(2, f"cxrgan: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"cxrgan: error: {self.prog}: {message} (see {self.prog} --help)\n"
+                  if distributed.env_rank() == 0 else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,19 +414,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Under torchrun every process runs it; rank 0 alone prints results and the errors that every
+    process raised alike, another rank prints only an error of its own (prefixed with its rank)."""
     args = build_parser().parse_args(argv)
+    rank = distributed.env_rank() if distributed.launched_by_torchrun() else 0
+    prefix = f"process {rank}: " if rank else ""
+    stdout = sys.stdout
     try:
+        if rank:
+            sys.stdout = open(os.devnull, "w")
+        distributed.setup(getattr(args, "device", "auto"))
         args.run(args)
+    except RankAgreedError as exc:
+        if rank == 0:
+            print(f"cxrgan: error: {exc}", file=sys.stderr)
+        return 2
     except CxrganError as exc:
-        print(f"cxrgan: error: {exc}", file=sys.stderr)
+        print(f"cxrgan: error: {prefix}{exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path the user gave cannot be read or written: one line, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"cxrgan: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"cxrgan: error: {prefix}{where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cxrgan: interrupted; rerun with --resume RUN_DIR to continue", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
+        if sys.stdout is not stdout:
+            sys.stdout.close()
+            sys.stdout = stdout
     return 0
 
 

@@ -22,11 +22,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked (CPU and CUDA both support it); a no-op context otherwise."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+def autocast(device: torch.device, bf16: bool, fp16: bool = False) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked (CPU and CUDA both support it), fp16 autocast (CUDA, with a gradient scaler in the
+    training loop); a no-op context otherwise."""
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if fp16:
+        return torch.autocast(device_type=device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:
@@ -41,10 +44,27 @@ def bf16_supported(device: torch.device | str = "cpu") -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: str = "auto") -> bool:
-    """``--precision``: "bf16", "fp32", or "auto" (bf16 where it runs natively) -> use bf16 autocast or not."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise CxrganError(f"--precision {precision!r}: expected auto, bf16 or fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def resolve_amp(precision: str, device: str = "auto") -> str:
+    """``--precision`` -> the autocast a run uses: "bf16", "fp16" or "fp32".
+
+    "auto" is bf16 where it runs natively (a CUDA device with bf16 units, or a CPU with AVX512-BF16 / AMX); on a
+    CUDA device without bf16 it is fp16 with a gradient scaler (Micikevicius et al. 2018, "Mixed Precision
+    Training"); elsewhere fp32. fp16 is refused off CUDA (CPU fp16 autocast is slow and needs no scaler)."""
+    if precision not in PRECISIONS:
+        raise CxrganError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    resolved = resolve_device(device)
     if precision == "auto":
-        return bf16_supported(resolve_device(device))
-    return precision == "bf16"
+        if bf16_supported(resolved):
+            return "bf16"
+        return "fp16" if resolved.type == "cuda" else "fp32"
+    if precision == "fp16" and resolved.type != "cuda":
+        raise CxrganError(f"--precision fp16 needs a CUDA device (--device {device} is {resolved.type}); use bf16 or fp32")
+    return precision
+
+
+def resolve_precision(precision: str, device: str = "auto") -> bool:
+    """``--precision`` -> use bf16 autocast or not (see :func:`resolve_amp`)."""
+    return resolve_amp(precision, device) == "bf16"

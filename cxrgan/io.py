@@ -37,13 +37,13 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     removed = []
     for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = candidate.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
+        if pid.isdigit() and not process_exists(int(pid)):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -51,6 +51,27 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def create_exclusive(path: str | os.PathLike, text: str) -> bool:
+    """Create ``path`` holding ``text`` unless it exists; True when this call created it.
+
+    The text is written to a temporary file first and linked into place: ``link`` fails when the name exists and
+    is atomic on local and network file systems, so no process ever sees the file empty or half written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(tmp)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

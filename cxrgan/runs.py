@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from cxrgan.errors import CxrganError
-from cxrgan.io import write_json
+from cxrgan.io import create_exclusive, write_json
 
 _RUN_NAME = re.compile(r"^(\d{5})-")
 
 # Settings that change how a run is shown or where it computes, never what it computes: they may differ between
 # a run and its resumption. Matched on the last component of a dotted field path (``train.progress``).
-COSMETIC_FIELDS = frozenset({"progress", "device", "eval_batch_size", "workers"})
+COSMETIC_FIELDS = frozenset({"progress", "device", "eval_batch_size", "workers", "data_workers", "sync_batchnorm"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
 
@@ -38,12 +38,16 @@ def check_output_folder(out: str | Path) -> Path:
     return out
 
 
+def run_slug(description: str) -> str:
+    """``description`` as a file-safe folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", description).strip("_") or "run"
+
+
 def new_run_dir(out: str | Path, description: str) -> Path:
     """Create ``out/NNNNN-description`` with the next free number (StyleGAN2-ADA's layout)."""
     out = check_output_folder(out)
     numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_NAME.match(p.name))]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", description).strip("_") or "run"
-    run_dir = out / f"{max(numbers, default=-1) + 1:05d}-{slug}"
+    run_dir = out / f"{max(numbers, default=-1) + 1:05d}-{run_slug(description)}"
     run_dir.mkdir()
     return run_dir
 
@@ -84,21 +88,37 @@ def write_config(run_dir: Path, config: Any, kind: str) -> None:
 
     Cosmetic settings (progress bars, device) may change, and a run may add methods (rows) to its ``methods``,
     keeping every earlier one; the file then holds the newest config. Any other change is refused with the field
-    names and both values.
+    names and both values. A setting added to the config class since the run began counts as having had its default
+    value. The first writer creates the file exclusively, so processes starting one shared run together (shards)
+    never overwrite each other's settings unchecked.
     """
     record = {"kind": kind, "config": config_dict(config)}
     path = Path(run_dir) / "config.json"
-    if path.exists():
-        existing = json.loads(path.read_text())
-        if existing == record:
-            return
+    if create_exclusive(path, _json_text(record)):
+        return
+    existing = json.loads(path.read_text())
+    if existing != record:
         if existing.get("kind") != kind:
             raise CxrganError(f"{run_dir}: is a {existing.get('kind')!r} run, cannot resume it as {kind!r}")
-        changes = config_changes(existing.get("config", {}), record["config"])
+        changes = config_changes(_with_defaults(existing.get("config", {}), config), record["config"])
         if changes:
             raise CxrganError(f"{path}: this run was started with other settings ({'; '.join(changes)}); resume "
                               "with the same flags (more --methods may be added) or start a new run")
-    write_json(path, record)
+        write_json(path, record)
+
+
+def _json_text(record: dict) -> str:
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def _with_defaults(old: dict, config: Any) -> dict:
+    """``old`` (a stored config) with the fields its class gained since at their defaults; as stored otherwise."""
+    if not dataclasses.is_dataclass(config):
+        return old
+    try:
+        return config_dict(from_dict(type(config), old))
+    except (CxrganError, TypeError, ValueError):  # a removed or renamed field: compare as stored
+        return old
 
 
 def read_config(run_dir: str | Path, kind: str | None = None) -> dict:

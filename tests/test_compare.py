@@ -56,8 +56,8 @@ def test_compare_runs_prints_table_and_is_reproducible(small_file, tmp_path, cap
 def test_resume_finishes_only_missing_runs(small_file, tmp_path, capsys):
     assert _compare(small_file, tmp_path) == 0
     run_dir = next(tmp_path.iterdir())
-    lines = (run_dir / "results.jsonl").read_text().splitlines()
-    (run_dir / "results.jsonl").write_text("\n".join(lines[:4]) + "\n")  # as if killed during the 5th run
+    for record in read_jsonl(run_dir / "results.jsonl")[4:]:  # as if killed during the 5th run
+        (run_dir / "records" / f"{record['cell']}.json").unlink()
     capsys.readouterr()
     assert _compare(small_file, tmp_path, "--resume", str(run_dir)) == 0
     assert _cells_run(capsys.readouterr().out) == 2  # only the two missing (method, seed) pairs ran

@@ -90,9 +90,15 @@ def flip_affine_tensor(
     """
     if images.ndim != 4 or not images.is_floating_point():
         raise CxrganError(f"expected an (N, C, H, W) float tensor, got {tuple(images.shape)} {images.dtype}")
-    theta = random_flip_affine_theta(
-        len(images), generator, flip_probability, max_rotation_deg, max_translation, scale_range
-    ).to(device=images.device, dtype=images.dtype)
+    theta = random_flip_affine_theta(len(images), generator, flip_probability, max_rotation_deg, max_translation,
+                                     scale_range)
+    return warp(images, theta)
+
+
+def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Warp an (N, C, H, W) float batch by (N, 2, 3) ``affine_grid`` matrices (``random_flip_affine_theta``):
+    bilinear, border pixels repeated outside the image."""
+    theta = theta.to(device=images.device, dtype=images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

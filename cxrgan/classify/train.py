@@ -1,10 +1,9 @@
 """One plain classifier training loop: a masked per-label loss, Adam, early stopping on validation AUC, atomic
-checkpoints, resume; optional long-tail settings (focal / LDAM loss, deferred re-weighting, logit adjustment,
-classifier re-training)."""
+checkpoints, resume, data-parallel under torchrun; optional long-tail settings (focal / LDAM loss, deferred
+re-weighting, logit adjustment, classifier re-training)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -13,12 +12,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from cxrgan.balance.augment import flip_affine_tensor
+from cxrgan import distributed
+from cxrgan.classify.augmentations import AUGMENTATIONS
+from cxrgan.classify.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint  # noqa: F401
 from cxrgan.classify.decoupled import class_aware_rows, reset_head
 from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
     build_loss,
@@ -31,25 +31,10 @@ from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from 
 from cxrgan.classify.networks import build_classifier
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
+from cxrgan.data.loader import batch_loader
+from cxrgan.data.transforms import uint8_tensor
 from cxrgan.device import autocast, resolve_device
-from cxrgan.errors import CxrganError
-from cxrgan.io import save_torch
-
-CHECKPOINT_VERSION = 1
-
-
-def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-# Batch augmentations: (N,1,H,W) float batch and the run's generator -> augmented batch.
-AUGMENTATIONS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
-    "none": lambda x, generator: x,
-    "flip": _random_flip,
-    "flip-affine": flip_affine_tensor,
-}
-
+from cxrgan.errors import CxrganError, RankAgreedError
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -80,6 +65,9 @@ class TrainConfig:
     label_counts: tuple[tuple[int, int], ...] | None = None  # per column (negatives, positives) for LDAM margins,
     #   DRW weights and priors; None = counted on the training rows
     crt_epochs: int = 0  # cRT: epochs retraining a fresh head, backbone frozen, on class-aware rows; 0 = off
+    fp16: bool = False  # fp16 autocast with a gradient scaler (CUDA devices without bf16); weights stay fp32
+    data_workers: int = 0  # processes reading training batches from the (memory-mapped) data; 0 = this process
+    sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics of the global batch (the one-process answer)
 
 
 @dataclass
@@ -90,7 +78,7 @@ class TrainResult:
     history: list[dict]  # one record per epoch: loss, val AUC, seconds
     best_epoch: int  # epoch (1-based) whose weights were kept
     best_val_auc: float  # its validation AUC (macro over labels)
-    images_per_second: float  # training throughput over all epochs
+    images_per_second: float  # training throughput over all epochs (all processes together)
 
 
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -106,16 +94,26 @@ def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: CXRDataset, device: torch.device | str = "cpu", batch_size: int = 256,
-            bf16: bool = False) -> np.ndarray:
-    """Sigmoid probabilities (N, K) for every row, in order."""
+            bf16: bool = False, shared: bool = False, fp16: bool = False) -> np.ndarray:
+    """Sigmoid probabilities (N, K) for every row, in order.
+
+    ``shared``: under torchrun, every process scores its own block of rows and all receive every score (every
+    process must call it together); otherwise one process scores all rows."""
     device = torch.device(device)
     model.eval()
+    rows = range(len(dataset))
+    if shared and distributed.active():
+        block = -(-len(dataset) // distributed.world_size())
+        rows = range(min(len(dataset), distributed.rank() * block), min(len(dataset), (distributed.rank() + 1) * block))
     outputs = []
-    for start in range(0, len(dataset), batch_size):
-        x = _to_input(dataset.images[start:start + batch_size], device)
-        with autocast(device, bf16):
+    for start in range(rows.start, rows.stop, batch_size):
+        x = _to_input(dataset.images[start:min(start + batch_size, rows.stop)], device)
+        with autocast(device, bf16, fp16):
             outputs.append(torch.sigmoid(model(x).float()).cpu())
-    return torch.cat(outputs).numpy() if outputs else np.zeros((0, dataset.n_labels), np.float32)
+    scores = torch.cat(outputs).numpy() if outputs else np.zeros((0, dataset.n_labels), np.float32)
+    if shared and distributed.active():
+        scores = np.concatenate(distributed.gather_objects(scores))
+    return scores
 
 
 def check_train_config(config: TrainConfig) -> None:
@@ -136,7 +134,36 @@ def check_train_config(config: TrainConfig) -> None:
         raise CxrganError(f"--lr-schedule {config.lr_schedule!r}: unknown; use constant or cosine")
     if config.weights_path is not None and not Path(config.weights_path).is_file():
         raise CxrganError(f"--weights {config.weights_path}: no such file")
+    if config.data_workers < 0:
+        raise CxrganError(f"--data-workers {config.data_workers}: out of range")
+    if config.bf16 and config.fp16:
+        raise CxrganError("bf16 and fp16 autocast exclude each other; choose one --precision")
+    if config.fp16 and resolve_device(config.device).type != "cuda":
+        raise CxrganError(f"--precision fp16 needs a CUDA device, not --device {config.device}")
     resolve_device(config.device)
+    check_world_size(None, config.batch_size, distributed.world_size())
+
+
+def check_world_size(train: CXRDataset | None, batch_size: int, world: int) -> None:
+    """Refuse more processes than rows of a global batch allow (each needs two, for BatchNorm), or than training
+    rows of a class (not every process could see a row of every class)."""
+    if world < 2:
+        return
+    if batch_size < 2 * world:
+        raise RankAgreedError(f"--batch-size {batch_size}: each of the {world} processes needs at least 2 rows of "
+                              f"every batch (BatchNorm); use a batch of at least {2 * world} or fewer processes")
+    if train is None:
+        return
+    if train.is_binary:
+        y = train.labels[:, 0]
+        counts = {name: int((y == value).sum()) for value, name in enumerate(train.display_names())}
+    else:
+        counts = {"rows": len(train)}
+    short = {name: n for name, n in counts.items() if n < world}
+    if short:
+        name, n = next(iter(short.items()))
+        raise RankAgreedError(f"{world} processes (--nproc_per_node x nodes) but the training split has only {n} "
+                              f"{name!r} row(s); use at most {n} processes, or more training data")
 
 
 def train_classifier(
@@ -151,7 +178,11 @@ def train_classifier(
     """Train ``config.model`` on ``train`` and keep the weights with the best validation AUC.
 
     Randomness (initial weights, batch order, flips) comes only from ``seed``; the global RNG is left as found.
-    Under ``torchrun`` each process takes its share of every epoch's batches and gradients are averaged (DDP).
+    Under ``torchrun`` (data parallel, DistributedDataParallel) every process draws the same batch order and
+    augmentation parameters, takes every ``world``-th row of each global batch of ``config.batch_size`` rows, and
+    weights its loss by its share of the batch's known labels, so the averaged gradient is the gradient of the
+    global batch; with ``sync_batchnorm`` BatchNorm also sees the global batch, and the run matches one process up
+    to floating-point summation order. Validation rows are scored in shares; rank 0 writes the checkpoints.
 
     Long-tail settings (see :class:`TrainConfig` and :mod:`cxrgan.classify.losses`):
 
@@ -184,6 +215,8 @@ def train_classifier(
     if config.drw_start_epoch > config.epochs:
         raise CxrganError(f"drw: start epoch {config.drw_start_epoch} is after the last epoch {config.epochs}")
     device = resolve_device(config.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    check_world_size(train, config.batch_size, world)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # inside fork_rng: seeds initial weights without touching the caller's RNG
         model = build_classifier(config.model, train.n_labels, config.weights_path)
@@ -192,30 +225,33 @@ def train_classifier(
     counts = _label_counts(train, config)
     loss_fn = build_loss(config, counts)
     model = model.to(device, memory_format=torch.channels_last)
+    if world > 1 and config.sync_batchnorm:
+        model = distributed.convert_batchnorm(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    scheduler = _lr_scheduler(optimizer, config, config.epochs * _steps_per_epoch(len(train), world, config))
+    scheduler = _lr_scheduler(optimizer, config, config.epochs * _steps_per_epoch(len(train), config))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)
     generator = torch.Generator().manual_seed(seed)
     state = {"epoch": 0, "best_val_auc": -math.inf, "best_epoch": 0, "best_model": None, "history": []}
     if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
-        state = _load_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, config)
+        state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config)
 
-    step_model = nn.parallel.DistributedDataParallel(model) if distributed else model
+    step_model = _data_parallel(model, device)
     class_weights = torch.from_numpy(train.class_weights).to(device) if train.class_weights is not None else None
     reweighted = torch.from_numpy(drw_weights(counts, config.drw_beta)).to(device)
     first_kept = max(1, config.drw_start_epoch)
     timing = {"seconds": 0.0, "images": 0}
+    steps = Steps(optimizer, scheduler, scaler, loss_fn, config, device, generator)
 
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
             break
         drw = 0 < config.drw_start_epoch <= epoch
         step_model.train()
-        order = torch.randperm(len(train), generator=generator)[rank::world]
-        stats = _train_epoch(step_model, optimizer, scheduler, loss_fn, reweighted if drw else class_weights,
-                             train, order, config, device, generator, rank, timing, f"epoch {epoch}")
-        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16))
+        order = torch.randperm(len(train), generator=generator)
+        stats = _train_epoch(step_model, steps, reweighted if drw else class_weights, train, order, timing,
+                             f"epoch {epoch}")
+        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16, shared=True,
+                                                fp16=config.fp16))
         record = {"epoch": epoch, "train_loss": stats["train_loss"], "val_auc": val_auc, "seconds": stats["seconds"]}
         if drw:
             record["stage"] = "drw"
@@ -225,7 +261,7 @@ def train_classifier(
                          best_model={k: v.detach().clone() for k, v in model.state_dict().items()})
         state["epoch"] = epoch
         if checkpoint_path is not None and rank == 0:
-            _save_checkpoint(checkpoint_path, model, optimizer, scheduler, generator, config, state)
+            save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config, state)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
 
@@ -234,8 +270,7 @@ def train_classifier(
     best_epoch, best_val_auc, history = state["best_epoch"], float(state["best_val_auc"]), list(state["history"])
     if config.crt_epochs:
         records, best_epoch, best_val_auc = _retrain_head(model, train, val, config, loss_fn, class_weights,
-                                                          generator, device, distributed, rank, timing,
-                                                          state["epoch"], on_epoch)
+                                                          generator, device, scaler, timing, state["epoch"], on_epoch)
         history += records
     if config.logit_adjust == "posthoc":
         with torch.no_grad():
@@ -251,36 +286,67 @@ def train_classifier(
     )
 
 
-def _train_epoch(step_model: nn.Module, optimizer, scheduler, loss_fn, class_weights: torch.Tensor | None,
-                 train: CXRDataset, order: torch.Tensor, config: TrainConfig, device: torch.device,
-                 generator: torch.Generator, rank: int, timing: dict, desc: str) -> dict:
-    """One pass over the rows in ``order`` (the model already in train mode); returns loss and seconds."""
-    started, total_loss, n_batches = time.perf_counter(), 0.0, 0
-    batches = range(0, len(order), config.batch_size)
-    for start in tqdm(batches, desc=desc, disable=not config.progress or rank != 0, leave=False):
-        index = np.sort(order[start:start + config.batch_size].numpy())  # sorted: sequential memmap reads
-        if len(index) < 2:  # BatchNorm cannot train on a single image
-            continue
-        x = AUGMENTATIONS[config.augment](_to_input(train.images[index], device), generator)
-        y = torch.from_numpy(train.labels[index]).to(device)
-        with autocast(device, config.bf16):
+@dataclass
+class Steps:
+    """What every optimisation step of a run uses (optimiser, schedule, gradient scaler, loss, RNG)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable[..., torch.Tensor]
+    config: TrainConfig
+    device: torch.device
+    generator: torch.Generator
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel under torchrun (gradients averaged over processes)."""
+    if not distributed.active():
+        return model
+    ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _train_epoch(step_model: nn.Module, steps: Steps, class_weights: torch.Tensor | None, train: CXRDataset,
+                 order: torch.Tensor, timing: dict, desc: str) -> dict:
+    """One pass over the rows in ``order`` in global batches (the model already in train mode): this process
+    trains on every ``world``-th row of each; returns the global mean loss and the seconds."""
+    config, device, generator = steps.config, steps.device, steps.generator
+    rank, world = distributed.rank(), distributed.world_size()
+    batches = [np.sort(order[start:start + config.batch_size].numpy())  # sorted: sequential reads of the file
+               for start in range(0, len(order), config.batch_size)]
+    batches = [b for b in batches if len(b) >= 2 * world]  # BatchNorm cannot train on one image per process
+    augmentation = AUGMENTATIONS[config.augment]
+    started, total_loss = time.perf_counter(), 0.0
+    loader = batch_loader(train.images, train.labels, [b[rank::world] for b in batches], config.data_workers,
+                          pin_memory=device.type == "cuda")
+    for batch in tqdm(batches, desc=desc, disable=not config.progress or rank != 0, leave=False):
+        images, labels = next(loader)
+        params = augmentation.draw(len(batch), generator)  # for the global batch, in one draw
+        x = augmentation.apply(_to_input(images, device), None if params is None else params[rank::world])
+        y = labels.to(device, non_blocking=True)
+        with autocast(device, config.bf16, config.fp16):
             logits = step_model(x)
-        loss = loss_fn(logits, y, class_weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total_loss += loss.item()
-        n_batches += 1
-        timing["images"] += len(index)
+        loss = steps.loss_fn(logits, y, class_weights)
+        if world > 1:  # this process's share of the batch's known labels: the averaged gradient is the global one
+            known = ~np.isnan(train.labels[batch])
+            loss = loss * (float(known[rank::world].sum()) * world / max(float(known.sum()), 1.0))
+        steps.optimizer.zero_grad(set_to_none=True)
+        steps.scaler.scale(loss).backward()
+        steps.scaler.step(steps.optimizer)
+        steps.scaler.update()
+        steps.scheduler.step()
+        total_loss += loss.item() / world
+        timing["images"] += len(batch)
     seconds = time.perf_counter() - started
     timing["seconds"] += seconds
-    return {"train_loss": total_loss / max(n_batches, 1), "seconds": round(seconds, 3)}
+    total_loss = distributed.all_sum([total_loss])[0]
+    return {"train_loss": total_loss / max(len(batches), 1), "seconds": round(seconds, 3)}
 
 
 def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: TrainConfig, loss_fn,
                   class_weights: torch.Tensor | None, generator: torch.Generator, device: torch.device,
-                  distributed: bool, rank: int, timing: dict, last_epoch: int,
+                  scaler: torch.amp.GradScaler, timing: dict, last_epoch: int,
                   on_epoch: Callable[[dict], None] | None) -> tuple[list[dict], int, float]:
     """cRT's second stage (Kang et al. 2020): a fresh head on class-aware rows, backbone frozen; keeps the best head.
 
@@ -288,26 +354,26 @@ def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: 
     """
     head_parameters = reset_head(model, generator)
     optimizer = torch.optim.Adam(head_parameters, lr=config.lr, weight_decay=config.weight_decay)
-    world = dist.get_world_size() if distributed else 1
-    scheduler = _lr_scheduler(optimizer, config, config.crt_epochs * _steps_per_epoch(len(train), world, config))
-    step_model = nn.parallel.DistributedDataParallel(model) if distributed else model
+    scheduler = _lr_scheduler(optimizer, config, config.crt_epochs * _steps_per_epoch(len(train), config))
+    step_model = _data_parallel(model, device)
+    steps = Steps(optimizer, scheduler, scaler, loss_fn, config, device, generator)
     history, best = [], {"epoch": 0, "val_auc": -math.inf, "head": None}
     for epoch in range(last_epoch + 1, last_epoch + config.crt_epochs + 1):
         if best["epoch"] > 0 and epoch - best["epoch"] > config.patience:
             break
         step_model.train()
         model.features.eval()  # frozen BatchNorm statistics: the backbone must not change at all
-        order = torch.from_numpy(class_aware_rows(train.labels, len(train), generator))[rank::world]
-        stats = _train_epoch(step_model, optimizer, scheduler, loss_fn, class_weights, train, order, config,
-                             device, generator, rank, timing, f"crt epoch {epoch}")
-        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16))
+        order = torch.from_numpy(class_aware_rows(train.labels, len(train), generator))
+        stats = _train_epoch(step_model, steps, class_weights, train, order, timing, f"crt epoch {epoch}")
+        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16, shared=True,
+                                                fp16=config.fp16))
         record = {"epoch": epoch, "train_loss": stats["train_loss"], "val_auc": val_auc, "seconds": stats["seconds"],
                   "stage": "crt"}
         history.append(record)
         if val_auc > best["val_auc"]:
             best.update(epoch=epoch, val_auc=val_auc,
                         head={k: v.detach().clone() for k, v in model.head.state_dict().items()})
-        if on_epoch is not None and rank == 0:
+        if on_epoch is not None and distributed.is_main():
             on_epoch(record)
     if best["head"] is not None:
         model.head.load_state_dict(best["head"])
@@ -316,8 +382,8 @@ def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: 
     return history, best["epoch"], float(best["val_auc"])
 
 
-def _steps_per_epoch(n_rows: int, world: int, config: TrainConfig) -> int:
-    return math.ceil(math.ceil(n_rows / world) / config.batch_size)
+def _steps_per_epoch(n_rows: int, config: TrainConfig) -> int:
+    return math.ceil(n_rows / config.batch_size)
 
 
 def _lr_scheduler(optimizer, config: TrainConfig, total_steps: int):
@@ -338,9 +404,11 @@ def _label_counts(train: CXRDataset, config: TrainConfig) -> np.ndarray:
     return counts
 
 
-def _to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (N,H,W) -> float (N,1,H,W) in [-1, 1], channels_last (the faster conv layout on CPU)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(127.5).sub_(1.0)
+def _to_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N,H,W) -> float (N,1,H,W) in [-1, 1], channels_last (the faster conv layout on CPU and GPU)."""
+    if isinstance(images, np.ndarray):
+        images = uint8_tensor(images)
+    x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(127.5).sub_(1.0)
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -355,31 +423,3 @@ def _check_trainable(train: CXRDataset, val: CXRDataset) -> None:
             raise CxrganError(f"the training split has only class value(s) {sorted(values)} of {name!r}")
     if len(train) < 2:
         raise CxrganError(f"the training split has {len(train)} row(s); at least 2 are needed")
-
-
-def _save_checkpoint(path, model, optimizer, scheduler, generator, config: TrainConfig, state: dict) -> None:
-    save_torch(path, {
-        "format_version": CHECKPOINT_VERSION,
-        "kind": "classifier",
-        "config": dataclasses.asdict(config),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": generator.get_state(),
-        **state,
-    })
-
-
-def _load_checkpoint(path, model, optimizer, scheduler, generator, config: TrainConfig) -> dict:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("kind") != "classifier" or checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise CxrganError(f"{path}: not a cxrgan classifier checkpoint (version {CHECKPOINT_VERSION})")
-    if checkpoint["config"] != dataclasses.asdict(config):
-        changed = sorted(k for k, v in dataclasses.asdict(config).items() if checkpoint["config"].get(k) != v)
-        raise CxrganError(f"{path}: checkpoint was written with a different config (fields {changed}); "
-                          "use a new output directory")
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
-    generator.set_state(checkpoint["rng"])
-    return {k: checkpoint[k] for k in ("epoch", "best_val_auc", "best_epoch", "best_model", "history")}

@@ -16,8 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrgan.data.dataset import CXRDataset
-from cxrgan.data.images import load_many
+from cxrgan.data.dataset import CXRDataset, SourceRows
 from cxrgan.data.labels import apply_uncertainty_policy
 from cxrgan.data.nih import MISSING_POLICIES, read_csv_checked
 from cxrgan.data.splits import RandomState, assign_splits, resplit_rows
@@ -114,9 +113,27 @@ def load_chexpert_raw(
     progress: bool = False,
 ) -> tuple[CXRDataset, np.ndarray]:
     """Like :func:`load_chexpert` but also return the raw (N, 14) findings (1 / 0 / -1 / NaN), row-aligned."""
+    rows = chexpert_rows(src, uncertainty, blank, frontal_only, views, val_fraction, fractions, random_state, missing)
+    return rows.decode(size, workers=workers, progress=progress, desc="decoding CheXpert"), rows.raw_findings
+
+
+def chexpert_rows(
+    src: str | os.PathLike,
+    uncertainty: str = "ignore",
+    blank: str = "zero",
+    frontal_only: bool = True,
+    views: Sequence[str] | None = ("AP", "PA"),
+    val_fraction: float = 0.1,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    random_state: RandomState = 0,
+    missing: str = "error",
+) -> SourceRows:
+    """CheXpert's rows -- image files, findings under the policy, raw findings, metadata and splits -- without
+    reading any image, grouped by split (train, val, test), CSV order within each (arguments as in
+    :func:`load_chexpert`)."""
     if missing not in MISSING_POLICIES:
         raise CxrganError(f"unknown missing-image policy {missing!r}; expected one of {list(MISSING_POLICIES)}")
-    apply_uncertainty_policy(np.zeros(1), uncertainty, blank)  # reject a bad policy before any decoding
+    apply_uncertainty_policy(np.zeros(1), uncertainty, blank)  # reject a bad policy before anything else
     parts, raws, paths = [], [], []
     for role, csv_path in chexpert_tables(src).items():
         table, raw = read_chexpert_table(csv_path)
@@ -147,7 +164,6 @@ def load_chexpert_raw(
     table, raw = pd.concat(parts, ignore_index=True), np.concatenate(raws)
     if not len(table):
         raise CxrganError(f"{src}: no rows left after the view filters (frontal_only={frontal_only}, views={views})")
-    images = load_many(paths, size, workers=workers, progress=progress, desc="decoding CheXpert")
     ap_pa = table["AP/PA"].str.strip() if "AP/PA" in table else pd.Series("", index=table.index)
     meta = pd.DataFrame(
         {
@@ -163,9 +179,10 @@ def load_chexpert_raw(
     for column, key in (("Sex", "sex"), ("Age", "age")):
         if column in table:
             meta[key] = table[column].astype(str)
-    labels = apply_uncertainty_policy(raw, uncertainty, blank)
-    dataset = CXRDataset(images, labels, CHEXPERT_FINDINGS, meta)
-    return _chexpert_splits(dataset, raw, table["role"].to_numpy(), val_fraction, fractions, random_state), raw
+    rows = SourceRows(tuple(paths), apply_uncertainty_policy(raw, uncertainty, blank), CHEXPERT_FINDINGS, meta,
+                      raw_findings=raw)
+    split = _chexpert_splits(rows.stand_in(), raw, table["role"].to_numpy(), val_fraction, fractions, random_state)
+    return rows.with_meta(split.meta).grouped_by_split()
 
 
 def load_chexpert(
@@ -221,7 +238,7 @@ def _chexpert_splits(
     is_valid = role == "valid"
     meta = dataset.meta.copy()
     meta.loc[is_valid, "split"] = "test"
-    stand_in = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (len(dataset), 1, 1))
+    stand_in = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (len(dataset), 1, 1))  # splits never read pixels
     definite = CXRDataset(stand_in, (raw == 1).astype(np.float32), dataset.label_names, meta)
     if is_valid.any():
         definite = resplit_rows(definite, ~is_valid, (1.0 - val_fraction, val_fraction, 0.0), random_state)

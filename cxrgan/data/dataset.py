@@ -123,9 +123,14 @@ class CXRDataset:
                 raise CxrganError(f"boolean mask of length {len(index)} for {len(self)} rows")
             index = np.flatnonzero(index)
         index = index.astype(np.int64)
+        contiguous = len(index) > 0 and bool(np.all(np.diff(index) == 1))
+        if isinstance(self.images, np.memmap) and contiguous:
+            images = self.images[index[0]:index[-1] + 1]  # a run of rows of a mapped file stays on disk (lazy)
+        else:
+            images = np.ascontiguousarray(self.images[index])
         return replace(
             self,
-            images=np.ascontiguousarray(self.images[index]),
+            images=images,
             labels=self.labels[index],
             meta=self.meta.iloc[index].reset_index(drop=True),
         )
@@ -196,6 +201,49 @@ class CXRDataset:
                     row[f"{name}?"] = int(np.isnan(labels[:, j]).sum())
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True, eq=False)
+class SourceRows:
+    """A dataset before its pixels are read: one image file per row, labels and metadata (split included).
+
+    Loaders of file layouts (NIH, CheXpert) build these first; ``decode`` reads the images into a ``CXRDataset``
+    and ``cxrgan data prepare`` streams them into a compact file instead (``cxrgan.data.streamed``)."""
+
+    paths: tuple  # (N,) image files, in row order
+    labels: np.ndarray  # (N, K) float32, 1 / 0 / NaN (the uncertainty policy applied)
+    label_names: tuple[str, ...]
+    meta: pd.DataFrame  # N rows with patient_id, split, view, source, ...
+    class_names: tuple[str, str] | None = None
+    raw_findings: np.ndarray | None = None  # (N, K) as the source has them (CheXpert's -1 and blank), kept on disk
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def stand_in(self) -> CXRDataset:
+        """A dataset of these labels and metadata whose images are one shared zero pixel (for splitting by labels
+        and patients without decoding anything)."""
+        images = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (len(self), 1, 1))
+        return CXRDataset(images, self.labels, self.label_names, self.meta, self.class_names)
+
+    def with_meta(self, meta: pd.DataFrame) -> SourceRows:
+        return replace(self, meta=meta.reset_index(drop=True))
+
+    def grouped_by_split(self) -> SourceRows:
+        """The rows split by split (train, val, test), source order kept within each: in a file, every split is
+        then one contiguous run of rows, which stays on disk when selected (``CXRDataset.split``)."""
+        rank = self.meta["split"].map({name: i for i, name in enumerate(SPLITS)}).to_numpy()
+        order = np.argsort(rank, kind="stable")
+        return replace(self, paths=tuple(self.paths[i] for i in order), labels=self.labels[order],
+                       meta=self.meta.iloc[order].reset_index(drop=True),
+                       raw_findings=None if self.raw_findings is None else self.raw_findings[order])
+
+    def decode(self, size: int, workers: int = 1, progress: bool = False, desc: str = "decoding") -> CXRDataset:
+        """Every image decoded, centre-cropped and resized to ``size``, in memory."""
+        from cxrgan.data.images import load_many
+
+        images = load_many(list(self.paths), size, workers=workers, progress=progress, desc=desc)
+        return CXRDataset(images, self.labels, self.label_names, self.meta, self.class_names)
 
 
 def from_arrays(

@@ -14,8 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from cxrgan.data.dataset import CXRDataset
-from cxrgan.data.images import load_many
+from cxrgan.data.dataset import CXRDataset, SourceRows
 from cxrgan.data.splits import RandomState, assign_splits, resplit_rows
 from cxrgan.errors import CxrganError
 
@@ -101,7 +100,30 @@ def load_nih(
     workers: int = 1,
     progress: bool = False,
 ) -> CXRDataset:
-    """Load NIH ChestX-ray14 as a 14-column multi-label dataset.
+    """Load NIH ChestX-ray14 as a 14-column multi-label dataset (:func:`nih_rows`, then every image decoded).
+
+    Args:
+        root: folder holding ``Data_Entry_2017.csv`` and the PNG images (searched recursively).
+        size: output side in pixels (centre crop + area resize).
+        csv, views, val_fraction, fractions, random_state, missing: as in :func:`nih_rows`.
+        workers: decoding threads.
+        progress: show a progress bar.
+    """
+    rows = nih_rows(root, csv, views, val_fraction, fractions, random_state, missing)
+    return rows.decode(size, workers=workers, progress=progress, desc="decoding NIH")
+
+
+def nih_rows(
+    root: str | os.PathLike,
+    csv: str | os.PathLike | None = None,
+    views: Sequence[str] | None = None,
+    val_fraction: float = 0.1,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    random_state: RandomState = 0,
+    missing: str = "error",
+) -> SourceRows:
+    """NIH ChestX-ray14's rows -- image files, 14 findings, metadata and splits -- without reading any image; grouped
+    by split (train, val, test), CSV order within each.
 
     Splits: with ``train_val_list.txt`` and ``test_list.txt`` beside the CSV (the official patient-disjoint
     split), test is the official test list and ``val_fraction`` of the train_val patients become val;
@@ -109,15 +131,12 @@ def load_nih(
 
     Args:
         root: folder holding ``Data_Entry_2017.csv`` and the PNG images (searched recursively).
-        size: output side in pixels (centre crop + area resize).
         csv: the label table, default ``root/Data_Entry_2017.csv``.
         views: keep only these ``View Position`` values (e.g. ("PA",)); None keeps all.
         val_fraction: share of official train_val rows (by patient) that become val.
         fractions: train/val/test shares when there is no official split list.
         random_state: seed or generator for the patient-level splits.
         missing: "error" if a CSV row has no image file, or "skip" to drop such rows (a partial download).
-        workers: decoding threads.
-        progress: show a progress bar.
     """
     root = Path(root)
     csv_path = Path(csv) if csv is not None else root / NIH_CSV
@@ -141,8 +160,7 @@ def load_nih(
     if not keep.any():
         raise CxrganError(f"{csv_path}: no rows left with an image file under {root}")
     table, findings = table[keep].reset_index(drop=True), findings[keep]
-    paths = [index[name] for name in table["Image Index"].astype(str).str.strip()]
-    images = load_many(paths, size, workers=workers, progress=progress, desc="decoding NIH")
+    paths = tuple(index[name] for name in table["Image Index"].astype(str).str.strip())
     meta = pd.DataFrame(
         {
             "patient_id": table["patient_id"],
@@ -156,8 +174,9 @@ def load_nih(
     for column, key in (("Patient Age", "patient_age"), ("Patient Gender", "patient_gender")):
         if column in table:
             meta[key] = table[column].astype(str)
-    dataset = CXRDataset(images, findings, NIH_FINDINGS, meta)
-    return _nih_splits(dataset, csv_path.parent, val_fraction, fractions, random_state)
+    rows = SourceRows(paths, findings, NIH_FINDINGS, meta)
+    split = _nih_splits(rows.stand_in(), csv_path.parent, val_fraction, fractions, random_state)
+    return rows.with_meta(split.meta).grouped_by_split()
 
 
 def _nih_splits(

@@ -106,28 +106,36 @@ def save_npz(dataset: CXRDataset, path: str | os.PathLike, raw_findings: np.ndar
     A binary dataset is written as ``labels``; a multi-label one as ``findings`` (``raw_findings`` keeps
     uncertain -1 values when given) plus ``labels`` = any finding present. Written atomically.
     """
-    arrays: dict[str, np.ndarray] = {"images": np.ascontiguousarray(dataset.images)}
-    if dataset.is_binary:
-        y = dataset.labels[:, 0]
-        arrays["labels"] = np.where(np.isnan(y), -1, y).astype(np.int8)
-        arrays["label_names"] = np.array(dataset.class_names or ("negative", dataset.label_names[0]))
-    else:
-        findings = raw_findings if raw_findings is not None else dataset.labels
-        arrays["findings"] = np.asarray(findings, dtype=np.float32)
-        arrays["finding_names"] = np.array(dataset.label_names)
-        # "abnormal" = any positive finding; CheXpert's "No Finding" / "Support Devices" columns are not findings
-        columns = [j for j, n in enumerate(dataset.label_names) if n.lower() not in _NOT_ABNORMAL]
-        arrays["labels"] = (np.nan_to_num(dataset.labels[:, columns]) == 1).any(axis=1).astype(np.int8)
-        arrays["label_names"] = np.array(["normal", "abnormal"])
-    for column in dataset.meta.columns:
-        values = dataset.meta[column].to_numpy()
-        arrays[column] = values.astype(bool) if column == "synthetic" else values.astype(str)
+    arrays = {"images": np.ascontiguousarray(dataset.images),
+              **label_arrays(dataset.labels, dataset.label_names, dataset.class_names, dataset.meta, raw_findings)}
 
     def _write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
     return atomic_write(path, _write)
+
+
+def label_arrays(labels: np.ndarray, label_names: tuple[str, ...], class_names: tuple[str, str] | None,
+                 meta: pd.DataFrame, raw_findings: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every array of a compact file but ``images``: labels, their names and the metadata columns."""
+    arrays: dict[str, np.ndarray] = {}
+    if len(label_names) == 1:
+        y = labels[:, 0]
+        arrays["labels"] = np.where(np.isnan(y), -1, y).astype(np.int8)
+        arrays["label_names"] = np.array(class_names or ("negative", label_names[0]))
+    else:
+        findings = raw_findings if raw_findings is not None else labels
+        arrays["findings"] = np.asarray(findings, dtype=np.float32)
+        arrays["finding_names"] = np.array(label_names)
+        # "abnormal" = any positive finding; CheXpert's "No Finding" / "Support Devices" columns are not findings
+        columns = [j for j, n in enumerate(label_names) if n.lower() not in _NOT_ABNORMAL]
+        arrays["labels"] = (np.nan_to_num(labels[:, columns]) == 1).any(axis=1).astype(np.int8)
+        arrays["label_names"] = np.array(["normal", "abnormal"])
+    for column in meta.columns:
+        values = meta[column].to_numpy()
+        arrays[column] = values.astype(bool) if column == "synthetic" else values.astype(str)
+    return arrays
 
 
 def _memmap_member(path: Path, name: str) -> np.ndarray | None:

@@ -3,7 +3,9 @@
 Supported sources, detected in this order by what is at ``src`` (see :data:`LAYOUTS`): an official MedMNIST
 .npz, a compact .npz (re-sized), an NIH ChestX-ray14 folder or ``Data_Entry_2017.csv``, a CheXpert folder or
 CSV, and an image folder ``{train,val,test}/{CLASS}/*``. Images are centre-cropped to the short edge and
-area-resized; the output is written atomically, so a failure never leaves a file that looks complete.
+area-resized; the output is written atomically, so a failure never leaves a file that looks complete. The CSV
+layouts (NIH, CheXpert: up to hundreds of thousands of images) are streamed into the file, never held in memory,
+and a killed run resumes (:mod:`cxrgan.data.streamed`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from cxrgan.data.chexpert import chexpert_tables, is_chexpert_table, load_chexpert_raw
-from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.chexpert import chexpert_rows, chexpert_tables, is_chexpert_table
+from cxrgan.data.dataset import CXRDataset, SourceRows
 from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, find_split_dirs, list_image_folder, load_image_folder
 from cxrgan.data.images import resize_stack
 from cxrgan.data.medmnist import is_medmnist_file, load_medmnist
-from cxrgan.data.nih import NIH_CSV, is_nih_table, load_nih
+from cxrgan.data.nih import NIH_CSV, is_nih_table, nih_rows
 from cxrgan.data.npz import save_npz
 from cxrgan.data.splits import RandomState, assign_splits, resplit_rows
+from cxrgan.data.streamed import write_streamed
 from cxrgan.errors import CxrganError
 from cxrgan.io import atomic_write
 
@@ -116,24 +119,25 @@ def _write_compact(src: Path, size: int, out: Path, options: PrepareOptions) -> 
 def _write_nih(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
     root = _nih_root(src)
     csv = src if src.is_file() else None
-    dataset = load_nih(
-        root, size, csv=csv, views=options.views or None,
-        val_fraction=options.val_fraction, fractions=options.fractions, random_state=options.random_state,
-        missing=options.missing, workers=options.workers, progress=options.progress,
-    )
-    return _save_checked(dataset, src, out, options, raw_findings=dataset.labels)
+    rows = nih_rows(root, csv=csv, views=options.views or None, val_fraction=options.val_fraction,
+                    fractions=options.fractions, random_state=options.random_state, missing=options.missing)
+    return _stream_checked(rows, src, size, out, options)
 
 
 def _write_chexpert(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
     chexpert_tables(src)  # a clear error if the folder has no CSV
-    dataset, raw = load_chexpert_raw(
-        src, size, uncertainty="ignore", blank="ignore", frontal_only=options.frontal_only,
-        views=("AP", "PA") if options.views is None else (options.views or None),
-        val_fraction=options.val_fraction, fractions=options.fractions, random_state=options.random_state,
-        missing=options.missing, workers=options.workers, progress=options.progress,
-    )
-    # raw keeps -1 (uncertain) and NaN (blank): the policy is chosen at load time, load_npz(uncertainty=...)
-    return _save_checked(dataset, src, out, options, raw_findings=raw)
+    # raw findings keep -1 (uncertain) and NaN (blank): the policy is chosen at load time, load_npz(uncertainty=...)
+    rows = chexpert_rows(src, uncertainty="ignore", blank="ignore", frontal_only=options.frontal_only,
+                         views=("AP", "PA") if options.views is None else (options.views or None),
+                         val_fraction=options.val_fraction, fractions=options.fractions,
+                         random_state=options.random_state, missing=options.missing)
+    return _stream_checked(rows, src, size, out, options)
+
+
+def _stream_checked(rows: SourceRows, src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
+    """Refuse (or count) patients in several splits, then stream the images into the compact file."""
+    check_patient_disjoint(rows.stand_in().meta, str(src), allow=options.allow_patient_overlap)
+    return write_streamed(rows, size, out, workers=options.workers, progress=options.progress)
 
 
 def _write_image_folder(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:

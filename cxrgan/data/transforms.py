@@ -6,9 +6,15 @@ import numpy as np
 import torch
 
 
+def uint8_tensor(images: np.ndarray) -> torch.Tensor:
+    """A CPU tensor of uint8 images, sharing memory when it can; rows of a read-only memory map are copied (torch
+    tensors must be writable)."""
+    return torch.from_numpy(np.ascontiguousarray(images) if images.flags.writeable else np.array(images))
+
+
 def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """(N, H, W) uint8 -> (N, 1, H, W) float32 in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = uint8_tensor(images).to(device)
     return x.unsqueeze(1).float().div_(127.5).sub_(1.0)
 
 

@@ -26,6 +26,7 @@ from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.classify.train import macro_auc
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.data.images import resize_stack
+from cxrgan.data.transforms import uint8_tensor
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit_metrics import (
     frechet_distance,
@@ -76,7 +77,7 @@ def extract_features(model: nn.Module, images: np.ndarray, batch_size: int = 256
     model.eval()
     chunks = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+        x = uint8_tensor(images[start:start + batch_size]).to(device)
         x = x.unsqueeze(1).float().div(127.5).sub(1.0)
         chunks.append(model.features(x).float().mean(dim=(2, 3)).cpu().numpy())
     return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros((0, 0))

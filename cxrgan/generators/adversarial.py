@@ -13,6 +13,10 @@ The step is the standard alternating update of Goodfellow et al. (2014) written 
 
 DiffAugment (Zhao et al. 2020) is applied to real and fake images in both steps when the config names a policy and
 the run shows each training image at least ``diffaugment_min_passes`` times (steps x batch / rows).
+
+The networks work at a power-of-two side (:data:`~cxrgan.generators.blocks.SUPPORTED_SIZES`); images of another
+size (224 px, DenseNet's input) are resized to the next supported side for training and samples resized back
+(:func:`network_size`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ import torch
 from torch import nn
 
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.images import resize_stack
 from cxrgan.data.transforms import tensor_to_images
 from cxrgan.errors import CxrganError
 from cxrgan.generators.augment import diff_augment, parse_policy
 from cxrgan.generators.base import GenerativeModel
-from cxrgan.generators.blocks import NORMS, DCGANDiscriminator, DCGANGenerator, init_weights, recalibrate_batchnorm
+from cxrgan.generators.blocks import (NORMS, SUPPORTED_SIZES, DCGANDiscriminator, DCGANGenerator, init_weights,
+                                      recalibrate_batchnorm)
 from cxrgan.generators.losses import get_loss
 from cxrgan.generators.trainable import TrainableModel
 from cxrgan.generators.training import Batch, StepContext, Stream, TrainerConfig
@@ -65,6 +71,13 @@ class GANConfig(TrainerConfig):
         super().__post_init__()
         parse_policy(self.diffaugment)
         get_loss(self.loss)
+
+
+def network_size(image_size: int) -> int:
+    """The side G and D work at for images of ``image_size``: itself when supported, else the next supported side
+    above it (the largest below it past the last): 224 -> 256, 300 -> 256, 48 -> 64."""
+    above = [s for s in SUPPORTED_SIZES if s >= image_size]
+    return above[0] if above else SUPPORTED_SIZES[-1]
 
 
 class AdversarialModel(TrainableModel, GenerativeModel):
@@ -116,13 +129,21 @@ class AdversarialModel(TrainableModel, GenerativeModel):
     # ---- the loop's seam ------------------------------------------------------------------------------------------
     def _training_streams(self, dataset: CXRDataset) -> tuple[list[Stream], dict[str, Any]]:
         images, cond_labels, info = self._training_rows(dataset)
+        size = network_size(dataset.image_size)
+        if size != dataset.image_size:
+            images = resize_stack(np.asarray(images), size)
+            info["network_size"] = size
         cfg, n = self.config, len(images)
         passes = cfg.steps * min(cfg.batch_size, n) / n  # how often the run shows each training image
         info.update(n_train=int(n), diffaugment=cfg.diffaugment if passes >= cfg.diffaugment_min_passes else "")
         return [Stream(images, cond_labels)], info
 
+    @property
+    def _network_size(self) -> int:
+        return int(self.data_info_.get("network_size", self.data_info_["image_size"]))
+
     def _build_networks(self) -> nn.ModuleDict:
-        cfg, size = self.config, int(self.data_info_["image_size"])
+        cfg, size = self.config, self._network_size
         n_cond = self._n_conditioning()
         G = DCGANGenerator(size, cfg.z_dim, cfg.ngf, n_labels=n_cond, embed_dim=getattr(cfg, "embed_dim", 32))
         D = DCGANDiscriminator(size, cfg.ndf, cfg.d_norm, n_labels=n_cond)
@@ -189,12 +210,22 @@ class AdversarialModel(TrainableModel, GenerativeModel):
     # ---- interface --------------------------------------------------------------------------------------------------
     def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        images, out_labels = self._generate(n, labels, generator, batch_size)
+        size = int(self.data_info_["image_size"])
+        return (images if size == self._network_size else resize_stack(images, size)), out_labels
+
+    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray:
+        return self._generate(n, labels, generator)[0]  # at the side of the training rows they are scored against
+
+    def _generate(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
+                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` images at the networks' side and their (n, K) labels."""
         net = self.sampled("generator")
         if n < 0:
             raise CxrganError(f"cannot sample a negative number of images ({n})")
         generator = generator if generator is not None else torch.Generator().manual_seed(self.config.seed)
         cond, out_labels = self._sample_labels(n, labels, generator)
-        size = int(self.data_info_["image_size"])
+        size = self._network_size
         chunks = [np.zeros((0, size, size), np.uint8)]
         was_training = net.training
         net.eval()

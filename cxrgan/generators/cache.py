@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from cxrgan import distributed
+from cxrgan.claims import release, try_claim
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.generators.base import GENERATORS, GenerativeModel, image_fingerprint
@@ -24,6 +27,7 @@ from cxrgan.generators.settings import GeneratorSpec
 from cxrgan.generators.training import CHECKPOINT_NAME, STATUS_NAME, config_record, training_record
 
 CACHE_FOLDER = "gan"  # entries live in WORK_DIR/gan/<generator>-<key>
+CLAIM_NAME = "training.claim"  # held by the process training an entry
 
 
 def cache_key(spec: GeneratorSpec, dataset: CXRDataset) -> str:
@@ -42,9 +46,28 @@ def fit_or_load(spec: GeneratorSpec, dataset: CXRDataset, work_dir: str | Path |
                 step_hook: Callable[[int], None] | None = None) -> GenerativeModel:
     """The generator ``spec`` fitted on ``dataset`` (a training split): loaded when ``work_dir`` caches a finished
     entry for it, resumed when the entry was interrupted, trained and cached otherwise; trained in memory when
-    ``work_dir`` is None."""
-    run_dir = cache_dir(work_dir, spec, dataset) if work_dir is not None else None
-    return spec.build(device=device, run_dir=run_dir, step_hook=step_hook).fit(dataset, resume=run_dir is not None)
+    ``work_dir`` is None. Processes sharing ``work_dir`` (shards, workers) take turns on an entry: one trains it
+    while the others wait, then load it."""
+    if work_dir is None:
+        return spec.build(device=device, step_hook=step_hook).fit(dataset)
+    run_dir = cache_dir(work_dir, spec, dataset)
+    claim = run_dir / CLAIM_NAME
+    _wait_for(claim)
+    try:
+        return spec.build(device=device, run_dir=run_dir, step_hook=step_hook).fit(dataset, resume=True)
+    finally:
+        if distributed.is_main():
+            release(claim)
+
+
+def _wait_for(claim: Path, poll_seconds: float = 5.0) -> None:
+    """Hold ``claim`` (all processes of a torchrun job together), waiting while another process holds it."""
+    waiting = False
+    while (owner := distributed.on_main(lambda: try_claim(claim))) is not None:
+        if not waiting and distributed.is_main():
+            print(f"{claim.parent.name}: trained by {owner}; waiting for it", flush=True)
+        waiting = True
+        time.sleep(poll_seconds)
 
 
 def _status(folder: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrgan import distributed
 from cxrgan.data.dataset import from_arrays
 from cxrgan.data.npz import load_npz, save_npz
 from cxrgan.errors import CxrganError
@@ -57,8 +58,15 @@ def train_gan(method: str, data_path: str | Path, out_dir: str | Path, config: A
         raise CxrganError(f"method {method!r} takes a {cls.config_class.__name__}, got {type(config).__name__}")
     npz_target = npz_target or cls.data_target
     data_path = Path(data_path)
-    train_split = load_npz(data_path, target=npz_target).split("train")
-    out_dir = Path(out_dir)
+    train_split = distributed.agree(lambda: load_npz(data_path, target=npz_target).split("train"))
+    run_dir = distributed.on_main(lambda: _open_run(method, data_path, Path(out_dir), config, resume, npz_target))
+    cls(config, device=device, run_dir=run_dir).fit(train_split, resume=bool(resume))
+    return run_dir
+
+
+def _open_run(method: str, data_path: Path, out_dir: Path, config: Any, resume: bool | str | Path,
+              npz_target: str) -> Path:
+    """The run directory of ``train_gan`` (the latest ``method`` run, the given one, or a new one) with its config."""
     if resume is True:
         run_dir = _latest_run(out_dir, method)
     elif resume:
@@ -68,10 +76,9 @@ def train_gan(method: str, data_path: str | Path, out_dir: str | Path, config: A
     else:
         run_dir = new_run_dir(out_dir, f"{method}-{data_path.stem}")
     record = {"method": method, "data_path": str(data_path), "npz_target": npz_target, "generator": config_record(config)}
-    for name in cls.config_class.RUN_ONLY_FIELDS:  # may change when the run is resumed
+    for name in type(config).RUN_ONLY_FIELDS:  # may change when the run is resumed
         record["generator"].pop(name, None)
     write_config(run_dir, record, kind=f"gan-{method}")
-    cls(config, device=device, run_dir=run_dir).fit(train_split, resume=bool(resume))
     return run_dir
 
 

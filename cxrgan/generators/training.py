@@ -23,9 +23,13 @@ The loop owns everything else:
   model is kept (``best.pt``, and in memory) and is what ``fit`` leaves the model with;
 * sample grids and training curves (``artifacts.py``).
 
-Files are written by the main process only (rank 0 once ``torch.distributed`` is initialised). Under DDP a rank
-would take ``rows[rank::world_size]`` of every batch and the networks would be wrapped in
-DistributedDataParallel; nothing else here assumes a single process.
+Under torchrun the loop is data-parallel: every process draws the same batch rows and takes every ``world``-th of
+them; each optimiser averages its gradients over the processes right before its step (what DistributedDataParallel
+does, without its one-forward-per-backward assumption that a GAN step breaks); rank 0's buffers are copied to
+all after each step and the step statistics averaged, so every process holds the same model and takes the same
+decisions (divergence stop, best checkpoint). With ``sync_batchnorm`` BatchNorm normalises over the global batch.
+Each process draws its own noise from a per-step seed of the shared RNG, so a resumed run still retraces an
+uninterrupted one. Files are written by rank 0 only; the others wait for the last of them before going on.
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cxrgan import distributed
 from cxrgan.data.transforms import images_to_tensor
 from cxrgan.device import autocast
-from cxrgan.errors import CxrganError
+from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.generators.artifacts import save_grid, save_training_curves
 from cxrgan.generators.blocks import ema_update
 from cxrgan.generators.quality import FidelityScore
@@ -73,10 +78,12 @@ class TrainerConfig:
     divergence_patience: int = 200  # stop when the watched D loss stays below divergence_d_loss this many steps
     divergence_d_loss: float = 1e-3  # D loss under which D has won (G gets no gradient)
     progress: bool = True  # show a tqdm progress bar
+    sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics of the global batch (the one-process answer)
 
     # Fields that change neither the trained weights nor which checkpoint is kept: they may differ when a run is
-    # resumed and are left out of cache keys.
-    RUN_ONLY_FIELDS: ClassVar[frozenset[str]] = frozenset({"progress", "log_every", "checkpoint_every", "grid_every"})
+    # resumed and are left out of cache keys. How the work is spread over processes is one of them, like the device.
+    RUN_ONLY_FIELDS: ClassVar[frozenset[str]] = frozenset({"progress", "log_every", "checkpoint_every", "grid_every",
+                                                           "sync_batchnorm"})
     describes: ClassVar[str] = "training"  # names the settings in error messages
 
     def checks(self) -> dict[str, bool]:
@@ -110,8 +117,7 @@ def config_from_record(config_class: type, record: dict) -> Any:
 
 def is_main_process() -> bool:
     """True unless torch.distributed runs and this is not rank 0: only the main process writes files."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return not distributed or torch.distributed.get_rank() == 0
+    return distributed.is_main()
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,13 @@ class Trainer:
         largest = max(len(s.images) for s in streams)
         self.batch_size = min(self.config.batch_size, largest)
         self.steps_per_pass = largest // self.batch_size
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        if self.batch_size % self.world:
+            raise RankAgreedError(f"{model.name}: a batch of {self.batch_size} rows cannot be split evenly over "
+                                  f"{self.world} processes; use a batch size that is a multiple of {self.world} "
+                                  "(train-gan --batch-size) or fewer processes")
+        if self.world > 1 and self.config.sync_batchnorm:
+            distributed.convert_batchnorm(model.networks_, self.device)
         self.rng = torch.Generator().manual_seed(self.config.seed)
         self.optimizers = model.start_training()
         self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
@@ -220,13 +233,14 @@ class Trainer:
         return orders
 
     def batches(self, step: int) -> list[Batch]:
-        """The batch of every stream at ``step`` (rows sorted within a batch), on the device."""
+        """This process's share of the batch of every stream at ``step`` (rows sorted within a batch; every
+        ``world``-th of them under torchrun), on the device."""
         pass_index, within = divmod(step, self.steps_per_pass)
         if self._orders is None or self._orders[0] != pass_index:
             self._orders = (pass_index, self.pass_orders(pass_index))
         out = []
         for stream, order in zip(self.streams, self._orders[1]):
-            rows = np.sort(order[within * self.batch_size:(within + 1) * self.batch_size])
+            rows = np.sort(order[within * self.batch_size:(within + 1) * self.batch_size])[self.rank::self.world]
             images = images_to_tensor(stream.images[rows], self.device)
             if self.model.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -244,7 +258,13 @@ class Trainer:
             for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
                 group["lr"] = base * factor
         self.ctx.step = self.step
+        if self.world > 1:  # each process its own noise, from a seed the shared RNG draws for this step
+            step_seed = int(torch.randint(2 ** 62, (1,), generator=self.rng))
+            self.ctx.rng = torch.Generator().manual_seed(step_seed + self.rank)
         stats = model.train_step(batches, self.ctx)
+        if self.world > 1:  # one model on every process: rank 0's buffers, the statistics averaged
+            distributed.broadcast_buffers(model.networks_.values())
+            stats = dict(zip(stats, (v / self.world for v in distributed.all_sum(stats.values()))))
         if model.divergence_statistic is not None:
             self.low_d_steps = self.low_d_steps + 1 if stats[model.divergence_statistic] < cfg.divergence_d_loss else 0
             if self.low_d_steps >= cfg.divergence_patience:
@@ -274,9 +294,12 @@ class Trainer:
             self.restore(resume_from)
         self._forget_after(self.step)
         history: list[dict] = []
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.model.name, disable=not cfg.progress, leave=False)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.model.name, leave=False,
+                   disable=not cfg.progress or not distributed.is_main())
         self.model.networks_.train()
         started = time.perf_counter()
+        hooks = [distributed.average_gradients_before_step(optimizer)
+                 for optimizer in (self.optimizers.values() if self.world > 1 else ())]
         try:
             while self.step < cfg.steps:
                 stats = self.advance()
@@ -291,7 +314,7 @@ class Trainer:
                     history.append(record)
                     if self.writes:
                         append_jsonl(self.run_dir / METRICS_NAME, record)
-                if self.writes and cfg.grid_every and (step % cfg.grid_every == 0 or last):
+                if self.run_dir is not None and cfg.grid_every and (step % cfg.grid_every == 0 or last):
                     self._save_grid()
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
                     self.save_checkpoint()
@@ -299,10 +322,13 @@ class Trainer:
                     self.step_hook(step)
         finally:
             bar.close()
+            for hook in hooks:
+                hook.remove()
         self._finalize()
         self.save_checkpoint(done=True)
         if self.writes:
             self.model.save_artifacts(self.run_dir)
+        distributed.barrier()  # rank 0's files are complete before any process reads them
         return history
 
     def _take_means(self) -> dict[str, float]:
@@ -337,8 +363,8 @@ class Trainer:
         return self.best_state
 
     def _save_grid(self) -> None:
-        self._finalize()
-        preview = self.model.preview_images()
+        self._finalize()  # on every process: it may run the networks, which must stay alike everywhere
+        preview = self.model.preview_images() if self.writes else None
         if preview is not None:
             images, columns = preview
             save_grid(images, self.run_dir / "samples" / f"step{self.step:06d}.png", columns=columns)

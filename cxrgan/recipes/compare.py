@@ -18,7 +18,8 @@ import torch
 
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
-from cxrgan.classify.train import check_train_config
+from cxrgan import distributed
+from cxrgan.classify.train import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
@@ -160,6 +161,7 @@ class Compare(Recipe):
         check_methods(c.methods, c.baseline, c.seeds)
         check_train_config(c.train)
         self.train_, self.val_, self.test_ = prepare_splits(c)
+        check_world_size(self.train_, c.train.batch_size, distributed.world_size())
         if any(uses_generator(m) for m in c.methods) and self.train_.images.shape[1] != self.train_.images.shape[2]:
             raise CxrganError(f"{c.data}: images are {self.train_.images.shape[1]}x{self.train_.images.shape[2]}; "
                               "generator-backed methods need square images")
@@ -225,15 +227,16 @@ class Compare(Recipe):
         train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss or schedule
         checkpoint = run.run_dir / "checkpoints" / f"{cell.name}.pt"
         result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True)
-        s_val = predict(result.model, self.val_, device, c.train.eval_batch_size, c.train.bf16)
-        s_test = predict(result.model, self.test_, device, c.train.eval_batch_size, c.train.bf16)
-        sites = {name: predict(result.model, site, device, c.train.eval_batch_size, c.train.bf16)
-                 for name, site in self.sites_.items()}
-        if seed == c.first_seed:  # keep one model per method for CAM panels and fidelity; checkpoints are transient
-            atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
-                         lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
-                                                 "n_outputs": self.train_.n_labels}, tmp))
-        checkpoint.unlink(missing_ok=True)
+        score = lambda data: predict(result.model, data, device, c.train.eval_batch_size, c.train.bf16,  # noqa: E731
+                                     shared=True, fp16=c.train.fp16)
+        s_val, s_test = score(self.val_), score(self.test_)
+        sites = {name: score(site) for name, site in self.sites_.items()}
+        if distributed.is_main():
+            if seed == c.first_seed:  # one model per method for CAM panels and fidelity; checkpoints are transient
+                atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
+                             lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
+                                                     "n_outputs": self.train_.n_labels}, tmp))
+            checkpoint.unlink(missing_ok=True)
         metrics = evaluate_scores(self.val_.labels, s_val, self.test_.labels, s_test, self.test_.label_names,
                                   c.n_boot, seed)
         record = {
@@ -388,10 +391,11 @@ def subgroup_table(results: Results, methods: tuple[str, ...]) -> pd.DataFrame:
 
 
 def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None,
-                command: str | None = None, dry_run: bool = False, progress: bool = True) -> Path | None:
-    """Run (or resume) a comparison through the engine and return its run directory."""
+                command: str | None = None, dry_run: bool = False, progress: bool = True, **grid) -> Path | None:
+    """Run (or resume) a comparison through the engine and return its run directory (``grid``: the engine's
+    ``shard`` and ``workers``)."""
     from cxrgan.recipes.engine import run_recipe
 
     return run_recipe(Compare(config), out, resume_dir=resume_dir, command=command, dry_run=dry_run,
-                      progress=progress)
+                      progress=progress, **grid)
 

@@ -2,11 +2,13 @@
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
 A run directory holds ``config.json`` (the resolved config and the recipe's kind), ``command.txt``,
-``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data),
-``results.jsonl`` (one record per finished cell, appended after its scores are saved: the done-set),
-``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of that cell's model), the tables (``<stem>.md`` /
-``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``. ``cxrgan report RUN_DIR``
-rebuilds tables and report from these files alone (:func:`report_run`).
+``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data), per finished
+cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
+done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.recipes.store`), the tables
+(``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
+``cxrgan report RUN_DIR`` rebuilds tables and report from these files alone (:func:`report_run`). Cells may be
+spread over torchrun processes (each cell data-parallel), over shards on several machines, or over local worker
+processes (:func:`run_recipe`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cxrgan.errors import CxrganError
-from cxrgan.io import append_jsonl, atomic_write, read_jsonl, write_json
+from cxrgan import distributed
+from cxrgan.claims import release, try_claim
+from cxrgan.errors import CxrganError, RankAgreedError
+from cxrgan.io import write_json
+from cxrgan.recipes.store import (CLAIMS_DIR, LABELS_NAME, RESULTS_NAME, Results, adopt_legacy_results,  # noqa: F401
+                                  claim_path, done_cells, save_cell, save_labels, write_results_view)
 from cxrgan.report.html import write_report
 from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import check_output_folder, from_dict, new_run_dir, read_config, write_config
+from cxrgan.runs import check_output_folder, from_dict, new_run_dir, read_config, run_slug, write_config
 
-RESULTS_NAME = "results.jsonl"
-LABELS_NAME = "labels.npz"
 TABLES_MANIFEST = "tables.json"
 
 
@@ -103,44 +107,6 @@ class Table:
 
 
 ROLE_ORDER = {"verdict": 0, "main": 1, "detail": 2}
-
-
-class Results:
-    """A run directory's finished cells: records, their stored scores and the evaluation sets' labels."""
-
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
-        self.records = read_jsonl(self.run_dir / RESULTS_NAME)
-        path = self.run_dir / LABELS_NAME
-        self.labels: dict[str, np.ndarray] = {}
-        self.label_names: tuple[str, ...] = ()
-        self.class_names: tuple[str, ...] | None = None
-        self.subgroups: dict[str, dict[str, np.ndarray]] = {}
-        if path.exists():
-            with np.load(path, allow_pickle=False) as archive:
-                self.labels = {k[len("set_"):]: archive[k] for k in archive.files if k.startswith("set_")}
-                self.label_names = tuple(str(s) for s in archive["label_names"])
-                if "class_names" in archive.files:
-                    self.class_names = tuple(str(s) for s in archive["class_names"])
-                for key in (k for k in archive.files if k.startswith("group_")):
-                    set_name, group = key[len("group_"):].split("|", 1)
-                    self.subgroups.setdefault(set_name, {})[group] = archive[key].astype(bool)
-
-    def where(self, **coords: Any) -> list[dict]:
-        """Records whose coordinates equal ``coords``, in seed order."""
-        found = [r for r in self.records if all(r.get(k) == v for k, v in coords.items())]
-        return sorted(found, key=lambda r: r.get("seed", 0))
-
-    def scores(self, record: dict, set_name: str) -> np.ndarray:
-        path = self.run_dir / "scores" / f"{record['cell']}.npz"
-        with np.load(path, allow_pickle=False) as archive:
-            if set_name not in archive.files:
-                raise CxrganError(f"{path}: no scores for evaluation set {set_name!r}")
-            return archive[set_name]
-
-    def seed_scores(self, set_name: str, **coords: Any) -> dict[int, np.ndarray]:
-        """Per seed, the stored scores of the cells matching ``coords`` on ``set_name``."""
-        return {r["seed"]: self.scores(r, set_name) for r in self.where(**coords)}
 
 
 @dataclass(frozen=True)
@@ -217,29 +183,28 @@ def recipe_from_run(run_dir: str | Path) -> Recipe:
 
 
 # ---- running -------------------------------------------------------------------------------------------------
-def _save_labels(run_dir: Path, plan: Plan) -> None:
-    """Write the evaluation sets' labels; on resume, refuse data whose labels changed since the run began."""
-    path = run_dir / LABELS_NAME
-    if path.exists():
-        saved = Results(run_dir)
-        for name, labels in plan.evaluation_sets.items():
-            if name in saved.labels and not np.array_equal(saved.labels[name], labels, equal_nan=True):
-                raise CxrganError(f"{run_dir}: the {name!r} labels differ from those the run started with; "
-                                  "resume with the same data files and settings")
-        if set(plan.evaluation_sets) <= set(saved.labels):
-            return
-    arrays = {f"set_{name}": np.asarray(labels, np.float32) for name, labels in plan.evaluation_sets.items()}
-    arrays["label_names"] = np.array(plan.label_names)
-    if plan.class_names:
-        arrays["class_names"] = np.array(plan.class_names)
-    for set_name, groups in plan.subgroups.items():
-        arrays.update({f"group_{set_name}|{group}": mask for group, mask in groups.items()})
-    atomic_write(path, lambda tmp: _savez(tmp, arrays))
+@dataclass(frozen=True)
+class Shard:
+    """The K-th of N disjoint subsets of a plan's cells (``--shard K/N``, K from 1): every N-th cell from the K-th."""
 
+    index: int  # K, 1..count
+    count: int  # N
 
-def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise CxrganError(f"--shard {text!r}: expected K/N such as 1/4") from None
+        if not 1 <= index <= count:
+            raise CxrganError(f"--shard {text}: K must lie in 1..N")
+        return cls(index, count)
+
+    def select(self, cells: list[Cell]) -> list[Cell]:
+        return [cell for i, cell in enumerate(cells) if i % self.count == self.index - 1]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
 
 
 def _clock(seconds: float) -> str:
@@ -248,75 +213,167 @@ def _clock(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def open_run(recipe: Recipe, out: str | Path, resume_dir: str | Path | None) -> Path:
-    """The run directory: ``resume_dir`` checked to be a run of this recipe, or a new numbered one in ``out``."""
-    if resume_dir is None:
-        return new_run_dir(out, recipe.description())
-    run_dir = Path(resume_dir)
-    if not (run_dir / "config.json").is_file():
-        raise CxrganError(f"--resume {run_dir}: not a cxrgan run directory (no config.json)")
-    return run_dir
-
-
-def run_recipe(recipe: Recipe, out: str | Path, resume_dir: str | Path | None = None, command: str | None = None,
-               dry_run: bool = False, progress: bool = True) -> Path | None:
-    """Plan, check, run (or resume) every cell, then tabulate and report. Returns the run directory (None for a
-    dry run, which prints the plan with a measured time estimate and writes nothing)."""
+def checked_plan(recipe: Recipe) -> Plan:
+    """The recipe's plan, refusing one without cells."""
     plan = recipe.plan()
     if not plan.cells:
         raise CxrganError(f"{recipe.kind}: the plan has no cells (no methods or seeds)")
-    if dry_run:
-        print(dry_run_text(recipe, plan))
-        return None
-    if resume_dir is None:
+    return plan
+
+
+def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path | None = None,
+             command: str | None = None, shared: bool = False) -> Path:
+    """The run directory, ready for cells: ``resume_dir`` (checked to be a run of this recipe), the shared
+    ``out/<description>-shared`` of a sharded run (created by whichever shard comes first), or a new numbered one
+    in ``out``; with its config, command line, evaluation labels and data tables."""
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        if not (run_dir / "config.json").is_file():
+            raise CxrganError(f"--resume {run_dir}: not a cxrgan run directory (no config.json)")
+    elif shared:
+        run_dir = check_output_folder(out) / f"{run_slug(recipe.description())}-shared"
+        run_dir.mkdir(exist_ok=True)
+    else:
         check_output_folder(out)
-    run_dir = open_run(recipe, out, resume_dir)
+        run_dir = new_run_dir(out, recipe.description())
+    adopt_legacy_results(run_dir)
     write_config(run_dir, recipe.config, kind=recipe.kind)
     if command:
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
             f.write(command + "\n")
-    _save_labels(run_dir, plan)
+    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups)
     for table in plan.data_tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
-    axes = [name for name, _ in plan.cells[0].coords]
-    done = {tuple(r.get(name) for name in axes) for r in read_jsonl(run_dir / RESULTS_NAME)}
-    todo = [c for c in plan.cells if c.key not in done]
-    print(f"{recipe.kind}: {run_dir}\n{plan.summary}\n{len(plan.cells)} cells, {len(plan.cells) - len(todo)} done, "
-          f"{len(todo)} to run", flush=True)
-    context = RunContext(run_dir=run_dir, progress=progress)
-    started = time.perf_counter()
-    for i, cell in enumerate(todo, 1):
-        position = f"[{len(plan.cells) - len(todo) + i}/{len(plan.cells)}]"
-        print(f"{position} {cell.label} ...", flush=True)
-        cell_started = time.perf_counter()
-        result = recipe.run_cell(cell, context)
-        for name, scores in result.scores.items():
-            if name not in plan.evaluation_sets:
-                raise CxrganError(f"{recipe.kind}: cell {cell.label} scored an undeclared set {name!r}")
-        if result.scores:
-            atomic_write(run_dir / "scores" / f"{cell.name}.npz", lambda tmp: _savez(tmp, result.scores))
-        seconds = time.perf_counter() - cell_started
-        record = {**dict(cell.coords), "cell": cell.name, **result.record, "seconds": round(seconds, 1)}
-        append_jsonl(run_dir / RESULTS_NAME, record)
-        elapsed = time.perf_counter() - started
-        eta = elapsed / i * (len(todo) - i)
-        print(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {_clock(elapsed)}, "
-              f"ETA {_clock(eta)})", flush=True)
-    recipe.finish(context, Results(run_dir))
-    report_run(run_dir, recipe)
     return run_dir
 
 
-def report_run(run_dir: str | Path, recipe: Recipe | None = None) -> Path:
+def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | None = None, command: str | None = None,
+               dry_run: bool = False, progress: bool = True, shard: Shard | None = None, workers: int = 1,
+               report: bool = True, tag: str = "") -> Path | None:
+    """Plan, check, run (or resume) the cells, then tabulate and report. Returns the run directory (None for a
+    dry run, which prints the plan with a measured time estimate and writes nothing, and on every process of a
+    torchrun job but rank 0).
+
+    Under torchrun every process plans and runs every cell together (each cell data-parallel); rank 0 alone writes
+    files and the others wait for it before reading. ``shard`` runs one of N disjoint subsets of the cells into
+    the shared run directory (another machine runs another); ``workers`` > 1 runs the cells in that many local
+    processes (:mod:`cxrgan.recipes.workers`). A cell is claimed before it runs, so no two processes ever run the
+    same one. Once every cell of the plan is in, the process that sees it last runs ``finish`` and the report
+    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines.
+    """
+    plan = distributed.agree(lambda: checked_plan(recipe))
+    if dry_run:
+        if distributed.is_main():
+            print(dry_run_text(recipe, plan))
+        return None
+    if workers > 1:
+        from cxrgan.recipes.workers import run_with_workers
+
+        if distributed.active() or shard is not None:
+            raise RankAgreedError("--workers runs local processes; combine it neither with torchrun nor with --shard")
+        run_dir = open_run(recipe, plan, out, resume_dir, command)
+        run_with_workers(run_dir, workers, progress)
+        return finish_run(recipe, plan, run_dir)
+    run_dir = distributed.on_main(lambda: open_run(recipe, plan, out, resume_dir, command, shared=shard is not None))
+    run_cells(recipe, plan, run_dir, shard.select(plan.cells) if shard else plan.cells, progress,
+              tag or (f"shard {shard}: " if shard else ""))
+    is_main = distributed.is_main()
+    distributed.shutdown()  # what follows (analyses, tables, report) is rank 0's alone
+    if not is_main:
+        return None
+    return finish_run(recipe, plan, run_dir) if report else run_dir
+
+
+def run_cells(recipe: Recipe, plan: Plan, run_dir: Path, cells: list[Cell], progress: bool, tag: str = "") -> None:
+    """Run every cell of ``cells`` that is neither done nor claimed by another process, in order."""
+    say = print if distributed.is_main() else (lambda *args, **kwargs: None)
+    order = [c.name for c in plan.cells]
+    done = distributed.on_main(lambda: done_cells(run_dir))
+    todo = [c for c in cells if c.name not in done]
+    say(f"{tag}{recipe.kind}: {run_dir}\n{plan.summary}\n{len(plan.cells)} cells, {len(done)} done, "
+        f"{len(todo)} to run" + (f" here (of {len(cells)} in this share)" if len(cells) < len(plan.cells) else ""),
+        flush=True)
+    context = RunContext(run_dir=run_dir, progress=progress)
+    started, finished = time.perf_counter(), 0
+    for i, cell in enumerate(todo, 1):
+        position = f"{tag}[{len(plan.cells) - len(todo) + i}/{len(plan.cells)}]"
+        claim = claim_path(run_dir, cell.name)
+        owner = distributed.on_main(lambda: _claim_unfinished(run_dir, cell, claim))
+        if owner is not None:
+            say(f"{position} {cell.label}: {owner}, skipped", flush=True)
+            continue
+        say(f"{position} {cell.label} ...", flush=True)
+        cell_started = time.perf_counter()
+        try:
+            result = recipe.run_cell(cell, context)
+            undeclared = sorted(set(result.scores) - set(plan.evaluation_sets))
+            if undeclared:
+                raise CxrganError(f"{recipe.kind}: cell {cell.label} scored undeclared set(s) {undeclared}")
+            seconds = time.perf_counter() - cell_started
+            record = {**dict(cell.coords), "cell": cell.name, **result.record, "seconds": round(seconds, 1)}
+            if distributed.is_main():
+                save_cell(run_dir, cell.name, record, result.scores)
+                write_results_view(run_dir, order)
+        finally:
+            if distributed.is_main():
+                release(claim)
+        distributed.barrier()  # the record is on disk before any process reads the run again
+        finished += 1
+        elapsed = time.perf_counter() - started
+        eta = elapsed / finished * (len(todo) - i)
+        say(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {_clock(elapsed)}, "
+            f"ETA {_clock(eta)})", flush=True)
+
+
+def _claim_unfinished(run_dir: Path, cell: Cell, claim: Path) -> str | None:
+    """Claim ``cell``; None when this process should run it, else why not (done meanwhile, or run elsewhere)."""
+    owner = try_claim(claim)
+    if owner is not None:
+        return f"running in {owner}"
+    if cell.name in done_cells(run_dir):  # finished by another process since this one listed the done cells
+        release(claim)
+        return "done by another process"
+    return None
+
+
+def finish_run(recipe: Recipe, plan: Plan, run_dir: Path) -> Path:
+    """Once every cell of the plan is in: the recipe's analyses, tables and report (one process at a time)."""
+    missing = [c for c in plan.cells if c.name not in done_cells(run_dir)]
+    if missing:
+        print(f"\n{len(missing)} of {len(plan.cells)} cells are not in yet (other shards or processes, or claims of "
+              f"stopped ones in {run_dir / CLAIMS_DIR}); once they are, `cxrgan report {run_dir}` builds the tables",
+              flush=True)
+        return run_dir
+    claim = run_dir / CLAIMS_DIR / "_report"
+    owner = try_claim(claim)
+    if owner is not None:
+        print(f"\nevery cell is in; {owner} is building the report of {run_dir}", flush=True)
+        return run_dir
+    try:
+        order = [c.name for c in plan.cells]
+        recipe.finish(RunContext(run_dir=run_dir, progress=False), Results(run_dir, order))
+        report_run(run_dir, recipe, order)
+    finally:
+        release(claim)
+    return run_dir
+
+
+def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequence[str] | None = None) -> Path:
     """Rebuild every table, figure and ``report.html`` of a run from its stored records and scores, print the
-    verdict and main tables, and return the report's path (``cxrgan report RUN_DIR``)."""
+    verdict and main tables, and return the report's path (``cxrgan report RUN_DIR``). ``order`` lists the cell
+    names in plan order (made from the plan when None)."""
     run_dir = Path(run_dir)
     if recipe is None:  # rebuilt from config.json: its plan (data, chosen findings, splits) is made again, cheaply
         recipe = recipe_from_run(run_dir)
-        recipe.plan()
-    results = Results(run_dir)
+    if order is None:
+        order = [c.name for c in recipe.plan().cells]
+    results = Results(run_dir, order)
     if not results.records:
-        raise CxrganError(f"{run_dir}: no finished cells yet ({RESULTS_NAME} is empty); nothing to tabulate")
+        raise CxrganError(f"{run_dir}: no finished cells yet; nothing to tabulate")
+    write_results_view(run_dir, order)
+    missing = len(set(order) - {r.get("cell") for r in results.records})
+    if missing:
+        print(f"{run_dir}: {missing} of {len(order)} cells are not in yet; the tables hold the finished ones")
     # a table with no columns (e.g. verdicts of a run that holds only its baseline) is left out
     tables = sorted((t for t in recipe.tables(results) if len(t.frame.columns)), key=lambda t: ROLE_ORDER.get(t.role, 9))
     for table in tables:

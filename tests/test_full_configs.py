@@ -1,0 +1,123 @@
+"""Every recipe's ``--full`` configuration (DenseNet-121 or ResNet-18 at 224 px, the paper-size generator presets)
+runs end to end on a few real images for two generator steps and one epoch, so a GPU user meets no shape or
+configuration error after hours of setup.
+
+What differs from a GPU run: the data (a few dozen real images resized to 224 px, split 2:1 or 1:1 where the
+recipes would take 3:1), ``--gan-steps 2``, ``--epochs 1``, one seed, the methods (one baseline and every
+generator the recipe trains), and the GAN width
+(``--gan-width 8`` instead of 64: at 256 px one paper-width DCGAN step on 16 images takes about a minute on a
+2-core CPU). Width multiplies channel counts uniformly; image sizes, depths, batch sizes, EMA, DiffAugment, quality
+tracking, CycleGAN's nine residual blocks and batch of one, and every classifier setting are the ``--full`` ones.
+``test_paper_width_networks_take_full_size_images`` runs the paper widths themselves on one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxrgan.cli import main
+from cxrgan.data import CXRDataset, load_npz, save_npz
+from cxrgan.data.images import resize_stack
+
+pytestmark = pytest.mark.slow
+SIZE = 224
+COMMON = ["--full", "--seeds", "1", "--gan-steps", "2", "--device", "cpu", "--no-progress"]
+NARROW = ["--gan-width", "8"]  # the DCGAN-family and CycleGAN recipes; the SGAN's paper width is cheap at 32 px
+
+
+def _subset(path: Path, counts: dict[str, tuple[int, int]], out: Path, target: str = "labels",
+            finding: str | None = None) -> str:
+    """``counts[split]`` = (negatives, positives) real rows of ``path`` (of ``finding`` for findings files), at 224 px."""
+    dataset = load_npz(path, target=target)
+    rng = np.random.default_rng(0)
+    parts = []
+    for split, (negatives, positives) in counts.items():
+        part = dataset.split(split)
+        y = part.labels[:, 0 if finding is None else part.label_names.index(finding)]
+        rows = np.concatenate([rng.choice(np.flatnonzero(y == 0), negatives, replace=False),
+                               rng.choice(np.flatnonzero(y == 1), positives, replace=False)])
+        parts.append(part.subset(np.sort(rows)))
+    joined = CXRDataset.concat(parts)
+    return str(save_npz(CXRDataset(resize_stack(joined.images, SIZE), joined.labels, joined.label_names, joined.meta,
+                                   joined.class_names), out))
+
+
+@pytest.fixture(scope="module")
+def files(data_dir, tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("full224")
+    return {
+        # 32 normal : 16 pneumonia training rows (a GAN needs 16); the audits need 6 test rows per class
+        "binary": _subset(data_dir / "kermany_pneumonia" / "kermany_pneumonia_128.npz",
+                          {"train": (32, 16), "val": (4, 4), "test": (6, 6)}, folder / "kermany_224.npz"),
+        "second": _subset(data_dir / "nih_pneumonia" / "nih_pneumonia_128.npz",
+                          {"train": (16, 16), "val": (4, 4), "test": (6, 6)}, folder / "nih_pneumonia_224.npz"),
+        "findings": _subset(data_dir / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz",
+                            {"train": (24, 16), "val": (4, 4), "test": (6, 6)}, folder / "nih_subset_224.npz",
+                            target="findings", finding="Effusion"),
+    }
+
+
+RECIPES = {
+    "dcgan-alpha": (["--data", "{binary}", "--imbalance", "2:1", "--methods", "none,cdcgan-a0.5", "--epochs", "1",
+                     "--tstr-images", "4"], "resnet18", 2),
+    "cyclegan-complement": (["--data", "{binary}", "--imbalance", "1:1", "--gan-extra-data", "{second}", "--methods",
+                             "none,cyclegan-complement-extra", "--epochs", "1", "--fidelity-images", "2"],
+                            "densenet121", 2),
+    "cgan-regimes": (["--data", "{findings}", "--findings", "Effusion", "--threshold", "0.5", "--regimes", "1",
+                      "--methods", "none,gan", "--epochs", "1"], "densenet121", 2),
+    "dcgan-rare-findings": (["--data", "{findings}", "--findings", "Effusion", "--epochs", "1"], "densenet121", 2),
+    "sgan-scarcity": (["--data", "{binary}", "--per-class", "16"], None, 2),
+    "sgan-domain": (["--data", "{binary}", "--second-data", "{second}"], None, 5),
+}
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_every_recipe_runs_its_full_configuration_end_to_end(recipe, files, tmp_path, capsys):
+    flags, classifier, cells = RECIPES[recipe]
+    started = time.perf_counter()
+    code = main(["recipe", recipe, *[f.format(**files) for f in flags], *COMMON,
+                 *([] if recipe.startswith("sgan") else NARROW), "--out", str(tmp_path)])
+    seconds = time.perf_counter() - started
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    run_dir = next(tmp_path.iterdir())
+    assert len(list((run_dir / "records").glob("*.json"))) == cells and (run_dir / "report.html").is_file()
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    if classifier:
+        assert config["train"]["model"] == classifier and config["train"]["epochs"] == 1
+    generators = [json.loads(p.read_text()) for p in run_dir.rglob("status.json")]
+    assert recipe.startswith("sgan") or generators  # every generator recipe trained (and cached) its generators
+    for status in generators:
+        assert status["done"] and status["step"] == 2 and status["config"]["ngf"] == 8
+        assert status["config"]["batch_size"] == (1 if status["method"] == "cyclegan" else 64)  # the full presets
+    with capsys.disabled():
+        print(f"\n--full {recipe}: {seconds:.0f} s")
+
+
+def test_paper_width_networks_take_full_size_images():
+    """The paper widths of the --full presets on one small batch at the --full sizes (224 px data; DCGAN-family
+    networks at 256 px), forward and backward."""
+    from cxrgan.generators.adversarial import network_size
+    from cxrgan.generators.blocks import DCGANDiscriminator, DCGANGenerator
+    from cxrgan.generators.cyclegan import FULL_PRESET as CYCLEGAN_FULL
+    from cxrgan.generators.cyclegan_networks import PatchDiscriminator, ResnetGenerator
+    from cxrgan.generators.dcgan import FULL_PRESET as DCGAN_FULL
+
+    size = network_size(SIZE)
+    generator = DCGANGenerator(size, 100, DCGAN_FULL["ngf"], n_labels=1)
+    discriminator = DCGANDiscriminator(size, DCGAN_FULL["ndf"], n_labels=1)
+    fake = generator(torch.randn(2, 100), torch.ones(2, 1))
+    assert fake.shape == (2, 1, size, size)
+    discriminator(fake, torch.ones(2, 1)).sum().backward()
+    translator = ResnetGenerator(CYCLEGAN_FULL["ngf"], CYCLEGAN_FULL["n_blocks"])
+    critic = PatchDiscriminator(SIZE, CYCLEGAN_FULL["ndf"])
+    image = torch.randn(1, 1, SIZE, SIZE)
+    translated = translator(image)
+    assert translated.shape == image.shape
+    critic(translated).mean().backward()
