@@ -80,6 +80,9 @@ class TrainConfig:
     label_counts: tuple[tuple[int, int], ...] | None = None  # per column (negatives, positives) for LDAM margins,
     #   DRW weights and priors; None = counted on the training rows
     crt_epochs: int = 0  # cRT: epochs retraining a fresh head, backbone frozen, on class-aware rows; 0 = off
+    # Synthetic pretraining (the synth-pretrain methods set it through Balancer.adapt_training).
+    pretrain_data: str | None = None  # compact .npz of (synthetic) rows to pretrain on before the training rows
+    pretrain_epochs: int = 0  # epochs on pretrain_data before the epochs above; 0 = no pretraining
 
 
 @dataclass
@@ -136,7 +139,14 @@ def check_train_config(config: TrainConfig) -> None:
         raise CxrganError(f"--lr-schedule {config.lr_schedule!r}: unknown; use constant or cosine")
     if config.weights_path is not None and not Path(config.weights_path).is_file():
         raise CxrganError(f"--weights {config.weights_path}: no such file")
+    _check_pretraining(config)
     resolve_device(config.device)
+
+
+def _check_pretraining(config: TrainConfig) -> None:
+    if config.pretrain_epochs < 0 or (config.pretrain_epochs > 0) != (config.pretrain_data is not None):
+        raise CxrganError(f"pretrain_epochs {config.pretrain_epochs} with pretrain_data {config.pretrain_data!r}: "
+                          "pretraining needs both a data file and a positive number of epochs")
 
 
 def train_classifier(
@@ -165,6 +175,8 @@ def train_classifier(
       repeats them from the stage-1 checkpoint, with the same result.
     * ``logit_adjust="posthoc"``: the offsets are subtracted from the output bias of the final model, so every
       score it gives is f - tau log prior odds.
+    * ``pretrain_epochs``: before the first epoch, the model trains that many epochs on the rows of
+      ``pretrain_data`` (:func:`_pretrain`), then goes on to ``train`` with a fresh optimiser.
 
     Args:
         train: training rows (possibly rebalanced; ``class_weights`` are used when set).
@@ -181,6 +193,7 @@ def train_classifier(
     if config.lr_schedule not in ("constant", "cosine"):
         raise CxrganError(f"unknown learning-rate schedule {config.lr_schedule!r}; use constant or cosine")
     check_loss_settings(config)
+    _check_pretraining(config)
     if config.drw_start_epoch > config.epochs:
         raise CxrganError(f"drw: start epoch {config.drw_start_epoch} is after the last epoch {config.epochs}")
     device = resolve_device(config.device)
@@ -206,6 +219,9 @@ def train_classifier(
     reweighted = torch.from_numpy(drw_weights(counts, config.drw_beta)).to(device)
     first_kept = max(1, config.drw_start_epoch)
     timing = {"seconds": 0.0, "images": 0}
+    if config.pretrain_epochs and state["epoch"] == 0:  # a checkpoint holds weights trained past this stage
+        state["history"] = _pretrain(model, step_model, train, val, config, loss_fn, generator, device, rank, world,
+                                     timing, on_epoch)
 
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
@@ -314,6 +330,35 @@ def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: 
     for parameter in model.features.parameters():  # trainable again for gradient-based CAM; values unchanged
         parameter.requires_grad_(True)
     return history, best["epoch"], float(best["val_auc"])
+
+
+def _pretrain(model: nn.Module, step_model: nn.Module, train: CXRDataset, val: CXRDataset, config: TrainConfig,
+              loss_fn, generator: torch.Generator, device: torch.device, rank: int, world: int, timing: dict,
+              on_epoch: Callable[[dict], None] | None) -> list[dict]:
+    """Synthetic pretraining: ``config.pretrain_epochs`` epochs on the rows of ``config.pretrain_data`` with a fresh
+    Adam and the run's learning-rate schedule, keeping the last weights for the real rows (pretrain, then fine-tune,
+    as RoentGen-v2: arXiv 2508.16783, 2025). Returns the epoch records (numbered up to 0, ``stage`` "pretrain"); not
+    checkpointed: a run interrupted before its first real epoch repeats it, with the same result."""
+    from cxrgan.data.npz import load_npz
+
+    rows = load_npz(config.pretrain_data, target="labels" if train.is_binary else "findings", blank="ignore")
+    if rows.label_names != train.label_names or rows.image_size != train.image_size:
+        raise CxrganError(f"{config.pretrain_data}: labels {list(rows.label_names)} at {rows.image_size} px, but the "
+                          f"training rows have {list(train.label_names)} at {train.image_size} px")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _lr_scheduler(optimizer, config, config.pretrain_epochs * _steps_per_epoch(len(rows), world, config))
+    history = []
+    for epoch in range(1, config.pretrain_epochs + 1):
+        step_model.train()
+        order = torch.randperm(len(rows), generator=generator)[rank::world]
+        stats = _train_epoch(step_model, optimizer, scheduler, loss_fn, None, rows, order, config, device, generator,
+                             rank, timing, f"pretrain epoch {epoch}")
+        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16))
+        history.append({"epoch": epoch - config.pretrain_epochs, "train_loss": stats["train_loss"],
+                        "val_auc": val_auc, "seconds": stats["seconds"], "stage": "pretrain"})
+        if on_epoch is not None and rank == 0:
+            on_epoch(history[-1])
+    return history
 
 
 def _steps_per_epoch(n_rows: int, world: int, config: TrainConfig) -> int:
