@@ -25,7 +25,7 @@ TINY = dict(ngf=8, ndf=8, z_dim=16, batch_size=16, steps=4, progress=False)
 # 8 x 8, 4 DDIM steps; half the steps train the autoencoder, the other half the UNet
 TINY_LDM = dict(ae_width=4, ae_multipliers=(1, 2, 2), latent_channels=2, unet_width=8, unet_multipliers=(1, 1),
                 unet_attention=(False, True), head_channels=8, sample_steps=4, batch_size=16, autoencoder_batch_size=8,
-                steps=4, autoencoder_fraction=0.5, quality_images=32, progress=False)
+                steps=4, autoencoder_fraction=0.5, discriminator_width=8, quality_images=32, progress=False)
 
 # registry name -> (tiny config, labels one may request: list of (K,) rows the samples must carry, data set:
 # "kermany" = 64 binary real training images, "nih" = 64 multi-label ones)

@@ -42,7 +42,8 @@ def _dark_and_marked(images: np.ndarray) -> tuple[float, float]:
 
 FIXTURE_LDM = dict(ae_width=8, ae_multipliers=(1, 2), latent_channels=4, unet_width=16, unet_multipliers=(1, 2),
                    unet_attention=(False, True), head_channels=16, sample_steps=10, batch_size=32,
-                   autoencoder_batch_size=32, steps=300, autoencoder_fraction=0.5, ae_lr=1e-3, lr=1e-3, progress=False)
+                   autoencoder_batch_size=32, steps=300, autoencoder_fraction=0.5, adversarial_weight=0.0, ae_lr=1e-3,
+                   lr=1e-3, progress=False)
 
 
 def test_label_vector_conditioning_is_respected(marked_images):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 from torch import nn
 
 from cxrgan.errors import CxrganError
@@ -73,6 +73,14 @@ def build_autoencoder(channels: tuple[int, ...], latent_channels: int, res_block
                              latent_channels=latent_channels, num_res_blocks=res_blocks,
                              attention_levels=(False,) * len(channels), norm_num_groups=groups,
                              with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+
+
+def build_patch_discriminator(width: int, seed: int) -> PatchDiscriminator:
+    """MONAI's ``PatchDiscriminator`` (Isola et al. 2017's PatchGAN, three strided layers) for the autoencoder's
+    adversarial term, as MONAI's latent diffusion tutorials train ``AutoencoderKL``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PatchDiscriminator(spatial_dims=2, num_layers_d=3, channels=width, in_channels=1, out_channels=1)
 
 
 def build_denoiser(latent_channels: int, latent_size: int, channels: tuple[int, ...], attention: tuple[bool, ...],
