@@ -118,8 +118,8 @@ def train(name: str, steps: int, snapshot_every: int, settings: list[str], out: 
     started = time.process_time()
 
     def snapshot(step: int) -> None:
-        if step % snapshot_every and step != steps:
-            return
+        if (step % snapshot_every and step != steps) or not (run_dir / "run" / "best.pt").exists():
+            return  # not a snapshot step, or nothing scored yet (a latent diffusion model's autoencoder phase)
         target = run_dir / "snapshots" / f"step{step:06d}.pt"
         shutil.copyfile(run_dir / "run" / "best.pt", target)
         best = torch.load(target, map_location="cpu", weights_only=True)["best"]
