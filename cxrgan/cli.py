@@ -230,9 +230,10 @@ def _train_gan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs", help="folder for numbered run directories")
     parser.add_argument("--task", default=None, choices=["labels", "findings"],
                         help="the file's binary labels or multi-label findings (default: the method's own)")
-    parser.add_argument("--target", default=None, help="dcgan: the class or finding it models (default positive)")
+    parser.add_argument("--target", default=None,
+                        help="one-class methods (dcgan, fastgan, ldm): the class or finding it models (default positive)")
     parser.add_argument("--gan-steps", type=int, default=None, help="optimisation steps")
-    parser.add_argument("--gan-width", type=int, default=None, help="network widths ngf = ndf")
+    parser.add_argument("--gan-width", type=int, default=None, help="network widths ngf = ndf (latent diffusion: UNet)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--ngf", type=int, default=None, help="generator width")
     parser.add_argument("--ndf", type=int, default=None, help="discriminator width")
@@ -240,6 +241,8 @@ def _train_gan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loss", default=None, choices=["bce", "hinge"], help="DCGAN family")
     parser.add_argument("--diffaugment", default=None, help='DiffAugment ops, e.g. "translation,cutout" ("" = off)')
     parser.add_argument("--ema-decay", type=float, default=None, help="EMA of generator weights (0 = off)")
+    parser.add_argument("--guidance-scale", type=float, default=None,
+                        help="cldm, ldm-labelvec: classifier-free guidance scale w of sampling (1 = conditional only)")
     parser.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
     parser.add_argument("--quality-every", type=int, default=None,
                         help="steps between fidelity scores that pick best.pt (0 = off)")
@@ -262,7 +265,7 @@ def _train_gan(args: argparse.Namespace) -> None:
     cls = generator_class(args.method)
     fields = {"batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf, "d_norm": args.d_norm, "loss": args.loss,
               "diffaugment": args.diffaugment, "ema_decay": args.ema_decay, "bf16": args.bf16,
-              "quality_every": args.quality_every, "target": args.target}
+              "quality_every": args.quality_every, "target": args.target, "guidance_scale": args.guidance_scale}
     fixed = {"seed": args.seed, **({"progress": False} if args.no_progress else {}),
              **({"sync_batchnorm": False} if args.no_sync_bn else {})}
     fixed.update({k: v for k, v in fields.items() if v is not None})

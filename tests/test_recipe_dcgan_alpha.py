@@ -21,22 +21,28 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
     table = pd.read_csv(run_dir / "paper_table.csv")
     assert list(table["method"]) == ["none", "class-weights", "undersample", "oversample", "smote", "focal",
                                      "ldam-drw", "logit-adjust", "crt", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5",
-                                     "cdcgan-a0.75"]
+                                     "cdcgan-a0.75", "ldm", "cldm-a0.5", "synth-pretrain"]
     assert list(table.columns) == ["method", "precision", "recall (sens.)", "specificity", "F1", "ROC AUC",
                                    "Δ ROC AUC vs baseline", "verdict", "TSTR AUC"]
     # one seed: no seed-level test, and the table says why instead of printing a p-value
     assert set(table["verdict"].dropna()) == {"needs >= 2 seeds"}
     tstr = {r["method"]: r["tstr_auc"] for r in read_jsonl(run_dir / "quality.jsonl")}
-    assert set(tstr) == {"none", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75"}
+    assert set(tstr) == {"none", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5",
+                         "synth-pretrain"}
     assert all(0.0 <= v <= 1.0 for v in tstr.values())
-    # the three alphas shared one trained cDCGAN; the DCGAN TSTR set added a DCGAN of the other class
+    # the three alphas shared one trained cDCGAN, cldm-a0.5 and synth-pretrain one cLDM; the TSTR sets of the
+    # one-class rows added a DCGAN and an LDM of the other class
     gan_dirs = sorted(p.name.split("-")[0] for p in (run_dir / "generators" / "gan").iterdir())
-    assert gan_dirs == ["cdcgan", "dcgan", "dcgan"]
+    assert gan_dirs == ["cdcgan", "cldm", "dcgan", "dcgan", "ldm", "ldm"]
     records = read_jsonl(run_dir / "results.jsonl")
     by_method = {r["method"]: r for r in records}
     assert by_method["dcgan"]["train_synthetic"] > 0 and by_method["none"]["train_synthetic"] == 0
+    assert by_method["ldm"]["train_synthetic"] > 0 and by_method["cldm-a0.5"]["train_synthetic"] > 0
+    # synth-pretrain trains on the real rows only, after a pretraining stage on its synthetic set
+    assert by_method["synth-pretrain"]["train_synthetic"] == 0
+    assert [r.get("stage") for r in by_method["synth-pretrain"]["history"]] == ["pretrain", None]
     assert "Synthetic-image audit" in (run_dir / "report.html").read_text()
-    assert len((run_dir / "audit_summary.csv").read_text().splitlines()) == 1 + 3  # header + three generators
+    assert len((run_dir / "audit_summary.csv").read_text().splitlines()) == 1 + 6  # header + six generators
     assert (run_dir / "report.html").stat().st_size > 10_000
     dom = assert_report_renders(run_dir, tmp_path, figures=4)  # ROC, PR, generator losses and samples
     assert "Sun &amp; Li table shape" in dom

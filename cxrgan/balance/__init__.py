@@ -14,6 +14,7 @@ from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_f
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.balance.complement import CycleGANComplement
 from cxrgan.balance.multilabel import LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings
+from cxrgan.balance.pretrain import SyntheticPretraining
 from cxrgan.balance.multilabel_resample import MLROSBalancer, MLRUSBalancer, MLSMOTEBalancer, mlsmote_samples
 from cxrgan.balance.longtail import (
     ClassifierRetrainingMethod,
@@ -34,6 +35,7 @@ __all__ = [
     "CycleGANComplement",
     "LabelVectorCGAN",
     "RareFindingDCGAN",
+    "SyntheticPretraining",
     "choose_rare_findings",
     "MLROSBalancer",
     "MLRUSBalancer",

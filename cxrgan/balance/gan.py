@@ -2,7 +2,10 @@
 
 Methods (Sun & Li, "DCGAN and cDCGAN for pneumonia oversampling"): ``dcgan`` trains one DCGAN on the minority
 class and adds its samples; ``cdcgan-aX`` trains one conditional DCGAN on all classes and samples labels that are
-healthy with probability alpha = X.
+healthy with probability alpha = X. The same two schemes with stronger generators (issue 13): ``fastgan`` and
+``ldm`` (one-class FastGAN / latent diffusion model of the minority class, as ``dcgan``) and ``cldm-aX`` (the
+class-conditional latent diffusion model, as ``cdcgan-aX``). Any generator works that either models one class
+(``models_one_class``, config field ``target``) or is conditioned on the labels with a config field ``alpha``.
 
 How many images are added. Let ``deficit = ceil(ratio * n_majority) - n_minority`` (ratio 1.0 = balanced), or
 ``n_synthetic`` when given explicitly. A DCGAN adds exactly ``deficit`` minority images. A cDCGAN adds images of
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,10 +36,8 @@ from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
 from cxrgan.balance.classic import check_train_split, generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
-from cxrgan.generators.adversarial import GANConfig
 from cxrgan.generators.base import generator_class
 from cxrgan.generators.cache import fit_or_load
-from cxrgan.generators.dcgan import CDCGANConfig, DCGANConfig
 from cxrgan.generators.runs import load_run
 from cxrgan.generators.settings import GeneratorSpec
 
@@ -44,10 +46,11 @@ class GANOversampler(Balancer):
     """Adds generated minority images to a binary training split.
 
     Args:
-        method: generator registry key, "dcgan" or "cdcgan".
-        config: the generator's config; its ``seed`` is replaced by ``random_state`` (and a DCGAN's ``target``
-            by the minority class).
-        alpha: cDCGAN probability of a healthy sampled label (ignored for DCGAN).
+        method: generator registry key: a one-class generator ("dcgan", "fastgan", "ldm") or an alpha-conditioned
+            one ("cdcgan", "cldm").
+        config: the generator's config; its ``seed`` is replaced by ``random_state`` (and a one-class generator's
+            ``target`` by the minority class).
+        alpha: probability of a healthy sampled label of a conditional generator (ignored for one-class ones).
         ratio: target minority / majority count after oversampling (1.0 = balanced).
         n_synthetic: explicit number of generated images; overrides ``ratio``.
         run_dir: a trained run directory to load instead of training.
@@ -57,7 +60,7 @@ class GANOversampler(Balancer):
         name: the method name written to the ``source`` of synthetic rows.
     """
 
-    def __init__(self, method: str, config: GANConfig, alpha: float = 0.5, ratio: float = 1.0,
+    def __init__(self, method: str, config: Any, alpha: float = 0.5, ratio: float = 1.0,
                  n_synthetic: int | None = None, run_dir: str | Path | None = None, work_dir: str | Path | None = None,
                  device: str = "cpu", random_state: int = 0, name: str | None = None):
         if ratio <= 0:
@@ -69,13 +72,13 @@ class GANOversampler(Balancer):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name or method
-        generator_class(method)  # unknown method -> clear error now
+        self.one_class = generator_class(method).models_one_class  # unknown method -> clear error now
 
     # ---- generator ----------------------------------------------------------------------------------------
-    def config_for(self, target_value: int) -> GANConfig:
-        """The generator config actually trained: the balancer's seed and, for a DCGAN, the class it models."""
+    def config_for(self, target_value: int) -> Any:
+        """The generator config actually trained: the balancer's seed and, for a one-class model, its class."""
         changes: dict = {"seed": self.random_state}
-        if isinstance(self.config, DCGANConfig):
+        if self.one_class:
             changes["target"] = str(target_value)
         return dataclasses.replace(self.config, **changes)
 
@@ -90,14 +93,15 @@ class GANOversampler(Balancer):
                                   f"{list(dataset.label_names)}")
             target = model.data_info_.get("target_name")
             if target is not None and target != minority_name:
-                raise CxrganError(f"{self.run_dir}: this DCGAN models {target!r} but the minority class is {minority_name!r}")
+                raise CxrganError(f"{self.run_dir}: this {self.method} models {target!r} but the minority class is "
+                                  f"{minority_name!r}")
             return model
         spec = GeneratorSpec(self.method, self.config_for(minority_value))
         return fit_or_load(spec, dataset, self.work_dir, self.device)
 
     # ---- balancing ----------------------------------------------------------------------------------------
     def _label_counts(self, deficit: int, minority: int) -> tuple[int, int]:
-        """(n healthy, n diseased) synthetic images for a cDCGAN (see the module docstring)."""
+        """(n healthy, n diseased) synthetic images of a conditional generator (see the module docstring)."""
         if self.n_synthetic is not None:
             healthy = round(self.alpha * self.n_synthetic)
             return healthy, self.n_synthetic - healthy
@@ -117,7 +121,7 @@ class GANOversampler(Balancer):
         self.model_ = self._generator(dataset, minority, names[minority])
         self.deficit_ = deficit
         rng = torch.Generator().manual_seed(self.random_state)
-        if isinstance(self.config, DCGANConfig):
+        if self.one_class:
             total = deficit if self.n_synthetic is None else self.n_synthetic
             requested = np.full((total, 1), float(minority), dtype=np.float32)
         else:
@@ -138,7 +142,7 @@ class GANOversampler(Balancer):
 def _factory(method: str, alpha: float, name: str):
     def make(context: BalanceContext) -> GANOversampler:
         config = generator_class(method).resolve_config(context.generators)
-        if isinstance(config, CDCGANConfig):
+        if not generator_class(method).models_one_class:
             config = dataclasses.replace(config, alpha=alpha)
         return GANOversampler(method, config, alpha=alpha, work_dir=context.work_dir, device=context.device,
                               random_state=context.random_state, name=name)
@@ -146,7 +150,9 @@ def _factory(method: str, alpha: float, name: str):
     return make
 
 
-register_balancer("dcgan")(_factory("dcgan", 0.0, "dcgan"))
+for _method in ("dcgan", "fastgan", "ldm"):
+    register_balancer(_method)(_factory(_method, 0.0, _method))
 register_balancer("cdcgan")(_factory("cdcgan", 0.5, "cdcgan"))
-for _alpha in (0.25, 0.5, 0.75):
-    register_balancer(f"cdcgan-a{_alpha:g}")(_factory("cdcgan", _alpha, f"cdcgan-a{_alpha:g}"))
+for _method in ("cdcgan", "cldm"):
+    for _alpha in (0.25, 0.5, 0.75):
+        register_balancer(f"{_method}-a{_alpha:g}")(_factory(_method, _alpha, f"{_method}-a{_alpha:g}"))

@@ -5,7 +5,8 @@
   present; vectors are drawn uniformly with replacement from L_p and the conditional DCGAN (label embedding in G,
   projection D, see ``cxrgan.generators.dcgan``) makes one image per vector, so co-occurring findings are kept.
   The *minimum* number of images is generated such that every chosen finding is present in at least
-  ``threshold`` (15 %) of the combined set (see :func:`plan_label_vectors`).
+  ``threshold`` (15 %) of the combined set (see :func:`plan_label_vectors`). ``ldm-labelvec`` is the same method
+  with the label-vector latent diffusion model (``cxrgan.generators.diffusion``) as the conditional generator.
 * ``dcgan-rare`` (method B): Venugopal Sunitha, "Chest X-ray Disease Diagnosis Using GANs" (CheXpert). One
   unconditional DCGAN per chosen finding p, trained on the training rows with p present; each sample is labelled
   p = 1 and, for the other findings, with the vector of a real row drawn uniformly from L_p (the DCGAN models
@@ -36,7 +37,8 @@ from cxrgan.balance.classic import check_train_split, generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.generators.cache import fit_or_load
-from cxrgan.generators.dcgan import DCGAN, DCGANConfig, LabelVectorCDCGAN, LabelVectorConfig
+from cxrgan.generators.dcgan import DCGAN, DCGANConfig, LabelVectorCDCGAN
+from cxrgan.generators.diffusion import LabelVectorLDM
 from cxrgan.generators.settings import GeneratorSpec
 
 DEFAULT_THRESHOLD = 0.15  # Sundaram & Hulkund: most CheXpert findings are present in 5-26 % of images
@@ -182,8 +184,7 @@ class LabelVectorCGAN(Balancer):
     """Method A: conditional DCGAN images for label vectors sampled from L_p until each rare finding is >= 15 %.
 
     Args:
-        config: the label-vector cGAN config (generator ``cgan-labelvec``, trained on all training rows); its seed
-            is replaced by ``random_state``.
+        config: the config of ``generator`` (trained on all training rows); its seed is replaced by ``random_state``.
         findings: the findings to augment; None chooses them with :func:`choose_rare_findings`.
         threshold: required share of each chosen finding in the combined set.
         n_findings: how many findings to choose when ``findings`` is None.
@@ -194,26 +195,27 @@ class LabelVectorCGAN(Balancer):
         device: torch device.
         random_state: seeds generator training, label-vector draws and sampling.
         name: the ``source`` of synthetic rows.
+        generator: the label-vector generator's registry name ("cgan-labelvec" or "ldm-labelvec").
 
     After ``fit_resample``: ``findings_`` (augmented), ``skipped_`` (chosen findings without a positive row here,
     e.g. in a 1 % regime), ``model_``, ``vectors_``, ``drawn_for_`` and ``table_`` (per finding: real and
     combined positives and shares, images generated for it; the paper's Table 1 row).
     """
 
-    def __init__(self, config: LabelVectorConfig, findings: Sequence[str] | None = None,
+    def __init__(self, config: Any, findings: Sequence[str] | None = None,
                  threshold: float = DEFAULT_THRESHOLD, n_findings: int = 3, min_positives: int = DEFAULT_MIN_POSITIVES,
                  model=None, work_dir: str | Path | None = None, device: str = "cpu", random_state: int = 0,
-                 name: str = "cgan-labelvec"):
+                 name: str = "cgan-labelvec", generator: str = "cgan-labelvec"):
         if not 0 < threshold < 1:
             raise CxrganError(f"threshold must lie in (0, 1), got {threshold}")
         self.config, self.findings, self.threshold = config, None if findings is None else tuple(findings), threshold
         self.n_findings, self.min_positives, self.model, self.name = n_findings, min_positives, model, name
-        self.random_state, self.device = int(random_state), device
+        self.random_state, self.device, self.generator = int(random_state), device, generator
         self.work_dir = Path(work_dir) if work_dir is not None else None
 
     def generator_spec(self) -> GeneratorSpec:
-        """The label-vector cGAN this balancer trains (its config with the balancer's seed)."""
-        return GeneratorSpec("cgan-labelvec", dataclasses.replace(self.config, seed=self.random_state))
+        """The label-vector generator this balancer trains (its config with the balancer's seed)."""
+        return GeneratorSpec(self.generator, dataclasses.replace(self.config, seed=self.random_state))
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         findings = checked_findings(self, dataset)
@@ -309,6 +311,13 @@ class RareFindingDCGAN(Balancer):
 def _cgan_labelvec(context: BalanceContext) -> LabelVectorCGAN:
     return LabelVectorCGAN(LabelVectorCDCGAN.resolve_config(context.generators), work_dir=context.work_dir,
                            device=context.device, random_state=context.random_state)
+
+
+@register_balancer("ldm-labelvec")
+def _ldm_labelvec(context: BalanceContext) -> LabelVectorCGAN:
+    return LabelVectorCGAN(LabelVectorLDM.resolve_config(context.generators), work_dir=context.work_dir,
+                           device=context.device, random_state=context.random_state, name="ldm-labelvec",
+                           generator="ldm-labelvec")
 
 
 @register_balancer("dcgan-rare")

@@ -68,6 +68,9 @@ class TrainConfig:
     fp16: bool = False  # fp16 autocast with a gradient scaler (CUDA devices without bf16); weights stay fp32
     data_workers: int = 0  # processes reading training batches from the (memory-mapped) data; 0 = this process
     sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics of the global batch (the one-process answer)
+    # Synthetic pretraining (the synth-pretrain methods set it through Balancer.adapt_training).
+    pretrain_data: str | None = None  # compact .npz of (synthetic) rows to pretrain on before the training rows
+    pretrain_epochs: int = 0  # epochs on pretrain_data before the epochs above; 0 = no pretraining
 
 
 @dataclass
@@ -140,6 +143,7 @@ def check_train_config(config: TrainConfig) -> None:
         raise CxrganError("bf16 and fp16 autocast exclude each other; choose one --precision")
     if config.fp16 and resolve_device(config.device).type != "cuda":
         raise CxrganError(f"--precision fp16 needs a CUDA device, not --device {config.device}")
+    _check_pretraining(config)
     resolve_device(config.device)
     check_world_size(None, config.batch_size, distributed.world_size())
 
@@ -164,6 +168,12 @@ def check_world_size(train: CXRDataset | None, batch_size: int, world: int) -> N
         name, n = next(iter(short.items()))
         raise RankAgreedError(f"{world} processes (--nproc_per_node x nodes) but the training split has only {n} "
                               f"{name!r} row(s); use at most {n} processes, or more training data")
+
+
+def _check_pretraining(config: TrainConfig) -> None:
+    if config.pretrain_epochs < 0 or (config.pretrain_epochs > 0) != (config.pretrain_data is not None):
+        raise CxrganError(f"pretrain_epochs {config.pretrain_epochs} with pretrain_data {config.pretrain_data!r}: "
+                          "pretraining needs both a data file and a positive number of epochs")
 
 
 def train_classifier(
@@ -196,6 +206,8 @@ def train_classifier(
       repeats them from the stage-1 checkpoint, with the same result.
     * ``logit_adjust="posthoc"``: the offsets are subtracted from the output bias of the final model, so every
       score it gives is f - tau log prior odds.
+    * ``pretrain_epochs``: before the first epoch, the model trains that many epochs on the rows of
+      ``pretrain_data`` (:func:`_pretrain`), then goes on to ``train`` with a fresh optimiser.
 
     Args:
         train: training rows (possibly rebalanced; ``class_weights`` are used when set).
@@ -212,6 +224,7 @@ def train_classifier(
     if config.lr_schedule not in ("constant", "cosine"):
         raise CxrganError(f"unknown learning-rate schedule {config.lr_schedule!r}; use constant or cosine")
     check_loss_settings(config)
+    _check_pretraining(config)
     if config.drw_start_epoch > config.epochs:
         raise CxrganError(f"drw: start epoch {config.drw_start_epoch} is after the last epoch {config.epochs}")
     device = resolve_device(config.device)
@@ -241,6 +254,9 @@ def train_classifier(
     first_kept = max(1, config.drw_start_epoch)
     timing = {"seconds": 0.0, "images": 0}
     steps = Steps(optimizer, scheduler, scaler, loss_fn, config, device, generator)
+    if config.pretrain_epochs and state["epoch"] == 0:  # a checkpoint holds weights trained past this stage
+        state["history"] = _pretrain(model, step_model, train, val, config, loss_fn, generator, device, scaler,
+                                     timing, on_epoch)
 
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
@@ -380,6 +396,36 @@ def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: 
     for parameter in model.features.parameters():  # trainable again for gradient-based CAM; values unchanged
         parameter.requires_grad_(True)
     return history, best["epoch"], float(best["val_auc"])
+
+
+def _pretrain(model: nn.Module, step_model: nn.Module, train: CXRDataset, val: CXRDataset, config: TrainConfig,
+              loss_fn, generator: torch.Generator, device: torch.device, scaler: torch.amp.GradScaler, timing: dict,
+              on_epoch: Callable[[dict], None] | None) -> list[dict]:
+    """Synthetic pretraining: ``config.pretrain_epochs`` epochs on the rows of ``config.pretrain_data`` with a fresh
+    Adam and the run's learning-rate schedule, keeping the last weights for the real rows (pretrain, then fine-tune,
+    as RoentGen-v2: arXiv 2508.16783, 2025). Returns the epoch records (numbered up to 0, ``stage`` "pretrain"); not
+    checkpointed: a run interrupted before its first real epoch repeats it, with the same result."""
+    from cxrgan.data.npz import load_npz
+
+    rows = load_npz(config.pretrain_data, target="labels" if train.is_binary else "findings", blank="ignore")
+    if rows.label_names != train.label_names or rows.image_size != train.image_size:
+        raise CxrganError(f"{config.pretrain_data}: labels {list(rows.label_names)} at {rows.image_size} px, but the "
+                          f"training rows have {list(train.label_names)} at {train.image_size} px")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _lr_scheduler(optimizer, config, config.pretrain_epochs * _steps_per_epoch(len(rows), config))
+    steps = Steps(optimizer, scheduler, scaler, loss_fn, config, device, generator)
+    history = []
+    for epoch in range(1, config.pretrain_epochs + 1):
+        step_model.train()
+        order = torch.randperm(len(rows), generator=generator)
+        stats = _train_epoch(step_model, steps, None, rows, order, timing, f"pretrain epoch {epoch}")
+        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16, shared=True,
+                                                fp16=config.fp16))
+        history.append({"epoch": epoch - config.pretrain_epochs, "train_loss": stats["train_loss"],
+                        "val_auc": val_auc, "seconds": stats["seconds"], "stage": "pretrain"})
+        if on_epoch is not None and distributed.is_main():
+            on_epoch(history[-1])
+    return history
 
 
 def _steps_per_epoch(n_rows: int, config: TrainConfig) -> int:

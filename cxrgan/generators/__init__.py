@@ -5,6 +5,8 @@ from cxrgan.generators.base import (GENERATORS, MIN_TRAIN_IMAGES, GenerativeMode
 from cxrgan.generators.training import Stream, Trainer, TrainerConfig
 from cxrgan.generators.adversarial import GANConfig
 from cxrgan.generators.dcgan import CDCGAN, DCGAN, CDCGANConfig, DCGANConfig, LabelVectorCDCGAN, LabelVectorConfig
+from cxrgan.generators.diffusion import CLDM, LDM, CLDMConfig, GuidedConfig, LabelVectorLDM, LDMConfig
+from cxrgan.generators.fastgan import FastGAN, FastGANConfig
 from cxrgan.generators.cyclegan import CycleGAN, CycleGANConfig
 from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.sgan import SemiSupervisedGAN, SGANConfig
@@ -16,6 +18,8 @@ __all__ = [
     "GENERATORS", "MIN_TRAIN_IMAGES", "GenerativeModel", "ImageTranslator", "generator_class", "register_generator",
     "Stream", "Trainer", "TrainerConfig", "GANConfig",
     "DCGAN", "CDCGAN", "DCGANConfig", "CDCGANConfig", "LabelVectorCDCGAN", "LabelVectorConfig",
+    "LDM", "CLDM", "LabelVectorLDM", "LDMConfig", "CLDMConfig", "GuidedConfig",
+    "FastGAN", "FastGANConfig",
     "CycleGAN", "CycleGANConfig", "save_translation_figure", "SemiSupervisedGAN", "SGANConfig",
     "GeneratorSettings", "GeneratorSpec", "cache_entries", "fit_or_load", "load_run", "sample_from_run", "train_gan",
 ]

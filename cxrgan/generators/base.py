@@ -25,6 +25,7 @@ class GenerativeModel(ABC):
     config_class: ClassVar[type]
     summary: ClassVar[str] = ""  # one line on what the model models, for `cxrgan train-gan --help`
     data_target: ClassVar[str] = "labels"  # the task of a compact .npz it trains on: "labels" or "findings"
+    models_one_class: ClassVar[bool] = False  # True when every sample carries one class (config field ``target``)
 
     @abstractmethod
     def fit(self, train_dataset: CXRDataset) -> GenerativeModel:

@@ -32,7 +32,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.generators.base import GenerativeModel, ImageTranslator, register_generator
 from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, init_normal
-from cxrgan.generators.dcgan import _as_label_rows
+from cxrgan.generators.conditioning import as_label_rows
 from cxrgan.generators.trainable import TrainableModel
 from cxrgan.generators.training import Batch, StepContext, Stream, TrainerConfig
 
@@ -262,7 +262,7 @@ class CycleGAN(TrainableModel, GenerativeModel, ImageTranslator):
         if labels is None:
             rows = (torch.rand(n, generator=generator) < 0.5).float().numpy()[:, None]
         else:
-            rows = _as_label_rows(labels, n, 1)
+            rows = as_label_rows(labels, n, 1)
             if not np.isin(rows, [0.0, 1.0]).all():
                 raise CxrganError(f"cyclegan samples class 0 or 1; requested labels {np.unique(rows).tolist()}")
         size = int(self.data_info_["image_size"])

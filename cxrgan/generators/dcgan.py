@@ -18,18 +18,13 @@ All three train through the one loop (``training.py``) with the presets below.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
-import torch
-
-from cxrgan.data.dataset import CXRDataset
-from cxrgan.errors import CxrganError
 from cxrgan.generators.adversarial import AdversarialModel, GANConfig
 from cxrgan.generators.augment import DEFAULT_POLICY
-from cxrgan.generators.base import MIN_TRAIN_IMAGES, register_generator
+from cxrgan.generators.base import register_generator
+from cxrgan.generators.conditioning import AlphaConditioned, LabelVectorConditioned, OneClass
 
 # CPU preset (runs of the balancers, recipes and `cxrgan train-gan` without --full): width 32, bf16 autocast,
 # DiffAugment and EMA. A step at batch 64 and 64 px takes about 0.16 s on this 2-core machine, so 500 steps train
@@ -74,155 +69,28 @@ class LabelVectorConfig(GANConfig):
     embed_dim: int = 32  # size of the label-vector embedding concatenated to z in G
 
 
-def resolve_target(dataset: CXRDataset, target: str) -> tuple[int, float, str]:
-    """(label column, value, display name) of the class ``target`` names in ``dataset``."""
-    if dataset.is_binary:
-        names = dataset.class_names or ("0", dataset.label_names[0])
-        if target in ("", "1", names[1], dataset.label_names[0]):
-            return 0, 1.0, names[1]
-        if target in ("0", names[0]):
-            return 0, 0.0, names[0]
-        raise CxrganError(f"unknown target class {target!r}; this binary task has {list(names)} (or 0 / 1)")
-    if target not in dataset.label_names:
-        raise CxrganError(f"name the finding to model with target=...; got {target!r}, available: {list(dataset.label_names)}")
-    return dataset.label_names.index(target), 1.0, target
-
-
-def _as_label_rows(labels: Any, n: int, n_labels: int) -> np.ndarray:
-    """Broadcast a scalar, a (K,) row or an (n, K) array of requested labels to (n, K) float32."""
-    rows = np.asarray(labels, dtype=np.float32)
-    if rows.ndim == 0:
-        rows = np.full((1, n_labels), float(rows), dtype=np.float32)
-    if rows.ndim == 1:
-        rows = rows[None, :]
-    if rows.shape[1] != n_labels or len(rows) not in (1, n):
-        raise CxrganError(f"requested labels have shape {rows.shape}; expected ({n}, {n_labels}) or ({n_labels},)")
-    return np.broadcast_to(rows, (n, n_labels)).copy()
-
-
 @register_generator("dcgan")
-class DCGAN(AdversarialModel):
+class DCGAN(OneClass, AdversarialModel):
     """Unconditional DCGAN of one class; ``sample`` returns images of that class."""
 
     config_class = DCGANConfig
     summary = "unconditional DCGAN of one class (--target), Radford et al. 2015"
     cpu_preset, full_preset = CPU_PRESET, FULL_PRESET
 
-    def _training_rows(self, dataset: CXRDataset) -> tuple[np.ndarray, None, dict[str, Any]]:
-        column, value, name = resolve_target(dataset, self.config.target)
-        mask = dataset.labels[:, column] == value
-        count = int(mask.sum())
-        if count < MIN_TRAIN_IMAGES:
-            raise CxrganError(
-                f"class {name!r} has {count} training images; a DCGAN needs at least {MIN_TRAIN_IMAGES} images of the class it models"
-            )
-        info = {"target_column": column, "target_value": value, "target_name": name}
-        return np.ascontiguousarray(dataset.images[mask]), None, info
-
-    def _sample_labels(self, n: int, labels: Any, generator: torch.Generator) -> tuple[None, np.ndarray]:
-        info = self.data_info_
-        column, value = int(info["target_column"]), float(info["target_value"])
-        out = np.full((n, len(info["label_names"])), np.nan, dtype=np.float32)
-        out[:, column] = value
-        if labels is not None:
-            requested = _as_label_rows(labels, n, out.shape[1])[:, column]
-            if not np.all(requested == value):
-                raise CxrganError(
-                    f"this DCGAN models only {info['target_name']!r} (label {value:g} in column {column}); "
-                    f"requested labels include {sorted(set(requested.tolist()) - {value})}"
-                )
-        return None, out
-
 
 @register_generator("cdcgan")
-class CDCGAN(AdversarialModel):
+class CDCGAN(AlphaConditioned, AdversarialModel):
     """Conditional DCGAN over all classes; sampled labels are healthy with probability ``alpha``."""
 
     config_class = CDCGANConfig
     summary = "conditional DCGAN of every class, labels healthy with probability alpha (Sun & Li)"
     cpu_preset, full_preset = CPU_PRESET, FULL_PRESET
 
-    def _n_conditioning(self) -> int:
-        return len(self.data_info_["label_names"])
-
-    def _training_rows(self, dataset: CXRDataset) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        cond = np.nan_to_num(dataset.labels, nan=0.0).astype(np.float32)  # unknown counts as absent for conditioning
-        if dataset.is_binary:
-            names = dataset.class_names or ("0", "1")
-            for value, name in enumerate(names):
-                count = int((cond[:, 0] == value).sum())
-                if count < MIN_TRAIN_IMAGES:
-                    raise CxrganError(f"class {name!r} has {count} training images; a cDCGAN needs at least {MIN_TRAIN_IMAGES} per class")
-        patterns, counts = np.unique(cond, axis=0, return_counts=True)
-        info = {"label_patterns": patterns.tolist(), "pattern_counts": counts.tolist()}
-        return np.ascontiguousarray(dataset.images), cond, info
-
-    def _patterns(self, healthy: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        patterns = torch.tensor(self.data_info_["label_patterns"], dtype=torch.float32)
-        counts = torch.tensor(self.data_info_["pattern_counts"], dtype=torch.float64)
-        keep = (patterns.sum(1) == 0) if healthy else (patterns.sum(1) > 0)
-        return patterns[keep], counts[keep]
-
-    def sample_labels(self, n: int, alpha: float, generator: torch.Generator) -> np.ndarray:
-        """(n, K) labels: healthy (all zero) with probability ``alpha``, else a diseased training pattern."""
-        if not 0.0 <= alpha <= 1.0:
-            raise CxrganError(f"alpha must lie in [0, 1], got {alpha}")
-        k = len(self.data_info_["label_names"])
-        healthy = torch.rand(n, generator=generator) < alpha
-        diseased, counts = self._patterns(healthy=False)
-        out = torch.zeros(n, k)
-        n_diseased = int((~healthy).sum())
-        if n_diseased:
-            if len(diseased) == 0:
-                raise CxrganError("the training set had no positive labels, so only alpha = 1 can be sampled")
-            picks = torch.multinomial(counts, n_diseased, replacement=True, generator=generator)
-            out[~healthy] = diseased[picks]
-        return out.numpy()
-
-    def _sample_labels(self, n: int, labels: Any, generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
-        k = len(self.data_info_["label_names"])
-        if labels is None:
-            rows = self.sample_labels(n, self.config.alpha, generator)
-        else:
-            rows = _as_label_rows(labels, n, k)
-            if np.isnan(rows).any():
-                raise CxrganError("requested labels for a conditional generator must be 0 or 1, not NaN")
-        return torch.from_numpy(rows), rows
-
-    def _recalibration_labels(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        patterns = torch.tensor(self.data_info_["label_patterns"], dtype=torch.float32)
-        counts = torch.tensor(self.data_info_["pattern_counts"], dtype=torch.float64)
-        return patterns[torch.multinomial(counts, n, replacement=True, generator=generator)]
-
-    def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
-               batch_size: int = 256, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """As ``GenerativeModel.sample``; ``alpha`` overrides the config's healthy-label probability."""
-        if alpha is None:
-            return super().sample(n, labels, generator, batch_size)
-        original = self.config
-        self.config = dataclasses.replace(original, alpha=float(alpha))
-        try:
-            return super().sample(n, labels, generator, batch_size)
-        finally:
-            self.config = original
-
 
 @register_generator("cgan-labelvec")
-class LabelVectorCDCGAN(CDCGAN):
+class LabelVectorCDCGAN(LabelVectorConditioned, AdversarialModel):
     """The conditional DCGAN on finding vectors; unrequested labels are training label vectors drawn by frequency."""
 
     config_class = LabelVectorConfig
     summary = "conditional DCGAN of 14-finding label vectors, multi-label data (Sundaram & Hulkund 2021)"
-    data_target = "findings"
-
-    def _sample_labels(self, n: int, labels: Any, generator: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
-        if labels is not None:
-            return super()._sample_labels(n, labels, generator)
-        k = len(self.data_info_["label_names"])
-        # whole training label vectors, by their training frequency
-        rows = self._recalibration_labels(n, generator).numpy() if n else np.zeros((0, k), np.float32)
-        return torch.from_numpy(rows), rows
-
-    def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
-               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        return AdversarialModel.sample(self, n, labels, generator, batch_size)
+    cpu_preset, full_preset = CPU_PRESET, FULL_PRESET

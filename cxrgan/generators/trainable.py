@@ -120,6 +120,15 @@ class TrainableModel(ABC):
         """Multiplier of every optimiser's initial learning rate at ``step``."""
         return 1.0
 
+    def ema_age(self, step: int) -> int:
+        """Steps the EMA networks have trained for before ``step`` (0-based), which the EMA warm-up counts; negative
+        while they do not train yet (no EMA update). A model trained in phases starts it at its sampled phase."""
+        return step
+
+    def samples_at(self, step: int) -> bool:
+        """Whether the model draws meaningful samples after ``step`` finished steps (else the fidelity score waits)."""
+        return True
+
     def training_state(self) -> dict[str, Any]:
         """Training-only state a checkpoint must keep for an exact resume (beyond weights, optimisers and RNG)."""
         return {}

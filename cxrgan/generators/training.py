@@ -14,13 +14,15 @@ The loop owns everything else:
   uninterrupted one exactly;
 * bf16 autocast, offered to the step as ``ctx.autocast()`` for its forward passes (weights, optimiser state and
   losses stay fp32), and per-step learning rates (``learning_rate_factor``, e.g. CycleGAN's linear decay);
-* an EMA of generator weights with a warm-up, so short runs average over their own length;
+* an EMA of generator weights with a warm-up, so short runs average over their own length (a model trained in
+  phases says from which step its sampled networks train, ``ema_age``);
 * plain-dict checkpoints written atomically with a format version (weights, optimisers, RNG, the model's
   training state such as image pools, partial metric sums, the best quality), exact resume and a divergence stop;
 * ``metrics.jsonl``: one record per ``log_every`` steps; a resumed run first drops the records written after its
   checkpoint, so a killed run never leaves duplicates;
 * every ``quality_every`` steps a Fréchet distance of samples to a fixed real subset (``quality.py``); the best
-  model is kept (``best.pt``, and in memory) and is what ``fit`` leaves the model with;
+  model is kept (``best.pt``, and in memory) and is what ``fit`` leaves the model with (steps at which the model
+  cannot sample yet, ``samples_at``, are not scored);
 * sample grids and training curves (``artifacts.py``).
 
 Under torchrun the loop is data-parallel: every process draws the same batch rows and takes every ``world``-th of
@@ -147,6 +149,8 @@ class Trainable(Protocol):
     def start_training(self) -> dict[str, torch.optim.Optimizer]: ...
     def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]: ...
     def learning_rate_factor(self, step: int) -> float: ...
+    def ema_age(self, step: int) -> int: ...
+    def samples_at(self, step: int) -> bool: ...
     def training_state(self) -> dict: ...
     def load_training_state(self, state: dict) -> None: ...
     def finalize_training(self) -> None: ...
@@ -270,8 +274,9 @@ class Trainer:
             if self.low_d_steps >= cfg.divergence_patience:
                 self.diverged(f"discriminator loss below {cfg.divergence_d_loss:g} for {self.low_d_steps} steps: "
                               "D separates real from fake perfectly and G gets no gradient")
-        if model.ema_ is not None:
-            decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))  # warm-up: average over the run so far
+        age = model.ema_age(self.step)
+        if model.ema_ is not None and age >= 0:
+            decay = min(cfg.ema_decay, (1 + age) / (10 + age))  # warm-up: average over the networks' training so far
             for name, ema in model.ema_.items():
                 ema_update(ema, model.networks_[name], decay)
         self.step += 1
@@ -307,7 +312,8 @@ class Trainer:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in list(stats.items())[:2]})
                 step, last = self.step, self.step == cfg.steps
                 record = self._take_means() if step % cfg.log_every == 0 or last else {}
-                if self.fidelity is not None and (step % cfg.quality_every == 0 or last):
+                scored = self.fidelity is not None and (step % cfg.quality_every == 0 or last)
+                if scored and self.model.samples_at(step):
                     record["quality_fd"] = self._score_quality()
                 if record:
                     record.update(step=step, seconds=round(time.perf_counter() - started, 3))

@@ -37,7 +37,7 @@ from cxrgan.report.plots import plot_curves
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
 # Methods whose balancer trains a generator: they need square images, and the run caches them in generators/.
-GENERATOR_PREFIXES = ("dcgan", "cdcgan", "cyclegan", "cgan", "ldm", "cldm")
+GENERATOR_PREFIXES = ("dcgan", "cdcgan", "cyclegan", "cgan", "ldm", "cldm", "fastgan", "synth-pretrain")
 
 
 @dataclass(frozen=True)

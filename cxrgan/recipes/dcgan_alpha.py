@@ -4,9 +4,11 @@ Sun & Li (Stanford), "DCGAN and cDCGAN for pneumonia oversampling" (poster): Ker
 (4385 normal : 1460 pneumonia, i.e. 3 : 1), ResNet-18, rows = baseline, class weights, undersampling, oversampling,
 DCGAN on the minority class, cDCGAN with alpha = P(sampled label is healthy) in {0.25, 0.5, 0.75}; columns =
 precision, recall, specificity, F1. We add SMOTE, the loss-side long-tail fixes (focal, LDAM-DRW, logit adjustment,
-cRT: a GAN should beat the best cheap fix) and ROC AUC, report every cell as mean [95% CI] over seeds with
-the seed-level paired test against the baseline (``cxrgan.evaluate.inference``), and measure each generator's
-sample quality as train-on-synthetic / test-on-real AUC and by the synthetic-image audit.
+cRT: a GAN should beat the best cheap fix), stronger generators (issue 13: the one-class latent diffusion model
+``ldm``, the class-conditional one ``cldm-a0.5``, and ``synth-pretrain``: pretraining on a balanced set of ``cldm``
+images, then fine-tuning on the real rows, as RoentGen-v2) and ROC AUC, report every cell as mean [95% CI] over
+seeds with the seed-level paired test against the baseline (``cxrgan.evaluate.inference``), and measure each
+generator's sample quality as train-on-synthetic / test-on-real AUC and by the synthetic-image audit.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import torch
 
 from cxrgan.balance import BalanceContext, make_balancer
 from cxrgan.balance.gan import GANOversampler
+from cxrgan.balance.pretrain import SyntheticPretraining
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.generators import DCGAN, GeneratorSettings, GeneratorSpec, fit_or_load
+from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load
 from cxrgan.io import append_jsonl, read_jsonl
 from cxrgan.recipes.compare import Compare, CompareConfig
 from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
@@ -37,7 +40,7 @@ from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_rec
 # unchanged, so its row would repeat "none") and ml-ros / ml-rus / mlsmote (on a binary task they are partial
 # versions of the oversample / undersample / smote rows; they are for multi-label data).
 METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "focal", "ldam-drw", "logit-adjust", "crt",
-           "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75")
+           "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5", "synth-pretrain")
 PAPER_COLUMNS = {"precision": "precision", "recall": "recall (sens.)", "specificity": "specificity", "f1": "F1",
                  "roc_auc": "ROC AUC"}
 
@@ -159,9 +162,10 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
                    run_dir: Path) -> dict[str, float]:
     """Train-on-synthetic / test-on-real ROC AUC of the first seed's generators (and a train-on-real reference).
 
-    The DCGAN row models pneumonia only, so its TSTR set pairs its samples with those of a DCGAN trained the same
-    way on the normal class; each cDCGAN row samples both classes from its one conditional model. Cached in
-    ``quality.jsonl`` so a resumed run does not retrain.
+    A one-class row (``dcgan``, ``ldm``) models pneumonia only, so its TSTR set pairs its samples with those of the
+    same generator trained the same way on the normal class; a conditional row (``cdcgan-aX``, ``cldm-aX``,
+    ``synth-pretrain``) samples both classes from its one conditional model. Cached in ``quality.jsonl`` so a
+    resumed run does not retrain.
     """
     path = run_dir / "quality.jsonl"
     done = {r["method"]: r["tstr_auc"] for r in read_jsonl(path)}
@@ -170,7 +174,8 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
     context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators",
                              generators=config.generators)
     for method in config.methods:
-        if method in done or not (method == "none" or method.startswith(("dcgan", "cdcgan"))):
+        balancer = None if method == "none" else make_balancer(method, context)
+        if method in done or not (method == "none" or isinstance(balancer, (GANOversampler, SyntheticPretraining))):
             continue
         rng = torch.Generator().manual_seed(seed)
         if method == "none":  # reference: the same classifier trained on n real images per class
@@ -178,16 +183,14 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
             index = np.concatenate([np.random.default_rng(seed).choice(np.flatnonzero(y == c), n, replace=True)
                                     for c in (0, 1)])
             images, labels = train.images[index], train.labels[index]
-        elif method == "dcgan":
-            balancer = make_balancer(method, context)
+        elif isinstance(balancer, GANOversampler) and balancer.one_class:
             balancer.fit_resample(train)  # trained (or loaded from the run's cache) for the comparison
             value = int(balancer.model_.data_info_["target_value"])
             minority, _ = balancer.model_.sample(n, generator=rng)
-            majority, _ = _other_class_dcgan(balancer, train, context, 1 - value).sample(n, generator=rng)
+            majority, _ = _other_class_model(balancer, train, context, 1 - value).sample(n, generator=rng)
             images = np.concatenate([minority, majority])
             labels = np.array([[value]] * n + [[1 - value]] * n, dtype=np.float32)
         else:
-            balancer = make_balancer(method, context)
             balancer.fit_resample(train)
             labels = np.array([[0.0]] * n + [[1.0]] * n, dtype=np.float32)
             images, _ = balancer.model_.sample(2 * n, labels=labels, generator=rng)
@@ -196,6 +199,8 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
     return done
 
 
-def _other_class_dcgan(balancer: GANOversampler, train: CXRDataset, context: BalanceContext, value: int) -> DCGAN:
-    """A DCGAN of class ``value`` trained exactly as the balancer trains its minority DCGAN (two-class TSTR set)."""
-    return fit_or_load(GeneratorSpec("dcgan", balancer.config_for(value)), train, context.work_dir, context.device)
+def _other_class_model(balancer: GANOversampler, train: CXRDataset, context: BalanceContext, value: int):
+    """A one-class generator of class ``value`` trained exactly as the balancer trains its minority model (the
+    two-class TSTR set of a one-class row)."""
+    return fit_or_load(GeneratorSpec(balancer.method, balancer.config_for(value)), train, context.work_dir,
+                       context.device)
