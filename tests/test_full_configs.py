@@ -71,7 +71,8 @@ RECIPES = {
                             "densenet121", 2),
     "cgan-regimes": (["--data", "{findings}", "--findings", "Effusion", "--threshold", "0.5", "--regimes", "1",
                       "--methods", "none,gan", "--epochs", "1"], "densenet121", 2),
-    "dcgan-rare-findings": (["--data", "{findings}", "--findings", "Effusion", "--epochs", "1"], "densenet121", 2),
+    "dcgan-rare-findings": (["--data", "{findings}", "--findings", "Effusion", "--cheap-fixes", "ldam-drw", "--epochs",
+                             "1"], "densenet121", 3),
     "sgan-scarcity": (["--data", "{binary}", "--per-class", "16"], None, 2),
     "sgan-domain": (["--data", "{binary}", "--second-data", "{second}"], None, 5),
 }
