@@ -179,15 +179,25 @@ class AdversarialModel(TrainableModel, GenerativeModel):
                 real_logits, fake_logits = D(torch.cat([real_in, fake_in]), both_labels).split(len(real))
         d_loss = self._loss.d_loss(real_logits, fake_logits)
         ctx.check_finite("discriminator", d_loss)
-        opt_d, opt_g = ctx.optimizers["discriminator"], ctx.optimizers["generator"]
+        opt_d = ctx.optimizers["discriminator"]
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
 
-        D.requires_grad_(False)  # G step: gradients w.r.t. the images only, none for D's weights
+        g_loss = self._generator_update(ctx, lambda: D(augment(fake), labels))
+        with torch.no_grad():
+            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
+                    "d_real": torch.sigmoid(real_logits.float()).mean().item(),
+                    "d_fake": torch.sigmoid(fake_logits.float()).mean().item()}
+
+    def _generator_update(self, ctx: StepContext, fake_logits) -> torch.Tensor:
+        """One G step with D frozen (gradients w.r.t. the images only, none for D's weights): ``fake_logits()``
+        scores the generated batch under autocast; returns the generator loss."""
+        D, opt_g = self.discriminator_, ctx.optimizers["generator"]
+        D.requires_grad_(False)
         try:
             with ctx.autocast():
-                g_logits = D(augment(fake), labels)
+                g_logits = fake_logits()
             g_loss = self._loss.g_loss(g_logits)
             ctx.check_finite("generator", g_loss)
             opt_g.zero_grad(set_to_none=True)
@@ -195,10 +205,7 @@ class AdversarialModel(TrainableModel, GenerativeModel):
             opt_g.step()
         finally:
             D.requires_grad_(True)
-        with torch.no_grad():
-            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                    "d_real": torch.sigmoid(real_logits.float()).mean().item(),
-                    "d_fake": torch.sigmoid(fake_logits.float()).mean().item()}
+        return g_loss
 
     def finalize_training(self) -> None:
         """Give the EMA generator BatchNorm statistics of its own weights (after training, before grids and scores)."""

@@ -99,22 +99,12 @@ class FastGAN(OneClass, AdversarialModel):
         adversarial = self._loss.d_loss(real_logits, fake_logits)
         d_loss = adversarial + cfg.reconstruction_weight * reconstruction
         ctx.check_finite("discriminator", d_loss)
-        opt_d, opt_g = ctx.optimizers["discriminator"], ctx.optimizers["generator"]
+        opt_d = ctx.optimizers["discriminator"]
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
 
-        D.requires_grad_(False)  # G step: gradients w.r.t. the images only
-        try:
-            with ctx.autocast():
-                g_logits = D(augment(fake))
-            g_loss = self._loss.g_loss(g_logits)
-            ctx.check_finite("generator", g_loss)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-        finally:
-            D.requires_grad_(True)
+        g_loss = self._generator_update(ctx, lambda: D(augment(fake)))
         with torch.no_grad():
             return {"d_loss": adversarial.item(), "g_loss": g_loss.item(), "reconstruction": reconstruction.item(),
                     "real_logit": real_logits.float().mean().item(),
