@@ -196,7 +196,7 @@ def test_registry_factories():
     assert isinstance(a, LabelVectorCGAN) and a.config.ngf == 8 and a.config.steps == 7
     assert a.generator_spec().name == "cgan-labelvec" and a.generator_spec().config.seed == 3
     b = make_balancer("dcgan-rare", BalanceContext(3))
-    assert isinstance(b, RareFindingDCGAN) and b.config.steps == 500 and b.config.bf16
+    assert isinstance(b, RareFindingDCGAN) and b.config.steps == DCGAN.cpu_preset["steps"] and b.config.bf16
     assert b.generator_spec("Nodule").config.target == "Nodule"
 
 

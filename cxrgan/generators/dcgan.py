@@ -27,14 +27,19 @@ from cxrgan.generators.base import register_generator
 from cxrgan.generators.conditioning import AlphaConditioned, LabelVectorConditioned, OneClass
 
 # CPU preset (runs of the balancers, recipes and `cxrgan train-gan` without --full): width 32, bf16 autocast,
-# DiffAugment and EMA. A step at batch 64 and 64 px takes about 0.16 s on this 2-core machine, so 500 steps train
-# a generator in under 2 minutes whatever the class size. DiffAugment guards against a discriminator memorising
-# few images over many passes; in a short run over many images it only slows D and G collapses partially.
-# Measured on Kermany 64 px (3:1), 500 steps, width 32: cDCGAN on 1611 images (20 passes) pixel std across samples
-# 15 with DiffAugment vs 30 without (real: 32-36); DCGAN on 403 pneumonia images (80 passes) 30 with DiffAugment.
-# So it applies from 50 passes over the training rows on. The fidelity score every 100 steps keeps the best model.
+# DiffAugment and EMA; a step at batch 64 and 64 px takes about 0.16 s on this 2-core machine. DiffAugment guards
+# against a discriminator memorising few images over many passes; in a short run over many images it only slows D
+# and G collapses partially. Measured on Kermany 64 px (3:1), 500 steps, width 32: cDCGAN on 1611 images (20 passes)
+# pixel std across samples 15 with DiffAugment vs 30 without (real: 32-36); DCGAN on 403 pneumonia images (80
+# passes) 30 with DiffAugment. So it applies from 50 passes over the training rows on. The fidelity score every 100
+# steps keeps the best model.
+# Steps from the quality curves of benchmarks/generator_quality.py (dcgan-alpha's 3:1 split, audited against the
+# rows trained on; reference = real train vs real test): the DCGAN on the 402 pneumonias reaches its best at 3,500
+# steps, 17.8 CPU-minutes (FD 8.6 at 500 steps -> 0.18, reference 0.17; recall 0.32 -> 0.85; coverage 0.30 ->
+# 0.90), and later snapshots are no better; the cDCGAN on all 1,608 rows (same network with a label input) takes
+# 18.8 CPU-minutes to 3,500 steps. The label-vector cGAN shares the preset (not measured on its own).
 CPU_PRESET: dict[str, Any] = dict(
-    steps=500, ngf=32, ndf=32, batch_size=64, diffaugment=DEFAULT_POLICY, diffaugment_min_passes=50.0,
+    steps=3500, ngf=32, ndf=32, batch_size=64, diffaugment=DEFAULT_POLICY, diffaugment_min_passes=50.0,
     ema_decay=0.999, bf16=True, progress=False, log_every=25, checkpoint_every=100, grid_every=100, quality_every=100)
 # Full preset (GPUs): the DCGAN paper's widths in fp32; 10,000 steps of 64 images are 100 passes over 6,400 images
 # (the earlier epoch-based preset trained 100 epochs).

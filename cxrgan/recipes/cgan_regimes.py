@@ -15,9 +15,10 @@ training counts alone. Any registered method name is also accepted as a row; by 
 beside the paper's rows, as the strongest cheap fixes a generative row must beat.
 
 CPU budget of the defaults on the NIH subset (463 training rows; measured with one thread while another job
-used the second core): the cDCGAN (width 32, bf16, DiffAugment, 500 steps) takes 0.47 s a step, about 4 min per
-seed; ResNet-18 bf16 trains at about 205 images/s, and the regimes hold 5 / 47 / 294 / 463 real rows (660 with
-GAN images at 100 %), so 3 methods x 4 regimes x 12 epochs is about 3 min per seed. Five seeds: about 35 min.
+used the second core): the cDCGAN (width 32, bf16, DiffAugment) takes 0.47 s a step, so the 3,500-step preset is
+about 27 min per seed (500 steps: 4 min); ResNet-18 bf16 trains at about 205 images/s, and the regimes hold 5 / 47 /
+294 / 463 real rows (660 with GAN images at 100 %), so 3 methods x 4 regimes x 12 epochs is about 3 min per seed.
+Five seeds: about 2.5 h; ``--gan-steps`` trades quality for time.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ reported as not estimable. NIH ChestX-ray14 (the default data) has no uncertain 
 the same labels: the baseline is trained once per seed and the policy table says so.
 
 CPU budget of the defaults on the NIH subset (measured with one thread while another job used the second core):
-one DCGAN per finding (width 32, bf16, 500 steps, batch = the finding's 17-33 images) takes 0.13-0.20 s a step,
-about 4 min for three findings per seed; ratio 1.0 adds about 1250 images to the 463 real rows, so the augmented
-ResNet-18 run (about 205 images/s, 12 epochs) takes about 100 s and a baseline about 30 s. Five seeds: about
-30 min (three baselines per seed on CheXpert, where the policies differ).
+one DCGAN per finding (width 32, bf16, batch = the finding's 17-33 images) takes 0.13-0.20 s a step, so the
+3,500-step preset is about 9 min a finding, 28 min for three findings per seed (the 500 steps of earlier versions:
+4 min); ratio 1.0 adds about 1250 images to the 463 real rows, so the augmented ResNet-18 run (about 205 images/s,
+12 epochs) takes about 100 s and a baseline about 30 s. Five seeds: about 2.5 h; ``--gan-steps`` trades quality for
+time (three baselines per seed on CheXpert, where the policies differ).
 """
 
 from __future__ import annotations
