@@ -30,7 +30,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load
+from cxrgan.generators import GeneratorSettings, GeneratorSpec, cache_entries, fit_or_load
 from cxrgan.io import append_jsonl, read_jsonl
 from cxrgan.recipes.compare import Compare, CompareConfig
 from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
@@ -119,7 +119,7 @@ class DcganAlpha(Compare):
         if len(audits):
             tables.append(Table("audit_summary", "Synthetic-image audit of every trained generator", audits,
                                 "Feature space of a small CNN trained on real images; reference = real train vs real "
-                                "test.", role="detail"))
+                                "test. Steps: done / planned, as each generator was trained.", role="detail"))
         return tables
 
 
@@ -128,7 +128,9 @@ def audit_summary(run_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted((run_dir / "generators").rglob("audit/audit.json")):
         metrics = json.loads(path.read_text())["metrics"]
-        row = {"generator": path.parent.parent.name}
+        trained = cache_entries(path.parent.parent)[0]  # a run grown later may hold generators of older presets
+        row = {"generator": path.parent.parent.name, "steps": trained["steps"],
+               "training rows": trained["training rows"]}
         for key, label in AUDIT_COLUMNS.items():
             if key in metrics:
                 row[label] = f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
