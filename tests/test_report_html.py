@@ -5,6 +5,7 @@ Chromium is required: without it the test fails (``.ci/run`` installs the Debian
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -64,6 +65,20 @@ def test_report_is_self_contained_and_complete(run_dir):
     assert sources and all(s.startswith(("data:image/png;base64,", "#")) for s in sources), sources[:3]
     assert len([s for s in sources if s.startswith("data:")]) >= 7  # roc, pr, loss, samples, 2 audit, cam
     assert "<script" not in page and "<link" not in page
+
+
+def test_audit_generators_keeps_audits_newer_than_their_checkpoint(run_dir, kermany_small, tmp_path):
+    (audit,) = (run_dir / "generators").rglob("audit/audit.json")
+    written = audit.stat().st_mtime_ns
+    data = str(save_npz(kermany_small, tmp_path / "kermany_small.npz"))
+    config = AuditConfig(feature_epochs=1, tstr=False, kid_subsets=10)
+    again = audit_generators(run_dir, data, config, n=40)  # nothing new: no feature model, no sampling
+    assert audit.stat().st_mtime_ns == written
+    assert list(again.values()) == [json.loads(audit.read_text(encoding="utf-8"))]
+    checkpoint = audit.parent.parent / "checkpoint.pt"
+    os.utime(checkpoint, ns=(written + 10**9, written + 10**9))  # the generator trained on after its audit
+    audit_generators(run_dir, data, config, n=40)
+    assert audit.stat().st_mtime_ns > written
 
 
 def test_report_renders_in_headless_chromium(run_dir, tmp_path):

@@ -14,6 +14,7 @@ value is near the reference, not when it is near zero.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,9 +293,11 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
 
 
 def audit_generators(run_dir: str | Path, data_path: str | Path, config: AuditConfig = AuditConfig(),
-                     n: int | None = None, target: str = "labels") -> dict[str, dict]:
+                     n: int | None = None, target: str = "labels", redo: bool = False) -> dict[str, dict]:
     """Audit every trained generator under ``run_dir`` (folders holding checkpoint.pt, e.g. the generator caches a
     compare run keeps in ``generators/``), each into its own ``audit/`` folder, with one shared feature model.
+    A generator whose audit.json is newer than its checkpoint keeps that audit (a grown or resumed run audits only
+    its new generators) unless ``redo``.
 
     Args:
         run_dir: a compare run (or any folder of GAN runs).
@@ -312,11 +315,20 @@ def audit_generators(run_dir: str | Path, data_path: str | Path, config: AuditCo
     folders = sorted({p.parent for p in run_dir.rglob("checkpoint.pt")})
     if not folders:
         return {}
-    dataset = load_npz(data_path, target=target)
-    model = train_feature_model(dataset.split("train"), dataset.split("val"), config)
-    return {str(folder.relative_to(run_dir)): audit_run(folder, data_path, folder / "audit", n, config,
-                                                        feature_model=model)
-            for folder in folders}
+    done = {f: json.loads((f / "audit" / "audit.json").read_text(encoding="utf-8")) for f in folders
+            if not redo and _audited(f)}
+    todo = [f for f in folders if f not in done]
+    if todo:
+        dataset = load_npz(data_path, target=target)
+        model = train_feature_model(dataset.split("train"), dataset.split("val"), config)
+        done.update({f: audit_run(f, data_path, f / "audit", n, config, feature_model=model) for f in todo})
+    return {str(f.relative_to(run_dir)): done[f] for f in folders}
+
+
+def _audited(folder: Path) -> bool:
+    """Whether ``folder``'s audit.json was written after its last checkpoint."""
+    audit = folder / "audit" / "audit.json"
+    return audit.exists() and audit.stat().st_mtime >= (folder / "checkpoint.pt").stat().st_mtime
 
 
 # What each row means and which value is ideal, in the order a reader scans them.
