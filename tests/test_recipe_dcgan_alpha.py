@@ -6,7 +6,9 @@ import pandas as pd
 
 from cxrgan.cli import main
 from cxrgan.data import save_npz
+from cxrgan.evaluate.inference import Verdicts
 from cxrgan.io import read_jsonl
+from cxrgan.recipes.dcgan_alpha import paper_table
 from _report_check import assert_report_renders
 
 
@@ -47,3 +49,22 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
     assert (run_dir / "report.html").stat().st_size > 10_000
     dom = assert_report_renders(run_dir, tmp_path, figures=4)  # ROC, PR, generator losses and samples
     assert "Sun &amp; Li table shape" in dom
+
+
+class _Records:
+    """The part of a run's stored results that the paper table reads: finished cells by method."""
+
+    def __init__(self, seeds_by_method: dict[str, int]):
+        metrics = {"precision": 0.8, "recall": 0.9, "specificity": 0.5, "f1": 0.85, "roc_auc": 0.92}
+        self.records = {m: [{"method": m, "seed": s, "metrics": metrics} for s in range(n)]
+                        for m, n in seeds_by_method.items()}
+
+    def where(self, method: str) -> list[dict]:
+        return self.records.get(method, [])
+
+
+def test_paper_table_says_how_many_seeds_each_row_has_when_they_differ():
+    grown = paper_table(_Records({"none": 5, "ldm": 3}), ("none", "ldm"), {}, Verdicts([]), [])
+    assert list(grown.columns[:2]) == ["method", "seeds"] and list(grown["seeds"]) == [5, 3]
+    finished = paper_table(_Records({"none": 5, "ldm": 5}), ("none", "ldm"), {}, Verdicts([]), [])
+    assert "seeds" not in finished.columns

@@ -139,13 +139,15 @@ def audit_summary(run_dir: Path) -> pd.DataFrame:
 def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, float], verdicts: Verdicts,
                 sites: list[str]) -> pd.DataFrame:
     """The paper's columns per method (mean [CI] over seeds), Δ and verdict against the baseline on the internal
-    test split and on each external site, and the TSTR AUC."""
+    test split and on each external site, and the TSTR AUC. A run whose rows have finished different numbers of
+    seeds (one grown by new methods and not finished) gets a "seeds" column, so no row looks more complete than it
+    is."""
     rows = []
     for method in methods:
         runs = results.where(method=method)
         if not runs:
             continue
-        row = {"method": method}
+        row = {"method": method, "seeds": len(runs)}
         for key, label in PAPER_COLUMNS.items():
             row[label] = seed_cell([r["metrics"][key] for r in runs])
         internal = {"site": "internal test"} if sites else {}
@@ -155,7 +157,10 @@ def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, f
             row[f"Δ @ {site}"], row[f"verdict @ {site}"] = verdicts.cells(method=method, site=site)
         row["TSTR AUC"] = f"{quality[method]:.3f}" if method in quality else ""
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table) and table["seeds"].nunique() == 1:  # every row has every seed: the title says how many
+        table = table.drop(columns="seeds")
+    return table
 
 
 def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset, test: CXRDataset,
