@@ -6,14 +6,19 @@ import pandas as pd
 
 from cxrgan.cli import main
 from cxrgan.data import save_npz
+from cxrgan.evaluate.audit import train_on_synthetic
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.io import read_jsonl
+from cxrgan.recipes import dcgan_alpha
 from cxrgan.recipes.dcgan_alpha import paper_table
 from _report_check import assert_report_renders
 
 
-def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
+def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monkeypatch):
     data = save_npz(kermany_small, tmp_path / "small.npz")
+    tstr_runs = []  # every TSTR classifier the finish step trains
+    monkeypatch.setattr(dcgan_alpha, "train_on_synthetic",
+                        lambda *args: tstr_runs.append(args[0].shape) or train_on_synthetic(*args))
     assert main(["recipe", "dcgan-alpha", "--data", str(data), "--seeds", "1", "--epochs", "1", "--imbalance", "2:1",
                  "--tstr-images", "24", "--gan-steps", "3", "--gan-width", "8", "--device", "cpu",
                  "--out", str(tmp_path / "runs")]) == 0
@@ -32,6 +37,10 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys):
     assert set(tstr) == {"none", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5",
                          "synth-pretrain"}
     assert all(0.0 <= v <= 1.0 for v in tstr.values())
+    # one TSTR per generator: the alphas share the cDCGAN's, cldm-a0.5 and synth-pretrain the cLDM's
+    assert len(tstr_runs) == 5  # real reference, dcgan, cdcgan, ldm, cldm
+    assert tstr["cdcgan-a0.25"] == tstr["cdcgan-a0.5"] == tstr["cdcgan-a0.75"]
+    assert tstr["cldm-a0.5"] == tstr["synth-pretrain"]
     # the three alphas shared one trained cDCGAN, cldm-a0.5 and synth-pretrain one cLDM; the TSTR sets of the
     # one-class rows added a DCGAN and an LDM of the other class
     gan_dirs = sorted(p.name.split("-")[0] for p in (run_dir / "generators" / "gan").iterdir())

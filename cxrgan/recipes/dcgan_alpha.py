@@ -169,11 +169,14 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
 
     A one-class row (``dcgan``, ``ldm``) models pneumonia only, so its TSTR set pairs its samples with those of the
     same generator trained the same way on the normal class; a conditional row (``cdcgan-aX``, ``cldm-aX``,
-    ``synth-pretrain``) samples both classes from its one conditional model. Cached in ``quality.jsonl`` so a
-    resumed run does not retrain.
+    ``synth-pretrain``) samples both classes from its one conditional model. Cached in ``quality.jsonl`` by method
+    and by generator cache entry, so a resumed run does not retrain and rows sharing a generator (``cldm-a0.5`` and
+    ``synth-pretrain``) share one TSTR.
     """
     path = run_dir / "quality.jsonl"
-    done = {r["method"]: r["tstr_auc"] for r in read_jsonl(path)}
+    records = read_jsonl(path)
+    done = {r["method"]: r["tstr_auc"] for r in records}
+    by_generator = {r["generator"]: r["tstr_auc"] for r in records if r.get("generator")}
     seed, n = config.first_seed, config.tstr_images
     audit = AuditConfig(seed=seed, device=config.train.device if config.train.device != "auto" else "cpu")
     context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators",
@@ -183,24 +186,32 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
         if method in done or not (method == "none" or isinstance(balancer, (GANOversampler, SyntheticPretraining))):
             continue
         rng = torch.Generator().manual_seed(seed)
+        generator = None
+        if method != "none":
+            balancer.fit_resample(train)  # trained (or loaded from the run's cache) for the comparison
+            generator = balancer.model_.run_dir.name if balancer.model_.run_dir is not None else None
+        if generator in by_generator:  # another row's generator: its TSTR is this row's
+            done[method] = by_generator[generator]
+            append_jsonl(path, {"method": method, "tstr_auc": done[method], "generator": generator})
+            continue
         if method == "none":  # reference: the same classifier trained on n real images per class
             y = train.binary_targets()
             index = np.concatenate([np.random.default_rng(seed).choice(np.flatnonzero(y == c), n, replace=True)
                                     for c in (0, 1)])
             images, labels = train.images[index], train.labels[index]
         elif isinstance(balancer, GANOversampler) and balancer.one_class:
-            balancer.fit_resample(train)  # trained (or loaded from the run's cache) for the comparison
             value = int(balancer.model_.data_info_["target_value"])
             minority, _ = balancer.model_.sample(n, generator=rng)
             majority, _ = _other_class_model(balancer, train, context, 1 - value).sample(n, generator=rng)
             images = np.concatenate([minority, majority])
             labels = np.array([[value]] * n + [[1 - value]] * n, dtype=np.float32)
         else:
-            balancer.fit_resample(train)
             labels = np.array([[0.0]] * n + [[1.0]] * n, dtype=np.float32)
             images, _ = balancer.model_.sample(2 * n, labels=labels, generator=rng)
         done[method] = train_on_synthetic(images, labels, val, test, audit)
-        append_jsonl(path, {"method": method, "tstr_auc": done[method]})
+        if generator is not None:
+            by_generator[generator] = done[method]
+        append_jsonl(path, {"method": method, "tstr_auc": done[method], "generator": generator})
     return done
 
 
