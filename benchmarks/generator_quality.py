@@ -12,6 +12,12 @@ A *case* names a generator and the rows it trains on:
 * ``full``: the whole Kermany training split (1,208 normal : 3,475 pneumonia);
 * ``nih``: the NIH subset's 463 multi-label training rows (label-vector generators).
 
+A CycleGAN (``cyclegan-minority``, ``cyclegan-full``) trains on both classes of its rows and makes images by
+translating real ones: it is audited on translations of the real validation rows into the other class (as ``cxrgan
+audit`` does), against all training rows, and also by *classifier fidelity*: the share of translations that the
+audit's feature model (a classifier trained on the real rows, at its validation Youden threshold) puts in their
+target class, averaged over the two directions, beside the same balanced share for the real test rows.
+
 ``--train`` runs the generator's CPU preset for ``--steps`` steps through the one trainer (``run_dir`` under
 ``--out``); at every multiple of ``--snapshot-every`` it copies ``best.pt`` -- the checkpoint a run of that many
 steps returns, the best by the trainer's fidelity score so far -- with the process CPU time spent so far. A run is
@@ -44,9 +50,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrgan.data import CXRDataset, load_npz
+from cxrgan.classify.train import predict
+from cxrgan.data import CXRDataset, from_arrays, load_npz
 from cxrgan.evaluate.audit import AuditConfig, audit_images, train_feature_model, train_on_synthetic
+from cxrgan.evaluate.metrics import youden_threshold
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, generator_class
+from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import append_jsonl, read_jsonl, save_torch, write_json
 from cxrgan.recipes.compare import CompareConfig, prepare_splits
 
@@ -74,6 +83,7 @@ CASES = {f"{g}-{rows}": Case(g, rows, (("target", "pneumonia"),) if one_class el
                               ("fastgan", True))
          for rows in ("minority", "full")}
 CASES.update({"cgan-labelvec-nih": Case("cgan-labelvec", "nih"), "ldm-labelvec-nih": Case("ldm-labelvec", "nih")})
+CASES.update({f"cyclegan-{rows}": Case("cyclegan", rows) for rows in ("minority", "full")})
 PNEUMONIA = 1.0  # the class the Kermany rows audit (the minority of dcgan-alpha's split)
 
 
@@ -185,13 +195,18 @@ def audit_snapshots(name: str, out: Path, tstr_images: int) -> None:
         model = cls().load_state_dict(state)
         rng = torch.Generator().manual_seed(0)
         started = time.process_time()
-        requested = np.full((n, 1), PNEUMONIA, np.float32) if binary else None
-        images, labels = model.sample(n, labels=requested, generator=rng)
+        if isinstance(model, ImageTranslator):  # translations of held-out rows, both directions
+            images, labels = model.translations(val, len(test), rng)
+        else:
+            requested = np.full((n, 1), PNEUMONIA, np.float32) if binary else None
+            images, labels = model.sample(n, labels=requested, generator=rng)
         sample_seconds = time.process_time() - started
         result = audit_images(images, labels, train_rows, val, test, None, config, features)
-        row = {**record, "sample_cpu_seconds_per_image": sample_seconds / n,
+        row = {**record, "sample_cpu_seconds_per_image": sample_seconds / len(images),
                **{k: v for k, v in result["metrics"].items()}, "real_rows": result["real_rows"],
-               "n_synthetic": n, "n_train": result["n_train"]}
+               "n_synthetic": len(images), "n_train": result["n_train"]}
+        if isinstance(model, ImageTranslator):
+            row["fidelity"] = classifier_fidelity(features, images, labels, val, test)
         if case.conditional:
             if binary:
                 wanted = np.repeat(np.array([[0.0], [1.0]], np.float32), tstr_images, axis=0)
@@ -204,6 +219,23 @@ def audit_snapshots(name: str, out: Path, tstr_images: int) -> None:
         print(f"{name}: audited step {record['step']}", flush=True)
 
 
+def classifier_fidelity(classifier: torch.nn.Module, images: np.ndarray, labels: np.ndarray, val: CXRDataset,
+                        test: CXRDataset) -> dict[str, float]:
+    """Share of translated images that ``classifier`` (trained on real rows) puts in their target class, at its
+    Youden threshold on the real validation rows, averaged over the two directions (the validation split's
+    classes are unbalanced); reference: the same balanced share for the real test rows. Per direction too."""
+    threshold = youden_threshold(val.labels[:, 0], predict(classifier, val)[:, 0])
+
+    def rates(scores: np.ndarray, y: np.ndarray) -> list[float]:
+        return [float(np.mean((scores[y == c] >= threshold) == bool(c))) for c in (0, 1)]
+
+    translated = from_arrays(images, labels, test.label_names, class_names=test.class_names)
+    synthetic = rates(predict(classifier, translated)[:, 0], labels[:, 0])
+    real = rates(predict(classifier, test)[:, 0], test.labels[:, 0])
+    return {"synthetic": float(np.mean(synthetic)), "reference": float(np.mean(real)),
+            "into_class": synthetic, "real_class": real}
+
+
 # ---- the table ------------------------------------------------------------------------------------------------
 TARGETS = {  # metric -> (column, held-to text, test on (synthetic, reference))
     "frechet_distance": ("FD", "<= 2x ref", lambda s, r: s <= 2 * r),
@@ -213,7 +245,7 @@ TARGETS = {  # metric -> (column, held-to text, test on (synthetic, reference))
     "tstr_auc": ("TSTR AUC", ">= 0.90", lambda s, r: s >= 0.90),
     "memorised_feature": ("memorised", "<= ref", lambda s, r: s <= r),
 }
-SHOWN = ("precision", "density", "kid", "memorised_pixel")  # every other audit metric, beside its reference
+SHOWN = ("fidelity", "precision", "density", "kid", "memorised_pixel")  # the other metrics, beside their reference
 
 
 def table(out: Path) -> pd.DataFrame:
@@ -234,7 +266,8 @@ def table(out: Path) -> pd.DataFrame:
                 held.append(column)
                 met += [column] if ok else []
             for key in SHOWN:
-                row[key] = f"{record[key]['synthetic']:.3g} ({record[key]['reference']:.3g})"
+                if key in record:  # fidelity: translators only
+                    row[key] = f"{record[key]['synthetic']:.3g} ({record[key]['reference']:.3g})"
             row["targets met"] = f"{len(met)}/{len(held)}"
             rows.append(row)
     return pd.DataFrame(rows)
