@@ -21,7 +21,7 @@ from cxrgan.recipes.findings import load_findings, with_policy
 
 from _report_check import assert_report_renders
 
-TOY_TRAIN = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu")
+TOY_TRAIN = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu", bf16=True)
 TOY_GAN = GeneratorSettings(steps=2, width=8)
 RARE = ("Fibrosis", "Nodule", "Cardiomegaly")  # rare NIH findings: 2, 4 and 2 test positives (not estimable)
 COMMON = ("Effusion", "Infiltration")  # 10 and 11 test positives: the findings whose AUC the tests can test
@@ -213,3 +213,23 @@ def test_two_findings_files_are_joined_with_their_splits(nih_path, data_dir, tmp
     assert main(["recipe", "dcgan-rare-findings", "--data", str(nih_path), "--data", str(second), "--dry-run",
                  "--out", str(tmp_path)]) == 0
     assert "nih_chestxray14_subset_64.npz + " in capsys.readouterr().out
+
+
+def test_one_generator_probe_serves_every_seed_finding_and_regime(small_nih, monkeypatch):
+    """A dry run's step time depends on the network and the image size, not on the seed, the modelled finding or
+    how many rows a regime keeps: the probe trains once for all of them."""
+    from cxrgan.generators import GeneratorSettings
+    from cxrgan.recipes import probe
+
+    monkeypatch.setattr(probe, "_STEP_SECONDS", {})
+    fits = []
+    real_step_seconds = probe.step_seconds
+    monkeypatch.setattr(probe, "step_seconds", lambda key, fit: real_step_seconds(key, lambda hook: fits.append(key) or fit(hook)))
+    train = load_npz(small_nih, target="findings").split("train")
+    settings = GeneratorSettings(steps=40, width=8)
+    first = probe.generator_seconds("dcgan", settings, train, seed=0, target=RARE[0])
+    again = [probe.generator_seconds("dcgan", settings, rows, seed=seed, target=finding)
+             for rows, seed, finding in ((train, 1, RARE[0]), (train, 0, RARE[1]), (train.subset(np.arange(50)), 2, RARE[1]))]
+    assert len(fits) == 1 and again == [first] * 3 and first > 0
+    probe.generator_seconds("dcgan", GeneratorSettings(steps=40, width=16), train, seed=0, target=RARE[0])
+    assert len(fits) == 2  # another width is another probe

@@ -92,9 +92,15 @@ def generator_seconds(name: str, settings, dataset, device: str = "cpu", **fixed
 
     spec = GeneratorSpec.resolve(name, settings, **fixed)
     probe = GeneratorSpec(name, probe_config(spec.config))
-    seconds = step_seconds(("generator", name, probe.config, dataset.images.shape),
+    seconds = step_seconds(("generator", name, _timing_fields(probe.config), dataset.images.shape[1:], device),
                            lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
     return seconds * spec.config.steps
+
+
+def _timing_fields(config) -> tuple:
+    """A config's fields that can change its step time: not the seed or the modelled finding / class (one probe
+    serves every seed and finding of a recipe; the rows a step draws are a batch whatever the row count)."""
+    return tuple((k, repr(v)) for k, v in sorted(dataclasses.asdict(config).items()) if k not in ("seed", "target"))
 
 
 def compare_estimates(recipe, plan) -> dict[str, float]:
