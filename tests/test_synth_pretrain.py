@@ -17,7 +17,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.generators import GeneratorSettings
 
 TINY_SETTINGS = GeneratorSettings(steps=4, width=8)
-CLASSIFIER = TrainConfig(model="small-cnn", epochs=2, batch_size=32, lr=1e-3, device="cpu", progress=False)
+CLASSIFIER = TrainConfig(model="small-cnn", epochs=2, batch_size=32, lr=1e-3, device="cpu", progress=False, bf16=True)
 
 
 @pytest.fixture(scope="module")
