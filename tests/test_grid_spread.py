@@ -18,7 +18,7 @@ from cxrgan.data import save_npz
 from cxrgan.io import read_jsonl
 
 GRID = ["--methods", "none,oversample,class-weights", "--seeds", "1", "--model", "small-cnn", "--epochs", "1", "--batch-size", "16",
-        "--lr", "1e-3", "--device", "cpu", "--precision", "fp32", "--no-progress"]
+        "--lr", "1e-3", "--device", "cpu", "--precision", "bf16", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
