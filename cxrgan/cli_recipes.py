@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, command, external_sites,
-                        generator_settings, grid_options, method_list, parse_ratio, shell_command)
+from cxrgan.cli import (add_checkpoint_flags, add_external_flags, add_generator_flags, add_grid_flags,
+                        checkpoint_settings, command, external_sites, generator_settings, grid_options, method_list,
+                        parse_ratio, shell_command)
 
 
 KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
@@ -55,6 +56,7 @@ def classifier(args: argparse.Namespace, cpu, full):
         chosen = resolve_amp("auto", args.device)
         amp = {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
     return dataclasses.replace(full if args.full else cpu, device=args.device, data_workers=args.data_workers, **amp,
+                               **checkpoint_settings(args),
                                **({"epochs": args.epochs} if args.epochs else {}))
 
 
@@ -72,6 +74,7 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=3)
+    add_checkpoint_flags(parser.add_argument_group("classifier checkpoints"))
 
 
 @command("recipe dcgan-alpha", "Sun & Li: DCGAN / cDCGAN(alpha) vs classic fixes, ResNet-18",
@@ -107,6 +110,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
     add_generator_flags(parser, generator="cyclegan")
     add_run_flags(parser, default_seeds=3)
+    add_checkpoint_flags(parser.add_argument_group("classifier checkpoints"))
 
 
 @command("recipe cyclegan-complement", "Malygina et al.: CycleGAN complement oversampling (+ extra data) vs none",
@@ -141,6 +145,7 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="paper-size GANs and DenseNet-121 training (GPU)")
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=5)
+    add_checkpoint_flags(parser.add_argument_group("classifier checkpoints"))
 
 
 def _multilabel_common(args: argparse.Namespace) -> dict:

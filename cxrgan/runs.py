@@ -19,7 +19,8 @@ _RUN_NAME = re.compile(r"^(\d{5})-")
 
 # Settings that change how a run is shown or where it computes, never what it computes: they may differ between
 # a run and its resumption. Matched on the last component of a dotted field path (``train.progress``).
-COSMETIC_FIELDS = frozenset({"progress", "device", "eval_batch_size", "workers", "data_workers", "sync_batchnorm"})
+COSMETIC_FIELDS = frozenset({"progress", "device", "eval_batch_size", "workers", "data_workers", "sync_batchnorm",
+                             "checkpoint_seconds", "checkpoint_epochs"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cxrgan.classify import CLASSIFIERS, TrainConfig, build_classifier, masked_bce, predict, train_classifier
+from cxrgan.classify.checkpoint import CheckpointSchedule, load_checkpoint, save_checkpoint
 from cxrgan.classify.train import macro_auc
 from cxrgan.errors import CxrganError
 
@@ -62,31 +63,73 @@ def test_training_learns_and_is_reproducible(kermany_small):
 
 
 def test_resume_matches_uninterrupted_run(kermany_small, tmp_path):
+    """Killed after the last of 3 epochs with a checkpoint every 2 epochs (none after the last): the resumed run
+    repeats epoch 3 from the epoch-2 checkpoint and ends bit-identical to the uninterrupted run."""
     train, val = kermany_small.split("train"), kermany_small.split("val")
     config = TrainConfig(model="small-cnn", epochs=3, batch_size=32, lr=1e-3, patience=10, progress=False,
-                         device="cpu", augment="flip-affine", lr_schedule="cosine")
+                         device="cpu", augment="flip-affine", lr_schedule="cosine", checkpoint_seconds=0,
+                         checkpoint_epochs=2)
     full = train_classifier(train, val, config, seed=1)
     checkpoint = tmp_path / "clf.pt"
-    short = TrainConfig(**{**config.__dict__, "epochs": 2})
-    train_classifier(train, val, short, seed=1, checkpoint_path=checkpoint)
-    # The checkpoint of the 2-epoch run is refused for a 3-epoch config (configs must match) ...
-    with pytest.raises(CxrganError, match="different config"):
-        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, resume=True)
-    # ... so interrupt a 3-epoch run after its second epoch instead, then resume it.
+
     class Stop(Exception):
         pass
 
-    def stop_after_two(record):
-        if record["epoch"] == 2:
+    def stop_after_three(record):
+        if record["epoch"] == 3:
             raise Stop
 
-    checkpoint.unlink()
     with pytest.raises(Stop):
-        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, on_epoch=stop_after_two)
-    resumed = train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, resume=True)
+        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, on_epoch=stop_after_three)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+    # The checkpoint is refused for another scientific setting; the checkpoint cadence may change.
+    with pytest.raises(CxrganError, match="different config"):
+        train_classifier(train, val, TrainConfig(**{**config.__dict__, "epochs": 4}), seed=1,
+                         checkpoint_path=checkpoint, resume=True)
+    resumed = train_classifier(train, val, TrainConfig(**{**config.__dict__, "checkpoint_epochs": 1}), seed=1,
+                               checkpoint_path=checkpoint, resume=True)
     assert [h["val_auc"] for h in resumed.history] == [h["val_auc"] for h in full.history]
+    assert resumed.best_epoch == full.best_epoch
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_checkpoint_schedule_by_time_and_epochs():
+    now = [0.0]
+    by_time = CheckpointSchedule(seconds=60, epochs=0, first_epoch=0, clock=lambda: now[0])
+    now[0] = 59.0
+    assert not by_time.due(1, last=False)
+    now[0] = 61.0
+    assert by_time.due(2, last=False) and not by_time.due(2, last=True)  # never after the last epoch
+    by_time.written(2)
+    now[0] = 100.0
+    assert not by_time.due(3, last=False)  # 39 s since the write
+    by_epochs = CheckpointSchedule(seconds=0, epochs=3, first_epoch=2, clock=lambda: now[0])  # resumed at epoch 2
+    assert [by_epochs.due(e, last=False) for e in (3, 4, 5)] == [False, False, True]
+    assert not CheckpointSchedule(seconds=0, epochs=0, first_epoch=0).due(7, last=False)  # both off: never
+
+
+@pytest.mark.parametrize("best_epoch", [1, 2])
+def test_checkpoint_keeps_best_weights_once_or_apart(tmp_path, best_epoch):
+    """The best weights are stored beside the current ones, or (best = current epoch) once, and load back exactly."""
+    config = TrainConfig(model="small-cnn", progress=False, device="cpu")
+    model, best = build_classifier("small-cnn", 1), build_classifier("small-cnn", 1)
+    best_state = {k: v.clone() for k, v in (model if best_epoch == 2 else best).state_dict().items()}
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler, generator = torch.amp.GradScaler("cpu", enabled=False), torch.Generator().manual_seed(0)
+    state = {"epoch": 2, "best_val_auc": 0.9, "best_epoch": best_epoch, "best_model": best_state, "history": []}
+    save_checkpoint(tmp_path / "c.pt", model, optimizer, scheduler, scaler, generator, config, state)
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert (saved["best_model"] is None) == (best_epoch == 2)
+    fresh = build_classifier("small-cnn", 1)
+    optimizer = torch.optim.Adam(fresh.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    loaded = load_checkpoint(tmp_path / "c.pt", fresh, optimizer, scheduler, scaler, generator, config)
+    assert loaded["best_epoch"] == best_epoch and loaded["best_model"].keys() == best_state.keys()
+    fresh.load_state_dict(build_classifier("small-cnn", 1).state_dict())  # the kept best weights are a copy
+    for key, value in best_state.items():
+        torch.testing.assert_close(loaded["best_model"][key], value, rtol=0, atol=0)
 
 
 def test_single_class_training_split_is_refused(kermany_small):

@@ -18,7 +18,12 @@ from tqdm.auto import tqdm
 
 from cxrgan import distributed
 from cxrgan.classify.augmentations import AUGMENTATIONS
-from cxrgan.classify.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint  # noqa: F401
+from cxrgan.classify.checkpoint import (  # noqa: F401 (CHECKPOINT_VERSION: importable from here, as before)
+    CHECKPOINT_VERSION,
+    CheckpointSchedule,
+    load_checkpoint,
+    save_checkpoint,
+)
 from cxrgan.classify.decoupled import class_aware_rows, reset_head
 from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
     build_loss,
@@ -71,6 +76,10 @@ class TrainConfig:
     # Synthetic pretraining (the synth-pretrain methods set it through Balancer.adapt_training).
     pretrain_data: str | None = None  # compact .npz of (synthetic) rows to pretrain on before the training rows
     pretrain_epochs: int = 0  # epochs on pretrain_data before the epochs above; 0 = no pretraining
+    # Resumable checkpoints (cxrgan.classify.checkpoint.CheckpointSchedule): a kill loses at most the epochs since
+    # the last write; never written after the last epoch. Both 0 = never written (a killed cell starts again).
+    checkpoint_seconds: float = 60.0  # write after the first epoch ending this long after the last write; 0 = off
+    checkpoint_epochs: int = 0  # also write every this many epochs after the last write; 0 = off (1 = every epoch)
 
 
 @dataclass
@@ -127,7 +136,9 @@ def check_train_config(config: TrainConfig) -> None:
         raise CxrganError(f"--model {config.model!r}: unknown classifier; available: {', '.join(CLASSIFIERS)}")
     checks = {"--epochs": (config.epochs, config.epochs >= 1), "--batch-size": (config.batch_size, config.batch_size >= 2),
               "--lr": (config.lr, config.lr > 0), "--patience": (config.patience, config.patience >= 0),
-              "--weight-decay": (config.weight_decay, config.weight_decay >= 0)}
+              "--weight-decay": (config.weight_decay, config.weight_decay >= 0),
+              "--checkpoint-seconds": (config.checkpoint_seconds, config.checkpoint_seconds >= 0),
+              "--checkpoint-epochs": (config.checkpoint_epochs, config.checkpoint_epochs >= 0)}
     for flag, (value, ok) in checks.items():
         if not ok:
             raise CxrganError(f"{flag} {value}: out of range")
@@ -214,7 +225,8 @@ def train_classifier(
         val: validation rows, real images only; its AUC drives early stopping.
         config: training settings.
         seed: seed of this run.
-        checkpoint_path: where to keep a resumable checkpoint after every epoch (written atomically).
+        checkpoint_path: where to keep a resumable checkpoint (written atomically, as often as
+            ``config.checkpoint_seconds`` / ``checkpoint_epochs`` say; the caller deletes it when the run is used).
         resume: continue from ``checkpoint_path`` if it exists.
         on_epoch: called with each epoch's record (e.g. to append it to a JSONL log).
     """
@@ -258,8 +270,9 @@ def train_classifier(
         state["history"] = _pretrain(model, step_model, train, val, config, loss_fn, generator, device, scaler,
                                      timing, on_epoch)
 
+    schedule = CheckpointSchedule(config.checkpoint_seconds, config.checkpoint_epochs, state["epoch"])
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
+        if _early_stop(epoch, state["best_epoch"], config.patience):
             break
         drw = 0 < config.drw_start_epoch <= epoch
         step_model.train()
@@ -276,8 +289,10 @@ def train_classifier(
             state.update(best_val_auc=val_auc, best_epoch=epoch,
                          best_model={k: v.detach().clone() for k, v in model.state_dict().items()})
         state["epoch"] = epoch
-        if checkpoint_path is not None and rank == 0:
+        last = epoch == config.epochs or _early_stop(epoch + 1, state["best_epoch"], config.patience)
+        if checkpoint_path is not None and rank == 0 and schedule.due(epoch, last):
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config, state)
+            schedule.written(epoch)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
 
@@ -426,6 +441,11 @@ def _pretrain(model: nn.Module, step_model: nn.Module, train: CXRDataset, val: C
         if on_epoch is not None and distributed.is_main():
             on_epoch(history[-1])
     return history
+
+
+def _early_stop(epoch: int, best_epoch: int, patience: int) -> bool:
+    """Whether ``epoch`` is not trained: more than ``patience`` epochs after the best one."""
+    return best_epoch > 0 and epoch - best_epoch > patience
 
 
 def _steps_per_epoch(n_rows: int, config: TrainConfig) -> int:
