@@ -167,7 +167,8 @@ def compare_auc(data: str, seeds: int) -> None:
             with step_variant(*VARIANTS[name]):
                 started = time.perf_counter()
                 result = train_classifier(train, val, config, seed=seed)
-            scores = predict(result.model, test, config.device, config.eval_batch_size, config.bf16)[:, 0]
+            device = resolve_device(config.device)
+            scores = predict(result.model, test, device, config.eval_batch_size, config.bf16)[:, 0]
             aucs[name].append(float(roc_auc_score(test.labels[:, 0], scores)))
             print(f"  seed {seed} {name:8s} test ROC AUC {aucs[name][-1]:.4f} (best epoch {result.best_epoch}, "
                   f"{result.images_per_second:.0f} images/s, {time.perf_counter() - started:.0f} s)", flush=True)

@@ -59,10 +59,13 @@ class SmallMapConv2d(nn.Conv2d):
         return oh * ow
 
     def _as_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
+        n, dtype = x.shape[0], x.dtype
         oh, ow = _output_size(x, self.weight, self.stride, self.padding)
-        columns, weight = _patches(x, self.weight, self.stride, self.padding)
-        out = F.linear(columns, weight, self.bias)  # (N oh ow, O): an (N, O, oh, ow) map stored channels-last
+        # Patches gathered in fp32 even from a bf16 map: the gradient of a pixel sums up to kh x kw patch gradients,
+        # and summed in bf16 it lost a third more precision than oneDNN's fp32 accumulation.
+        wide = x.float() if dtype in (torch.bfloat16, torch.float16) else x
+        columns, weight = _patches(wide, self.weight, self.stride, self.padding)
+        out = F.linear(columns.to(dtype), weight, self.bias)  # (N oh ow, O): an (N, O, oh, ow) map stored channels-last
         return out.view(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
 
 
