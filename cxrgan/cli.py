@@ -154,11 +154,23 @@ def add_external_flags(parser: argparse.ArgumentParser, default_note: str) -> No
 
 
 def external_sites(args: argparse.Namespace, default: tuple[str, ...] = ()) -> dict:
-    """``external`` and ``external_labels`` config fields from the flags (``default`` when --external is absent)."""
+    """``external`` and ``external_labels`` of the run spec from the flags (``default`` when --external is absent;
+    none for a command without the external-site flags)."""
     from cxrgan.data.external import parse_label_map
 
+    if not hasattr(args, "no_external"):
+        return {}
     sites = () if args.no_external else tuple(args.external) if args.external else default
     return {"external": sites, "external_labels": parse_label_map(args.external_labels)}
+
+
+def run_spec(args: argparse.Namespace, data: str | tuple[str, ...], default_sites: tuple[str, ...] = ()):
+    """The run's ``RunSpec`` from the flags every run command shares: seeds, sites, device, precision, overlap."""
+    from cxrgan.engine.spec import RunSpec
+
+    return RunSpec(data=data, seeds=args.seeds, first_seed=args.first_seed,
+                   allow_patient_overlap=args.allow_patient_overlap, device=args.device,
+                   precision=getattr(args, "precision", "auto"), **external_sites(args, default_sites))
 
 
 def method_list(text: str) -> tuple[str, ...]:
@@ -170,11 +182,9 @@ def _compare(args: argparse.Namespace) -> None:
     from cxrgan.recipes.compare import CompareConfig, run_compare
 
     config = CompareConfig(
-        data=args.data, methods=method_list(args.methods), seeds=args.seeds,
-        first_seed=args.first_seed, baseline=args.baseline, target=args.target, uncertainty=args.uncertainty,
-        train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args),
-        generators=generator_settings(args), extra_data=args.gan_extra_data,
-        allow_patient_overlap=args.allow_patient_overlap, **external_sites(args),
+        run=run_spec(args, args.data), methods=method_list(args.methods), baseline=args.baseline, target=args.target,
+        uncertainty=args.uncertainty, train_fraction=args.train_fraction, imbalance=args.imbalance,
+        train=train_config(args), generators=generator_settings(args), extra_data=args.gan_extra_data,
     )
     run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
                 progress=not args.no_progress, **grid_options(args))
@@ -220,6 +230,7 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
 @command("report", "rebuild a run's tables (with today's statistics) and its report.html from its stored scores",
          flags=_report_flags)
 def _report(args: argparse.Namespace) -> None:
+    import cxrgan.recipes.all  # noqa: F401  (every recipe registers itself, so a run's kind can be rebuilt)
     from cxrgan.recipes.engine import RESULTS_NAME, report_run
     from cxrgan.report.html import write_report
 
@@ -239,6 +250,7 @@ def _run_cells_flags(parser: argparse.ArgumentParser) -> None:
 @command("run-cells", "run the cells of RUN_DIR that no other process has claimed (the workers of --workers)",
          flags=_run_cells_flags)
 def _run_cells(args: argparse.Namespace) -> None:
+    import cxrgan.recipes.all  # noqa: F401  (every recipe registers itself, so a run's kind can be rebuilt)
     from cxrgan.recipes.engine import recipe_from_run, run_recipe
 
     run_recipe(recipe_from_run(args.run_dir), out=None, resume_dir=args.run_dir, progress=not args.no_progress,

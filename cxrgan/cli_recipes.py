@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, command, external_sites,
-                        generator_settings, grid_options, method_list, parse_ratio, shell_command)
+from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, command, generator_settings,
+                        grid_options, method_list, parse_ratio, run_spec, shell_command)
 
 
 KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
@@ -79,12 +79,13 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
 def _dcgan_alpha(args: argparse.Namespace) -> None:
     from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER, DcganAlpha, DcganAlphaConfig
 
-    config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
-                              methods=method_list(args.methods), imbalance=args.imbalance,
-                              train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), tstr_images=args.tstr_images,
-                              generators=generator_settings(args),
-                              allow_patient_overlap=args.allow_patient_overlap,
-                              **external_sites(args, default_external(args.data)))
+    from cxrgan.recipes.compare import CompareConfig
+
+    methods = method_list(args.methods)
+    compare = CompareConfig(run=run_spec(args, args.data, default_external(args.data)), methods=methods,
+                            baseline=methods[0] if methods else "none", imbalance=args.imbalance,
+                            train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), generators=generator_settings(args))
+    config = DcganAlphaConfig(compare=compare, tstr_images=args.tstr_images)
     run(DcganAlpha(config), args)
 
 
@@ -115,16 +116,18 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
     from cxrgan.recipes.cyclegan_complement import (CPU_CLASSIFIER, FULL_CLASSIFIER, SETTINGS, CycleganComplement,
                                                     CycleganComplementConfig)
 
+    from cxrgan.recipes.compare import CompareConfig
+
     data, extra, _ = SETTINGS[args.setting]
     data, extra = args.data or data, args.gan_extra_data or extra
     # the paper setting's extra data is Kermany: no Kermany-based site stays external there
-    sites = external_sites(args, default_external(data) if args.setting == "kermany" else ())
-    config = CycleganComplementConfig(data=data, setting=args.setting, extra_data=extra, seeds=args.seeds,
-                                      first_seed=args.first_seed, imbalance=args.imbalance,
-                                      methods=method_list(args.methods),
-                                      train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                                      fidelity_images=args.fidelity_images, generators=generator_settings(args),
-                                      allow_patient_overlap=args.allow_patient_overlap, **sites)
+    sites = default_external(data) if args.setting == "kermany" else ()
+    methods = method_list(args.methods)
+    compare = CompareConfig(run=run_spec(args, data, sites), methods=methods,
+                            baseline=methods[0] if methods else "none", imbalance=args.imbalance,
+                            train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), generators=generator_settings(args),
+                            extra_data=extra)
+    config = CycleganComplementConfig(compare=compare, setting=args.setting, fidelity_images=args.fidelity_images)
     run(CycleganComplement(config), args)
 
 
@@ -146,10 +149,10 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
 def _multilabel_common(args: argparse.Namespace) -> dict:
     from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, FULL_CLASSIFIER
 
-    return dict(data=tuple(args.data) if args.data else DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
+    return dict(run=run_spec(args, tuple(args.data) if args.data else DEFAULT_DATA),
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
                 size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap)
+                generators=generator_settings(args))
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:
@@ -235,10 +238,8 @@ def _sgan_scarcity(args: argparse.Namespace) -> None:
         per_class = tuple(int(n) for n in args.per_class.split(",") if n.strip())
     except ValueError:
         raise CxrganError(f"--per-class {args.per_class!r}: expected comma-separated counts such as 10,100") from None
-    config = SganScarcityConfig(data=args.data, per_class=per_class, seeds=args.seeds, first_seed=args.first_seed,
-                                full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
-                                allow_patient_overlap=args.allow_patient_overlap,
-                                **external_sites(args, default_external(args.data)))
+    config = SganScarcityConfig(run=run_spec(args, args.data, default_external(args.data)), per_class=per_class,
+                                full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
     run(SganScarcity(config), args)
 
 
@@ -256,7 +257,6 @@ def _sgan_domain_flags(parser: argparse.ArgumentParser) -> None:
 def _sgan_domain(args: argparse.Namespace) -> None:
     from cxrgan.recipes.sgan_domain import CPU_SGAN, FULL_SGAN, SganDomain, SganDomainConfig
 
-    config = SganDomainConfig(data=args.data, second_data=args.second_data, seeds=args.seeds,
-                              first_seed=args.first_seed, full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
-                              allow_patient_overlap=args.allow_patient_overlap)
+    config = SganDomainConfig(run=run_spec(args, args.data), second_data=args.second_data, full=args.full,
+                              sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
     run(SganDomain(config), args)

@@ -87,7 +87,7 @@ def test_registered_methods():
                          ("synth-pretrain-cdcgan", "cdcgan")):
         assert name in BALANCERS
         balancer = make_balancer(name, BalanceContext(random_state=2, generators=TINY_SETTINGS))
-        assert balancer.generators[True] == binary and balancer.name == name and balancer.random_state == 2
+        assert balancer.generator_names[True] == binary and balancer.name == name and balancer.random_state == 2
 
 
 def test_multilabel_set_gives_every_finding_its_share(nih_path):

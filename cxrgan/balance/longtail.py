@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from cxrgan.balance.base import Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split
+from cxrgan.balance.base import Balancer, Powerset, register_balancer
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
 from cxrgan.errors import CxrganError
@@ -55,8 +54,7 @@ class LossSideMethod(Balancer):
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         self.label_counts_ = label_counts(dataset.labels)
         with np.errstate(invalid="ignore"):
             self.priors_ = self.label_counts_[:, 1] / self.label_counts_.sum(axis=1)

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split, generated_meta
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
+from cxrgan.balance.classic import generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.generators.cache import fit_or_load
@@ -171,8 +171,7 @@ def _synthetic_rows(dataset: CXRDataset, images: np.ndarray, labels: np.ndarray,
 
 def checked_findings(balancer: Any, dataset: CXRDataset) -> tuple[str, ...]:
     """The findings a multi-label balancer augments on ``dataset``: its own list, else the rarest with enough
-    positives; after the training-split checks, and refusing names the dataset does not have."""
-    check_train_split(dataset, balancer.name)
+    positives, refusing names the dataset does not have."""
     findings = balancer.findings or choose_rare_findings(dataset, balancer.n_findings, balancer.min_positives)
     unknown = [f for f in findings if f not in dataset.label_names]
     if unknown:
@@ -217,7 +216,19 @@ class LabelVectorCGAN(Balancer):
         """The label-vector generator this balancer trains (its config with the balancer's seed)."""
         return GeneratorSpec(self.generator, dataclasses.replace(self.config, seed=self.random_state))
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        """The label-vector generator, unless a trained ``model`` was given."""
+        return [self.generator_spec()] if self.model is None else []
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        findings = [f for f in checked_findings(self, train) if train.positives()[train.label_names.index(f)] > 0]
+        columns = [train.label_names.index(f) for f in findings]
+        if not columns:
+            return len(train)
+        vectors, _ = plan_label_vectors(train.labels, columns, self.threshold, np.random.default_rng(self.random_state))
+        return len(train) + len(vectors)
+
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         findings = checked_findings(self, dataset)
         present = dataset.positives()
         # a small data regime may hold no row with a chosen finding: without L_p there is nothing to condition on
@@ -275,7 +286,19 @@ class RareFindingDCGAN(Balancer):
         """The DCGAN of ``finding`` this balancer trains (its config with the finding and the balancer's seed)."""
         return GeneratorSpec("dcgan", dataclasses.replace(self.config, target=finding, seed=self.random_state))
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        """One DCGAN per augmented finding."""
+        return [self.generator_spec(finding) for finding in checked_findings(self, train)]
+
+    def _synthetic_count(self, dataset: CXRDataset, finding: str) -> int:
+        """Images added for ``finding``: until its positives reach ``ratio`` x its negatives."""
+        column = dataset.labels[:, dataset.label_names.index(finding)]
+        return max(0, math.ceil(self.ratio * int((column == 0).sum())) - int((column == 1).sum()))
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        return len(train) + sum(self._synthetic_count(train, f) for f in checked_findings(self, train))
+
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         findings = checked_findings(self, dataset)
         rng = np.random.default_rng(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
@@ -283,9 +306,7 @@ class RareFindingDCGAN(Balancer):
         self.models_, self.counts_ = {}, {}
         for finding in findings:
             column = dataset.label_names.index(finding)
-            positives = int((dataset.labels[:, column] == 1).sum())
-            negatives = int((dataset.labels[:, column] == 0).sum())
-            n = max(0, math.ceil(self.ratio * negatives) - positives)
+            n = self._synthetic_count(dataset, finding)
             self.counts_[finding] = n
             model = fit_or_load(self.generator_spec(finding), dataset, self.work_dir, self.device)
             self.models_[finding] = model

@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.data.npz import save_npz
 from cxrgan.errors import CxrganError
@@ -71,14 +70,20 @@ class SyntheticPretraining(Balancer):
         for generator in (binary_generator, multilabel_generator):
             if generator_class(generator).models_one_class:
                 raise CxrganError(f"{name}: {generator!r} models one class; pretraining needs a conditional generator")
-        self.generators = {True: binary_generator, False: multilabel_generator}
+        self.generator_names = {True: binary_generator, False: multilabel_generator}
         self.settings, self.scale, self.name = settings, float(scale), name
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.device, self.random_state = device, int(random_state)
 
     def generator_spec(self, dataset: CXRDataset) -> GeneratorSpec:
         """The generator this balancer trains on ``dataset``: by task, with the balancer's seed."""
-        return GeneratorSpec.resolve(self.generators[dataset.is_binary], self.settings, seed=self.random_state)
+        return GeneratorSpec.resolve(self.generator_names[dataset.is_binary], self.settings, seed=self.random_state)
+
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        return [self.generator_spec(train)]
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        return len(train)
 
     def n_per_class(self, dataset: CXRDataset) -> int:
         """Synthetic images per class (or per finding): ``scale`` x the largest real class."""
@@ -97,8 +102,7 @@ class SyntheticPretraining(Balancer):
         rows = [pool[rng.integers(0, len(pool), size=n)] for pool in pools if len(pool)]
         return dataset.labels[np.concatenate(rows)].astype(np.float32)
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         spec = self.generator_spec(dataset)
         folder = cache_dir(self.work_dir, spec, dataset) if self.work_dir is not None else Path(
             tempfile.mkdtemp(prefix="cxrgan-synth-pretrain-"))

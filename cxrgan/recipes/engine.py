@@ -38,15 +38,24 @@ TABLES_MANIFEST = "tables.json"
 
 
 # ---- what a recipe declares -----------------------------------------------------------------------------------
+LEADING = ("analysis", "method", "row")  # coordinates a cell's name and label start with, shown without their key
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One point of a recipe's grid, e.g. (method "dcgan", seed 0) or (regime 0.1, method "gan", seed 2)."""
+    """One point of a recipe's grid, e.g. (method "dcgan", seed 0) or (regime 0.1, method "gan", seed 2), or one
+    analysis of the trained models, e.g. (analysis "tstr", generator "cdcgan-4f2a...").
+
+    A cell that reads what other cells leave behind (a saved model) names them in ``after``; the engine runs
+    them first, or waits while another process runs them.
+    """
 
     coords: tuple[tuple[str, Any], ...]
+    after: tuple[str, ...] = ()  # names of the cells whose outputs this cell reads
 
     @classmethod
-    def of(cls, **coords: Any) -> Cell:
-        return cls(tuple(coords.items()))
+    def of(cls, after: tuple[str, ...] = (), **coords: Any) -> Cell:
+        return cls(tuple(coords.items()), after)
 
     def __getitem__(self, name: str) -> Any:
         return dict(self.coords)[name]
@@ -57,7 +66,7 @@ class Cell:
 
     def _reading_order(self) -> list[tuple[str, Any]]:
         """The method (or row) first, the seed last: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
-        first = [(k, v) for k, v in self.coords if k in ("method", "row")]
+        first = [(k, v) for k, v in self.coords if k in LEADING]
         seed = [(k, v) for k, v in self.coords if k == "seed"]
         return first + [(k, v) for k, v in self.coords if (k, v) not in first and k != "seed"] + seed
 
@@ -70,7 +79,7 @@ class Cell:
     @property
     def label(self) -> str:
         """Human-readable: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
-        return " ".join(str(v) if k in ("method", "row") else f"{k} {v}" for k, v in self._reading_order())
+        return " ".join(str(v) if k in LEADING else f"{k} {v}" for k, v in self._reading_order())
 
 
 @dataclass
@@ -142,9 +151,6 @@ class Recipe(ABC):
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Train and score one cell; everything random comes from the cell's seed."""
 
-    def finish(self, run: RunContext, results: Results) -> None:
-        """Analyses after every cell (resumable on their own), e.g. generator audits; default none."""
-
     @abstractmethod
     def tables(self, results: Results) -> list[Table]:
         """The recipe's tables from the finished cells (the verdict table first)."""
@@ -174,9 +180,7 @@ def recipe_from_run(run_dir: str | Path) -> Recipe:
     if not path.exists():
         raise CxrganError(f"{run_dir}: not a cxrgan run directory (no config.json)")
     kind = json.loads(path.read_text()).get("kind")
-    import cxrgan.recipes.all  # noqa: F401  (registers every recipe)
-
-    if kind not in RECIPES:
+    if kind not in RECIPES:  # recipes register themselves when their modules are imported (the command line does)
         raise CxrganError(f"{run_dir}: made by {kind!r}, which has no tables to rebuild")
     cls = RECIPES[kind]
     return cls(from_dict(cls.config_class, read_config(run_dir)))
@@ -285,44 +289,74 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
 
 
 def run_cells(recipe: Recipe, plan: Plan, run_dir: Path, cells: list[Cell], progress: bool, tag: str = "") -> None:
-    """Run every cell of ``cells`` that is neither done nor claimed by another process, in order."""
+    """Run every cell of ``cells`` that is neither done nor claimed by another process, in order; a cell's
+    ``after`` cells first (run here when nobody runs them, waited for when another process does)."""
     say = print if distributed.is_main() else (lambda *args, **kwargs: None)
-    order = [c.name for c in plan.cells]
     done = distributed.on_main(lambda: done_cells(run_dir))
     todo = [c for c in cells if c.name not in done]
     say(f"{tag}{recipe.kind}: {run_dir}\n{plan.summary}\n{len(plan.cells)} cells, {len(done)} done, "
         f"{len(todo)} to run" + (f" here (of {len(cells)} in this share)" if len(cells) < len(plan.cells) else ""),
         flush=True)
-    context = RunContext(run_dir=run_dir, progress=progress)
-    started, finished = time.perf_counter(), 0
+    runner = _CellRunner(recipe, plan, run_dir, RunContext(run_dir=run_dir, progress=progress), tag, say)
     for i, cell in enumerate(todo, 1):
-        position = f"{tag}[{len(plan.cells) - len(todo) + i}/{len(plan.cells)}]"
-        claim = claim_path(run_dir, cell.name)
-        owner = distributed.on_main(lambda: _claim_unfinished(run_dir, cell, claim))
+        runner.run(cell, f"{tag}[{len(plan.cells) - len(todo) + i}/{len(plan.cells)}]", len(todo) - i)
+
+
+class _CellRunner:
+    """Claims, runs and records cells of one plan, keeping the elapsed time and ETA of the progress lines."""
+
+    POLL_SECONDS = 5.0  # how often a cell waiting for another process's cell looks again
+
+    def __init__(self, recipe: Recipe, plan: Plan, run_dir: Path, context: RunContext, tag: str, say):
+        self.recipe, self.plan, self.run_dir, self.context, self.tag, self.say = recipe, plan, run_dir, context, tag, say
+        self.cells = {c.name: c for c in plan.cells}
+        self.order = [c.name for c in plan.cells]
+        self.started, self.finished = time.perf_counter(), 0
+
+    def run(self, cell: Cell, position: str, remaining: int, quiet: bool = False) -> bool:
+        """Run ``cell`` unless it is done or claimed elsewhere (said unless ``quiet``); ``remaining`` cells follow
+        it (for the ETA). Returns whether the cell is done."""
+        self.inputs(cell)
+        claim = claim_path(self.run_dir, cell.name)
+        owner = distributed.on_main(lambda: _claim_unfinished(self.run_dir, cell, claim))
         if owner is not None:
-            say(f"{position} {cell.label}: {owner}, skipped", flush=True)
-            continue
-        say(f"{position} {cell.label} ...", flush=True)
+            if not quiet:
+                self.say(f"{position} {cell.label}: {owner}, skipped", flush=True)
+            return owner == "done by another process"
+        self.say(f"{position} {cell.label} ...", flush=True)
         cell_started = time.perf_counter()
         try:
-            result = recipe.run_cell(cell, context)
-            undeclared = sorted(set(result.scores) - set(plan.evaluation_sets))
+            result = self.recipe.run_cell(cell, self.context)
+            undeclared = sorted(set(result.scores) - set(self.plan.evaluation_sets))
             if undeclared:
-                raise CxrganError(f"{recipe.kind}: cell {cell.label} scored undeclared set(s) {undeclared}")
+                raise CxrganError(f"{self.recipe.kind}: cell {cell.label} scored undeclared set(s) {undeclared}")
             seconds = time.perf_counter() - cell_started
             record = {**dict(cell.coords), "cell": cell.name, **result.record, "seconds": round(seconds, 1)}
             if distributed.is_main():
-                save_cell(run_dir, cell.name, record, result.scores)
-                write_results_view(run_dir, order)
+                save_cell(self.run_dir, cell.name, record, result.scores)
+                write_results_view(self.run_dir, self.order)
         finally:
             if distributed.is_main():
                 release(claim)
         distributed.barrier()  # the record is on disk before any process reads the run again
-        finished += 1
-        elapsed = time.perf_counter() - started
-        eta = elapsed / finished * (len(todo) - i)
-        say(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {_clock(elapsed)}, "
-            f"ETA {_clock(eta)})", flush=True)
+        self.finished += 1
+        elapsed = time.perf_counter() - self.started
+        self.say(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {_clock(elapsed)}, "
+                 f"ETA {_clock(elapsed / self.finished * remaining)})", flush=True)
+        return True
+
+    def inputs(self, cell: Cell) -> None:
+        """The cells ``cell`` reads from, done: run here when no live process holds them, else waited for."""
+        for name in cell.after:
+            waiting = False
+            while name not in distributed.on_main(lambda: done_cells(self.run_dir)):
+                if self.run(self.cells[name], f"{self.tag}[needed by {cell.label}]", 0, quiet=True):
+                    break
+                if not waiting:
+                    self.say(f"{self.tag}{cell.label}: waiting for {self.cells[name].label} (another process)",
+                             flush=True)
+                waiting = True
+                time.sleep(self.POLL_SECONDS)
 
 
 def _claim_unfinished(run_dir: Path, cell: Cell, claim: Path) -> str | None:
@@ -337,7 +371,7 @@ def _claim_unfinished(run_dir: Path, cell: Cell, claim: Path) -> str | None:
 
 
 def finish_run(recipe: Recipe, plan: Plan, run_dir: Path) -> Path:
-    """Once every cell of the plan is in: the recipe's analyses, tables and report (one process at a time)."""
+    """Once every cell of the plan (analysis cells too) is in: the tables and report (one process at a time)."""
     missing = [c for c in plan.cells if c.name not in done_cells(run_dir)]
     if missing:
         print(f"\n{len(missing)} of {len(plan.cells)} cells are not in yet (other shards or processes, or claims of "
@@ -350,9 +384,7 @@ def finish_run(recipe: Recipe, plan: Plan, run_dir: Path) -> Path:
         print(f"\nevery cell is in; {owner} is building the report of {run_dir}", flush=True)
         return run_dir
     try:
-        order = [c.name for c in plan.cells]
-        recipe.finish(RunContext(run_dir=run_dir, progress=False), Results(run_dir, order))
-        report_run(run_dir, recipe, order)
+        report_run(run_dir, recipe, [c.name for c in plan.cells])
     finally:
         release(claim)
     return run_dir
@@ -371,7 +403,7 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     if not results.records:
         raise CxrganError(f"{run_dir}: no finished cells yet; nothing to tabulate")
     write_results_view(run_dir, order)
-    missing = len(set(order) - {r.get("cell") for r in results.records})
+    missing = len(set(order) - {r.get("cell") for r in results.records + results.analyses})
     if missing:
         print(f"{run_dir}: {missing} of {len(order)} cells are not in yet; the tables hold the finished ones")
     # a table with no columns (e.g. verdicts of a run that holds only its baseline) is left out

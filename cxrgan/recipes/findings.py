@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -17,7 +17,9 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_auc, compare_values, estimable
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.recipes.engine import CellResult, Results, Table
+from cxrgan.generators.settings import GeneratorSpec
+from cxrgan.recipes.engine import Cell, CellResult, Plan, Results, Table
+from cxrgan.recipes.probe import generator_seconds, training_seconds
 
 
 def load_findings(data: str | Path | tuple[str, ...], size: int = 64, data_seed: int = 0,
@@ -151,3 +153,30 @@ def test_positives_note(results: Results, findings: tuple[str, ...]) -> str:
     return (f"Test positives of {len(y)} test rows: {counts}. A finding with fewer than {MIN_TEST_POSITIVES} test "
             "positives (or negatives) is marked not estimable and is not tested: with that few, one image moves "
             "its AUC by 1/positives or more.")
+
+
+class CellWork(NamedTuple):
+    """What one multi-label cell trains, for its time estimate."""
+
+    rows: CXRDataset  # the real rows it starts from
+    n_rows: int  # rows the classifier trains on (real plus planned synthetic rows)
+    generators: list[tuple[GeneratorSpec, CXRDataset]]  # the generators it trains first, with their rows
+
+
+def findings_estimates(recipe: Any, plan: Plan, work: Callable[[Cell], CellWork]) -> dict[str, float]:
+    """Seconds per multi-label cell: the probed classifier on the rows ``work(cell)`` counts, plus the generators
+    it trains first (each counted once; ``recipe`` has ``config.train``, ``config.run``, ``val_`` and ``test_``)."""
+    config = recipe.config
+    device = str(config.run.torch_device())
+    eval_rows = len(recipe.val_) + len(recipe.test_)
+    estimates, trained = {}, set()
+    for cell in plan.cells:
+        rows, n_rows, generators = work(cell)
+        seconds = training_seconds(config.train, n_rows, eval_rows, rows.image_size, rows.n_labels)
+        for spec, gan_rows in generators:
+            key = (spec.name, repr(spec.config), len(gan_rows))
+            if key not in trained:
+                trained.add(key)
+                seconds += generator_seconds(spec, gan_rows, device)
+        estimates[cell.name] = seconds
+    return estimates

@@ -61,13 +61,7 @@ def training_seconds(config: TrainConfig, train_rows: int, eval_rows: int, image
     return config.epochs * (train_rows * train + eval_rows * predict) + 2 * eval_rows * predict
 
 
-# Which registered generator a generator-backed method trains, per seed (method-name prefix -> generator).
-GENERATOR_OF = {"cdcgan": "cdcgan", "dcgan": "dcgan", "cyclegan": "cyclegan", "cgan-labelvec": "cgan-labelvec"}
 _STEP_SECONDS: dict[tuple, float] = {}
-
-
-def generator_of(method: str) -> str | None:
-    return next((g for prefix, g in GENERATOR_OF.items() if method.startswith(prefix)), None)
 
 
 def step_seconds(key: tuple, fit) -> float:
@@ -86,91 +80,15 @@ def probe_config(config):
     return dataclasses.replace(config, steps=PROBE_STEPS + 2, progress=False, **quiet)
 
 
-def generator_seconds(name: str, settings, dataset, device: str = "cpu", **fixed) -> float:
-    """Training time of generator ``name`` under ``settings`` on ``dataset``: its steps x a probed step time."""
+def generator_seconds(spec, dataset, device: str = "cpu") -> float:
+    """Training time of the generator ``spec`` (a ``GeneratorSpec``) on ``dataset``: its steps x a probed step
+    time. One probe serves every spec that differs only in fields that cannot change a step's time (the seed, the
+    modelled class or finding, settings used only at sampling time such as alpha) and every row count."""
     from cxrgan.generators import GeneratorSpec
+    from cxrgan.generators.training import training_record
 
-    spec = GeneratorSpec.resolve(name, settings, **fixed)
-    probe = GeneratorSpec(name, probe_config(spec.config))
-    seconds = step_seconds(("generator", name, _timing_fields(probe.config), dataset.images.shape[1:], device),
+    probe = GeneratorSpec(spec.name, probe_config(spec.config))
+    timing = tuple((k, repr(v)) for k, v in sorted(training_record(probe.config).items()) if k not in ("seed", "target"))
+    seconds = step_seconds(("generator", spec.name, timing, dataset.images.shape[1:], device),
                            lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
     return seconds * spec.config.steps
-
-
-def _timing_fields(config) -> tuple:
-    """A config's fields that can change its step time: not the seed or the modelled finding / class (one probe
-    serves every seed and finding of a recipe; the rows a step draws are a batch whatever the row count)."""
-    return tuple((k, repr(v)) for k, v in sorted(dataclasses.asdict(config).items()) if k not in ("seed", "target"))
-
-
-def compare_estimates(recipe, plan) -> dict[str, float]:
-    """Seconds per (method, seed) cell of a comparison: the balanced row count of each method (computed by the
-    balancer itself for the ones that train no generator) times the probed classifier speed."""
-    from cxrgan.balance import BalanceContext, make_balancer
-    from cxrgan.recipes.compare import uses_generator
-
-    config = recipe.compare_config
-    train, val, test = recipe.train_, recipe.val_, recipe.test_
-    rows = {}
-    for method in config.methods:
-        if uses_generator(method):
-            # a generator method adds about the oversampled deficit; complement methods double the rows
-            proxy = "repeat" if "complement" in method else "oversample"
-            rows[method] = len(make_balancer(proxy, BalanceContext(random_state=0)).fit_resample(train))
-        else:
-            rows[method] = len(make_balancer(method, BalanceContext(random_state=0)).fit_resample(train))
-    eval_rows = len(val) + len(test) + sum(len(site) for site in recipe.sites_.values())
-    device = str(config.train.device if config.train.device != "auto" else "cpu")
-    generator_time = {g: generator_seconds(g, config.generators, train, device)
-                      for g in {generator_of(m) for m in config.methods} - {None}}
-    estimates, trained = {}, set()
-    for cell in plan.cells:
-        method, seconds = cell["method"], 0.0
-        generator = generator_of(method)
-        if generator and (generator, cell["seed"], method.endswith("-extra")) not in trained:  # alphas share one
-            trained.add((generator, cell["seed"], method.endswith("-extra")))
-            seconds += generator_time[generator]
-        estimates[cell.name] = seconds + training_seconds(config.train, rows[method], eval_rows, train.image_size,
-                                                          train.n_labels)
-    return estimates
-
-
-def sgan_estimates(recipe, plan, labeled_rows) -> dict[str, float]:
-    """Seconds per SGAN-recipe cell: steps x the probed step time of the SGAN or of its matched CNN (controls that
-    train the CNN twice, such as pseudo-labelling, count twice)."""
-    from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN
-
-    config = recipe.config.sgan
-    labeled = labeled_rows
-    cnn = step_seconds(("cnn", probe_config(config)),
-                       lambda hook: MatchedCNN(probe_config(config), step_hook=hook).fit(labeled, random_state=0))
-    sgan = step_seconds(("sgan", probe_config(config)),
-                        lambda hook: SemiSupervisedGAN(probe_config(config), step_hook=hook).fit(labeled, (),
-                                                                                                 random_state=0))
-    estimates = {}
-    for cell in plan.cells:
-        kind = cell.coords[-1][1]  # the method (sgan-scarcity) or row (sgan-domain)
-        per_step = sgan if "SGAN" in str(kind).upper() else cnn * (2 if "pseudo" in str(kind) else 1)
-        estimates[cell.name] = per_step * config.steps
-    return estimates
-
-
-
-def findings_estimates(recipe, plan, rows_of, generators_of) -> dict[str, float]:
-    """Seconds per multi-label cell: the probed classifier on the cell's real rows (``rows_of(cell)``, the
-    synthetic rows counted by the plan's rule are left out) plus the generators it trains first
-    (``generators_of(cell)`` -> [(generator name, rows, fixed config fields), ...], each trained once)."""
-    config = recipe.config
-    device = str(config.train.device if config.train.device != "auto" else "cpu")
-    eval_rows = len(recipe.val_) + len(recipe.test_)
-    estimates, trained = {}, set()
-    for cell in plan.cells:
-        rows = rows_of(cell)
-        seconds = training_seconds(config.train, len(rows), eval_rows, rows.image_size, rows.n_labels)
-        for name, gan_rows, fixed in generators_of(cell):
-            key = (name, len(gan_rows), tuple(sorted(fixed.items())))
-            if key not in trained:
-                trained.add(key)
-                seconds += generator_seconds(name, config.generators, gan_rows, device, **fixed)
-        estimates[cell.name] = seconds
-    return estimates

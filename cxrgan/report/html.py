@@ -172,7 +172,7 @@ def _results_section(run_dir: Path) -> Section:
             title, notes, _ = _markdown_parts(run_dir / "results.md")
             content = (f"<p class=\"note\">{_escape(title)}</p>" if title else "") + _table_html(table)
             content += f"<p class=\"note\">{_escape(notes)}</p>" if notes else ""
-    records = read_jsonl(run_dir / "results.jsonl")
+    records = [r for r in read_jsonl(run_dir / "results.jsonl") if "analysis" not in r]  # cells that trained models
     if records:
         keys = [k for k in ("regime", "policy", "n", "row", "method", "seed") if any(k in r for r in records)]
         rows = [{**{k: r.get(k, "") for k in keys}, "test ROC AUC [95% bootstrap CI]": _auc_cell(r),
