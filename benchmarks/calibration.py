@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cxrgan.classify import TrainConfig
 from cxrgan.evaluate.calibration import TESTS, calibrate
+from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.compare import CompareConfig, run_compare
 from cxrgan.recipes.engine import Results
 
@@ -39,7 +40,7 @@ def main() -> None:
 
     started = time.perf_counter()
     if args.run_dir is None:
-        config = CompareConfig(data=args.data, methods=("none",), seeds=args.seeds, train_fraction=args.train_fraction,
+        config = CompareConfig(run=RunSpec(args.data, seeds=args.seeds), methods=("none",), train_fraction=args.train_fraction,
                                train=TrainConfig(model=args.model, epochs=args.epochs, batch_size=32, lr=1e-3,
                                                  progress=False))
         run_dir = run_compare(config, tempfile.mkdtemp(prefix="cxrgan-calibration-"), progress=False)

@@ -57,6 +57,7 @@ from cxrgan.evaluate.metrics import youden_threshold
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, generator_class
 from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import append_jsonl, read_jsonl, save_torch, write_json
+from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.compare import CompareConfig, prepare_splits
 
 DATA = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -93,7 +94,7 @@ def row_sets(rows: str) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
         data = load_npz(NIH, target="findings")
         return data.split("train"), data.split("val"), data.split("test")
     imbalance = (3, 1) if rows == "minority" else None
-    return prepare_splits(CompareConfig(data=str(KERMANY), imbalance=imbalance))
+    return prepare_splits(CompareConfig(run=RunSpec(str(KERMANY)), imbalance=imbalance))
 
 
 def parse_settings(pairs: list[str], config_class: type) -> dict:

@@ -33,10 +33,15 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monk
                                    "Δ ROC AUC vs baseline", "verdict", "TSTR AUC"]
     # one seed: no seed-level test, and the table says why instead of printing a p-value
     assert set(table["verdict"].dropna()) == {"needs >= 2 seeds"}
-    tstr = {r["method"]: r["tstr_auc"] for r in read_jsonl(run_dir / "quality.jsonl")}
+    tstr = {m: v for m, v in zip(table["method"], table["TSTR AUC"]) if not pd.isna(v)}
     assert set(tstr) == {"none", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5",
                          "synth-pretrain"}
     assert all(0.0 <= v <= 1.0 for v in tstr.values())
+    # TSTR and the audits ran as analysis cells of the engine: recorded, resumable, in the progress lines
+    records = read_jsonl(run_dir / "results.jsonl")
+    analyses = [r for r in records if "analysis" in r]
+    assert sorted(r["analysis"] for r in analyses) == ["audit"] * 6 + ["tstr"] * 5
+    assert "[17/27] tstr generator real" in printed
     # one TSTR per generator: the alphas share the cDCGAN's, cldm-a0.5 and synth-pretrain the cLDM's
     assert len(tstr_runs) == 5  # real reference, dcgan, cdcgan, ldm, cldm
     assert tstr["cdcgan-a0.25"] == tstr["cdcgan-a0.5"] == tstr["cdcgan-a0.75"]
@@ -45,8 +50,7 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monk
     # one-class rows added a DCGAN and an LDM of the other class
     gan_dirs = sorted(p.name.split("-")[0] for p in (run_dir / "generators" / "gan").iterdir())
     assert gan_dirs == ["cdcgan", "cldm", "dcgan", "dcgan", "ldm", "ldm"]
-    records = read_jsonl(run_dir / "results.jsonl")
-    by_method = {r["method"]: r for r in records}
+    by_method = {r["method"]: r for r in records if "analysis" not in r}
     assert by_method["dcgan"]["train_synthetic"] > 0 and by_method["none"]["train_synthetic"] == 0
     assert by_method["ldm"]["train_synthetic"] > 0 and by_method["cldm-a0.5"]["train_synthetic"] > 0
     # synth-pretrain trains on the real rows only, after a pretraining stage on its synthetic set

@@ -218,7 +218,7 @@ class Compare(Recipe):
             balancer = self.balancer(method, self.spec.first_seed)
             if balancer.generators(train) and train.images.shape[1] != train.images.shape[2]:
                 raise CxrganError(f"{self.spec.file}: images are {train.images.shape[1]}x{train.images.shape[2]}; "
-                                  f"{method} trains a generator, which needs square images")
+                                  f"generator-backed methods need square images ({method} trains one)")
             extra = balancer.extra_rows(train)
             if extra is not None:
                 check_no_shared_images(extra.images, {"val": self.val_.images, "test": self.test_.images},

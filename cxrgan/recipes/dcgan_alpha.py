@@ -110,6 +110,10 @@ class DcganAlpha(Compare):
     def analyses(self):
         return {"tstr": self.tstr_cell, "audit": self.audit_cell}
 
+    def audit_config(self, tstr: bool = True) -> AuditConfig:
+        """The settings of the TSTR classifiers and the audits: seeded by the first seed, on the run's device."""
+        return AuditConfig(seed=self.spec.first_seed, tstr=tstr, device=self.spec.device)
+
     def tstr_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Train-on-synthetic / test-on-real ROC AUC: a small CNN trained only on ``tstr_images`` images per class
         from one generator (a one-class row's pairs its class with the same generator trained on the other class;
@@ -122,8 +126,7 @@ class DcganAlpha(Compare):
             images, labels = self.train_.images[index], self.train_.labels[index]
         else:
             images, labels = self.synthetic_set(self.tstr_sources_[cell["generator"]], run.run_dir, n, seed)
-        config = AuditConfig(seed=seed, device=self.spec.device)
-        value = train_on_synthetic(images, labels, self.val_, self.test_, config)
+        value = train_on_synthetic(images, labels, self.val_, self.test_, self.audit_config())
         return CellResult({"tstr_auc": value}, summary=f"TSTR AUC {value:.3f}")
 
     def synthetic_set(self, use: GeneratorUse, run_dir: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +150,7 @@ class DcganAlpha(Compare):
         work = run.run_dir / "generators"
         fit_or_load(use.spec, use.rows, work, str(self.spec.torch_device()))  # trained by its row's cell, or here
         folder = cache_dir(work, use.spec, use.rows)
-        config = AuditConfig(seed=self.spec.first_seed, tstr=False, device=self.spec.device)
+        config = self.audit_config(tstr=False)
         features = train_feature_model(use.rows, self.val_, config,
                                        run.run_dir / "models" / f"audit-features-{image_fingerprint(use.rows.images)}.pt")
         result = audit_generator(folder, use.rows, self.val_, self.test_, config=config, feature_model=features)
@@ -162,7 +165,7 @@ class DcganAlpha(Compare):
         """TSTR: its classifier, and the other-class generator of a one-class row; audit: the feature model
         (once) and a generator no row trained (sampling and metrics are left out: seconds)."""
         device = str(self.spec.torch_device())
-        config = AuditConfig(seed=self.spec.first_seed, device=self.spec.device)
+        config = self.audit_config()
         seconds, name = 0.0, cell["generator"]
         if cell["analysis"] == "audit":
             needed = [name]
