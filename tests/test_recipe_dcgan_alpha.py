@@ -81,3 +81,31 @@ def test_paper_table_says_how_many_seeds_each_row_has_when_they_differ():
     assert list(grown.columns[:2]) == ["method", "seeds"] and list(grown["seeds"]) == [5, 3]
     finished = paper_table(_Records({"none": 5, "ldm": 5}), ("none", "ldm"), {}, Verdicts([]), [])
     assert "seeds" not in finished.columns
+
+
+def test_dry_run_counts_every_generator_its_rows_train(kermany_small, tmp_path, monkeypatch):
+    """The estimate asks each row's balancer which generators it trains: an ldm row adds its LDM's minutes, cldm and
+    synth-pretrain theirs (one shared cLDM), compare's fastgan row its FastGAN; the TSTR cell of a one-class row adds
+    the other-class generator. Step times are stubbed: this checks the bookkeeping, not the probe."""
+    from cxrgan.data import save_npz
+    from cxrgan.engine.spec import RunSpec
+    from cxrgan.recipes import compare
+    from cxrgan.recipes.compare import Compare, CompareConfig
+    from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, DcganAlpha, DcganAlphaConfig
+
+    minutes = {"ldm": 24.0, "cldm": 25.0, "fastgan": 9.0, "dcgan": 18.0}
+    for module in (compare, dcgan_alpha):
+        monkeypatch.setattr(module, "generator_seconds", lambda spec, rows, device: 60 * minutes[spec.name])
+        monkeypatch.setattr(module, "training_seconds", lambda *args: 0.0)
+    spec = RunSpec(str(save_npz(kermany_small, tmp_path / "small.npz")), seeds=2, device="cpu")
+    recipe = DcganAlpha(DcganAlphaConfig(CompareConfig(spec, methods=("none", "ldm", "cldm-a0.5", "synth-pretrain"),
+                                                       imbalance=(2, 1), train=CPU_CLASSIFIER)))
+    plan = recipe.plan()
+    estimate = {name: seconds / 60 for name, seconds in recipe.estimate(plan).items()}
+    rows = [estimate[c.name] for c in plan.cells if "analysis" not in dict(c.coords)]
+    assert rows == [0, 24, 25, 0, 0, 24, 25, 0]  # a generator per seed; synth-pretrain's cLDM is cldm-a0.5's
+    tstr = [estimate[c.name] for c in plan.cells if dict(c.coords).get("analysis") == "tstr"]
+    assert tstr == [0, 24, 0]  # the real reference, the ldm row's (+ its other-class LDM) and the cLDM's
+    compared = Compare(CompareConfig(spec, methods=("none", "fastgan"), imbalance=(2, 1), train=CPU_CLASSIFIER))
+    plan = compared.plan()
+    assert [compared.estimate(plan)[c.name] / 60 for c in plan.cells] == [0, 9, 0, 9]
