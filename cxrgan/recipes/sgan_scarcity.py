@@ -20,6 +20,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ from cxrgan.report.tables import to_markdown
 DEFAULT_DATA = KERMANY_64
 PER_CLASS = (10, 25, 100, 250, 500, 1000, 2000)
 METHODS = {"CNN": MatchedCNN, "SGAN": SemiSupervisedGAN}
+TRAININGS = {"CNN": (0, 1), "SGAN": (1, 0)}  # (SGAN, CNN) trainings of each method's cell, for time estimates
 CPU_SGAN = SGANConfig(steps=900)  # see the module docstring for the measured basis
 FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 
@@ -100,18 +102,18 @@ def sgan_config(config: SGANConfig, run: RunContext) -> SGANConfig:
     return dataclasses.replace(config, progress=config.progress and run.progress)
 
 
-def sgan_estimates(config: SGANConfig, plan: Plan, labeled: CXRDataset) -> dict[str, float]:
-    """Seconds per SGAN-recipe cell: steps x the probed step time of the SGAN or of its matched CNN, trained briefly
-    on ``labeled`` (a row that trains the CNN twice, such as pseudo-labelling, counts twice)."""
+def sgan_estimates(config: SGANConfig, plan: Plan, labeled: CXRDataset,
+                   trainings: Callable[[Cell], tuple[int, int]]) -> dict[str, float]:
+    """Seconds per SGAN-recipe cell: steps x the probed step times of the SGAN and of its matched CNN, trained
+    briefly on ``labeled``, times the (SGAN, CNN) trainings ``trainings(cell)`` the cell runs."""
     probe = probe_config(config)
     cnn = step_seconds(("cnn", probe), lambda hook: MatchedCNN(probe, step_hook=hook).fit(labeled, random_state=0))
     sgan = step_seconds(("sgan", probe), lambda hook: SemiSupervisedGAN(probe, step_hook=hook).fit(labeled, (),
                                                                                                   random_state=0))
     estimates = {}
     for cell in plan.cells:
-        kind = str(cell.coords[-1][1])  # the method (sgan-scarcity) or row (sgan-domain)
-        per_step = sgan if "SGAN" in kind.upper() else cnn * (2 if "pseudo" in kind else 1)
-        estimates[cell.name] = per_step * config.steps
+        sgans, cnns = trainings(cell)
+        estimates[cell.name] = (sgans * sgan + cnns * cnn) * config.steps
     return estimates
 
 
@@ -207,7 +209,8 @@ class SganScarcity(Recipe):
                       notes, role="main")]
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        return sgan_estimates(self.config.sgan, plan, labelled_split(self.train_, min(self.sizes_[-1], 64), 0)[0])
+        labeled = labelled_split(self.train_, min(self.sizes_[-1], 64), 0)[0]
+        return sgan_estimates(self.config.sgan, plan, labeled, lambda cell: TRAININGS[cell["method"]])
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
         plot_scarcity(pd.DataFrame(results.records), self.sizes_, results.run_dir / "figure5.png")
