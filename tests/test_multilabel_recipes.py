@@ -191,7 +191,8 @@ def test_policies_apply_to_training_labels_only(nih_path, tmp_path):
     run_dir = run_recipe(DcganRareFindings(config), tmp_path / "runs")
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [
-        ("ignore", "baseline"), ("ones", "baseline"), ("zeros", "baseline"), ("zeros", "dcgan-rare")]
+        ("ignore", "baseline"), ("ones", "baseline"), ("zeros", "baseline"), ("zeros", "dcgan-rare"),
+        ("zeros", "rare-copies")]
     notes = (run_dir / "table2_policies.md").read_text()
     assert "U-Ones maps uncertain training labels to 1" in notes and "uncertain test labels are masked" in notes
 
@@ -213,7 +214,7 @@ def test_dry_runs_plan_without_training(small_nih, tmp_path, capsys):
     assert main(["recipe", "cgan-regimes", "--data", str(small_nih), "--findings", ",".join(RARE), "--dry-run",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "100 cells:" in out  # 5 seeds x 4 x 5
+    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "120 cells:" in out  # 5 seeds x 4 x 6
     assert "estimated wall time:" in out  # classifier and cGAN steps probed on this machine
     assert main(["recipe", "dcgan-rare-findings", "--data", str(small_nih), "--findings", "Fibrosis", "--dry-run",
                  "--out", str(tmp_path)]) == 0
