@@ -314,13 +314,21 @@ def finding_sentences(run_dir: Path, entry: dict[str, Any]) -> list[str]:
 
 
 def run_status(info: dict[str, Any] | None, entry: dict[str, Any]) -> str:
+    """What is known of a run: measured (its run.json) or, before it exists, the plan in the claims file."""
     if info is None:
-        plan = entry.get("dry_run")
+        plan = entry.get("plan")
         if not plan:
             return "Not run yet."
-        return (f"Not run yet. Its dry run (`--dry-run`, a few timed steps of each model) planned {plan['cells']} "
-                f"cells and estimated {plan['estimate']} with {plan['seeds']} seeds, probed at load average "
-                f"{plan['load']} on this machine's cores ({plan['note']}).")
+        text = (f"Not run yet. Planned: {plan['seeds']} seeds"
+                + (f" ({plan['why_seeds']})" if plan.get("why_seeds") else "")
+                + f"; expected wall time {plan['expected']} from the step times measured in the README and the "
+                f"recipe's documentation ({plan['basis']}).")
+        dry = plan.get("dry_run")
+        if dry:
+            text += (f" Its dry run with {dry['seeds']} seeds planned {dry['cells']} cells; probed at load average "
+                     f"{dry['load']} on the shared machine it estimated {dry['estimate']}, a figure the other programs' "
+                     "load dominates: run `--dry-run` again on a quiet machine before the run.")
+        return text
     wall = f"wall time {info['wall_time']}, " if info.get("wall_time") else ""
     return (f"Run: {info['seeds']} seeds, {info['cells']} cells, {wall}sum of cell times {info['cell_time']}; "
             f"commit `{info['commit']}`; CPU {info['cpu']}; run directory `{info['run_directory']}`.")
