@@ -32,7 +32,7 @@ from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, cache_entries, fit_or_load
 from cxrgan.io import append_jsonl, read_jsonl
-from cxrgan.recipes.compare import Compare, CompareConfig, uses_generator
+from cxrgan.recipes.compare import Compare, CompareConfig
 from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
 
 # The paper's rows, SMOTE, the strongest loss-side fixes of the long-tail literature (Holste et al. 2022), then GANs.
@@ -41,8 +41,8 @@ from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_rec
 # versions of the oversample / undersample / smote rows; they are for multi-label data).
 METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "focal", "ldam-drw", "logit-adjust", "crt",
            "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5", "synth-pretrain")
-# The count-matched control of the generative rows: random oversampling to balance adds as many minority rows as a
-# GAN row adds synthetic ones, so "beats oversample" separates new images from more minority rows.
+# The count-matched control of the rows that add generated images: random oversampling to balance adds as many
+# minority rows as such a row adds synthetic ones, so "beats oversample" separates new images from more minority rows.
 CONTROL = "oversample"
 PAPER_COLUMNS = {"precision": "precision", "recall": "recall (sens.)", "specificity": "specificity", "f1": "F1",
                  "roc_auc": "ROC AUC"}
@@ -83,8 +83,10 @@ class DcganAlpha(Compare):
     control = CONTROL
 
     def controlled_methods(self) -> tuple[str, ...]:
-        """Every generator-backed row must beat count-matched oversampling as well as the baseline."""
-        return tuple(m for m in self.config.methods if uses_generator(m))
+        """Every row that adds generated minority images (a ``GANOversampler``; not ``synth-pretrain``, which adds
+        none) must beat count-matched oversampling as well as the baseline."""
+        context = BalanceContext(random_state=self.config.first_seed)
+        return tuple(m for m in self.config.methods if isinstance(make_balancer(m, context), GANOversampler))
 
     @property
     def compare_config(self) -> CompareConfig:
