@@ -35,7 +35,7 @@ from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
 from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import Comparison, Verdicts
+from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import fit_or_load, generator_class, save_translation_figure
 from cxrgan.generators.base import ImageTranslator
@@ -106,9 +106,11 @@ class CycleganComplement(Compare):
             raise CxrganError(f"--fidelity-images must be at least 1, got {c.fidelity_images}")
         return super().plan()
 
-    @property
-    def generator_methods(self) -> tuple[str, ...]:
-        """The rows whose balancer trains a generator (the CycleGAN rows), asked of each balancer."""
+    control = CONTROL
+
+    def controlled_methods(self) -> tuple[str, ...]:
+        """The rows whose balancer trains a generator (the CycleGAN rows), asked of each balancer: they must beat
+        the equal-steps control as well as ``none``."""
         first = self.spec.first_seed
         return tuple(m for m in self.compare_config.methods if self.balancer(m, first).generators(self.train_))
 
@@ -116,7 +118,7 @@ class CycleganComplement(Compare):
     def analysis_cells(self) -> list[Cell]:
         """Per translating row and seed, the fidelity of its CycleGAN, judged by the baseline's first-seed model."""
         baseline = Cell.of(seed=self.spec.first_seed, method=self.compare_config.baseline).name
-        translators = [m for m in self.generator_methods
+        translators = [m for m in self.controlled_methods()
                        if any(issubclass(generator_class(use.spec.name), ImageTranslator)
                               for use in self.generator_entries((m,), (self.spec.first_seed,)).values())]
         return [Cell.of(analysis="fidelity", method=m, seed=s, after=(baseline,)) for m in translators
@@ -151,15 +153,8 @@ class CycleganComplement(Compare):
         return CellResult(record, summary=f"to {test.class_names[1] if test.class_names else 1}: {record['to_1']:.2f}, "
                                           f"cycle error {record['cycle_error']:.3f}")
 
-    # ---- tables -----------------------------------------------------------------------------------------------
-    def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
-                    methods: tuple[str, ...] | None = None) -> list[Comparison]:
-        """Every row against ``none``, and every CycleGAN row against the equal-steps control: one Holm family."""
-        rows = super().comparisons(results, set_name, baseline, methods)
-        if baseline is None and CONTROL in self.compare_config.methods:
-            rows += super().comparisons(results, set_name, baseline=CONTROL, methods=self.generator_methods)
-        return rows
 
+    # ---- tables -----------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         tables = super().tables(results)
         fidelity = fidelity_summary(results)
