@@ -6,10 +6,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 
+from cxrgan.balance.stages import Main, Stage
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
@@ -93,10 +94,9 @@ class Balancer(ABC):
     ``BaseSampler`` does. Rows a method adds are flagged ``synthetic`` (generated) or keep their real metadata
     (resampled copies of real rows).
 
-    A method may change rows, the loss or the training schedule. Callers train with
-    ``balancer.adapt_training(train_config)`` after ``fit_resample``: row methods keep the default (the settings
-    unchanged); loss-side methods (``cxrgan.balance.longtail``) return the rows unchanged and the training
-    settings they need.
+    A method may change rows, the loss or the training schedule. Callers train through ``balancer.stages(epochs)``
+    after ``fit_resample``: row methods keep the default (plain training); loss-side methods
+    (``cxrgan.balance.longtail``) return the rows unchanged and the stages they need.
 
     A method that trains generators says which (``generators``) and on what rows (``extra_rows``), so a recipe's
     dry run, the generator cache and the generator audits ask the balancer instead of matching method names.
@@ -116,14 +116,14 @@ class Balancer(ABC):
     def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         """The rebalanced rows of a checked training split whose label-powerset classes are ``classes``."""
 
-    def adapt_training(self, train_config: Any) -> Any:
-        """The classifier training settings this method needs, after ``fit_resample``.
+    def stages(self, epochs: int) -> tuple[Stage, ...]:
+        """The classifier's training stages this method needs, after ``fit_resample`` (``cxrgan.balance.stages``):
+        plain training by default; loss-side methods change its loss or add a stage, synthetic pretraining adds one.
 
         Args:
-            train_config: the run's ``cxrgan.classify.TrainConfig`` (a frozen dataclass; ``balance`` sits left of
-                ``classify`` in the layering, so methods change it with ``dataclasses.replace`` by field name).
+            epochs: the run's maximum epochs of the main stage (stages that scale with it read it).
         """
-        return train_config
+        return (Main(),)
 
     def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
         """The generators ``fit_resample(train)`` trains (or loads from the cache), each with the exact config it
@@ -138,6 +138,11 @@ class Balancer(ABC):
         """How many rows ``fit_resample(train)`` returns, without training a generator (for time estimates);
         by default it resamples, which methods without generators do quickly."""
         return len(self.fit_resample(train))
+
+    def planned_images(self, train: CXRDataset, epochs: int) -> int:
+        """Training images the classifier sees over all its stages at most (for time estimates): by default
+        ``epochs`` passes over the planned rows."""
+        return epochs * self.planned_rows(train)
 
     def generator_rows(self, train: CXRDataset) -> CXRDataset:
         """The rows every generator of ``generators(train)`` trains on (a one-class generator takes its class)."""

@@ -7,8 +7,8 @@ training set (what ``dcgan`` / ``cldm-aX`` do here). ``synth-pretrain`` is that 
 
 ``fit_resample`` trains (or loads from the generator cache) a conditional generator on the training split, draws a
 set that is balanced by construction, writes it as a compact .npz beside the cached generator and returns the real
-rows unchanged; ``adapt_training`` points the classifier's ``pretrain_data`` / ``pretrain_epochs`` at it, and
-``cxrgan.classify.train`` pretrains on it before the usual epochs on the real rows. Balanced means, with
+rows unchanged; its training stages (``stages``) start with a ``Pretrain`` stage on that set, which
+``cxrgan.classify.train`` runs before the usual epochs on the real rows. Balanced means, with
 n = ceil(``scale`` x the largest real class: the larger class of a binary task, the most frequent finding of a
 multi-label one):
 
@@ -30,12 +30,12 @@ import dataclasses
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
+from cxrgan.balance.stages import Main, Pretrain, Stage
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.data.npz import save_npz
 from cxrgan.errors import CxrganError
@@ -118,12 +118,20 @@ class SyntheticPretraining(Balancer):
         self.pretrain_data_, self.n_synthetic_, self.n_real_ = path, len(labels), len(dataset)
         return dataclasses.replace(dataset)
 
-    def adapt_training(self, train_config: Any) -> Any:
+    def stages(self, epochs: int) -> tuple[Stage, ...]:
         """Pretrain on the synthetic set for as many image passes as the real epochs make (at least one epoch)."""
         if not hasattr(self, "pretrain_data_"):
-            raise CxrganError(f"{self.name}: call fit_resample before adapt_training")
-        epochs = max(1, round(train_config.epochs * self.n_real_ / self.n_synthetic_))
-        return dataclasses.replace(train_config, pretrain_data=str(self.pretrain_data_), pretrain_epochs=epochs)
+            raise CxrganError(f"{self.name}: call fit_resample before stages")
+        return Pretrain(str(self.pretrain_data_), self.pretraining_epochs(epochs, self.n_real_, self.n_synthetic_)), Main()
+
+    @staticmethod
+    def pretraining_epochs(epochs: int, n_real: int, n_synthetic: int) -> int:
+        """Epochs on ``n_synthetic`` rows that pass as many images as ``epochs`` on ``n_real`` rows (at least 1)."""
+        return max(1, round(epochs * n_real / n_synthetic))
+
+    def planned_images(self, train: CXRDataset, epochs: int) -> int:
+        n_synthetic = len(self.pretraining_labels(train, np.random.default_rng(self.random_state)))
+        return epochs * len(train) + self.pretraining_epochs(epochs, len(train), n_synthetic) * n_synthetic
 
 
 def _factory(binary: str, multilabel: str, name: str):

@@ -37,6 +37,7 @@ import pandas as pd
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, LabelVectorCGAN, LabelVectorCopies, choose_rare_findings,
                                        plan_label_vectors)
+from cxrgan.balance.stages import Main
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
@@ -164,7 +165,7 @@ class CganRegimes(Recipe):
         device = str(c.run.torch_device())
         train_config = dataclasses.replace(c.train, augment="flip" if method == "flip" else "none")
         extra: dict[str, Any] = {}
-        rows = regime
+        rows, stages = regime, (Main(),)
         if method == "gan":
             gan_rows = self.gan_rows(cell)
             if len(gan_rows) < MIN_TRAIN_IMAGES:
@@ -184,8 +185,8 @@ class CganRegimes(Recipe):
         elif method not in METHODS:  # any registered balancer as a row
             balancer = self.balancer(method, seed, run.run_dir)
             rows = balancer.fit_resample(regime)
-            train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss
-        result = train_and_score(rows, self.val_, self.test_, train_config, seed, run.progress)
+            stages = balancer.stages(train_config.epochs)  # loss-side methods change the loss or add a stage
+        result = train_and_score(rows, self.val_, self.test_, train_config, seed, run.progress, stages)
         result.record.update(extra)
         return result
 
@@ -206,21 +207,24 @@ class CganRegimes(Recipe):
                                                     generators=c.generators))
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        """The probed classifier on the rows each cell's method plans, and the generators it declares."""
+        """The probed classifier on the images each cell's method plans, and the generators it declares."""
+        epochs = self.config.train.epochs
+
         def work(cell: Cell) -> CellWork:
             regime, method = self.regimes_[cell["regime"]], cell["method"]
             if method == "gan":
                 balancer, rows = self.gan_balancer(cell["seed"]), self.gan_rows(cell)
                 gans = [(balancer.generator_spec(), rows)] if len(rows) >= MIN_TRAIN_IMAGES else []
-                return CellWork(regime, balancer.planned_rows(regime) if gans else len(regime), gans)
+                return CellWork(regime, balancer.planned_images(regime, epochs) if gans else epochs * len(regime), gans)
             if method == CONTROL:
                 copies = LabelVectorCopies(self.findings_, self.config.threshold, random_state=cell["seed"])
-                return CellWork(regime, copies.planned_rows(regime), [])
+                return CellWork(regime, copies.planned_images(regime, epochs), [])
             if method in METHODS:
-                return CellWork(regime, len(regime), [])
+                return CellWork(regime, epochs * len(regime), [])
             balancer = self.balancer(method, cell["seed"])
             rows = balancer.generator_rows(regime)
-            return CellWork(regime, balancer.planned_rows(regime), [(spec, rows) for spec in balancer.generators(regime)])
+            return CellWork(regime, balancer.planned_images(regime, epochs),
+                            [(spec, rows) for spec in balancer.generators(regime)])
 
         return findings_estimates(self, plan, work)
 

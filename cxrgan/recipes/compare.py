@@ -263,9 +263,10 @@ class Compare(Recipe):
         train_config = dataclasses.replace(c.train, progress=c.train.progress and run.progress)
         balancer = self.balancer(method, seed, run.run_dir)
         balanced = balancer.fit_resample(self.train_)
-        train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss or schedule
+        stages = balancer.stages(train_config.epochs)  # loss-side methods change the loss or add a stage
         checkpoint = run.run_dir / "checkpoints" / f"{cell.name}.pt"
-        result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True)
+        result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True,
+                                  stages=stages)
         score = lambda data: predict(result.model, data, device, c.train.eval_batch_size, c.train.bf16,  # noqa: E731
                                      shared=True, fp16=c.train.fp16)
         s_val, s_test = score(self.val_), score(self.test_)
@@ -391,18 +392,19 @@ class Compare(Recipe):
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         """Seconds per cell: the generators a (method, seed) cell trains first (each counted once: the cDCGAN
-        alphas of a seed share one), asked of its balancer, plus the classifier on the rows the balancer plans,
-        at the probed speed; analysis cells as the recipe estimates them."""
+        alphas of a seed share one), asked of its balancer, plus the classifier on the images the balancer plans
+        over its stages, at the probed speed; analysis cells as the recipe estimates them."""
         c = self.compare_config
         device = str(self.spec.torch_device())
-        rows = {m: self.balancer(m, self.spec.first_seed).planned_rows(self.train_) for m in c.methods}
+        images = {m: self.balancer(m, self.spec.first_seed).planned_images(self.train_, c.train.epochs)
+                  for m in c.methods}
         eval_rows = len(self.val_) + len(self.test_) + sum(len(site) for site in self.sites_.values())
         estimates, trained = {}, set()
         for cell in plan.cells:
             if "analysis" in dict(cell.coords):
                 estimates[cell.name] = self.analysis_seconds(cell, trained)
                 continue
-            seconds = training_seconds(c.train, rows[cell["method"]], eval_rows, self.train_.image_size,
+            seconds = training_seconds(c.train, images[cell["method"]], eval_rows, self.train_.image_size,
                                        self.train_.n_labels)
             for name, use in self.generator_entries((cell["method"],), (cell["seed"],)).items():
                 if name not in trained:

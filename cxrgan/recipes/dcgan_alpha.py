@@ -191,12 +191,13 @@ class DcganAlpha(Compare):
         classifier = TrainConfig(model=config.feature_model, batch_size=config.batch_size, device=config.device)
         if cell["analysis"] == "tstr":
             return seconds + training_seconds(dataclasses.replace(classifier, epochs=config.tstr_epochs),
-                                              2 * self.config.tstr_images, len(self.val_) + len(self.test_),
-                                              self.train_.image_size, 1)
+                                              config.tstr_epochs * 2 * self.config.tstr_images,
+                                              len(self.val_) + len(self.test_), self.train_.image_size, 1)
         if "feature model" not in trained:
             trained.add("feature model")
-            seconds += training_seconds(dataclasses.replace(classifier, epochs=config.feature_epochs), len(self.train_),
-                                        len(self.val_), self.train_.image_size, 1)
+            seconds += training_seconds(dataclasses.replace(classifier, epochs=config.feature_epochs),
+                                        config.feature_epochs * len(self.train_), len(self.val_),
+                                        self.train_.image_size, 1)
         return seconds
 
     # ---- tables -----------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
+from cxrgan.balance.stages import Main
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
@@ -137,14 +138,14 @@ class DcganRareFindings(Recipe):
         c = self.config
         data = with_policy(self.dataset_, cell["policy"])
         train, val, test = data.split("train"), data.split("val"), data.split("test")
-        extra, train_config = {}, c.train
+        extra, stages = {}, (Main(),)
         if cell["method"] != "baseline":  # the DCGANs, their copies, or a cheap fix (rows, loss or schedule)
             balancer = self.balancer(cell, run.run_dir)
             train = balancer.fit_resample(train)
-            train_config = balancer.adapt_training(train_config)
+            stages = balancer.stages(c.train.epochs)
             if isinstance(balancer, (RareFindingDCGAN, RareFindingCopies)):
                 extra["finding_table"] = balancer.table_.to_dict(orient="records")
-        result = train_and_score(train, val, test, train_config, cell["seed"], run.progress)
+        result = train_and_score(train, val, test, c.train, cell["seed"], run.progress, stages)
         result.record.update(extra)
         return result
 
@@ -160,16 +161,19 @@ class DcganRareFindings(Recipe):
         return make_balancer(cell["method"], BalanceContext(random_state=cell["seed"]))
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        """The probed classifier on the rows each cell plans, and the DCGANs its balancer declares."""
+        """The probed classifier on the images each cell plans, and the DCGANs its balancer declares."""
         self.val_, self.test_ = self.dataset_.split("val"), self.dataset_.split("test")
+
+        epochs = self.config.train.epochs
 
         def work(cell: Cell) -> CellWork:
             train = with_policy(self.dataset_, cell["policy"]).split("train")
             if cell["method"] == "baseline":
-                return CellWork(train, len(train), [])
+                return CellWork(train, epochs * len(train), [])
             balancer = self.balancer(cell)
             rows = balancer.generator_rows(train)
-            return CellWork(train, balancer.planned_rows(train), [(spec, rows) for spec in balancer.generators(train)])
+            return CellWork(train, balancer.planned_images(train, epochs),
+                            [(spec, rows) for spec in balancer.generators(train)])
 
         return findings_estimates(self, plan, work)
 

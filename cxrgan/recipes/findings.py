@@ -9,6 +9,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from cxrgan.balance.stages import Main, Stage
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.data import CXRDataset, detect_layout, load_chexpert_raw, load_nih, load_npz
 from cxrgan.data.labels import UNCERTAINTY_POLICIES, policy_on_training_rows
@@ -94,10 +95,11 @@ def check_findings(names: tuple[str, ...], dataset: CXRDataset) -> None:
 
 
 def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config: TrainConfig, seed: int,
-                    progress: bool) -> CellResult:
-    """Train one classifier (best val AUC kept); per-finding test AUC in the record, val and test scores stored."""
+                    progress: bool, stages: tuple[Stage, ...] = (Main(),)) -> CellResult:
+    """Train one classifier through ``stages`` (best val AUC kept); per-finding test AUC in the record, val and test
+    scores stored."""
     config = dataclasses.replace(config, progress=config.progress and progress)
-    result = train_classifier(train, val, config, seed)
+    result = train_classifier(train, val, config, seed, stages=stages)
     device = resolve_device(config.device)
     s_val = predict(result.model, val, device, config.eval_batch_size, config.bf16)
     s_test = predict(result.model, test, device, config.eval_batch_size, config.bf16)
@@ -159,20 +161,20 @@ class CellWork(NamedTuple):
     """What one multi-label cell trains, for its time estimate."""
 
     rows: CXRDataset  # the real rows it starts from
-    n_rows: int  # rows the classifier trains on (real plus planned synthetic rows)
+    images: int  # training images the classifier sees over its stages (real and planned synthetic rows)
     generators: list[tuple[GeneratorSpec, CXRDataset]]  # the generators it trains first, with their rows
 
 
 def findings_estimates(recipe: Any, plan: Plan, work: Callable[[Cell], CellWork]) -> dict[str, float]:
-    """Seconds per multi-label cell: the probed classifier on the rows ``work(cell)`` counts, plus the generators
+    """Seconds per multi-label cell: the probed classifier on the images ``work(cell)`` counts, plus the generators
     it trains first (each counted once; ``recipe`` has ``config.train``, ``config.run``, ``val_`` and ``test_``)."""
     config = recipe.config
     device = str(config.run.torch_device())
     eval_rows = len(recipe.val_) + len(recipe.test_)
     estimates, trained = {}, set()
     for cell in plan.cells:
-        rows, n_rows, generators = work(cell)
-        seconds = training_seconds(config.train, n_rows, eval_rows, rows.image_size, rows.n_labels)
+        rows, images, generators = work(cell)
+        seconds = training_seconds(config.train, images, eval_rows, rows.image_size, rows.n_labels)
         for spec, gan_rows in generators:
             key = (spec.name, repr(spec.config), len(gan_rows))
             if key not in trained:

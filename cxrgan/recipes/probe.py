@@ -53,12 +53,13 @@ def classifier_seconds(model: str, batch_size: int, image_size: int, n_outputs: 
     return train, predict
 
 
-def training_seconds(config: TrainConfig, train_rows: int, eval_rows: int, image_size: int, n_outputs: int) -> float:
-    """A classifier run: every epoch trains on ``train_rows`` and scores the validation rows (``eval_rows`` counts
-    validation plus the final test and validation predictions); early stopping can only make it shorter."""
+def training_seconds(config: TrainConfig, train_images: int, eval_rows: int, image_size: int, n_outputs: int) -> float:
+    """A classifier run: ``train_images`` training images over all its stages, and every epoch of its main stage
+    scores the validation rows (``eval_rows`` counts validation plus the final test and validation predictions);
+    early stopping can only make it shorter."""
     train, predict = classifier_seconds(config.model, config.batch_size, image_size, n_outputs, config.bf16,
                                         config.device)
-    return config.epochs * (train_rows * train + eval_rows * predict) + 2 * eval_rows * predict
+    return train_images * train + (config.epochs + 2) * eval_rows * predict
 
 
 _STEP_SECONDS: dict[tuple, float] = {}
