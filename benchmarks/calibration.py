@@ -22,7 +22,7 @@ from cxrgan.classify import TrainConfig
 from cxrgan.evaluate.calibration import TESTS, calibrate
 from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.compare import CompareConfig, run_compare
-from cxrgan.recipes.engine import Results
+from cxrgan.engine import Results
 
 DEFAULT_DATA = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

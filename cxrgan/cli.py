@@ -76,7 +76,7 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
 
 def grid_options(args: argparse.Namespace) -> dict:
     """``shard`` and ``workers`` arguments of ``run_recipe`` from the flags."""
-    from cxrgan.recipes.engine import Shard
+    from cxrgan.engine.cells import Shard
 
     if args.workers < 1:
         raise CxrganError(f"--workers {args.workers}: must be at least 1")
@@ -231,7 +231,8 @@ def _report_flags(parser: argparse.ArgumentParser) -> None:
          flags=_report_flags)
 def _report(args: argparse.Namespace) -> None:
     import cxrgan.recipes.all  # noqa: F401  (every recipe registers itself, so a run's kind can be rebuilt)
-    from cxrgan.recipes.engine import RESULTS_NAME, report_run
+    from cxrgan.engine.run import report_run
+    from cxrgan.engine.store import RESULTS_NAME
     from cxrgan.report.html import write_report
 
     run_dir = Path(args.run_dir)
@@ -251,7 +252,8 @@ def _run_cells_flags(parser: argparse.ArgumentParser) -> None:
          flags=_run_cells_flags)
 def _run_cells(args: argparse.Namespace) -> None:
     import cxrgan.recipes.all  # noqa: F401  (every recipe registers itself, so a run's kind can be rebuilt)
-    from cxrgan.recipes.engine import recipe_from_run, run_recipe
+    from cxrgan.engine.recipe import recipe_from_run
+    from cxrgan.engine.run import run_recipe
 
     run_recipe(recipe_from_run(args.run_dir), out=None, resume_dir=args.run_dir, progress=not args.no_progress,
                report=False, tag=f"worker {args.worker}: ")

@@ -39,7 +39,7 @@ def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
 
 
 def run(recipe, args: argparse.Namespace) -> None:
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
 
     run_recipe(recipe, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
                progress=not args.no_progress, **grid_options(args))

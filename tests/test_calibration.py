@@ -9,7 +9,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.calibration import calibrate, null_splits
 from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.compare import CompareConfig, run_compare
-from cxrgan.recipes.engine import Results
+from cxrgan.engine import Results
 
 
 def test_null_splits_list_each_unordered_split_once():

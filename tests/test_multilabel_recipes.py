@@ -17,7 +17,7 @@ from cxrgan.io import read_jsonl
 from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.cgan_regimes import CganRegimes, CganRegimesConfig
 from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, DcganRareFindings
-from cxrgan.recipes.engine import run_recipe
+from cxrgan.engine import run_recipe
 from cxrgan.recipes.findings import load_findings, with_policy
 
 from _report_check import assert_report_renders
@@ -242,7 +242,7 @@ def test_one_generator_probe_serves_every_seed_finding_and_regime(small_nih, mon
     """A dry run's step time depends on the network and the image size, not on the seed, the modelled finding or
     how many rows a regime keeps: the probe trains once for all of them."""
     from cxrgan.generators import GeneratorSettings, GeneratorSpec
-    from cxrgan.recipes import probe
+    from cxrgan.engine import probes as probe
 
     monkeypatch.setattr(probe, "_STEP_SECONDS", {})
     fits = []

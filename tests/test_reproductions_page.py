@@ -18,7 +18,7 @@ from cxrgan.data import save_npz
 from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.compare import CompareConfig
 from cxrgan.recipes.dcgan_alpha import DcganAlpha, DcganAlphaConfig
-from cxrgan.recipes.engine import run_recipe
+from cxrgan.engine import run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^<!-- table: (?P<source>\S+) -->$")

@@ -37,7 +37,7 @@ def toy_files(kermany, nih_path, tmp_path_factory):
 
 
 def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path, capsys):
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
     from cxrgan.engine.spec import RunSpec
     from cxrgan.recipes.sgan_scarcity import SganScarcity, SganScarcityConfig
 
@@ -81,7 +81,7 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
 
 
 def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkeypatch, capsys):
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
     from cxrgan.engine.spec import RunSpec
     from cxrgan.recipes.sgan_domain import ROWS, SganDomain, SganDomainConfig
 

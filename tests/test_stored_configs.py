@@ -15,8 +15,9 @@ import pytest
 
 import cxrgan.recipes.all  # noqa: F401  (registers every recipe)
 from cxrgan.cli import main
-from cxrgan.recipes import DATA_ROOT, engine
-from cxrgan.recipes.engine import RECIPES
+from cxrgan.engine import RECIPES
+from cxrgan.engine import run as engine_run
+from cxrgan.recipes import DATA_ROOT
 from cxrgan.runs import config_changes, config_dict, from_dict, write_config
 
 STORED = Path(__file__).with_name("stored_configs")
@@ -38,7 +39,7 @@ COMMANDS = {
 def built_by_today(argv: list[str], monkeypatch) -> object:
     """The config today's command line builds from ``argv`` (the engine is not started)."""
     built = []
-    monkeypatch.setattr(engine, "run_recipe", lambda recipe, *args, **kwargs: built.append(recipe.config))
+    monkeypatch.setattr(engine_run, "run_recipe", lambda recipe, *args, **kwargs: built.append(recipe.config))
     assert main([a.replace("{DATA}", str(DATA_ROOT)) for a in argv]) == 0
     return built[0]
 

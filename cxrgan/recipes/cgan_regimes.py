@@ -48,7 +48,7 @@ from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSettings, LabelVectorCDCGAN, fit_or_load
 from cxrgan.generators.base import MIN_TRAIN_IMAGES
 from cxrgan.recipes import NIH_PNEUMONIA, NIH_SUBSET_64
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
                                      findings_estimates, load_findings, test_positives_note, train_and_score,
                                      uncertain_counts, with_policy)

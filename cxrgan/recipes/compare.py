@@ -34,8 +34,8 @@ from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.generators.cache import entry_name
 from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 from cxrgan.io import atomic_write, write_json
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
-from cxrgan.recipes.probe import generator_seconds, training_seconds
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine.probes import generator_seconds, training_seconds
 from cxrgan.report.plots import plot_curves
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
@@ -460,7 +460,7 @@ def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path |
                 command: str | None = None, dry_run: bool = False, progress: bool = True, **grid) -> Path | None:
     """Run (or resume) a comparison through the engine and return its run directory (``grid``: the engine's
     ``shard`` and ``workers``)."""
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
 
     return run_recipe(Compare(config), out, resume_dir=resume_dir, command=command, dry_run=dry_run,
                       progress=progress, **grid)

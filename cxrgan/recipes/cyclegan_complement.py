@@ -42,7 +42,7 @@ from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import read_jsonl, write_json
 from cxrgan.recipes import KERMANY_64, NIH_PNEUMONIA, NIH_SUBSET_64
 from cxrgan.recipes.compare import Compare, CompareConfig
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
 
 # "repeat" (every real image twice) is our control, not the paper's: the complement sets hold 2n rows, so with the
 # same epochs the classifier takes twice the steps; a complement row must beat "repeat", not only "none".

@@ -33,8 +33,8 @@ from cxrgan.generators.base import ImageTranslator, image_fingerprint
 from cxrgan.generators.cache import cache_dir
 from cxrgan.io import read_jsonl
 from cxrgan.recipes.compare import Compare, CompareConfig, GeneratorUse
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
-from cxrgan.recipes.probe import generator_seconds, training_seconds
+from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
+from cxrgan.engine.probes import generator_seconds, training_seconds
 
 # The paper's rows, SMOTE, the strongest loss-side fixes of the long-tail literature (Holste et al. 2022), then GANs.
 # Not here: logit-adjust-posthoc (a per-class logit shift leaves AUC and the Youden-threshold metrics of this table

@@ -43,7 +43,7 @@ from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.balance.stages import Main
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
 from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
                                      findings_estimates, load_findings, test_positives_note, train_and_score,
                                      uncertain_counts, with_policy)

@@ -19,8 +19,8 @@ from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_au
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.settings import GeneratorSpec
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Results, Table
-from cxrgan.recipes.probe import generator_seconds, training_seconds
+from cxrgan.engine import Cell, CellResult, Plan, Results, Table
+from cxrgan.engine.probes import generator_seconds, training_seconds
 
 
 def load_findings(data: str | Path | tuple[str, ...], size: int = 64, data_seed: int = 0,

@@ -39,8 +39,8 @@ from cxrgan.io import atomic_write
 from cxrgan.recipes import KERMANY_64
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.compare import SUBGROUP_NOTE, check_classes, subgroup_table
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
-from cxrgan.recipes.probe import probe_config, step_seconds
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine.probes import probe_config, step_seconds
 from cxrgan.report.tables import to_markdown
 
 DEFAULT_DATA = KERMANY_64

@@ -4,7 +4,7 @@ plan before anything trains, then owns the run directory, resume, progress with 
 A run directory holds ``config.json`` (the resolved config and the recipe's kind), ``command.txt``,
 ``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data), per finished
 cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
-done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.recipes.store`), the tables
+done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.engine.store`), the tables
 (``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
 ``cxrgan report RUN_DIR`` rebuilds tables and report from these files alone (:func:`report_run`). Cells may be
 spread over torchrun processes (each cell data-parallel), over shards on several machines, or over local worker
@@ -14,201 +14,24 @@ processes (:func:`run_recipe`).
 from __future__ import annotations
 
 import json
-import re
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import Sequence
 
 from cxrgan import distributed
 from cxrgan.claims import release, try_claim
+from cxrgan.engine.cells import ROLE_ORDER, Cell, Plan, Shard
+from cxrgan.engine.recipe import Recipe, RunContext, recipe_from_run
+from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, claim_path, done_cells, save_cell,
+                                 save_labels, write_results_view)
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.io import write_json
-from cxrgan.recipes.store import (CLAIMS_DIR, LABELS_NAME, RESULTS_NAME, Results, adopt_legacy_results,  # noqa: F401
-                                  claim_path, done_cells, save_cell, save_labels, write_results_view)
 from cxrgan.report.html import write_report
 from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import check_output_folder, from_dict, new_run_dir, read_config, run_slug, write_config
+from cxrgan.runs import check_output_folder, new_run_dir, run_slug, write_config
 
 TABLES_MANIFEST = "tables.json"
 
-
-# ---- what a recipe declares -----------------------------------------------------------------------------------
-LEADING = ("analysis", "method", "row")  # coordinates a cell's name and label start with, shown without their key
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One point of a recipe's grid, e.g. (method "dcgan", seed 0) or (regime 0.1, method "gan", seed 2), or one
-    analysis of the trained models, e.g. (analysis "tstr", generator "cdcgan-4f2a...").
-
-    A cell that reads what other cells leave behind (a saved model) names them in ``after``; the engine runs
-    them first, or waits while another process runs them.
-    """
-
-    coords: tuple[tuple[str, Any], ...]
-    after: tuple[str, ...] = ()  # names of the cells whose outputs this cell reads
-
-    @classmethod
-    def of(cls, after: tuple[str, ...] = (), **coords: Any) -> Cell:
-        return cls(tuple(coords.items()), after)
-
-    def __getitem__(self, name: str) -> Any:
-        return dict(self.coords)[name]
-
-    @property
-    def key(self) -> tuple:
-        return tuple(value for _, value in self.coords)
-
-    def _reading_order(self) -> list[tuple[str, Any]]:
-        """The method (or row) first, the seed last: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
-        first = [(k, v) for k, v in self.coords if k in LEADING]
-        seed = [(k, v) for k, v in self.coords if k == "seed"]
-        return first + [(k, v) for k, v in self.coords if (k, v) not in first and k != "seed"] + seed
-
-    @property
-    def name(self) -> str:
-        """File-safe id: ``dcgan-seed0``, ``gan-0.1-seed2``."""
-        return "-".join(f"seed{v}" if k == "seed" else re.sub(r"[^A-Za-z0-9.]+", "_", str(v)).strip("_")
-                        for k, v in self._reading_order())
-
-    @property
-    def label(self) -> str:
-        """Human-readable: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
-        return " ".join(str(v) if k in LEADING else f"{k} {v}" for k, v in self._reading_order())
-
-
-@dataclass
-class CellResult:
-    """What running one cell produced: a JSON-ready record and the model's scores on each evaluation set."""
-
-    record: dict[str, Any]
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-    summary: str = ""  # one line for the progress log, e.g. "ROC AUC 0.931"
-
-
-@dataclass
-class Plan:
-    """Everything checked before training: the cells, the evaluation sets' real labels, and what the run will do."""
-
-    cells: list[Cell]
-    evaluation_sets: dict[str, np.ndarray]  # name -> (N, K) real labels that every cell's scores refer to
-    label_names: tuple[str, ...]
-    summary: str = ""  # data and settings in a few lines, printed by --dry-run and when a run starts
-    data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
-    class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
-    subgroups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # set -> subgroup -> row mask
-
-
-@dataclass
-class Table:
-    """One table of a run, written as ``<stem>.md`` and ``<stem>.csv`` and shown in the report in role order."""
-
-    stem: str
-    title: str
-    frame: pd.DataFrame
-    notes: str = ""
-    role: str = "detail"  # "verdict" opens the report, then "main" (the paper-shaped table), then "detail"
-
-
-ROLE_ORDER = {"verdict": 0, "main": 1, "detail": 2}
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What a running cell may use from the engine."""
-
-    run_dir: Path
-    progress: bool  # show per-epoch / per-step bars inside a cell
-
-
-class Recipe(ABC):
-    """An experiment as a grid of cells. Subclasses set ``kind`` and ``config_class`` and are registered."""
-
-    kind: ClassVar[str]
-    config_class: ClassVar[type]
-
-    def __init__(self, config: Any):
-        if not isinstance(config, self.config_class):
-            raise CxrganError(f"recipe {self.kind} needs a {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
-
-    @abstractmethod
-    def description(self) -> str:
-        """Slug of the numbered run directory, e.g. ``compare-kermany_pneumonia_64``."""
-
-    @abstractmethod
-    def plan(self) -> Plan:
-        """Load and check everything (names, paths, classes per split, shapes, seeds) and list the cells.
-
-        Raises CxrganError on any bad input, before a run directory exists or a model trains."""
-
-    @abstractmethod
-    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
-        """Train and score one cell; everything random comes from the cell's seed."""
-
-    @abstractmethod
-    def tables(self, results: Results) -> list[Table]:
-        """The recipe's tables from the finished cells (the verdict table first)."""
-
-    def figures(self, results: Results) -> list[tuple[str, str]]:
-        """Write the recipe's figures into ``results.run_dir``; return (file name, caption) pairs in reading order."""
-        return []
-
-    def estimate(self, plan: Plan) -> dict[str, float]:
-        """Seconds per cell name from a short measured probe on this machine, for --dry-run; default unknown."""
-        return {}
-
-
-RECIPES: dict[str, type[Recipe]] = {}
-
-
-def register_recipe(cls: type[Recipe]) -> type[Recipe]:
-    if cls.kind in RECIPES:
-        raise ValueError(f"recipe {cls.kind!r} is registered twice")
-    RECIPES[cls.kind] = cls
-    return cls
-
-
-def recipe_from_run(run_dir: str | Path) -> Recipe:
-    """The recipe a run directory was made by, rebuilt from its ``config.json``."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise CxrganError(f"{run_dir}: not a cxrgan run directory (no config.json)")
-    kind = json.loads(path.read_text()).get("kind")
-    if kind not in RECIPES:  # recipes register themselves when their modules are imported (the command line does)
-        raise CxrganError(f"{run_dir}: made by {kind!r}, which has no tables to rebuild")
-    cls = RECIPES[kind]
-    return cls(from_dict(cls.config_class, read_config(run_dir)))
-
-
-# ---- running -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Shard:
-    """The K-th of N disjoint subsets of a plan's cells (``--shard K/N``, K from 1): every N-th cell from the K-th."""
-
-    index: int  # K, 1..count
-    count: int  # N
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise CxrganError(f"--shard {text!r}: expected K/N such as 1/4") from None
-        if not 1 <= index <= count:
-            raise CxrganError(f"--shard {text}: K must lie in 1..N")
-        return cls(index, count)
-
-    def select(self, cells: list[Cell]) -> list[Cell]:
-        return [cell for i, cell in enumerate(cells) if i % self.count == self.index - 1]
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
 
 
 def _clock(seconds: float) -> str:
@@ -261,7 +84,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     Under torchrun every process plans and runs every cell together (each cell data-parallel); rank 0 alone writes
     files and the others wait for it before reading. ``shard`` runs one of N disjoint subsets of the cells into
     the shared run directory (another machine runs another); ``workers`` > 1 runs the cells in that many local
-    processes (:mod:`cxrgan.recipes.workers`). A cell is claimed before it runs, so no two processes ever run the
+    processes (:mod:`cxrgan.engine.workers`). A cell is claimed before it runs, so no two processes ever run the
     same one. Once every cell of the plan is in, the process that sees it last runs ``finish`` and the report
     (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines.
     """
@@ -271,7 +94,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
             print(dry_run_text(recipe, plan))
         return None
     if workers > 1:
-        from cxrgan.recipes.workers import run_with_workers
+        from cxrgan.engine.workers import run_with_workers
 
         if distributed.active() or shard is not None:
             raise RankAgreedError("--workers runs local processes; combine it neither with torchrun nor with --shard")
@@ -436,11 +259,3 @@ def dry_run_text(recipe: Recipe, plan: Plan) -> str:
         lines.append(f"estimated wall time: {_clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
     return "\n".join(lines)
-
-
-def grid(**axes: Iterable[Any]) -> list[Cell]:
-    """All combinations of the axes, the first axis outermost: ``grid(seed=range(3), method=("a", "b"))``."""
-    cells = [Cell(())]
-    for name, values in axes.items():
-        cells = [Cell((*c.coords, (name, v))) for c in cells for v in values]
-    return cells
