@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cxrgan.classify import TrainConfig, train_classifier
-from cxrgan.cli import build_parser, train_config
+from cxrgan.cli import build_parser
+from cxrgan.cli.flags import train_config
 from cxrgan.data import CXRDataset
 from cxrgan.data.images import resize_stack
 from cxrgan.device import resolve_amp, resolve_device

@@ -6,56 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, command, generator_settings,
-                        grid_options, method_list, parse_ratio, run_spec, shell_command)
-
-
-KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
-
-
-def default_external(data: str) -> tuple[str, ...]:
-    from cxrgan.recipes import default_external as resolve
-
-    return resolve(data)
-
-
-# ---- flags every recipe shares -----------------------------------------------------------------------------------
-def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
-    group = parser.add_argument_group("run")
-    group.add_argument("--seeds", type=int, default=default_seeds, help="training seeds (default %(default)s)")
-    group.add_argument("--first-seed", type=int, default=0)
-    group.add_argument("--out", default="runs", help="folder for numbered run directories")
-    group.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
-    group.add_argument("--dry-run", action="store_true",
-                       help="check data and config, print the grid and an estimated wall time, train nothing")
-    group.add_argument("--device", default="auto",
-                       help="auto (CUDA when present, with bf16 or fp16 autocast), cpu or cuda")
-    group.add_argument("--data-workers", type=int, default=0,
-                       help="processes reading classifier training batches (default 0: the training process)")
-    group.add_argument("--no-progress", action="store_true", help="hide per-epoch bars (one line per cell stays)")
-    group.add_argument("--allow-patient-overlap", action="store_true",
-                       help="accept a patient in two splits (counted and printed) instead of refusing the data")
-    add_grid_flags(parser)
-
-
-def run(recipe, args: argparse.Namespace) -> None:
-    from cxrgan.engine.run import run_recipe
-
-    run_recipe(recipe, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
-               progress=not args.no_progress, **grid_options(args))
-
-
-def classifier(args: argparse.Namespace, cpu, full):
-    """The recipe's CPU or full classifier with the device, an --epochs override and, on a CUDA device, mixed
-    precision (bf16 where the GPU has it, else fp16 with a gradient scaler)."""
-    from cxrgan.device import resolve_amp, resolve_device
-
-    amp = {}
-    if resolve_device(args.device).type == "cuda":
-        chosen = resolve_amp("auto", args.device)
-        amp = {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
-    return dataclasses.replace(full if args.full else cpu, device=args.device, data_workers=args.data_workers, **amp,
-                               **({"epochs": args.epochs} if args.epochs else {}))
+from cxrgan.cli.flags import (KERMANY_SITE_NOTE, add_external_flags, add_generator_flags, add_run_flags, classifier,
+                              command, generator_settings, method_list, parse_ratio, run, run_spec)
+from cxrgan.recipes import default_external
 
 
 # ---- binary recipes on the compare engine ------------------------------------------------------------------------
