@@ -10,10 +10,12 @@ import sys
 import cxrgan.cli.compare  # noqa: F401  (each command module registers its commands)
 import cxrgan.cli.data  # noqa: F401
 import cxrgan.cli.generators  # noqa: F401
-import cxrgan.cli.recipes  # noqa: F401
 from cxrgan import distributed
 from cxrgan.cli.flags import COMMANDS
+from cxrgan.cli.recipes import register_generic_recipes
 from cxrgan.errors import CxrganError, RankAgreedError
+
+register_generic_recipes()  # after every command of its own: the recipes without one
 
 
 class Parser(argparse.ArgumentParser):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli.flags import (KERMANY_SITE_NOTE, add_external_flags, add_generator_flags, add_run_flags, classifier,
-                              command, generator_settings, method_list, parse_ratio, run, run_spec)
+from cxrgan.cli.flags import (COMMANDS, KERMANY_SITE_NOTE, add_external_flags, add_generator_flags, add_run_flags,
+                              classifier, command, generator_settings, method_list, parse_ratio, run, run_spec)
 from cxrgan.recipes import default_external
 
 
@@ -214,3 +214,33 @@ def _sgan_domain(args: argparse.Namespace) -> None:
     config = SganDomainConfig(run=run_spec(args, args.data), second_data=args.second_data, full=args.full,
                               sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
     run(SganDomain(config), args)
+
+
+# ---- every other registered recipe: the run flags, the rest of its config at its defaults -----------------------
+def _generic_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", action="append", required=True, help="data file (repeatable when the recipe joins files)")
+    add_run_flags(parser, default_seeds=5)
+
+
+def _generic_command(kind: str):
+    def start(args: argparse.Namespace) -> None:
+        from cxrgan.engine import RECIPES
+
+        cls = RECIPES[kind]
+        run(cls(cls.config_class(run=run_spec(args, tuple(args.data)))), args)
+
+    return start
+
+
+def register_generic_recipes() -> None:
+    """``cxrgan recipe KIND`` for every registered recipe without a command of its own whose config holds a ``run``
+    (``RunSpec``): the shared run flags build it, its other settings keep their defaults. A new recipe is then one
+    file and its line in ``cxrgan.recipes.all``; a command of its own here gives it more flags."""
+    import cxrgan.recipes.all  # noqa: F401  (every recipe registers itself)
+    from cxrgan.engine import RECIPES
+
+    for kind, cls in sorted(RECIPES.items()):
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        if f"recipe {kind}" not in COMMANDS and kind not in COMMANDS and "run" in fields:
+            summary = (cls.__doc__ or kind).strip().splitlines()[0]
+            command(f"recipe {kind}", summary, flags=_generic_flags)(_generic_command(kind))
