@@ -12,19 +12,35 @@ from cxrgan.recipes import default_external
 
 
 # ---- binary recipes on the compare engine ------------------------------------------------------------------------
+def _paper_compare_flags(parser: argparse.ArgumentParser, methods: tuple[str, ...], imbalance_help: str,
+                         full_help: str, generator: str) -> None:
+    """The flags of a paper recipe that contains a comparison: its rows, imbalance, epochs, sites, generators, run."""
+    parser.add_argument("--methods", default=",".join(methods), help="rows of the table; the first is the baseline")
+    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS", help=imbalance_help)
+    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
+    parser.add_argument("--full", action="store_true", help=full_help)
+    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_generator_flags(parser, generator=generator)
+    add_run_flags(parser, default_seeds=3)
+
+
+def _paper_compare(args: argparse.Namespace, data: str, sites: tuple[str, ...], cpu, full, **fields):
+    """The ``CompareConfig`` a paper recipe contains, from the flags of :func:`_paper_compare_flags`."""
+    from cxrgan.recipes.compare import CompareConfig
+
+    methods = method_list(args.methods)
+    return CompareConfig(run=run_spec(args, data, sites), methods=methods, baseline=methods[0] if methods else "none",
+                         imbalance=args.imbalance, train=classifier(args, cpu, full),
+                         generators=generator_settings(args), **fields)
+
+
 def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.recipes.dcgan_alpha import METHODS
 
     parser.add_argument("--data", required=True, help="Kermany-style binary .npz (normal / pneumonia)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="rows of the table; the first is the baseline")
-    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS",
-                        help="normal:pneumonia ratio of the training split (default 3:1, as the paper)")
     parser.add_argument("--tstr-images", type=int, default=1000, help="synthetic images per class for TSTR AUC")
-    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
-    parser.add_argument("--full", action="store_true", help="paper-size GANs and ResNet-18 training (GPU)")
-    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
-    add_generator_flags(parser)
-    add_run_flags(parser, default_seeds=3)
+    _paper_compare_flags(parser, METHODS, "normal:pneumonia ratio of the training split (default 3:1, as the paper)",
+                         "paper-size GANs and ResNet-18 training (GPU)", "dcgan")
 
 
 @command("recipe dcgan-alpha", "Sun & Li: DCGAN / cDCGAN(alpha) vs classic fixes, ResNet-18",
@@ -32,14 +48,8 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
 def _dcgan_alpha(args: argparse.Namespace) -> None:
     from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER, DcganAlpha, DcganAlphaConfig
 
-    from cxrgan.recipes.compare import CompareConfig
-
-    methods = method_list(args.methods)
-    compare = CompareConfig(run=run_spec(args, args.data, default_external(args.data)), methods=methods,
-                            baseline=methods[0] if methods else "none", imbalance=args.imbalance,
-                            train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), generators=generator_settings(args))
-    config = DcganAlphaConfig(compare=compare, tstr_images=args.tstr_images)
-    run(DcganAlpha(config), args)
+    compare = _paper_compare(args, args.data, default_external(args.data), CPU_CLASSIFIER, FULL_CLASSIFIER)
+    run(DcganAlpha(DcganAlphaConfig(compare=compare, tstr_images=args.tstr_images)), args)
 
 
 def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
@@ -52,15 +62,9 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gan-extra-data", default=None, metavar="FILE",
                         help="binary .npz whose training split joins the CycleGAN's domains only (default: the "
                              "setting's)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="rows of the table; the first is the baseline")
-    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS",
-                        help="normal:pneumonia ratio of the training split (default 3:1, pneumonia the minority)")
     parser.add_argument("--fidelity-images", type=int, default=200, help="test images per class for translation fidelity")
-    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
-    parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
-    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
-    add_generator_flags(parser, generator="cyclegan")
-    add_run_flags(parser, default_seeds=3)
+    _paper_compare_flags(parser, METHODS, "normal:pneumonia ratio of the training split (default 3:1, pneumonia the "
+                         "minority)", "DenseNet-121 and the paper's CycleGAN sizes (GPU)", "cyclegan")
 
 
 @command("recipe cyclegan-complement", "Malygina et al.: CycleGAN complement oversampling (+ extra data) vs none",
@@ -69,17 +73,11 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
     from cxrgan.recipes.cyclegan_complement import (CPU_CLASSIFIER, FULL_CLASSIFIER, SETTINGS, CycleganComplement,
                                                     CycleganComplementConfig)
 
-    from cxrgan.recipes.compare import CompareConfig
-
     data, extra, _ = SETTINGS[args.setting]
     data, extra = args.data or data, args.gan_extra_data or extra
     # the paper setting's extra data is Kermany: no Kermany-based site stays external there
     sites = default_external(data) if args.setting == "kermany" else ()
-    methods = method_list(args.methods)
-    compare = CompareConfig(run=run_spec(args, data, sites), methods=methods,
-                            baseline=methods[0] if methods else "none", imbalance=args.imbalance,
-                            train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), generators=generator_settings(args),
-                            extra_data=extra)
+    compare = _paper_compare(args, data, sites, CPU_CLASSIFIER, FULL_CLASSIFIER, extra_data=extra)
     config = CycleganComplementConfig(compare=compare, setting=args.setting, fidelity_images=args.fidelity_images)
     run(CycleganComplement(config), args)
 
