@@ -7,6 +7,7 @@ added anywhere is seen without running it. Fast: parsing, no imports.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrgan"
@@ -61,6 +62,7 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def graph() -> dict[str, set[str]]:
     found = modules()
     return {name: imports(name, path, set(found)) for name, path in found.items()}
@@ -78,7 +80,7 @@ def test_no_module_imports_upward():
 
 
 def test_no_import_circle():
-    edges = graph()
+    edges = graph()  # read-only below
     index, low, stack, on_stack, circles, counter = {}, {}, [], set(), [], [0]
 
     def visit(node: str) -> None:  # Tarjan's strongly connected components

@@ -49,6 +49,11 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monk
     records = read_jsonl(run_dir / "results.jsonl")
     analyses = [r for r in records if "analysis" in r]
     assert sorted(r["analysis"] for r in analyses) == ["audit"] * 6 + ["tstr"] * 5
+    # each audit compares a generator's samples with exactly the rows it trained on: the 2:1 subset's 20 pneumonias
+    # for the minority DCGAN and LDM, its 40 normals for their other-class twins, all 60 rows for the cDCGAN, cLDM
+    audits = [r for r in analyses if r["analysis"] == "audit"]
+    assert all(r["reference_rows"] == r["training rows"] for r in audits)
+    assert sorted(r["reference_rows"] for r in audits) == [20, 20, 40, 40, 60, 60]
     assert "[17/27] tstr generator real" in printed
     # one TSTR per generator: the alphas share the cDCGAN's, cldm-a0.5 and synth-pretrain the cLDM's
     assert len(tstr_runs) == 5  # real reference, dcgan, cdcgan, ldm, cldm

@@ -170,7 +170,7 @@ class DcganAlpha(Compare):
         metrics = {key: result["metrics"][key] for key in AUDIT_COLUMNS if key in result["metrics"]}
         fd = metrics["frechet_distance"]
         return CellResult({"metrics": metrics, "steps": trained["steps"], "training rows": trained["training rows"],
-                           "real_rows": result["real_rows"]},
+                           "real_rows": result["real_rows"], "reference_rows": result["n_train"]},
                           summary=f"FD {fd['synthetic']:.3f} (reference {fd['reference']:.3f})")
 
     def analysis_seconds(self, cell: Cell, trained: set[str]) -> float:
