@@ -88,15 +88,18 @@ class Effect:
     df_method: str = ""  # DF_HILLIS, or DF_PAIRED_T when there were no test scores to estimate kappa
     untestable: str = ""  # why there is no p-value although there are >= 2 seeds (e.g. identical arms)
 
+    @property
+    def floor(self) -> float:
+        """max(κ, 0): the variance of Δ that no number of seeds removes (0 without test scores)."""
+        return 0.0 if math.isnan(self.kappa) else max(self.kappa, 0.0)
+
     def variance_at(self, n_seeds: int) -> float:
         """Var(Δ) with ``n_seeds`` seeds and the same seed spread and test-image term: s_d^2 / n + max(κ, 0)."""
-        floor = 0.0 if math.isnan(self.kappa) else max(self.kappa, 0.0)
-        return self.seed_sd ** 2 / n_seeds + floor
+        return self.seed_sd ** 2 / n_seeds + self.floor
 
     def df_at(self, n_seeds: int) -> float:
         """Hillis's degrees of freedom with ``n_seeds`` seeds and the same variance parts."""
-        floor = 0.0 if math.isnan(self.kappa) else max(self.kappa, 0.0)
-        return hillis_df(self.seed_sd ** 2 / n_seeds, floor, n_seeds)
+        return hillis_df(self.seed_sd ** 2 / n_seeds, self.floor, n_seeds)
 
     @property
     def variance(self) -> float:
