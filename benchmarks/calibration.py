@@ -10,7 +10,7 @@ Real runs: trains ``none`` with a small fast model for --seeds seeds through ``c
 distinct way, tests arm A against arm B, and prints the share of splits each test calls significant at 0.05. The
 primary test must stay at or below 0.05 (issue: p >= 0.05 in at least 90 % of the null comparisons).
 
-    python benchmarks/calibration.py --simulated-only [--replicates 400]
+    python benchmarks/calibration.py --simulated-only [--replicates 1000]
     python benchmarks/calibration.py [--seeds 12] [--model small-cnn] [--train-fraction 0.05] [--epochs 2]
     python benchmarks/calibration.py --run-dir runs/00003-compare-kermany_pneumonia_64   # reuse its 'none' runs
 """
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--train-fraction", type=float, default=0.05)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-splits", type=int, default=None, help="cap on the number of null splits")
-    parser.add_argument("--replicates", type=int, default=400, help="replicates of each simulated null")
+    parser.add_argument("--replicates", type=int, default=1000, help="replicates of each simulated null")
     parser.add_argument("--simulated-only", action="store_true", help="skip the real-run null (no training)")
     args = parser.parse_args()
     simulated(args.replicates)

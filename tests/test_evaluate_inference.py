@@ -68,6 +68,8 @@ def test_the_test_image_term_and_hillis_df_by_hand_worked_example():
     assert negative.p == pytest.approx(sps.ttest_1samp([0.01, 0.02, 0.03], 0).pvalue) and negative.df == 2
     # more seeds shrink only the seed part: the variance tends to the kappa floor
     assert effect.variance_at(10_000) == pytest.approx(1e-4, rel=1e-3) and effect.df_at(3) == pytest.approx(df)
+    assert effect.mde_at(3) == pytest.approx(effect.mde) and effect.mde_at(30) < effect.mde
+    assert effect.mde_at(10_000) == pytest.approx(0.01 * (1.959964 + 0.841621), rel=1e-3)  # the floor's own MDE
 
 
 def test_one_seed_gives_no_fake_p_value():

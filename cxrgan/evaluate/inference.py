@@ -101,6 +101,11 @@ class Effect:
         """Hillis's degrees of freedom with ``n_seeds`` seeds and the same variance parts."""
         return hillis_df(self.seed_sd ** 2 / n_seeds, self.floor, n_seeds)
 
+    def mde_at(self, n_seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
+        """The minimum detectable |Δ| with ``n_seeds`` seeds and the same variance parts (what a rule that adds
+        seeds until the table can see a given Δ looks at; it reads variances only, never Δ or p)."""
+        return minimum_detectable_effect(math.sqrt(self.variance_at(n_seeds)), self.df_at(n_seeds), alpha, power)
+
     @property
     def variance(self) -> float:
         """Var(Δ) of this test."""
