@@ -42,6 +42,14 @@ from cxrgan.generators.runs import load_run
 from cxrgan.generators.settings import GeneratorSpec
 
 
+def minority_deficit(dataset: CXRDataset, ratio: float = 1.0) -> tuple[int, int]:
+    """(minority class value, images it lacks) of a binary training split: ``ceil(ratio * n_majority) - n_minority``,
+    at least 0 (see the module docstring)."""
+    counts = np.bincount(dataset.binary_targets(), minlength=2)
+    minority = int(np.argmin(counts))
+    return minority, max(0, math.ceil(ratio * counts[1 - minority]) - int(counts[minority]))
+
+
 class GANOversampler(Balancer):
     """Adds generated minority images to a binary training split.
 
@@ -113,11 +121,8 @@ class GANOversampler(Balancer):
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         check_train_split(dataset, self.name)
-        y = dataset.binary_targets()
-        counts = np.bincount(y, minlength=2)
-        minority = int(np.argmin(counts))
+        minority, deficit = minority_deficit(dataset, self.ratio)
         names = dataset.class_names or ("0", "1")
-        deficit = max(0, math.ceil(self.ratio * counts[1 - minority]) - int(counts[minority]))
         self.model_ = self._generator(dataset, minority, names[minority])
         self.deficit_ = deficit
         rng = torch.Generator().manual_seed(self.random_state)

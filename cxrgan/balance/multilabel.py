@@ -84,6 +84,12 @@ def minimum_synthetic_count(n_rows: int, n_positive: int, threshold: float) -> i
     return max(0, math.ceil((t * n_rows - n_positive) / (1 - t)))
 
 
+def finding_deficit(labels: np.ndarray, ratio: float = 1.0) -> int:
+    """Images method B adds for a finding with training labels ``labels`` (one column, NaN unknown):
+    ``max(0, ceil(ratio * negatives) - positives)``."""
+    return max(0, math.ceil(ratio * int((labels == 0).sum())) - int((labels == 1).sum()))
+
+
 def sample_label_vectors(labels: np.ndarray, column: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` rows of ``labels`` drawn uniformly with replacement from those with ``column`` positive (L_p)."""
     rows = np.flatnonzero(labels[:, column] == 1)
@@ -283,9 +289,7 @@ class RareFindingDCGAN(Balancer):
         self.models_, self.counts_ = {}, {}
         for finding in findings:
             column = dataset.label_names.index(finding)
-            positives = int((dataset.labels[:, column] == 1).sum())
-            negatives = int((dataset.labels[:, column] == 0).sum())
-            n = max(0, math.ceil(self.ratio * negatives) - positives)
+            n = finding_deficit(dataset.labels[:, column], self.ratio)
             self.counts_[finding] = n
             model = fit_or_load(self.generator_spec(finding), dataset, self.work_dir, self.device)
             self.models_[finding] = model
