@@ -168,8 +168,9 @@ def add_synthetic_flags(parser: argparse.ArgumentParser) -> None:
                        help="an .npz in the data format or a folder of class folders (PNG / JPEG / DICOM): one more "
                             "row, synthetic:<file stem> (repeatable); checked for copies of evaluation images first")
     group.add_argument("--synthetic-mode", default="balance", choices=["balance", "add", "pretrain"],
-                       help="balance (default): per seed as many minority images as the dcgan row adds; add: every "
-                            "image; pretrain: the synth-pretrain schedule on them")
+                       help="balance (default): per seed as many images of the minority class (multi-label: of "
+                            "each augmented finding) as the dcgan (dcgan-rare) row adds; add: every image; pretrain: "
+                            "the synth-pretrain schedule on them")
 
 
 def synthetic_files(args: argparse.Namespace, **fixed):

@@ -26,6 +26,7 @@ from cxrgan.balance.gan import GANOversampler
 from cxrgan.balance.pretrain import SyntheticPretraining
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
 from cxrgan.evaluate.inference import Verdicts
@@ -65,6 +66,10 @@ class DcganAlphaConfig:
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
 
 AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "recall", "coverage": "coverage",
@@ -84,7 +89,7 @@ class DcganAlpha(Compare):
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
                              allow_patient_overlap=c.allow_patient_overlap, external=c.external,
-                             external_labels=c.external_labels)
+                             external_labels=c.external_labels, synthetic=c.synthetic)
 
     def plan(self) -> Plan:
         if self.config.tstr_images < 1:
@@ -93,6 +98,7 @@ class DcganAlpha(Compare):
 
     def finish(self, run: RunContext, results: Results) -> None:
         """TSTR AUC of the first seed's generators (cached in quality.jsonl) and the audit of every generator."""
+        super().finish(run, results)  # the --synthetic files' audits
         sample_quality(self.config, self.train_, self.val_, self.test_, run.run_dir)
         audit_config = AuditConfig(seed=self.config.first_seed, tstr=False,
                                    device=self.config.train.device if self.config.train.device != "auto" else "cpu")

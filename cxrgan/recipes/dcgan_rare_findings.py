@@ -23,6 +23,7 @@ time (three baselines per seed on CheXpert, where the policies differ).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingDCGAN, c
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
@@ -41,6 +43,7 @@ from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA, check_seeds
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
+from cxrgan.recipes.synthetic import check_rows
 from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
                                      test_positives_note,
                                      train_and_score, uncertain_counts, with_policy)
@@ -68,6 +71,7 @@ class DcganRareConfig:
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files: rows synthetic:<stem> beside the cheap fixes
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one path given as a string: the one-file tuple
@@ -108,16 +112,26 @@ class DcganRareFindings(Recipe):
         unknown = [m for m in c.cheap_fixes if m not in BALANCERS]
         if unknown:
             raise CxrganError(f"unknown method(s) {unknown} in --cheap-fixes; available: {', '.join(sorted(BALANCERS))}")
-        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds for m in ("dcgan-rare", *c.cheap_fixes)]
+        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds for m in ("dcgan-rare", *self.beside())]
         test = self.dataset_.split("test")
         summary = (f"data {' + '.join(c.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
                    + (" (no uncertain training labels: all policies coincide)" if self.coincide_ else "")
+                   + check_rows(self.synthetic(), train, {"val": self.dataset_.split("val"), "test": test},
+                                " + ".join(c.data))
                    + "\n\n" + to_markdown(self.generated_plan(train, test)))
         return Plan(cells=cells, evaluation_sets={"val": self.dataset_.split("val").labels, "test": test.labels},
                     label_names=test.label_names, summary=summary,
                     data_tables=[Table("train_split", "Training split", train.counts_table()),
                                  finding_counts(train, test)])
+
+    def beside(self) -> tuple[str, ...]:
+        """The rows run beside the DCGAN under its policy: the cheap fixes, then the --synthetic files."""
+        return (*self.config.cheap_fixes, *self.config.synthetic.rows)
+
+    def synthetic(self) -> SyntheticFiles:
+        """The --synthetic files, balancing the augmented findings as the DCGAN row does (same findings, ratio)."""
+        return dataclasses.replace(self.config.synthetic, findings=self.findings_, ratio=self.config.ratio)
 
     def generated_plan(self, train, test) -> pd.DataFrame:
         """The chosen findings with their training counts and the images method B adds."""
@@ -141,8 +155,9 @@ class DcganRareFindings(Recipe):
                                         device=str(resolve_device(c.train.device)), random_state=cell["seed"])
             train = balancer.fit_resample(train)
             extra["finding_table"] = balancer.table_.to_dict(orient="records")
-        elif cell["method"] != "baseline":  # a cheap fix: rows, loss or schedule of a registered method
-            balancer = make_balancer(cell["method"], BalanceContext(random_state=cell["seed"]))
+        elif cell["method"] != "baseline":  # a cheap fix or synthetic file: rows, loss or schedule of a method
+            balancer = make_balancer(cell["method"], BalanceContext(
+                random_state=cell["seed"], work_dir=run.run_dir / "generators", synthetic=self.synthetic()))
             train = balancer.fit_resample(train)
             train_config = balancer.adapt_training(train_config)
         result = train_and_score(train, val, test, train_config, cell["seed"], run.progress)
@@ -165,7 +180,7 @@ class DcganRareFindings(Recipe):
     # ---- tables -------------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         c = self.config
-        comparisons = [row for method in ("dcgan-rare", *c.cheap_fixes) if results.where(method=method)
+        comparisons = [row for method in ("dcgan-rare", *self.beside()) if results.where(method=method)
                        for row in finding_comparisons(results, self.findings_, {"method": method, "vs": "baseline"},
                                                       {"method": method}, {"method": "baseline", "policy": c.policy})]
         verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented and the cheap fixes against the "
@@ -212,7 +227,7 @@ class DcganRareFindings(Recipe):
                    "baseline": auc_cell([r["auc"][finding] for r in base], y[:, j]),
                    "DCGAN-augmented": auc_cell([r["auc"][finding] for r in gan], y[:, j]),
                    "Δ [95% CI]": delta, "verdict": verdict}
-            for method in self.config.cheap_fixes:  # the strongest cheap fixes, for comparison
+            for method in self.beside():  # the strongest cheap fixes and the synthetic files, for comparison
                 runs = results.where(method=method)
                 if runs:
                     row[method] = auc_cell([r["auc"][finding] for r in runs], y[:, j])
