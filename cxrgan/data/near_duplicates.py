@@ -214,7 +214,7 @@ def check_no_near_duplicates(images: np.ndarray | Fingerprints, references: Mapp
         if found.count:
             row = found.first()
             how = "an exact copy" if found.exact[row] else (
-                f"correlation {found.layout[row]:.3f}, of detail {found.detail[row]:.2f}"
-                + (", mirrored" if found.mirrored[row] else ""))
+                ("mirrored, " if found.mirrored[row] else "") + f"correlation {found.layout[row]:.3f} "
+                f"(detail {found.detail[row]:.2f})")
             raise CxrganError(f"{what}: {found.count} of its {len(mine)} images are near-duplicates of images of "
                               f"{name} (the first: its image {row} ~ row {found.index[row]} there, {how}); {why}")

@@ -17,6 +17,7 @@ coverage and the two-sample AUC beside the real-vs-real reference; memorisation;
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -135,3 +136,31 @@ def leakage_table(result: dict) -> pd.DataFrame:
              "first (synthetic ~ real row)": "" if v["first"] is None else
              f"{v['first']['synthetic']} ~ {v['first']['real']}"} for name, v in result["near_duplicates"].items()]
     return pd.DataFrame(rows)
+
+
+def file_target(path: str | Path) -> str:
+    """The task a synthetic file is audited on: "findings" when its .npz holds findings vectors, else "labels"."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return "findings" if "findings" in archive.files else "labels"
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise CxrganError(f"--images {path}: not a readable .npz file ({exc})") from exc
+    return "labels"
+
+
+def audit_file(images: str | Path, data: str | Path, out_dir: str | Path | None = None,
+               config: AuditConfig = AuditConfig()) -> dict:
+    """``cxrgan audit --images FILE --data DATA``: a synthetic file (``cxrgan.data.synthetic``) audited against the
+    real splits of ``data`` (findings files on the multi-label task, the others on the binary one)."""
+    from cxrgan.data.npz import load_npz
+    from cxrgan.data.synthetic import load_synthetic
+
+    dataset = load_npz(data, target=file_target(images))
+    train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
+    result = audit_synthetic(load_synthetic(images, train), train, val, test, out_dir=out_dir, config=config)
+    result["synthetic_file"], result["data_path"] = str(images), str(data)
+    if out_dir is not None:
+        write_json(Path(out_dir) / "audit.json", result)
+    return result
