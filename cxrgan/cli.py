@@ -116,10 +116,13 @@ def shell_command() -> str:
 
 # ---- compare -------------------------------------------------------------------------------------------------
 def _compare_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.balance import BALANCERS
     from cxrgan.recipes.compare import CLASSIC_METHODS
 
     parser.add_argument("data", help="compact .npz file with train/val/test splits")
-    parser.add_argument("--methods", default=",".join(CLASSIC_METHODS), help="comma-separated balancer names")
+    parser.add_argument("--methods", default=",".join(CLASSIC_METHODS),
+                        help=f"comma-separated methods (default %(default)s); available: {', '.join(sorted(BALANCERS))}; "
+                             "each --synthetic FILE adds synthetic:<stem>")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default %(default)s)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--baseline", default="none", help="method the DeLong tests compare against")
@@ -276,6 +279,9 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import cxrgan.cli_generators  # (registers train-gan, sample, generators list, audit, cam)
     import cxrgan.cli_recipes  # noqa: F401  (registers the `cxrgan recipe ...` commands)
+    from cxrgan.plugins import load_plugins
+
+    load_plugins()  # installed packages' generators and methods (entry points), before any help or choice is built
 
     parser = Parser(prog="cxrgan", description=__doc__.split(":")[0])
     sub = parser.add_subparsers(dest="command", required=True)

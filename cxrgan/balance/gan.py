@@ -144,7 +144,10 @@ class GANOversampler(Balancer):
         return dataset.with_rows_added(synthetic)
 
 
-def _factory(method: str, alpha: float, name: str):
+def oversampler_factory(method: str, alpha: float, name: str):
+    """The ``factory(context)`` of method ``name``: GAN oversampling with generator ``method`` (its resolved CPU or
+    full config; a conditional one sampling healthy labels with probability ``alpha``)."""
+
     def make(context: BalanceContext) -> GANOversampler:
         config = generator_class(method).resolve_config(context.generators)
         if not generator_class(method).models_one_class:
@@ -156,8 +159,8 @@ def _factory(method: str, alpha: float, name: str):
 
 
 for _method in ("dcgan", "fastgan", "ldm"):
-    register_balancer(_method)(_factory(_method, 0.0, _method))
-register_balancer("cdcgan")(_factory("cdcgan", 0.5, "cdcgan"))
+    register_balancer(_method)(oversampler_factory(_method, 0.0, _method))
+register_balancer("cdcgan")(oversampler_factory("cdcgan", 0.5, "cdcgan"))
 for _method in ("cdcgan", "cldm"):
     for _alpha in (0.25, 0.5, 0.75):
-        register_balancer(f"{_method}-a{_alpha:g}")(_factory(_method, _alpha, f"{_method}-a{_alpha:g}"))
+        register_balancer(f"{_method}-a{_alpha:g}")(oversampler_factory(_method, _alpha, f"{_method}-a{_alpha:g}"))
