@@ -37,7 +37,8 @@ from cxrgan.classify import TrainConfig
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.npz import load_npz
 from cxrgan.errors import CxrganError
-from cxrgan.generators.base import GenerativeModel
+from cxrgan.generators.base import GENERATORS, GenerativeModel
+from cxrgan.generators.runs import load_run
 from cxrgan.generators.settings import GeneratorSettings
 from cxrgan.generators.trainable import TrainableModel
 from cxrgan.recipes import KERMANY_64, NIH_SUBSET_64
@@ -103,7 +104,7 @@ def check_generator_contract(cls: type[GenerativeModel], config: object, train_s
     model = cls(config)
     assert model.fit(train_split) is model, "fit must return self"
     if isinstance(model, TrainableModel):
-        assert model.history_ and model.history_[-1]["step"] == config.steps, "trains config.steps steps of the one loop"
+        assert model.history_ and model.history_[-1]["step"] == config.steps, "train config.steps steps of the loop"
 
     size, k = train_split.image_size, train_split.n_labels
     images, labels = model.sample(12, generator=torch.Generator().manual_seed(3))
@@ -220,10 +221,10 @@ def check_generator(cls: type[GenerativeModel], config: Any = None, train: CXRDa
         assert hasattr(cls, attribute), f"{cls.__name__} lacks the class attribute {attribute!r}"
     assert cls.data_target in ("labels", "findings"), f"data_target {cls.data_target!r}: 'labels' or 'findings'"
     assert dataclasses.is_dataclass(cls.config_class), "config_class must be a (frozen) dataclass"
-    assert hasattr(cls.config_class, "RUN_ONLY_FIELDS"), "config_class needs RUN_ONLY_FIELDS (fields a resume may change)"
-    assert hasattr(cls, "resolve_config"), f"{cls.__name__} needs resolve_config(settings, **fixed) (TrainableModel has it)"
+    assert hasattr(cls.config_class, "RUN_ONLY_FIELDS"), "config_class needs RUN_ONLY_FIELDS (may change on resume)"
+    assert hasattr(cls, "resolve_config"), f"{cls.__name__} needs resolve_config(settings, **fixed) (as TrainableModel)"
     config = config if config is not None else tiny_config(cls)
-    assert isinstance(config, cls.config_class), f"config is a {type(config).__name__}, not a {cls.config_class.__name__}"
+    assert isinstance(config, cls.config_class), f"config: a {type(config).__name__}, not a {cls.config_class.__name__}"
     assert hasattr(config, "seed"), "the config needs a seed field: balancers set it per training seed"
     if cls.models_one_class:
         assert hasattr(config, "target"), "a one-class model's config needs a target field (the class it models)"
@@ -232,21 +233,25 @@ def check_generator(cls: type[GenerativeModel], config: Any = None, train: CXRDa
     model = check_generator_contract(cls, config, train, requestable)
 
     with tempfile.TemporaryDirectory(prefix="cxrgan-check-generator-") as folder:
-        run_dir = Path(folder) / "run"
-        fitted = cls(config, device="cpu", run_dir=run_dir, step_hook=None).fit(train, resume=False)
+        if issubclass(cls, TrainableModel):  # the one loop: checkpoints, best.pt, exact resume
+            check_resume_contract(cls, config, train, folder)
+            run_dir = Path(folder) / "full"
+        else:
+            run_dir = Path(folder) / "run"
+            fitted = cls(config, device="cpu", run_dir=run_dir, step_hook=None).fit(train, resume=False)
+            resumed = cls(config, device="cpu", run_dir=run_dir).fit(train, resume=True)
+            np.testing.assert_array_equal(resumed.sample(4, generator=torch.Generator().manual_seed(7))[0],
+                                          fitted.sample(4, generator=torch.Generator().manual_seed(7))[0],
+                                          err_msg="fit(resume=True) of a finished run must give the same model")
         assert (run_dir / "checkpoint.pt").is_file(), "fit with a run_dir must write run_dir/checkpoint.pt"
         state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
         assert state.get("method") == cls.name, f"the checkpoint's 'method' must be the registry name {cls.name!r}"
-        info = getattr(fitted, "data_info_", None) or {}
         for key in ("image_size", "label_names"):
-            assert key in info, f"data_info_ must record {key!r} (cxrgan sample and audit read it)"
-        resumed = cls(config, device="cpu", run_dir=run_dir).fit(train, resume=True)
-        generator = torch.Generator().manual_seed(7)
-        np.testing.assert_array_equal(resumed.sample(4, generator=generator)[0],
-                                      fitted.sample(4, generator=torch.Generator().manual_seed(7))[0],
-                                      err_msg="fit(resume=True) of a finished run must give the same model")
-        if issubclass(cls, TrainableModel):
-            check_resume_contract(cls, config, train, Path(folder) / "resume")
+            assert key in (state.get("data_info") or {}), f"the state's data_info must record {key!r}"
+        if GENERATORS.get(cls.name) is cls:  # what `cxrgan sample RUN` and `cxrgan audit RUN` load
+            loaded = load_run(run_dir, device="cpu")
+            images, labels = loaded.sample(4, generator=torch.Generator().manual_seed(7))
+            assert images.shape == (4, train.image_size, train.image_size) and labels.shape == (4, train.n_labels)
     return model
 
 

@@ -49,6 +49,8 @@ class SyntheticFiles:
     findings: tuple[str, ...] = ()  # multi-label balance: the findings to fill; empty = dcgan-rare's default choice
 
     def __post_init__(self) -> None:
+        if isinstance(self.paths, (str, Path)):  # one file given as a string: the one-file tuple
+            object.__setattr__(self, "paths", (str(self.paths),))
         if self.mode not in MODES:
             raise CxrganError(f"--synthetic-mode {self.mode!r}: expected one of {list(MODES)}")
         if self.ratio <= 0:
@@ -157,7 +159,7 @@ def _read_folder(path: Path, like: CXRDataset, what: str) -> tuple[np.ndarray, n
         raise CxrganError(f"{what}: its class folders {[f.name for f in folders]} differ from the data's classes "
                           f"{classes}")
     files, labels = [], []
-    for folder in folders:
+    for folder in sorted(folders, key=lambda f: [c.lower() for c in classes].index(f.name.lower())):  # label order
         found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         files += found
         labels += [float([c.lower() for c in classes].index(folder.name.lower()))] * len(found)

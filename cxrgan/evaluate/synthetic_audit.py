@@ -107,9 +107,10 @@ def audit_synthetic(synthetic: CXRDataset, train: CXRDataset, val: CXRDataset, t
         result["metrics"]["memorised_same_class"] = {
             "synthetic": float(np.average([v["fraction_below"] for v in counted], weights=weights)),
             "reference": float(np.average([v["reference_fraction_below"] for v in counted], weights=weights))}
+        medians = {key: [v[f"{key}_to_train_quantiles"]["0.5"] for v in counted] for key in ("synthetic", "test")}
         result["metrics"]["nn_distance_same_class"] = {
-            "synthetic": float(np.average([v["synthetic_to_train_quantiles"]["0.5"] for v in counted], weights=weights)),
-            "reference": float(np.average([v["test_to_train_quantiles"]["0.5"] for v in counted], weights=weights))}
+            "synthetic": float(np.average(medians["synthetic"], weights=weights)),
+            "reference": float(np.average(medians["test"], weights=weights))}
     references = {"train": train.images, "val": val.images, "test": test.images,
                   **{f"site {name}": site.images for name, site in (sites or {}).items()}}
     near = near_duplicate_counts(synthetic.images, references)

@@ -27,8 +27,8 @@ def check_rows(files: SyntheticFiles, train: CXRDataset, evaluation: Mapping[str
     few images for its draws; the plan's summary lines for the rest."""
     if not files.paths:
         return ""
-    described = {(f"the {name} split of {data}" if name in ("val", "test") else f"the external site {name}"): rows.images
-                 for name, rows in evaluation.items()}
+    described = {(f"the {name} split of {data}" if name in ("val", "test") else f"the external site {name}"):
+                 rows.images for name, rows in evaluation.items()}
     reports = check_synthetic_files(files, train, described)
     return "".join(f"; {row}: {r['images']} images ({files.mode}"
                    + (f", {', '.join(f'{n} {k!r}' for k, n in r['draws per seed'].items())} per seed"
