@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable
 
 from cxrgan.balance.base import BALANCERS, register_balancer
 from cxrgan.balance.gan import oversampler_factory
@@ -48,50 +49,45 @@ def _oversampling_alpha(cls: type[GenerativeModel]) -> float | None:
     return float(fields["alpha"]) if "alpha" in fields else None
 
 
+def _new_entry_points(group: str, registry: dict, accept: Callable[[Any], bool], wanted: str):
+    """(entry point, loaded object) of every entry point of ``group`` not loaded yet whose name is free in
+    ``registry`` and whose object ``accept``s; the others are warned about (``wanted`` says what was expected)."""
+    for point in entry_points(group=group):
+        if (point.group, point.name) in _LOADED:
+            continue
+        if point.name in registry:
+            _warn(point, f"the name {point.name!r} is already registered")
+            continue
+        try:
+            loaded = point.load()
+        except Exception as exc:  # noqa: BLE001  (any error of a third-party import: warn, keep cxrgan working)
+            _warn(point, f"{type(exc).__name__}: {exc}")
+            continue
+        if not accept(loaded):
+            _warn(point, f"{loaded!r} is not {wanted}")
+            continue
+        _LOADED[(point.group, point.name)] = point.value
+        yield point, loaded
+
+
 def load_plugins() -> dict[str, str]:
     """Register every installed ``cxrgan.generators`` and ``cxrgan.balancers`` entry point not registered yet.
 
     Returns the newly registered names, each with what it became ("generator", "generator and method", "method").
     """
     added: dict[str, str] = {}
-    for point in entry_points(group=GENERATOR_GROUP):
-        if (point.group, point.name) in _LOADED:
-            continue
-        if point.name in GENERATORS:
-            _warn(point, f"a generator named {point.name!r} is already registered")
-            continue
-        try:
-            cls = point.load()
-        except Exception as exc:  # noqa: BLE001  (any error of a third-party import: warn, keep cxrgan working)
-            _warn(point, f"{type(exc).__name__}: {exc}")
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
-            _warn(point, f"{cls!r} is not a cxrgan.generators.GenerativeModel class")
-            continue
+    is_generator = lambda obj: isinstance(obj, type) and issubclass(obj, GenerativeModel)  # noqa: E731
+    for point, cls in _new_entry_points(GENERATOR_GROUP, GENERATORS, is_generator, "a GenerativeModel class"):
         register_generator(point.name)(cls)
-        _LOADED[(point.group, point.name)] = point.value
         added[point.name] = "generator"
         alpha = _oversampling_alpha(cls)
         if alpha is not None and point.name not in BALANCERS:
             register_balancer(point.name)(oversampler_factory(point.name, alpha, point.name))
             _GENERATOR_METHODS.add(point.name)
             added[point.name] = "generator and method"
-    for point in entry_points(group=BALANCER_GROUP):
-        if (point.group, point.name) in _LOADED:
-            continue
-        if point.name in BALANCERS:
-            _warn(point, f"a method named {point.name!r} is already registered")
-            continue
-        try:
-            factory = point.load()
-        except Exception as exc:  # noqa: BLE001
-            _warn(point, f"{type(exc).__name__}: {exc}")
-            continue
-        if not callable(factory):
-            _warn(point, f"{factory!r} is not a factory(BalanceContext) -> Balancer")
-            continue
+    wanted = "a factory(BalanceContext) -> Balancer"
+    for point, factory in _new_entry_points(BALANCER_GROUP, BALANCERS, callable, wanted):
         register_balancer(point.name)(factory)
-        _LOADED[(point.group, point.name)] = point.value
         added[point.name] = "method"
     return added
 
