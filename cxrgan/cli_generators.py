@@ -169,5 +169,7 @@ def _audit(args: argparse.Namespace) -> None:
         print(json.dumps(summary(result), sort_keys=True))
         return
     print(to_markdown(audit_table(result)))
+    if result.get("tstr", {}).get("skipped"):
+        print(f"\ntrain on synthetic, test on real: skipped ({result['tstr']['skipped']})")
     if "near_duplicates" in result:
         print("\n" + to_markdown(leakage_table(result)))
