@@ -1,8 +1,8 @@
 """The ``vae-half`` method: VAE oversampling of the minority class up to half the majority count.
 
 Partial rebalancing: the minority class grows to ``RATIO`` x the majority instead of matching it, so fewer
-synthetic images enter the training rows (the ratio is the oversampling amount of Chawla et al. 2002's SMOTE
-experiments, expressed against the majority).
+synthetic images enter the training rows. Whether full balance is worth its synthetic images is an empirical
+question; a comparison with ``vae`` (full balance) beside this row answers it with seed-level verdicts.
 """
 
 from __future__ import annotations
