@@ -93,10 +93,11 @@ class SyntheticFileRows(Balancer):
                 held = (f"{sorted({names[int(v)] for v in synthetic.labels[:, 0]})} images only" if dataset.is_binary
                         else f"no image with {target!r}")
                 raise CxrganError(f"--synthetic {self.path}: holds {held}; balance adds {n} {target!r} images per "
-                                  "seed (the minority class, as the dcgan row)")
+                                  f"seed (as the {'dcgan' if dataset.is_binary else 'dcgan-rare'} row)")
             if len(pool) < n:
+                row = "dcgan" if dataset.is_binary else "dcgan-rare"
                 raise CxrganError(f"--synthetic {self.path}: holds {len(pool)} {target!r} images; balance draws {n} "
-                                  "per seed (as many as the dcgan row adds); give more images or --synthetic-mode add")
+                                  f"per seed (as many as the {row} row adds); give more images or --synthetic-mode add")
             taken[rng.choice(pool, n, replace=False)] = True
         return np.flatnonzero(taken)
 
