@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, command, external_sites,
-                        generator_settings, grid_options, method_list, parse_ratio, shell_command)
+from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, add_synthetic_flags, command,
+                        external_sites, generator_settings, grid_options, method_list, parse_ratio, shell_command,
+                        synthetic_files)
 
 
 KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
@@ -70,6 +71,7 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help="paper-size GANs and ResNet-18 training (GPU)")
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_synthetic_flags(parser)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=3)
 
@@ -82,7 +84,7 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
     config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
                               methods=method_list(args.methods), imbalance=args.imbalance,
                               train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), tstr_images=args.tstr_images,
-                              generators=generator_settings(args),
+                              generators=generator_settings(args), synthetic=synthetic_files(args),
                               allow_patient_overlap=args.allow_patient_overlap,
                               **external_sites(args, default_external(args.data)))
     run(DcganAlpha(config), args)
@@ -105,6 +107,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_synthetic_flags(parser)
     add_generator_flags(parser, generator="cyclegan")
     add_run_flags(parser, default_seeds=3)
 
@@ -124,7 +127,8 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
                                       methods=method_list(args.methods),
                                       train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
                                       fidelity_images=args.fidelity_images, generators=generator_settings(args),
-                                      allow_patient_overlap=args.allow_patient_overlap, **sites)
+                                      allow_patient_overlap=args.allow_patient_overlap,
+                                      synthetic=synthetic_files(args), **sites)
     run(CycleganComplement(config), args)
 
 
@@ -139,6 +143,7 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="image side when decoding a CSV source")
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 12, --full 30)")
     parser.add_argument("--full", action="store_true", help="paper-size GANs and DenseNet-121 training (GPU)")
+    add_synthetic_flags(parser)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=5)
 
@@ -149,7 +154,8 @@ def _multilabel_common(args: argparse.Namespace) -> dict:
     return dict(data=tuple(args.data) if args.data else DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
                 size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap)
+                generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap,
+                synthetic=synthetic_files(args))
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:

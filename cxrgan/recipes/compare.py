@@ -24,8 +24,10 @@ from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
 from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
+from cxrgan.evaluate.audit import AuditConfig
 from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
                                        verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
@@ -33,6 +35,7 @@ from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
 from cxrgan.generators.settings import GeneratorSettings
 from cxrgan.io import atomic_write, write_json
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.recipes import synthetic as synthetic_rows
 from cxrgan.report.plots import plot_curves
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
@@ -61,6 +64,10 @@ class CompareConfig:
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -115,11 +122,11 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
     return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
 
 
-def check_methods(methods: tuple[str, ...], baseline: str, seeds: int) -> None:
-    """Names, the baseline and the number of seeds, before anything is loaded or trained."""
+def check_methods(methods: tuple[str, ...], baseline: str, seeds: int, synthetic: tuple[str, ...] = ()) -> None:
+    """Names (registered, or ``synthetic`` rows), the baseline and the number of seeds, before anything is loaded."""
     if not methods:
         raise CxrganError("--methods is empty; name at least one method")
-    unknown = [m for m in methods if m not in BALANCERS]
+    unknown = [m for m in methods if m not in BALANCERS and m not in synthetic]
     if unknown:
         raise CxrganError(f"unknown method(s) {unknown}; available: {', '.join(sorted(BALANCERS))}")
     duplicated = sorted({m for m in methods if methods.count(m) > 1})
@@ -165,7 +172,7 @@ class Compare(Recipe):
 
     def plan(self) -> Plan:
         c = self.compare_config
-        check_methods(c.methods, c.baseline, c.seeds)
+        check_methods(c.methods, c.baseline, c.seeds, c.synthetic.rows)
         check_train_config(c.train)
         self.train_, self.val_, self.test_ = prepare_splits(c)
         check_world_size(self.train_, c.train.batch_size, distributed.world_size())
@@ -180,7 +187,9 @@ class Compare(Recipe):
         summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
                    f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
                    f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
-                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items()))
+                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
+                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
+                                                                          **self.sites_}, c.data))
         return Plan(cells=grid(seed=self.seeds, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
                                      **{name: site.labels for name, site in self.sites_.items()}},
@@ -221,7 +230,13 @@ class Compare(Recipe):
     def balance_context(self, seed: int, run_dir: Path, device: str) -> BalanceContext:
         c = self.compare_config
         return BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators",
-                              generators=c.generators, extra_data=c.extra_data)
+                              generators=c.generators, extra_data=c.extra_data, synthetic=c.synthetic)
+
+    def finish(self, run: RunContext, results: Results) -> None:
+        """The audit of every --synthetic file (``cxrgan.recipes.synthetic``)."""
+        c = self.compare_config
+        synthetic_rows.audit_rows(run.run_dir, c.synthetic, self.train_, self.val_, self.test_, self.sites_,
+                                  AuditConfig(seed=c.first_seed, device=str(resolve_device(c.train.device))))
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Balance, train, predict and score one (method, seed)."""
@@ -343,6 +358,7 @@ class Compare(Recipe):
                                 imbalance, "IRLbl of a label = rows of the commonest label / rows of this label; MeanIR "
                                 "= their mean (Charte et al. 2015), counted over the findings and 'no finding'.",
                                 role="detail"))
+        tables += [t for t in [synthetic_rows.audit_table(results.run_dir, c.synthetic.rows)] if t is not None]
         if results.subgroups:
             tables.append(Table("external_subgroups", "External sites by view, age band and sex (test ROC AUC)",
                                 subgroup_table(results, {m: {"method": m} for m in c.methods}), SUBGROUP_NOTE, role="detail"))

@@ -118,7 +118,8 @@ def compare_estimates(recipe, plan) -> dict[str, float]:
             proxy = "repeat" if "complement" in method else "oversample"
             rows[method] = len(make_balancer(proxy, BalanceContext(random_state=0)).fit_resample(train))
         else:
-            rows[method] = len(make_balancer(method, BalanceContext(random_state=0)).fit_resample(train))
+            context = BalanceContext(random_state=0, synthetic=config.synthetic)
+            rows[method] = len(make_balancer(method, context).fit_resample(train))
     eval_rows = len(val) + len(test) + sum(len(site) for site in recipe.sites_.values())
     device = str(config.train.device if config.train.device != "auto" else "cpu")
     generator_time = {g: generator_seconds(g, config.generators, train, device)
