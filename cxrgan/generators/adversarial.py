@@ -39,7 +39,7 @@ from cxrgan.generators.blocks import (NORMS, SUPPORTED_SIZES, DCGANDiscriminator
                                       recalibrate_batchnorm)
 from cxrgan.generators.losses import get_loss
 from cxrgan.generators.trainable import TrainableModel
-from cxrgan.generators.training import Batch, StepContext, Stream, TrainerConfig
+from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -158,15 +158,18 @@ class AdversarialModel(TrainableModel, GenerativeModel):
         cfg, betas = self.config, (self.config.beta1, self.config.beta2)
         self._loss = get_loss(cfg.loss)
         self._policy = parse_policy(self.data_info_["diffaugment"])
-        # fused Adam: one kernel per parameter group instead of ~8 elementwise passes per tensor
-        return {"generator": torch.optim.Adam(self.generator_.parameters(), lr=cfg.lr_g, betas=betas, fused=True),
-                "discriminator": torch.optim.Adam(self.discriminator_.parameters(), lr=cfg.lr_d, betas=betas, fused=True)}
+        # fused Adam: one kernel per parameter group instead of ~8 elementwise passes per tensor (CPU and CUDA have it;
+        # a traced run on the meta device, cxrgan.memory, takes the plain one)
+        fused = self.device.type in ("cpu", "cuda")
+        return {"generator": torch.optim.Adam(self.generator_.parameters(), lr=cfg.lr_g, betas=betas, fused=fused),
+                "discriminator": torch.optim.Adam(self.discriminator_.parameters(), lr=cfg.lr_d, betas=betas,
+                                                  fused=fused)}
 
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         """One alternating D then G update (see the module docstring)."""
         (real, labels), = batches
         G, D = self.generator_, self.discriminator_
-        z = torch.randn(len(real), G.z_dim, generator=ctx.rng).to(self.device)
+        z = torch.randn(len(real), G.z_dim, generator=ctx.rng).to(self.device, non_blocking=True)
         augment = (lambda x: diff_augment(x, self._policy, ctx.rng)) if self._policy else (lambda x: x)
 
         with ctx.autocast():
@@ -186,9 +189,8 @@ class AdversarialModel(TrainableModel, GenerativeModel):
 
         g_loss = self._generator_update(ctx, lambda: D(augment(fake), labels))
         with torch.no_grad():
-            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                    "d_real": torch.sigmoid(real_logits.float()).mean().item(),
-                    "d_fake": torch.sigmoid(fake_logits.float()).mean().item()}
+            return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                    "d_real": torch.sigmoid(real_logits.float()).mean(), "d_fake": torch.sigmoid(fake_logits.float()).mean()}
 
     def _generator_update(self, ctx: StepContext, fake_logits) -> torch.Tensor:
         """One G step with D frozen (gradients w.r.t. the images only, none for D's weights): ``fake_logits()``

@@ -20,8 +20,9 @@ from torch import nn
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.generators.base import MIN_TRAIN_IMAGES, check_training_rows, image_fingerprint
-from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, Batch, StepContext, Stream,
-                                        Trainer, TrainerConfig, config_from_record, config_record, training_record)
+from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, Batch, Statistic, StepContext,
+                                        Stream, Trainer, TrainerConfig, config_from_record, config_record,
+                                        training_record)
 
 if TYPE_CHECKING:
     from cxrgan.generators.settings import GeneratorSettings
@@ -113,7 +114,7 @@ class TrainableModel(ABC):
         training-only state reset, such as CycleGAN's image pools)."""
 
     @abstractmethod
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         """One optimisation step on ``batches`` (one per stream); returns scalar statistics."""
 
     def learning_rate_factor(self, step: int) -> float:

@@ -262,9 +262,11 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines.
     """
     plan = distributed.agree(lambda: checked_plan(recipe))
-    if dry_run:
-        if distributed.is_main():
-            print(dry_run_text(recipe, plan))
+    if dry_run:  # probed by rank 0 alone, as one process (its probes would otherwise wait in collectives for the others)
+        is_main, processes = distributed.is_main(), distributed.world_size()
+        distributed.shutdown()
+        if is_main:
+            print(dry_run_text(recipe, plan, processes))
         return None
     if workers > 1:
         from cxrgan.recipes.workers import run_with_workers
@@ -389,8 +391,10 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     return report
 
 
-def dry_run_text(recipe: Recipe, plan: Plan) -> str:
-    """The plan of a run: config, data summary, the grid, and a wall-time estimate from a measured probe."""
+def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
+    """The plan of a run: config, data summary, the grid, a wall-time estimate from a measured probe of one process
+    (``processes`` > 1: the run's torchrun processes, which share every batch), and the traced peak device memory
+    of the models' steps."""
     from dataclasses import asdict
 
     estimates = recipe.estimate(plan)
@@ -403,6 +407,9 @@ def dry_run_text(recipe: Recipe, plan: Plan) -> str:
         total = sum(estimates.get(c.name, 0.0) for c in plan.cells)
         lines.append(f"estimated wall time: {_clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
+        if processes > 1:
+            lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
+                         f"1/{processes} of it, plus their gradient exchanges)")
     return "\n".join(lines)
 
 
