@@ -58,6 +58,9 @@ def setup(device: str = "auto") -> None:
     except CxrganError as exc:
         raise RankAgreedError(str(exc)) from None
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if resolved.type == "cuda" and resolved.index is not None:
+        raise RankAgreedError(f"--device {device}: under torchrun every process uses the GPU of its LOCAL_RANK; use "
+                              "--device cuda (or auto), and CUDA_VISIBLE_DEVICES to choose which GPUs torchrun sees")
     if resolved.type == "cuda":
         count = torch.cuda.device_count()
         if local_rank >= count:

@@ -122,6 +122,7 @@ class DiffusionConfig(TrainerConfig):
     decode_batch_size: int = 64  # latents the autoencoder decodes at once when sampling
 
     describes: ClassVar[str] = "latent diffusion"
+    REPEAT_FIELDS: ClassVar[frozenset[str]] = frozenset({"sample_steps"})  # each DDIM step is one more UNet pass
 
     @property
     def autoencoder_steps(self) -> int:
@@ -250,6 +251,14 @@ class LatentDiffusion(TrainableModel, GenerativeModel):
 
     def samples_at(self, step: int) -> bool:
         return step > self.config.autoencoder_steps
+
+    def phases(self) -> dict[str, int]:
+        cfg = self.config
+        phases = {"autoencoder": 0}
+        if cfg.adversarial_weight:
+            phases["autoencoder + patch adversary"] = min(cfg.autoencoder_steps - 1,
+                                                          math.ceil(cfg.adversarial_start * cfg.autoencoder_steps))
+        return {**phases, "UNet": cfg.autoencoder_steps}
 
     def extra_state(self) -> dict[str, Any]:
         scale = self.scale_factor_

@@ -72,6 +72,7 @@ class FastGAN(OneClass, AdversarialModel):
     summary = "FastGAN of one class (--target): skip-layer excitation, self-supervised D (Liu et al. 2021)"
     cpu_preset, full_preset = CPU_PRESET, FULL_PRESET
     divergence_statistic = None
+    image_sizes = (SIZE,)
 
     def _build_networks(self) -> nn.ModuleDict:
         cfg, size = self.config, int(self.data_info_["image_size"])

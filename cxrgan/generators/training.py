@@ -52,7 +52,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from cxrgan import distributed
 from cxrgan.data.transforms import images_to_tensor, uint8_tensor
-from cxrgan.device import autocast
+from cxrgan.device import autocast, bf16_supported
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.generators.artifacts import save_grid, save_training_curves
 from cxrgan.generators.blocks import ema_update
@@ -83,7 +83,7 @@ class TrainerConfig:
     steps: int = 1000  # optimisation steps: the length of a run
     batch_size: int = 64  # rows of every stream per step (capped at the largest stream)
     ema_decay: float = 0.0  # EMA decay of generator weights, which are then sampled; 0 = sample the live weights
-    bf16: bool = False  # bf16 autocast of forward passes; weights, optimiser state and losses stay fp32
+    bf16: bool = False  # bf16 autocast of forward passes where the device runs bf16 natively (see for_device)
     seed: int = 0  # seeds weight init, noise, augmentation and the data order
     log_every: int = 50  # steps per metrics.jsonl record (each statistic averaged over them)
     checkpoint_every: int = 250  # steps between resumable checkpoints; 0 = only the final one
@@ -100,6 +100,8 @@ class TrainerConfig:
     RUN_ONLY_FIELDS: ClassVar[frozenset[str]] = frozenset({"progress", "log_every", "checkpoint_every", "grid_every",
                                                            "sync_batchnorm"})
     describes: ClassVar[str] = "training"  # names the settings in error messages
+    # Fields that count repetitions of the same work (same shapes, same memory): a memory trace runs them once.
+    REPEAT_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def checks(self) -> dict[str, bool]:
         """Field name -> whether its value is valid; subclasses add theirs."""
@@ -112,6 +114,16 @@ class TrainerConfig:
         bad = [name for name, ok in self.checks().items() if not ok]
         if bad:
             raise CxrganError(f"invalid {self.describes} setting(s): " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+
+def for_device(config: TrainerConfig, device: torch.device | str) -> TrainerConfig:
+    """``config`` as it trains on ``device``: bf16 autocast only where the device runs bf16 natively
+    (:func:`cxrgan.device.bf16_supported`), fp32 elsewhere. The CPU presets ask for bf16, which AVX512-BF16 / AMX
+    CPUs and CUDA GPUs of compute capability 8.0 or higher run at twice the fp32 speed; elsewhere it is emulated
+    (slow) and cuDNN has no bf16 convolutions. Weights, optimiser state and losses stay fp32 either way."""
+    if config.bf16 and not bf16_supported(device):
+        return replace(config, bf16=False)
+    return config
 
 
 def config_record(config: TrainerConfig) -> dict:
