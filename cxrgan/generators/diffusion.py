@@ -81,9 +81,11 @@ CPU_PRESET: dict[str, Any] = dict(
     bf16=True, progress=False, log_every=25, checkpoint_every=250, grid_every=500, quality_every=500)
 # Full preset (GPUs): 32 x 32 latents whatever the image size (224 px data: 256 px halved three times) of a wider
 # autoencoder (64 / 128 / 128 / 128 channels at 256 px), a 3-level UNet with attention at 16 and 8 px, fp32. The
-# autoencoder trains on 16 of each batch's 64 images: its full-resolution activations are the largest of the run
-# (one step at 224 px: 6.3 GiB with 16 images, four times that with 64; one UNet step: 3.3 GiB; traced by
-# cxrgan.generators.memory, see tests/test_memory.py).
+# autoencoder trains on 16 of each batch's 64 images and decodes 16 samples at a time: its full-resolution
+# activations are the largest of the run. Peak allocated memory at 224 px, traced by cxrgan.generators.memory (see
+# tests/test_memory.py): an autoencoder step 7.9 GiB (with all 64 images: 30.7 GiB), a UNet step 4.1 GiB, sampling
+# 256 guided images 4.5 GiB. The preset as it was (one halving: 112 x 112 latents, attention matrices materialised,
+# 64 images per autoencoder step, 256 decoded at once) traced 22 / 166 / 323 GiB.
 FULL_PRESET: dict[str, Any] = dict(
     steps=60_000, autoencoder_fraction=0.2, batch_size=64, autoencoder_batch_size=16, ae_width=64,
     ae_multipliers=(1, 2), latent_size=32, unet_width=128, unet_multipliers=(1, 2, 2),
