@@ -409,8 +409,9 @@ class Trainer:
         """Stop: training went wrong at ``step`` (0-based)."""
         path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
         where = f"; the last good checkpoint is {path}" if path and path.exists() else "; no checkpoint was written yet"
-        raise CxrganError(f"{self.model.name} training diverged at step {step + 1} ({reason}){where}. "
-                          f"{self.model.divergence_advice}")
+        agreed = RankAgreedError if self.world > 1 else CxrganError  # decided on values all processes share
+        raise agreed(f"{self.model.name} training diverged at step {step + 1} ({reason}){where}. "
+                     f"{self.model.divergence_advice}")
 
     # ---- the run ------------------------------------------------------------------------------------------------
     def run(self, resume_from: dict | None = None) -> list[dict]:
