@@ -138,3 +138,19 @@ def test_fp16_training_path_with_a_gradient_scaler_runs(kermany_small):
     config = TrainConfig(model="small-cnn", epochs=1, batch_size=8, fp16=True, device="cpu", progress=False)
     result = train_classifier(*small, config, seed=0)
     assert np.isfinite(result.history[0]["train_loss"]) and result.best_epoch == 1
+
+
+def test_a_named_gpu_is_kept_by_every_worker_and_refused_under_torchrun(fake_cuda):
+    """--workers: each worker takes one visible GPU in turn, unless --device names one (cuda:N), which every worker
+    then uses. torchrun gives each process the GPU of its LOCAL_RANK, so cuda:N there is refused in one line."""
+    from cxrgan import distributed
+    from cxrgan.errors import RankAgreedError
+    from cxrgan.recipes.workers import worker_environment
+
+    base = {"CUDA_VISIBLE_DEVICES": "0,1,2"}
+    assert [worker_environment(i, 4, base)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0", "1", "2", "0"]
+    assert [worker_environment(i, 4, base, device="cuda:1")["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0,1,2"] * 4
+    fake_cuda.setenv("WORLD_SIZE", "2")
+    fake_cuda.setenv("LOCAL_RANK", "0")
+    with pytest.raises(RankAgreedError, match="--device cuda:1: under torchrun every process uses the GPU of its"):
+        distributed.setup("cuda:1")
