@@ -383,7 +383,8 @@ class Trainer:
         for _, stats, checks in window:
             values += list(stats.values()) + [loss for _, loss in checks]
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
-        read = iter(torch.stack([t.float() for t in tensors]).double().cpu().tolist() if tensors else [])
+        stacked = [t.detach().float().to(self.device, non_blocking=True) for t in tensors]  # one device, one read
+        read = iter(torch.stack(stacked).double().cpu().tolist() if tensors else [])
         numbers = [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
         if self.world > 1:
             numbers = [v / self.world for v in distributed.all_sum(numbers)]
