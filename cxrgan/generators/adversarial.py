@@ -38,7 +38,7 @@ from cxrgan.generators.base import GenerativeModel
 from cxrgan.generators.blocks import (NORMS, SUPPORTED_SIZES, DCGANDiscriminator, DCGANGenerator, init_weights,
                                       recalibrate_batchnorm)
 from cxrgan.generators.losses import get_loss
-from cxrgan.generators.trainable import TrainableModel
+from cxrgan.generators.trainable import NetworkSide, TrainableModel
 from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
 
 
@@ -80,7 +80,7 @@ def network_size(image_size: int) -> int:
     return above[0] if above else SUPPORTED_SIZES[-1]
 
 
-class AdversarialModel(TrainableModel, GenerativeModel):
+class AdversarialModel(NetworkSide, TrainableModel, GenerativeModel):
     """A z -> image GAN behind the GenerativeModel interface; subclasses choose training rows and sampled labels.
 
     Args:
@@ -137,10 +137,6 @@ class AdversarialModel(TrainableModel, GenerativeModel):
         passes = cfg.steps * min(cfg.batch_size, n) / n  # how often the run shows each training image
         info.update(n_train=int(n), diffaugment=cfg.diffaugment if passes >= cfg.diffaugment_min_passes else "")
         return [Stream(images, cond_labels)], info
-
-    @property
-    def _network_size(self) -> int:
-        return int(self.data_info_.get("network_size", self.data_info_["image_size"]))
 
     def _build_networks(self) -> nn.ModuleDict:
         cfg, size = self.config, self._network_size
@@ -217,15 +213,6 @@ class AdversarialModel(TrainableModel, GenerativeModel):
             self.generator_ema_.eval()
 
     # ---- interface --------------------------------------------------------------------------------------------------
-    def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
-               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        images, out_labels = self._generate(n, labels, generator, batch_size)
-        size = int(self.data_info_["image_size"])
-        return (images if size == self._network_size else resize_stack(images, size)), out_labels
-
-    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray:
-        return self._generate(n, labels, generator)[0]  # at the side of the training rows they are scored against
-
     def _generate(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """``n`` images at the networks' side and their (n, K) labels."""

@@ -57,7 +57,7 @@ from cxrgan.errors import CxrganError
 from cxrgan.generators.base import GenerativeModel, register_generator
 from cxrgan.generators.conditioning import AlphaConditioned, LabelVectorConditioned, OneClass
 from cxrgan.generators.diffusion_networks import build_autoencoder, build_denoiser, build_patch_discriminator
-from cxrgan.generators.trainable import TrainableModel
+from cxrgan.generators.trainable import NetworkSide, TrainableModel
 from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
 
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -196,7 +196,7 @@ class CLDMConfig(GuidedConfig):
     RUN_ONLY_FIELDS: ClassVar[frozenset[str]] = GuidedConfig.RUN_ONLY_FIELDS | {"alpha"}
 
 
-class LatentDiffusion(TrainableModel, GenerativeModel):
+class LatentDiffusion(NetworkSide, TrainableModel, GenerativeModel):
     """The two-phase latent diffusion body; a conditioning mixin chooses training rows and sampled labels."""
 
     config_class = DiffusionConfig
@@ -219,11 +219,6 @@ class LatentDiffusion(TrainableModel, GenerativeModel):
             images = resize_stack(np.asarray(images), size)
             info["network_size"] = size
         return [Stream(images, cond_labels)], {**info, "n_train": int(len(images))}
-
-    @property
-    def _network_size(self) -> int:
-        """The side the autoencoder works at (the rows are resized to it for training; samples are resized back)."""
-        return int(self.data_info_.get("network_size", self.data_info_["image_size"]))
 
     @property
     def _latent_side(self) -> int:
@@ -392,15 +387,6 @@ class LatentDiffusion(TrainableModel, GenerativeModel):
                 out = unconditional + w * (conditional - unconditional)
             z, _ = scheduler.step(out, int(t), z)
         return z
-
-    def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
-               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        images, out_labels = self._generate(n, labels, generator, batch_size)
-        size = int(self.data_info_["image_size"])
-        return (images if size == self._network_size else resize_stack(images, size)), out_labels
-
-    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray:
-        return self._generate(n, labels, generator)[0]  # at the side of the training rows they are scored against
 
     def _generate(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:

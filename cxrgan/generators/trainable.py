@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.images import resize_stack
 from cxrgan.errors import CxrganError
 from cxrgan.generators.base import MIN_TRAIN_IMAGES, check_training_rows, image_fingerprint
 from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, Batch, Statistic, StepContext,
@@ -44,6 +45,32 @@ def check_resumable(checkpoint: dict, method: str, config: TrainerConfig, finger
     if checkpoint["data_info"]["fingerprint"] != fingerprint:
         raise CxrganError(f"{path}: the run was trained on other images ({checkpoint['data_info']['n_train']} rows); "
                           "resume with the same data file and split")
+
+
+class NetworkSide:
+    """For models whose networks work at another side than the data's (``data_info_["network_size"]``, set when
+    the training rows were resized to it): ``_generate`` draws at the networks' side; ``sample`` resizes back to the
+    data's side and the fidelity score compares at the networks' side, where the training rows are."""
+
+    data_info_: dict[str, Any]
+
+    @property
+    def _network_size(self) -> int:
+        return int(self.data_info_.get("network_size", self.data_info_["image_size"]))
+
+    def _generate(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
+                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` images at the networks' side and their (n, K) labels."""
+        raise NotImplementedError
+
+    def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
+               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        images, out_labels = self._generate(n, labels, generator, batch_size)
+        size = int(self.data_info_["image_size"])
+        return (images if size == self._network_size else resize_stack(images, size)), out_labels
+
+    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray:
+        return self._generate(n, labels, generator)[0]  # at the side of the training rows they are scored against
 
 
 def dataset_facts(dataset: CXRDataset) -> dict[str, Any]:
