@@ -243,7 +243,7 @@ class BatchPrefetcher:
         """The host batches of ``step`` (steps are taken in order)."""
         if step != self._next:
             raise RuntimeError(f"batches of step {step} asked for, step {self._next} is next")
-        got, value = self._queue.get()
+        _, value = self._queue.get()
         self._next += 1
         if isinstance(value, BaseException):
             raise value
@@ -455,7 +455,7 @@ class Trainer:
                     self.save_checkpoint()
                 if self.step_hook is not None:
                     self.step_hook(step)
-            self.flush()  # a run resumed at its last step takes none
+            self.flush()  # nothing stays unread (the last step was read for its record already)
         finally:
             bar.close()
             self._prefetcher.close()
