@@ -40,6 +40,7 @@ from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, LabelVectorCGAN, L
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
+from cxrgan.data.splits import patient_groups
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
@@ -143,6 +144,7 @@ class CganRegimes(Recipe):
         return Plan(cells=grid(seed=range(c.first_seed, c.first_seed + c.seeds), regime=c.regimes, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
                     label_names=self.test_.label_names, summary=summary,
+                    groups={"val": patient_groups(self.val_), "test": patient_groups(self.test_)},
                     data_tables=[Table("train_split", "Training split (all regimes are nested in it)",
                                        self.train_.counts_table()),
                                  finding_counts(self.train_, self.test_)])
@@ -231,9 +233,10 @@ class CganRegimes(Recipe):
                      else "GAN trained on each regime's own rows")
         verdicts = Table("verdicts", f"cgan-regimes: every row against none of its regime ({gan_title})",
                          verdict_table(comparisons),
-                         method_note(sum(x.effect is not None for x in comparisons), True)
-                         + " The 'mean of k estimable' rows average the estimable augmented findings per seed (paired "
-                         f"t over seeds). {test_positives_note(results, self.findings_)}", role="verdict")
+                         method_note(comparisons)
+                         + " The 'mean of k estimable' rows average the AUCs of the estimable augmented findings per "
+                         "seed; their test-image term covers the images and patients the findings share. "
+                         f"{test_positives_note(results, self.findings_)}", role="verdict")
         auc = self.auc_table(results, comparisons)
         notes = (f"Test ROC AUC of the augmented findings (real test split, policy-free labels); mean [95% CI over "
                  f"seeds]; {gan_title}. flip = random horizontal flips on the fly with p = 0.5; {CONTROL} = the GAN "

@@ -23,10 +23,10 @@ from cxrgan.classify.train import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
-from cxrgan.data.splits import fraction_subset, induce_imbalance
+from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_values, method_note,
+from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
                                        verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
@@ -187,7 +187,9 @@ class Compare(Recipe):
                     label_names=self.test_.label_names, summary=summary,
                     data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
                     class_names=self.test_.class_names,
-                    subgroups={name: subgroups(site) for name, site in self.sites_.items()})
+                    subgroups={name: subgroups(site) for name, site in self.sites_.items()},
+                    groups={name: patient_groups(rows) for name, rows in
+                            {"val": self.val_, "test": self.test_, **self.sites_}.items()})
 
     def load_sites(self) -> dict[str, CXRDataset]:
         """The external sites, checked against the whole data file (labels, size, shared images or patients)."""
@@ -270,10 +272,11 @@ class Compare(Recipe):
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
                     methods: tuple[str, ...] | None = None) -> list[Comparison]:
         """Every method against ``baseline`` on ``set_name``: ROC AUC per label column (binary: one row per
-        method; multi-label: one row per method and finding, plus the macro mean by a paired t over seeds)."""
+        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings)."""
         c = self.compare_config
         baseline = baseline or c.baseline
         labels, names = results.labels[set_name], results.label_names
+        patients = results.patients(set_name)
         base = results.seed_scores(set_name, method=baseline)
         site = {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
         rows = []
@@ -283,14 +286,15 @@ class Compare(Recipe):
             mine = results.seed_scores(set_name, method=method)
             if labels.shape[1] == 1:
                 rows.append(compare_auc({"method": method, "vs": baseline, **site}, labels[:, 0],
-                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()}))
+                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()},
+                                        patients))
                 continue
             for j, name in enumerate(names):
                 rows.append(compare_auc({"method": method, "vs": baseline, "finding": name}, labels[:, j],
-                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()}))
-            macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method)}
-            base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline)}
-            rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
+                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()},
+                                        patients))
+            rows.append(compare_macro_auc({"method": method, "vs": baseline, "finding": "macro"}, labels, mine, base,
+                                          patients))
         controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
         if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
             rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled)
@@ -310,15 +314,15 @@ class Compare(Recipe):
 
     def verdicts(self, results: Results, comparisons: list[Comparison]) -> Table:
         c = self.compare_config
-        with_test = any(comp.effect is not None and not np.isnan(comp.effect.test_se) for comp in comparisons)
-        notes = method_note(sum(comp.effect is not None for comp in comparisons), with_test)
+        notes = method_note(comparisons)
         sites = self.external_sets(results)
         if sites:
             notes += (f" External site(s) {', '.join(sites)}: every row of the file, images of other patients and "
                       "another hospital, scored by the same models; one Holm family with the internal test rows.")
         if results.labels["test"].shape[1] > 1:
-            notes += (" The macro row averages the findings' AUCs per seed and is tested by a paired t over seeds. "
-                      "A finding with fewer than 10 test positives is not estimable and is not tested.")
+            notes += (" The macro row averages the AUCs of the estimable findings per seed; its test-image term "
+                      "covers the images and patients the findings share. A finding with fewer than 10 test "
+                      "positives is not estimable: it is not tested and not in the macro row.")
         return Table("verdicts", f"{self.kind}: each method against {c.baseline} (test ROC AUC)",
                      verdict_table(comparisons), notes, role="verdict")
 

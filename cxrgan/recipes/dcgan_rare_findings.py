@@ -35,6 +35,7 @@ from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingCopies, 
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
+from cxrgan.data.splits import patient_groups
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
@@ -118,8 +119,10 @@ class DcganRareFindings(Recipe):
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
                    + (" (no uncertain training labels: all policies coincide)" if self.coincide_ else "")
                    + "\n\n" + to_markdown(self.generated_plan(train, test)))
-        return Plan(cells=cells, evaluation_sets={"val": self.dataset_.split("val").labels, "test": test.labels},
+        val = self.dataset_.split("val")
+        return Plan(cells=cells, evaluation_sets={"val": val.labels, "test": test.labels},
                     label_names=test.label_names, summary=summary,
+                    groups={"val": patient_groups(val), "test": patient_groups(test)},
                     data_tables=[Table("train_split", "Training split", train.counts_table()),
                                  finding_counts(train, test)])
 
@@ -182,7 +185,7 @@ class DcganRareFindings(Recipe):
         verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented, its count-matched control and the cheap "
                          f"fixes against the {POLICY_NAMES[c.policy]} baseline; the DCGAN against its control",
                          verdict_table(comparisons),
-                         method_note(sum(x.effect is not None for x in comparisons), True)
+                         method_note(comparisons)
                          + f" {test_positives_note(results, self.findings_)}", role="verdict")
         policy_note = ("This dataset has no uncertain (-1) training labels, so U-Ones, U-Zeros and U-Ignore give "
                        "identical labels and one baseline per seed fills every column." if self.coincide_ else

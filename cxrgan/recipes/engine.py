@@ -2,7 +2,8 @@
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
 A run directory holds ``config.json`` (the resolved config and the recipe's kind), ``command.txt``,
-``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data), per finished
+``labels.npz`` (the real labels of every evaluation set and the patient of each row, so tables can be rebuilt
+without the data), per finished
 cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
 done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.recipes.store`), the tables
 (``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
@@ -93,6 +94,7 @@ class Plan:
     data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
     class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
     subgroups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # set -> subgroup -> row mask
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # set -> (N,) patient of each row, for clustered tests
 
 
 @dataclass
@@ -241,7 +243,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
     if command:
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
             f.write(command + "\n")
-    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups)
+    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups, plan.groups)
     for table in plan.data_tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     return run_dir
