@@ -75,12 +75,13 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def grid_options(args: argparse.Namespace) -> dict:
-    """``shard`` and ``workers`` arguments of ``run_recipe`` from the flags."""
+    """``shard``, ``workers`` and ``device`` arguments of ``run_recipe`` from the flags."""
     from cxrgan.recipes.engine import Shard
 
     if args.workers < 1:
         raise CxrganError(f"--workers {args.workers}: must be at least 1")
-    return {"shard": Shard.parse(args.shard) if args.shard else None, "workers": args.workers}
+    return {"shard": Shard.parse(args.shard) if args.shard else None, "workers": args.workers,
+            "device": getattr(args, "device", "auto")}
 
 
 def add_generator_flags(parser: argparse.ArgumentParser, generator: str = "dcgan") -> None:
@@ -311,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         if rank:
             sys.stdout = open(os.devnull, "w")
         distributed.setup(getattr(args, "device", "auto"))
+        if hasattr(args, "device"):  # before any CUDA work: cuBLAS reads its workspace setting once
+            from cxrgan.device import configure_determinism, resolve_device
+
+            configure_determinism(resolve_device(args.device))
         args.run(args)
     except RankAgreedError as exc:
         if rank == 0:

@@ -55,9 +55,14 @@ def _train_gan_flags(parser: argparse.ArgumentParser) -> None:
 @command("train-gan", "train a registered generator on the training split of a compact .npz file",
          flags=_train_gan_flags)
 def _train_gan(args: argparse.Namespace) -> None:
-    from cxrgan.device import resolve_device
+    from cxrgan.device import bf16_supported, resolve_device
+    from cxrgan.errors import CxrganError
     from cxrgan.generators import GeneratorSettings, generator_class, train_gan
 
+    device = resolve_device(args.device)
+    if args.bf16 and not bf16_supported(device):
+        raise CxrganError(f"--bf16: {device} does not run bf16 natively (a CUDA GPU needs compute capability 8.0, a CPU "
+                          "AVX512-BF16 or AMX); leave it off to train in fp32")
     cls = generator_class(args.method)
     fields = {"batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf, "d_norm": args.d_norm, "loss": args.loss,
               "diffaugment": args.diffaugment, "ema_decay": args.ema_decay, "bf16": args.bf16,
@@ -66,7 +71,7 @@ def _train_gan(args: argparse.Namespace) -> None:
              **({"sync_batchnorm": False} if args.no_sync_bn else {})}
     fixed.update({k: v for k, v in fields.items() if v is not None})
     config = cls.resolve_config(GeneratorSettings(args.gan_steps, args.gan_width, args.full), **fixed)
-    run_dir = train_gan(args.method, args.data, args.out, config, device=resolve_device(args.device),
+    run_dir = train_gan(args.method, args.data, args.out, config, device=device,
                         resume=args.resume, npz_target=args.task)
     print(f"trained {args.method}: {run_dir}")
 

@@ -48,14 +48,17 @@ def run(recipe, args: argparse.Namespace) -> None:
 
 def classifier(args: argparse.Namespace, cpu, full):
     """The recipe's CPU or full classifier with the device, an --epochs override and, on a CUDA device, mixed
-    precision (bf16 where the GPU has it, else fp16 with a gradient scaler)."""
+    precision (bf16 where the GPU has it natively, else fp16 with a gradient scaler); on the CPU the preset's bf16
+    where the CPU runs it natively, else fp32."""
     from cxrgan.device import resolve_amp, resolve_device
 
+    preset, chosen = full if args.full else cpu, resolve_amp("auto", args.device)
     amp = {}
     if resolve_device(args.device).type == "cuda":
-        chosen = resolve_amp("auto", args.device)
         amp = {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
-    return dataclasses.replace(full if args.full else cpu, device=args.device, data_workers=args.data_workers, **amp,
+    elif preset.bf16 and chosen != "bf16":
+        amp = {"bf16": False}
+    return dataclasses.replace(preset, device=args.device, data_workers=args.data_workers, **amp,
                                **({"epochs": args.epochs} if args.epochs else {}))
 
 

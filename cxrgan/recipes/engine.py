@@ -251,7 +251,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
 
 def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | None = None, command: str | None = None,
                dry_run: bool = False, progress: bool = True, shard: Shard | None = None, workers: int = 1,
-               report: bool = True, tag: str = "") -> Path | None:
+               report: bool = True, tag: str = "", device: str = "auto") -> Path | None:
     """Plan, check, run (or resume) the cells, then tabulate and report. Returns the run directory (None for a
     dry run, which prints the plan with a measured time estimate and writes nothing, and on every process of a
     torchrun job but rank 0).
@@ -261,12 +261,15 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     the shared run directory (another machine runs another); ``workers`` > 1 runs the cells in that many local
     processes (:mod:`cxrgan.recipes.workers`). A cell is claimed before it runs, so no two processes ever run the
     same one. Once every cell of the plan is in, the process that sees it last runs ``finish`` and the report
-    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines.
+    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines. ``device`` is the run's
+    ``--device``: with workers, ``cuda:N`` keeps every worker on GPU N (else each takes one GPU in turn).
     """
     plan = distributed.agree(lambda: checked_plan(recipe))
-    if dry_run:
-        if distributed.is_main():
-            print(dry_run_text(recipe, plan))
+    if dry_run:  # probed by rank 0 alone, as one process (its probes would otherwise wait in collectives for the others)
+        is_main, processes = distributed.is_main(), distributed.world_size()
+        distributed.shutdown()
+        if is_main:
+            print(dry_run_text(recipe, plan, processes))
         return None
     if workers > 1:
         from cxrgan.recipes.workers import run_with_workers
@@ -274,7 +277,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
         if distributed.active() or shard is not None:
             raise RankAgreedError("--workers runs local processes; combine it neither with torchrun nor with --shard")
         run_dir = open_run(recipe, plan, out, resume_dir, command)
-        run_with_workers(run_dir, workers, progress)
+        run_with_workers(run_dir, workers, progress, device)
         return finish_run(recipe, plan, run_dir)
     run_dir = distributed.on_main(lambda: open_run(recipe, plan, out, resume_dir, command, shared=shard is not None))
     run_cells(recipe, plan, run_dir, shard.select(plan.cells) if shard else plan.cells, progress,
@@ -391,8 +394,10 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     return report
 
 
-def dry_run_text(recipe: Recipe, plan: Plan) -> str:
-    """The plan of a run: config, data summary, the grid, and a wall-time estimate from a measured probe."""
+def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
+    """The plan of a run: config, data summary, the grid, a wall-time estimate from a measured probe of one process
+    (``processes`` > 1: the run's torchrun processes, which share every batch), and the traced peak device memory
+    of the models' steps."""
     from dataclasses import asdict
 
     estimates = recipe.estimate(plan)
@@ -405,7 +410,12 @@ def dry_run_text(recipe: Recipe, plan: Plan) -> str:
         total = sum(estimates.get(c.name, 0.0) for c in plan.cells)
         lines.append(f"estimated wall time: {_clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
-    return "\n".join(lines)
+        if processes > 1:
+            lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
+                         f"1/{processes} of it, plus their gradient exchanges)")
+    from cxrgan.recipes.probe import memory_lines
+
+    return "\n".join(lines + memory_lines())
 
 
 def grid(**axes: Iterable[Any]) -> list[Cell]:

@@ -97,8 +97,8 @@ def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config
     config = dataclasses.replace(config, progress=config.progress and progress)
     result = train_classifier(train, val, config, seed)
     device = resolve_device(config.device)
-    s_val = predict(result.model, val, device, config.eval_batch_size, config.bf16)
-    s_test = predict(result.model, test, device, config.eval_batch_size, config.bf16)
+    s_val = predict(result.model, val, device, config.eval_batch_size, config.bf16, fp16=config.fp16)
+    s_test = predict(result.model, test, device, config.eval_batch_size, config.bf16, fp16=config.fp16)
     record = {"auc": multilabel_auc(test.labels, s_test, test.label_names), "best_epoch": result.best_epoch,
               "best_val_auc": result.best_val_auc, "train_rows": len(train), "synthetic": int(train.synthetic.sum())}
     return CellResult(record, {"val": s_val, "test": s_test}, summary=f"macro AUC {record['auc']['macro']:.3f}")
