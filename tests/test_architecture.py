@@ -16,19 +16,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cxrgan"
 # processes, claims, numbered run directories and their configs). ``report`` renders tables, figures and the HTML
 # page from a run directory's files: it sits below the engine, which writes reports, and knows no engine or recipe.
 FLOORS = ("ground", "data", "generators", "balance", "classify", "evaluate", "report", "engine", "recipes", "cli")
-GROUND = {"errors", "io", "device", "distributed", "claims", "runs"}
+# The modules at the package's top level and their floors: the shared ground; ``plugins`` (installed packages'
+# generators and methods) registers into the balance floor's registries; ``testing`` (the contract checks for
+# plugin authors, on the recipes' default data) and ``__main__`` stand on top, with the command line.
+TOP_LEVEL = {"__init__": "ground", "errors": "ground", "io": "ground", "device": "ground", "distributed": "ground",
+             "claims": "ground", "runs": "ground", "memory": "ground", "plugins": "balance", "testing": "cli",
+             "__main__": "cli"}
 
 
 def floor(module: str) -> str:
-    """The floor of a module ``cxrgan.x.y``: its package, or ground / cli for the top-level modules."""
+    """The floor of a module ``cxrgan.x.y``: its package, or its entry in ``TOP_LEVEL``."""
     parts = module.split(".")[1:]
-    if not parts or parts[0] == "__init__":
+    if not parts:
         return "ground"
-    if parts[0] in GROUND:
-        return "ground"
-    if parts[0] == "__main__" or parts[0] == "cli" or parts[0].startswith("cli_"):
-        return "cli"
-    return parts[0]
+    return TOP_LEVEL.get(parts[0], parts[0])
 
 
 def modules() -> dict[str, Path]:

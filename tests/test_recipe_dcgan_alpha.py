@@ -108,8 +108,8 @@ def test_dry_run_counts_every_generator_its_rows_train(kermany_small, tmp_path, 
 
     minutes = {"ldm": 24.0, "cldm": 25.0, "fastgan": 9.0, "dcgan": 18.0}
     for module in (compare, dcgan_alpha):
-        monkeypatch.setattr(module, "generator_seconds", lambda spec, rows, device: 60 * minutes[spec.name])
-        monkeypatch.setattr(module, "training_seconds", lambda *args: 0.0)
+        monkeypatch.setattr(module, "generator_seconds", lambda spec, rows, device, **kwargs: 60 * minutes[spec.name])
+        monkeypatch.setattr(module, "training_seconds", lambda *args, **kwargs: 0.0)
     spec = RunSpec(str(save_npz(kermany_small, tmp_path / "small.npz")), seeds=2, device="cpu")
     recipe = DcganAlpha(DcganAlphaConfig(CompareConfig(spec, methods=("none", "ldm", "cldm-a0.5", "synth-pretrain"),
                                                        imbalance=(2, 1), train=CPU_CLASSIFIER)))

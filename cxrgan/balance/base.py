@@ -12,6 +12,7 @@ import numpy as np
 
 from cxrgan.balance.stages import Main, Stage
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 
@@ -103,6 +104,9 @@ class Balancer(ABC):
     """
 
     name: str = ""  # the registry name, for messages and the ``source`` of synthetic rows
+    # The registered method this one must beat to count: the same number of rows (or steps) without what it adds,
+    # e.g. "oversample" for a row that fills the minority with generated images; None: no count-matched control.
+    control: str | None = None
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         """Return the rebalanced training split; the input is not modified."""
@@ -159,6 +163,7 @@ class BalanceContext:
     work_dir: Path | None = None  # where model-backed balancers keep runs and the generator cache
     generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of every generator trained
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (-extra methods)
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files behind the synthetic:<stem> rows, and their mode
 
 
 BalancerFactory = Callable[[BalanceContext], Balancer]
@@ -177,7 +182,25 @@ def register_balancer(name: str) -> Callable[[BalancerFactory], BalancerFactory]
     return decorate
 
 
+# Families of names made at run time, by prefix: "synthetic:" -> one row per --synthetic file.
+BalancerFamily = Callable[[str, BalanceContext], Balancer]
+BALANCER_FAMILIES: dict[str, BalancerFamily] = {}
+
+
+def register_balancer_family(prefix: str) -> Callable[[BalancerFamily], BalancerFamily]:
+    """Decorator adding ``factory(name, context) -> Balancer`` for every method name starting with ``prefix``."""
+
+    def decorate(factory: BalancerFamily) -> BalancerFamily:
+        BALANCER_FAMILIES[prefix] = factory
+        return factory
+
+    return decorate
+
+
 def make_balancer(name: str, context: BalanceContext) -> Balancer:
+    family = next((f for prefix, f in BALANCER_FAMILIES.items() if name.startswith(prefix)), None)
+    if family is not None:
+        return family(name, context)
     if name not in BALANCERS:
         raise CxrganError(f"unknown method {name!r}; available: {', '.join(sorted(BALANCERS))}")
     return BALANCERS[name](context)

@@ -82,6 +82,7 @@ class CycleGANComplement(Balancer):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name
+        self.control = "repeat"  # as many rows and steps, the real images twice instead of their translations
 
     def config_for(self) -> CycleGANConfig:
         """The config actually trained: the balancer's seed."""

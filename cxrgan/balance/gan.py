@@ -42,6 +42,14 @@ from cxrgan.generators.runs import load_run
 from cxrgan.generators.settings import GeneratorSpec
 
 
+def minority_deficit(dataset: CXRDataset, ratio: float = 1.0) -> tuple[int, int]:
+    """(minority class value, images it lacks) of a binary training split: ``ceil(ratio * n_majority) - n_minority``,
+    at least 0 (see the module docstring)."""
+    counts = np.bincount(dataset.binary_targets(), minlength=2)
+    minority = int(np.argmin(counts))
+    return minority, max(0, math.ceil(ratio * counts[1 - minority]) - int(counts[minority]))
+
+
 class GANOversampler(Balancer):
     """Adds generated minority images to a binary training split.
 
@@ -73,6 +81,7 @@ class GANOversampler(Balancer):
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name or method
         self.one_class = generator_class(method).models_one_class  # unknown method -> clear error now
+        self.control = "oversample"  # as many minority rows, copies of real ones instead of generated images
 
     # ---- generator ----------------------------------------------------------------------------------------
     def config_for(self, target_value: int) -> Any:
@@ -87,7 +96,7 @@ class GANOversampler(Balancer):
         one of both classes; none when it loads a given ``run_dir``."""
         if self.run_dir is not None:
             return []
-        return [GeneratorSpec(self.method, self.config_for(_minority(train)[1]))]
+        return [GeneratorSpec(self.method, self.config_for(minority_deficit(train, self.ratio)[0]))]
 
     def _generator(self, dataset: CXRDataset, minority_name: str):
         if self.run_dir is None:
@@ -119,8 +128,7 @@ class GANOversampler(Balancer):
 
     def _synthetic_labels(self, dataset: CXRDataset) -> tuple[np.ndarray, int, int]:
         """(the labels of the images to add, in label order, (n, 1)), the minority class and its deficit."""
-        counts, minority = _minority(dataset)
-        deficit = max(0, math.ceil(self.ratio * counts[1 - minority]) - int(counts[minority]))
+        minority, deficit = minority_deficit(dataset, self.ratio)
         if self.one_class:
             total = deficit if self.n_synthetic is None else self.n_synthetic
             return np.full((total, 1), float(minority), dtype=np.float32), minority, deficit
@@ -149,13 +157,10 @@ class GANOversampler(Balancer):
         return dataset.with_rows_added(synthetic)
 
 
-def _minority(dataset: CXRDataset) -> tuple[np.ndarray, int]:
-    """The class counts of a binary training split and its minority class (0 on a tie)."""
-    counts = np.bincount(dataset.binary_targets(), minlength=2)
-    return counts, int(np.argmin(counts))
+def oversampler_factory(method: str, alpha: float, name: str):
+    """The ``factory(context)`` of method ``name``: GAN oversampling with generator ``method`` (its resolved CPU or
+    full config; a conditional one sampling healthy labels with probability ``alpha``)."""
 
-
-def _factory(method: str, alpha: float, name: str):
     def make(context: BalanceContext) -> GANOversampler:
         config = generator_class(method).resolve_config(context.generators)
         if not generator_class(method).models_one_class:
@@ -167,8 +172,8 @@ def _factory(method: str, alpha: float, name: str):
 
 
 for _method in ("dcgan", "fastgan", "ldm"):
-    register_balancer(_method)(_factory(_method, 0.0, _method))
-register_balancer("cdcgan")(_factory("cdcgan", 0.5, "cdcgan"))
+    register_balancer(_method)(oversampler_factory(_method, 0.0, _method))
+register_balancer("cdcgan")(oversampler_factory("cdcgan", 0.5, "cdcgan"))
 for _method in ("cdcgan", "cldm"):
     for _alpha in (0.25, 0.5, 0.75):
-        register_balancer(f"{_method}-a{_alpha:g}")(_factory(_method, _alpha, f"{_method}-a{_alpha:g}"))
+        register_balancer(f"{_method}-a{_alpha:g}")(oversampler_factory(_method, _alpha, f"{_method}-a{_alpha:g}"))

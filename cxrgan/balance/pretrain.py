@@ -122,16 +122,22 @@ class SyntheticPretraining(Balancer):
         """Pretrain on the synthetic set for as many image passes as the real epochs make (at least one epoch)."""
         if not hasattr(self, "pretrain_data_"):
             raise CxrganError(f"{self.name}: call fit_resample before stages")
-        return Pretrain(str(self.pretrain_data_), self.pretraining_epochs(epochs, self.n_real_, self.n_synthetic_)), Main()
-
-    @staticmethod
-    def pretraining_epochs(epochs: int, n_real: int, n_synthetic: int) -> int:
-        """Epochs on ``n_synthetic`` rows that pass as many images as ``epochs`` on ``n_real`` rows (at least 1)."""
-        return max(1, round(epochs * n_real / n_synthetic))
+        return pretraining_stages(epochs, self.pretrain_data_, self.n_real_, self.n_synthetic_)
 
     def planned_images(self, train: CXRDataset, epochs: int) -> int:
         n_synthetic = len(self.pretraining_labels(train, np.random.default_rng(self.random_state)))
-        return epochs * len(train) + self.pretraining_epochs(epochs, len(train), n_synthetic) * n_synthetic
+        return epochs * len(train) + pretraining_epochs(epochs, len(train), n_synthetic) * n_synthetic
+
+
+def pretraining_epochs(epochs: int, n_real: int, n_synthetic: int) -> int:
+    """Epochs on ``n_synthetic`` rows that pass as many images as ``epochs`` on ``n_real`` rows (at least 1)."""
+    return max(1, round(epochs * n_real / n_synthetic))
+
+
+def pretraining_stages(epochs: int, path: str | Path, n_real: int, n_synthetic: int) -> tuple[Stage, ...]:
+    """Pretraining on the rows of ``path`` first, for as many image passes as ``epochs`` on the ``n_real`` real
+    rows make, then the main stage."""
+    return Pretrain(str(path), pretraining_epochs(epochs, n_real, n_synthetic)), Main()
 
 
 def _factory(binary: str, multilabel: str, name: str):

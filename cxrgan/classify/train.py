@@ -34,7 +34,7 @@ from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
 from cxrgan.data.loader import batch_loader
 from cxrgan.data.transforms import uint8_tensor
-from cxrgan.device import autocast, resolve_device
+from cxrgan.device import autocast, resolve_device, seeded
 from cxrgan.errors import CxrganError, RankAgreedError
 
 @dataclass(frozen=True)
@@ -266,8 +266,7 @@ class _Run:
         device = resolve_device(config.device)
         world = distributed.world_size()
         check_world_size(train, config.batch_size, world)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # inside fork_rng: seeds initial weights without touching the caller's RNG
+        with seeded(seed):  # seeds initial weights without touching the caller's RNG (CPU or CUDA)
             model = build_classifier(config.model, train.n_labels, config.weights_path)
         for kind, method in ((DecoupledHead, "crt"), (PosthocLogitAdjust, "logit-adjust")):
             if _stage(stages, kind) is not None:  # refuse before training, not after

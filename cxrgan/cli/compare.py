@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cxrgan.cli.flags import (add_external_flags, add_generator_flags, add_grid_flags, add_train_flags, command,
-                              generator_settings, grid_options, method_list, parse_ratio, run_spec, shell_command,
-                              train_config)
+from cxrgan.cli.flags import (add_external_flags, add_generator_flags, add_grid_flags, add_synthetic_flags,
+                              add_train_flags, command, generator_settings, grid_options, method_list, parse_ratio,
+                              run_spec, shell_command, synthetic_files, train_config)
 
 
 def _compare_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.balance import BALANCERS
     from cxrgan.recipes.compare import CLASSIC_METHODS
 
     parser.add_argument("data", help="compact .npz file with train/val/test splits")
-    parser.add_argument("--methods", default=",".join(CLASSIC_METHODS), help="comma-separated balancer names")
+    parser.add_argument("--methods", default=",".join(CLASSIC_METHODS),
+                        help=f"comma-separated methods (default %(default)s); available: {', '.join(sorted(BALANCERS))}; "
+                             "each --synthetic FILE adds synthetic:<stem>")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default %(default)s)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--baseline", default="none", help="method the DeLong tests compare against")
@@ -33,6 +36,7 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-patient-overlap", action="store_true",
                         help="accept a patient in two splits (counted and printed) instead of refusing the data")
     add_external_flags(parser, default_note="none")
+    add_synthetic_flags(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="check data and config, print the grid and an estimated wall time, train nothing")
     add_grid_flags(parser)
@@ -47,6 +51,7 @@ def _compare(args: argparse.Namespace) -> None:
         run=run_spec(args, args.data), methods=method_list(args.methods), baseline=args.baseline, target=args.target,
         uncertainty=args.uncertainty, train_fraction=args.train_fraction, imbalance=args.imbalance,
         train=train_config(args), generators=generator_settings(args), extra_data=args.gan_extra_data,
+        synthetic=synthetic_files(args),
     )
     run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
                 progress=not args.no_progress, **grid_options(args))

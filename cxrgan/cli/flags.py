@@ -74,12 +74,13 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def grid_options(args: argparse.Namespace) -> dict:
-    """``shard`` and ``workers`` arguments of ``run_recipe`` from the flags."""
+    """``shard``, ``workers`` and ``device`` arguments of ``run_recipe`` from the flags."""
     from cxrgan.engine.cells import Shard
 
     if args.workers < 1:
         raise CxrganError(f"--workers {args.workers}: must be at least 1")
-    return {"shard": Shard.parse(args.shard) if args.shard else None, "workers": args.workers}
+    return {"shard": Shard.parse(args.shard) if args.shard else None, "workers": args.workers,
+            "device": getattr(args, "device", "auto")}
 
 
 def add_generator_flags(parser: argparse.ArgumentParser, generator: str = "dcgan") -> None:
@@ -143,6 +144,24 @@ def run_spec(args: argparse.Namespace, data: str | tuple[str, ...], default_site
                    precision=getattr(args, "precision", "auto"), **external_sites(args, default_sites))
 
 
+def add_synthetic_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("synthetic images made elsewhere")
+    group.add_argument("--synthetic", action="append", default=None, metavar="FILE",
+                       help="an .npz in the data format or a folder of class folders (PNG / JPEG / DICOM): one more "
+                            "row, synthetic:<file stem> (repeatable); checked for copies of evaluation images first")
+    group.add_argument("--synthetic-mode", default="balance", choices=["balance", "add", "pretrain"],
+                       help="balance (default): per seed as many images of the minority class (multi-label: of "
+                            "each augmented finding) as the dcgan (dcgan-rare) row adds; add: every image; pretrain: "
+                            "the synth-pretrain schedule on them")
+
+
+def synthetic_files(args: argparse.Namespace, **fixed):
+    """The run's ``SyntheticFiles`` from ``--synthetic`` and ``--synthetic-mode`` (``fixed``: e.g. the ratio)."""
+    from cxrgan.data.synthetic import SyntheticFiles
+
+    return SyntheticFiles(tuple(args.synthetic or ()), args.synthetic_mode, **fixed)
+
+
 def method_list(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
@@ -178,12 +197,15 @@ def run(recipe, args: argparse.Namespace) -> None:
 
 def classifier(args: argparse.Namespace, cpu, full):
     """The recipe's CPU or full classifier with the device, an --epochs override and, on a CUDA device, mixed
-    precision (bf16 where the GPU has it, else fp16 with a gradient scaler)."""
+    precision (bf16 where the GPU has it natively, else fp16 with a gradient scaler); on the CPU the preset's bf16
+    where the CPU runs it natively, else fp32."""
     from cxrgan.device import resolve_amp, resolve_device
 
+    preset, chosen = full if args.full else cpu, resolve_amp("auto", args.device)
     amp = {}
     if resolve_device(args.device).type == "cuda":
-        chosen = resolve_amp("auto", args.device)
         amp = {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
-    return dataclasses.replace(full if args.full else cpu, device=args.device, data_workers=args.data_workers, **amp,
+    elif preset.bf16 and chosen != "bf16":
+        amp = {"bf16": False}
+    return dataclasses.replace(preset, device=args.device, data_workers=args.data_workers, **amp,
                                **({"epochs": args.epochs} if args.epochs else {}))

@@ -28,6 +28,9 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every registered command (``cxrgan.cli.flags.COMMANDS``)."""
+    from cxrgan.plugins import load_plugins
+
+    load_plugins()  # installed packages' generators and methods (entry points), before any help or choice is built
     parser = Parser(prog="cxrgan", description="Command line")
     sub = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, argparse._SubParsersAction] = {}
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         if rank:
             sys.stdout = open(os.devnull, "w")
         distributed.setup(getattr(args, "device", "auto"))
+        if hasattr(args, "device"):  # before any CUDA work: cuBLAS reads its workspace setting once
+            from cxrgan.device import configure_determinism, resolve_device
+
+            configure_determinism(resolve_device(args.device))
         args.run(args)
     except RankAgreedError as exc:
         if rank == 0:

@@ -7,7 +7,8 @@ import argparse
 import dataclasses
 
 from cxrgan.cli.flags import (COMMANDS, KERMANY_SITE_NOTE, add_external_flags, add_generator_flags, add_run_flags,
-                              classifier, command, generator_settings, method_list, parse_ratio, run, run_spec)
+                              add_synthetic_flags, classifier, command, generator_settings, method_list, parse_ratio,
+                              run, run_spec, synthetic_files)
 from cxrgan.recipes import default_external
 
 
@@ -20,6 +21,7 @@ def _paper_compare_flags(parser: argparse.ArgumentParser, methods: tuple[str, ..
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help=full_help)
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_synthetic_flags(parser)
     add_generator_flags(parser, generator=generator)
     add_run_flags(parser, default_seeds=3)
 
@@ -31,7 +33,7 @@ def _paper_compare(args: argparse.Namespace, data: str, sites: tuple[str, ...], 
     methods = method_list(args.methods)
     return CompareConfig(run=run_spec(args, data, sites), methods=methods, baseline=methods[0] if methods else "none",
                          imbalance=args.imbalance, train=classifier(args, cpu, full),
-                         generators=generator_settings(args), **fields)
+                         generators=generator_settings(args), synthetic=synthetic_files(args), **fields)
 
 
 def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +95,7 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="image side when decoding a CSV source")
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 12, --full 30)")
     parser.add_argument("--full", action="store_true", help="paper-size GANs and DenseNet-121 training (GPU)")
+    add_synthetic_flags(parser)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=5)
 
@@ -103,7 +106,7 @@ def _multilabel_common(args: argparse.Namespace) -> dict:
     return dict(run=run_spec(args, tuple(args.data) if args.data else DEFAULT_DATA),
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
                 size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                generators=generator_settings(args))
+                generators=generator_settings(args), synthetic=synthetic_files(args))
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:

@@ -76,6 +76,7 @@ class Plan:
     data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
     class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
     subgroups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # set -> subgroup -> row mask
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # set -> (N,) patient of each row, for clustered tests
 
 
 @dataclass

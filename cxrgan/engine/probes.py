@@ -1,4 +1,5 @@
-"""Wall-time estimates for --dry-run from a short measured probe: a few timed steps of each model on this machine."""
+"""Wall-time estimates for --dry-run from a short measured probe: a few timed steps of each model on this machine;
+with --full, the peak device memory of each model's steps, traced on meta tensors (``cxrgan.memory``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,33 @@ import torch
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.networks import build_classifier
 from cxrgan.classify.train import masked_bce
-from cxrgan.device import autocast, resolve_device
+from cxrgan.device import autocast, resolve_device, synchronize
+from cxrgan.memory import gib
 
 PROBE_STEPS = 3  # timed steps after one warm-up step
+MEMORY_WARNING_GIB = 20  # a traced peak above this does not fit a 24 GB GPU once its context and caches are added
+_MEMORY: dict[tuple, object] = {}  # traced peak memory of every model probed since the last memory_lines()
+
+
+def remember_memory(key: tuple, trace) -> None:
+    """Trace a model's peak memory once per ``key`` (``trace()`` returns a ``GeneratorMemory`` / ``ClassifierMemory``)."""
+    if key not in _MEMORY:
+        _MEMORY[key] = trace()
+
+
+def memory_lines() -> list[str]:
+    """The dry run's lines on the traced peak device memory of the models probed since the last call."""
+    traced = list(_MEMORY.values())
+    _MEMORY.clear()
+    if not traced:
+        return []
+    lines = ["peak device memory (fp32; allocated tensors, as torch.cuda.max_memory_allocated counts; traced on meta "
+             "tensors, the CUDA context and allocator caches come on top):"]
+    for memory in traced:
+        warning = f"  MORE THAN {MEMORY_WARNING_GIB} GiB" if memory.peak > MEMORY_WARNING_GIB * 2 ** 30 else ""
+        lines.append(f"  {memory.describe()}{warning}")
+    lines.append(f"  largest: {gib(max(m.peak for m in traced))}")
+    return lines
 
 
 @lru_cache(maxsize=None)
@@ -39,24 +64,36 @@ def classifier_seconds(model: str, batch_size: int, image_size: int, n_outputs: 
 
     net.train()
     step()
+    synchronize(dev)  # CUDA runs kernels asynchronously: time their work, not their launches
     started = time.perf_counter()
     for _ in range(PROBE_STEPS):
         step()
+    synchronize(dev)
     train = (time.perf_counter() - started) / (PROBE_STEPS * batch_size)
     net.eval()
     with torch.no_grad(), autocast(dev, bf16):
         net(x)
+        synchronize(dev)
         started = time.perf_counter()
         for _ in range(PROBE_STEPS):
             net(x)
+        synchronize(dev)
     predict = (time.perf_counter() - started) / (PROBE_STEPS * batch_size)
     return train, predict
 
 
-def training_seconds(config: TrainConfig, train_images: int, eval_rows: int, image_size: int, n_outputs: int) -> float:
+def training_seconds(config: TrainConfig, train_images: int, eval_rows: int, image_size: int, n_outputs: int,
+                     trace_memory: bool = False) -> float:
     """A classifier run: ``train_images`` training images over all its stages, and every epoch of its main stage
     scores the validation rows (``eval_rows`` counts validation plus the final test and validation predictions);
-    early stopping can only make it shorter."""
+    early stopping can only make it shorter. ``trace_memory``: also trace its peak device memory
+    (:func:`memory_lines`)."""
+    if trace_memory:
+        from cxrgan.classify.memory import classifier_memory
+
+        remember_memory(("classifier", config.model, config.batch_size, image_size, n_outputs, config.eval_batch_size),
+                        lambda: classifier_memory(config.model, n_outputs, config.batch_size, image_size,
+                                                  config.eval_batch_size))
     train, predict = classifier_seconds(config.model, config.batch_size, image_size, n_outputs, config.bf16,
                                         config.device)
     return train_images * train + (config.epochs + 2) * eval_rows * predict
@@ -70,7 +107,12 @@ def step_seconds(key: tuple, fit) -> float:
     the median gap after the first (warm-up) step, cached under ``key``."""
     if key not in _STEP_SECONDS:
         times: list[float] = []
-        fit(lambda step: times.append(time.perf_counter()))
+
+        def tick(step: int) -> None:
+            synchronize()  # the step's CUDA work is done, not just queued
+            times.append(time.perf_counter())
+
+        fit(tick)
         _STEP_SECONDS[key] = float(np.median(np.diff(times)[1:])) if len(times) > 2 else float("nan")
     return _STEP_SECONDS[key]
 
@@ -81,15 +123,29 @@ def probe_config(config):
     return dataclasses.replace(config, steps=PROBE_STEPS + 2, progress=False, **quiet)
 
 
-def generator_seconds(spec, dataset, device: str = "cpu") -> float:
+def generator_seconds(spec, dataset, device: str = "cpu", trace_memory: bool = False) -> float:
     """Training time of the generator ``spec`` (a ``GeneratorSpec``) on ``dataset``: its steps x a probed step
     time. One probe serves every spec that differs only in fields that cannot change a step's time (the seed, the
-    modelled class or finding, settings used only at sampling time such as alpha) and every row count."""
+    modelled class or finding, settings used only at sampling time such as alpha) and every row count.
+    ``trace_memory`` (the full presets): also its traced peak device memory (:func:`memory_lines`)."""
     from cxrgan.generators import GeneratorSpec
-    from cxrgan.generators.training import training_record
 
+    if trace_memory:
+        from cxrgan.generators.memory import traced_memory
+
+        remember_memory(("generator", spec.name, _timing_fields(spec.config), dataset.image_size),
+                        lambda: traced_memory(spec, dataset.image_size, dataset.label_names, dataset.class_names))
     probe = GeneratorSpec(spec.name, probe_config(spec.config))
-    timing = tuple((k, repr(v)) for k, v in sorted(training_record(probe.config).items()) if k not in ("seed", "target"))
+    timing = _timing_fields(probe.config)
     seconds = step_seconds(("generator", spec.name, timing, dataset.images.shape[1:], device),
                            lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
     return seconds * spec.config.steps
+
+
+def _timing_fields(config) -> tuple:
+    """A config's fields that can change its step time or memory: those training depends on, but not the seed or
+    the modelled finding / class (one probe serves every seed, finding and alpha of a recipe; the rows a step draws
+    are a batch whatever the row count)."""
+    from cxrgan.generators.training import training_record
+
+    return tuple((k, repr(v)) for k, v in sorted(training_record(config).items()) if k not in ("seed", "target"))

@@ -2,8 +2,8 @@
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
 A run directory holds ``config.json`` (the resolved config and the recipe's kind), ``command.txt``,
-``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data), per finished
-cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
+``labels.npz`` (the real labels of every evaluation set and the patient of each row, so tables can be rebuilt
+without the data), per finished cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
 done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.engine.store`), the tables
 (``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
 ``cxrgan report RUN_DIR`` rebuilds tables and report from these files alone (:func:`report_run`). Cells may be
@@ -21,6 +21,7 @@ from typing import Sequence
 from cxrgan import distributed
 from cxrgan.claims import release, try_claim
 from cxrgan.engine.cells import ROLE_ORDER, Cell, Plan, Shard
+from cxrgan.engine.probes import memory_lines
 from cxrgan.engine.recipe import Recipe, RunContext, recipe_from_run
 from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, claim_path, done_cells, save_cell,
                                  save_labels, write_results_view)
@@ -68,7 +69,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
     if command:
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
             f.write(command + "\n")
-    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups)
+    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups, plan.groups)
     for table in plan.data_tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     return run_dir
@@ -76,7 +77,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
 
 def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | None = None, command: str | None = None,
                dry_run: bool = False, progress: bool = True, shard: Shard | None = None, workers: int = 1,
-               report: bool = True, tag: str = "") -> Path | None:
+               report: bool = True, tag: str = "", device: str = "auto") -> Path | None:
     """Plan, check, run (or resume) the cells, then tabulate and report. Returns the run directory (None for a
     dry run, which prints the plan with a measured time estimate and writes nothing, and on every process of a
     torchrun job but rank 0).
@@ -85,13 +86,16 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     files and the others wait for it before reading. ``shard`` runs one of N disjoint subsets of the cells into
     the shared run directory (another machine runs another); ``workers`` > 1 runs the cells in that many local
     processes (:mod:`cxrgan.engine.workers`). A cell is claimed before it runs, so no two processes ever run the
-    same one. Once every cell of the plan is in, the process that sees it last runs ``finish`` and the report
-    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines.
+    same one. Once every cell of the plan is in, the process that sees it last builds the tables and the report
+    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines. ``device`` is the run's
+    ``--device``: with workers, ``cuda:N`` keeps every worker on GPU N (else each takes one GPU in turn).
     """
     plan = distributed.agree(lambda: checked_plan(recipe))
-    if dry_run:
-        if distributed.is_main():
-            print(dry_run_text(recipe, plan))
+    if dry_run:  # probed by rank 0 alone, as one process (its probes would otherwise wait in collectives for the others)
+        is_main, processes = distributed.is_main(), distributed.world_size()
+        distributed.shutdown()
+        if is_main:
+            print(dry_run_text(recipe, plan, processes))
         return None
     if workers > 1:
         from cxrgan.engine.workers import run_with_workers
@@ -99,7 +103,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
         if distributed.active() or shard is not None:
             raise RankAgreedError("--workers runs local processes; combine it neither with torchrun nor with --shard")
         run_dir = open_run(recipe, plan, out, resume_dir, command)
-        run_with_workers(run_dir, workers, progress)
+        run_with_workers(run_dir, workers, progress, device)
         return finish_run(recipe, plan, run_dir)
     run_dir = distributed.on_main(lambda: open_run(recipe, plan, out, resume_dir, command, shared=shard is not None))
     run_cells(recipe, plan, run_dir, shard.select(plan.cells) if shard else plan.cells, progress,
@@ -244,8 +248,10 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     return report
 
 
-def dry_run_text(recipe: Recipe, plan: Plan) -> str:
-    """The plan of a run: config, data summary, the grid, and a wall-time estimate from a measured probe."""
+def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
+    """The plan of a run: config, data summary, the grid, a wall-time estimate from a measured probe of one process
+    (``processes`` > 1: the run's torchrun processes, which share every batch), and the traced peak device memory
+    of the models' steps."""
     from dataclasses import asdict
 
     estimates = recipe.estimate(plan)
@@ -258,4 +264,7 @@ def dry_run_text(recipe: Recipe, plan: Plan) -> str:
         total = sum(estimates.get(c.name, 0.0) for c in plan.cells)
         lines.append(f"estimated wall time: {_clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
-    return "\n".join(lines)
+        if processes > 1:
+            lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
+                         f"1/{processes} of it, plus their gradient exchanges)")
+    return "\n".join(lines + memory_lines())

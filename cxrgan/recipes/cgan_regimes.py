@@ -41,6 +41,8 @@ from cxrgan.balance.stages import Main
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
+from cxrgan.data.splits import patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
@@ -52,6 +54,7 @@ from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, T
 from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
                                      findings_estimates, load_findings, test_positives_note, train_and_score,
                                      uncertain_counts, with_policy)
+from cxrgan.recipes.synthetic import check_rows
 from cxrgan.report.tables import to_markdown
 
 # The NIH subset (649 images, 14 findings) joined with nih_pneumonia (651 images, the same 14 findings, other
@@ -89,6 +92,10 @@ class CganRegimesConfig:
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
     @classmethod
     def upgrade_stored(cls, values: dict) -> dict:
@@ -110,7 +117,8 @@ class CganRegimes(Recipe):
         c = self.config
         c.run.check()
         check_train_config(c.train)
-        unknown = [m for m in c.methods if m not in (*METHODS, CONTROL) and m not in BALANCERS]
+        unknown = [m for m in c.methods if m not in (*METHODS, CONTROL) and m not in BALANCERS
+                   and m not in c.synthetic.rows]
         if unknown:
             raise CxrganError(f"unknown method(s) {unknown}; available: {[*METHODS, CONTROL]} or a balancer name")
         if "none" not in c.methods:
@@ -132,14 +140,21 @@ class CganRegimes(Recipe):
         summary = (f"data {' + '.join(c.run.data)}: train {len(self.train_)}, val {len(self.val_)}, test {len(self.test_)} rows; "
                    f"augmented findings {', '.join(self.findings_)} (training positives "
                    f"{[int(self.train_.positives()[self.train_.label_names.index(f)]) for f in self.findings_]}); "
-                   f"uncertain test labels masked: {uncertain['test']}; GAN trained on the {c.gan_data} rows\n\n"
+                   f"uncertain test labels masked: {uncertain['test']}; GAN trained on the {c.gan_data} rows"
+                   + check_rows(self.synthetic(), self.train_, {"val": self.val_, "test": self.test_}, " + ".join(c.run.data))
+                   + "\n\n"
                    + to_markdown(self.generated_plan()))
         return Plan(cells=grid(seed=c.run.seed_range, regime=c.regimes, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
                     label_names=self.test_.label_names, summary=summary,
+                    groups={"val": patient_groups(self.val_), "test": patient_groups(self.test_)},
                     data_tables=[Table("train_split", "Training split (all regimes are nested in it)",
                                        self.train_.counts_table()),
                                  finding_counts(self.train_, self.test_)])
+
+    def synthetic(self) -> SyntheticFiles:
+        """The --synthetic files; balance mode fills the augmented findings as the dcgan-rare row would."""
+        return dataclasses.replace(self.config.synthetic, findings=self.findings_)
 
     def generated_plan(self) -> pd.DataFrame:
         """Per regime: real rows and the images the 15 % rule would generate for the first seed's draws."""
@@ -204,7 +219,7 @@ class CganRegimes(Recipe):
         c = self.config
         return make_balancer(method, BalanceContext(random_state=seed, device=str(c.run.torch_device()),
                                                     work_dir=None if run_dir is None else run_dir / "generators",
-                                                    generators=c.generators))
+                                                    generators=c.generators, synthetic=self.synthetic()))
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         """The probed classifier on the images each cell's method plans, and the generators it declares."""
@@ -251,9 +266,10 @@ class CganRegimes(Recipe):
                      else "GAN trained on each regime's own rows")
         verdicts = Table("verdicts", f"cgan-regimes: every row against none of its regime ({gan_title})",
                          verdict_table(comparisons),
-                         method_note(sum(x.effect is not None for x in comparisons), True)
-                         + " The 'mean of k estimable' rows average the estimable augmented findings per seed (paired "
-                         f"t over seeds). {test_positives_note(results, self.findings_)}", role="verdict")
+                         method_note(comparisons)
+                         + " The 'mean of k estimable' rows average the AUCs of the estimable augmented findings per "
+                         "seed; their test-image term covers the images and patients the findings share. "
+                         f"{test_positives_note(results, self.findings_)}", role="verdict")
         auc = self.auc_table(results, comparisons)
         notes = (f"Test ROC AUC of the augmented findings (real test split, policy-free labels); mean [95% CI over "
                  f"seeds]; {gan_title}. flip = random horizontal flips on the fly with p = 0.5; {CONTROL} = the GAN "

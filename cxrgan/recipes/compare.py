@@ -24,9 +24,11 @@ from cxrgan.classify.train import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
-from cxrgan.data.splits import fraction_subset, induce_imbalance
+from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_values, method_note,
+from cxrgan.evaluate.audit import AuditConfig
+from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
                                        verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
@@ -36,6 +38,7 @@ from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 from cxrgan.io import atomic_write, write_json
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.engine.probes import generator_seconds, training_seconds
+from cxrgan.recipes import synthetic as synthetic_rows
 from cxrgan.report.plots import plot_curves
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
@@ -57,6 +60,10 @@ class CompareConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of generator-backed methods
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
     @classmethod
     def upgrade_stored(cls, values: dict) -> dict:
@@ -126,11 +133,11 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
     return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
 
 
-def check_methods(methods: tuple[str, ...], baseline: str) -> None:
-    """Names and the baseline, before anything is loaded or trained."""
+def check_methods(methods: tuple[str, ...], baseline: str, synthetic: tuple[str, ...] = ()) -> None:
+    """Names (registered, or ``synthetic`` rows) and the baseline, before anything is loaded or trained."""
     if not methods:
         raise CxrganError("--methods is empty; name at least one method")
-    unknown = [m for m in methods if m not in BALANCERS]
+    unknown = [m for m in methods if m not in BALANCERS and m not in synthetic]
     if unknown:
         raise CxrganError(f"unknown method(s) {unknown}; available: {', '.join(sorted(BALANCERS))}")
     duplicated = sorted({m for m in methods if methods.count(m) > 1})
@@ -152,8 +159,12 @@ class Compare(Recipe):
     control: str | None = None
 
     def controlled_methods(self) -> tuple[str, ...]:
-        """The rows compared with ``control`` as well as with the baseline (a paper recipe's generative rows)."""
-        return ()
+        """The rows compared with ``control`` as well as with the baseline: those whose balancer declares it its
+        count-matched control (``Balancer.control``)."""
+        if self.control is None:
+            return ()
+        first = self.spec.first_seed
+        return tuple(m for m in self.compare_config.methods if self.balancer(m, first).control == self.control)
 
     @property
     def compare_config(self) -> CompareConfig:
@@ -173,7 +184,7 @@ class Compare(Recipe):
 
     def plan(self) -> Plan:
         c = self.compare_config
-        check_methods(c.methods, c.baseline)
+        check_methods(c.methods, c.baseline, c.synthetic.rows)
         self.spec.check()
         check_train_config(c.train)
         self.train_, self.val_, self.test_ = prepare_splits(c)
@@ -183,14 +194,18 @@ class Compare(Recipe):
         summary = (f"data {self.spec.file}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
                    f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
                    f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
-                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items()))
+                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
+                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
+                                                                          **self.sites_}, self.spec.file))
         return Plan(cells=grid(seed=self.seeds, method=c.methods) + self.analysis_cells(),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
                                      **{name: site.labels for name, site in self.sites_.items()}},
                     label_names=self.test_.label_names, summary=summary,
                     data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
                     class_names=self.test_.class_names,
-                    subgroups={name: subgroups(site) for name, site in self.sites_.items()})
+                    subgroups={name: subgroups(site) for name, site in self.sites_.items()},
+                    groups={name: patient_groups(rows) for name, rows in
+                            {"val": self.val_, "test": self.test_, **self.sites_}.items()})
 
     def load_sites(self) -> dict[str, CXRDataset]:
         """The external sites, checked against the whole data file (labels, size, shared images or patients)."""
@@ -212,7 +227,8 @@ class Compare(Recipe):
         c = self.compare_config
         return make_balancer(method, BalanceContext(random_state=seed, device=str(self.spec.torch_device()),
                                                     work_dir=None if run_dir is None else run_dir / "generators",
-                                                    generators=c.generators, extra_data=c.extra_data))
+                                                    generators=c.generators, extra_data=c.extra_data,
+                                                    synthetic=c.synthetic))
 
     def check_balancers(self) -> None:
         """What each method needs, asked of its balancer (a factory refuses missing inputs as it is built):
@@ -246,12 +262,23 @@ class Compare(Recipe):
         return entries
 
     def analysis_cells(self) -> list[Cell]:
-        """The recipe's analysis cells, run after the (seed, method) cells; ``compare`` has none."""
-        return []
+        """The recipe's analysis cells, run after the (seed, method) cells: in ``compare``, the audit of every
+        --synthetic file (``cxrgan.recipes.synthetic``)."""
+        return [Cell.of(analysis="synthetic-audit", file=row) for row in self.compare_config.synthetic.rows]
 
     def analyses(self) -> dict[str, Callable[[Cell, RunContext], CellResult]]:
         """Analysis kind -> the function that runs one of its cells."""
-        return {}
+        return {"synthetic-audit": self.synthetic_audit_cell}
+
+    def synthetic_audit_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """The audit of one --synthetic file, in the feature space of a small CNN trained once per run."""
+        c, row = self.compare_config, cell["file"]
+        config = AuditConfig(seed=self.spec.first_seed, device=self.spec.device)
+        result = synthetic_rows.audit_row(run.run_dir, c.synthetic, row, self.train_, self.val_, self.test_,
+                                          self.sites_, config)
+        fd = result["metrics"]["frechet_distance"]
+        return CellResult({"n_synthetic": result["n_synthetic"]},
+                          summary=f"FD {fd['synthetic']:.3f} (reference {fd['reference']:.3f})")
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Balance, train, predict and score one (method, seed); or run one analysis cell."""
@@ -303,10 +330,11 @@ class Compare(Recipe):
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
                     methods: tuple[str, ...] | None = None) -> list[Comparison]:
         """Every method against ``baseline`` on ``set_name``: ROC AUC per label column (binary: one row per
-        method; multi-label: one row per method and finding, plus the macro mean by a paired t over seeds)."""
+        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings)."""
         c = self.compare_config
         baseline = baseline or c.baseline
         labels, names = results.labels[set_name], results.label_names
+        patients = results.patients(set_name)
         base = results.seed_scores(set_name, method=baseline)
         site = {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
         rows = []
@@ -316,14 +344,15 @@ class Compare(Recipe):
             mine = results.seed_scores(set_name, method=method)
             if labels.shape[1] == 1:
                 rows.append(compare_auc({"method": method, "vs": baseline, **site}, labels[:, 0],
-                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()}))
+                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()},
+                                        patients))
                 continue
             for j, name in enumerate(names):
                 rows.append(compare_auc({"method": method, "vs": baseline, "finding": name}, labels[:, j],
-                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()}))
-            macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method)}
-            base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline)}
-            rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
+                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()},
+                                        patients))
+            rows.append(compare_macro_auc({"method": method, "vs": baseline, "finding": "macro"}, labels, mine, base,
+                                          patients))
         controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
         if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
             rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled)
@@ -343,15 +372,15 @@ class Compare(Recipe):
 
     def verdicts(self, results: Results, comparisons: list[Comparison]) -> Table:
         c = self.compare_config
-        with_test = any(comp.effect is not None and not np.isnan(comp.effect.test_se) for comp in comparisons)
-        notes = method_note(sum(comp.effect is not None for comp in comparisons), with_test)
+        notes = method_note(comparisons)
         sites = self.external_sets(results)
         if sites:
             notes += (f" External site(s) {', '.join(sites)}: every row of the file, images of other patients and "
                       "another hospital, scored by the same models; one Holm family with the internal test rows.")
         if results.labels["test"].shape[1] > 1:
-            notes += (" The macro row averages the findings' AUCs per seed and is tested by a paired t over seeds. "
-                      "A finding with fewer than 10 test positives is not estimable and is not tested.")
+            notes += (" The macro row averages the AUCs of the estimable findings per seed; its test-image term "
+                      "covers the images and patients the findings share. A finding with fewer than 10 test "
+                      "positives is not estimable: it is not tested and not in the macro row.")
         return Table("verdicts", f"{self.kind}: each method against {c.baseline} (test ROC AUC)",
                      verdict_table(comparisons), notes, role="verdict")
 
@@ -371,6 +400,7 @@ class Compare(Recipe):
                                 imbalance, "IRLbl of a label = rows of the commonest label / rows of this label; MeanIR "
                                 "= their mean (Charte et al. 2015), counted over the findings and 'no finding'.",
                                 role="detail"))
+        tables += [t for t in [synthetic_rows.audit_table(results.run_dir, c.synthetic.rows)] if t is not None]
         if results.subgroups:
             tables.append(Table("external_subgroups", "External sites by view, age band and sex (test ROC AUC)",
                                 subgroup_table(results, {m: {"method": m} for m in c.methods}), SUBGROUP_NOTE, role="detail"))
@@ -405,11 +435,11 @@ class Compare(Recipe):
                 estimates[cell.name] = self.analysis_seconds(cell, trained)
                 continue
             seconds = training_seconds(c.train, images[cell["method"]], eval_rows, self.train_.image_size,
-                                       self.train_.n_labels)
+                                       self.train_.n_labels, trace_memory=c.generators.full)
             for name, use in self.generator_entries((cell["method"],), (cell["seed"],)).items():
                 if name not in trained:
                     trained.add(name)
-                    seconds += generator_seconds(use.spec, use.rows, device)
+                    seconds += generator_seconds(use.spec, use.rows, device, trace_memory=c.generators.full)
             estimates[cell.name] = seconds
         return estimates
 

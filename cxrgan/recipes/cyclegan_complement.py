@@ -106,26 +106,20 @@ class CycleganComplement(Compare):
             raise CxrganError(f"--fidelity-images must be at least 1, got {c.fidelity_images}")
         return super().plan()
 
-    control = CONTROL
-
-    def controlled_methods(self) -> tuple[str, ...]:
-        """The rows whose balancer trains a generator (the CycleGAN rows), asked of each balancer: they must beat
-        the equal-steps control as well as ``none``."""
-        first = self.spec.first_seed
-        return tuple(m for m in self.compare_config.methods if self.balancer(m, first).generators(self.train_))
+    control = CONTROL  # the CycleGAN rows declare the equal-steps control "repeat" their count-matched control
 
     # ---- analysis cells ---------------------------------------------------------------------------------------
     def analysis_cells(self) -> list[Cell]:
         """Per translating row and seed, the fidelity of its CycleGAN, judged by the baseline's first-seed model."""
         baseline = Cell.of(seed=self.spec.first_seed, method=self.compare_config.baseline).name
-        translators = [m for m in self.controlled_methods()
+        translators = [m for m in self.compare_config.methods
                        if any(issubclass(generator_class(use.spec.name), ImageTranslator)
                               for use in self.generator_entries((m,), (self.spec.first_seed,)).values())]
-        return [Cell.of(analysis="fidelity", method=m, seed=s, after=(baseline,)) for m in translators
-                for s in self.seeds]
+        return super().analysis_cells() + [Cell.of(analysis="fidelity", method=m, seed=s, after=(baseline,))
+                                           for m in translators for s in self.seeds]
 
     def analyses(self):
-        return {"fidelity": self.fidelity_cell}
+        return {**super().analyses(), "fidelity": self.fidelity_cell}
 
     def fidelity_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Target-class rate of one CycleGAN's translations in each direction (by the baseline's model, at its

@@ -84,15 +84,8 @@ class DcganAlpha(Compare):
 
     kind = "dcgan-alpha"
     config_class = DcganAlphaConfig
-    control = CONTROL
-
-    def controlled_methods(self) -> tuple[str, ...]:
-        """Every row that adds generated minority images (its balancer trains generators and plans more rows than
-        it is given; not ``synth-pretrain``, which adds none) must beat count-matched oversampling as well as the
-        baseline."""
-        first, train = self.spec.first_seed, self.train_
-        return tuple(m for m in self.compare_config.methods
-                     if (b := self.balancer(m, first)).generators(train) and b.planned_rows(train) > len(train))
+    control = CONTROL  # the rows that add generated minority images (GAN rows, --synthetic files in balance mode;
+    #   not synth-pretrain, which adds none) declare oversampling their count-matched control
 
     @property
     def compare_config(self) -> CompareConfig:
@@ -116,11 +109,12 @@ class DcganAlpha(Compare):
                     self.tstr_of_method_.setdefault(method, name)
         others = [other for other in map(_other_class, self.tstr_sources_.values()) if other is not None]
         self.audited_ = {**self.generator_entries(), **{other.name: other.use for other in others}}
-        return ([Cell.of(analysis="tstr", generator=name) for name in (REAL, *self.tstr_sources_)]
+        return (super().analysis_cells()
+                + [Cell.of(analysis="tstr", generator=name) for name in (REAL, *self.tstr_sources_)]
                 + [Cell.of(analysis="audit", generator=name) for name in sorted(self.audited_)])
 
     def analyses(self):
-        return {"tstr": self.tstr_cell, "audit": self.audit_cell}
+        return {**super().analyses(), "tstr": self.tstr_cell, "audit": self.audit_cell}
 
     def audit_config(self, tstr: bool = True) -> AuditConfig:
         """The settings of the TSTR classifiers and the audits: seeded by the first seed, on the run's device."""

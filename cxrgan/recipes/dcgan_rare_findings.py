@@ -25,6 +25,7 @@ time (three baselines per seed on CheXpert, where the policies differ).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +36,21 @@ from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingCopies, 
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
+from cxrgan.data.splits import patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.balance.stages import Main
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA
-from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
 from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
                                      findings_estimates, load_findings, test_positives_note, train_and_score,
                                      uncertain_counts, with_policy)
+from cxrgan.recipes.synthetic import check_rows
 from cxrgan.report.tables import to_markdown
 
 POLICY_NAMES = {"ones": "U-Ones", "zeros": "U-Zeros", "ignore": "U-Ignore"}
@@ -69,6 +73,7 @@ class DcganRareConfig:
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files: rows synthetic:<stem> beside the cheap fixes
 
     @classmethod
     def upgrade_stored(cls, values: dict) -> dict:
@@ -110,17 +115,29 @@ class DcganRareFindings(Recipe):
         unknown = [m for m in c.cheap_fixes if m not in BALANCERS]
         if unknown:
             raise CxrganError(f"unknown method(s) {unknown} in --cheap-fixes; available: {', '.join(sorted(BALANCERS))}")
-        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds
-                  for m in ("dcgan-rare", CONTROL, *c.cheap_fixes)]
+        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds for m in ("dcgan-rare", *self.beside())]
         test = self.dataset_.split("test")
         summary = (f"data {' + '.join(c.run.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
                    + (" (no uncertain training labels: all policies coincide)" if self.coincide_ else "")
+                   + check_rows(self.synthetic(), train, {"val": self.dataset_.split("val"), "test": test},
+                                " + ".join(c.run.data))
                    + "\n\n" + to_markdown(self.generated_plan(train, test)))
-        return Plan(cells=cells, evaluation_sets={"val": self.dataset_.split("val").labels, "test": test.labels},
+        val = self.dataset_.split("val")
+        return Plan(cells=cells, evaluation_sets={"val": val.labels, "test": test.labels},
                     label_names=test.label_names, summary=summary,
+                    groups={"val": patient_groups(val), "test": patient_groups(test)},
                     data_tables=[Table("train_split", "Training split", train.counts_table()),
                                  finding_counts(train, test)])
+
+    def beside(self) -> tuple[str, ...]:
+        """The rows run beside the DCGAN under its policy: its count-matched control, the cheap fixes, then the
+        --synthetic files."""
+        return (CONTROL, *self.config.cheap_fixes, *self.config.synthetic.rows)
+
+    def synthetic(self) -> SyntheticFiles:
+        """The --synthetic files, balancing the augmented findings as the DCGAN row does (same findings, ratio)."""
+        return dataclasses.replace(self.config.synthetic, findings=self.findings_, ratio=self.config.ratio)
 
     def generated_plan(self, train, test) -> pd.DataFrame:
         """The chosen findings with their training counts and the images method B adds."""
@@ -158,7 +175,9 @@ class DcganRareFindings(Recipe):
                                     device=str(c.run.torch_device()), random_state=cell["seed"])
         if cell["method"] == CONTROL:  # the DCGAN's draws with real images: same seed, findings and ratio
             return RareFindingCopies(self.findings_, c.ratio, random_state=cell["seed"])
-        return make_balancer(cell["method"], BalanceContext(random_state=cell["seed"]))
+        return make_balancer(cell["method"], BalanceContext(
+            random_state=cell["seed"], work_dir=None if run_dir is None else run_dir / "generators",
+            synthetic=self.synthetic()))
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         """The probed classifier on the images each cell plans, and the DCGANs its balancer declares."""
@@ -180,7 +199,7 @@ class DcganRareFindings(Recipe):
     # ---- tables -------------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         c = self.config
-        comparisons = [row for method in ("dcgan-rare", CONTROL, *c.cheap_fixes) if results.where(method=method)
+        comparisons = [row for method in ("dcgan-rare", *self.beside()) if results.where(method=method)
                        for row in finding_comparisons(results, self.findings_, {"method": method, "vs": "baseline"},
                                                       {"method": method}, {"method": "baseline", "policy": c.policy})]
         if results.where(method="dcgan-rare") and results.where(method=CONTROL):
@@ -189,7 +208,7 @@ class DcganRareFindings(Recipe):
         verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented, its count-matched control and the cheap "
                          f"fixes against the {POLICY_NAMES[c.policy]} baseline; the DCGAN against its control",
                          verdict_table(comparisons),
-                         method_note(sum(x.effect is not None for x in comparisons), True)
+                         method_note(comparisons)
                          + f" {test_positives_note(results, self.findings_)}", role="verdict")
         policy_note = ("This dataset has no uncertain (-1) training labels, so U-Ones, U-Zeros and U-Ignore give "
                        "identical labels and one baseline per seed fills every column." if self.coincide_ else
@@ -236,7 +255,7 @@ class DcganRareFindings(Recipe):
             if results.where(method=CONTROL):
                 row[f"DCGAN Δ vs {CONTROL}"], row[f"DCGAN verdict vs {CONTROL}"] = verdicts.cells(
                     method="dcgan-rare", vs=CONTROL, finding=finding)
-            for method in (CONTROL, *self.config.cheap_fixes):  # the control and the strongest cheap fixes
+            for method in self.beside():  # the control, the strongest cheap fixes and the synthetic files
                 runs = results.where(method=method)
                 if runs:
                     row[method] = auc_cell([r["auc"][finding] for r in runs], y[:, j])
