@@ -260,3 +260,69 @@ def _sgan_domain(args: argparse.Namespace) -> None:
                               first_seed=args.first_seed, full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
                               allow_patient_overlap=args.allow_patient_overlap)
     run(SganDomain(config), args)
+
+
+# ---- the map over the minority's size ----------------------------------------------------------------------------
+def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.recipes import KERMANY_64
+    from cxrgan.recipes.helps_map import (METHODS, MINORITY, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS,
+                                          GeneratorBudget)
+
+    budget = GeneratorBudget()
+    parser.add_argument("--data", default=KERMANY_64, help="binary .npz, normal / abnormal; the abnormal (positive) "
+                                                          "class is cut to each minority count (default %(default)s)")
+    parser.add_argument("--minority", default=None, metavar="N,N,...",
+                        help=f"minority training images per point, nested per seed and grouped by patient (default "
+                             f"{','.join(map(str, MINORITY))}, those up to the class's training rows; --quick "
+                             f"{','.join(map(str, QUICK_MINORITY))}); a generator needs at least 16")
+    parser.add_argument("--majority", type=int, default=None, metavar="N",
+                        help="majority (normal) training images, fixed at every point (default: those of compare's "
+                             "3:1 subset, 1,206 on Kermany)")
+    parser.add_argument("--methods", default=None,
+                        help=f"methods at every point, none first (default {','.join(METHODS)}; --quick "
+                             f"{','.join(QUICK_METHODS)})")
+    parser.add_argument("--generator-seeds", type=int, default=None, metavar="K",
+                        help="distinct minority draws and generators per point, shared by the classifier seeds in "
+                             "turn (default: one per seed; 1 = one generator per point, verdicts conditional on it)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a first look: minority {','.join(map(str, QUICK_MINORITY))}, methods "
+                             f"{','.join(QUICK_METHODS)}, {QUICK_SEEDS} seeds (flags given explicitly win)")
+    group = parser.add_argument_group("classifier")
+    group.add_argument("--model", default="resnet18", help="resnet18, densenet121 or small-cnn (default %(default)s)")
+    group.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
+    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                       help="autocast precision; auto (default) = bf16 where the device runs it natively")
+    parser.add_argument("--full", action="store_true", help="paper-size generators and ResNet-18 training (GPU)")
+    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_generator_flags(parser, generator="fastgan")
+    parser.add_argument_group("generator budgets").description = (
+        f"Without --gan-steps a generator trains its CPU preset's steps (fastgan 1,000, the cLDM of cldm-a0.5 and "
+        f"synth-pretrain 3,000) x clip(minority / {budget.reference_rows}, {budget.floor:g}, 1): at 16-100 minority "
+        f"images a quarter of the preset, at 400 all of it. --gan-steps N trains N steps at every point.")
+    add_run_flags(parser, default_seeds=QUICK_SEEDS)
+
+
+@command("recipe helps-map", "where does generative rebalancing help? Every method against none and duplication "
+         "over the minority class's size", flags=_helps_map_flags)
+def _helps_map(args: argparse.Namespace) -> None:
+    from cxrgan.device import resolve_amp
+    from cxrgan.errors import CxrganError
+    from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER
+    from cxrgan.recipes.helps_map import METHODS, QUICK_METHODS, QUICK_MINORITY, HelpsMap, HelpsMapConfig
+
+    try:
+        minority = tuple(int(n) for n in args.minority.split(",") if n.strip()) if args.minority else None
+    except ValueError:
+        raise CxrganError(f"--minority {args.minority!r}: expected comma-separated counts such as 25,100") from None
+    amp = resolve_amp(args.precision, args.device)
+    train = dataclasses.replace(classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), model=args.model,
+                                bf16=amp == "bf16", fp16=amp == "fp16")
+    config = HelpsMapConfig(data=args.data, minority=minority or (QUICK_MINORITY if args.quick else None),
+                            majority=args.majority,
+                            methods=method_list(args.methods) if args.methods else (QUICK_METHODS if args.quick
+                                                                                    else METHODS),
+                            seeds=args.seeds, first_seed=args.first_seed, generator_seeds=args.generator_seeds,
+                            train=train, generators=generator_settings(args),
+                            allow_patient_overlap=args.allow_patient_overlap,
+                            **external_sites(args, default_external(args.data)))
+    run(HelpsMap(config), args)

@@ -15,6 +15,7 @@ from cxrgan.classify.train import masked_bce
 from cxrgan.device import autocast, resolve_device
 
 PROBE_STEPS = 3  # timed steps after one warm-up step
+PROBE_SAMPLES = 64  # images of the timed sampling batch
 
 
 @lru_cache(maxsize=None)
@@ -90,11 +91,38 @@ def generator_seconds(name: str, settings, dataset, device: str = "cpu", **fixed
     """Training time of generator ``name`` under ``settings`` on ``dataset``: its steps x a probed step time."""
     from cxrgan.generators import GeneratorSpec
 
-    spec = GeneratorSpec.resolve(name, settings, **fixed)
-    probe = GeneratorSpec(name, probe_config(spec.config))
-    seconds = step_seconds(("generator", name, _timing_fields(probe.config), dataset.images.shape[1:], device),
+    return spec_seconds(GeneratorSpec.resolve(name, settings, **fixed), dataset, device)
+
+
+def spec_seconds(spec, dataset, device: str = "cpu") -> float:
+    """Training time of the generator ``spec`` (a ``GeneratorSpec``) on ``dataset``: its steps x a probed step
+    time (one probe per network and image size, whatever the steps, seed or class)."""
+    from cxrgan.generators import GeneratorSpec
+
+    probe = GeneratorSpec(spec.name, probe_config(spec.config))
+    seconds = step_seconds(("generator", spec.name, _timing_fields(probe.config), dataset.images.shape[1:], device),
                            lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
     return seconds * spec.config.steps
+
+
+_SAMPLE_SECONDS: dict[tuple, float] = {}
+
+
+def sample_seconds(spec, dataset, device: str = "cpu", labels: float = 1.0) -> float:
+    """Seconds per image drawn (labelled ``labels``) from the generator ``spec`` trained on ``dataset``: a probe
+    model trains a few steps, then one batch of samples is timed after a warm-up draw."""
+    from cxrgan.generators import GeneratorSpec
+
+    probe = GeneratorSpec(spec.name, probe_config(spec.config))
+    key = ("sample", spec.name, _timing_fields(probe.config), dataset.images.shape[1:], device)
+    if key not in _SAMPLE_SECONDS:
+        model = probe.build(device=device).fit(dataset)
+        generator = torch.Generator().manual_seed(0)
+        model.sample(4, labels=np.full((4, 1), labels, np.float32), generator=generator)
+        started = time.perf_counter()
+        model.sample(PROBE_SAMPLES, labels=np.full((PROBE_SAMPLES, 1), labels, np.float32), generator=generator)
+        _SAMPLE_SECONDS[key] = (time.perf_counter() - started) / PROBE_SAMPLES
+    return _SAMPLE_SECONDS[key]
 
 
 def _timing_fields(config) -> tuple:
