@@ -264,6 +264,7 @@ def _sgan_domain(args: argparse.Namespace) -> None:
 
 # ---- the map over the minority's size ----------------------------------------------------------------------------
 def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.generators import generator_class
     from cxrgan.recipes import KERMANY_64
     from cxrgan.recipes.helps_map import (METHODS, MINORITY, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS,
                                           GeneratorBudget)
@@ -295,10 +296,12 @@ def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="paper-size generators and ResNet-18 training (GPU)")
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
     add_generator_flags(parser, generator="fastgan")
+    presets = ", ".join(f"{name} {generator_class(name).cpu_preset['steps']:,}" for name in ("fastgan", "cldm"))
     parser.add_argument_group("generator budgets").description = (
-        f"Without --gan-steps a generator trains its CPU preset's steps (fastgan 1,000, the cLDM of cldm-a0.5 and "
-        f"synth-pretrain 3,000) x clip(minority / {budget.reference_rows}, {budget.floor:g}, 1): at 16-100 minority "
-        f"images a quarter of the preset, at 400 all of it. --gan-steps N trains N steps at every point.")
+        f"Without --gan-steps a generator trains its CPU preset's steps ({presets}) x clip(minority / "
+        f"{budget.reference_rows}, {budget.floor:g}, 1), as few images need fewer steps: "
+        + ", ".join(f"{n} images {budget.steps(100, n)} %" for n in MINORITY)
+        + " of the preset. --gan-steps N trains N steps at every point.")
     add_run_flags(parser, default_seeds=QUICK_SEEDS)
 
 

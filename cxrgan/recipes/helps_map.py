@@ -410,16 +410,16 @@ class HelpsMap(Compare):
                                                                          conditional and self.is_generative(m))}
                                  for m in c.methods if m != BASELINE and results.where(method=m)])
         map_frame = self.map_table(results, effects)
-        budget = ("--gan-steps fixes every generator's steps" if c.generators.steps is not None else
-                  f"generator steps = preset x clip(minority / {c.budget.reference_rows}, {c.budget.floor:g}, 1)")
+        budget = (f"Every generator trains {c.generators.steps} steps (--gan-steps)." if c.generators.steps is not None
+                  else f"Generator steps: its preset x clip(minority / {c.budget.reference_rows}, {c.budget.floor:g}, 1) "
+                       "(each generator's steps in map_audit).")
         notes = (f"One row per minority count (training rows of {self.class_name(1)!r}, nested per seed and grouped by "
                  f"patient; the {self.majority_rows()} {self.class_name(0)!r} rows fixed). Cells: test ROC AUC mean "
                  "[95% CI over seeds]; Δ = method - baseline, paired by seed, [95% CI]; p (Holm) and verdict per "
                  "baseline as 'vs none / vs oversample'; min. detectable Δ: the smallest difference each comparison "
                  f"detects with 80% power before adjustment. {family} full = none trained on the fixed majority plus "
                  f"every minority training row ({self.minority_pool()}); headroom = full - none at the point, paired "
-                 f"by seed (described, not tested). {budget} (16 ~ 25 % of the preset; the table in the plan summary "
-                 f"gives each point's steps).{condition}")
+                 f"by seed (described, not tested). {budget}{condition}")
         tables = [Table("answer", f"helps-map: where does each method help? ({Path(c.data).name})", answer,
                         f"Generated from the verdicts of the map table. {family}{condition}", role="verdict"),
                   Table("map", f"helps-map: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s) per point",
