@@ -105,7 +105,8 @@ def test_answer_sentence_groups_counts_by_verdict():
     sentence = answer_sentence("fastgan", [("oversample", "", points), ("none", "nih", [(n, same, "") for n in grid])],
                                conditional=True)
     assert sentence.startswith("fastgan: better than duplication (oversample) up to 25 minority images (Δ +0.050 [")
-    assert "no detectable difference from duplication (oversample) from 50 minority images on (min. detectable Δ" in sentence
+    assert ("no detectable difference from duplication (oversample) from 50 minority images on (min. detectable Δ"
+            in sentence)
     assert "; at nih: no detectable difference from none at every minority count from 16 to 400" in sentence
     assert sentence.endswith("conditional on one generator per point shared by the classifier seeds.")
     scattered = answer_sentence("x", [("none", "", [(16, same, ""), (25, better, ""), (50, same, ""),

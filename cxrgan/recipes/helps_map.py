@@ -230,7 +230,8 @@ class HelpsMap(Compare):
                 raise CxrganError(f"--minority {count}: not below the {majority} fixed {names[0]!r} rows (the limit "
                                   f"is {majority - 1}; the minority must stay the smaller class, or raise --majority)")
         if not counts:
-            raise CxrganError(f"{c.data}: no default minority count fits below {limit + 1}; name counts with --minority")
+            raise CxrganError(f"{c.data}: no default minority count fits below {limit + 1}; name counts with "
+                              "--minority")
         return tuple(sorted(counts))
 
     def check_generators(self) -> None:
@@ -278,8 +279,8 @@ class HelpsMap(Compare):
         rows = []
         for count in self.counts_:
             point = self.points(self.draws[0])[count]
-            row: dict[str, Any] = {"minority rows": count,
-                                   "patients (first draw)": point.meta["patient_id"][point.binary_targets() == 1].nunique()}
+            patients = point.meta["patient_id"][point.binary_targets() == 1].nunique()
+            row: dict[str, Any] = {"minority rows": count, "patients (first draw)": patients}
             for method in c.methods:
                 for spec in self.specs_at(method, count, self.draws[0]):
                     row[f"{spec.name} steps"] = spec.config.steps
@@ -411,8 +412,8 @@ class HelpsMap(Compare):
                                  for m in c.methods if m != BASELINE and results.where(method=m)])
         map_frame = self.map_table(results, effects)
         budget = (f"Every generator trains {c.generators.steps} steps (--gan-steps)." if c.generators.steps is not None
-                  else f"Generator steps: its preset x clip(minority / {c.budget.reference_rows}, {c.budget.floor:g}, 1) "
-                       "(each generator's steps in map_audit).")
+                  else f"Generator steps: its preset x clip(minority / {c.budget.reference_rows}, "
+                       f"{c.budget.floor:g}, 1) (each generator's steps in map_audit).")
         notes = (f"One row per minority count (training rows of {self.class_name(1)!r}, nested per seed and grouped by "
                  f"patient; the {self.majority_rows()} {self.class_name(0)!r} rows fixed). Cells: test ROC AUC mean "
                  "[95% CI over seeds]; Δ = method - baseline, paired by seed, [95% CI]; p (Holm) and verdict per "
@@ -548,7 +549,8 @@ class MapEffects:
     """The map's comparisons with Holm applied over all of them, looked up by their row keys."""
 
     def __init__(self, comparisons: list[Comparison]):
-        self.by_row = {tuple(sorted(comp.row.items())): (effect, comp.note) for comp, effect in Verdicts(comparisons).items}
+        self.by_row = {tuple(sorted(comp.row.items())): (effect, comp.note)
+                       for comp, effect in Verdicts(comparisons).items}
 
     def has(self, **row: str) -> bool:
         return tuple(sorted(row.items())) in self.by_row
@@ -573,7 +575,8 @@ def _counts_phrase(counts: list[int], grid: list[int]) -> str:
         return f"from {counts[0]} minority images on"
     if len(counts) > 1 and where == list(range(len(counts))):
         return f"up to {counts[-1]} minority images"
-    return "at " + ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + f"{counts[-1]} minority images"
+    listed = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
+    return f"at {listed} minority images"
 
 
 def answer_sentence(method: str, clauses: list[tuple[str, str, list[tuple[int, Effect | None, str]]]],

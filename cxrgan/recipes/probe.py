@@ -96,12 +96,12 @@ def generator_seconds(name: str, settings, dataset, device: str = "cpu", **fixed
 
 def spec_seconds(spec, dataset, device: str = "cpu") -> float:
     """Training time of the generator ``spec`` (a ``GeneratorSpec``) on ``dataset``: its steps x a probed step
-    time (one probe per network and image size, whatever the steps, seed or class)."""
+    time (one probe per network, image size and batch, whatever the steps, seed or class)."""
     from cxrgan.generators import GeneratorSpec
 
     probe = GeneratorSpec(spec.name, probe_config(spec.config))
-    seconds = step_seconds(("generator", spec.name, _timing_fields(probe.config), dataset.images.shape[1:], device),
-                           lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
+    key = ("generator", spec.name, _timing_fields(probe.config), _rows_key(probe.config, dataset), device)
+    seconds = step_seconds(key, lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
     return seconds * spec.config.steps
 
 
@@ -114,7 +114,7 @@ def sample_seconds(spec, dataset, device: str = "cpu", labels: float = 1.0) -> f
     from cxrgan.generators import GeneratorSpec
 
     probe = GeneratorSpec(spec.name, probe_config(spec.config))
-    key = ("sample", spec.name, _timing_fields(probe.config), dataset.images.shape[1:], device)
+    key = ("sample", spec.name, _timing_fields(probe.config), _rows_key(probe.config, dataset), device)
     if key not in _SAMPLE_SECONDS:
         model = probe.build(device=device).fit(dataset)
         generator = torch.Generator().manual_seed(0)
@@ -125,9 +125,17 @@ def sample_seconds(spec, dataset, device: str = "cpu", labels: float = 1.0) -> f
     return _SAMPLE_SECONDS[key]
 
 
+def _rows_key(config, dataset) -> tuple:
+    """What of a training set can change a generator's step time: the image size, and a batch smaller than the
+    configured one (a batch is capped at a stream's rows, so a one-class generator of 25 positive images takes
+    batches of 25; the positive rows bound such a stream). Larger sets share one probe."""
+    positives = int(np.nansum(dataset.labels == 1))
+    return dataset.images.shape[1:], min(getattr(config, "batch_size", 0), len(dataset), positives)
+
+
 def _timing_fields(config) -> tuple:
     """A config's fields that can change its step time: not the seed or the modelled finding / class (one probe
-    serves every seed and finding of a recipe; the rows a step draws are a batch whatever the row count)."""
+    serves every seed and finding of a recipe; the rows a step draws are a batch, see ``_rows_key``)."""
     return tuple((k, repr(v)) for k, v in sorted(dataclasses.asdict(config).items()) if k not in ("seed", "target"))
 
 
