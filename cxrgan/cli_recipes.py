@@ -20,9 +20,10 @@ def default_external(data: str) -> tuple[str, ...]:
 
 
 # ---- flags every recipe shares -----------------------------------------------------------------------------------
-def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
+def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, seeds_help: str = "") -> None:
     group = parser.add_argument_group("run")
-    group.add_argument("--seeds", type=int, default=default_seeds, help="training seeds (default %(default)s)")
+    group.add_argument("--seeds", type=int, default=default_seeds,
+                       help=seeds_help or "training seeds (default %(default)s)")
     group.add_argument("--first-seed", type=int, default=0)
     group.add_argument("--out", default="runs", help="folder for numbered run directories")
     group.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
@@ -266,8 +267,8 @@ def _sgan_domain(args: argparse.Namespace) -> None:
 def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.generators import generator_class
     from cxrgan.recipes import KERMANY_64
-    from cxrgan.recipes.helps_map import (METHODS, MINORITY, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS,
-                                          GeneratorBudget)
+    from cxrgan.recipes.helps_map import (METHODS, MINORITY, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY,
+                                          QUICK_SEEDS, SEEDS, GeneratorBudget)
 
     budget = GeneratorBudget()
     parser.add_argument("--data", default=KERMANY_64, help="binary .npz, normal / abnormal; the abnormal (positive) "
@@ -281,16 +282,19 @@ def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
                              "3:1 subset, 1,206 on Kermany)")
     parser.add_argument("--methods", default=None,
                         help=f"methods at every point, none first (default {','.join(METHODS)}; --quick "
-                             f"{','.join(QUICK_METHODS)})")
+                             f"{','.join(QUICK_METHODS)}); cldm-a0.5 and synth-pretrain (one latent diffusion model "
+                             "per point and seed, shared by both) add more time than the default map takes")
     parser.add_argument("--generator-seeds", type=int, default=None, metavar="K",
                         help="distinct minority draws and generators per point, shared by the classifier seeds in "
                              "turn (default: one per seed; 1 = one generator per point, verdicts conditional on it)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a first look: minority {','.join(map(str, QUICK_MINORITY))}, methods "
-                             f"{','.join(QUICK_METHODS)}, {QUICK_SEEDS} seeds (flags given explicitly win)")
+                             f"{','.join(QUICK_METHODS)}, {QUICK_SEEDS} seeds, {QUICK_EPOCHS} epochs (flags given "
+                             "explicitly win)")
     group = parser.add_argument_group("classifier")
     group.add_argument("--model", default="resnet18", help="resnet18, densenet121 or small-cnn (default %(default)s)")
-    group.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
+    group.add_argument("--epochs", type=int, default=None,
+                       help=f"classifier epochs (default: CPU 8, --quick {QUICK_EPOCHS}, --full 30)")
     group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                        help="autocast precision; auto (default) = bf16 where the device runs it natively")
     parser.add_argument("--full", action="store_true", help="paper-size generators and ResNet-18 training (GPU)")
@@ -302,7 +306,8 @@ def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
         f"{budget.reference_rows}, {budget.floor:g}, 1), as few images need fewer steps: "
         + ", ".join(f"{n} images {budget.steps(100, n)} %" for n in MINORITY)
         + " of the preset. --gan-steps N trains N steps at every point.")
-    add_run_flags(parser, default_seeds=QUICK_SEEDS)
+    add_run_flags(parser, default_seeds=None,
+                  seeds_help=f"classifier seeds per point (default {SEEDS}; --quick {QUICK_SEEDS})")
 
 
 @command("recipe helps-map", "where does generative rebalancing help? Every method against none and duplication "
@@ -311,12 +316,15 @@ def _helps_map(args: argparse.Namespace) -> None:
     from cxrgan.device import resolve_amp
     from cxrgan.errors import CxrganError
     from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER
-    from cxrgan.recipes.helps_map import METHODS, QUICK_METHODS, QUICK_MINORITY, HelpsMap, HelpsMapConfig
+    from cxrgan.recipes.helps_map import (METHODS, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS, SEEDS,
+                                          HelpsMap, HelpsMapConfig)
 
     try:
         minority = tuple(int(n) for n in args.minority.split(",") if n.strip()) if args.minority else None
     except ValueError:
         raise CxrganError(f"--minority {args.minority!r}: expected comma-separated counts such as 25,100") from None
+    if args.quick and args.epochs is None:
+        args.epochs = QUICK_EPOCHS
     amp = resolve_amp(args.precision, args.device)
     train = dataclasses.replace(classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), model=args.model,
                                 bf16=amp == "bf16", fp16=amp == "fp16")
@@ -324,7 +332,9 @@ def _helps_map(args: argparse.Namespace) -> None:
                             majority=args.majority,
                             methods=method_list(args.methods) if args.methods else (QUICK_METHODS if args.quick
                                                                                     else METHODS),
-                            seeds=args.seeds, first_seed=args.first_seed, generator_seeds=args.generator_seeds,
+                            seeds=args.seeds if args.seeds is not None else QUICK_SEEDS if args.quick else SEEDS,
+                            first_seed=args.first_seed,
+                            generator_seeds=args.generator_seeds,
                             train=train, generators=generator_settings(args),
                             allow_patient_overlap=args.allow_patient_overlap,
                             **external_sites(args, default_external(args.data)))
