@@ -310,12 +310,12 @@ class Compare(Recipe):
             for j, name in enumerate(names):
                 rows.append(compare_auc({"method": method, "vs": baseline, "finding": name}, labels[:, j],
                                         {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()}))
-            macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method)}
-            base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline)}
+            macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method, **where)}
+            base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline, **where)}
             rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
         controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
         if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
-            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled)
+            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled, where=where)
         return rows
 
     @staticmethod
