@@ -19,9 +19,10 @@ A reference cell per seed, ``full`` (method ``none`` on the fixed majority plus 
 file), gives each point's headroom: the ``none`` AUC beside the AUC of the full class.
 
 Generator budgets scale with the point (``GeneratorBudget``): the CPU presets were set on the 402 pneumonias of
-the 3:1 split, and a generator on 16-50 images needs far fewer steps than on 400 (its data is smaller and it
-memorises sooner), so a point trains ``preset x clip(minority / 400, 0.25, 1)`` steps. ``--gan-steps`` fixes the
-steps at every point instead.
+the 3:1 split, and a generator on 16-50 images needs fewer steps than on 400 (its data is smaller and it memorises
+sooner), so a point trains its preset x (1 + 0.15 log2(minority / 400)) steps, at least a quarter of the preset:
+30 % at 16 images, 40 % at 25, 55 % at 50, 70 % at 100 (measured for FastGAN, see the class). ``--gan-steps``
+fixes the steps at every point instead.
 
 Statistics. Every method is compared with ``none`` and every method but ``none`` with ``oversample`` at every point
 by the seed-level paired test (``cxrgan.evaluate.inference``), on the internal test split and on every external site;
@@ -82,24 +83,33 @@ GENERATORS_DIR = "generators"
 
 @dataclass(frozen=True)
 class GeneratorBudget:
-    """Steps of a generator at a point: its preset's steps x clip(minority rows / ``reference_rows``, ``floor``, 1).
+    """Steps of a generator at a point: its preset's steps x a share that drops by ``per_halving`` with every
+    halving of the minority rows below ``reference_rows``, never below ``floor``:
+    share = clip(1 + per_halving x log2(minority / reference_rows), floor, 1).
 
-    The presets were set on the 402 pneumonias of the 3:1 split. On 25 pneumonias (``benchmarks/generator_quality.py
-    --case fastgan-m25``, audited against those 25 rows) FastGAN's recall / coverage were 0.24 / 0.39 at 200 steps,
-    0.71 / 0.62 at 400 and 0.77 / 0.69 at 800, while its memorised fraction rose from 0.005 at 400 steps to 0.031 at
-    800 (reference 0.010): few images want about 400 of the preset's 1,000 steps, hence the floor of 0.4.
+    The CPU presets were set on the 402 pneumonias of the 3:1 split. FastGAN's quality curves on the map's own
+    points (``benchmarks/generator_quality.py --case fastgan-m25`` / ``fastgan-m100``, audited against the
+    pneumonias each saw) put the best trade-off lower with fewer images: on 25, recall 0.24 / 0.71 / 0.71 / 0.77 at
+    200 / 400 / 600 / 800 steps while its memorised fraction rose from 0.005 at 400 steps to 0.013 at 600 and 0.031
+    at 800 (reference 0.010); on 100, recall 0.41 / 0.68 / 0.75 / 0.77 and FD 3.0 / 4.6 / 2.3 / 2.0 (reference 1.9)
+    with nothing memorised (0.003). About 400 of the preset's 1,000 steps at 25 images and 700 at 100: 15 % fewer
+    per halving.
     """
 
     reference_rows: int = 400  # minority rows at which a generator trains its whole preset (presets: 402 pneumonias)
-    floor: float = 0.4  # the smallest share of the preset any point trains
+    per_halving: float = 0.15  # share of the preset taken off per halving of the minority rows
+    floor: float = 0.25  # the smallest share of the preset any point trains
 
     def __post_init__(self) -> None:
-        if self.reference_rows < 1 or not 0 < self.floor <= 1:
-            raise CxrganError(f"generator budget: reference_rows must be >= 1 and floor in (0, 1], got "
-                              f"{self.reference_rows} and {self.floor}")
+        if self.reference_rows < 1 or not 0 < self.floor <= 1 or self.per_halving < 0:
+            raise CxrganError(f"generator budget: reference_rows must be >= 1, floor in (0, 1] and per_halving >= 0, "
+                              f"got {self.reference_rows}, {self.floor} and {self.per_halving}")
+
+    def share(self, minority_rows: int) -> float:
+        return min(1.0, max(self.floor, 1.0 + self.per_halving * math.log2(minority_rows / self.reference_rows)))
 
     def steps(self, preset_steps: int, minority_rows: int) -> int:
-        return max(1, round(preset_steps * min(1.0, max(self.floor, minority_rows / self.reference_rows))))
+        return max(1, round(preset_steps * self.share(minority_rows)))
 
 
 @dataclass(frozen=True)
@@ -420,8 +430,8 @@ class HelpsMap(Compare):
                                  for m in c.methods if m != BASELINE and results.where(method=m)])
         map_frame = self.map_table(results, effects)
         budget = (f"Every generator trains {c.generators.steps} steps (--gan-steps)." if c.generators.steps is not None
-                  else f"Generator steps: its preset x clip(minority / {c.budget.reference_rows}, "
-                       f"{c.budget.floor:g}, 1) (each generator's steps in map_audit).")
+                  else f"Generator steps: its preset x clip(1 + {c.budget.per_halving:g} log2(minority / "
+                       f"{c.budget.reference_rows}), {c.budget.floor:g}, 1) (each generator's steps in map_audit).")
         notes = (f"One row per minority count (training rows of {self.class_name(1)!r}, nested per seed and grouped by "
                  f"patient; the {self.majority_rows()} {self.class_name(0)!r} rows fixed). Cells: test ROC AUC mean "
                  "[95% CI over seeds]; Δ = method - baseline, paired by seed, [95% CI]; p (Holm) and verdict per "
