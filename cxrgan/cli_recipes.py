@@ -291,7 +291,9 @@ def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"a first look: minority {','.join(map(str, QUICK_MINORITY))}, methods "
                              f"{','.join(QUICK_METHODS)}, {QUICK_SEEDS} seeds, {QUICK_EPOCHS} epochs (flags given "
-                             "explicitly win)")
+                             "explicitly win); on an idle 2-core CPU about 25-30 minutes, the default map about 2-2.5 "
+                             "hours (the dry run's estimator with measured idle speeds; --dry-run measures this "
+                             "machine)")
     group = parser.add_argument_group("classifier")
     group.add_argument("--model", default="resnet18", help="resnet18, densenet121 or small-cnn (default %(default)s)")
     group.add_argument("--epochs", type=int, default=None,

@@ -116,13 +116,19 @@ def test_answer_sentence_groups_counts_by_verdict():
     assert "not tested against none (no seed finished by both) at 100 minority images" in scattered
 
 
-def test_dry_run_and_shared_generators(files, tmp_path, capsys):
+def test_dry_run_and_shared_generators(files, tmp_path, capsys, monkeypatch):
+    from cxrgan.recipes import probe
+
     data, _ = files
+    probes = {}
+    monkeypatch.setattr(probe, "_GENERATOR_PROBES", probes)
     assert main(["recipe", "helps-map", "--data", data, "--no-external", *TINY, "--dry-run",
                  "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "14 cells:" in printed and "fastgan minority 30 seed 1" in printed and "none minority full seed 1" in printed
     assert "estimated wall time" in printed and not list(tmp_path.iterdir())
+    # FastGAN's batch is capped at its 16 or 30 images: one probe per point, shared by the seeds
+    assert sorted(key[2][1] for key in probes) == [16, 30]
     # --generator-seeds 1: every classifier seed trains on the first draw (and its generator)
     recipe = HelpsMap(HelpsMapConfig(data=data, minority=COUNTS, methods=("none", "fastgan"), seeds=3,
                                      generator_seeds=1))

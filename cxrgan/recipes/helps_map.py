@@ -67,17 +67,17 @@ BASELINE = "none"
 DUPLICATION = "oversample"  # the count-matched control every generative row must beat
 FULL = "full"  # the minority coordinate of the reference cells, trained on every minority training row
 # The default map: none, duplication, the best cheap fixes of the long-tail literature (Holste et al. 2022), and the
-# generator built for few images, FastGAN (Liu et al. 2021). Within 3 CPU-hours on an idle 2-core machine there is
-# room for it at 4 seeds, not for the latent diffusion rows: cldm-a0.5 and synth-pretrain (one cLDM per point and
-# seed, shared by both) add its training and about 7,000 DDIM samples per point and seed (--methods adds them).
+# generator built for few images, FastGAN (Liu et al. 2021), at 3 seeds: within 3 hours on an idle 2-core machine.
+# The latent diffusion rows do not fit: cldm-a0.5 and synth-pretrain (one cLDM per point and seed, shared by both)
+# add its training (900-3,000 steps) and about 7,000 DDIM samples per point and seed; --methods adds them.
 METHODS = ("none", "oversample", "ldam-drw", "logit-adjust", "fastgan")
 MINORITY = (16, 25, 50, 100, 400)  # log-spaced; 16 = the fewest images a generator trains on (MIN_TRAIN_IMAGES)
-SEEDS = 4
-# --quick: a first look in under half an hour: three counts, none, duplication, FastGAN, 2 seeds, 6 epochs
-QUICK_MINORITY = (16, 50, 200)
+SEEDS = 3
+# --quick: a first look in under half an hour: three counts, none, duplication, FastGAN, 2 seeds, 5 epochs
+QUICK_MINORITY = (16, 25, 50)  # the default map's smallest points
 QUICK_METHODS = ("none", "oversample", "fastgan")
 QUICK_SEEDS = 2
-QUICK_EPOCHS = 6
+QUICK_EPOCHS = 5
 GENERATORS_DIR = "generators"
 
 

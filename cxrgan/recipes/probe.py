@@ -97,40 +97,45 @@ def generator_seconds(name: str, settings, dataset, device: str = "cpu", **fixed
 def spec_seconds(spec, dataset, device: str = "cpu") -> float:
     """Training time of the generator ``spec`` (a ``GeneratorSpec``) on ``dataset``: its steps x a probed step
     time (one probe per network, image size and batch, whatever the steps, seed or class)."""
+    return generator_probe(spec, dataset, device)[0] * spec.config.steps
+
+
+def sample_seconds(spec, dataset, device: str = "cpu") -> float:
+    """Seconds per image drawn from the generator ``spec`` trained on ``dataset`` (probed with its step time)."""
+    return generator_probe(spec, dataset, device)[1]
+
+
+_GENERATOR_PROBES: dict[tuple, tuple[float, float]] = {}
+
+
+def generator_probe(spec, dataset, device: str = "cpu") -> tuple[float, float]:
+    """(seconds per training step, seconds per sampled image) of the generator ``spec`` on ``dataset``: a probe
+    model trains PROBE_STEPS + 2 steps (the median gap after the first), then draws one timed batch of
+    PROBE_SAMPLES images after a warm-up draw. Cached per network, image size and batch."""
     from cxrgan.generators import GeneratorSpec
 
     probe = GeneratorSpec(spec.name, probe_config(spec.config))
-    key = ("generator", spec.name, _timing_fields(probe.config), _rows_key(probe.config, dataset), device)
-    seconds = step_seconds(key, lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
-    return seconds * spec.config.steps
-
-
-_SAMPLE_SECONDS: dict[tuple, float] = {}
-
-
-def sample_seconds(spec, dataset, device: str = "cpu", labels: float = 1.0) -> float:
-    """Seconds per image drawn (labelled ``labels``) from the generator ``spec`` trained on ``dataset``: a probe
-    model trains a few steps, then one batch of samples is timed after a warm-up draw."""
-    from cxrgan.generators import GeneratorSpec
-
-    probe = GeneratorSpec(spec.name, probe_config(spec.config))
-    key = ("sample", spec.name, _timing_fields(probe.config), _rows_key(probe.config, dataset), device)
-    if key not in _SAMPLE_SECONDS:
-        model = probe.build(device=device).fit(dataset)
+    key = (spec.name, _timing_fields(probe.config), _rows_key(probe.config, dataset), device)
+    if key not in _GENERATOR_PROBES:
+        times: list[float] = []
+        model = probe.build(device=device, step_hook=lambda step: times.append(time.perf_counter())).fit(dataset)
+        step = float(np.median(np.diff(times)[1:])) if len(times) > 2 else float("nan")
         generator = torch.Generator().manual_seed(0)
-        model.sample(4, labels=np.full((4, 1), labels, np.float32), generator=generator)
+        model.sample(4, generator=generator)
         started = time.perf_counter()
-        model.sample(PROBE_SAMPLES, labels=np.full((PROBE_SAMPLES, 1), labels, np.float32), generator=generator)
-        _SAMPLE_SECONDS[key] = (time.perf_counter() - started) / PROBE_SAMPLES
-    return _SAMPLE_SECONDS[key]
+        model.sample(PROBE_SAMPLES, generator=generator)
+        _GENERATOR_PROBES[key] = (step, (time.perf_counter() - started) / PROBE_SAMPLES)
+    return _GENERATOR_PROBES[key]
 
 
 def _rows_key(config, dataset) -> tuple:
-    """What of a training set can change a generator's step time: the image size, and a batch smaller than the
-    configured one (a batch is capped at a stream's rows, so a one-class generator of 25 positive images takes
-    batches of 25; the positive rows bound such a stream). Larger sets share one probe."""
-    positives = int(np.nansum(dataset.labels == 1))
-    return dataset.images.shape[1:], min(getattr(config, "batch_size", 0), len(dataset), positives)
+    """What of a training set can change a generator's step time: the image size and, for a binary task, a batch
+    smaller than the configured one (a batch is capped at a stream's rows: a one-class generator of 25 minority
+    images takes batches of 25). Sets whose smaller class fills a batch share one probe."""
+    if not dataset.is_binary:
+        return (dataset.images.shape[1:],)
+    smaller = int(np.bincount(dataset.binary_targets(), minlength=2).min())
+    return dataset.images.shape[1:], min(getattr(config, "batch_size", smaller), smaller)
 
 
 def _timing_fields(config) -> tuple:
