@@ -11,7 +11,7 @@ import pytest
 
 from cxrgan.cli import main
 from cxrgan.data import load_npz, save_npz
-from cxrgan.evaluate.inference import paired_effect
+from cxrgan.evaluate.inference import effect_from_parts
 from cxrgan.recipes.helps_map import HelpsMap, HelpsMapConfig, answer_sentence
 
 COUNTS = (16, 30)
@@ -98,8 +98,8 @@ def test_tiny_map_has_its_shape_and_answers_follow_the_verdicts(files, tmp_path,
 
 def test_answer_sentence_groups_counts_by_verdict():
     grid = [16, 25, 50, 100, 400]
-    better = paired_effect([0.95, 0.96, 0.95], [0.90, 0.91, 0.90])  # a large, consistent gain
-    same = paired_effect([0.90, 0.92, 0.91], [0.91, 0.90, 0.92])  # no consistent difference
+    better = effect_from_parts([0.05, 0.05, 0.05 + 1e-3], kappa=1e-5)  # a large, consistent gain
+    same = effect_from_parts([-0.01, 0.02, -0.01], kappa=1e-5)  # no consistent difference
     assert better.verdict == "better" and same.verdict == "no detectable difference"
     points = [(n, better if n <= 25 else same, "") for n in grid]
     sentence = answer_sentence("fastgan", [("oversample", "", points), ("none", "nih", [(n, same, "") for n in grid])],

@@ -33,6 +33,7 @@ from cxrgan.classify import TrainConfig, predict
 from cxrgan.classify.networks import build_classifier
 from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
@@ -82,6 +83,10 @@ class CycleganComplementConfig:
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
 
 @register_recipe
@@ -98,7 +103,7 @@ class CycleganComplement(Compare):
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
                              extra_data=c.extra_data, allow_patient_overlap=c.allow_patient_overlap, external=c.external,
-                             external_labels=c.external_labels)
+                             external_labels=c.external_labels, synthetic=c.synthetic)
 
     def plan(self) -> Plan:
         c = self.config
@@ -112,6 +117,7 @@ class CycleganComplement(Compare):
         return super().plan()
 
     def finish(self, run: RunContext, results: Results) -> None:
+        super().finish(run, results)  # the --synthetic files' audits
         translation_fidelity(self, run.run_dir)
 
     control = CONTROL

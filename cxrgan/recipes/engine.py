@@ -2,7 +2,8 @@
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
 A run directory holds ``config.json`` (the resolved config and the recipe's kind), ``command.txt``,
-``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data), per finished
+``labels.npz`` (the real labels of every evaluation set and the patient of each row, so tables can be rebuilt
+without the data), per finished
 cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
 done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.recipes.store`), the tables
 (``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
@@ -93,6 +94,7 @@ class Plan:
     data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
     class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
     subgroups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # set -> subgroup -> row mask
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # set -> (N,) patient of each row, for clustered tests
 
 
 @dataclass
@@ -241,7 +243,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
     if command:
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
             f.write(command + "\n")
-    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups)
+    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups, plan.groups)
     for table in plan.data_tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     return run_dir
@@ -249,7 +251,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
 
 def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | None = None, command: str | None = None,
                dry_run: bool = False, progress: bool = True, shard: Shard | None = None, workers: int = 1,
-               report: bool = True, tag: str = "") -> Path | None:
+               report: bool = True, tag: str = "", device: str = "auto") -> Path | None:
     """Plan, check, run (or resume) the cells, then tabulate and report. Returns the run directory (None for a
     dry run, which prints the plan with a measured time estimate and writes nothing, and on every process of a
     torchrun job but rank 0).
@@ -259,12 +261,15 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     the shared run directory (another machine runs another); ``workers`` > 1 runs the cells in that many local
     processes (:mod:`cxrgan.recipes.workers`). A cell is claimed before it runs, so no two processes ever run the
     same one. Once every cell of the plan is in, the process that sees it last runs ``finish`` and the report
-    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines.
+    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines. ``device`` is the run's
+    ``--device``: with workers, ``cuda:N`` keeps every worker on GPU N (else each takes one GPU in turn).
     """
     plan = distributed.agree(lambda: checked_plan(recipe))
-    if dry_run:
-        if distributed.is_main():
-            print(dry_run_text(recipe, plan))
+    if dry_run:  # probed by rank 0 alone, as one process (its probes would otherwise wait in collectives for the others)
+        is_main, processes = distributed.is_main(), distributed.world_size()
+        distributed.shutdown()
+        if is_main:
+            print(dry_run_text(recipe, plan, processes))
         return None
     if workers > 1:
         from cxrgan.recipes.workers import run_with_workers
@@ -272,7 +277,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
         if distributed.active() or shard is not None:
             raise RankAgreedError("--workers runs local processes; combine it neither with torchrun nor with --shard")
         run_dir = open_run(recipe, plan, out, resume_dir, command)
-        run_with_workers(run_dir, workers, progress)
+        run_with_workers(run_dir, workers, progress, device)
         return finish_run(recipe, plan, run_dir)
     run_dir = distributed.on_main(lambda: open_run(recipe, plan, out, resume_dir, command, shared=shard is not None))
     run_cells(recipe, plan, run_dir, shard.select(plan.cells) if shard else plan.cells, progress,
@@ -389,8 +394,10 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     return report
 
 
-def dry_run_text(recipe: Recipe, plan: Plan) -> str:
-    """The plan of a run: config, data summary, the grid, and a wall-time estimate from a measured probe."""
+def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
+    """The plan of a run: config, data summary, the grid, a wall-time estimate from a measured probe of one process
+    (``processes`` > 1: the run's torchrun processes, which share every batch), and the traced peak device memory
+    of the models' steps."""
     from dataclasses import asdict
 
     estimates = recipe.estimate(plan)
@@ -403,7 +410,12 @@ def dry_run_text(recipe: Recipe, plan: Plan) -> str:
         total = sum(estimates.get(c.name, 0.0) for c in plan.cells)
         lines.append(f"estimated wall time: {_clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
-    return "\n".join(lines)
+        if processes > 1:
+            lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
+                         f"1/{processes} of it, plus their gradient exchanges)")
+    from cxrgan.recipes.probe import memory_lines
+
+    return "\n".join(lines + memory_lines())
 
 
 def grid(**axes: Iterable[Any]) -> list[Cell]:

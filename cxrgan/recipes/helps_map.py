@@ -411,13 +411,13 @@ class HelpsMap(Compare):
         full = results.seed_scores(set_name, minority=FULL, method=BASELINE)
         none = results.seed_scores(set_name, minority=count, method=BASELINE)
         return compare_auc({"minority": str(count)}, y, {s: v[:, 0] for s, v in full.items()},
-                           {s: v[:, 0] for s, v in none.items()})
+                           {s: v[:, 0] for s, v in none.items()}, results.patients(set_name))
 
     def tables(self, results: Results) -> list[Table]:
         c = self.config
         comparisons = self.map_comparisons(results)
         effects = MapEffects(comparisons)
-        n_tests = sum(comp.effect is not None for comp in comparisons)
+        n_tests = sum(comp.effect is not None and not math.isnan(comp.effect.p) for comp in comparisons)
         conditional = c.generator_seeds is not None and c.generator_seeds < c.seeds
         family = (f"Holm over the whole map: {n_tests} comparisons (every method vs none and vs oversample at every "
                   "point" + (", internal test and external sites" if self.external_sets(results) else "") + ").")
@@ -444,7 +444,7 @@ class HelpsMap(Compare):
                   Table("map", f"helps-map: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s) per point",
                         map_frame, notes, role="main"),
                   Table("map_verdicts", "helps-map: every comparison of the map (one Holm family)",
-                        verdict_table(comparisons), method_note(n_tests, True), role="detail")]
+                        verdict_table(comparisons), method_note(comparisons), role="detail")]
         audit = self.audit_table(results.run_dir)
         if len(audit):
             tables.append(Table("map_audit", "helps-map: each point's generators, audited against the minority rows "
@@ -619,7 +619,7 @@ def answer_sentence(method: str, clauses: list[tuple[str, str, list[tuple[int, E
             counts = [count for count, _ in members]
             text = (PHRASES[verdict].format(b=name) if verdict in PHRASES else f"not tested against {name} ({verdict})")
             text += " " + _counts_phrase(counts, grid)
-            effects = [e for _, e in members if e is not None and e.n_seeds >= 2]
+            effects = [e for _, e in members if e is not None and not math.isnan(e.mde)]
             if verdict in (VERDICT_BETTER, VERDICT_WORSE):
                 text += " (Δ " + ", ".join(effect_cells(e)["Δ [95% CI]"] for e in effects) + ")"
             elif verdict == VERDICT_NONE and effects:
