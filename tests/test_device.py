@@ -165,6 +165,7 @@ def test_auto_is_never_silently_the_cpu_for_a_recipe_s_other_models(fake_cuda, k
     for module in (compare, dcgan_alpha):
         fake_cuda.setattr(module, "generator_seconds", lambda spec, rows, device, **kw: probed.append(device) or 1.0)
         fake_cuda.setattr(module, "training_seconds", lambda *args, **kwargs: 1.0)
+    fake_cuda.setattr(compare, "sample_seconds", lambda spec, rows, device: probed.append(device) or 1e-3)
     recipe.estimate(plan)
     assert probed and set(probed) == {"cuda"}  # the dry run probes the generators where the run trains them
 

@@ -110,6 +110,7 @@ def test_dry_run_counts_every_generator_its_rows_train(kermany_small, tmp_path, 
     for module in (compare, dcgan_alpha):
         monkeypatch.setattr(module, "generator_seconds", lambda spec, rows, device, **kwargs: 60 * minutes[spec.name])
         monkeypatch.setattr(module, "training_seconds", lambda *args, **kwargs: 0.0)
+    monkeypatch.setattr(compare, "sample_seconds", lambda spec, rows, device: 0.0)
     spec = RunSpec(str(save_npz(kermany_small, tmp_path / "small.npz")), seeds=2, device="cpu")
     recipe = DcganAlpha(DcganAlphaConfig(CompareConfig(spec, methods=("none", "ldm", "cldm-a0.5", "synth-pretrain"),
                                                        imbalance=(2, 1), train=CPU_CLASSIFIER)))

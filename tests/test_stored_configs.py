@@ -2,8 +2,9 @@
 readable: their config.json loads into today's configs, equals what today's command line builds from the same flags,
 and a resume with those flags is accepted (so ``cxrgan report`` and ``--resume`` work on them).
 
-``stored_configs/*.json`` are config.json files written by main at 3d586b1 (``{DATA}`` stands for the data folder):
-compare and dcgan-alpha from real runs, the other recipes from their command lines.
+``stored_configs/*.json`` are config.json files written by main at 3d586b1 (helps-map: at 4ec4db7, where it
+arrived; ``{DATA}`` stands for the data folder): compare and dcgan-alpha from real runs, the other recipes from
+their command lines.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ COMMANDS = {
     "dcgan-rare-findings": ["recipe", "dcgan-rare-findings", "--seeds", "2", "--findings", "Fibrosis"],
     "sgan-scarcity": ["recipe", "sgan-scarcity", "--seeds", "2", "--per-class", "10,25"],
     "sgan-domain": ["recipe", "sgan-domain", "--seeds", "2"],
+    "helps-map": ["recipe", "helps-map", "--quick", "--seeds", "2"],
 }
 
 

@@ -148,6 +148,11 @@ class Balancer(ABC):
         ``epochs`` passes over the planned rows."""
         return epochs * self.planned_rows(train)
 
+    def planned_samples(self, train: CXRDataset) -> int:
+        """Images ``fit_resample(train)`` draws from its generators (for time estimates): by default every row it
+        adds when it trains generators, none otherwise."""
+        return self.planned_rows(train) - len(train) if self.generators(train) else 0
+
     def generator_rows(self, train: CXRDataset) -> CXRDataset:
         """The rows every generator of ``generators(train)`` trains on (a one-class generator takes its class)."""
         extra = self.extra_rows(train)

@@ -125,8 +125,11 @@ class SyntheticPretraining(Balancer):
         return pretraining_stages(epochs, self.pretrain_data_, self.n_real_, self.n_synthetic_)
 
     def planned_images(self, train: CXRDataset, epochs: int) -> int:
-        n_synthetic = len(self.pretraining_labels(train, np.random.default_rng(self.random_state)))
+        n_synthetic = self.planned_samples(train)
         return epochs * len(train) + pretraining_epochs(epochs, len(train), n_synthetic) * n_synthetic
+
+    def planned_samples(self, train: CXRDataset) -> int:
+        return len(self.pretraining_labels(train, np.random.default_rng(self.random_state)))
 
 
 def pretraining_epochs(epochs: int, n_real: int, n_synthetic: int) -> int:

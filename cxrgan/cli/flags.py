@@ -170,9 +170,10 @@ def method_list(text: str) -> tuple[str, ...]:
 KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
 
 
-def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
+def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, seeds_help: str = "") -> None:
     group = parser.add_argument_group("run")
-    group.add_argument("--seeds", type=int, default=default_seeds, help="training seeds (default %(default)s)")
+    group.add_argument("--seeds", type=int, default=default_seeds,
+                       help=seeds_help or "training seeds (default %(default)s)")
     group.add_argument("--first-seed", type=int, default=0)
     group.add_argument("--out", default="runs", help="folder for numbered run directories")
     group.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")

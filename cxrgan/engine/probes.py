@@ -17,6 +17,7 @@ from cxrgan.device import autocast, resolve_device, synchronize
 from cxrgan.memory import gib
 
 PROBE_STEPS = 3  # timed steps after one warm-up step
+PROBE_SAMPLES = 64  # images of the timed sampling batch
 MEMORY_WARNING_GIB = 20  # a traced peak above this does not fit a 24 GB GPU once its context and caches are added
 _MEMORY: dict[tuple, object] = {}  # traced peak memory of every model probed since the last memory_lines()
 
@@ -106,15 +107,20 @@ def step_seconds(key: tuple, fit) -> float:
     """Seconds per optimisation step of a model: ``fit(step_hook)`` trains a few steps and calls the hook after each;
     the median gap after the first (warm-up) step, cached under ``key``."""
     if key not in _STEP_SECONDS:
-        times: list[float] = []
-
-        def tick(step: int) -> None:
-            synchronize()  # the step's CUDA work is done, not just queued
-            times.append(time.perf_counter())
-
-        fit(tick)
-        _STEP_SECONDS[key] = float(np.median(np.diff(times)[1:])) if len(times) > 2 else float("nan")
+        _STEP_SECONDS[key] = _timed_steps(fit)[0]
     return _STEP_SECONDS[key]
+
+
+def _timed_steps(fit) -> tuple[float, object]:
+    """(median seconds between the steps after the first, what ``fit(step_hook)`` returned)."""
+    times: list[float] = []
+
+    def tick(step: int) -> None:
+        synchronize()  # the step's CUDA work is done, not just queued
+        times.append(time.perf_counter())
+
+    fitted = fit(tick)
+    return (float(np.median(np.diff(times)[1:])) if len(times) > 2 else float("nan")), fitted
 
 
 def probe_config(config):
@@ -125,27 +131,63 @@ def probe_config(config):
 
 def generator_seconds(spec, dataset, device: str = "cpu", trace_memory: bool = False) -> float:
     """Training time of the generator ``spec`` (a ``GeneratorSpec``) on ``dataset``: its steps x a probed step
-    time. One probe serves every spec that differs only in fields that cannot change a step's time (the seed, the
-    modelled class or finding, settings used only at sampling time such as alpha) and every row count.
-    ``trace_memory`` (the full presets): also its traced peak device memory (:func:`memory_lines`)."""
-    from cxrgan.generators import GeneratorSpec
-
+    time, plus the samples of its fidelity scores (``quality_every``) at the probed sampling speed. One probe serves
+    every spec that differs only in fields that cannot change a step's time (the seed, the modelled class or
+    finding, settings used only at sampling time such as alpha) and every training set whose batches are alike
+    (``_rows_key``). ``trace_memory`` (the full presets): also its traced peak device memory (:func:`memory_lines`)."""
     if trace_memory:
         from cxrgan.generators.memory import traced_memory
 
         remember_memory(("generator", spec.name, _timing_fields(spec.config), dataset.image_size),
                         lambda: traced_memory(spec, dataset.image_size, dataset.label_names, dataset.class_names))
+    step, per_image = generator_probe(spec, dataset, device)
+    every = getattr(spec.config, "quality_every", 0)
+    scores = spec.config.steps // every if every else 0
+    return step * spec.config.steps + scores * getattr(spec.config, "quality_images", 0) * per_image
+
+
+def sample_seconds(spec, dataset, device: str = "cpu") -> float:
+    """Seconds per image drawn from the generator ``spec`` trained on ``dataset`` (probed with its step time)."""
+    return generator_probe(spec, dataset, device)[1]
+
+
+_GENERATOR_PROBES: dict[tuple, tuple[float, float]] = {}
+
+
+def generator_probe(spec, dataset, device: str = "cpu") -> tuple[float, float]:
+    """(seconds per training step, seconds per sampled image) of the generator ``spec`` on ``dataset``: a probe
+    model trains PROBE_STEPS + 2 steps (the median gap after the first), then draws one timed batch of
+    PROBE_SAMPLES images after a warm-up draw. Cached per network, image size and batch."""
+    from cxrgan.generators import GeneratorSpec
+
     probe = GeneratorSpec(spec.name, probe_config(spec.config))
-    timing = _timing_fields(probe.config)
-    seconds = step_seconds(("generator", spec.name, timing, dataset.images.shape[1:], device),
-                           lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
-    return seconds * spec.config.steps
+    key = (spec.name, _timing_fields(probe.config), _rows_key(probe.config, dataset), device)
+    if key not in _GENERATOR_PROBES:
+        step, model = _timed_steps(lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
+        generator = torch.Generator().manual_seed(0)
+        model.sample(4, generator=generator)
+        synchronize()
+        started = time.perf_counter()
+        model.sample(PROBE_SAMPLES, generator=generator)
+        synchronize()
+        _GENERATOR_PROBES[key] = (step, (time.perf_counter() - started) / PROBE_SAMPLES)
+    return _GENERATOR_PROBES[key]
+
+
+def _rows_key(config, dataset) -> tuple:
+    """What of a training set can change a generator's step time: the image size and, for a binary task, a batch
+    smaller than the configured one (a batch is capped at a stream's rows: a one-class generator of 25 minority
+    images takes batches of 25). Sets whose smaller class fills a batch share one probe."""
+    if not dataset.is_binary:
+        return (dataset.images.shape[1:],)
+    smaller = int(np.bincount(dataset.binary_targets(), minlength=2).min())
+    return dataset.images.shape[1:], min(getattr(config, "batch_size", smaller), smaller)
 
 
 def _timing_fields(config) -> tuple:
     """A config's fields that can change its step time or memory: those training depends on, but not the seed or
     the modelled finding / class (one probe serves every seed, finding and alpha of a recipe; the rows a step draws
-    are a batch whatever the row count)."""
+    are a batch, see ``_rows_key``)."""
     from cxrgan.generators.training import training_record
 
     return tuple((k, repr(v)) for k, v in sorted(training_record(config).items()) if k not in ("seed", "target"))

@@ -398,6 +398,13 @@ METRIC_ROWS = {
 }
 
 
+def reference_cells(metrics: dict, columns: dict[str, str]) -> dict[str, str]:
+    """Table cells of an audit's ``metrics``: per metric key of ``columns`` (key -> column label) that the audit
+    has, "synthetic (ref reference)"."""
+    return {label: f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
+            for key, label in columns.items() if key in metrics}
+
+
 def audit_table(result: dict) -> pd.DataFrame:
     """The printable table: metric, synthetic value, real-vs-real reference, what is ideal."""
     rows = []

@@ -37,7 +37,7 @@ from cxrgan.generators.cache import entry_name
 from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 from cxrgan.io import atomic_write, write_json
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
-from cxrgan.engine.probes import generator_seconds, training_seconds
+from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
 from cxrgan.recipes import synthetic as synthetic_rows
 from cxrgan.report.plots import plot_curves
 
@@ -184,6 +184,21 @@ class Compare(Recipe):
 
     def plan(self) -> Plan:
         c = self.compare_config
+        self.load()
+        summary = (f"data {self.spec.file}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
+                   f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
+                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
+                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
+                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
+                                                                          **self.sites_}, self.spec.file))
+        return Plan(cells=grid(seed=self.seeds, method=c.methods) + self.analysis_cells(), summary=summary,
+                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
+                    **self.evaluation())
+
+    def load(self) -> None:
+        """Check the settings, then load and check the splits (``train_``, ``val_``, ``test_``), what each method's
+        balancer needs and the external sites (``sites_``); CxrganError on any bad input, before anything trains."""
+        c = self.compare_config
         check_methods(c.methods, c.baseline, c.synthetic.rows)
         self.spec.check()
         check_train_config(c.train)
@@ -191,18 +206,13 @@ class Compare(Recipe):
         check_world_size(self.train_, c.train.batch_size, distributed.world_size())
         self.check_balancers()
         self.sites_ = self.load_sites()
-        summary = (f"data {self.spec.file}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
-                   f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
-                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
-                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
-                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
-                                                                          **self.sites_}, self.spec.file))
-        return Plan(cells=grid(seed=self.seeds, method=c.methods) + self.analysis_cells(),
-                    evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
+
+    def evaluation(self) -> dict:
+        """The plan's evaluation sets (validation, test, every external site) with their names, subgroups and
+        patient groups."""
+        return dict(evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
                                      **{name: site.labels for name, site in self.sites_.items()}},
-                    label_names=self.test_.label_names, summary=summary,
-                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
-                    class_names=self.test_.class_names,
+                    label_names=self.test_.label_names, class_names=self.test_.class_names,
                     subgroups={name: subgroups(site) for name, site in self.sites_.items()},
                     groups={name: patient_groups(rows) for name, rows in
                             {"val": self.val_, "test": self.test_, **self.sites_}.items()})
@@ -284,12 +294,19 @@ class Compare(Recipe):
         """Balance, train, predict and score one (method, seed); or run one analysis cell."""
         if "analysis" in dict(cell.coords):
             return self.analyses()[cell["analysis"]](cell, run)
+        seed = cell["seed"]
+        return self.balance_train_score(cell, self.train_, self.balancer(cell["method"], seed, run.run_dir), run,
+                                        keep_model=seed == self.spec.first_seed)
+
+    def balance_train_score(self, cell: Cell, train: CXRDataset, balancer: Balancer, run: RunContext,
+                            keep_model: bool) -> CellResult:
+        """Rebalance ``train`` with the cell's method (``balancer``), train a classifier through the stages the
+        balancer asks for with the cell's seed, and score it on the validation and test splits and every external
+        site; ``keep_model`` stores the model in ``models/`` (for CAM panels and fidelity)."""
         c = self.compare_config
-        method, seed = cell["method"], cell["seed"]
-        device = str(self.spec.torch_device())
+        seed, device = cell["seed"], str(self.spec.torch_device())
         train_config = dataclasses.replace(c.train, progress=c.train.progress and run.progress)
-        balancer = self.balancer(method, seed, run.run_dir)
-        balanced = balancer.fit_resample(self.train_)
+        balanced = balancer.fit_resample(train)
         stages = balancer.stages(train_config.epochs)  # loss-side methods change the loss or add a stage
         checkpoint = run.run_dir / "checkpoints" / f"{cell.name}.pt"
         result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True,
@@ -299,10 +316,10 @@ class Compare(Recipe):
         s_val, s_test = score(self.val_), score(self.test_)
         sites = {name: score(site) for name, site in self.sites_.items()}
         if distributed.is_main():
-            if seed == self.spec.first_seed:  # one model per method for CAM panels and fidelity; checkpoints are transient
+            if keep_model:  # one model per method for CAM panels and fidelity; checkpoints are transient
                 atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
                              lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
-                                                     "n_outputs": self.train_.n_labels}, tmp))
+                                                     "n_outputs": train.n_labels}, tmp))
             checkpoint.unlink(missing_ok=True)
         metrics = evaluate_scores(self.val_.labels, s_val, self.test_.labels, s_test, self.test_.label_names,
                                   c.n_boot, seed)
@@ -328,22 +345,26 @@ class Compare(Recipe):
 
     # ---- tables -------------------------------------------------------------------------------------------------
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
-                    methods: tuple[str, ...] | None = None) -> list[Comparison]:
+                    methods: tuple[str, ...] | None = None, where: dict | None = None) -> list[Comparison]:
         """Every method against ``baseline`` on ``set_name``: ROC AUC per label column (binary: one row per
-        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings)."""
+        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings).
+        ``where`` restricts both sides to the cells with those coordinates (e.g. one point of a grid) and is added
+        to each binary row's identity."""
         c = self.compare_config
         baseline = baseline or c.baseline
+        where = where or {}
         labels, names = results.labels[set_name], results.label_names
         patients = results.patients(set_name)
-        base = results.seed_scores(set_name, method=baseline)
+        base = results.seed_scores(set_name, method=baseline, **where)
         site = {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
         rows = []
         for method in methods or c.methods:
-            if method == baseline or not results.where(method=method):
+            if method == baseline or not results.where(method=method, **where):
                 continue
-            mine = results.seed_scores(set_name, method=method)
+            mine = results.seed_scores(set_name, method=method, **where)
             if labels.shape[1] == 1:
-                rows.append(compare_auc({"method": method, "vs": baseline, **site}, labels[:, 0],
+                point = {key: str(value) for key, value in where.items()}
+                rows.append(compare_auc({**point, "method": method, "vs": baseline, **site}, labels[:, 0],
                                         {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()},
                                         patients))
                 continue
@@ -355,7 +376,7 @@ class Compare(Recipe):
                                           patients))
         controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
         if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
-            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled)
+            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled, where=where)
         return rows
 
     @staticmethod
@@ -422,12 +443,14 @@ class Compare(Recipe):
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         """Seconds per cell: the generators a (method, seed) cell trains first (each counted once: the cDCGAN
-        alphas of a seed share one), asked of its balancer, plus the classifier on the images the balancer plans
-        over its stages, at the probed speed; analysis cells as the recipe estimates them."""
+        alphas of a seed share one) and the images it draws from them, asked of its balancer, plus the classifier
+        on the images the balancer plans over its stages, at the probed speed; analysis cells as the recipe
+        estimates them."""
         c = self.compare_config
         device = str(self.spec.torch_device())
-        images = {m: self.balancer(m, self.spec.first_seed).planned_images(self.train_, c.train.epochs)
-                  for m in c.methods}
+        balancers = {m: self.balancer(m, self.spec.first_seed) for m in c.methods}
+        images = {m: b.planned_images(self.train_, c.train.epochs) for m, b in balancers.items()}
+        samples = {m: b.planned_samples(self.train_) for m, b in balancers.items()}
         eval_rows = len(self.val_) + len(self.test_) + sum(len(site) for site in self.sites_.values())
         estimates, trained = {}, set()
         for cell in plan.cells:
@@ -436,10 +459,14 @@ class Compare(Recipe):
                 continue
             seconds = training_seconds(c.train, images[cell["method"]], eval_rows, self.train_.image_size,
                                        self.train_.n_labels, trace_memory=c.generators.full)
-            for name, use in self.generator_entries((cell["method"],), (cell["seed"],)).items():
+            uses = self.generator_entries((cell["method"],), (cell["seed"],))
+            for name, use in uses.items():
                 if name not in trained:
                     trained.add(name)
                     seconds += generator_seconds(use.spec, use.rows, device, trace_memory=c.generators.full)
+            if uses and samples[cell["method"]]:
+                per_image = np.mean([sample_seconds(use.spec, use.rows, device) for use in uses.values()])
+                seconds += samples[cell["method"]] * float(per_image)
             estimates[cell.name] = seconds
         return estimates
 

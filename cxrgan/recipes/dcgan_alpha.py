@@ -25,7 +25,8 @@ import torch
 from cxrgan.classify import TrainConfig
 from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import AuditConfig, audit_generator, train_feature_model, train_on_synthetic
+from cxrgan.evaluate.audit import (AuditConfig, audit_generator, reference_cells, train_feature_model,
+                                   train_on_synthetic)
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSpec, cache_entries, fit_or_load, generator_class
@@ -254,10 +255,8 @@ def audit_summary(results: Results) -> pd.DataFrame:
         return _stored_audit_summary(results.run_dir)
     rows = []
     for record in records:
-        row = {"generator": record["generator"], "steps": record["steps"], "training rows": record["training rows"]}
-        row.update({label: f"{record['metrics'][key]['synthetic']:.3f} (ref {record['metrics'][key]['reference']:.3f})"
-                    for key, label in AUDIT_COLUMNS.items() if key in record["metrics"]})
-        rows.append(row)
+        rows.append({"generator": record["generator"], "steps": record["steps"],
+                     "training rows": record["training rows"], **reference_cells(record["metrics"], AUDIT_COLUMNS)})
     return pd.DataFrame(rows)
 
 
@@ -267,12 +266,8 @@ def _stored_audit_summary(run_dir: Path) -> pd.DataFrame:
     for path in sorted((run_dir / "generators").rglob("audit/audit.json")):
         metrics = json.loads(path.read_text())["metrics"]
         trained = cache_entries(path.parent.parent)[0]  # a run grown later may hold generators of older presets
-        row = {"generator": path.parent.parent.name, "steps": trained["steps"],
-               "training rows": trained["training rows"]}
-        for key, label in AUDIT_COLUMNS.items():
-            if key in metrics:
-                row[label] = f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
-        rows.append(row)
+        rows.append({"generator": path.parent.parent.name, "steps": trained["steps"],
+                     "training rows": trained["training rows"], **reference_cells(metrics, AUDIT_COLUMNS)})
     return pd.DataFrame(rows)
 
 

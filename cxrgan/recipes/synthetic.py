@@ -12,7 +12,7 @@ import pandas as pd
 from cxrgan.balance.synthetic import check_synthetic_files
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.synthetic import ROW_PREFIX, SyntheticFiles, load_synthetic
-from cxrgan.evaluate.audit import AuditConfig, train_feature_model
+from cxrgan.evaluate.audit import AuditConfig, reference_cells, train_feature_model
 from cxrgan.evaluate.synthetic_audit import audit_synthetic
 from cxrgan.engine import Table
 from cxrgan.generators.base import image_fingerprint
@@ -60,12 +60,8 @@ def audit_table(run_dir: Path, rows: tuple[str, ...]) -> Table | None:
         if not path.exists():
             continue
         result = json.loads(path.read_text())
-        record = {"row": row, "images": result["n_synthetic"], "compared with": result["real_rows"]}
-        for key, label in AUDIT_COLUMNS.items():
-            if key in result["metrics"]:
-                values = result["metrics"][key]
-                record[label] = f"{values['synthetic']:.3f} (ref {values['reference']:.3f})"
-        records.append(record)
+        records.append({"row": row, "images": result["n_synthetic"], "compared with": result["real_rows"],
+                        **reference_cells(result["metrics"], AUDIT_COLUMNS)})
     if not records:
         return None
     return Table("synthetic_audit", "Audit of every --synthetic file", pd.DataFrame(records),
