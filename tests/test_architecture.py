@@ -110,3 +110,15 @@ def test_no_import_circle():
         if node not in index:
             visit(node)
     assert not circles, f"import circles: {circles}"
+
+
+def test_no_module_matches_method_names():
+    """Recipes, the engine and the audits ask a balancer what it needs (``generators``, ``planned_images``,
+    ``control``, ``stages``) instead of matching method names: no prefix, suffix or substring test on a method's
+    name anywhere (the shape of the old ``method.startswith("cdcgan")`` lists)."""
+    import re
+
+    shape = re.compile(r"\bmethods?\w*\.(startswith|endswith)\(|[\"'][\w-]+[\"']\s+(not\s+)?in\s+(str\()?method\b")
+    found = [f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}" for path in modules().values()
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if shape.search(line)]
+    assert not found, "\n".join(found)
