@@ -66,6 +66,33 @@ def files(kermany_small, nih_path, tmp_path_factory):
                          findings.meta.iloc[:50])
     out["findings_13"] = str(save_npz(renamed, folder / "findings_13.npz"))
     out["findings_same_patients"] = str(save_npz(findings.subset(np.arange(60)), folder / "findings_same.npz"))
+    train = kermany_small.split("train")
+    both = np.concatenate([np.flatnonzero(train.labels[:, 0] == c)[:10] for c in (0, 1)])
+    site = train.subset(both)  # ten training images of each class, every pixel + 1, under other patient ids
+    site = CXRDataset(np.clip(site.images.astype(np.int16) + 1, 0, 255).astype(np.uint8), site.labels,
+                      site.label_names, site.meta.assign(patient_id=[f"site-{i}" for i in range(20)]),
+                      class_names=site.class_names)
+    out["external_shifted_train"] = str(save_npz(site, folder / "external_shifted_train.npz"))
+    # --synthetic files, all from real training images (the checks come before any use of the pixels)
+    synthetic = {"images": train.images[:30], "labels": train.labels[:30, 0].astype(np.int8),
+                 "label_names": np.array(["normal", "pneumonia"])}
+    out["synthetic_names"] = _save({**synthetic, "label_names": np.array(["healthy", "sick"])},
+                                   folder / "synthetic_names.npz")
+    out["synthetic_rgb"] = _save({**synthetic, "images": np.repeat(train.images[:30, :, :, None], 3, axis=3)},
+                                 folder / "synthetic_rgb.npz")
+    out["synthetic_empty"] = _save({**synthetic, "images": train.images[:0], "labels": synthetic["labels"][:0]},
+                                   folder / "synthetic_empty.npz")
+    pneumonia = np.flatnonzero(train.labels[:, 0] == 1)[:30]  # the majority class of good.npz's training split
+    out["synthetic_one_class"] = _save({**synthetic, "images": train.images[pneumonia],
+                                        "labels": np.ones(30, np.int8)}, folder / "synthetic_one_class.npz")
+    test = kermany_small.split("test")
+    out["synthetic_mirrored_test"] = _save({**synthetic, "images": np.ascontiguousarray(test.images[:30, :, ::-1]),
+                                            "labels": test.labels[:30, 0].astype(np.int8)},
+                                           folder / "synthetic_mirrored_test.npz")
+    for name in ("normal", "pneumonia"):
+        (folder / "synthetic_folder" / name).mkdir(parents=True)
+    (folder / "synthetic_folder" / "normal" / "notes.txt").write_text("no images here")
+    out["synthetic_folder"] = str(folder / "synthetic_folder")
     (folder / "text.npz").write_text("not an archive")
     out["text"] = str(folder / "text.npz")
     (folder / "a_file").write_text("x")
@@ -102,7 +129,7 @@ CASES = {
                                        "needs 'findings'"),
     "extra data holds test images": (
         lambda f, out: ["compare", f["good"], "--methods", "none,cyclegan-complement-extra", "--gan-extra-data",
-                        f["extra_with_test"], "--out", out], "pixel-identical to images of the test split"),
+                        f["extra_with_test"], "--out", out], "near-duplicates of images of the test split"),
     "extra method without extra data": (
         lambda f, out: ["compare", f["good"], "--methods", "none,cyclegan-complement-extra", "--out", out],
         "need --gan-extra-data"),
@@ -110,7 +137,31 @@ CASES = {
     "external classes differ": (lambda f, out: _compare(f["good"], "--external", f["external_nih"], "--out", out),
                                 "map them with --external-labels"),
     "external shares images": (lambda f, out: _compare(f["good"], "--external", f["external_shared_images"],
-                                                       "--out", out), "pixel-identical"),
+                                                       "--out", out), "near-duplicates of images of"),
+    "external is the training images + 1": (
+        lambda f, out: _compare(f["good"], "--external", f["external_shifted_train"], "--out", out),
+        "20 of its 20 images are near-duplicates of images of"),
+    # ---- synthetic files
+    "synthetic label names differ": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_names"], "--out", out),
+        "its label names ['healthy', 'sick'] differ from the data's ['normal', 'pneumonia']"),
+    "synthetic images not (N, H, W)": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_rgb"], "--out", out),
+        "'images' must be an (N, H, W) uint8 array, got (30, 64, 64, 3)"),
+    "synthetic file empty": (lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_empty"], "--out", out),
+                             "synthetic_empty.npz: holds no images"),
+    "synthetic majority class only": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_one_class"], "--out", out),
+        "holds ['pneumonia'] images only; balance adds 80 'normal' images per seed"),
+    "synthetic folder without images": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_folder"], "--out", out),
+        "no .png/.jpg/.jpeg/.dcm/.dicom images"),
+    "synthetic copies test images": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_mirrored_test"], "--out", out),
+        "30 of its 30 images are near-duplicates of images of the test split of"),
+    "synthetic row without its file": (
+        lambda f, out: ["compare", f["good"], "--methods", "none,synthetic:x", "--out", out],
+        "unknown method(s) ['synthetic:x']"),
     "external shares patients": (lambda f, out: _compare(f["good"], "--external", f["external_shared_patients"],
                                                          "--out", out), "patient id(s) also in"),
     "external labels malformed": (lambda f, out: _compare(f["good"], "--external", f["external_nih"],
@@ -158,6 +209,22 @@ CASES = {
                                        "--out", out], "--per-class needs positive sizes"),
     "recipe zero seeds": (lambda f, out: ["recipe", "sgan-domain", "--data", f["good"], "--second-data", f["good"],
                                           "--seeds", "0", "--out", out], "--seeds must be at least 1"),
+    "map minority above the class": (lambda f, out: ["recipe", "helps-map", "--data", f["good"], "--minority",
+                                                     "16,500", "--no-external", "--out", out],
+                                     "--minority 500: larger than the 120 'pneumonia' training rows"),
+    "map minority below a generator's need": (lambda f, out: ["recipe", "helps-map", "--data", f["good"],
+                                                              "--minority", "10,30", "--methods", "none,fastgan",
+                                                              "--no-external", "--out", out],
+                                              "--minority 10: fastgan trains a fastgan, which needs at least 16"),
+    "map minority not below the majority": (lambda f, out: ["recipe", "helps-map", "--data", f["good"], "--minority",
+                                                            "39", "--methods", "none", "--no-external", "--out", out],
+                                            "--minority 39: not below the 39 fixed 'normal' rows (the limit is 38"),
+    "map majority above the class": (lambda f, out: ["recipe", "helps-map", "--data", f["good"], "--majority", "41",
+                                                     "--no-external", "--out", out],
+                                     "--majority 41: the training split holds 40 'normal' rows"),
+    "map generator seeds above the seeds": (lambda f, out: ["recipe", "helps-map", "--data", f["good"], "--seeds", "2",
+                                                            "--generator-seeds", "3", "--out", out],
+                                            "--generator-seeds 3: must lie in 1..--seeds (2)"),
     "info of a leaky file": (lambda f, out: ["data", "info", f["leaky"]], "appear in more than one split"),
     "prepare size zero": (lambda f, out: ["data", "prepare", f["good"], "--size", "0", "--out", out + "/x.npz"],
                           "--size must be a positive number"),

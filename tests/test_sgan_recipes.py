@@ -37,11 +37,13 @@ def toy_files(kermany, nih_path, tmp_path_factory):
 
 
 def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path, capsys):
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
+    from cxrgan.engine.spec import RunSpec
     from cxrgan.recipes.sgan_scarcity import SganScarcity, SganScarcityConfig
 
-    config = SganScarcityConfig(data=toy_files[0], per_class=(3, 10, 2000), seeds=2, sgan=TOY,
-                                external=(toy_files[1],), external_labels=(("abnormal", "pneumonia"),))
+    config = SganScarcityConfig(run=RunSpec(toy_files[0], seeds=2, external=(toy_files[1],),
+                                            external_labels=(("abnormal", "pneumonia"),)), per_class=(3, 10, 2000),
+                                sgan=TOY)
     run_dir = run_recipe(SganScarcity(config), tmp_path, command="cxrgan recipe sgan-scarcity")
     records = pd.DataFrame(read_jsonl(run_dir / "results.jsonl"))
     assert sorted(records["n"].unique()) == [3, 10, 12]  # 2000 capped by the 12 normal training images
@@ -65,6 +67,12 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     assert table["labelled / class"].tolist() == [3, 10, 12]
     assert table["SGAN accuracy"].str.contains(r"\[").all()  # mean [CI] with two seeds
     assert (run_dir / "figure5.png").stat().st_size > 1000
+    # the external site's AUC by view, age band and sex, per labelled size: where a below-chance AUC comes from
+    groups = pd.read_csv(run_dir / "external_subgroups.csv")
+    assert list(groups.columns) == ["labelled / class", "site", "subgroup", "n", "+", "CNN", "SGAN"]
+    assert {"view AP", "view PA"} <= set(groups["subgroup"]) and any(groups["subgroup"].str.startswith("age "))
+    assert set(groups["labelled / class"]) == {3, 10, 12} and set(groups["site"]) == {"nih_toy"}
+    assert (groups.groupby("labelled / class")["n"].max() < 50).all()  # subgroups of the site's 50 rows (all splits)
     assert "Table 1 shape" in assert_report_renders(run_dir, tmp_path, figures=1)
     assert "Table 1 shape" in capsys.readouterr().out
     # resuming trains nothing new
@@ -73,7 +81,8 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
 
 
 def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkeypatch, capsys):
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
+    from cxrgan.engine.spec import RunSpec
     from cxrgan.recipes.sgan_domain import ROWS, SganDomain, SganDomainConfig
 
     seen = []
@@ -84,7 +93,7 @@ def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkey
         return original_fit(self, labeled, unlabeled, random_state=random_state)
 
     monkeypatch.setattr(sgan.SemiSupervisedGAN, "fit", spy)
-    config = SganDomainConfig(data=toy_files[0], second_data=toy_files[1], seeds=1, sgan=TOY)
+    config = SganDomainConfig(run=RunSpec(toy_files[0], seeds=1), second_data=toy_files[1], sgan=TOY)
     run_dir = run_recipe(SganDomain(config), tmp_path)
     assert [(n, [len(u) for u in unl]) for n, unl in seen] == [(42, []), (42, [30])]  # ds1 train; + ds2 train
     assert all(np.isnan(labels).all() for _, unl in seen for labels in unl)
@@ -94,9 +103,18 @@ def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkey
     # one seed: the SGAN rows show their difference to the CNN, with no interval and no test
     assert table["ROC AUC - CNN"].tolist() == ["", *(f"{records[row] - records['cnn-d1']:+.3f}" for row in list(ROWS)[1:])]
     assert table["verdict"].tolist() == ["", *["needs >= 2 seeds"] * 4]
+    # the adapted SGAN is also tested against each non-GAN control given the same unlabelled images
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    assert list(zip(verdicts["training"], verdicts["vs"]))[-2:] == [(ROWS["sgan-d1+d2"], ROWS["cnn-d1+pseudo"]),
+                                                                   (ROWS["sgan-d1+d2"], ROWS["cnn-d1+norm"])]
+    assert len(verdicts) == 6
     pseudo = read_jsonl(run_dir / "results.jsonl")[3]
     assert pseudo["row"] == "cnn-d1+pseudo" and sum(pseudo["pseudo_labels"].values()) <= 30
     assert "Table 2 shape" in capsys.readouterr().out
+    # dataset 2's test split by view, age band and sex, one column per row
+    groups = pd.read_csv(run_dir / "subgroups.csv")
+    assert list(groups.columns) == ["subgroup", "n", "+", *ROWS.values()]
+    assert {"view AP", "view PA"} <= set(groups["subgroup"]) and groups["n"].max() <= 20
     assert "Table 2 shape" in assert_report_renders(run_dir, tmp_path, figures=0)
 
 

@@ -61,7 +61,9 @@ def load_checkpoint(path, model, optimizer, scheduler, scaler, generator, config
     if "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
     generator.set_state(checkpoint["rng"])
-    state = {k: checkpoint[k] for k in ("epoch", "best_val_auc", "best_epoch", "best_model", "history")}
+    # "stages": the training stages it was written with (absent in checkpoints of older versions)
+    state = {k: checkpoint[k] for k in ("epoch", "best_val_auc", "best_epoch", "best_model", "history", "stages")
+             if k in checkpoint}
     if checkpoint.get("best_is_current"):
         state["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return state

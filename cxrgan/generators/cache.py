@@ -38,8 +38,13 @@ def cache_key(spec: GeneratorSpec, dataset: CXRDataset) -> str:
     return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def entry_name(spec: GeneratorSpec, dataset: CXRDataset) -> str:
+    """The folder name of the cache entry of ``spec`` trained on ``dataset``: ``<generator>-<key>``."""
+    return f"{spec.name}-{cache_key(spec, dataset)}"
+
+
 def cache_dir(work_dir: str | Path, spec: GeneratorSpec, dataset: CXRDataset) -> Path:
-    return Path(work_dir) / CACHE_FOLDER / f"{spec.name}-{cache_key(spec, dataset)}"
+    return Path(work_dir) / CACHE_FOLDER / entry_name(spec, dataset)
 
 
 def fit_or_load(spec: GeneratorSpec, dataset: CXRDataset, work_dir: str | Path | None, device: str | torch.device = "cpu",
@@ -48,6 +53,7 @@ def fit_or_load(spec: GeneratorSpec, dataset: CXRDataset, work_dir: str | Path |
     entry for it, resumed when the entry was interrupted, trained and cached otherwise; trained in memory when
     ``work_dir`` is None. Processes sharing ``work_dir`` (shards, workers) take turns on an entry: one trains it
     while the others wait, then load it."""
+    spec = spec.on(device)  # the key of what this device trains (bf16 only where native)
     if work_dir is None:
         return spec.build(device=device, step_hook=step_hook).fit(dataset)
     run_dir = cache_dir(work_dir, spec, dataset)

@@ -11,43 +11,45 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
+from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan import distributed
 from cxrgan.classify.train import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
-from cxrgan.data.splits import fraction_subset, induce_imbalance
-from cxrgan.device import resolve_device
+from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_values, method_note,
+from cxrgan.evaluate.audit import AuditConfig
+from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
                                        verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
-from cxrgan.generators.settings import GeneratorSettings
+from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.generators.cache import entry_name
+from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 from cxrgan.io import atomic_write, write_json
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
+from cxrgan.recipes import synthetic as synthetic_rows
 from cxrgan.report.plots import plot_curves
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
-# Methods whose balancer trains a generator: they need square images, and the run caches them in generators/.
-GENERATOR_PREFIXES = ("dcgan", "cdcgan", "cyclegan", "cgan", "ldm", "cldm", "fastgan", "synth-pretrain")
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """One comparison: data, methods, seeds, classifier; written to the run's config.json."""
 
-    data: str  # compact .npz with train/val/test splits (cxrgan data prepare makes one)
+    run: RunSpec  # the data file (compact .npz with train/val/test splits), seeds, external sites, device
     methods: tuple[str, ...] = CLASSIC_METHODS  # balancer names; `baseline` must be one of them
-    seeds: int = 5  # number of seeds (first_seed, first_seed + 1, ...)
-    first_seed: int = 0  # seed of the first run
     baseline: str = "none"  # method every other method is compared with
     target: str = "labels"  # "labels" (binary) or "findings" (multi-label)
     uncertainty: str = "ignore"  # U-policy for multi-label -1 training labels: zeros, ones, ignore
@@ -58,22 +60,38 @@ class CompareConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of generator-backed methods
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
-    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
+
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
+        return nest_run_fields(values, values.get("train", {}).get("device"))
+
+
+class GeneratorUse(NamedTuple):
+    """One generator a comparison trains: its spec, the rows it trains on, and the first cell that trains it."""
+
+    spec: GeneratorSpec
+    rows: CXRDataset
+    method: str
+    seed: int
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
 def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
     """Load the data and derive the (fixed) training split; val and test stay the file's real splits."""
-    dataset = load_npz(config.data, target=config.target, uncertainty=config.uncertainty,
-                       allow_patient_overlap=config.allow_patient_overlap)
+    source = config.run.file
+    dataset = load_npz(source, target=config.target, uncertainty=config.uncertainty,
+                       allow_patient_overlap=config.run.allow_patient_overlap)
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
     for name, part in (("train", train), ("val", val), ("test", test)):
         if len(part) == 0:
-            raise CxrganError(f"{config.data}: the {name} split is empty; a comparison needs train, val and test rows")
+            raise CxrganError(f"{source}: the {name} split is empty; a comparison needs train, val and test rows")
         if part.synthetic.any():
-            raise CxrganError(f"{config.data}: the {name} split holds synthetic rows; start from real data")
+            raise CxrganError(f"{source}: the {name} split holds synthetic rows; start from real data")
     if not 0 < config.train_fraction <= 1:
         raise CxrganError(f"--train-fraction must lie in (0, 1], got {config.train_fraction}")
     if config.train_fraction < 1.0:
@@ -84,7 +102,7 @@ def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDa
         if min(config.imbalance) < 1:
             raise CxrganError(f"--imbalance {config.imbalance[0]}:{config.imbalance[1]}: both parts must be >= 1")
         train = induce_imbalance(train, ratio_counts(train, config.imbalance), random_state=config.data_seed)
-    check_classes(config.data, {"train": train, "val": val, "test": test})
+    check_classes(source, {"train": train, "val": val, "test": test})
     return train, val, test
 
 
@@ -115,11 +133,11 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
     return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
 
 
-def check_methods(methods: tuple[str, ...], baseline: str, seeds: int) -> None:
-    """Names, the baseline and the number of seeds, before anything is loaded or trained."""
+def check_methods(methods: tuple[str, ...], baseline: str, synthetic: tuple[str, ...] = ()) -> None:
+    """Names (registered, or ``synthetic`` rows) and the baseline, before anything is loaded or trained."""
     if not methods:
         raise CxrganError("--methods is empty; name at least one method")
-    unknown = [m for m in methods if m not in BALANCERS]
+    unknown = [m for m in methods if m not in BALANCERS and m not in synthetic]
     if unknown:
         raise CxrganError(f"unknown method(s) {unknown}; available: {', '.join(sorted(BALANCERS))}")
     duplicated = sorted({m for m in methods if methods.count(m) > 1})
@@ -127,115 +145,181 @@ def check_methods(methods: tuple[str, ...], baseline: str, seeds: int) -> None:
         raise CxrganError(f"--methods names {duplicated} more than once")
     if baseline not in methods:
         raise CxrganError(f"baseline {baseline!r} is not among the methods {list(methods)}")
-    if seeds < 1:
-        raise CxrganError(f"--seeds must be at least 1, got {seeds}")
-
-
-def uses_generator(method: str) -> bool:
-    return method.startswith(GENERATOR_PREFIXES)
 
 
 # ---- the recipe -------------------------------------------------------------------------------------------------
 @register_recipe
 class Compare(Recipe):
-    """Every method x seed on one fixed split; subclasses (paper recipes) add rows, analyses and tables."""
+    """Every method x seed on one fixed split; subclasses (paper recipes) add rows, analysis cells and tables."""
 
     kind = "compare"
     config_class = CompareConfig
+    # The count-matched control (e.g. "repeat", "oversample") that the rows of controlled_methods() must beat too,
+    # in the same Holm family as their comparisons with the baseline; None: no such control.
+    control: str | None = None
+
+    def controlled_methods(self) -> tuple[str, ...]:
+        """The rows compared with ``control`` as well as with the baseline: those whose balancer declares it its
+        count-matched control (``Balancer.control``)."""
+        if self.control is None:
+            return ()
+        first = self.spec.first_seed
+        return tuple(m for m in self.compare_config.methods if self.balancer(m, first).control == self.control)
 
     @property
     def compare_config(self) -> CompareConfig:
-        """The comparison this recipe runs (a paper recipe maps its own config onto one)."""
+        """The comparison this recipe runs (a paper recipe's config contains one)."""
         return self.config
 
+    @property
+    def spec(self) -> RunSpec:
+        return self.compare_config.run
+
     def description(self) -> str:
-        return f"{self.kind}-{Path(self.compare_config.data).stem}"
+        return f"{self.kind}-{Path(self.spec.file).stem}"
 
     @property
     def seeds(self) -> range:
-        c = self.compare_config
-        return range(c.first_seed, c.first_seed + c.seeds)
+        return self.spec.seed_range
 
     def plan(self) -> Plan:
         c = self.compare_config
-        check_methods(c.methods, c.baseline, c.seeds)
+        self.load()
+        summary = (f"data {self.spec.file}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
+                   f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
+                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
+                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
+                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
+                                                                          **self.sites_}, self.spec.file))
+        return Plan(cells=grid(seed=self.seeds, method=c.methods) + self.analysis_cells(), summary=summary,
+                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
+                    **self.evaluation())
+
+    def load(self) -> None:
+        """Check the settings, then load and check the splits (``train_``, ``val_``, ``test_``), what each method's
+        balancer needs and the external sites (``sites_``); CxrganError on any bad input, before anything trains."""
+        c = self.compare_config
+        check_methods(c.methods, c.baseline, c.synthetic.rows)
+        self.spec.check()
         check_train_config(c.train)
         self.train_, self.val_, self.test_ = prepare_splits(c)
         check_world_size(self.train_, c.train.batch_size, distributed.world_size())
-        if any(uses_generator(m) for m in c.methods) and self.train_.images.shape[1] != self.train_.images.shape[2]:
-            raise CxrganError(f"{c.data}: images are {self.train_.images.shape[1]}x{self.train_.images.shape[2]}; "
-                              "generator-backed methods need square images")
-        if any(m.endswith("-extra") for m in c.methods) and not c.extra_data:
-            raise CxrganError("the '-extra' methods need --gan-extra-data FILE (a binary .npz whose training split "
-                              "joins the CycleGAN's domains)")
-        self.check_extra_data()
+        self.check_balancers()
         self.sites_ = self.load_sites()
-        summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
-                   f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
-                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
-                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items()))
-        return Plan(cells=grid(seed=self.seeds, method=c.methods),
-                    evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
+
+    def evaluation(self) -> dict:
+        """The plan's evaluation sets (validation, test, every external site) with their names, subgroups and
+        patient groups."""
+        return dict(evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
                                      **{name: site.labels for name, site in self.sites_.items()}},
-                    label_names=self.test_.label_names, summary=summary,
-                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
-                    class_names=self.test_.class_names,
-                    subgroups={name: subgroups(site) for name, site in self.sites_.items()})
+                    label_names=self.test_.label_names, class_names=self.test_.class_names,
+                    subgroups={name: subgroups(site) for name, site in self.sites_.items()},
+                    groups={name: patient_groups(rows) for name, rows in
+                            {"val": self.val_, "test": self.test_, **self.sites_}.items()})
 
     def load_sites(self) -> dict[str, CXRDataset]:
         """The external sites, checked against the whole data file (labels, size, shared images or patients)."""
-        c = self.compare_config
-        if not c.external:
+        c, spec = self.compare_config, self.spec
+        if not spec.external:
             return {}
         if not self.train_.is_binary:
             raise CxrganError("--external sites are for binary tasks (--target labels)")
-        names = [site_name(path) for path in c.external]
+        names = [site_name(path) for path in spec.external]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise CxrganError(f"--external names the site(s) {duplicated} twice; every file needs its own stem")
-        reference = load_npz(c.data, target=c.target, uncertainty=c.uncertainty, allow_patient_overlap=True)
-        return {site_name(path): load_external(path, self.train_, c.external_labels, reference, c.data)
-                for path in c.external}
+        reference = load_npz(spec.file, target=c.target, uncertainty=c.uncertainty, allow_patient_overlap=True)
+        return {site_name(path): load_external(path, self.train_, spec.external_labels, reference, spec.file)
+                for path in spec.external}
 
-    def check_extra_data(self) -> None:
-        """The CycleGAN extra data: present, binary, same image size, and sharing no image with val / test."""
+    def balancer(self, method: str, seed: int, run_dir: Path | None = None) -> Balancer:
+        """The balancer of ``method`` for ``seed``, its generators cached in ``run_dir`` (None: not cached)."""
         c = self.compare_config
-        if not c.extra_data or not any(m.endswith("-extra") for m in c.methods):
-            return
-        from cxrgan.balance.complement import load_extra_domains
+        return make_balancer(method, BalanceContext(random_state=seed, device=str(self.spec.torch_device()),
+                                                    work_dir=None if run_dir is None else run_dir / "generators",
+                                                    generators=c.generators, extra_data=c.extra_data,
+                                                    synthetic=c.synthetic))
+
+    def check_balancers(self) -> None:
+        """What each method needs, asked of its balancer (a factory refuses missing inputs as it is built):
+        square images for a method with generators, and extra generator rows that share no image with the
+        evaluation splits."""
         from cxrgan.data.leakage import check_no_shared_images
 
-        extra = load_extra_domains(c.extra_data, self.train_)
-        check_no_shared_images(extra.images, {"val": self.val_.images, "test": self.test_.images},
-                               what=f"--gan-extra-data {c.extra_data}", against=c.data)
+        train = self.train_
+        for method in self.compare_config.methods:
+            balancer = self.balancer(method, self.spec.first_seed)
+            if balancer.generators(train) and train.images.shape[1] != train.images.shape[2]:
+                raise CxrganError(f"{self.spec.file}: images are {train.images.shape[1]}x{train.images.shape[2]}; "
+                                  f"generator-backed methods need square images ({method} trains one)")
+            extra = balancer.extra_rows(train)
+            if extra is not None:
+                check_no_shared_images(extra.images, {"val": self.val_.images, "test": self.test_.images},
+                                       what=f"--gan-extra-data {self.compare_config.extra_data}",
+                                       against=self.spec.file)
 
-    def balance_context(self, seed: int, run_dir: Path, device: str) -> BalanceContext:
-        c = self.compare_config
-        return BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators",
-                              generators=c.generators, extra_data=c.extra_data)
+    def generator_entries(self, methods: tuple[str, ...] | None = None,
+                          seeds: range | None = None) -> dict[str, GeneratorUse]:
+        """Every generator the methods (default: all) train over the seeds (default: all), by cache entry name,
+        with the rows it trains on and the (method, seed) cells that use it first."""
+        entries: dict[str, GeneratorUse] = {}
+        for seed in seeds if seeds is not None else self.seeds:
+            for method in methods if methods is not None else self.compare_config.methods:
+                balancer = self.balancer(method, seed)
+                rows = balancer.generator_rows(self.train_)
+                for spec in balancer.generators(self.train_):
+                    entries.setdefault(entry_name(spec, rows), GeneratorUse(spec, rows, method, seed))
+        return entries
+
+    def analysis_cells(self) -> list[Cell]:
+        """The recipe's analysis cells, run after the (seed, method) cells: in ``compare``, the audit of every
+        --synthetic file (``cxrgan.recipes.synthetic``)."""
+        return [Cell.of(analysis="synthetic-audit", file=row) for row in self.compare_config.synthetic.rows]
+
+    def analyses(self) -> dict[str, Callable[[Cell, RunContext], CellResult]]:
+        """Analysis kind -> the function that runs one of its cells."""
+        return {"synthetic-audit": self.synthetic_audit_cell}
+
+    def synthetic_audit_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """The audit of one --synthetic file, in the feature space of a small CNN trained once per run."""
+        c, row = self.compare_config, cell["file"]
+        config = AuditConfig(seed=self.spec.first_seed, device=self.spec.device)
+        result = synthetic_rows.audit_row(run.run_dir, c.synthetic, row, self.train_, self.val_, self.test_,
+                                          self.sites_, config)
+        fd = result["metrics"]["frechet_distance"]
+        return CellResult({"n_synthetic": result["n_synthetic"]},
+                          summary=f"FD {fd['synthetic']:.3f} (reference {fd['reference']:.3f})")
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
-        """Balance, train, predict and score one (method, seed)."""
+        """Balance, train, predict and score one (method, seed); or run one analysis cell."""
+        if "analysis" in dict(cell.coords):
+            return self.analyses()[cell["analysis"]](cell, run)
+        seed = cell["seed"]
+        return self.balance_train_score(cell, self.train_, self.balancer(cell["method"], seed, run.run_dir), run,
+                                        keep_model=seed == self.spec.first_seed)
+
+    def balance_train_score(self, cell: Cell, train: CXRDataset, balancer: Balancer, run: RunContext,
+                            keep_model: bool) -> CellResult:
+        """Rebalance ``train`` with the cell's method (``balancer``), train a classifier through the stages the
+        balancer asks for with the cell's seed, and score it on the validation and test splits and every external
+        site; ``keep_model`` stores the model in ``models/`` (for CAM panels and fidelity)."""
         c = self.compare_config
-        method, seed = cell["method"], cell["seed"]
-        device = str(resolve_device(c.train.device))
+        seed, device = cell["seed"], str(self.spec.torch_device())
         train_config = dataclasses.replace(c.train, progress=c.train.progress and run.progress)
-        balancer = make_balancer(method, self.balance_context(seed, run.run_dir, device))
-        balanced = balancer.fit_resample(self.train_)
-        if set(balanced.meta["split"]) != {"train"}:
-            raise CxrganError(f"method {method!r} returned rows outside the training split")
-        train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss or schedule
+        balanced = balancer.fit_resample(train)
+        stages = balancer.stages(train_config.epochs)  # loss-side methods change the loss or add a stage
         checkpoint = run.run_dir / "checkpoints" / f"{cell.name}.pt"
-        result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True)
+        result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True,
+                                  stages=stages)
         score = lambda data: predict(result.model, data, device, c.train.eval_batch_size, c.train.bf16,  # noqa: E731
                                      shared=True, fp16=c.train.fp16)
         s_val, s_test = score(self.val_), score(self.test_)
         sites = {name: score(site) for name, site in self.sites_.items()}
         if distributed.is_main():
-            if seed == c.first_seed:  # one model per method for CAM panels and fidelity; checkpoints are transient
+            if keep_model:  # one model per method for CAM panels and fidelity; checkpoints are transient
                 atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
                              lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
-                                                     "n_outputs": self.train_.n_labels}, tmp))
+                                                     "n_outputs": train.n_labels}, tmp))
             checkpoint.unlink(missing_ok=True)
         metrics = evaluate_scores(self.val_.labels, s_val, self.test_.labels, s_test, self.test_.label_names,
                                   c.n_boot, seed)
@@ -261,29 +345,38 @@ class Compare(Recipe):
 
     # ---- tables -------------------------------------------------------------------------------------------------
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
-                    methods: tuple[str, ...] | None = None) -> list[Comparison]:
+                    methods: tuple[str, ...] | None = None, where: dict | None = None) -> list[Comparison]:
         """Every method against ``baseline`` on ``set_name``: ROC AUC per label column (binary: one row per
-        method; multi-label: one row per method and finding, plus the macro mean by a paired t over seeds)."""
+        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings).
+        ``where`` restricts both sides to the cells with those coordinates (e.g. one point of a grid) and is added
+        to each binary row's identity."""
         c = self.compare_config
         baseline = baseline or c.baseline
+        where = where or {}
         labels, names = results.labels[set_name], results.label_names
-        base = results.seed_scores(set_name, method=baseline)
+        patients = results.patients(set_name)
+        base = results.seed_scores(set_name, method=baseline, **where)
         site = {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
         rows = []
         for method in methods or c.methods:
-            if method == baseline or not results.where(method=method):
+            if method == baseline or not results.where(method=method, **where):
                 continue
-            mine = results.seed_scores(set_name, method=method)
+            mine = results.seed_scores(set_name, method=method, **where)
             if labels.shape[1] == 1:
-                rows.append(compare_auc({"method": method, "vs": baseline, **site}, labels[:, 0],
-                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()}))
+                point = {key: str(value) for key, value in where.items()}
+                rows.append(compare_auc({**point, "method": method, "vs": baseline, **site}, labels[:, 0],
+                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()},
+                                        patients))
                 continue
             for j, name in enumerate(names):
                 rows.append(compare_auc({"method": method, "vs": baseline, "finding": name}, labels[:, j],
-                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()}))
-            macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method)}
-            base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline)}
-            rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
+                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()},
+                                        patients))
+            rows.append(compare_macro_auc({"method": method, "vs": baseline, "finding": "macro"}, labels, mine, base,
+                                          patients))
+        controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
+        if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
+            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled, where=where)
         return rows
 
     @staticmethod
@@ -300,15 +393,15 @@ class Compare(Recipe):
 
     def verdicts(self, results: Results, comparisons: list[Comparison]) -> Table:
         c = self.compare_config
-        with_test = any(comp.effect is not None and not np.isnan(comp.effect.test_se) for comp in comparisons)
-        notes = method_note(sum(comp.effect is not None for comp in comparisons), with_test)
+        notes = method_note(comparisons)
         sites = self.external_sets(results)
         if sites:
             notes += (f" External site(s) {', '.join(sites)}: every row of the file, images of other patients and "
                       "another hospital, scored by the same models; one Holm family with the internal test rows.")
         if results.labels["test"].shape[1] > 1:
-            notes += (" The macro row averages the findings' AUCs per seed and is tested by a paired t over seeds. "
-                      "A finding with fewer than 10 test positives is not estimable and is not tested.")
+            notes += (" The macro row averages the AUCs of the estimable findings per seed; its test-image term "
+                      "covers the images and patients the findings share. A finding with fewer than 10 test "
+                      "positives is not estimable: it is not tested and not in the macro row.")
         return Table("verdicts", f"{self.kind}: each method against {c.baseline} (test ROC AUC)",
                      verdict_table(comparisons), notes, role="verdict")
 
@@ -320,18 +413,18 @@ class Compare(Recipe):
         summary["verdicts"] = [{**comp.row, "note": comp.note, **(dataclasses.asdict(e) if e else {})}
                                for comp, e in zip(comparisons, adjusted_effects(comparisons))]
         write_json(results.run_dir / "summary.json", summary)
-        tables = [self.verdicts(results, comparisons),
-                  Table("results", f"{self.kind}: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s)", table,
-                        notes, role="main")]
-        imbalance = label_imbalance_table(results, c.methods, c.first_seed)
+        title = f"{self.kind}: {Path(self.spec.file).name}, {c.train.model}, {self.spec.seeds} seed(s)"
+        tables = [self.verdicts(results, comparisons), Table("results", title, table, notes, role="main")]
+        imbalance = label_imbalance_table(results, c.methods, self.spec.first_seed)
         if imbalance is not None:
             tables.append(Table("label_imbalance", "Label imbalance of each method's training rows (first seed)",
                                 imbalance, "IRLbl of a label = rows of the commonest label / rows of this label; MeanIR "
                                 "= their mean (Charte et al. 2015), counted over the findings and 'no finding'.",
                                 role="detail"))
+        tables += [t for t in [synthetic_rows.audit_table(results.run_dir, c.synthetic.rows)] if t is not None]
         if results.subgroups:
             tables.append(Table("external_subgroups", "External sites by view, age band and sex (test ROC AUC)",
-                                subgroup_table(results, c.methods), SUBGROUP_NOTE, role="detail"))
+                                subgroup_table(results, {m: {"method": m} for m in c.methods}), SUBGROUP_NOTE, role="detail"))
         return tables
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
@@ -349,9 +442,37 @@ class Compare(Recipe):
                 ("pr.png", "Precision-recall curves on the real test split (seed-averaged scores)")]
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        from cxrgan.recipes.probe import compare_estimates
+        """Seconds per cell: the generators a (method, seed) cell trains first (each counted once: the cDCGAN
+        alphas of a seed share one) and the images it draws from them, asked of its balancer, plus the classifier
+        on the images the balancer plans over its stages, at the probed speed; analysis cells as the recipe
+        estimates them."""
+        c = self.compare_config
+        device = str(self.spec.torch_device())
+        balancers = {m: self.balancer(m, self.spec.first_seed) for m in c.methods}
+        images = {m: b.planned_images(self.train_, c.train.epochs) for m, b in balancers.items()}
+        samples = {m: b.planned_samples(self.train_) for m, b in balancers.items()}
+        eval_rows = len(self.val_) + len(self.test_) + sum(len(site) for site in self.sites_.values())
+        estimates, trained = {}, set()
+        for cell in plan.cells:
+            if "analysis" in dict(cell.coords):
+                estimates[cell.name] = self.analysis_seconds(cell, trained)
+                continue
+            seconds = training_seconds(c.train, images[cell["method"]], eval_rows, self.train_.image_size,
+                                       self.train_.n_labels, trace_memory=c.generators.full)
+            uses = self.generator_entries((cell["method"],), (cell["seed"],))
+            for name, use in uses.items():
+                if name not in trained:
+                    trained.add(name)
+                    seconds += generator_seconds(use.spec, use.rows, device, trace_memory=c.generators.full)
+            if uses and samples[cell["method"]]:
+                per_image = np.mean([sample_seconds(use.spec, use.rows, device) for use in uses.values()])
+                seconds += samples[cell["method"]] * float(per_image)
+            estimates[cell.name] = seconds
+        return estimates
 
-        return compare_estimates(self, plan)
+    def analysis_seconds(self, cell: Cell, trained: set[str]) -> float:
+        """Estimated seconds of an analysis cell; ``trained`` names the generator entries counted so far."""
+        return 0.0
 
 
 def label_imbalance_table(results: Results, methods: tuple[str, ...], seed: int) -> pd.DataFrame | None:
@@ -373,19 +494,21 @@ SUBGROUP_NOTE = ("ROC AUC within each subgroup of an external site, mean [95% CI
                  "positives. A view or age shortcut shows as a large gap between subgroups. Descriptive, not tested.")
 
 
-def subgroup_table(results: Results, methods: tuple[str, ...]) -> pd.DataFrame:
-    """Per external site and subgroup (view, age band, sex): every method's AUC over seeds."""
+def subgroup_table(results: Results, columns: dict[str, dict]) -> pd.DataFrame:
+    """Per evaluation set with subgroups (external sites; view, age band, sex) and per subgroup: the ROC AUC over
+    seeds of each column's cells (``columns``: column name -> the cells' coordinates, e.g. {"dcgan": {"method":
+    "dcgan"}})."""
     rows = []
     for site, groups in results.subgroups.items():
         y = results.labels[site][:, 0]
         for group, mask in groups.items():
             row = {"site": site, "subgroup": group, "n": int(mask.sum()), "+": int(y[mask].sum())}
-            for method in methods:
-                runs = results.seed_scores(site, method=method)
+            for name, coords in columns.items():
+                runs = results.seed_scores(site, **coords)
                 if runs:
                     values = [roc_auc(y[mask], s[mask, 0]) if 0 < y[mask].sum() < mask.sum() else np.nan
                               for s in runs.values()]
-                    row[method] = seed_cell(values)
+                    row[name] = seed_cell(values)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -394,7 +517,7 @@ def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path |
                 command: str | None = None, dry_run: bool = False, progress: bool = True, **grid) -> Path | None:
     """Run (or resume) a comparison through the engine and return its run directory (``grid``: the engine's
     ``shard`` and ``workers``)."""
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
 
     return run_recipe(Compare(config), out, resume_dir=resume_dir, command=command, dry_run=dry_run,
                       progress=progress, **grid)

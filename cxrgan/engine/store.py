@@ -26,6 +26,7 @@ RECORDS_DIR = "records"
 SCORES_DIR = "scores"
 CLAIMS_DIR = "claims"
 LABELS_NAME = "labels.npz"
+PATIENTS_PREFIX = "patients_"  # labels.npz key of an evaluation set's (N,) patient codes
 
 
 # ---- records ---------------------------------------------------------------------------------------------------
@@ -91,6 +92,9 @@ def savez(path: str, arrays: dict[str, np.ndarray]) -> None:
 class Results:
     """A run directory's finished cells: records, their stored scores and the evaluation sets' labels.
 
+    ``records`` holds the cells that trained and scored a model; ``analyses`` the records of analysis cells (those
+    with an ``analysis`` coordinate: audits, train-on-synthetic scores, ...), read with :meth:`analysis`.
+
     Args:
         run_dir: the run directory.
         order: cell names in plan order; records are listed in that order (others after them, by name).
@@ -98,12 +102,15 @@ class Results:
 
     def __init__(self, run_dir: str | Path, order: Sequence[str] = ()):
         self.run_dir = Path(run_dir)
-        self.records = read_records(self.run_dir, order)
+        everything = read_records(self.run_dir, order)
+        self.records = [r for r in everything if "analysis" not in r]
+        self.analyses = [r for r in everything if "analysis" in r]
         path = self.run_dir / LABELS_NAME
         self.labels: dict[str, np.ndarray] = {}
         self.label_names: tuple[str, ...] = ()
         self.class_names: tuple[str, ...] | None = None
         self.subgroups: dict[str, dict[str, np.ndarray]] = {}
+        self.groups: dict[str, np.ndarray] = {}  # set -> (N,) patient of each row; absent in older run directories
         if path.exists():
             with np.load(path, allow_pickle=False) as archive:
                 self.labels = {k[len("set_"):]: archive[k] for k in archive.files if k.startswith("set_")}
@@ -113,11 +120,21 @@ class Results:
                 for key in (k for k in archive.files if k.startswith("group_")):
                     set_name, group = key[len("group_"):].split("|", 1)
                     self.subgroups.setdefault(set_name, {})[group] = archive[key].astype(bool)
+                self.groups = {k[len(PATIENTS_PREFIX):]: archive[k] for k in archive.files
+                               if k.startswith(PATIENTS_PREFIX)}
+
+    def patients(self, set_name: str) -> np.ndarray | None:
+        """(N,) patient of each row of ``set_name`` (for patient-clustered tests), None when the run did not store it."""
+        return self.groups.get(set_name)
 
     def where(self, **coords: Any) -> list[dict]:
         """Records whose coordinates equal ``coords``, in seed order."""
         found = [r for r in self.records if all(r.get(k) == v for k, v in coords.items())]
         return sorted(found, key=lambda r: r.get("seed", 0))
+
+    def analysis(self, kind: str, **coords: Any) -> list[dict]:
+        """Records of the ``kind`` analysis cells whose coordinates equal ``coords``."""
+        return [r for r in self.analyses if r["analysis"] == kind and all(r.get(k) == v for k, v in coords.items())]
 
     def scores(self, record: dict, set_name: str) -> np.ndarray:
         path = self.run_dir / SCORES_DIR / f"{record['cell']}.npz"
@@ -132,21 +149,28 @@ class Results:
 
 
 def save_labels(run_dir: Path, evaluation_sets: dict[str, np.ndarray], label_names: Sequence[str],
-                class_names: Sequence[str] | None, subgroups: dict[str, dict[str, np.ndarray]]) -> None:
-    """Write the evaluation sets' labels; on resume, refuse data whose labels changed since the run began."""
+                class_names: Sequence[str] | None, subgroups: dict[str, dict[str, np.ndarray]],
+                groups: dict[str, np.ndarray] | None = None) -> None:
+    """Write the evaluation sets' labels and patients (``groups``: set -> (N,) patient of each row); on resume,
+    refuse data whose labels or patients changed since the run began, and add patients a run lacks."""
     path = run_dir / LABELS_NAME
+    groups = groups or {}
     if path.exists():
         saved = Results(run_dir)
         for name, labels in evaluation_sets.items():
             if name in saved.labels and not np.array_equal(saved.labels[name], labels, equal_nan=True):
                 raise CxrganError(f"{run_dir}: the {name!r} labels differ from those the run started with; "
                                   "resume with the same data files and settings")
-        if set(evaluation_sets) <= set(saved.labels):
+            if name in saved.groups and name in groups and not np.array_equal(saved.groups[name], groups[name]):
+                raise CxrganError(f"{run_dir}: the {name!r} patients differ from those the run started with; "
+                                  "resume with the same data files and settings")
+        if set(evaluation_sets) <= set(saved.labels) and set(groups) <= set(saved.groups):
             return
     arrays = {f"set_{name}": np.asarray(labels, np.float32) for name, labels in evaluation_sets.items()}
     arrays["label_names"] = np.array(label_names)
     if class_names:
         arrays["class_names"] = np.array(class_names)
-    for set_name, groups in subgroups.items():
-        arrays.update({f"group_{set_name}|{group}": mask for group, mask in groups.items()})
+    for set_name, masks in subgroups.items():
+        arrays.update({f"group_{set_name}|{group}": mask for group, mask in masks.items()})
+    arrays.update({f"{PATIENTS_PREFIX}{name}": np.asarray(patients, np.int64) for name, patients in groups.items()})
     atomic_write(path, lambda tmp: savez(tmp, arrays))
