@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -34,6 +35,7 @@ from torch import nn
 
 import cxrgan.classify.train as train_module
 from cxrgan.classify import TrainConfig, predict, train_classifier
+from cxrgan.balance.stages import Main
 from cxrgan.classify.losses import build_loss
 from cxrgan.classify.small_maps import SmallMapConv2d
 from cxrgan.data import load_npz
@@ -65,18 +67,39 @@ def previous_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def previous_adam(parameters, config: TrainConfig) -> torch.optim.Adam:
+def previous_adam(parameters, lr: float, weight_decay: float) -> torch.optim.Adam:
     """torch's default Adam, as main used (on the CPU: one element-wise operation after another)."""
-    return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One form of the training step."""
+
+    small_maps: bool  # small output maps' convolutions as matrix products (cxrgan.classify.small_maps)
+    fused_adam: bool  # torch's fused Adam (else its default, one element-wise operation after another)
+    channels_last: bool = True  # channels-last weights and activations (both main and the default use them)
+    compiled: bool = False  # the network through torch.compile (inductor), eager otherwise
+
+
+VARIANTS = {
+    "previous": Variant(False, False),  # main's step until issue 25
+    "default": Variant(True, True),  # the step train_classifier takes today
+    "previous NCHW": Variant(False, False, channels_last=False),  # the issue's description of main's step
+    "compiled": Variant(False, True, compiled=True),  # inductor's convolutions and fusions instead of small maps
+    "default compiled": Variant(True, True, compiled=True),  # the default step through inductor
+    "small-maps only": Variant(True, False),
+    "fused Adam only": Variant(False, True),
+}
 
 
 @contextlib.contextmanager
-def step_variant(small_maps: bool, fused_adam: bool):
-    """Make ``train_classifier`` build its network and optimiser as a variant of the step (benchmark only)."""
+def step_variant(variant: Variant):
+    """Make ``train_classifier`` build its network and optimiser as ``variant`` (benchmark only; eager, channels-last)."""
     build, adam = train_module.build_classifier, train_module.adam
-    if not small_maps:
+    if not variant.small_maps:
         train_module.build_classifier = lambda *args, **kwargs: previous_model(build(*args, **kwargs))
-    if not fused_adam:
+    if not variant.fused_adam:
         train_module.adam = previous_adam
     try:
         yield
@@ -84,30 +107,37 @@ def step_variant(small_maps: bool, fused_adam: bool):
         train_module.build_classifier, train_module.adam = build, adam
 
 
-VARIANTS = {  # name -> (small-map convolutions, fused Adam)
-    "previous": (False, False),
-    "default": (True, True),
-    "small-maps only": (True, False),
-    "fused Adam only": (False, True),
-}
+@contextlib.contextmanager
+def input_format(channels_last: bool):
+    """Batches handed to the network channels-last (the loop's) or in plain NCHW order."""
+    to_input = train_module._to_input
+    if not channels_last:
+        train_module._to_input = lambda *args, **kwargs: to_input(*args, **kwargs).contiguous()
+    try:
+        yield
+    finally:
+        train_module._to_input = to_input
 
 
 class TimedStep:
     """One variant of the training step on the real training rows, through the loop's own ``_train_epoch``."""
 
-    def __init__(self, variant: str, train, config: TrainConfig, seed: int = 0):
-        small_maps, fused = VARIANTS[variant]
+    def __init__(self, name: str, train, config: TrainConfig, seed: int = 0):
+        self.variant = variant = VARIANTS[name]
         device = resolve_device(config.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = train_module.build_classifier(config.model, train.n_labels)
-        if not small_maps:
+        if not variant.small_maps:
             previous_model(model)
-        self.model = model.to(device, memory_format=torch.channels_last).train()
-        optimizer = (train_module.adam if fused else previous_adam)(self.model.parameters(), config)
+        layout = torch.channels_last if variant.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=layout).train()
+        make_adam = train_module.adam if variant.fused_adam else previous_adam
+        optimizer = make_adam(self.model.parameters(), config.lr, config.weight_decay)
+        self.step_model = torch.compile(self.model) if variant.compiled else self.model
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)
-        loss_fn = build_loss(config, train_module._label_counts(train, config))
+        loss_fn = build_loss(Main().loss, train_module._label_counts(train, Main()))
         self.generator = torch.Generator().manual_seed(seed)
         self.steps = train_module.Steps(optimizer, scheduler, scaler, loss_fn, config, device, self.generator)
         self.train, self.config = train, config
@@ -115,45 +145,57 @@ class TimedStep:
     def images_per_second(self, batches: int) -> float:
         rows = torch.randperm(len(self.train), generator=self.generator)[:batches * self.config.batch_size]
         timing = {"seconds": 0.0, "images": 0}
-        train_module._train_epoch(self.model, self.steps, None, self.train, rows, timing, "timed")
+        with input_format(self.variant.channels_last):
+            train_module._train_epoch(self.step_model, self.steps, None, self.train, rows, timing, "timed")
         return timing["images"] / timing["seconds"]
 
 
-def measure_ratio(train, config: TrainConfig, pairs: int, batches: int, ablation: bool) -> None:
-    names = ["previous", "default"] + (["small-maps only", "fused Adam only"] if ablation else [])
+def measure_ratio(train, config: TrainConfig, pairs: int, batches: int, names: list[str]) -> None:
+    """Each of ``names`` timed against "previous", pair by pair (which goes first alternates); the "default" ratio
+    is printed last as ``ratio``."""
+    names = ["previous", *names]
     started = time.perf_counter()
     steps = {name: TimedStep(name, train, config) for name in names}
-    for step in steps.values():
-        step.images_per_second(2)  # warm-up: oneDNN primitives, allocator
+    for name, step in steps.items():
+        warm = time.perf_counter()
+        step.images_per_second(2)  # warm-up: oneDNN primitives, allocator; torch.compile compiles here
+        if step.variant.compiled:
+            print(f"  torch.compile: first two steps {time.perf_counter() - warm:.0f} s (compilation)", flush=True)
     speeds: dict[str, list[float]] = {name: [] for name in names}
+    previous: dict[str, list[float]] = {name: [] for name in names}
     for pair in range(pairs):
         for name in names[1:]:
             order = ("previous", name) if pair % 2 == 0 else (name, "previous")
             measured = {n: steps[n].images_per_second(batches) for n in order}
-            speeds["previous"].append(measured["previous"])
+            previous[name].append(measured["previous"])
             speeds[name].append(measured[name])
-    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'bf16' if config.bf16 else 'fp32'} autocast, batch {config.batch_size}, {batches} batches per timing, "
-          f"{pairs} pairs ({time.perf_counter() - started:.0f} s)")
-    n_other = len(names) - 1
-    for k, name in enumerate(names[1:]):
-        previous = speeds["previous"][k::n_other]
-        ratios = [new / old for new, old in zip(speeds[name], previous)]
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    print(f"CPU: {cpu_description()}{f'; oneDNN limited to {isa}' if isa else ''}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {'bf16' if config.bf16 else 'fp32'} autocast, batch "
+          f"{config.batch_size}, {batches} batches per timing, {pairs} pairs ({time.perf_counter() - started:.0f} s)")
+    ratios = {}
+    for name in names[1:]:
+        ratios[name] = [new / old for new, old in zip(speeds[name], previous[name])]
         print(f"  {name:16s} {statistics.median(speeds[name]):6.0f} images/s vs previous "
-              f"{statistics.median(previous):6.0f}: ratio median {statistics.median(ratios):.2f}x "
-              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
-    ratios = [new / old for new, old in zip(speeds["default"], speeds["previous"][0::n_other])]
-    print(f"ratio {statistics.median(ratios):.2f}x")
+              f"{statistics.median(previous[name]):6.0f}: ratio median {statistics.median(ratios[name]):.2f}x "
+              f"(min {min(ratios[name]):.2f}, max {max(ratios[name]):.2f})")
+    if "previous NCHW" in ratios and "default" in ratios:  # default / NCHW = (default / previous) / (NCHW / previous)
+        over_nchw = [d / n for d, n in zip(speeds["default"], speeds["previous NCHW"])]
+        print(f"  default over previous NCHW (not timed as a pair; medians of their own pairs): "
+              f"{statistics.median(over_nchw):.2f}x")
+    if "default" in ratios:
+        print(f"ratio {statistics.median(ratios['default']):.2f}x")
 
 
 # ---- test AUC of both steps ---------------------------------------------------------------------------------------
 def readme_splits(data: str):
     """The README command's splits (Kermany made 3:1) and its classifier settings, as the CLI builds them."""
-    from cxrgan.cli import build_parser, train_config
+    from cxrgan.cli import build_parser
+    from cxrgan.cli.flags import run_spec, train_config
     from cxrgan.recipes.compare import CompareConfig, prepare_splits
 
     args = build_parser().parse_args(["compare", data, "--imbalance", "3:1", "--no-progress"])
-    config = CompareConfig(data=data, imbalance=args.imbalance, train=train_config(args))
+    config = CompareConfig(run=run_spec(args, data), imbalance=args.imbalance, train=train_config(args))
     return (*prepare_splits(config), config.train)
 
 
@@ -164,7 +206,7 @@ def compare_auc(data: str, seeds: int) -> None:
     aucs: dict[str, list[float]] = {"previous": [], "default": []}
     for seed in range(seeds):
         for name in aucs:
-            with step_variant(*VARIANTS[name]):
+            with step_variant(VARIANTS[name]):
                 started = time.perf_counter()
                 result = train_classifier(train, val, config, seed=seed)
             device = resolve_device(config.device)
@@ -210,6 +252,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=7, help="timed pairs of the two steps (0 = no ratio)")
     parser.add_argument("--batches", type=int, default=8, help="training batches per timing")
     parser.add_argument("--ablation", action="store_true", help="also time each change alone")
+    parser.add_argument("--nchw", action="store_true", help="also time main's step in plain NCHW order")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the network through torch.compile (inductor; prints the compile time)")
     parser.add_argument("--data-workers", type=int, default=0, help="processes reading batches in the timed steps")
     parser.add_argument("--auc-seeds", type=int, default=0, help="seeds of the test-AUC comparison (0 = none)")
     parser.add_argument("--epochs", type=int, default=20, help="full training epochs (0 = no full training)")
@@ -227,7 +272,9 @@ def main() -> None:
         train = load_npz(args.data).split("train")
         timed = TrainConfig(model=args.model, batch_size=args.batch_size, lr=args.lr, bf16=bf16, augment="flip",
                             progress=False, data_workers=args.data_workers)
-        measure_ratio(train, timed, args.pairs, args.batches, args.ablation)
+        names = ["default", *(["previous NCHW"] if args.nchw else []), *(["compiled", "default compiled"] if args.compile else []),
+                 *(["small-maps only", "fused Adam only"] if args.ablation else [])]
+        measure_ratio(train, timed, args.pairs, args.batches, names)
     if args.auc_seeds:
         compare_auc(args.data, args.auc_seeds)
     if args.epochs:

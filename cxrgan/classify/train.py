@@ -35,6 +35,7 @@ from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from 
     output_layer,
 )
 from cxrgan.classify.networks import build_classifier
+from cxrgan.classify.optimizers import adam
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
 from cxrgan.data.loader import BatchFeed
@@ -299,7 +300,7 @@ class _Run:
         """A fresh Adam over ``parameters`` with the run's schedule over ``epochs`` epochs of ``n_rows`` rows (and the
         run's batch feeds, so a stage reading rows an earlier stage read reuses its feed)."""
         config = self.config
-        optimizer = adam(parameters, config)
+        optimizer = adam(parameters, config.lr, config.weight_decay)
         scheduler = _lr_scheduler(optimizer, config, epochs * _steps_per_epoch(n_rows, config))
         return Steps(optimizer, scheduler, self.scaler, self.loss_fn, config, self.device, self.generator, self.feeds)
 
@@ -493,17 +494,6 @@ def _pretrain(run: _Run, stage: Pretrain) -> list[dict]:
                         "seconds": stats["seconds"], "stage": "pretrain"})
         run.log(history[-1])
     return history
-
-
-def adam(parameters, config: TrainConfig) -> torch.optim.Adam:
-    """Adam (Kingma & Ba 2015) with torch's fused kernel (one pass over each parameter per step) where this torch
-    has it for the parameters' device (CPU since torch 2.4, CUDA); else torch's default implementation (on the CPU,
-    one element-wise operation after another). ``python benchmarks/classifier.py --ablation`` measures the gain."""
-    parameters = list(parameters)
-    try:
-        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype in this torch
-        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _early_stop(epoch: int, best_epoch: int, patience: int) -> bool:
