@@ -104,31 +104,31 @@ def test_training_learns_and_is_reproducible(kermany_small):
 
 @pytest.mark.parametrize("model,bf16", [("small-cnn", False), ("resnet18", True)])
 def test_resume_matches_uninterrupted_run(kermany_small, tmp_path, model, bf16):
-    """Killed after the last of 3 epochs with a checkpoint every 2 epochs (none after the last): the resumed run
-    repeats epoch 3 from the epoch-2 checkpoint and ends bit-identical to the uninterrupted run (ResNet-18 in bf16:
+    """Killed after the last of 2 epochs with a checkpoint every epoch (none after the last): the resumed run
+    repeats epoch 2 from the epoch-1 checkpoint and ends bit-identical to the uninterrupted run (ResNet-18 in bf16:
     the default path, small-map convolutions and fused Adam included)."""
     train, val = kermany_small.split("train"), kermany_small.split("val")
-    config = TrainConfig(model=model, epochs=3, batch_size=32, lr=1e-3, patience=10, progress=False, bf16=bf16,
+    config = TrainConfig(model=model, epochs=2, batch_size=32, lr=1e-3, patience=10, progress=False, bf16=bf16,
                          device="cpu", augment="flip-affine", lr_schedule="cosine", checkpoint_seconds=0,
-                         checkpoint_epochs=2)
+                         checkpoint_epochs=1)
     full = train_classifier(train, val, config, seed=1)
     checkpoint = tmp_path / "clf.pt"
 
     class Stop(Exception):
         pass
 
-    def stop_after_three(record):
-        if record["epoch"] == 3:
+    def stop_after_two(record):
+        if record["epoch"] == 2:
             raise Stop
 
     with pytest.raises(Stop):
-        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, on_epoch=stop_after_three)
-    assert torch.load(checkpoint, weights_only=True)["epoch"] == 2
+        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, on_epoch=stop_after_two)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
     # The checkpoint is refused for another scientific setting; the checkpoint cadence may change.
     with pytest.raises(CxrganError, match="different config"):
-        train_classifier(train, val, TrainConfig(**{**config.__dict__, "epochs": 4}), seed=1,
+        train_classifier(train, val, TrainConfig(**{**config.__dict__, "epochs": 3}), seed=1,
                          checkpoint_path=checkpoint, resume=True)
-    resumed = train_classifier(train, val, TrainConfig(**{**config.__dict__, "checkpoint_epochs": 1}), seed=1,
+    resumed = train_classifier(train, val, TrainConfig(**{**config.__dict__, "checkpoint_epochs": 3}), seed=1,
                                checkpoint_path=checkpoint, resume=True)
     assert [h["val_auc"] for h in resumed.history] == [h["val_auc"] for h in full.history]
     assert resumed.best_epoch == full.best_epoch
