@@ -99,6 +99,8 @@ def write_config(run_dir: Path, config: Any, kind: str) -> None:
     if create_exclusive(path, _json_text(record)):
         return
     existing = json.loads(path.read_text())
+    kept = {key: value for key, value in existing.items() if key not in record}  # e.g. a target run's rounds
+    existing = {key: value for key, value in existing.items() if key in record}
     if existing != record:
         if existing.get("kind") != kind:
             raise CxrganError(f"{run_dir}: is a {existing.get('kind')!r} run, cannot resume it as {kind!r}")
@@ -106,7 +108,7 @@ def write_config(run_dir: Path, config: Any, kind: str) -> None:
         if changes:
             raise CxrganError(f"{path}: this run was started with other settings ({'; '.join(changes)}); resume "
                               "with the same flags (more --methods may be added) or start a new run")
-        write_json(path, record)
+        write_json(path, {**record, **kept})
 
 
 def _json_text(record: dict) -> str:
