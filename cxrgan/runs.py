@@ -20,8 +20,10 @@ _RUN_NAME = re.compile(r"^(\d{5})-")
 # Settings that change how a run is shown or where it computes, never what it computes: they may differ between
 # a run and its resumption. Matched on the last component of a dotted field path (``train.progress``).
 # ``precision`` is the autocast asked for; the autocast it resolved to (the classifier's bf16 / fp16) is compared.
+# ``budget_seconds`` and ``max_seeds`` say how long a --target-mde run goes on, never what a cell computes: a resumed
+# run may be given more.
 COSMETIC_FIELDS = frozenset({"progress", "device", "precision", "eval_batch_size", "workers", "data_workers",
-                             "sync_batchnorm"})
+                             "sync_batchnorm", "budget_seconds", "max_seeds"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
 

@@ -193,6 +193,10 @@ def test_resumed_target_run_continues_its_rounds_without_retraining(target_run, 
     strip = lambda r: {k: v for k, v in r.items() if k != "spent_seconds"}  # noqa: E731
     assert [strip(r) for r in again] == [strip(r) for r in rounds]
     assert (run_dir / "verdicts.md").read_text() == (target_run / "verdicts.md").read_text()
+    # a finished run resumed decides once more from its scores, to the same end, and trains nothing
+    assert _target_compare(small_file, run_dir.parent, "--resume", str(run_dir)) == 0
+    assert _cells_run(capsys.readouterr().out) == 0
+    assert [strip(r) for r in read_rounds(run_dir)] == [strip(r) for r in rounds]
 
 
 def test_dry_run_prints_the_first_round_and_says_later_ones_are_measured(small_file, tmp_path, capsys):

@@ -24,7 +24,7 @@ from cxrgan.engine.cells import ROLE_ORDER, Cell, Plan, Shard
 from cxrgan.engine.probes import memory_lines
 from cxrgan.engine.recipe import Recipe, RunContext, recipe_from_run
 from cxrgan.engine.spec import run_spec_of
-from cxrgan.engine.target import clock, read_rounds, with_stop_reasons
+from cxrgan.engine.target import clock, dry_run_lines, read_rounds, with_stop_reasons
 from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, claim_path, done_cells, save_cell,
                                  save_labels, write_results_view)
 from cxrgan.errors import CxrganError, RankAgreedError
@@ -260,7 +260,8 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     tables = sorted((t for t in recipe.tables(results) if len(t.frame.columns)), key=lambda t: ROLE_ORDER.get(t.role, 9))
     rounds = read_rounds(run_dir)
     if rounds:  # a --target-mde run: each verdict row says why it got no more seeds
-        tables = [with_stop_reasons(t, rounds) if t.role == "verdict" else t for t in tables]
+        target = run_spec_of(recipe.config).target_mde
+        tables = [with_stop_reasons(t, rounds, target) if t.role == "verdict" else t for t in tables]
     for table in tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     figures = recipe.figures(results)
@@ -286,8 +287,8 @@ def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
     for cell in plan.cells:
         seconds = estimates.get(cell.name)
         lines.append(f"  {cell.label}" + (f"  (~{clock(seconds)})" if seconds is not None else ""))
-    if estimates:
-        total = sum(estimates.get(c.name, 0.0) for c in plan.cells)
+    total = sum(estimates.get(c.name, 0.0) for c in plan.cells) if estimates else None
+    if total is not None:
         lines.append(f"estimated wall time: {clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
         if processes > 1:
@@ -295,7 +296,5 @@ def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
                          f"1/{processes} of it, plus their gradient exchanges)")
     spec = run_spec_of(recipe.config)
     if spec is not None and spec.target_mde is not None:
-        from cxrgan.engine.target import dry_run_lines
-
-        lines += dry_run_lines(spec)
+        lines += dry_run_lines(spec, total)
     return "\n".join(lines + memory_lines())

@@ -199,14 +199,17 @@ class TargetRun:
         return {_arm_key(arm["cells"]): arm["seeds"] for arm in self.rounds[-1]["arms"]} if self.rounds else {}
 
     def run(self, run_cells: Callable[[Recipe, Plan, list[Cell]], None]) -> list[Cell]:
-        """Run the logged rounds' missing cells, then round after round until the rule stops; returns every cell."""
+        """Run the logged rounds' missing cells, then round after round until the rule stops; returns every cell.
+        A finished run that is resumed decides once more (a larger --budget or --max-seeds may give more seeds)."""
+        decided = False
         while True:
             grown_recipe, grown = self.grown()
             cells = round_cells(self.first, grown, self.spec, self.arm_seeds())
             run_cells(grown_recipe, replace(grown, cells=cells), cells)
-            if self.rounds and self.rounds[-1]["final"]:
+            if decided and self.rounds[-1]["final"]:
                 return cells
             self.next_round()
+            decided = True
 
     def grown(self) -> tuple[Recipe, Plan]:
         """The recipe and plan with as many seeds as the most any arm has been given."""
@@ -242,6 +245,8 @@ class TargetRun:
                            math.inf if budget is None else budget - self.spent)
         grown = _grown_arms(arms, rows, {n: d.next_seeds for n, d in decisions.items() if not d.stopped})
         added = max([count - arms[key] for key, count in grown.items()] + [0])
+        if self.rounds and self.rounds[-1]["final"]:  # decided again on resume: the new decision replaces it
+            self.rounds.pop()
         entry = {"round": len(self.rounds) + 1, "spent_seconds": round(self.spent, 1), "seeds_added": added,
                  "final": added == 0, "arms": [{"cells": json.loads(key), "seeds": n} for key, n in grown.items()],
                  "rows": [{"row": rows[name].comparison.row, "seeds": d.seeds, "next_seeds": d.next_seeds,
@@ -291,7 +296,7 @@ def clock(seconds: float) -> str:
 
 
 # ---- what the tables say ---------------------------------------------------------------------------------------
-def with_stop_reasons(table: Table, rounds: list[dict]) -> Table:
+def with_stop_reasons(table: Table, rounds: list[dict], target: float) -> Table:
     """The verdict table with a ``stopped`` column after ``seeds``: why each row got no more seeds (an external
     site's row shares its internal row's seeds and reason), and a note on the rule."""
     if not rounds or "seeds" not in table.frame.columns:
@@ -308,17 +313,22 @@ def with_stop_reasons(table: Table, rounds: list[dict]) -> Table:
                 break
         reasons.append(reason)
     frame.insert(list(frame.columns).index("seeds") + 1, "stopped", reasons)
-    note = (f" Seeds were added in {len(rounds)} round(s) until each tested row's minimum detectable Δ on the "
-            f"internal test split was <= the target (stopped: target reached, floor above target = its test-image "
-            f"term alone keeps it above, budget spent, max seeds); the rule read only variances (s_d², κ̂, df), "
-            f"never Δ or p.")
+    note = (f" --target-mde {target:g}: {len(rounds)} round(s) of seeds, more seeds for a tested row while its "
+            f"minimum detectable Δ on the internal test split was above {target:g}; stopped: why a row got no more "
+            "(target reached; floor above target: its test-image term κ̂ alone keeps its MDE above the target; budget "
+            "spent; max seeds). The rule read only variances (s_d², κ̂, df), never Δ or p.")
     return replace(table, frame=pd.DataFrame(frame), notes=table.notes + note)
 
 
-def dry_run_lines(spec: RunSpec) -> list[str]:
-    """What --dry-run says of a target run beyond its first round."""
+def dry_run_lines(spec: RunSpec, first_round_seconds: float | None = None) -> list[str]:
+    """What --dry-run says of a target run beyond its first round (``first_round_seconds``: its estimate)."""
     budget = "no time limit" if spec.budget_seconds is None else f"a budget of {clock(spec.budget_seconds)} wall time"
-    return [f"--target-mde {spec.target_mde:g}: the cells above are round 1 ({spec.seeds} seeds). Later rounds add "
-            f"seeds per tested row until its minimum detectable Δ on the internal test split is <= "
-            f"{spec.target_mde:g}, at most {spec.max_seeds} seeds and {budget}; how many depends on the variances "
-            "round 1 measures (s_d², κ̂), so they cannot be planned now. The rule never reads Δ or p."]
+    lines = [f"--target-mde {spec.target_mde:g}: the cells above are round 1 ({spec.seeds} seeds). Later rounds add "
+             f"seeds per tested row until its minimum detectable Δ on the internal test split is <= "
+             f"{spec.target_mde:g}, at most {spec.max_seeds} seeds and {budget}; how many depends on the variances "
+             "round 1 measures (s_d², κ̂), so they cannot be planned now. The rule never reads Δ or p."]
+    over_budget = spec.budget_seconds is not None and (first_round_seconds or 0.0) > spec.budget_seconds
+    if over_budget:
+        lines.append(f"  round 1 alone is estimated at {clock(first_round_seconds)}, more than the budget: it runs "
+                     "whole and no round follows it (fewer --seeds make a smaller first round)")
+    return lines
