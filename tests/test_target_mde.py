@@ -206,3 +206,19 @@ def test_dry_run_prints_the_first_round_and_says_later_ones_are_measured(small_f
     assert "round 1 (2 seeds)" in printed and "depends on the variances round 1 measures" in printed
     assert "1h30m" in printed or "90m00s" in printed
     assert not list(tmp_path.iterdir())
+
+
+def test_resumed_with_a_higher_ceiling_but_no_budget_left_stops_for_the_budget(target_run, small_file, capsys):
+    """--max-seeds and --budget may change on resume; the row that stopped at the ceiling would now get seeds, but
+    the time already spent is over the new budget: no cell trains, and the row says why."""
+    run_dir = target_run.parent / "budget"
+    shutil.copytree(target_run, run_dir)
+    capsys.readouterr()
+    assert _target_compare(small_file, run_dir.parent, "--resume", str(run_dir), "--max-seeds", "6",
+                           "--budget", "1s") == 0
+    assert _cells_run(capsys.readouterr().out) == 0
+    last = read_rounds(run_dir)[-1]
+    assert last["final"] and last["round"] == 2 and last["rows"][0]["stopped"] == BUDGET
+    assert re.search(r"\| oversample \| none +\| 3 +\| budget spent +\|", (run_dir / "verdicts.md").read_text())
+    run = json.loads((run_dir / "config.json").read_text())["config"]["run"]
+    assert (run["max_seeds"], run["budget_seconds"]) == (6, 1.0)
