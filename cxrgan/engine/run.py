@@ -259,9 +259,9 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     # a table with no columns (e.g. verdicts of a run that holds only its baseline) is left out
     tables = sorted((t for t in recipe.tables(results) if len(t.frame.columns)), key=lambda t: ROLE_ORDER.get(t.role, 9))
     rounds = read_rounds(run_dir)
-    if rounds:  # a --target-mde run: each verdict row says why it got no more seeds
+    if rounds:  # a --target-mde run: each row of a verdict table says why it got no more seeds
         target = run_spec_of(recipe.config).target_mde
-        tables = [with_stop_reasons(t, rounds, target) if t.role == "verdict" else t for t in tables]
+        tables = [with_stop_reasons(t, rounds, target) for t in tables]
     for table in tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     figures = recipe.figures(results)

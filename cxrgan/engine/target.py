@@ -297,9 +297,10 @@ def clock(seconds: float) -> str:
 
 # ---- what the tables say ---------------------------------------------------------------------------------------
 def with_stop_reasons(table: Table, rounds: list[dict], target: float) -> Table:
-    """The verdict table with a ``stopped`` column after ``seeds``: why each row got no more seeds (an external
-    site's row shares its internal row's seeds and reason), and a note on the rule."""
-    if not rounds or "seeds" not in table.frame.columns:
+    """A verdict table (``inference.verdict_table``'s columns) with a ``stopped`` column after ``seeds``: why each
+    row got no more seeds (an external site's row shares its internal row's seeds and reason), and a note on the
+    rule; any other table as it is."""
+    if not rounds or not {"seeds", "min. detectable Δ"} <= set(table.frame.columns):
         return table
     last = rounds[-1]
     frame = table.frame.copy()
