@@ -190,8 +190,10 @@ def test_resumed_target_run_continues_its_rounds_without_retraining(target_run, 
     assert _cells_run(printed) == 1 and "oversample seed 2 ..." in printed
     assert (run_dir / SCORES_DIR / "none-seed2.npz").read_bytes() == kept
     again = read_rounds(run_dir)
-    strip = lambda r: {k: v for k, v in r.items() if k != "spent_seconds"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("spent_seconds", "cell_seconds")}  # noqa: E731
     assert [strip(r) for r in again] == [strip(r) for r in rounds]
+    finished_after_the_log = json.loads((run_dir / RECORDS_DIR / "none-seed2.json").read_text())["seconds"]
+    assert again[1]["spent_seconds"] >= rounds[0]["spent_seconds"] + finished_after_the_log  # the killed time counts
     assert (run_dir / "verdicts.md").read_text() == (target_run / "verdicts.md").read_text()
     # a finished run resumed decides once more from its scores, to the same end, and trains nothing
     assert _target_compare(small_file, run_dir.parent, "--resume", str(run_dir)) == 0

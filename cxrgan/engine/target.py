@@ -11,8 +11,10 @@ measured so far say the round would overrun the budget. A row whose floor (its M
 from max(κ, 0) alone) is above D gets no more seeds.
 
 The rounds are logged in ``config.json`` (``target_rounds``): each round's seeds per row and arm, the MDE per row
-that sized it and why each row stopped. A resumed run keeps the logged rounds (their missing cells run; a done cell
-never trains again), then decides the next round from the stored scores, as an uninterrupted run would have.
+that sized it, why each row stopped, and the wall time spent. A resumed run keeps the logged rounds (their missing
+cells run; a done cell never trains again), then decides the next round from the stored scores, as an uninterrupted
+run would have; the budget counts the earlier processes' time as logged, plus the cells they finished after their
+last round (the cell a kill interrupted is not counted).
 """
 
 from __future__ import annotations
@@ -187,7 +189,9 @@ class TargetRun:
         self.spec = run_spec_of(recipe.config)
         self.rounds = read_rounds(run_dir)
         self.started = time.perf_counter()
-        self.spent_before = self.rounds[-1]["spent_seconds"] if self.rounds else 0.0
+        # time of earlier processes: as logged at their last round, plus the cells they finished after it
+        last = self.rounds[-1] if self.rounds else {"spent_seconds": 0.0, "cell_seconds": 0.0}
+        self.spent_before = last["spent_seconds"] + max(0.0, _cell_seconds(Results(run_dir)) - last["cell_seconds"])
 
     @property
     def spent(self) -> float:
@@ -247,7 +251,8 @@ class TargetRun:
         added = max([count - arms[key] for key, count in grown.items()] + [0])
         if self.rounds and self.rounds[-1]["final"]:  # decided again on resume: the new decision replaces it
             self.rounds.pop()
-        entry = {"round": len(self.rounds) + 1, "spent_seconds": round(self.spent, 1), "seeds_added": added,
+        entry = {"round": len(self.rounds) + 1, "spent_seconds": round(self.spent, 1),
+                 "cell_seconds": round(_cell_seconds(results), 1), "seeds_added": added,
                  "final": added == 0, "arms": [{"cells": json.loads(key), "seeds": n} for key, n in grown.items()],
                  "rows": [{"row": rows[name].comparison.row, "seeds": d.seeds, "next_seeds": d.next_seeds,
                            "mde": _rounded(d.mde), "floor": _rounded(d.floor), "stopped": d.stopped}
@@ -269,6 +274,11 @@ def _grown_arms(arms: dict[str, int], rows: Mapping[str, TargetRow], wanted: Map
             key = _arm_key(arm)
             grown[key] = max(grown[key], count)
     return grown
+
+
+def _cell_seconds(results: Results) -> float:
+    """Seconds the finished cells of a run took, together."""
+    return sum(float(record.get("seconds", 0.0)) for record in results.records + results.analyses)
 
 
 def _seconds_per_seed(results: Results, rows: Mapping[str, TargetRow]) -> dict[str, float]:
