@@ -131,7 +131,7 @@ def run_target(recipe: Recipe, plan: Plan, out: str | Path | None, resume_dir: s
     from cxrgan.engine.target import TargetRun
 
     run_dir = open_run(recipe, plan, out, resume_dir, command)
-    cells = TargetRun(recipe, plan, run_dir, progress).run(
+    cells = TargetRun(recipe, plan, run_dir).run(
         lambda grown, grown_plan, todo: run_cells(grown, grown_plan, run_dir, todo, progress))
     if report:
         report_run(run_dir, recipe, [c.name for c in cells])

@@ -184,9 +184,10 @@ def round_cells(first: Plan, grown: Plan, spec: RunSpec, arm_seeds: Mapping[str,
 class TargetRun:
     """The rounds of one ``--target-mde`` run of ``recipe`` in ``run_dir`` (opened, with its first plan)."""
 
-    def __init__(self, recipe: Recipe, plan: Plan, run_dir: Path, progress: bool):
-        self.recipe, self.first, self.run_dir, self.progress = recipe, plan, run_dir, progress
+    def __init__(self, recipe: Recipe, plan: Plan, run_dir: Path):
+        self.recipe, self.first, self.run_dir = recipe, plan, run_dir
         self.spec = run_spec_of(recipe.config)
+        self.planned: dict[int, tuple[Recipe, Plan]] = {self.spec.seeds: (recipe, plan)}  # by seeds planned for
         self.rounds = read_rounds(run_dir)
         self.started = time.perf_counter()
         # time of earlier processes: as logged at their last round, plus the cells they finished after it
@@ -218,10 +219,10 @@ class TargetRun:
     def grown(self) -> tuple[Recipe, Plan]:
         """The recipe and plan with as many seeds as the most any arm has been given."""
         most = max([self.spec.seeds, *self.arm_seeds().values()])
-        if most == self.spec.seeds:
-            return self.recipe, self.first
-        recipe = type(self.recipe)(with_run(self.recipe.config, seeds=most))
-        return recipe, recipe.plan()
+        if most not in self.planned:
+            recipe = type(self.recipe)(with_run(self.recipe.config, seeds=most))
+            self.planned = {most: (recipe, recipe.plan())}  # the data of one grown recipe in memory at a time
+        return self.planned[most]
 
     def target_rows(self, results: Results) -> list[TargetRow]:
         rows = self.recipe.target_rows(results)
