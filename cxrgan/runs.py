@@ -20,8 +20,11 @@ _RUN_NAME = re.compile(r"^(\d{5})-")
 # Settings that change how a run is shown or where it computes, never what it computes: they may differ between
 # a run and its resumption. Matched on the last component of a dotted field path (``train.progress``).
 # ``precision`` is the autocast asked for; the autocast it resolved to (the classifier's bf16 / fp16) is compared.
+# ``budget_seconds`` and ``max_seeds`` say how long a --target-mde run goes on, never what a cell computes: a resumed
+# run may be given more.
 COSMETIC_FIELDS = frozenset({"progress", "device", "precision", "eval_batch_size", "workers", "data_workers",
-                             "sync_batchnorm", "checkpoint_seconds", "checkpoint_epochs"})
+                             "sync_batchnorm", "budget_seconds", "max_seeds", "checkpoint_seconds",
+                             "checkpoint_epochs"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
 
@@ -99,6 +102,8 @@ def write_config(run_dir: Path, config: Any, kind: str) -> None:
     if create_exclusive(path, _json_text(record)):
         return
     existing = json.loads(path.read_text())
+    kept = {key: value for key, value in existing.items() if key not in record}  # e.g. a target run's rounds
+    existing = {key: value for key, value in existing.items() if key in record}
     if existing != record:
         if existing.get("kind") != kind:
             raise CxrganError(f"{run_dir}: is a {existing.get('kind')!r} run, cannot resume it as {kind!r}")
@@ -106,7 +111,7 @@ def write_config(run_dir: Path, config: Any, kind: str) -> None:
         if changes:
             raise CxrganError(f"{path}: this run was started with other settings ({'; '.join(changes)}); resume "
                               "with the same flags (more --methods may be added) or start a new run")
-        write_json(path, record)
+        write_json(path, {**record, **kept})
 
 
 def _json_text(record: dict) -> str:
