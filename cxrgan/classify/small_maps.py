@@ -21,7 +21,7 @@ devices (cuDNN).
 The rule is by device and map size, not by instruction set: on the CPU the matrix forms win with AMX, with
 AVX512-BF16 alone and in fp32 on AVX2, so a CPU without AMX takes them too. Whole ResNet-18 bf16 / fp32 training
 step with fused Adam, over main's step (``benchmarks/classifier.py --ablation``, 1 thread, oneDNN limited with
-``ONEDNN_MAX_CPU_ISA`` on a Sapphire Rapids): the small maps alone 1.64x with AMX, 1.06x with AVX512-BF16 only,
+``ONEDNN_MAX_CPU_ISA`` on a Sapphire Rapids): the small maps alone 1.70x with AMX, 1.06x with AVX512-BF16 only,
 1.29x in fp32 with AVX2 only. Same arithmetic, another summation order: results match the direct convolution to rounding and
 are as deterministic (fixed matrix kernels for a given shape and thread count).
 """
