@@ -27,7 +27,8 @@ from cxrgan.data.folders import KERMANY_PATIENT_REGEX, find_split_dirs, list_ima
 from cxrgan.data.images import resize_stack
 from cxrgan.data.medmnist import is_medmnist_file, load_medmnist
 from cxrgan.data.nih import NIH_CSV, is_nih_table, nih_rows
-from cxrgan.data.npz import save_npz
+from cxrgan.data.members import read_members
+from cxrgan.data.npz import check_compact, save_npz
 from cxrgan.data.splits import RandomState, assign_splits, resplit_rows
 from cxrgan.data.streamed import write_streamed
 from cxrgan.errors import CxrganError
@@ -97,14 +98,16 @@ def _write_medmnist(src: Path, size: int, out: Path, options: PrepareOptions) ->
 
 def _write_compact(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
     """Re-size a compact file, keeping every other array exactly as stored."""
+    members = read_members(src)  # headers first: no object arrays, no claimed size the file cannot hold
+    missing = [k for k in ("images", "labels", "split") if k not in members]
+    if missing:
+        raise CxrganError(f"{src}: neither a compact file (missing {missing}) nor a MedMNIST file; found {sorted(members)}")
+    check_compact(src)  # the loaders' checks of shapes and dtypes, before any array is read
     try:
         with np.load(src, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CxrganError(f"{src}: not a readable .npz file ({exc})") from exc
-    missing = [k for k in ("images", "labels", "split") if k not in arrays]
-    if missing:
-        raise CxrganError(f"{src}: neither a compact file (missing {missing}) nor a MedMNIST file; found {sorted(arrays)}")
     meta = pd.DataFrame({k: arrays[k].astype(str) for k in ("patient_id", "official_split", "split") if k in arrays})
     check_patient_disjoint(namespace_patients(meta), str(src), allow=options.allow_patient_overlap)
     arrays["images"] = resize_stack(arrays["images"], size, progress=options.progress)

@@ -22,6 +22,7 @@ from cxrgan import distributed
 from cxrgan.classify.train import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
+from cxrgan.data.labels import check_known_labels
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
 from cxrgan.data.splits import fraction_subset, induce_imbalance
 from cxrgan.device import resolve_device
@@ -89,10 +90,13 @@ def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDa
 
 
 def check_classes(source: str, splits: dict[str, CXRDataset]) -> None:
-    """Every split of a binary task holds both classes; a multi-label task has some finding with both in each."""
+    """Every split of a binary task holds both classes and, unless it trains, no unknown label; a multi-label task has
+    some finding with both in each."""
     for name, part in splits.items():
         if part.is_binary:
             y = part.labels[:, 0]
+            if name != "train":
+                check_known_labels(part, f"{source}: the {name} split")
             present = set(np.unique(y[~np.isnan(y)]).astype(int).tolist())
             if present != {0, 1}:
                 names = part.class_names or ("0", "1")
