@@ -84,7 +84,7 @@ CASES = {
     "out under a file": (lambda f, out: _compare(f["good"], "--out", f["a_file"] + "/runs"), "cannot create"),
     "resume not a run": (lambda f, out: _compare(f["good"], "--out", out, "--resume", str(f["folder"])),
                          "not a cxrgan run directory"),
-    "report not a run": (lambda f, out: ["report", str(f["folder"])], "holds nothing to report"),
+    "report not a run": (lambda f, out: ["report", str(f["folder"])], "not a cxrgan run directory"),
     # ---- data files
     "missing data file": (lambda f, out: _compare(out + "/missing.npz", "--out", out), "missing.npz: no such file"),
     "not an npz": (lambda f, out: _compare(f["text"], "--out", out), "not a readable .npz"),

@@ -39,6 +39,7 @@ from cxrgan.evaluate.audit_metrics import (
 from cxrgan.evaluate.audit_plots import plot_distances, plot_nearest_pairs
 from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import write_json, write_text
+from cxrgan.runs import mark_run_dir
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,9 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
+        if not out_dir.exists():  # a folder the audit makes is cxrgan's (cxrgan report may write into it)
+            out_dir.mkdir(parents=True)
+            mark_run_dir(out_dir)
         write_json(out_dir / "audit.json", result)
         write_text(out_dir / "audit.csv", audit_table(result).to_csv(index=False))
         plot_distances(distances, memo, out_dir / "distances.png", config.percentile)

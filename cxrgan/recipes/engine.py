@@ -29,10 +29,11 @@ from cxrgan.claims import release, try_claim
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.io import write_json
 from cxrgan.recipes.store import (CLAIMS_DIR, LABELS_NAME, RESULTS_NAME, Results, adopt_legacy_results,  # noqa: F401
-                                  claim_path, done_cells, save_cell, save_labels, write_results_view)
-from cxrgan.report.html import write_report
+                                  check_resumable, claim_path, done_cells, read_config_kind, save_cell, save_labels,
+                                  write_results_view)
+from cxrgan.report.html import check_report_target, write_report
 from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import check_output_folder, from_dict, new_run_dir, read_config, run_slug, write_config
+from cxrgan.runs import from_dict, new_run_dir, read_config, shared_run_dir, write_config
 
 TABLES_MANIFEST = "tables.json"
 
@@ -170,10 +171,7 @@ def register_recipe(cls: type[Recipe]) -> type[Recipe]:
 
 def recipe_from_run(run_dir: str | Path) -> Recipe:
     """The recipe a run directory was made by, rebuilt from its ``config.json``."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise CxrganError(f"{run_dir}: not a cxrgan run directory (no config.json)")
-    kind = json.loads(path.read_text()).get("kind")
+    kind = read_config_kind(run_dir)  # refuses a folder that is no run, a damaged config or changed input files
     import cxrgan.recipes.all  # noqa: F401  (registers every recipe)
 
     if kind not in RECIPES:
@@ -228,14 +226,11 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
     in ``out``; with its config, command line, evaluation labels and data tables."""
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        if not (run_dir / "config.json").is_file():
-            raise CxrganError(f"--resume {run_dir}: not a cxrgan run directory (no config.json)")
-    elif shared:
-        run_dir = check_output_folder(out) / f"{run_slug(recipe.description())}-shared"
-        run_dir.mkdir(exist_ok=True)
+        check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets)  # before anything is written
     else:
-        check_output_folder(out)
-        run_dir = new_run_dir(out, recipe.description())
+        run_dir = (shared_run_dir if shared else new_run_dir)(out, recipe.description())
+        if (run_dir / "config.json").exists():  # a shard joining a shared run
+            check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets)
     adopt_legacy_results(run_dir)
     write_config(run_dir, recipe.config, kind=recipe.kind)
     if command:
@@ -362,7 +357,7 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     """Rebuild every table, figure and ``report.html`` of a run from its stored records and scores, print the
     verdict and main tables, and return the report's path (``cxrgan report RUN_DIR``). ``order`` lists the cell
     names in plan order (made from the plan when None)."""
-    run_dir = Path(run_dir)
+    run_dir = check_report_target(run_dir)  # a folder cxrgan made, a report.html it wrote: nothing else is replaced
     if recipe is None:  # rebuilt from config.json: its plan (data, chosen findings, splits) is made again, cheaply
         recipe = recipe_from_run(run_dir)
     if order is None:

@@ -17,8 +17,10 @@ import pandas as pd
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import audit_table
 from cxrgan.io import read_jsonl, write_text
+from cxrgan.runs import check_own_folder
 
 REPORT_NAME = "report.html"
+_GENERATOR_TAG = '<meta name="generator" content="cxrgan">'  # tells a page cxrgan wrote from a user's file
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1150px;
@@ -54,9 +56,7 @@ def write_report(run_dir: str | Path) -> Path:
     Args:
         run_dir: a run directory written by ``cxrgan compare``, a GAN training run, or an audit output folder.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CxrganError(f"{run_dir}: no such run directory")
+    run_dir = check_report_target(run_dir)
     sections = [s for s in (build(run_dir) for build in SECTIONS) if s]
     if not sections:
         raise CxrganError(f"{run_dir}: holds nothing to report (no config.json, results, images or audit)")
@@ -64,7 +64,7 @@ def write_report(run_dir: str | Path) -> Path:
     body = "\n".join(f'<section id="{anchor}"><h2>{_escape(title)}</h2>\n{content}</section>'
                      for anchor, title, content in sections)
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{_GENERATOR_TAG}"
         f"<title>cxrgan report: {_escape(run_dir.name)}</title>"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">"
@@ -72,6 +72,22 @@ def write_report(run_dir: str | Path) -> Path:
         f"<h1>cxrgan report: {_escape(run_dir.name)}</h1>\n<nav>{nav}</nav>\n{body}\n</body></html>\n"
     )
     return write_text(run_dir / REPORT_NAME, page)
+
+
+def check_report_target(run_dir: str | Path) -> Path:
+    """``run_dir`` when a report may be written into it: a folder cxrgan made (:func:`cxrgan.runs.is_run_dir`) whose
+    ``report.html``, if any, cxrgan wrote. Anything else is refused, so no file cxrgan did not write is replaced."""
+    run_dir = check_own_folder(run_dir, "cxrgan report")
+    page = run_dir / REPORT_NAME
+    if page.is_dir() or (page.exists() and not _written_by_cxrgan(page)):
+        raise CxrganError(f"{page}: was not written by cxrgan; move it away to write the run's report")
+    return run_dir
+
+
+def _written_by_cxrgan(page: Path) -> bool:
+    with open(page, "rb") as f:
+        head = f.read(4096)
+    return _GENERATOR_TAG.encode() in head or b"<title>cxrgan report: " in head  # the latter: pages of earlier versions
 
 
 # ---- sections: each returns (anchor, title, html) or None ------------------------------------------------------
