@@ -201,6 +201,55 @@ def save_torch(path: str | os.PathLike, obj: dict) -> Path:
     return atomic_write(path, _write)
 
 
+def load_torch(path: str | os.PathLike, what: str, remedy: str = "") -> dict:
+    """The dict a ``torch.save`` file holds, loaded with ``weights_only=True``: a missing, damaged or truncated file,
+    one holding Python objects beyond tensors and plain values (a pickle that could run code: never run), or one
+    holding no dict is an error naming the file and ``what`` it should be; ``remedy`` is appended to the message."""
+    import pickle
+    import warnings
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        raise CxrganError(f"{path}: is a folder, not a {what}")
+    if not path.exists():
+        raise CxrganError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            value = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # its text is many lines; the last but one says what was refused
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-2][:160] if len(lines) >= 2 else type(exc).__name__
+        raise CxrganError(f"{path}: not a readable {what} (refused by torch's weights-only loader: {reason}; a "
+                          "damaged file, or Python objects beyond tensors and plain values, which cxrgan never loads)"
+                          f"{_suffix(remedy)}") from None
+    except Exception as exc:  # torch reports damage as RuntimeError, KeyError, EOFError, ... of its readers
+        reason = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise CxrganError(f"{path}: not a readable {what} ({type(exc).__name__}: {reason}){_suffix(remedy)}") from None
+    if not isinstance(value, dict):
+        raise CxrganError(f"{path}: holds a {type(value).__name__}, not a {what} (a dict of tensors){_suffix(remedy)}")
+    return value
+
+
+def usable_or_discarded(path: str | os.PathLike, what: str) -> bool:
+    """Whether the transient ``torch.save`` file ``path`` (a checkpoint to resume from) exists and loads. A damaged or
+    hostile one is deleted with a one-line warning, so the work it held starts again instead of failing every
+    resume."""
+    if not Path(path).exists():
+        return False
+    try:
+        load_torch(path, what)
+    except CxrganError as exc:
+        import sys
+
+        print(f"cxrgan: warning: {exc}; discarded, its work starts again", file=sys.stderr, flush=True)
+        Path(path).unlink(missing_ok=True)
+        return False
+    return True
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -130,5 +130,5 @@ def test_bad_input_is_a_clear_error(models, test_images, tmp_path):
         class_activation_maps(no_pool, test_images, method="cam")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(CxrganError, match="broken.pt: cannot read the model file"):
+    with pytest.raises(CxrganError, match="broken.pt: not a readable cxrgan saved classifier"):
         load_saved_classifier(broken)

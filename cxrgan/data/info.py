@@ -18,7 +18,7 @@ import pandas as pd
 
 from cxrgan.data.chexpert import CHEXPERT_FINDINGS, is_chexpert_table, read_chexpert_table
 from cxrgan.data.dataset import SPLITS
-from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
+from cxrgan.data.leakage import check_patient_disjoint
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, list_image_folder, patient_ids_from_names
 from cxrgan.data.label_imbalance import (
     DEFAULT_PERCENTAGE,

@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 
 from cxrgan.classify.networks import build_classifier  # noqa: E402
 from cxrgan.errors import CxrganError  # noqa: E402
-from cxrgan.io import atomic_write  # noqa: E402
+from cxrgan.io import atomic_write, load_torch  # noqa: E402
 
 # A builder wraps a model into explain(x, target) -> (N, 1, H, W) maps.
 CamBuilder = Callable[[nn.Module], Callable[[torch.Tensor, int], torch.Tensor]]
@@ -147,16 +147,13 @@ def load_saved_classifier(path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.exists():
         raise CxrganError(f"{path}: no such model file")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a damaged file
-        raise CxrganError(f"{path}: cannot read the model file ({exc})") from exc
-    if not isinstance(saved, dict) or not {"model", "config", "n_outputs"} <= set(saved):
+    saved = load_torch(path, "cxrgan saved classifier")
+    if not {"model", "config", "n_outputs"} <= set(saved):
         raise CxrganError(f"{path}: not a cxrgan saved classifier (needs keys model, config, n_outputs)")
     model = build_classifier(str(saved["config"]), int(saved["n_outputs"]))
     try:
         model.load_state_dict(saved["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise CxrganError(f"{path}: weights do not fit a {saved['config']!r} classifier ({exc})") from exc
     return model.eval()
 

@@ -25,15 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import roc_curve
 
 from cxrgan.balance import make_balancer
 from cxrgan.classify import TrainConfig, predict
-from cxrgan.classify.networks import build_classifier
 from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
 from cxrgan.errors import CxrganError
+from cxrgan.evaluate.cam import load_saved_classifier
 from cxrgan.evaluate.inference import Comparison, Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSettings, save_translation_figure
@@ -157,11 +156,8 @@ def _none_classifier(run_dir: Path, seed: int, val: CXRDataset, device: str):
     path = run_dir / "models" / f"none-seed{seed}.pt"
     if not path.exists():
         raise CxrganError(f"{path}: the 'none' model is missing; translation fidelity needs the real-data classifier")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_classifier(saved["config"], int(saved["n_outputs"]))
-    model.load_state_dict(saved["model"])
-    model.to(device).eval()
-    val_scores = np.load(run_dir / "scores" / f"none-seed{seed}.npz")["val"][:, 0]
+    model = load_saved_classifier(path).to(device)
+    val_scores = Results(run_dir).scores({"cell": f"none-seed{seed}"}, "val")[:, 0]
     fpr, tpr, thresholds = roc_curve(val.labels[:, 0], val_scores)
     return model, float(thresholds[np.argmax(tpr - fpr)])
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import audit_table
-from cxrgan.io import read_jsonl, write_text
+from cxrgan.io import read_json, read_jsonl, write_text
 from cxrgan.runs import check_own_folder
 
 REPORT_NAME = "report.html"
@@ -101,10 +101,7 @@ def _command_section(run_dir: Path) -> Section:
         parts.append(f"<h3>Command</h3><pre>{_escape(command.read_text(encoding='utf-8').strip())}</pre>")
     config = run_dir / "config.json"
     if config.exists():
-        try:
-            text = json.dumps(json.loads(config.read_text(encoding="utf-8")), indent=2, sort_keys=True)
-        except json.JSONDecodeError as exc:
-            raise CxrganError(f"{config}: not valid JSON ({exc})") from exc
+        text = json.dumps(read_json(config), indent=2, sort_keys=True)
         parts.append(f"<h3>Resolved config (config.json)</h3><pre>{_escape(text)}</pre>")
     return ("command", "Command and config", "\n".join(parts)) if parts else None
 
@@ -128,8 +125,10 @@ def _data_file_counts(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
     if not path.exists():
         return None, ""
     try:
-        config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    except json.JSONDecodeError:
+        config = read_json(path).get("config", {})
+    except CxrganError:
+        return None, ""
+    if not isinstance(config, dict):
         return None, ""
     data_path = config.get("data") or config.get("data_path")
     if not isinstance(data_path, str) or not Path(data_path).is_file():
@@ -149,11 +148,7 @@ def _manifest(run_dir: Path) -> dict:
     path = run_dir / "tables.json"
     if not path.exists():
         return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CxrganError(f"{path}: not valid JSON ({exc})") from exc
-    return manifest if isinstance(manifest, dict) else {"tables": manifest}
+    return read_json(path, "cxrgan report RUN_DIR writes it again")
 
 
 def _tables_html(run_dir: Path, roles: tuple[str, ...]) -> str:
@@ -239,10 +234,7 @@ def _generators_section(run_dir: Path) -> Section:
 def _audit_section(run_dir: Path) -> Section:
     blocks = []
     for path in sorted(run_dir.rglob("audit.json")):
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CxrganError(f"{path}: not valid JSON ({exc})") from exc
+        result = read_json(path, "delete it and audit the generator again")
         folder = path.parent
         label = str(folder.relative_to(run_dir)) if folder != run_dir else "this run"
         block = f"<h3>{_escape(label)}</h3>"
