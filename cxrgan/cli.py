@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -109,6 +110,46 @@ def parse_ratio(text: str) -> tuple[int, int]:
     return negatives, positives
 
 
+# The range of every numeric flag of every command, by flag name; checked right after parsing, before anything is
+# read or written. Flags not listed are integers >= 0. Every integer is at most INT_MAX (beyond it torch and numpy
+# overflow) and every float finite.
+FLAG_RANGES = {
+    "seeds": "[1, 10000]", "first_seed": "[0, 2147483647]", "seed": "[0, 2147483647]", "epochs": "[1, inf)",
+    "batch_size": "[1, inf)", "lr": "(0, inf)", "workers": "[1, 1024]", "data_workers": "[0, 1024]",
+    "gan_steps": "[1, inf)", "gan_width": "[1, 4096]", "ngf": "[1, 4096]", "ndf": "[1, 4096]", "size": "[1, 16384]",
+    "ema_decay": "[0, 1)", "guidance_scale": "[0, inf)", "n": "[1, inf)", "feature_epochs": "[1, inf)",
+    "tstr_images": "[1, inf)", "fidelity_images": "[1, inf)", "n_findings": "[1, inf)", "min_positives": "[1, inf)",
+    "train_fraction": "(0, 1]", "threshold": "(0, 1]", "ratio": "(0, inf)",
+}
+INT_MAX = 2**31 - 1
+
+
+def check_flag_ranges(args: argparse.Namespace) -> None:
+    """Refuse a numeric flag outside its range (``FLAG_RANGES``) in one line naming the flag and the value."""
+    for dest, value in vars(args).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if not math.isfinite(value):
+            raise CxrganError(f"{flag} {value}: must be a finite number")
+        text = FLAG_RANGES.get(dest, "[0, inf)")
+        low, high = (float(v) for v in text[1:-1].split(","))
+        below = value <= low if text[0] == "(" else value < low
+        above = value >= high if text[-1] == ")" else value > high
+        if below:
+            raise CxrganError(f"{flag} {value}: must be {'at least' if text[0] == '[' else 'above'} {_plain(low)}"
+                              + (f" (range {text})" if high < math.inf else ""))
+        if above:
+            raise CxrganError(f"{flag} {value}: must be {'at most' if text[-1] == ']' else 'below'} {_plain(high)}"
+                              + f" (range {text})")
+        if isinstance(value, int) and value > INT_MAX:
+            raise CxrganError(f"{flag} {value}: must be at most {INT_MAX}")
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if number.is_integer() else str(number)
+
+
 def shell_command() -> str:
     """The command line as typed, so reports can show exactly how a run was made."""
     return " ".join(shlex.quote(a) for a in ["cxrgan", *sys.argv[1:]])
@@ -136,6 +177,8 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
                         help="binary .npz whose training split joins a CycleGAN's domains (cyclegan-complement-extra)")
     parser.add_argument("--allow-patient-overlap", action="store_true",
                         help="accept a patient in two splits (counted and printed) instead of refusing the data")
+    parser.add_argument("--allow-unknown-patients", action="store_true",
+                        help="accept a file whose split was made per image with unknown patients")
     add_external_flags(parser, default_note="none")
     parser.add_argument("--dry-run", action="store_true",
                         help="check data and config, print the grid and an estimated wall time, train nothing")
@@ -174,7 +217,8 @@ def _compare(args: argparse.Namespace) -> None:
         first_seed=args.first_seed, baseline=args.baseline, target=args.target, uncertainty=args.uncertainty,
         train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args),
         generators=generator_settings(args), extra_data=args.gan_extra_data,
-        allow_patient_overlap=args.allow_patient_overlap, **external_sites(args),
+        allow_patient_overlap=args.allow_patient_overlap, allow_unknown_patients=args.allow_unknown_patients,
+        **external_sites(args),
     )
     run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
                 progress=not args.no_progress, **grid_options(args))
@@ -188,6 +232,12 @@ def _prepare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="parallel image decoders")
     parser.add_argument("--allow-patient-overlap", action="store_true",
                         help="accept a patient in two splits (counted and printed) instead of refusing the source")
+    parser.add_argument("--patient-id", default=None, metavar="REGEX",
+                        help="image folders: the patient of each image from its file name (the first group, else the "
+                             r"whole match), e.g. '^(\d{8})_\d{3}' for NIH names; the split then groups by patient")
+    parser.add_argument("--patient-csv", default=None, metavar="FILE",
+                        help="image folders: a CSV with columns filename and patient_id mapping every image to its "
+                             "patient")
 
 
 @command("data prepare", "convert a CXR dataset layout into the compact .npz format", flags=_prepare_flags)
@@ -195,7 +245,8 @@ def _data_prepare(args: argparse.Namespace) -> None:
     from cxrgan.data.prepare import prepare
 
     path = prepare(args.src, size=args.size, out=args.out, workers=args.workers,
-                   allow_patient_overlap=args.allow_patient_overlap)
+                   allow_patient_overlap=args.allow_patient_overlap, patient_regex=args.patient_id,
+                   patient_csv=args.patient_csv)
     print(f"wrote {path}")
 
 
@@ -285,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if rank:
             sys.stdout = open(os.devnull, "w")
+        check_flag_ranges(args)
         distributed.setup(getattr(args, "device", "auto"))
         args.run(args)
     except RankAgreedError as exc:

@@ -35,6 +35,8 @@ def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide per-epoch bars (one line per cell stays)")
     group.add_argument("--allow-patient-overlap", action="store_true",
                        help="accept a patient in two splits (counted and printed) instead of refusing the data")
+    group.add_argument("--allow-unknown-patients", action="store_true",
+                       help="accept a data file whose split was made per image with unknown patients")
     add_grid_flags(parser)
 
 
@@ -84,6 +86,7 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
                               train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), tstr_images=args.tstr_images,
                               generators=generator_settings(args),
                               allow_patient_overlap=args.allow_patient_overlap,
+                              allow_unknown_patients=args.allow_unknown_patients,
                               **external_sites(args, default_external(args.data)))
     run(DcganAlpha(config), args)
 
@@ -124,7 +127,8 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
                                       methods=method_list(args.methods),
                                       train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
                                       fidelity_images=args.fidelity_images, generators=generator_settings(args),
-                                      allow_patient_overlap=args.allow_patient_overlap, **sites)
+                                      allow_patient_overlap=args.allow_patient_overlap,
+                                      allow_unknown_patients=args.allow_unknown_patients, **sites)
     run(CycleganComplement(config), args)
 
 
@@ -149,7 +153,8 @@ def _multilabel_common(args: argparse.Namespace) -> dict:
     return dict(data=tuple(args.data) if args.data else DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
                 size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap)
+                generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap,
+                allow_unknown_patients=args.allow_unknown_patients)
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:
@@ -238,6 +243,7 @@ def _sgan_scarcity(args: argparse.Namespace) -> None:
     config = SganScarcityConfig(data=args.data, per_class=per_class, seeds=args.seeds, first_seed=args.first_seed,
                                 full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
                                 allow_patient_overlap=args.allow_patient_overlap,
+                                allow_unknown_patients=args.allow_unknown_patients,
                                 **external_sites(args, default_external(args.data)))
     run(SganScarcity(config), args)
 
@@ -258,5 +264,6 @@ def _sgan_domain(args: argparse.Namespace) -> None:
 
     config = SganDomainConfig(data=args.data, second_data=args.second_data, seeds=args.seeds,
                               first_seed=args.first_seed, full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
-                              allow_patient_overlap=args.allow_patient_overlap)
+                              allow_patient_overlap=args.allow_patient_overlap,
+                              allow_unknown_patients=args.allow_unknown_patients)
     run(SganDomain(config), args)

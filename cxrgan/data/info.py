@@ -18,7 +18,7 @@ import pandas as pd
 
 from cxrgan.data.chexpert import CHEXPERT_FINDINGS, is_chexpert_table, read_chexpert_table
 from cxrgan.data.dataset import SPLITS
-from cxrgan.data.leakage import check_patient_disjoint
+from cxrgan.data.leakage import check_patient_disjoint, describe_split
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, list_image_folder, patient_ids_from_names
 from cxrgan.data.label_imbalance import (
     DEFAULT_PERCENTAGE,
@@ -29,7 +29,7 @@ from cxrgan.data.label_imbalance import (
 )
 from cxrgan.data.medmnist import default_label_names
 from cxrgan.data.members import is_numeric, read_members
-from cxrgan.data.npz import check_compact, read_compact
+from cxrgan.data.npz import check_compact, read_compact, read_split_method
 from cxrgan.data.nih import NIH_CSV, NIH_FINDINGS, is_nih_table, read_nih_table
 from cxrgan.errors import CxrganError
 
@@ -49,6 +49,7 @@ class LabelSummary:
     findings: np.ndarray | None = None  # (N, K) raw 1 / 0 / -1 / NaN, multi-label sources only
     finding_names: tuple[str, ...] = ()  # the K finding names
     frontal: np.ndarray | None = None  # (N,) bool, None when the view is unknown
+    split_made: str = ""  # how the split was made (official folders, patient-grouped, per image), "" when not known
 
 
 def info(path_or_csv: str | os.PathLike, allow_patient_overlap: bool = False) -> str:
@@ -106,7 +107,7 @@ def _summarize_npz(path: Path) -> LabelSummary:
                 frontal = ~meta[key].astype(str).str.lower().isin(list(_LATERAL)).to_numpy()
                 break
     return LabelSummary("compact", meta["split"].to_numpy(), patient, classes, dataset.class_names, findings,
-                        finding_names, frontal)
+                        finding_names, frontal, describe_split(read_split_method(path), meta))
 
 
 def _summarize_medmnist(path: Path, members: dict) -> LabelSummary:
@@ -167,6 +168,12 @@ def format_summary(path: Path, name: str, summary: LabelSummary, allow_patient_o
                                       str(path if name == path.name else path / name), allow=allow_patient_overlap)
     if crossing:
         head += f"\npatients in more than one split: {crossing} (accepted by --allow-patient-overlap)"
+    if summary.split_made:
+        head += f"\nsplit: {summary.split_made}"
+    unknown = {s: int(((summary.classes == -1) & (summary.split == s)).sum()) for s in ("val", "test")}
+    if summary.findings is None and any(unknown.values()):
+        head += ("\nunknown labels (-1) in evaluation splits: " + ", ".join(f"{s} {n}" for s, n in unknown.items() if n)
+                 + " (cxrgan compare refuses them)")
     blocks = [head, _split_table(summary)]
     if summary.findings is not None:
         blocks.append("findings, all rows:\n" + _finding_table(summary.findings, summary.finding_names))

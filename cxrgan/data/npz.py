@@ -16,14 +16,15 @@ import pandas as pd
 
 from cxrgan.data.dataset import SPLITS, CXRDataset
 from cxrgan.data.labels import apply_uncertainty_policy
-from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
+from cxrgan.data.leakage import SPLIT_METHODS, check_patient_disjoint, check_split_method, namespace_patients
 from cxrgan.data.members import Member, is_numeric, is_text, read_members
 from cxrgan.errors import CxrganError
 from cxrgan.io import atomic_write
 
 TARGETS = ("labels", "findings")
+SPLIT_METHOD = "split_method"  # 0-d text array: how the split was made (see cxrgan.data.leakage.SPLIT_METHODS)
 _NOT_ABNORMAL = {"no finding", "normal", "support devices"}
-_RESERVED = {"images", "labels", "label_names", "findings", "finding_names", "split"}
+_RESERVED = {"images", "labels", "label_names", "findings", "finding_names", "split", SPLIT_METHOD}
 
 
 def load_npz(
@@ -32,6 +33,7 @@ def load_npz(
     uncertainty: str = "ignore",
     blank: str = "zero",
     allow_patient_overlap: bool = False,
+    allow_unknown_patients: bool = True,
 ) -> CXRDataset:
     """Load a compact file; patient ids are namespaced by ``official_split`` and checked to be split-disjoint.
 
@@ -41,10 +43,26 @@ def load_npz(
         uncertainty: U-policy applied to -1 findings ("zeros", "ones", "ignore").
         blank: how NaN (blank) findings are read ("zero" or "ignore").
         allow_patient_overlap: accept a patient in two splits (the count is printed) instead of an error.
+        allow_unknown_patients: accept a split made per image with unknown patients; experiments that evaluate on
+            the file's splits pass False unless ``--allow-unknown-patients`` (its training split alone may be used
+            whatever the split).
     """
     dataset = read_compact(path, target, uncertainty, blank)
     check_patient_disjoint(dataset.meta, str(path), allow=allow_patient_overlap)
+    check_split_method(read_split_method(path), str(path), allow=allow_unknown_patients)
     return dataset
+
+
+def read_split_method(path: str | os.PathLike) -> str | None:
+    """How the compact file's split was made (a key of ``SPLIT_METHODS``), or None when the file does not say."""
+    members = read_members(path)
+    if SPLIT_METHOD not in members:
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        method = str(_read(archive, Path(path), SPLIT_METHOD)[()])
+    if method not in SPLIT_METHODS:
+        raise CxrganError(f"{path}: {SPLIT_METHOD!r} is {method!r}; expected one of {list(SPLIT_METHODS)}")
+    return method
 
 
 def read_compact(path: str | os.PathLike, target: str = "labels", uncertainty: str = "ignore", blank: str = "zero",
@@ -125,6 +143,8 @@ def check_compact(path: str | os.PathLike, target: str = "labels") -> dict[str, 
         k = members["finding_names"].shape[0] if len(members["finding_names"].shape) == 1 else -1
         expected["findings"] = ((n, k), is_numeric, "numbers")
         expected["finding_names"] = ((k,), is_text, "text")
+    if SPLIT_METHOD in members:
+        expected[SPLIT_METHOD] = ((), is_text, "text")
     for name, (shape, kind_ok, kind) in expected.items():
         member = members[name]
         if member.shape != shape:
@@ -143,14 +163,17 @@ def _read(archive, path: Path, name: str) -> np.ndarray:
         raise CxrganError(f"{path}: array {name!r} cannot be read ({exc})") from None
 
 
-def save_npz(dataset: CXRDataset, path: str | os.PathLike, raw_findings: np.ndarray | None = None) -> Path:
+def save_npz(dataset: CXRDataset, path: str | os.PathLike, raw_findings: np.ndarray | None = None,
+             split_method: str | None = None) -> Path:
     """Write ``dataset`` in the compact format, uncompressed so large image arrays can be memory-mapped.
 
     A binary dataset is written as ``labels``; a multi-label one as ``findings`` (``raw_findings`` keeps
-    uncertain -1 values when given) plus ``labels`` = any finding present. Written atomically.
+    uncertain -1 values when given) plus ``labels`` = any finding present; ``split_method`` (a key of
+    ``SPLIT_METHODS``) records how the split was made. Written atomically.
     """
     arrays = {"images": np.ascontiguousarray(dataset.images),
-              **label_arrays(dataset.labels, dataset.label_names, dataset.class_names, dataset.meta, raw_findings)}
+              **label_arrays(dataset.labels, dataset.label_names, dataset.class_names, dataset.meta, raw_findings,
+                             split_method)}
 
     def _write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -160,9 +183,15 @@ def save_npz(dataset: CXRDataset, path: str | os.PathLike, raw_findings: np.ndar
 
 
 def label_arrays(labels: np.ndarray, label_names: tuple[str, ...], class_names: tuple[str, str] | None,
-                 meta: pd.DataFrame, raw_findings: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Every array of a compact file but ``images``: labels, their names and the metadata columns."""
+                 meta: pd.DataFrame, raw_findings: np.ndarray | None = None,
+                 split_method: str | None = None) -> dict[str, np.ndarray]:
+    """Every array of a compact file but ``images``: labels, their names, the metadata columns and how the split
+    was made."""
     arrays: dict[str, np.ndarray] = {}
+    if split_method is not None:
+        if split_method not in SPLIT_METHODS:
+            raise ValueError(f"unknown split method {split_method!r}; expected one of {list(SPLIT_METHODS)}")
+        arrays[SPLIT_METHOD] = np.array(split_method)
     if len(label_names) == 1:
         y = labels[:, 0]
         arrays["labels"] = np.where(np.isnan(y), -1, y).astype(np.int8)

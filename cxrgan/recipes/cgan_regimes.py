@@ -86,6 +86,7 @@ class CganRegimesConfig:
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one path given as a string: the one-file tuple
@@ -122,7 +123,8 @@ class CganRegimes(Recipe):
             raise CxrganError(f"--regimes must be shares in (0, 1], got {list(c.regimes)}")
         if not 0 < c.threshold < 1:
             raise CxrganError(f"--threshold must lie in (0, 1), got {c.threshold}")
-        ignore = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap)  # U-Ignore labels
+        ignore = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap,  # U-Ignore labels
+                               c.allow_unknown_patients)
         uncertain = uncertain_counts(ignore)
         dataset = with_policy(ignore, c.uncertainty)
         self.train_, self.val_, self.test_ = dataset.split("train"), dataset.split("val"), dataset.split("test")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
@@ -32,7 +31,7 @@ from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
 from cxrgan.generators.settings import GeneratorSettings
-from cxrgan.io import atomic_write, write_json
+from cxrgan.io import save_torch, write_json
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.report.plots import plot_curves
 
@@ -60,6 +59,7 @@ class CompareConfig:
     generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of generator-backed methods
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
 
@@ -68,7 +68,8 @@ class CompareConfig:
 def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
     """Load the data and derive the (fixed) training split; val and test stay the file's real splits."""
     dataset = load_npz(config.data, target=config.target, uncertainty=config.uncertainty,
-                       allow_patient_overlap=config.allow_patient_overlap)
+                       allow_patient_overlap=config.allow_patient_overlap,
+                       allow_unknown_patients=config.allow_unknown_patients)
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
     for name, part in (("train", train), ("val", val), ("test", test)):
         if len(part) == 0:
@@ -237,9 +238,8 @@ class Compare(Recipe):
         sites = {name: score(site) for name, site in self.sites_.items()}
         if distributed.is_main():
             if seed == c.first_seed:  # one model per method for CAM panels and fidelity; checkpoints are transient
-                atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
-                             lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
-                                                     "n_outputs": self.train_.n_labels}, tmp))
+                save_torch(run.run_dir / "models" / f"{cell.name}.pt",
+                           {"model": result.model.state_dict(), "config": c.train.model, "n_outputs": self.train_.n_labels})
             checkpoint.unlink(missing_ok=True)
         metrics = evaluate_scores(self.val_.labels, s_val, self.test_.labels, s_test, self.test_.label_names,
                                   c.n_boot, seed)

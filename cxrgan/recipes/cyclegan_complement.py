@@ -79,6 +79,7 @@ class CycleganComplementConfig:
     fidelity_images: int = 200  # test images per class translated to measure fidelity and cycle error
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
 
@@ -96,7 +97,8 @@ class CycleganComplement(Compare):
         c = self.config
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
-                             extra_data=c.extra_data, allow_patient_overlap=c.allow_patient_overlap, external=c.external,
+                             extra_data=c.extra_data, allow_patient_overlap=c.allow_patient_overlap,
+                             allow_unknown_patients=c.allow_unknown_patients, external=c.external,
                              external_labels=c.external_labels)
 
     def plan(self) -> Plan:

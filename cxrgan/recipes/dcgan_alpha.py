@@ -63,6 +63,7 @@ class DcganAlphaConfig:
     tstr_images: int = 1000  # synthetic images per class for the train-on-synthetic / test-on-real AUC
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
 
@@ -83,7 +84,8 @@ class DcganAlpha(Compare):
         c = self.config
         return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
-                             allow_patient_overlap=c.allow_patient_overlap, external=c.external,
+                             allow_patient_overlap=c.allow_patient_overlap,
+                             allow_unknown_patients=c.allow_unknown_patients, external=c.external,
                              external_labels=c.external_labels)
 
     def plan(self) -> Plan:

@@ -68,6 +68,7 @@ class DcganRareConfig:
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one path given as a string: the one-file tuple
@@ -94,7 +95,8 @@ class DcganRareFindings(Recipe):
         if c.ratio <= 0:
             raise CxrganError(f"--ratio must be positive, got {c.ratio}")
         self.gan_config_ = DCGAN.resolve_config(c.generators)
-        self.dataset_ = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap)  # U-Ignore labels
+        self.dataset_ = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap,  # U-Ignore labels
+                                      c.allow_unknown_patients)
         self.uncertain_ = uncertain_counts(self.dataset_)
         self.coincide_ = self.uncertain_["train"] == 0
         train = with_policy(self.dataset_, c.policy).split("train")

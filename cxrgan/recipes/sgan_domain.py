@@ -53,6 +53,7 @@ class SganDomainConfig:
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGANs and the matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
 
 
 @register_recipe
@@ -69,8 +70,8 @@ class SganDomain(Recipe):
         c = self.config
         check_sgan_config(c, c.seeds)
         size = c.sgan.image_size
-        first = load_binary(c.data, size, c.allow_patient_overlap)
-        second = load_binary(c.second_data, size, c.allow_patient_overlap)
+        first = load_binary(c.data, size, c.allow_patient_overlap, c.allow_unknown_patients)
+        second = load_binary(c.second_data, size, c.allow_patient_overlap, c.allow_unknown_patients)
         self.labeled_ = first.split("train")
         # The guard: dataset 2's training images enter only label-free; its labels are read for the test split alone.
         self.unlabeled_second_ = strip_labels(second.split("train"))

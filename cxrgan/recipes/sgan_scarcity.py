@@ -58,14 +58,16 @@ class SganScarcityConfig:
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGAN and its matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
 
 
 # ---- helpers shared with sgan-domain ---------------------------------------------------------------------------
-def load_binary(path: str | os.PathLike, size: int, allow_patient_overlap: bool = False) -> CXRDataset:
+def load_binary(path: str | os.PathLike, size: int, allow_patient_overlap: bool = False,
+                allow_unknown_patients: bool = False) -> CXRDataset:
     """A binary .npz with its images centre-cropped and area-resized to ``size`` pixels."""
-    dataset = load_npz(path, allow_patient_overlap=allow_patient_overlap)
+    dataset = load_npz(path, allow_patient_overlap=allow_patient_overlap, allow_unknown_patients=allow_unknown_patients)
     if not dataset.is_binary:
         raise CxrganError(f"{path}: a binary (normal / abnormal) dataset is needed, "
                           f"found labels {list(dataset.label_names)}")
@@ -129,7 +131,7 @@ class SganScarcity(Recipe):
         check_sgan_config(c, c.seeds)
         if not c.per_class or min(c.per_class) < 1:
             raise CxrganError(f"--per-class needs positive sizes, got {list(c.per_class)}")
-        dataset = load_binary(c.data, c.sgan.image_size, c.allow_patient_overlap)
+        dataset = load_binary(c.data, c.sgan.image_size, c.allow_patient_overlap, c.allow_unknown_patients)
         self.train_, self.test_ = dataset.split("train"), dataset.split("test")
         check_classes(c.data, {"train": self.train_, "test": self.test_})
         self.sizes_ = effective_sizes(self.train_, c.per_class)
