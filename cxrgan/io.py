@@ -196,7 +196,15 @@ def save_torch(path: str | os.PathLike, obj: dict) -> Path:
 
     def _write(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as exc:  # torch's writer, closing after a failed write, reports its own state
+                cause = exc.__context__
+                while cause is not None and not isinstance(cause, OSError):
+                    cause = cause.__context__
+                if cause is None:
+                    raise
+                raise cause from None
 
     return atomic_write(path, _write)
 
