@@ -162,8 +162,9 @@ def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:
 
     _multilabel_recipe_flags(parser)
     parser.add_argument("--regimes", default="0.01,0.1,0.5,1", help="nested training shares (default %(default)s)")
-    parser.add_argument("--methods", default="none,flip,gan,ml-ros,ldam-drw",
-                        help="rows: none, flip, gan or any method name (default %(default)s)")
+    parser.add_argument("--methods", default="none,flip,gan,copies,ml-ros,ldam-drw",
+                        help="rows: none, flip, gan, copies (the GAN's count-matched control: its label vectors with "
+                             "real images) or any method name (default %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.15, help="share each augmented finding must reach")
     parser.add_argument("--uncertainty", default="ones", choices=["zeros", "ones", "ignore"],
                         help="U-policy of the training labels (test labels are policy-free; default %(default)s)")

@@ -12,7 +12,8 @@ from scipy import stats
 from balancer_contract import check_balancer_contract
 from generator_contract import TINY, check_generator_contract
 from cxrgan.balance import BALANCERS, BalanceContext, LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings, make_balancer
-from cxrgan.balance.multilabel import minimum_synthetic_count, plan_label_vectors, sample_label_vectors
+from cxrgan.balance.multilabel import (LabelVectorCopies, RareFindingCopies, minimum_synthetic_count, plan_label_rows,
+                                       plan_label_vectors, sample_label_vectors)
 from cxrgan.data import load_npz
 from cxrgan.errors import CxrganError
 from cxrgan.generators import CDCGAN, DCGAN, CDCGANConfig, DCGANConfig, GeneratorSettings, LabelVectorConfig
@@ -190,8 +191,40 @@ def test_rare_finding_dcgan_balancer(nih_train):
         assert row[j] == 1
 
 
+def test_count_matched_copies_add_the_gan_rows_label_vectors_with_real_images(nih_train):
+    """The controls add exactly the rows whose label vectors the GAN methods draw for the same seed: the same count
+    and labels, each with its own real image."""
+    findings = ("Fibrosis", "Nodule", "Mass")
+    copies = LabelVectorCopies(findings, 0.15, random_state=2)
+    out = check_balancer_contract(copies, nih_train, expect="any", reseeded=LabelVectorCopies(findings, 0.15, random_state=3))
+    columns = [nih_train.label_names.index(f) for f in findings]
+    rows, drawn_for = plan_label_rows(nih_train.labels, columns, 0.15, np.random.default_rng(2))
+    vectors, _ = plan_label_vectors(nih_train.labels, columns, 0.15, np.random.default_rng(2))  # cgan-labelvec's draws
+    added = out.subset(np.arange(len(nih_train), len(out)))
+    assert len(added) == len(rows) > 0 and not out.synthetic.any()
+    np.testing.assert_array_equal(added.labels, vectors)
+    np.testing.assert_array_equal(added.images, nih_train.images[rows])
+    np.testing.assert_array_equal(copies.drawn_for_, drawn_for)
+    assert (copies.table_.set_index("finding").loc[list(findings), "combined %"] >= 15).all()
+
+    rare = RareFindingCopies(("Fibrosis", "Nodule"), ratio=0.25, random_state=0)
+    out = check_balancer_contract(rare, nih_train, expect="any",
+                                  reseeded=RareFindingCopies(("Fibrosis", "Nodule"), ratio=0.25, random_state=1))
+    rng, added = np.random.default_rng(0), out.subset(np.arange(len(nih_train), len(out)))
+    start = 0
+    for finding in ("Fibrosis", "Nodule"):  # dcgan-rare's counts and, in order, its label-vector draws
+        j = nih_train.label_names.index(finding)
+        n = math.ceil(0.25 * int((nih_train.labels[:, j] == 0).sum())) - int(nih_train.positives()[j])
+        assert rare.counts_[finding] == n > 0
+        np.testing.assert_array_equal(added.labels[start:start + n], sample_label_vectors(nih_train.labels, j, n, rng))
+        start += n
+    assert start == len(added) and not out.synthetic.any()
+
+
 def test_registry_factories():
-    assert {"cgan-labelvec", "dcgan-rare"} <= set(BALANCERS)
+    assert {"cgan-labelvec", "dcgan-rare", "labelvec-copies", "rare-copies"} <= set(BALANCERS)
+    assert isinstance(make_balancer("labelvec-copies", BalanceContext(3)), LabelVectorCopies)
+    assert make_balancer("rare-copies", BalanceContext(3)).random_state == 3
     a = make_balancer("cgan-labelvec", BalanceContext(3, generators=GeneratorSettings(steps=7, width=8)))
     assert isinstance(a, LabelVectorCGAN) and a.config.ngf == 8 and a.config.steps == 7
     assert a.generator_spec().name == "cgan-labelvec" and a.generator_spec().config.seed == 3

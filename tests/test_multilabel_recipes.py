@@ -43,13 +43,15 @@ def small_nih(nih_path, tmp_path_factory):
 
 def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
     findings = ("Fibrosis", *COMMON)
+    methods = ("none", "flip", "gan", "copies")
     config = CganRegimesConfig(data=str(small_nih), regimes=(0.25, 1.0), seeds=2, findings=findings, train=TOY_TRAIN,
-                               methods=("none", "flip", "gan"), generators=TOY_GAN)
-    assert CganRegimesConfig().methods == ("none", "flip", "gan", "ml-ros", "ldam-drw")  # the cheap fixes by default
+                               methods=methods, generators=TOY_GAN)
+    # the count-matched control and the cheap fixes by default
+    assert CganRegimesConfig().methods == ("none", "flip", "gan", "copies", "ml-ros", "ldam-drw")
     run_dir = run_recipe(CganRegimes(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert {(r["regime"], r["method"], r["seed"]) for r in records} == {
-        (f, m, s) for f in (0.25, 1.0) for m in ("none", "flip", "gan") for s in (0, 1)}
+        (f, m, s) for f in (0.25, 1.0) for m in methods for s in (0, 1)}
     for r in records:
         assert set(findings) <= set(r["auc"]) and "macro" in r["auc"]
         assert (r["synthetic"] > 0) == (r["method"] == "gan")
@@ -58,25 +60,36 @@ def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
         table = {t["finding"]: t for t in r["finding_table"]}
         assert all(table[f]["combined %"] >= 15 for f in findings)
         assert table["all rows"]["combined positives"] == r["train_rows"]
+    # the control adds as many real rows with the same label vectors as the GAN adds images, regime by regime
+    copies = {(r["regime"], r["seed"]): r for r in records if r["method"] == "copies"}
+    for r in (r for r in records if r["method"] == "gan"):
+        assert copies[r["regime"], r["seed"]]["finding_table"] == r["finding_table"]
+        assert copies[r["regime"], r["seed"]]["train_rows"] == r["train_rows"]
     # one GAN per seed, trained on the full training split and reused by both regimes (the paper's setting)
     assert len(list((run_dir / "generators" / "gan").iterdir())) == 2
     table1 = pd.read_csv(run_dir / "table1_generated.csv")
     table2 = pd.read_csv(run_dir / "table2_auc.csv")
     assert list(table1.columns) == ["regime", "real rows", *findings, "augmented rows"]
-    assert len(table2) == 6 and table2["seeds"].eq(2).all()
+    assert len(table2) == 8 and table2["seeds"].eq(2).all()
+    assert table2.columns[-4:].tolist() == ["mean augmented: Δ vs none", "verdict vs none",
+                                            "mean augmented: Δ vs copies", "verdict vs copies"]
+    assert table2.loc[table2["method"] == "gan", "verdict vs copies"].ne("").all()
     # Fibrosis has 2 test positives: its AUC is not estimable and is printed as such, never as a number
     assert table2["Fibrosis"].eq("not estimable (2 test +)").all()
     assert table2["Effusion"].str.contains(r"\[").all()  # mean [CI] over two seeds
     verdicts = pd.read_csv(run_dir / "verdicts.csv", keep_default_na=False)
     fibrosis = verdicts[verdicts["finding"] == "Fibrosis"]
-    assert len(fibrosis) == 4 and fibrosis["verdict"].eq("not tested").all()
+    assert len(fibrosis) == 8 and fibrosis["verdict"].eq("not tested").all()
     tested = verdicts[verdicts["p (Holm)"] != ""]
-    # per regime x method: Effusion, Infiltration and the mean of the two estimable findings, one Holm family of 12
-    assert len(tested) == 12 and set(tested["finding"]) == {*COMMON, "mean of 2 estimable"}
+    # per regime: flip, gan and copies against none and gan against copies, each on Effusion, Infiltration and the
+    # mean of the two estimable findings: one Holm family of 24
+    assert len(tested) == 24 and set(tested["finding"]) == {*COMMON, "mean of 2 estimable"}
+    assert set(zip(tested["method"], tested["vs"])) == {("flip", "none"), ("gan", "none"), ("copies", "none"),
+                                                        ("gan", "copies")}
     assert (tested["p (Holm)"].replace("<0.001", "0").astype(float) >= tested["p"].replace("<0.001", "0").astype(float)).all()
     assert "min. detectable Δ" in verdicts.columns
     out = capsys.readouterr().out
-    assert "Table 2 shape" in out and "Effusion" in out and "[12/12]" in out
+    assert "Table 2 shape" in out and "Effusion" in out and "[16/16]" in out
     assert "Table 2 shape" in assert_report_renders(run_dir, tmp_path, figures=0)
     # resuming a finished run trains nothing and keeps the records
     run_recipe(CganRegimes(config), tmp_path, resume_dir=run_dir)
@@ -102,8 +115,7 @@ def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
     run_dir = run_recipe(DcganRareFindings(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [
-        (p, m) for p, m in (("zeros", "baseline"), ("zeros", "dcgan-rare"), ("zeros", "ldam-drw"), ("zeros", "ml-ros"))
-        for _ in range(2)]
+        ("zeros", m) for m in ("baseline", "dcgan-rare", "ldam-drw", "ml-ros", "rare-copies") for _ in range(2)]
     policies = pd.read_csv(run_dir / "table2_policies.csv")
     assert list(policies.columns) == ["finding", "U-Ones", "U-Zeros", "U-Ignore"] and len(policies) == 15
     assert policies["U-Ones"].equals(policies["U-Zeros"]) and policies["U-Zeros"].equals(policies["U-Ignore"])
@@ -111,9 +123,18 @@ def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
     final = pd.read_csv(run_dir / "table3_gan.csv", keep_default_na=False)
     assert list(final["finding"]) == ["Fibrosis", "Effusion"]
     assert list(final.columns) == ["finding", "generated", "baseline", "DCGAN-augmented", "Δ [95% CI]", "verdict",
-                                   "ml-ros", "ml-ros Δ", "ml-ros verdict", "ldam-drw", "ldam-drw Δ", "ldam-drw verdict"]
-    # the DCGAN and both cheap fixes against the baseline, per finding and for the estimable mean: one Holm family
-    assert set(pd.read_csv(run_dir / "verdicts.csv")["method"]) == {"dcgan-rare", "ml-ros", "ldam-drw"}
+                                   "DCGAN Δ vs rare-copies", "DCGAN verdict vs rare-copies", "rare-copies",
+                                   "rare-copies Δ", "rare-copies verdict", "ml-ros", "ml-ros Δ", "ml-ros verdict",
+                                   "ldam-drw", "ldam-drw Δ", "ldam-drw verdict"]
+    # the DCGAN, its count-matched control and both cheap fixes against the baseline, and the DCGAN against its
+    # control, per finding: one Holm family
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    assert set(zip(verdicts["method"], verdicts["vs"])) == {("dcgan-rare", "baseline"), ("rare-copies", "baseline"),
+                                                            ("ml-ros", "baseline"), ("ldam-drw", "baseline"),
+                                                            ("dcgan-rare", "rare-copies")}
+    copies = [r for r in records if r["method"] == "rare-copies"]
+    assert [r["train_rows"] for r in copies] == [r["train_rows"] for r in records if r["method"] == "dcgan-rare"]
+    assert all(r["synthetic"] == 0 for r in copies)
     assert final["baseline"][0] == "not estimable (2 test +)" and final["verdict"][0] == "not tested"
     assert final["Δ [95% CI]"][0].startswith("not estimable: 2 test positives")
     assert final["Δ [95% CI]"][1].count("[") == 1 and final["verdict"][1] != "not tested"
@@ -170,7 +191,8 @@ def test_policies_apply_to_training_labels_only(nih_path, tmp_path):
     run_dir = run_recipe(DcganRareFindings(config), tmp_path / "runs")
     records = read_jsonl(run_dir / "results.jsonl")
     assert sorted((r["policy"], r["method"]) for r in records) == [
-        ("ignore", "baseline"), ("ones", "baseline"), ("zeros", "baseline"), ("zeros", "dcgan-rare")]
+        ("ignore", "baseline"), ("ones", "baseline"), ("zeros", "baseline"), ("zeros", "dcgan-rare"),
+        ("zeros", "rare-copies")]
     notes = (run_dir / "table2_policies.md").read_text()
     assert "U-Ones maps uncertain training labels to 1" in notes and "uncertain test labels are masked" in notes
 
@@ -192,7 +214,7 @@ def test_dry_runs_plan_without_training(small_nih, tmp_path, capsys):
     assert main(["recipe", "cgan-regimes", "--data", str(small_nih), "--findings", ",".join(RARE), "--dry-run",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "100 cells:" in out  # 5 seeds x 4 x 5
+    assert "Fibrosis generated" in out and "| 100%" in out and "| 1%" in out and "120 cells:" in out  # 5 seeds x 4 x 6
     assert "estimated wall time:" in out  # classifier and cGAN steps probed on this machine
     assert main(["recipe", "dcgan-rare-findings", "--data", str(small_nih), "--findings", "Fibrosis", "--dry-run",
                  "--out", str(tmp_path)]) == 0

@@ -30,9 +30,17 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monk
                                      "ldam-drw", "logit-adjust", "crt", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5",
                                      "cdcgan-a0.75", "ldm", "cldm-a0.5", "synth-pretrain"]
     assert list(table.columns) == ["method", "precision", "recall (sens.)", "specificity", "F1", "ROC AUC",
-                                   "Δ ROC AUC vs baseline", "verdict", "TSTR AUC"]
+                                   "Δ ROC AUC vs baseline", "verdict", "Δ vs oversample", "verdict vs oversample",
+                                   "TSTR AUC"]
     # one seed: no seed-level test, and the table says why instead of printing a p-value
     assert set(table["verdict"].dropna()) == {"needs >= 2 seeds"}
+    # every row that adds generated images is also tested against count-matched oversampling, in the same Holm
+    # family (synth-pretrain adds none: it pretrains on them)
+    generative = ["dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5"]
+    assert table.loc[table["verdict vs oversample"].notna(), "method"].tolist() == generative
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    assert verdicts.loc[verdicts["vs"] == "oversample", "method"].tolist() == generative
+    assert len(verdicts) == 15 + len(generative)
     tstr = {r["method"]: r["tstr_auc"] for r in read_jsonl(run_dir / "quality.jsonl")}
     assert set(tstr) == {"none", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5",
                          "synth-pretrain"}

@@ -65,6 +65,12 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
     assert table["labelled / class"].tolist() == [3, 10, 12]
     assert table["SGAN accuracy"].str.contains(r"\[").all()  # mean [CI] with two seeds
     assert (run_dir / "figure5.png").stat().st_size > 1000
+    # the external site's AUC by view, age band and sex, per labelled size: where a below-chance AUC comes from
+    groups = pd.read_csv(run_dir / "external_subgroups.csv")
+    assert list(groups.columns) == ["labelled / class", "site", "subgroup", "n", "+", "CNN", "SGAN"]
+    assert {"view AP", "view PA"} <= set(groups["subgroup"]) and any(groups["subgroup"].str.startswith("age "))
+    assert set(groups["labelled / class"]) == {3, 10, 12} and set(groups["site"]) == {"nih_toy"}
+    assert (groups.groupby("labelled / class")["n"].max() < 50).all()  # subgroups of the site's 50 rows (all splits)
     assert "Table 1 shape" in assert_report_renders(run_dir, tmp_path, figures=1)
     assert "Table 1 shape" in capsys.readouterr().out
     # resuming trains nothing new
@@ -94,9 +100,18 @@ def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkey
     # one seed: the SGAN rows show their difference to the CNN, with no interval and no test
     assert table["ROC AUC - CNN"].tolist() == ["", *(f"{records[row] - records['cnn-d1']:+.3f}" for row in list(ROWS)[1:])]
     assert table["verdict"].tolist() == ["", *["needs >= 2 seeds"] * 4]
+    # the adapted SGAN is also tested against each non-GAN control given the same unlabelled images
+    verdicts = pd.read_csv(run_dir / "verdicts.csv")
+    assert list(zip(verdicts["training"], verdicts["vs"]))[-2:] == [(ROWS["sgan-d1+d2"], ROWS["cnn-d1+pseudo"]),
+                                                                   (ROWS["sgan-d1+d2"], ROWS["cnn-d1+norm"])]
+    assert len(verdicts) == 6
     pseudo = read_jsonl(run_dir / "results.jsonl")[3]
     assert pseudo["row"] == "cnn-d1+pseudo" and sum(pseudo["pseudo_labels"].values()) <= 30
     assert "Table 2 shape" in capsys.readouterr().out
+    # dataset 2's test split by view, age band and sex, one column per row
+    groups = pd.read_csv(run_dir / "subgroups.csv")
+    assert list(groups.columns) == ["subgroup", "n", "+", *ROWS.values()]
+    assert {"view AP", "view PA"} <= set(groups["subgroup"]) and groups["n"].max() <= 20
     assert "Table 2 shape" in assert_report_renders(run_dir, tmp_path, figures=0)
 
 

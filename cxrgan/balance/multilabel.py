@@ -15,6 +15,11 @@
   added (counts of the real training rows; ratio 1.0 = balanced against the real rows, "nearly" because other
   findings' synthetic rows also shift the counts, recorded in ``table_``).
 
+Each method has a count-matched control that adds *real* rows instead of generated ones: ``labelvec-copies``
+copies the very rows whose label vectors method A draws (same seed, same draws), ``rare-copies`` the very rows
+whose vectors method B draws. The classifier then sees the same number of extra rows with the same labels, so
+"the GAN beats its copies" separates what the generated images add from more rows of the rare findings.
+
 Rare findings are chosen by :func:`choose_rare_findings`: the least frequent findings among those with at least
 ``min_positives`` training positives (default 16, the fewest images the GAN core trains a DCGAN on), optionally
 only findings with positives in an evaluation split (a finding without test positives has no AUC).
@@ -84,17 +89,31 @@ def minimum_synthetic_count(n_rows: int, n_positive: int, threshold: float) -> i
     return max(0, math.ceil((t * n_rows - n_positive) / (1 - t)))
 
 
-def sample_label_vectors(labels: np.ndarray, column: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` rows of ``labels`` drawn uniformly with replacement from those with ``column`` positive (L_p)."""
+def sample_label_rows(labels: np.ndarray, column: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` rows drawn uniformly with replacement from those with ``column`` positive (L_p)."""
     rows = np.flatnonzero(labels[:, column] == 1)
     if len(rows) == 0:
         raise CxrganError(f"no training row has finding column {column} present; L_p is empty")
-    return labels[rows[rng.integers(0, len(rows), size=n)]].copy()
+    return rows[rng.integers(0, len(rows), size=n)]
+
+
+def sample_label_vectors(labels: np.ndarray, column: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` rows of ``labels`` drawn uniformly with replacement from those with ``column`` positive (L_p)."""
+    return labels[sample_label_rows(labels, column, n, rng)].copy()
 
 
 def plan_label_vectors(labels: np.ndarray, columns: Sequence[int], threshold: float,
                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The label vectors to generate so every finding in ``columns`` is >= ``threshold`` of the combined set.
+    """The label vectors to generate so every finding in ``columns`` is >= ``threshold`` of the combined set: the
+    vectors of the rows :func:`plan_label_rows` draws, and the finding column each was drawn for."""
+    rows, drawn_for = plan_label_rows(labels, columns, threshold, rng)
+    return labels[rows].reshape(len(rows), labels.shape[1]).copy(), drawn_for
+
+
+def plan_label_rows(labels: np.ndarray, columns: Sequence[int], threshold: float,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The real rows whose label vectors to generate so every finding in ``columns`` is >= ``threshold`` of the
+    combined set.
 
     Greedy: while some chosen finding q has count_q < t * (N + M) (M images planned so far), draw one vector
     uniformly from L_q of the finding with the largest deficit t * (N + M) - count_q and credit every finding it
@@ -116,7 +135,7 @@ def plan_label_vectors(labels: np.ndarray, columns: Sequence[int], threshold: fl
             the findings can all reach it even without co-occurrence.
         rng: the random generator of the draws.
 
-    Returns ``(vectors (M, K), finding column each vector was drawn for (M,))``.
+    Returns ``(row indices into labels (M,), finding column each row was drawn for (M,))``.
     """
     t = Fraction(str(threshold))
     columns = [int(c) for c in columns]
@@ -144,8 +163,7 @@ def plan_label_vectors(labels: np.ndarray, columns: Sequence[int], threshold: fl
         drawn_for.append(columns[worst])
         counts += present[row, columns]
         total += 1
-    vectors = labels[np.asarray(drawn_rows, dtype=np.int64)].reshape(len(drawn_rows), labels.shape[1]).copy()
-    return vectors, np.asarray(drawn_for, dtype=np.int64)
+    return np.asarray(drawn_rows, dtype=np.int64), np.asarray(drawn_for, dtype=np.int64)
 
 
 def finding_table(real: CXRDataset, combined: CXRDataset, columns: Sequence[int], drawn_for: np.ndarray) -> pd.DataFrame:
@@ -218,17 +236,8 @@ class LabelVectorCGAN(Balancer):
         return GeneratorSpec(self.generator, dataclasses.replace(self.config, seed=self.random_state))
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        findings = checked_findings(self, dataset)
-        present = dataset.positives()
-        # a small data regime may hold no row with a chosen finding: without L_p there is nothing to condition on
-        self.skipped_ = tuple(f for f in findings if present[dataset.label_names.index(f)] == 0)
-        self.findings_ = tuple(f for f in findings if f not in self.skipped_)
-        columns = [dataset.label_names.index(f) for f in self.findings_]
-        rng = np.random.default_rng(self.random_state)
-        if columns:
-            vectors, drawn_for = plan_label_vectors(dataset.labels, columns, self.threshold, rng)
-        else:
-            vectors, drawn_for = np.zeros((0, dataset.n_labels), np.float32), np.zeros(0, np.int64)
+        columns, rows, drawn_for = label_vector_plan(self, dataset)
+        vectors = dataset.labels[rows].reshape(len(rows), dataset.n_labels).copy()
         self.model_ = self.model if self.model is not None else fit_or_load(self.generator_spec(), dataset,
                                                                              self.work_dir, self.device)
         if list(self.model_.data_info_["label_names"]) != list(dataset.label_names):
@@ -243,6 +252,94 @@ class LabelVectorCGAN(Balancer):
         self.vectors_, self.drawn_for_ = vectors, drawn_for
         out = _synthetic_rows(dataset, images, vectors, self.name) if len(vectors) else dataset
         self.table_ = finding_table(dataset, out, columns, drawn_for)
+        return out
+
+
+def label_vector_plan(balancer: Any, dataset: CXRDataset) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Method A's draws for ``balancer`` (its findings, threshold and seed): the augmented finding columns, the
+    real rows whose label vectors are drawn, and the column each was drawn for; sets ``findings_`` and
+    ``skipped_`` (chosen findings without a positive row here, e.g. in a 1 % regime: no L_p to draw from)."""
+    findings = checked_findings(balancer, dataset)
+    present = dataset.positives()
+    balancer.skipped_ = tuple(f for f in findings if present[dataset.label_names.index(f)] == 0)
+    balancer.findings_ = tuple(f for f in findings if f not in balancer.skipped_)
+    columns = [dataset.label_names.index(f) for f in balancer.findings_]
+    if not columns:
+        return columns, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows, drawn_for = plan_label_rows(dataset.labels, columns, balancer.threshold,
+                                      np.random.default_rng(balancer.random_state))
+    return columns, rows, drawn_for
+
+
+class LabelVectorCopies(Balancer):
+    """Method A's count-matched control: the real rows whose label vectors method A draws, copied.
+
+    With the same findings, threshold and ``random_state`` as a :class:`LabelVectorCGAN`, it adds the same number
+    of rows with the same label vectors, each with the real image of the row its vector came from.
+
+    Args:
+        findings, threshold, n_findings, min_positives, random_state: as :class:`LabelVectorCGAN`.
+        name: the method's name in messages.
+
+    After ``fit_resample``: ``findings_``, ``skipped_``, ``drawn_for_`` and ``table_`` as :class:`LabelVectorCGAN`.
+    """
+
+    def __init__(self, findings: Sequence[str] | None = None, threshold: float = DEFAULT_THRESHOLD, n_findings: int = 3,
+                 min_positives: int = DEFAULT_MIN_POSITIVES, random_state: int = 0, name: str = "labelvec-copies"):
+        if not 0 < threshold < 1:
+            raise CxrganError(f"threshold must lie in (0, 1), got {threshold}")
+        self.findings, self.threshold = None if findings is None else tuple(findings), threshold
+        self.n_findings, self.min_positives, self.random_state, self.name = n_findings, min_positives, int(random_state), name
+
+    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+        columns, rows, self.drawn_for_ = label_vector_plan(self, dataset)
+        out = dataset.with_rows_added(dataset.subset(rows)) if len(rows) else dataset
+        self.table_ = finding_table(dataset, out, columns, self.drawn_for_)
+        return out
+
+
+def rare_finding_plan(balancer: Any, dataset: CXRDataset) -> list[tuple[str, int, np.ndarray]]:
+    """Method B's draws for ``balancer`` (its findings, ratio and seed): per finding, its column and the real rows
+    with it whose label vectors the added images carry, ``max(0, ceil(ratio * negatives) - positives)`` of them."""
+    rng = np.random.default_rng(balancer.random_state)
+    plan = []
+    for finding in checked_findings(balancer, dataset):
+        column = dataset.label_names.index(finding)
+        positives = int((dataset.labels[:, column] == 1).sum())
+        negatives = int((dataset.labels[:, column] == 0).sum())
+        n = max(0, math.ceil(balancer.ratio * negatives) - positives)
+        plan.append((finding, column, sample_label_rows(dataset.labels, column, n, rng) if n else np.zeros(0, np.int64)))
+    return plan
+
+
+class RareFindingCopies(Balancer):
+    """Method B's count-matched control: the real rows whose label vectors method B draws, copied.
+
+    With the same findings, ratio and ``random_state`` as a :class:`RareFindingDCGAN`, it adds per finding the
+    same number of rows with the same label vectors, each with the real image of the row its vector came from.
+
+    Args:
+        findings, ratio, n_findings, min_positives, random_state: as :class:`RareFindingDCGAN`.
+        name: the method's name in messages.
+
+    After ``fit_resample``: ``findings_``, ``counts_``, ``drawn_for_`` and ``table_`` as :class:`RareFindingDCGAN`.
+    """
+
+    def __init__(self, findings: Sequence[str] | None = None, ratio: float = 1.0, n_findings: int = 3,
+                 min_positives: int = DEFAULT_MIN_POSITIVES, random_state: int = 0, name: str = "rare-copies"):
+        if ratio <= 0:
+            raise CxrganError(f"ratio must be positive, got {ratio}")
+        self.findings, self.ratio = None if findings is None else tuple(findings), float(ratio)
+        self.n_findings, self.min_positives, self.random_state, self.name = n_findings, min_positives, int(random_state), name
+
+    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+        plan = rare_finding_plan(self, dataset)
+        self.findings_ = tuple(finding for finding, _, _ in plan)
+        self.counts_ = {finding: len(rows) for finding, _, rows in plan}
+        rows = np.concatenate([rows for _, _, rows in plan])
+        self.drawn_for_ = np.concatenate([np.full(len(rows), column) for _, column, rows in plan])
+        out = dataset.with_rows_added(dataset.subset(rows)) if len(rows) else dataset
+        self.table_ = finding_table(dataset, out, [column for _, column, _ in plan], self.drawn_for_)
         return out
 
 
@@ -276,34 +373,26 @@ class RareFindingDCGAN(Balancer):
         return GeneratorSpec("dcgan", dataclasses.replace(self.config, target=finding, seed=self.random_state))
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        findings = checked_findings(self, dataset)
-        rng = np.random.default_rng(self.random_state)
+        plan = rare_finding_plan(self, dataset)
         generator = torch.Generator().manual_seed(self.random_state)
-        images, labels, drawn_for = [], [], []
+        images, labels = [], []
         self.models_, self.counts_ = {}, {}
-        for finding in findings:
-            column = dataset.label_names.index(finding)
-            positives = int((dataset.labels[:, column] == 1).sum())
-            negatives = int((dataset.labels[:, column] == 0).sum())
-            n = max(0, math.ceil(self.ratio * negatives) - positives)
-            self.counts_[finding] = n
+        for finding, column, rows in plan:
+            self.counts_[finding] = len(rows)
             model = fit_or_load(self.generator_spec(finding), dataset, self.work_dir, self.device)
             self.models_[finding] = model
-            if n == 0:
+            if len(rows) == 0:
                 continue
-            vectors = sample_label_vectors(dataset.labels, column, n, rng)  # p = 1 in every drawn vector
-            sampled, _ = model.sample(n, generator=generator)
+            sampled, _ = model.sample(len(rows), generator=generator)
             images.append(sampled)
-            labels.append(vectors)
-            drawn_for.append(np.full(n, column))
-        self.findings_ = tuple(findings)
+            labels.append(dataset.labels[rows].copy())  # p = 1 in every drawn vector
+        self.findings_ = tuple(finding for finding, _, _ in plan)
         if images:
             out = _synthetic_rows(dataset, np.concatenate(images), np.concatenate(labels), self.name)
         else:
             out = dataset
-        columns = [dataset.label_names.index(f) for f in findings]
-        self.drawn_for_ = np.concatenate(drawn_for) if drawn_for else np.zeros(0, np.int64)
-        self.table_ = finding_table(dataset, out, columns, self.drawn_for_)
+        self.drawn_for_ = np.concatenate([np.full(len(rows), column) for _, column, rows in plan])
+        self.table_ = finding_table(dataset, out, [column for _, column, _ in plan], self.drawn_for_)
         return out
 
 
@@ -324,3 +413,13 @@ def _ldm_labelvec(context: BalanceContext) -> LabelVectorCGAN:
 def _dcgan_rare(context: BalanceContext) -> RareFindingDCGAN:
     return RareFindingDCGAN(DCGAN.resolve_config(context.generators), work_dir=context.work_dir,
                             device=context.device, random_state=context.random_state)
+
+
+@register_balancer("labelvec-copies")
+def _labelvec_copies(context: BalanceContext) -> LabelVectorCopies:
+    return LabelVectorCopies(random_state=context.random_state)
+
+
+@register_balancer("rare-copies")
+def _rare_copies(context: BalanceContext) -> RareFindingCopies:
+    return RareFindingCopies(random_state=context.random_state)

@@ -12,7 +12,10 @@ on that regime's rows only (a regime with fewer rows than a GAN needs then gener
 label vectors always come from the regime's own rows. Regimes are nested (``cxrgan.data.splits.nested_fractions``).
 The uncertainty policy applies to training rows only; test labels are policy-free. Rare findings are chosen from
 training counts alone. Any registered method name is also accepted as a row; by default ML-ROS and LDAM-DRW run
-beside the paper's rows, as the strongest cheap fixes a generative row must beat.
+beside the paper's rows, as the strongest cheap fixes a generative row must beat, and so does ``copies``, the GAN
+row's count-matched control: the same label vectors drawn from the regime's rows, with those rows' real images
+(``cxrgan.balance.multilabel.LabelVectorCopies``), so "gan beats copies" separates what the generated images add
+from more rows of the rare findings. The GAN row is tested against ``none`` and against ``copies``.
 
 CPU budget of the defaults on the NIH subset (463 training rows; measured with one thread while another job
 used the second core): the cDCGAN (width 32, bf16, DiffAugment) takes 0.47 s a step, so the 3,500-step preset is
@@ -32,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
-from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, LabelVectorCGAN, choose_rare_findings, plan_label_vectors
+from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, LabelVectorCGAN, LabelVectorCopies, choose_rare_findings,
+                                       plan_label_vectors)
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
@@ -54,6 +58,7 @@ from cxrgan.report.tables import to_markdown
 DEFAULT_DATA = tuple(path for path in (NIH_SUBSET_64, str(NIH_PNEUMONIA / "nih_pneumonia_64.npz"))
                      if Path(path).is_file()) or (NIH_SUBSET_64,)
 METHODS = ("none", "flip", "gan")  # the paper's rows
+CONTROL = "copies"  # the GAN row's count-matched control: the rows whose label vectors it draws, real images copied
 # The strongest cheap fixes as rows too (any registered method is accepted): a generative row must beat them, not
 # only "none". ml-ros: multi-label random oversampling (Charte et al. 2015); ldam-drw: among the best losses on
 # NIH-CXR-LT (Holste et al. 2022), and it keeps the rows, so the GAN's real rows are compared like for like.
@@ -72,7 +77,7 @@ class CganRegimesConfig:
 
     data: tuple[str, ...] = DEFAULT_DATA  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder)
     regimes: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0)  # nested stratified shares of the training split
-    methods: tuple[str, ...] = (*METHODS, *CHEAP_FIXES)  # none, flip (p = 0.5), gan (label-vector cGAN), methods
+    methods: tuple[str, ...] = (*METHODS, CONTROL, *CHEAP_FIXES)  # none, flip (p = 0.5), gan, copies, methods
     seeds: int = 5  # classifier (and GAN) seeds
     first_seed: int = 0  # seed of the first run
     data_seed: int = 0  # seed of the regime subsets (and of CSV splits); one fixed split for every run
@@ -112,9 +117,9 @@ class CganRegimes(Recipe):
         c = self.config
         check_seeds(c.seeds)
         check_train_config(c.train)
-        unknown = [m for m in c.methods if m not in METHODS and m not in BALANCERS]
+        unknown = [m for m in c.methods if m not in (*METHODS, CONTROL) and m not in BALANCERS]
         if unknown:
-            raise CxrganError(f"unknown method(s) {unknown}; available: {list(METHODS)} or a balancer name")
+            raise CxrganError(f"unknown method(s) {unknown}; available: {[*METHODS, CONTROL]} or a balancer name")
         if "none" not in c.methods:
             raise CxrganError(f"--methods must include 'none', the baseline of every regime; got {list(c.methods)}")
         if c.gan_data not in GAN_DATA:
@@ -180,6 +185,10 @@ class CganRegimes(Recipe):
                 rows = balancer.fit_resample(regime)
                 extra["finding_table"] = balancer.table_.to_dict(orient="records")
                 extra["skipped_findings"] = list(balancer.skipped_)
+        elif method == CONTROL:  # the GAN row's draws with real images: same seed, findings and threshold
+            balancer = LabelVectorCopies(self.findings_, c.threshold, random_state=seed)
+            rows = balancer.fit_resample(regime)
+            extra["finding_table"] = balancer.table_.to_dict(orient="records")
         elif method not in METHODS:  # any registered balancer as a row
             context = BalanceContext(random_state=seed, device=device, work_dir=run.run_dir / "generators",
                                      generators=c.generators)
@@ -203,13 +212,18 @@ class CganRegimes(Recipe):
 
     # ---- tables -------------------------------------------------------------------------------------------------
     def comparisons(self, results: Results) -> list:
+        """Every row against ``none`` of its regime, and the GAN row against its count-matched control."""
+        pairs = [(m, "none") for m in self.config.methods if m != "none"]
+        if {"gan", CONTROL} <= set(self.config.methods):
+            pairs.append(("gan", CONTROL))
         rows = []
         for fraction in self.config.regimes:
-            for method in self.config.methods:
-                if method != "none" and results.where(regime=fraction, method=method):
-                    rows += finding_comparisons(results, self.findings_, {"regime": f"{fraction:.0%}", "method": method},
+            for method, reference in pairs:
+                if results.where(regime=fraction, method=method) and results.where(regime=fraction, method=reference):
+                    rows += finding_comparisons(results, self.findings_,
+                                                {"regime": f"{fraction:.0%}", "method": method, "vs": reference},
                                                 {"regime": fraction, "method": method},
-                                                {"regime": fraction, "method": "none"})
+                                                {"regime": fraction, "method": reference})
         return rows
 
     def tables(self, results: Results) -> list[Table]:
@@ -224,7 +238,9 @@ class CganRegimes(Recipe):
                          f"t over seeds). {test_positives_note(results, self.findings_)}", role="verdict")
         auc = self.auc_table(results, comparisons)
         notes = (f"Test ROC AUC of the augmented findings (real test split, policy-free labels); mean [95% CI over "
-                 f"seeds]; {gan_title}. flip = random horizontal flips on the fly with p = 0.5. A regime without a "
+                 f"seeds]; {gan_title}. flip = random horizontal flips on the fly with p = 0.5; {CONTROL} = the GAN "
+                 "row's label vectors with the real images of the rows they were drawn from (count-matched control). "
+                 "A regime without a "
                  f"positive row of a finding generates nothing for it. {test_positives_note(results, self.findings_)}")
         return [verdicts,
                 Table("table2_auc", f"cgan-regimes: AUC of the augmented findings (Table 2 shape; {gan_title})", auc,
@@ -246,10 +262,15 @@ class CganRegimes(Recipe):
                 for finding in self.findings_:
                     row[finding] = auc_cell([r["auc"][finding] for r in runs], y[:, names.index(finding)])
                 row["macro (all findings)"] = seed_cell([r["auc"]["macro"] for r in runs])
-                row["mean augmented: Δ vs none"], row["verdict"] = ("", "") if not mean_rows else verdicts.cells(
-                    regime=f"{fraction:.0%}", method=method, finding=next(iter(mean_rows)))
+                for reference in ("none", CONTROL):
+                    row[f"mean augmented: Δ vs {reference}"], row[f"verdict vs {reference}"] = (
+                        ("", "") if not mean_rows else verdicts.cells(regime=f"{fraction:.0%}", method=method,
+                                                                      vs=reference, finding=next(iter(mean_rows))))
                 rows.append(row)
-        return pd.DataFrame(rows)
+        table = pd.DataFrame(rows)
+        if len(table) and not table[f"mean augmented: Δ vs {CONTROL}"].astype(bool).any():
+            table = table.drop(columns=[f"mean augmented: Δ vs {CONTROL}", f"verdict vs {CONTROL}"])
+        return table
 
     def counts_table(self, results: Results) -> pd.DataFrame:
         """Per regime: real rows, images generated for each finding, augmented set size (the paper's Table 1)."""

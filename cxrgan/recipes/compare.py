@@ -147,6 +147,13 @@ class Compare(Recipe):
 
     kind = "compare"
     config_class = CompareConfig
+    # The count-matched control (e.g. "repeat", "oversample") that the rows of controlled_methods() must beat too,
+    # in the same Holm family as their comparisons with the baseline; None: no such control.
+    control: str | None = None
+
+    def controlled_methods(self) -> tuple[str, ...]:
+        """The rows compared with ``control`` as well as with the baseline (a paper recipe's generative rows)."""
+        return ()
 
     @property
     def compare_config(self) -> CompareConfig:
@@ -288,6 +295,9 @@ class Compare(Recipe):
             macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method)}
             base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline)}
             rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
+        controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
+        if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
+            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled)
         return rows
 
     @staticmethod
@@ -335,7 +345,7 @@ class Compare(Recipe):
                                 role="detail"))
         if results.subgroups:
             tables.append(Table("external_subgroups", "External sites by view, age band and sex (test ROC AUC)",
-                                subgroup_table(results, c.methods), SUBGROUP_NOTE, role="detail"))
+                                subgroup_table(results, {m: {"method": m} for m in c.methods}), SUBGROUP_NOTE, role="detail"))
         return tables
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
@@ -377,19 +387,21 @@ SUBGROUP_NOTE = ("ROC AUC within each subgroup of an external site, mean [95% CI
                  "positives. A view or age shortcut shows as a large gap between subgroups. Descriptive, not tested.")
 
 
-def subgroup_table(results: Results, methods: tuple[str, ...]) -> pd.DataFrame:
-    """Per external site and subgroup (view, age band, sex): every method's AUC over seeds."""
+def subgroup_table(results: Results, columns: dict[str, dict]) -> pd.DataFrame:
+    """Per evaluation set with subgroups (external sites; view, age band, sex) and per subgroup: the ROC AUC over
+    seeds of each column's cells (``columns``: column name -> the cells' coordinates, e.g. {"dcgan": {"method":
+    "dcgan"}})."""
     rows = []
     for site, groups in results.subgroups.items():
         y = results.labels[site][:, 0]
         for group, mask in groups.items():
             row = {"site": site, "subgroup": group, "n": int(mask.sum()), "+": int(y[mask].sum())}
-            for method in methods:
-                runs = results.seed_scores(site, method=method)
+            for name, coords in columns.items():
+                runs = results.seed_scores(site, **coords)
                 if runs:
                     values = [roc_auc(y[mask], s[mask, 0]) if 0 < y[mask].sum() < mask.sum() else np.nan
                               for s in runs.values()]
-                    row[method] = seed_cell(values)
+                    row[name] = seed_cell(values)
             rows.append(row)
     return pd.DataFrame(rows)
 

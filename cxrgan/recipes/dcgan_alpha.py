@@ -41,6 +41,9 @@ from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_rec
 # versions of the oversample / undersample / smote rows; they are for multi-label data).
 METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "focal", "ldam-drw", "logit-adjust", "crt",
            "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5", "synth-pretrain")
+# The count-matched control of the rows that add generated images: random oversampling to balance adds as many
+# minority rows as such a row adds synthetic ones, so "beats oversample" separates new images from more minority rows.
+CONTROL = "oversample"
 PAPER_COLUMNS = {"precision": "precision", "recall": "recall (sens.)", "specificity": "specificity", "f1": "F1",
                  "roc_auc": "ROC AUC"}
 
@@ -78,6 +81,13 @@ class DcganAlpha(Compare):
 
     kind = "dcgan-alpha"
     config_class = DcganAlphaConfig
+    control = CONTROL
+
+    def controlled_methods(self) -> tuple[str, ...]:
+        """Every row that adds generated minority images (a ``GANOversampler``; not ``synth-pretrain``, which adds
+        none) must beat count-matched oversampling as well as the baseline."""
+        context = BalanceContext(random_state=self.config.first_seed)
+        return tuple(m for m in self.config.methods if isinstance(make_balancer(m, context), GANOversampler))
 
     @property
     def compare_config(self) -> CompareConfig:
@@ -104,11 +114,13 @@ class DcganAlpha(Compare):
         tables = super().tables(results)
         quality = {r["method"]: r["tstr_auc"] for r in read_jsonl(results.run_dir / "quality.jsonl")}
         sites = self.external_sets(results)
-        paper = paper_table(results, self.config.methods, quality, Verdicts(self.all_comparisons(results)), sites)
+        paper = paper_table(results, self.config.methods, quality, Verdicts(self.all_comparisons(results)), sites,
+                            self.config.methods[0], self.controlled_methods() if CONTROL in self.config.methods else ())
         notes = ("Rows as in Sun & Li's poster, plus SMOTE and the loss-side long-tail fixes (focal, LDAM-DRW, "
                  "logit-adjust, cRT); cells are mean [95% CI over seeds], threshold metrics at "
-                 "the validation Youden threshold; Δ ROC AUC and verdict vs the baseline from the seed-level paired "
-                 "test with Holm adjustment (see the verdict table). TSTR AUC: a small CNN trained only on "
+                 "the validation Youden threshold; Δ ROC AUC and verdict vs the baseline, and for the generator rows "
+                 f"vs the count-matched control '{CONTROL}', from the seed-level paired test with Holm adjustment over "
+                 "all of them (see the verdict table). TSTR AUC: a small CNN trained only on "
                  f"{self.config.tstr_images} synthetic images per class (seed {self.config.first_seed}'s generator), "
                  "tested on the real test split; real-data reference in the 'none' row."
                  + (f" External site(s): {', '.join(sites)} (for Kermany, adult NIH pneumonia vs no finding: the same "
@@ -139,12 +151,14 @@ def audit_summary(run_dir: Path) -> pd.DataFrame:
 
 
 def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, float], verdicts: Verdicts,
-                sites: list[str]) -> pd.DataFrame:
-    """The paper's columns per method (mean [CI] over seeds), Δ and verdict against the baseline on the internal
-    test split and on each external site, and the TSTR AUC. A run whose rows have finished different numbers of
+                sites: list[str], baseline: str | None = None, controlled: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The paper's columns per method (mean [CI] over seeds), Δ and verdict against the baseline (default the first
+    method) on the internal test split and on each external site, Δ and verdict of the ``controlled`` rows against
+    the count-matched control ``CONTROL``, and the TSTR AUC. A run whose rows have finished different numbers of
     seeds (one grown by new methods and not finished) gets a "seeds" column, so no row looks more complete than it
     is."""
     rows = []
+    baseline = baseline or methods[0]
     for method in methods:
         runs = results.where(method=method)
         if not runs:
@@ -153,10 +167,13 @@ def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, f
         for key, label in PAPER_COLUMNS.items():
             row[label] = seed_cell([r["metrics"][key] for r in runs])
         internal = {"site": "internal test"} if sites else {}
-        row["Δ ROC AUC vs baseline"], row["verdict"] = verdicts.cells(method=method, **internal)
+        row["Δ ROC AUC vs baseline"], row["verdict"] = verdicts.cells(method=method, vs=baseline, **internal)
+        if controlled:
+            row[f"Δ vs {CONTROL}"], row[f"verdict vs {CONTROL}"] = (
+                verdicts.cells(method=method, vs=CONTROL, **internal) if method in controlled else ("", ""))
         for site in sites:
             row[f"ROC AUC @ {site}"] = seed_cell([r["metrics"][f"roc_auc@{site}"] for r in runs])
-            row[f"Δ @ {site}"], row[f"verdict @ {site}"] = verdicts.cells(method=method, site=site)
+            row[f"Δ @ {site}"], row[f"verdict @ {site}"] = verdicts.cells(method=method, vs=baseline, site=site)
         row["TSTR AUC"] = f"{quality[method]:.3f}" if method in quality else ""
         rows.append(row)
     table = pd.DataFrame(rows)

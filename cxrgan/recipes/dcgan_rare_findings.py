@@ -5,7 +5,9 @@ under the uncertainty policies U-Ones and U-Zeros (Irvin et al. 2019; we add U-I
 per-finding AUC (their Table 2), then one unconditional DCGAN per rare finding whose samples are added until the
 finding is nearly balanced (method B of ``cxrgan.balance.multilabel``), and baseline vs GAN-augmented AUC for the
 augmented findings under one policy (their Table 3, U-Zeros). Beside the DCGAN the strongest cheap fixes run under
-the same policy (``--cheap-fixes``, default ML-ROS and LDAM-DRW), so a generative gain is weighed against them.
+the same policy (``--cheap-fixes``, default ML-ROS and LDAM-DRW), so a generative gain is weighed against them, and
+so does the DCGAN's count-matched control ``rare-copies`` (the real rows whose label vectors the DCGAN's images
+carry, copied: as many extra rows with the same labels), which the DCGAN row is also tested against.
 
 Design choices that keep the columns comparable: the policy applies to the training labels only, and every model
 is scored against the same policy-free test labels (uncertain test labels are masked; the table says how many);
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingDCGAN, choose_rare_findings
+from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingCopies, RareFindingDCGAN, choose_rare_findings
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
@@ -47,6 +49,7 @@ from cxrgan.recipes.findings import (auc_cell, check_findings, finding_compariso
 from cxrgan.report.tables import to_markdown
 
 POLICY_NAMES = {"ones": "U-Ones", "zeros": "U-Zeros", "ignore": "U-Ignore"}
+CONTROL = "rare-copies"  # the DCGAN row's count-matched control: the rows its images' label vectors come from, copied
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,8 @@ class DcganRareFindings(Recipe):
         unknown = [m for m in c.cheap_fixes if m not in BALANCERS]
         if unknown:
             raise CxrganError(f"unknown method(s) {unknown} in --cheap-fixes; available: {', '.join(sorted(BALANCERS))}")
-        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds for m in ("dcgan-rare", *c.cheap_fixes)]
+        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds
+                  for m in ("dcgan-rare", CONTROL, *c.cheap_fixes)]
         test = self.dataset_.split("test")
         summary = (f"data {' + '.join(c.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
@@ -143,6 +147,10 @@ class DcganRareFindings(Recipe):
                                         device=str(resolve_device(c.train.device)), random_state=cell["seed"])
             train = balancer.fit_resample(train)
             extra["finding_table"] = balancer.table_.to_dict(orient="records")
+        elif cell["method"] == CONTROL:  # the DCGAN's draws with real images: same seed, findings and ratio
+            balancer = RareFindingCopies(self.findings_, c.ratio, random_state=cell["seed"])
+            train = balancer.fit_resample(train)
+            extra["finding_table"] = balancer.table_.to_dict(orient="records")
         elif cell["method"] != "baseline":  # a cheap fix: rows, loss or schedule of a registered method
             balancer = make_balancer(cell["method"], BalanceContext(random_state=cell["seed"]))
             train = balancer.fit_resample(train)
@@ -167,11 +175,15 @@ class DcganRareFindings(Recipe):
     # ---- tables -------------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         c = self.config
-        comparisons = [row for method in ("dcgan-rare", *c.cheap_fixes) if results.where(method=method)
+        comparisons = [row for method in ("dcgan-rare", CONTROL, *c.cheap_fixes) if results.where(method=method)
                        for row in finding_comparisons(results, self.findings_, {"method": method, "vs": "baseline"},
                                                       {"method": method}, {"method": "baseline", "policy": c.policy})]
-        verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented and the cheap fixes against the "
-                         f"{POLICY_NAMES[c.policy]} baseline", verdict_table(comparisons),
+        if results.where(method="dcgan-rare") and results.where(method=CONTROL):
+            comparisons += finding_comparisons(results, self.findings_, {"method": "dcgan-rare", "vs": CONTROL},
+                                               {"method": "dcgan-rare"}, {"method": CONTROL})
+        verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented, its count-matched control and the cheap "
+                         f"fixes against the {POLICY_NAMES[c.policy]} baseline; the DCGAN against its control",
+                         verdict_table(comparisons),
                          method_note(sum(x.effect is not None for x in comparisons), True)
                          + f" {test_positives_note(results, self.findings_)}", role="verdict")
         policy_note = ("This dataset has no uncertain (-1) training labels, so U-Ones, U-Zeros and U-Ignore give "
@@ -183,7 +195,9 @@ class DcganRareFindings(Recipe):
         gan_notes = (f"{POLICY_NAMES[c.policy]} training labels. One DCGAN per finding trained on its positive "
                      f"training rows; images added until positives = {c.ratio:g} x negatives of the real rows, other "
                      "findings of each image copied from a real row with the finding. Δ = augmented - baseline per "
-                     "seed (seed-level paired test, Holm-adjusted; see the verdict table).")
+                     f"seed (seed-level paired test, Holm-adjusted; see the verdict table). {CONTROL}: the same number "
+                     "of rows with the same label vectors, the real images of the rows they were drawn from (the "
+                     f"count-matched control); 'DCGAN Δ vs {CONTROL}' tests the generated images against them.")
         return [verdicts,
                 Table("table2_policies", "Baseline AUC per uncertainty policy (Table 2 shape)",
                       self.policy_table(results), notes, role="main"),
@@ -209,15 +223,19 @@ class DcganRareFindings(Recipe):
         for finding in self.findings_:
             j = names.index(finding)
             generated = [t["generated for it"] for t in gan[0]["finding_table"] if t["finding"] == finding] if gan else []
-            delta, verdict = verdicts.cells(method="dcgan-rare", finding=finding)
+            delta, verdict = verdicts.cells(method="dcgan-rare", vs="baseline", finding=finding)
             row = {"finding": finding, "generated": generated[0] if generated else "n/a",
                    "baseline": auc_cell([r["auc"][finding] for r in base], y[:, j]),
                    "DCGAN-augmented": auc_cell([r["auc"][finding] for r in gan], y[:, j]),
                    "Δ [95% CI]": delta, "verdict": verdict}
-            for method in self.config.cheap_fixes:  # the strongest cheap fixes, for comparison
+            if results.where(method=CONTROL):
+                row[f"DCGAN Δ vs {CONTROL}"], row[f"DCGAN verdict vs {CONTROL}"] = verdicts.cells(
+                    method="dcgan-rare", vs=CONTROL, finding=finding)
+            for method in (CONTROL, *self.config.cheap_fixes):  # the control and the strongest cheap fixes
                 runs = results.where(method=method)
                 if runs:
                     row[method] = auc_cell([r["auc"][finding] for r in runs], y[:, j])
-                    row[f"{method} Δ"], row[f"{method} verdict"] = verdicts.cells(method=method, finding=finding)
+                    row[f"{method} Δ"], row[f"{method} verdict"] = verdicts.cells(method=method, vs="baseline",
+                                                                                  finding=finding)
             rows.append(row)
         return pd.DataFrame(rows)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.data import CXRDataset, load_npz
-from cxrgan.data.external import load_external, site_name
+from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.images import resize_stack
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
@@ -36,7 +36,7 @@ from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.io import atomic_write
 from cxrgan.recipes import KERMANY_64
-from cxrgan.recipes.compare import check_classes
+from cxrgan.recipes.compare import SUBGROUP_NOTE, check_classes, subgroup_table
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
 from cxrgan.report.tables import to_markdown
 
@@ -143,7 +143,8 @@ class SganScarcity(Recipe):
         return Plan(cells=grid(n=self.sizes_, seed=range(c.first_seed, c.first_seed + c.seeds), method=tuple(METHODS)),
                     evaluation_sets={"test": self.test_.labels, **{n: s.labels for n, s in self.sites_.items()}},
                     label_names=self.test_.label_names, class_names=self.test_.class_names,
-                    summary=f"data {c.data} at {c.sgan.image_size} px{sites}\n\n{to_markdown(table)}")
+                    summary=f"data {c.data} at {c.sgan.image_size} px{sites}\n\n{to_markdown(table)}",
+                    subgroups={name: subgroups(site) for name, site in self.sites_.items()})
 
     def load_sites(self) -> dict[str, CXRDataset]:
         """External sites checked against the data file at its own size, then resized like the data."""
@@ -185,11 +186,18 @@ class SganScarcity(Recipe):
                  f"[95% CI] over seeds; Δ = SGAN - CNN ROC AUC paired by seed (the same labelled images), seed-level "
                  f"test with Holm adjustment over the sizes. CNN = the SGAN's discriminator network trained on the "
                  f"labelled images only ({int(records['parameters'].iloc[0])} parameters each).")
-        return [Table("verdicts", "sgan-scarcity: SGAN against the matched CNN per labelled size",
-                      verdict_table(comparisons), method_note(sum(x.effect is not None for x in comparisons), True),
-                      role="verdict"),
-                Table("table1", "sgan-scarcity: CNN vs semi-supervised GAN (Madani et al. Table 1 shape)", table,
-                      notes, role="main")]
+        tables = [Table("verdicts", "sgan-scarcity: SGAN against the matched CNN per labelled size",
+                        verdict_table(comparisons), method_note(sum(x.effect is not None for x in comparisons), True),
+                        role="verdict"),
+                  Table("table1", "sgan-scarcity: CNN vs semi-supervised GAN (Madani et al. Table 1 shape)", table,
+                        notes, role="main")]
+        if results.subgroups:
+            groups = pd.concat([subgroup_table(results, {m: {"n": n, "method": m} for m in METHODS})
+                                .assign(**{"labelled / class": n}) for n in self.sizes_ if results.where(n=n)])
+            groups = groups[["labelled / class", *(c for c in groups.columns if c != "labelled / class")]]
+            tables.append(Table("external_subgroups", "sgan-scarcity: external sites by view, age band and sex (ROC "
+                                "AUC per labelled size)", groups.reset_index(drop=True), SUBGROUP_NOTE, role="detail"))
+        return tables
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         from cxrgan.recipes.probe import sgan_estimates
