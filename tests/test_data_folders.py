@@ -155,7 +155,7 @@ def test_a_folder_without_patient_ids_is_split_per_image_said_and_refused(tmp_pa
     assert main(compare) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "split was made per image with unknown patients" in err[0]
-    assert "--allow-unknown-patients" in err[0]
+    assert "--allow-unknown-patients" in err[0] and r"--patient-id '^(\d{8})_\d{3}'" in err[0]
     assert len(load_npz(per_image, allow_unknown_patients=True)) == len(names)  # what --allow-unknown-patients does
 
     grouped = tmp_path / "grouped.npz"

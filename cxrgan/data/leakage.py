@@ -44,13 +44,14 @@ def describe_split(split_method: str | None, meta: pd.DataFrame) -> str:
     return f"not recorded (a file of an earlier version), and {which} patient id: patients cannot be checked"
 
 
-def check_split_method(split_method: str | None, source: str, allow: bool = False) -> None:
+def check_split_method(split_method: str | None, source: str, allow: bool = False, hint: str = "") -> None:
     """Refuse a file whose split was made per image with unknown patients, unless ``allow``
-    (``--allow-unknown-patients``); files that do not record their split method pass."""
+    (``--allow-unknown-patients``); files that do not record their split method pass. ``hint`` (e.g. the
+    ``--patient-id`` its file names fit) is added to the message."""
     if split_method == "image" and not allow:
         raise CxrganError(f"{source}: its split was made per image with unknown patients (cxrgan data prepare without "
                           "--patient-id or --patient-csv), so one patient's images may sit in several splits; prepare "
-                          "it again with patient ids, or pass --allow-unknown-patients to accept this")
+                          f"it again with patient ids{hint}, or pass --allow-unknown-patients to accept this")
 
 
 def namespace_patients(meta: pd.DataFrame) -> pd.DataFrame:

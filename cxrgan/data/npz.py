@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.data.dataset import SPLITS, CXRDataset
+from cxrgan.data.folders import suggest_patient_regex
 from cxrgan.data.labels import apply_uncertainty_policy
 from cxrgan.data.leakage import SPLIT_METHODS, check_patient_disjoint, check_split_method, namespace_patients
 from cxrgan.data.members import Member, is_numeric, is_text, read_members
@@ -49,7 +50,12 @@ def load_npz(
     """
     dataset = read_compact(path, target, uncertainty, blank)
     check_patient_disjoint(dataset.meta, str(path), allow=allow_patient_overlap)
-    check_split_method(read_split_method(path), str(path), allow=allow_unknown_patients)
+    method = read_split_method(path)
+    if method == "image" and not allow_unknown_patients:
+        names = [Path(str(n)).name for n in dataset.meta["filename"]] if "filename" in dataset.meta else []
+        convention = suggest_patient_regex(names)
+        hint = f" (its file names follow {convention[0]}: --patient-id '{convention[1]}')" if convention else ""
+        check_split_method(method, str(path), allow=False, hint=hint)
     return dataset
 
 
