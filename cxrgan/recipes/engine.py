@@ -1,7 +1,8 @@
 """The one run engine: a recipe declares its grid of cells, how to run one and how to tabulate; the engine checks the
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
-A run directory holds ``config.json`` (the resolved config and the recipe's kind), ``command.txt``,
+A run directory holds ``.cxrgan-run`` (the marker of a folder cxrgan made, :mod:`cxrgan.runs`), ``config.json`` (the
+resolved config, the recipe's kind and a fingerprint of every input file), ``command.txt``,
 ``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data), per finished
 cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
 done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.recipes.store`), the tables
