@@ -153,9 +153,12 @@ def check_compact(path: str | os.PathLike, target: str = "labels") -> dict[str, 
         expected[SPLIT_METHOD] = ((), is_text, "text")
     for name, (shape, kind_ok, kind) in expected.items():
         member = members[name]
+        if name.endswith("names") and len(member.shape) != 1:
+            raise CxrganError(f"{path}: {name!r} must be a 1-D array of names, got shape {member.shape}")
         if member.shape != shape:
-            raise CxrganError(f"{path}: {name!r} has shape {member.shape} but there are {n} images"
-                              + (f" (expected {shape})" if name.endswith("names") else ""))
+            counts = f"{n} images" + (f" and {shape[-1]} finding names" if name == "findings" else "")
+            raise CxrganError(f"{path}: {name!r} has shape {member.shape}, expected {shape}"
+                              + ("" if name.endswith("names") else f" for {counts}"))
         if not kind_ok(member):
             raise CxrganError(f"{path}: {name!r} must hold {kind}, got dtype {member.dtype}")
     return members
