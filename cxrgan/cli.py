@@ -76,12 +76,13 @@ def add_grid_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def grid_options(args: argparse.Namespace) -> dict:
-    """``shard`` and ``workers`` arguments of ``run_recipe`` from the flags."""
+    """``shard``, ``workers`` and ``device`` arguments of ``run_recipe`` from the flags."""
     from cxrgan.recipes.engine import Shard
 
     if args.workers < 1:
         raise CxrganError(f"--workers {args.workers}: must be at least 1")
-    return {"shard": Shard.parse(args.shard) if args.shard else None, "workers": args.workers}
+    return {"shard": Shard.parse(args.shard) if args.shard else None, "workers": args.workers,
+            "device": getattr(args, "device", "auto")}
 
 
 def add_generator_flags(parser: argparse.ArgumentParser, generator: str = "dcgan") -> None:
@@ -157,10 +158,13 @@ def shell_command() -> str:
 
 # ---- compare -------------------------------------------------------------------------------------------------
 def _compare_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.balance import BALANCERS
     from cxrgan.recipes.compare import CLASSIC_METHODS
 
     parser.add_argument("data", help="compact .npz file with train/val/test splits")
-    parser.add_argument("--methods", default=",".join(CLASSIC_METHODS), help="comma-separated balancer names")
+    parser.add_argument("--methods", default=",".join(CLASSIC_METHODS),
+                        help=f"comma-separated methods (default %(default)s); available: {', '.join(sorted(BALANCERS))}; "
+                             "each --synthetic FILE adds synthetic:<stem>")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default %(default)s)")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--baseline", default="none", help="method the DeLong tests compare against")
@@ -180,6 +184,7 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unknown-patients", action="store_true",
                         help="accept a file whose split was made per image with unknown patients")
     add_external_flags(parser, default_note="none")
+    add_synthetic_flags(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="check data and config, print the grid and an estimated wall time, train nothing")
     add_grid_flags(parser)
@@ -204,6 +209,24 @@ def external_sites(args: argparse.Namespace, default: tuple[str, ...] = ()) -> d
     return {"external": sites, "external_labels": parse_label_map(args.external_labels)}
 
 
+def add_synthetic_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("synthetic images made elsewhere")
+    group.add_argument("--synthetic", action="append", default=None, metavar="FILE",
+                       help="an .npz in the data format or a folder of class folders (PNG / JPEG / DICOM): one more "
+                            "row, synthetic:<file stem> (repeatable); checked for copies of evaluation images first")
+    group.add_argument("--synthetic-mode", default="balance", choices=["balance", "add", "pretrain"],
+                       help="balance (default): per seed as many images of the minority class (multi-label: of "
+                            "each augmented finding) as the dcgan (dcgan-rare) row adds; add: every image; pretrain: "
+                            "the synth-pretrain schedule on them")
+
+
+def synthetic_files(args: argparse.Namespace, **fixed):
+    """The run's ``SyntheticFiles`` from ``--synthetic`` and ``--synthetic-mode`` (``fixed``: e.g. the ratio)."""
+    from cxrgan.data.synthetic import SyntheticFiles
+
+    return SyntheticFiles(tuple(args.synthetic or ()), args.synthetic_mode, **fixed)
+
+
 def method_list(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
@@ -218,7 +241,7 @@ def _compare(args: argparse.Namespace) -> None:
         train_fraction=args.train_fraction, imbalance=args.imbalance, train=train_config(args),
         generators=generator_settings(args), extra_data=args.gan_extra_data,
         allow_patient_overlap=args.allow_patient_overlap, allow_unknown_patients=args.allow_unknown_patients,
-        **external_sites(args),
+        synthetic=synthetic_files(args), **external_sites(args),
     )
     run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
                 progress=not args.no_progress, **grid_options(args))
@@ -308,6 +331,9 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     import cxrgan.cli_generators  # (registers train-gan, sample, generators list, audit, cam)
     import cxrgan.cli_recipes  # noqa: F401  (registers the `cxrgan recipe ...` commands)
+    from cxrgan.plugins import load_plugins
+
+    load_plugins()  # installed packages' generators and methods (entry points), before any help or choice is built
 
     parser = Parser(prog="cxrgan", description=__doc__.split(":")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -338,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout = open(os.devnull, "w")
         check_flag_ranges(args)
         distributed.setup(getattr(args, "device", "auto"))
+        if hasattr(args, "device"):  # before any CUDA work: cuBLAS reads its workspace setting once
+            from cxrgan.device import configure_determinism, resolve_device
+
+            configure_determinism(resolve_device(args.device))
         args.run(args)
     except RankAgreedError as exc:
         if rank == 0:

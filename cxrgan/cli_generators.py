@@ -55,9 +55,14 @@ def _train_gan_flags(parser: argparse.ArgumentParser) -> None:
 @command("train-gan", "train a registered generator on the training split of a compact .npz file",
          flags=_train_gan_flags)
 def _train_gan(args: argparse.Namespace) -> None:
-    from cxrgan.device import resolve_device
+    from cxrgan.device import bf16_supported, resolve_device
+    from cxrgan.errors import CxrganError
     from cxrgan.generators import GeneratorSettings, generator_class, train_gan
 
+    device = resolve_device(args.device)
+    if args.bf16 and not bf16_supported(device):
+        raise CxrganError(f"--bf16: {device} does not run bf16 natively (a CUDA GPU needs compute capability 8.0, a CPU "
+                          "AVX512-BF16 or AMX); leave it off to train in fp32")
     cls = generator_class(args.method)
     fields = {"batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf, "d_norm": args.d_norm, "loss": args.loss,
               "diffaugment": args.diffaugment, "ema_decay": args.ema_decay, "bf16": args.bf16,
@@ -66,7 +71,7 @@ def _train_gan(args: argparse.Namespace) -> None:
              **({"sync_batchnorm": False} if args.no_sync_bn else {})}
     fixed.update({k: v for k, v in fields.items() if v is not None})
     config = cls.resolve_config(GeneratorSettings(args.gan_steps, args.gan_width, args.full), **fixed)
-    run_dir = train_gan(args.method, args.data, args.out, config, device=resolve_device(args.device),
+    run_dir = train_gan(args.method, args.data, args.out, config, device=device,
                         resume=args.resume, npz_target=args.task)
     print(f"trained {args.method}: {run_dir}")
 
@@ -129,23 +134,47 @@ def _cam(args: argparse.Namespace) -> None:
 
 
 def _audit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a generator run directory (cxrgan train-gan, or a cached generator of a run)")
+    parser.add_argument("run_dir", nargs="?", default=None,
+                        help="a generator run directory (cxrgan train-gan, or a cached generator of a run)")
+    parser.add_argument("--images", default=None, metavar="FILE",
+                        help="audit a synthetic file made elsewhere instead (an .npz in the data format or a folder of "
+                             "class folders); needs --data")
     parser.add_argument("--data", default=None, help="the real .npz (default: the data the GAN was trained on)")
-    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/audit)")
+    parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/audit; none for --images)")
     parser.add_argument("--n", type=int, default=None, help="synthetic images to audit (default: as many as test)")
     parser.add_argument("--feature-model", default="small-cnn", help="classifier that embeds images")
     parser.add_argument("--feature-epochs", type=int, default=5)
     parser.add_argument("--no-tstr", action="store_true", help="skip the train-on-synthetic / test-on-real AUC")
+    parser.add_argument("--json", action="store_true", help="print the audit as one JSON object on stdout")
     parser.add_argument("--device", default="auto")
 
 
-@command("audit", "fidelity, diversity and memorisation audit of a trained generator", flags=_audit_flags)
+@command("audit", "fidelity, diversity, memorisation and leakage audit of a trained generator or a synthetic file",
+         flags=_audit_flags)
 def _audit(args: argparse.Namespace) -> None:
+    import json
+
     from cxrgan.device import resolve_device
+    from cxrgan.errors import CxrganError
     from cxrgan.evaluate.audit import AuditConfig, audit_run, audit_table
+    from cxrgan.evaluate.synthetic_audit import audit_file, leakage_table, summary
     from cxrgan.report.tables import to_markdown
 
+    if (args.run_dir is None) == (args.images is None):
+        raise CxrganError("audit: give a generator RUN_DIR or --images FILE (not both)")
     config = AuditConfig(feature_model=args.feature_model, feature_epochs=args.feature_epochs,
                          device=str(resolve_device(args.device)), tstr=not args.no_tstr)
-    result = audit_run(args.run_dir, args.data, args.out, args.n, config)
+    if args.images is not None:
+        if args.data is None:
+            raise CxrganError(f"--images {args.images}: name the real data it imitates with --data FILE")
+        result = audit_file(args.images, args.data, args.out, config)
+    else:
+        result = audit_run(args.run_dir, args.data, args.out, args.n, config)
+    if args.json:
+        print(json.dumps(summary(result), sort_keys=True))
+        return
     print(to_markdown(audit_table(result)))
+    if result.get("tstr", {}).get("skipped"):
+        print(f"\ntrain on synthetic, test on real: skipped ({result['tstr']['skipped']})")
+    if "near_duplicates" in result:
+        print("\n" + to_markdown(leakage_table(result)))

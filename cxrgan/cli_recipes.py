@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, command, external_sites,
-                        generator_settings, grid_options, method_list, parse_ratio, shell_command)
+from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, add_synthetic_flags, command,
+                        external_sites, generator_settings, grid_options, method_list, parse_ratio, shell_command,
+                        synthetic_files)
 
 
 KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
@@ -49,14 +50,17 @@ def run(recipe, args: argparse.Namespace) -> None:
 
 def classifier(args: argparse.Namespace, cpu, full):
     """The recipe's CPU or full classifier with the device, an --epochs override and, on a CUDA device, mixed
-    precision (bf16 where the GPU has it, else fp16 with a gradient scaler)."""
+    precision (bf16 where the GPU has it natively, else fp16 with a gradient scaler); on the CPU the preset's bf16
+    where the CPU runs it natively, else fp32."""
     from cxrgan.device import resolve_amp, resolve_device
 
+    preset, chosen = full if args.full else cpu, resolve_amp("auto", args.device)
     amp = {}
     if resolve_device(args.device).type == "cuda":
-        chosen = resolve_amp("auto", args.device)
         amp = {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
-    return dataclasses.replace(full if args.full else cpu, device=args.device, data_workers=args.data_workers, **amp,
+    elif preset.bf16 and chosen != "bf16":
+        amp = {"bf16": False}
+    return dataclasses.replace(preset, device=args.device, data_workers=args.data_workers, **amp,
                                **({"epochs": args.epochs} if args.epochs else {}))
 
 
@@ -72,6 +76,7 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help="paper-size GANs and ResNet-18 training (GPU)")
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_synthetic_flags(parser)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=3)
 
@@ -84,7 +89,7 @@ def _dcgan_alpha(args: argparse.Namespace) -> None:
     config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
                               methods=method_list(args.methods), imbalance=args.imbalance,
                               train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), tstr_images=args.tstr_images,
-                              generators=generator_settings(args),
+                              generators=generator_settings(args), synthetic=synthetic_files(args),
                               allow_patient_overlap=args.allow_patient_overlap,
                               allow_unknown_patients=args.allow_unknown_patients,
                               **external_sites(args, default_external(args.data)))
@@ -108,6 +113,7 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
     parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_synthetic_flags(parser)
     add_generator_flags(parser, generator="cyclegan")
     add_run_flags(parser, default_seeds=3)
 
@@ -128,7 +134,8 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
                                       train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
                                       fidelity_images=args.fidelity_images, generators=generator_settings(args),
                                       allow_patient_overlap=args.allow_patient_overlap,
-                                      allow_unknown_patients=args.allow_unknown_patients, **sites)
+                                      allow_unknown_patients=args.allow_unknown_patients,
+                                      synthetic=synthetic_files(args), **sites)
     run(CycleganComplement(config), args)
 
 
@@ -143,6 +150,7 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="image side when decoding a CSV source")
     parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 12, --full 30)")
     parser.add_argument("--full", action="store_true", help="paper-size GANs and DenseNet-121 training (GPU)")
+    add_synthetic_flags(parser)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=5)
 
@@ -154,7 +162,7 @@ def _multilabel_common(args: argparse.Namespace) -> dict:
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
                 size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
                 generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap,
-                allow_unknown_patients=args.allow_unknown_patients)
+                allow_unknown_patients=args.allow_unknown_patients, synthetic=synthetic_files(args))
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:

@@ -58,6 +58,9 @@ def setup(device: str = "auto") -> None:
     except CxrganError as exc:
         raise RankAgreedError(str(exc)) from None
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if resolved.type == "cuda" and resolved.index is not None:
+        raise RankAgreedError(f"--device {device}: under torchrun every process uses the GPU of its LOCAL_RANK; use "
+                              "--device cuda (or auto), and CUDA_VISIBLE_DEVICES to choose which GPUs torchrun sees")
     if resolved.type == "cuda":
         count = torch.cuda.device_count()
         if local_rank >= count:
@@ -162,6 +165,20 @@ def all_sum(values: Iterable[float]) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor)
     return tensor.cpu().tolist()
+
+
+def global_std(tensor: torch.Tensor) -> torch.Tensor:
+    """The standard deviation (Bessel-corrected) of the elements of every process's ``tensor`` together, as a 0-d
+    tensor on its device (no host synchronisation); ``tensor.std()`` outside a process group. The partial sums are
+    combined in float64, as :class:`GlobalBatchNorm` combines its statistics."""
+    if not active():
+        return tensor.std()
+    x = tensor.detach().double()
+    totals = torch.stack([torch.full((), x.numel(), dtype=torch.float64, device=x.device), x.sum(),
+                          x.pow(2).sum()]).to(_collective_device())
+    dist.all_reduce(totals)
+    n, total, squares = totals.to(tensor.device)
+    return ((squares - total * total / n) / (n - 1)).clamp(min=0).sqrt().to(tensor.dtype)
 
 
 def gather_objects(value: Any) -> list[Any]:

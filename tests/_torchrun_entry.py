@@ -5,6 +5,8 @@ Environment:
     CXRGAN_TEST_WRITES: folder that receives ``rank<R>.json``, the list of paths written by rank R.
     CXRGAN_TEST_HIDE_ON_RANK: ``R:PATH`` -- on rank R the argument PATH is replaced by a path that does not exist
         (a data file missing on one machine).
+    CXRGAN_TEST_NAN_ON_RANK: ``R`` -- on rank R the adversarial "bce" loss of the discriminator is NaN (a numerical
+        failure on one process only).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ if __name__ == "__main__":
         rank, _, path = hide.partition(":")
         if os.environ.get("RANK") == rank:
             sys.argv = [a if a != path else path + ".missing-on-this-machine" for a in sys.argv]
+    if os.environ.get("CXRGAN_TEST_NAN_ON_RANK") == os.environ.get("RANK"):
+        from cxrgan.generators.losses import LOSSES, AdversarialLoss
+
+        bce = LOSSES["bce"]
+        LOSSES["bce"] = AdversarialLoss(lambda real, fake: bce.d_loss(real, fake) * float("nan"), bce.g_loss)
     atexit.register(_save)
     sys.addaudithook(_audit)
     sys.argv = ["cxrgan", *sys.argv[1:]]

@@ -75,6 +75,33 @@ def files(kermany_small, nih_path, tmp_path_factory):
                          findings.meta.iloc[:50])
     out["findings_13"] = str(save_npz(renamed, folder / "findings_13.npz"))
     out["findings_same_patients"] = str(save_npz(findings.subset(np.arange(60)), folder / "findings_same.npz"))
+    train = kermany_small.split("train")
+    both = np.concatenate([np.flatnonzero(train.labels[:, 0] == c)[:10] for c in (0, 1)])
+    site = train.subset(both)  # ten training images of each class, every pixel + 1, under other patient ids
+    site = CXRDataset(np.clip(site.images.astype(np.int16) + 1, 0, 255).astype(np.uint8), site.labels,
+                      site.label_names, site.meta.assign(patient_id=[f"site-{i}" for i in range(20)]),
+                      class_names=site.class_names)
+    out["external_shifted_train"] = str(save_npz(site, folder / "external_shifted_train.npz"))
+    # --synthetic files, all from real training images (the checks come before any use of the pixels)
+    synthetic = {"images": train.images[:30], "labels": train.labels[:30, 0].astype(np.int8),
+                 "label_names": np.array(["normal", "pneumonia"])}
+    out["synthetic_names"] = _save({**synthetic, "label_names": np.array(["healthy", "sick"])},
+                                   folder / "synthetic_names.npz")
+    out["synthetic_rgb"] = _save({**synthetic, "images": np.repeat(train.images[:30, :, :, None], 3, axis=3)},
+                                 folder / "synthetic_rgb.npz")
+    out["synthetic_empty"] = _save({**synthetic, "images": train.images[:0], "labels": synthetic["labels"][:0]},
+                                   folder / "synthetic_empty.npz")
+    pneumonia = np.flatnonzero(train.labels[:, 0] == 1)[:30]  # the majority class of good.npz's training split
+    out["synthetic_one_class"] = _save({**synthetic, "images": train.images[pneumonia],
+                                        "labels": np.ones(30, np.int8)}, folder / "synthetic_one_class.npz")
+    test = kermany_small.split("test")
+    out["synthetic_mirrored_test"] = _save({**synthetic, "images": np.ascontiguousarray(test.images[:30, :, ::-1]),
+                                            "labels": test.labels[:30, 0].astype(np.int8)},
+                                           folder / "synthetic_mirrored_test.npz")
+    for name in ("normal", "pneumonia"):
+        (folder / "synthetic_folder" / name).mkdir(parents=True)
+    (folder / "synthetic_folder" / "normal" / "notes.txt").write_text("no images here")
+    out["synthetic_folder"] = str(folder / "synthetic_folder")
     (folder / "text.npz").write_text("not an archive")
     out["text"] = str(folder / "text.npz")
     (folder / "a_file").write_text("x")
@@ -234,7 +261,7 @@ CASES = {
                                        "needs 'findings'"),
     "extra data holds test images": (
         lambda f, out: ["compare", f["good"], "--methods", "none,cyclegan-complement-extra", "--gan-extra-data",
-                        f["extra_with_test"], "--out", out], "pixel-identical to images of the test split"),
+                        f["extra_with_test"], "--out", out], "near-duplicates of images of the test split"),
     "extra method without extra data": (
         lambda f, out: ["compare", f["good"], "--methods", "none,cyclegan-complement-extra", "--out", out],
         "need --gan-extra-data"),
@@ -242,7 +269,31 @@ CASES = {
     "external classes differ": (lambda f, out: _compare(f["good"], "--external", f["external_nih"], "--out", out),
                                 "map them with --external-labels"),
     "external shares images": (lambda f, out: _compare(f["good"], "--external", f["external_shared_images"],
-                                                       "--out", out), "pixel-identical"),
+                                                       "--out", out), "near-duplicates of images of"),
+    "external is the training images + 1": (
+        lambda f, out: _compare(f["good"], "--external", f["external_shifted_train"], "--out", out),
+        "20 of its 20 images are near-duplicates of images of"),
+    # ---- synthetic files
+    "synthetic label names differ": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_names"], "--out", out),
+        "its label names ['healthy', 'sick'] differ from the data's ['normal', 'pneumonia']"),
+    "synthetic images not (N, H, W)": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_rgb"], "--out", out),
+        "'images' must be an (N, H, W) uint8 array, got (30, 64, 64, 3)"),
+    "synthetic file empty": (lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_empty"], "--out", out),
+                             "synthetic_empty.npz: holds no images"),
+    "synthetic majority class only": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_one_class"], "--out", out),
+        "holds ['pneumonia'] images only; balance adds 80 'normal' images per seed"),
+    "synthetic folder without images": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_folder"], "--out", out),
+        "no .png/.jpg/.jpeg/.dcm/.dicom images"),
+    "synthetic copies test images": (
+        lambda f, out: _compare(f["good"], "--synthetic", f["synthetic_mirrored_test"], "--out", out),
+        "30 of its 30 images are near-duplicates of images of the test split of"),
+    "synthetic row without its file": (
+        lambda f, out: ["compare", f["good"], "--methods", "none,synthetic:x", "--out", out],
+        "unknown method(s) ['synthetic:x']"),
     "external shares patients": (lambda f, out: _compare(f["good"], "--external", f["external_shared_patients"],
                                                          "--out", out), "patient id(s) also in"),
     "external labels malformed": (lambda f, out: _compare(f["good"], "--external", f["external_nih"],

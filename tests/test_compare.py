@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 
 from cxrgan.cli import main
@@ -182,6 +183,15 @@ def test_report_rebuilds_every_table_from_stored_scores_without_training(small_f
     assert "| method" in capsys.readouterr().out
     assert {name: (run_dir / name).read_text() for name in before} == before
     assert (run_dir / "report.html").exists() and (run_dir / "roc.png").exists()
+    # the test images' patients are stored with the labels, and the verdicts cluster by them
+    assert "count as one cluster" in before["verdicts.md"]
+    # a run directory from before patient ids were stored is tabulated with independent images, and says so
+    with np.load(run_dir / "labels.npz") as archive:
+        older = {key: archive[key] for key in archive.files if not key.startswith("patients_")}
+        assert {"patients_val", "patients_test"} <= set(archive.files)
+    np.savez(run_dir / "labels.npz", **older)
+    assert main(["report", str(run_dir)]) == 0
+    assert "count test images as independent" in (run_dir / "verdicts.md").read_text()
 
 
 def test_multilabel_compare_tests_estimable_findings_and_shows_label_imbalance(nih_path, tmp_path):

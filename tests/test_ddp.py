@@ -118,3 +118,56 @@ def test_cuda_requested_without_cuda_under_torchrun_is_one_line_on_rank_0(small_
     assert main(["compare", small_file, "--methods", "none", *BASE, "--device", "cuda", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == ("cxrgan: error: device 'cuda' requested but CUDA is not available\n" if printed else "")
+
+
+def test_torchrun_dry_run_of_a_recipe_with_generators_probes_as_one_process(small_file, tmp_path):
+    """Rank 0 probes alone after the processes have agreed on the plan: its probes (a data-parallel DCGAN among
+    them) run as one process instead of waiting in collectives for processes that are not there; with --full it
+    also prints the traced peak memory. About 40 s on 2 cores, most of it two processes starting and the probes."""
+    out = tmp_path / "out"
+    done = torchrun(["compare", small_file, "--methods", "none,dcgan", "--gan-steps", "4", "--gan-width", "8", "--full",
+                     *FLAGS, "--dry-run", "--out", str(out)], tmp_path, timeout=300, CXRGAN_DIST_TIMEOUT="60")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("estimated wall time") == 1 and "dcgan seed 0  (~" in done.stdout
+    assert "probed as one process; the 2 torchrun processes share each batch" in done.stdout
+    assert "peak device memory (fp32" in done.stdout and "dcgan at 64 px: training step" in done.stdout
+    assert not out.exists()
+
+
+def test_non_finite_loss_on_one_process_stops_every_process_at_the_same_step(small_file, tmp_path):
+    """Rank 1's discriminator loss is NaN from the first step: the loop reads every process's losses in one
+    all-reduce, so both stop with one line at step 1 instead of rank 0 waiting out the collective timeout."""
+    done = torchrun(["train-gan", "--method", "dcgan", "--data", small_file, "--gan-steps", "6", "--gan-width", "8",
+                     "--batch-size", "16", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "runs")],
+                    tmp_path, timeout=300, CXRGAN_DIST_TIMEOUT="60", CXRGAN_TEST_NAN_ON_RANK="1")
+    ours = [line for line in done.stderr.splitlines() if line.startswith("cxrgan: error:")]
+    assert done.returncode != 0 and len(ours) == 1, done.stderr[-3000:]
+    assert ours[0].startswith("cxrgan: error: dcgan training diverged at step 1 (the discriminator loss is nan); "
+                              "no checkpoint was written yet")
+
+
+def _global_std_on_rank(rank: int, path: str, shares: list[list[float]]) -> None:
+    """One process of a two-process gloo group: save ``global_std`` of its share to ``path.<rank>``."""
+    import torch.distributed as dist
+
+    from cxrgan import distributed
+
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=len(shares))
+    try:
+        value = float(distributed.global_std(torch.tensor(shares[rank])))
+    finally:
+        dist.destroy_process_group()
+    torch.save(value, f"{path}.{rank}")
+
+
+def test_latent_scale_is_the_std_of_the_global_batch(tmp_path):
+    """Data-parallel latent diffusion scales its latents by the standard deviation of the global first batch, the
+    one number a single process would compute, not each process's own share's."""
+    import torch.multiprocessing as mp
+
+    shares = [[0.0, 1.0, 2.0, 3.0], [10.0, 12.0, 14.0, 16.0]]
+    mp.start_processes(_global_std_on_rank, args=(str(tmp_path / "group"), shares), nprocs=2, start_method="fork")
+    got = [torch.load(tmp_path / f"group.{rank}") for rank in (0, 1)]
+    expected = float(torch.tensor(shares[0] + shares[1]).std())
+    assert got == pytest.approx([expected, expected], rel=1e-6)
+    assert float(torch.tensor(shares[0]).std()) != pytest.approx(expected)

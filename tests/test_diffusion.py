@@ -86,11 +86,26 @@ def test_phases_ema_and_quality_wait_for_the_unet(marked_images, tmp_path):
         LDM().load_state_dict({**model.state_dict(), "extra": {}}).sample(1)
 
 
+def test_any_image_size_reaches_the_latent_side(marked_images):
+    """48 px rows are trained at 64 px (halved twice to the 16 px latent) and sampled back at 48 px."""
+    rows = marked_images.subset(np.arange(32))
+    rows = dataclasses.replace(rows, images=resize_stack(rows.images, 48))
+    model = LDM(LDMConfig(target="dark", **{**TINY_LDM, "latent_size": 16, "ae_multipliers": (1, 2)})).fit(rows)
+    assert model.data_info_["network_size"] == 64
+    assert model.networks_["denoiser"].unet.conv_in.conv.in_channels == TINY_LDM["latent_channels"]
+    images, _ = model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (3, 48, 48)
+
+
 def test_presets_and_settings():
     cpu = CLDM.resolve_config(GeneratorSettings())
     assert cpu.bf16 and cpu.ae_channels == (16, 32, 64) and cpu.unet_channels == (32, 64, 64)
     assert CLDM.resolve_config(GeneratorSettings(steps=500, width=16)).unet_channels == (16, 32, 32)
-    assert CLDM.resolve_config(GeneratorSettings(full=True)).ae_channels == (64, 128)  # 32 x 32 latents
+    full = CLDM.resolve_config(GeneratorSettings(full=True))
+    assert full.latent_size == 32 and not full.bf16  # 32 x 32 latents whatever the image size:
+    assert full.autoencoder_geometry(224) == (256, (64, 128, 128, 128))  # 224 px rows at 256 px, halved 3 times
+    assert full.autoencoder_geometry(128) == (128, (64, 128, 128))
+    assert cpu.autoencoder_geometry(64) == (64, cpu.ae_channels)  # the CPU preset's measured 16 x 16 x 4 latents
     with pytest.raises(CxrganError, match="guidance_scale"):
         CLDMConfig(cond_dropout=0.0, guidance_scale=2.0)
     with pytest.raises(CxrganError, match="steps"):

@@ -101,6 +101,59 @@ def test_delong_auc_and_covariance_match_sklearn_and_brute_force(seed: int) -> N
     assert result.p == pytest.approx(2 * sps.norm.sf(abs(result.z)))
 
 
+def _brute_obuchowski_covariance(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, patients: np.ndarray) -> float:
+    """Cov(AUC1, AUC2) by Obuchowski (1997), loop for loop: per patient the sums of its images' V10 (V01)
+    components, S10 = I10 / ((I10 - 1) M) sum_i (X1_i - m_i A1)(X2_i - m_i A2), S01 likewise, S11 over all I
+    patients with factor I / (I - 1), and Cov = S10/M + S01/N + (S11_12 + S11_21) / (M N)."""
+    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    parts = []
+    for s in (s1, s2):
+        psi = (s[positives][:, None] > s[negatives][None, :]) + 0.5 * (s[positives][:, None] == s[negatives][None, :])
+        parts.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    big_m, big_n = len(positives), len(negatives)
+    clusters = np.unique(patients)
+    i_all, i_10, i_01 = len(clusters), len(np.unique(patients[positives])), len(np.unique(patients[negatives]))
+    m = np.array([(patients[positives] == c).sum() for c in clusters])
+    n = np.array([(patients[negatives] == c).sum() for c in clusters])
+    x = [np.array([v10[patients[positives] == c].sum() for c in clusters]) for _, v10, _ in parts]
+    z = [np.array([v01[patients[negatives] == c].sum() for c in clusters]) for _, _, v01 in parts]
+    (a1, _, _), (a2, _, _) = parts
+    s10 = i_10 / ((i_10 - 1) * big_m) * np.sum((x[0] - m * a1) * (x[1] - m * a2))
+    s01 = i_01 / ((i_01 - 1) * big_n) * np.sum((z[0] - n * a1) * (z[1] - n * a2))
+    s11_12 = i_all / (i_all - 1) * np.sum((x[0] - m * a1) * (z[1] - n * a2))
+    s11_21 = i_all / (i_all - 1) * np.sum((x[1] - m * a2) * (z[0] - n * a1))
+    return float(s10 / big_m + s01 / big_n + (s11_12 + s11_21) / (big_m * big_n))
+
+
+def test_clustered_delong_is_obuchowski_1997_and_equals_delong_with_one_image_per_patient() -> None:
+    rng = np.random.default_rng(11)
+    patients = np.repeat(np.arange(90), rng.integers(1, 4, 90))  # 1-3 images per patient
+    n_rows = len(patients)
+    y = (rng.random(n_rows) < 0.4).astype(int)  # patients with both classes too
+    patient_effect = rng.normal(size=90)[patients]
+    s1 = np.round(y + patient_effect + rng.normal(size=n_rows), 1)
+    s2 = np.round(0.7 * y + patient_effect + rng.normal(size=n_rows), 1)
+    _, covariance = delong_covariance(y, np.vstack([s1, s2]), groups=patients.astype(str))
+    for (i, a), (j, b) in [((0, s1), (0, s1)), ((0, s1), (1, s2)), ((1, s2), (1, s2))]:
+        assert covariance[i, j] == pytest.approx(_brute_obuchowski_covariance(y, a, b, patients), rel=1e-10)
+    clustered = delong_test(y, s1, s2, groups=patients)
+    assert clustered.z == pytest.approx((clustered.auc1 - clustered.auc2) / np.sqrt(
+        covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]), rel=1e-10)
+    # one image per patient (and rows without an id, each its own patient): exactly DeLong
+    singles = np.array([f"p{k}" for k in range(n_rows)])
+    singles[::7] = ""
+    _, unclustered = delong_covariance(y, np.vstack([s1, s2]))
+    assert delong_covariance(y, np.vstack([s1, s2]), groups=singles)[1] == pytest.approx(unclustered, rel=1e-10)
+    assert delong_ci(y, s1, groups=singles).variance == pytest.approx(delong_ci(y, s1).variance, rel=1e-10)
+    assert delong_diff_ci(y, s1, s2, groups=np.arange(n_rows)).low == pytest.approx(delong_diff_ci(y, s1, s2).low)
+
+
+def test_clustered_delong_needs_two_patients_per_class() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0])
+    with pytest.raises(CxrganError, match="at least 2 patients each; got 1 and 3"):
+        delong_covariance(y, np.arange(6.0), groups=np.array(["a", "a", "a", "b", "c", "d"]))
+
+
 def test_rank_reconstruction_preserves_every_case_control_comparison() -> None:
     """The aSAH check below rebuilds scores from placements; verify that rebuild on random tied data."""
     rng = np.random.default_rng(5)

@@ -16,6 +16,7 @@ from cxrgan.io import read_jsonl
 from cxrgan.errors import CxrganError
 from cxrgan.generators import CDCGAN, DCGAN, CDCGANConfig, DCGANConfig, load_run, sample_from_run, train_gan
 from cxrgan.generators.losses import LOSSES, AdversarialLoss
+from cxrgan.generators.training import Trainer
 from generator_contract import TINY, small_train_split
 
 
@@ -79,6 +80,30 @@ def test_nan_loss_stops_training(train64, tmp_path, monkeypatch):
     monkeypatch.setitem(LOSSES, "bce", AdversarialLoss(lambda r, f: bce.d_loss(r, f) * float("nan"), bce.g_loss))
     with pytest.raises(CxrganError, match=r"discriminator loss is nan.*no checkpoint"):
         DCGAN(DCGANConfig(**TINY), run_dir=tmp_path).fit(train64)
+
+
+def test_losses_are_read_once_per_window_and_a_late_nan_keeps_the_checkpoint_before_it(train64, tmp_path,
+                                                                                       monkeypatch):
+    """No host sync inside a step: the loop reads statistics and checked losses when it next records, scores, draws
+    or saves. A loss that turns NaN at step 3 is found at the checkpoint of step 4, named by its own step, and the
+    checkpoint of step 2 is the last one written."""
+    reads = []
+    flush = Trainer.flush
+    monkeypatch.setattr(Trainer, "flush", lambda self: (reads.append(self.step), flush(self))[1])
+    DCGAN(DCGANConfig(**{**TINY, "steps": 8}, log_every=4, checkpoint_every=0)).fit(train64)
+    assert reads == [4, 8, 8]  # after steps 4 and 8, and once more at the end (nothing left to read)
+
+    bce, calls = LOSSES["bce"], []
+
+    def nan_from_step_3(real, fake):
+        calls.append(1)
+        return bce.d_loss(real, fake) * (float("nan") if len(calls) >= 3 else 1.0)
+
+    monkeypatch.setitem(LOSSES, "bce", AdversarialLoss(nan_from_step_3, bce.g_loss))
+    with pytest.raises(CxrganError, match=r"diverged at step 3 \(the discriminator loss is nan\); the last good "
+                                          r"checkpoint"):
+        DCGAN(DCGANConfig(**TINY, checkpoint_every=2, log_every=50), run_dir=tmp_path).fit(train64)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
 
 
 def test_too_few_images_and_foreign_rows_are_refused(kermany_small):

@@ -1,6 +1,7 @@
 """Balancers: ``fit_resample(train_split) -> train_split``, classic and generator-backed, behind one registry."""
 
-from cxrgan.balance.base import BALANCERS, BalanceContext, Balancer, make_balancer, register_balancer
+from cxrgan.balance.base import (BALANCER_FAMILIES, BALANCERS, BalanceContext, Balancer, make_balancer,
+                                 register_balancer, register_balancer_family)
 from cxrgan.balance.classic import (
     ClassWeightBalancer,
     IdentityBalancer,
@@ -15,6 +16,7 @@ from cxrgan.balance.gan import GANOversampler
 from cxrgan.balance.complement import CycleGANComplement
 from cxrgan.balance.multilabel import LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings
 from cxrgan.balance.pretrain import SyntheticPretraining
+from cxrgan.balance.synthetic import SyntheticFileRows, check_synthetic_files
 from cxrgan.balance.multilabel_resample import MLROSBalancer, MLRUSBalancer, MLSMOTEBalancer, mlsmote_samples
 from cxrgan.balance.longtail import (
     ClassifierRetrainingMethod,
@@ -26,6 +28,10 @@ from cxrgan.balance.longtail import (
 
 __all__ = [
     "BALANCERS",
+    "BALANCER_FAMILIES",
+    "register_balancer_family",
+    "SyntheticFileRows",
+    "check_synthetic_files",
     "BalanceContext",
     "Balancer",
     "make_balancer",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.generators.settings import GeneratorSettings
 
@@ -47,6 +48,7 @@ class BalanceContext:
     work_dir: Path | None = None  # where model-backed balancers keep runs and the generator cache
     generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of every generator trained
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (-extra methods)
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files behind the synthetic:<stem> rows, and their mode
 
 
 BalancerFactory = Callable[[BalanceContext], Balancer]
@@ -65,7 +67,25 @@ def register_balancer(name: str) -> Callable[[BalancerFactory], BalancerFactory]
     return decorate
 
 
+# Families of names made at run time, by prefix: "synthetic:" -> one row per --synthetic file.
+BalancerFamily = Callable[[str, BalanceContext], Balancer]
+BALANCER_FAMILIES: dict[str, BalancerFamily] = {}
+
+
+def register_balancer_family(prefix: str) -> Callable[[BalancerFamily], BalancerFamily]:
+    """Decorator adding ``factory(name, context) -> Balancer`` for every method name starting with ``prefix``."""
+
+    def decorate(factory: BalancerFamily) -> BalancerFamily:
+        BALANCER_FAMILIES[prefix] = factory
+        return factory
+
+    return decorate
+
+
 def make_balancer(name: str, context: BalanceContext) -> Balancer:
+    family = next((f for prefix, f in BALANCER_FAMILIES.items() if name.startswith(prefix)), None)
+    if family is not None:
+        return family(name, context)
     if name not in BALANCERS:
         raise CxrganError(f"unknown method {name!r}; available: {', '.join(sorted(BALANCERS))}")
     return BALANCERS[name](context)

@@ -42,6 +42,14 @@ from cxrgan.generators.runs import load_run
 from cxrgan.generators.settings import GeneratorSpec
 
 
+def minority_deficit(dataset: CXRDataset, ratio: float = 1.0) -> tuple[int, int]:
+    """(minority class value, images it lacks) of a binary training split: ``ceil(ratio * n_majority) - n_minority``,
+    at least 0 (see the module docstring)."""
+    counts = np.bincount(dataset.binary_targets(), minlength=2)
+    minority = int(np.argmin(counts))
+    return minority, max(0, math.ceil(ratio * counts[1 - minority]) - int(counts[minority]))
+
+
 class GANOversampler(Balancer):
     """Adds generated minority images to a binary training split.
 
@@ -113,11 +121,8 @@ class GANOversampler(Balancer):
 
     def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
         check_train_split(dataset, self.name)
-        y = dataset.binary_targets()
-        counts = np.bincount(y, minlength=2)
-        minority = int(np.argmin(counts))
+        minority, deficit = minority_deficit(dataset, self.ratio)
         names = dataset.class_names or ("0", "1")
-        deficit = max(0, math.ceil(self.ratio * counts[1 - minority]) - int(counts[minority]))
         self.model_ = self._generator(dataset, minority, names[minority])
         self.deficit_ = deficit
         rng = torch.Generator().manual_seed(self.random_state)
@@ -139,7 +144,10 @@ class GANOversampler(Balancer):
         return dataset.with_rows_added(synthetic)
 
 
-def _factory(method: str, alpha: float, name: str):
+def oversampler_factory(method: str, alpha: float, name: str):
+    """The ``factory(context)`` of method ``name``: GAN oversampling with generator ``method`` (its resolved CPU or
+    full config; a conditional one sampling healthy labels with probability ``alpha``)."""
+
     def make(context: BalanceContext) -> GANOversampler:
         config = generator_class(method).resolve_config(context.generators)
         if not generator_class(method).models_one_class:
@@ -151,8 +159,8 @@ def _factory(method: str, alpha: float, name: str):
 
 
 for _method in ("dcgan", "fastgan", "ldm"):
-    register_balancer(_method)(_factory(_method, 0.0, _method))
-register_balancer("cdcgan")(_factory("cdcgan", 0.5, "cdcgan"))
+    register_balancer(_method)(oversampler_factory(_method, 0.0, _method))
+register_balancer("cdcgan")(oversampler_factory("cdcgan", 0.5, "cdcgan"))
 for _method in ("cdcgan", "cldm"):
     for _alpha in (0.25, 0.5, 0.75):
-        register_balancer(f"{_method}-a{_alpha:g}")(_factory(_method, _alpha, f"{_method}-a{_alpha:g}"))
+        register_balancer(f"{_method}-a{_alpha:g}")(oversampler_factory(_method, _alpha, f"{_method}-a{_alpha:g}"))

@@ -89,6 +89,12 @@ def minimum_synthetic_count(n_rows: int, n_positive: int, threshold: float) -> i
     return max(0, math.ceil((t * n_rows - n_positive) / (1 - t)))
 
 
+def finding_deficit(labels: np.ndarray, ratio: float = 1.0) -> int:
+    """Images method B adds for a finding with training labels ``labels`` (one column, NaN unknown):
+    ``max(0, ceil(ratio * negatives) - positives)``."""
+    return max(0, math.ceil(ratio * int((labels == 0).sum())) - int((labels == 1).sum()))
+
+
 def sample_label_rows(labels: np.ndarray, column: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of ``n`` rows drawn uniformly with replacement from those with ``column`` positive (L_p)."""
     rows = np.flatnonzero(labels[:, column] == 1)
@@ -305,9 +311,7 @@ def rare_finding_plan(balancer: Any, dataset: CXRDataset) -> list[tuple[str, int
     plan = []
     for finding in checked_findings(balancer, dataset):
         column = dataset.label_names.index(finding)
-        positives = int((dataset.labels[:, column] == 1).sum())
-        negatives = int((dataset.labels[:, column] == 0).sum())
-        n = max(0, math.ceil(balancer.ratio * negatives) - positives)
+        n = finding_deficit(dataset.labels[:, column], balancer.ratio)
         plan.append((finding, column, sample_label_rows(dataset.labels, column, n, rng) if n else np.zeros(0, np.int64)))
     return plan
 

@@ -118,8 +118,14 @@ class SyntheticPretraining(Balancer):
         """Pretrain on the synthetic set for as many image passes as the real epochs make (at least one epoch)."""
         if not hasattr(self, "pretrain_data_"):
             raise CxrganError(f"{self.name}: call fit_resample before adapt_training")
-        epochs = max(1, round(train_config.epochs * self.n_real_ / self.n_synthetic_))
-        return dataclasses.replace(train_config, pretrain_data=str(self.pretrain_data_), pretrain_epochs=epochs)
+        return pretraining_schedule(train_config, self.pretrain_data_, self.n_real_, self.n_synthetic_)
+
+
+def pretraining_schedule(train_config: Any, path: str | Path, n_real: int, n_synthetic: int) -> Any:
+    """``train_config`` pretraining on the rows of ``path`` first, for as many image passes as the real epochs make
+    (``epochs`` x ``n_real`` / ``n_synthetic`` epochs, at least one)."""
+    epochs = max(1, round(train_config.epochs * n_real / n_synthetic))
+    return dataclasses.replace(train_config, pretrain_data=str(path), pretrain_epochs=epochs)
 
 
 def _factory(binary: str, multilabel: str, name: str):

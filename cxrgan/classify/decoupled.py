@@ -17,12 +17,15 @@ their rarest finding alone would warrant, a known limit of re-sampling multi-lab
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
 
 from cxrgan.classify.losses import output_layer
 from cxrgan.data.label_imbalance import as_columns, label_sets
+from cxrgan.device import seeded
 
 
 def class_aware_rows(labels: np.ndarray, n_rows: int, generator: torch.Generator) -> np.ndarray:
@@ -56,7 +59,8 @@ def reset_head(model: nn.Module, generator: torch.Generator) -> list[nn.Paramete
     for parameter in model.features.parameters():
         parameter.requires_grad_(False)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        layer.reset_parameters()
+    fresh = copy.deepcopy(layer).cpu()  # drawn on the CPU: the same head whatever device the model is on
+    with seeded(seed):
+        fresh.reset_parameters()
+    layer.load_state_dict(fresh.state_dict())
     return [p for p in model.head.parameters() if p.requires_grad]

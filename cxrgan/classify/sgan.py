@@ -16,7 +16,7 @@ from cxrgan.data import CXRDataset
 from cxrgan.generators.sgan import GENERATOR_LOSSES, DiscriminatorClassifier, SemiSupervisedGAN, SGANConfig
 from cxrgan.generators.sgan_networks import (SGAN_NORMS, SGANDiscriminator, VirtualBatchNorm2d, generated_loss,
                                              labeled_loss, unlabeled_loss)
-from cxrgan.generators.training import Batch, StepContext
+from cxrgan.generators.training import Batch, Statistic, StepContext
 
 __all__ = ["GENERATOR_LOSSES", "SGAN_NORMS", "MatchedCNN", "SemiSupervisedGAN", "SGANConfig", "SGANDiscriminator",
            "VirtualBatchNorm2d", "generated_loss", "labeled_loss", "strip_labels", "unlabeled_loss"]
@@ -46,7 +46,7 @@ class MatchedCNN(DiscriminatorClassifier):
         self._seed(random_state)
         return super().fit(labeled, resume)
 
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         (x, y), = batches
         net = self.discriminator_
         with ctx.autocast():
@@ -58,4 +58,4 @@ class MatchedCNN(DiscriminatorClassifier):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss_labeled": float(loss.detach())}
+        return {"loss_labeled": loss.detach()}

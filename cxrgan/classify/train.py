@@ -33,7 +33,7 @@ from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
 from cxrgan.data.loader import batch_loader
 from cxrgan.data.transforms import uint8_tensor
-from cxrgan.device import autocast, resolve_device
+from cxrgan.device import autocast, resolve_device, seeded
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.io import usable_or_discarded
 
@@ -230,8 +230,7 @@ def train_classifier(
     device = resolve_device(config.device)
     rank, world = distributed.rank(), distributed.world_size()
     check_world_size(train, config.batch_size, world)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # inside fork_rng: seeds initial weights without touching the caller's RNG
+    with seeded(seed):  # seeds initial weights without touching the caller's RNG (CPU or CUDA)
         model = build_classifier(config.model, train.n_labels, config.weights_path)
     if config.crt_epochs or config.logit_adjust == "posthoc":  # refuse before training, not after
         output_layer(model, "crt" if config.crt_epochs else "logit-adjust")

@@ -2,8 +2,9 @@
 
 A model that only works on the hospital it was trained on helps nobody; an external site tells. Every row of the
 file is used (its own splits do not matter: nothing trains on it), its class names must equal the training data's
-or be mapped explicitly, and it must share no image (pixel hash) and no patient id with the data the model learns
-from, or it would not be external.
+or be mapped explicitly, and it must share no image (nor a mirrored, re-encoded or shifted copy of one:
+:mod:`cxrgan.data.near_duplicates`) and no patient id with the data the model learns from, or it would not be
+external.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.labels import check_known_labels
-from cxrgan.data.leakage import image_hashes
+from cxrgan.data.near_duplicates import check_no_near_duplicates
 from cxrgan.data.npz import load_npz
 from cxrgan.errors import CxrganError
 
@@ -80,11 +81,10 @@ def load_external(path: str | Path, like: CXRDataset, label_map: Sequence[tuple[
 
 
 def check_disjoint_site(site: CXRDataset, reference: CXRDataset, site_path: str, reference_name: str) -> None:
-    """Refuse a site sharing images (pixel hash) or patient ids with the data the models learn from."""
-    shared = int(np.isin(image_hashes(site.images), image_hashes(reference.images)).sum())
-    if shared:
-        raise CxrganError(f"--external {site_path}: {shared} of its images are pixel-identical to images of "
-                          f"{reference_name}; an external site must not contain the training data's images")
+    """Refuse a site sharing images (also mirrored, re-encoded or shifted copies) or patient ids with the data the
+    models learn from."""
+    check_no_near_duplicates(site.images, {reference_name: reference.images}, f"--external {site_path}",
+                             "an external site must not contain the training data's images")
     ours = set(reference.meta["patient_id"].astype(str)) - {""}
     theirs = set(site.meta["patient_id"].astype(str)) - {""}
     common = sorted(ours & theirs)

@@ -3,21 +3,21 @@ and no split made per image while patients are unknown.
 
 A patient whose images sit in both the training and the test split lets a model score well by recognising the
 patient; and an image of the validation or test split that also feeds a generator leaks the test set into
-training. Both are checked on every load, with an explicit override for the first (``--allow-patient-overlap``).
-A split that ``cxrgan data prepare`` made per image, without patient ids, cannot be checked at all: the file records
-how its split was made (:data:`SPLIT_METHODS`), and experiments refuse a per-image split unless told
-(``--allow-unknown-patients``).
+training, also as a mirrored, re-encoded or resized copy (:mod:`cxrgan.data.near_duplicates`). Both are checked on
+every load, with an explicit override for the first (``--allow-patient-overlap``). A split that ``cxrgan data
+prepare`` made per image, without patient ids, cannot be checked at all: the file records how its split was made
+(:data:`SPLIT_METHODS`), and experiments refuse a per-image split unless told (``--allow-unknown-patients``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from cxrgan.data.near_duplicates import check_no_near_duplicates, image_hashes  # noqa: F401  (re-exported)
 from cxrgan.errors import CxrganError
 
 SHOWN_IDS = 5  # patient ids named in an error message
@@ -103,17 +103,9 @@ def check_patient_disjoint(meta: pd.DataFrame, source: str = "the data", allow: 
     return len(crossing)
 
 
-def image_hashes(images: np.ndarray) -> np.ndarray:
-    """(N,) hex digest of every image's pixels and shape: equal pixels, equal hash."""
-    return np.array([hashlib.sha1(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
-                     for image in images])
-
-
 def check_no_shared_images(images: np.ndarray, evaluation: Mapping[str, np.ndarray], what: str, against: str) -> None:
-    """Refuse training images (``what``) whose pixels equal an image of an evaluation split of ``against``."""
-    mine = set(image_hashes(images).tolist())
-    for split, split_images in evaluation.items():
-        shared = int(sum(h in mine for h in image_hashes(split_images)))
-        if shared:
-            raise CxrganError(f"{what}: {shared} of its images are pixel-identical to images of the {split} split "
-                              f"of {against}; data that trains a model must not contain evaluation images")
+    """Refuse training images (``what``) that copy an image of an evaluation split of ``against``: pixel-identical,
+    mirrored, shifted in intensity, re-encoded or resized (:mod:`cxrgan.data.near_duplicates`)."""
+    check_no_near_duplicates(images, {f"the {split} split of {against}": split_images
+                                      for split, split_images in evaluation.items()},
+                             what, "data that trains a model must not contain evaluation images")

@@ -13,6 +13,7 @@ from cxrgan.evaluate.metrics import (
 )
 from cxrgan.evaluate.stats import (
     P_COMBINERS,
+    AucComponents,
     AucInterval,
     DelongResult,
     Interval,
@@ -21,6 +22,7 @@ from cxrgan.evaluate.stats import (
     bootstrap_diff_ci,
     combine_pvalues,
     delong_ci,
+    delong_components,
     delong_covariance,
     delong_diff_ci,
     delong_placements,
@@ -31,6 +33,7 @@ __all__ = [
     "METRICS",
     "P_COMBINERS",
     "THRESHOLD_FREE",
+    "AucComponents",
     "AucInterval",
     "DelongResult",
     "Interval",
@@ -41,6 +44,7 @@ __all__ = [
     "check_binary",
     "combine_pvalues",
     "delong_ci",
+    "delong_components",
     "delong_covariance",
     "delong_diff_ci",
     "delong_placements",

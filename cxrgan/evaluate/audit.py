@@ -347,6 +347,11 @@ METRIC_ROWS = {
     "memorised_feature": ("fraction closer to a training image than the test p-th pct. (features)", "~pct/100"),
     "memorised_pixel": ("fraction closer to a training image than the test p-th pct. (pixels)", "~pct/100"),
     "tstr_auc": ("train on synthetic, test on real: ROC AUC", "~reference (train on real)"),
+    # synthetic files (cxrgan.evaluate.synthetic_audit): against the training rows of each image's own class
+    "memorised_same_class": ("fraction closer to a same-class training image than the test p-th pct. (features)",
+                             "~pct/100"),
+    "nn_distance_same_class": ("median distance to the nearest same-class training image (features)", "~reference"),
+    "near_copies_train": ("near-duplicates of training images (mirrored, shifted, re-encoded, resized)", "0"),
 }
 
 

@@ -1,29 +1,42 @@
-"""Does a method beat its baseline? Seed-level paired effects with CIs, Holm-adjusted p-values and power.
+"""Does a method beat its baseline? The seed-level test of an AUC difference, Holm-adjusted p-values and power.
 
 The question a table answers is "does method A help", not "do these two trained models differ". A method is a
-distribution over training runs, so the unit of replication is the training seed: seed s of A and seed s of B
-share the split, the initial weights and the batch order, and ``d_s = AUC(A_s) - AUC(B_s)`` is one paired
-observation. Two sources of noise sit in the mean difference ``d = mean_s d_s``:
+distribution over training runs, so the unit of replication is the training seed: seed s of A and seed s of B share
+the split, the initial weights and the batch order, and ``d_s = AUC(A_s) - AUC(B_s)`` is one paired observation.
+The test is the Obuchowski-Rockette analysis of multi-reader ROC studies with the seeds as the readers and the test
+images as the cases (Obuchowski & Rockette 1995, "Hypothesis testing of diagnostic accuracy for multiple readers
+and multiple tests: an ANOVA approach with dependent observations", Commun. Stat. Simul. Comput. 24(2):285-308),
+with Hillis's denominator degrees of freedom (Hillis 2007, "A comparison of denominator degrees of freedom methods
+for multiple observer ROC analysis", Stat. Med. 26(3):596-619; Hillis, Berbaum & Metz 2008, "Recent developments in
+the Dorfman-Berbaum-Metz procedure for multireader ROC study analysis", Acad. Radiol. 15(5):647-661).
 
-* **training seeds**: the spread of ``d_s`` over seeds, ``s_d^2 / n`` (the paired t-test's variance);
-* **test images**: every seed is scored on the same finite test set, so all ``d_s`` share its sampling error.
-  That part is the DeLong variance of the linear contrast ``mean_s AUC(A_s) - mean_s AUC(B_s)`` of the 2n
-  correlated AUCs (DeLong, DeLong & Clarke-Pearson 1988, eq. 4-5): ``c' S c`` with ``c = (1/n, ..., -1/n, ...)``.
+Their model for the AUC of test (method) i read by reader (seed) j is
+``theta_ij = mu + tau_i + R_j + (tau R)_ij + eps_ij``, the error ``eps`` being the test-image sampling error with
+Var, Cov1 (same seed, other method), Cov2 (other seed, same method) and Cov3 (other seed, other method). For two
+methods the OR statistic ``F = MS(T) / (MS(T x R) + n max(Cov2 - Cov3, 0))`` is ``t^2`` with
 
-The primary test adds the two, ``SE^2 = s_d^2 / n + c' S c``, and refers ``t = d / SE`` to a t distribution with
-Welch-Satterthwaite degrees of freedom ``(SE^2)^2 / ((s_d^2/n)^2 / (n - 1))`` (Satterthwaite 1946, "An
-approximate distribution of estimates of variance components", Biometrics Bulletin 2(6)); only the seed part is
-estimated from n values, the DeLong part from thousands of placements. With few seeds it is a paired t-test over
-seeds; with a small test set it tends to DeLong on the seed means. Why not either alone: the paired t over seeds
-conditions on the one test set (it answers "on these patients"), DeLong on one pair of models ignores the
-seed-to-seed training noise and calls noise significant (``none`` against itself gave p = 1.6e-16). The sum
-slightly double-counts the seed x test-image interaction, which makes it mildly conservative. When the test
-scores are not available the test part is left out and the table says so.
+    Var(Δ) = s_d^2 / n + max(κ, 0),   κ = 2 (Cov2 - Cov3) = mean over seeds j != j' of Cov(d_j, d_j'),
 
-Then, per table: Holm's step-down adjustment across every row (and finding) tested against the baseline (Holm
-1979, "A simple sequentially rejective multiple test procedure", Scand. J. Statistics 6(2)), via statsmodels; a
-verdict word from the sign and the adjusted p; the minimum detectable effect at 80 % power (noncentral t, Cohen
-1988 ch. 2) and the number of seeds a target effect of 0.01 would need with this test set.
+since ``MS(T) = n Δ^2 / 2`` and ``MS(T x R) = s_d^2 / 2`` (s_d: sd over seeds of the d_s, Δ their mean). s_d^2
+already holds every part of the test-image noise that differs between seeds (the seed x image interaction); only
+κ, the part all seeds share because they are scored on one test set, is missing from it. κ is estimated from the
+DeLong covariances of the 2n AUCs (DeLong, DeLong & Clarke-Pearson 1988), over patients when their ids are known
+(Obuchowski 1997, see :class:`cxrgan.evaluate.stats.AucComponents`). Hillis's (2007) degrees of freedom,
+``ddf_H = (MS(T x R) + n max(Cov2 - Cov3, 0))^2 / (MS(T x R)^2 / (n - 1))``, are written in these terms
+``(s_d^2/n + κ+)^2 / ((s_d^2/n)^2 / (n - 1))``: n - 1 (the paired t over seeds) when κ+ = 0, growing without bound
+as the shared test-image part dominates. The CI is ``Δ +- t_{1-α/2, ddf_H} sqrt(Var(Δ))`` (Hillis, Berbaum & Metz
+2008, the random-reader interval for a difference of reader-averaged AUCs).
+
+Seeds are random and so are the test images; the training and validation split is not: every seed trains on the
+same one, so the inference is conditional on it. Adding seeds shrinks only s_d^2 / n; κ+ is the floor no number of
+seeds removes (:func:`seeds_needed`).
+
+Then, per table: Holm's step-down adjustment across every row (and finding, and site) tested against the baseline
+(Holm 1979, "A simple sequentially rejective multiple test procedure", Scand. J. Statistics 6(2)), via statsmodels;
+a verdict word from the sign and the adjusted p (the printed CI is not adjusted); the minimum detectable effect at
+80 % power (noncentral t, Cohen 1988 ch. 2) and the number of seeds a target effect of 0.01 would need on this test
+set. A cell with no variance at all (identical arms, or the same Δ on every seed and no test-image term) has no
+p-value: it says so instead of printing p = 0.
 """
 
 from __future__ import annotations
@@ -34,43 +47,77 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize
-from scipy import stats as sps
-from sklearn.metrics import roc_auc_score
+from scipy import optimize, special
 
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.stats import delong_covariance, delong_test
+from cxrgan.evaluate.stats import AucComponents, delong_components
 
 ALPHA = 0.05  # two-sided significance level of every verdict
 POWER = 0.8  # power at which the minimum detectable effect is reported
 TARGET_EFFECT = 0.01  # AUC difference whose required number of seeds is reported
 MIN_TEST_POSITIVES = 10  # below this many test positives (or negatives) an AUC is reported as not estimable
 MAX_SEEDS_SEARCHED = 10_000  # "seeds needed" beyond this is reported as unreachable
+ZERO_VARIANCE = 1e-18  # a variance of Δ below this (an SE under 1e-9 AUC) is rounding noise: no variance at all
 
 VERDICT_BETTER, VERDICT_WORSE, VERDICT_NONE = "better", "worse", "no detectable difference"
+DF_HILLIS, DF_PAIRED_T = "Hillis 2007", "paired t (n - 1)"
 
 
 @dataclass(frozen=True)
 class Effect:
-    """Method minus baseline over paired training seeds, with everything a reader needs to judge it."""
+    """Method minus baseline over paired training seeds, with everything a reader (or a stopping rule) needs.
 
-    n_seeds: int  # seeds both methods finished (pairs with a NaN metric dropped)
+    The variance parts are kept apart: ``seed_sd ** 2 / n`` shrinks with more seeds, ``max(kappa, 0)`` does not;
+    :meth:`variance_at` and :meth:`df_at` give the test's variance and degrees of freedom at another number of
+    seeds with the same parts."""
+
+    n_seeds: int  # seeds both methods finished (pairs with non-finite scores dropped)
     delta: float  # mean over seeds of (method - baseline)
-    ci_low: float  # 95 % confidence interval of delta (seed and test-image variance)
+    ci_low: float  # 95 % confidence interval of delta (not Holm-adjusted)
     ci_high: float
     p: float  # two-sided p-value of delta = 0, before any multiplicity adjustment
-    seed_sd: float  # standard deviation of the per-seed differences
-    test_se: float  # standard error of delta from test-image sampling (DeLong); NaN when not available
-    df: float  # Welch-Satterthwaite degrees of freedom (inf when only the test part is random)
+    seed_sd: float  # s_d: standard deviation of the per-seed differences (holds the seed x image interaction)
+    test_se: float  # sqrt(max(kappa, 0)): the standard error no number of seeds removes; NaN without test scores
+    df: float  # degrees of freedom of the t reference (Hillis 2007; inf when only the test-image part is random)
     mde: float  # smallest |delta| detectable with POWER at ALPHA with these seeds and this test set
-    seeds_needed: float  # seeds needed to detect TARGET_EFFECT with POWER (inf: this test set is too small)
+    seeds_needed: float  # seeds needed to detect TARGET_EFFECT with POWER (inf: the test-image floor is too large)
     p_adjusted: float = float("nan")  # Holm-adjusted p across the rows of one table (set by adjust_holm)
+    kappa: float = float("nan")  # κ: mean covariance of distinct seeds' differences from test images, as estimated
+    seed_test_var: float = float("nan")  # mean (clustered) DeLong variance of one seed's difference
+    clustered: bool = False  # the test-image covariances count a patient's images as one cluster (Obuchowski 1997)
+    df_method: str = ""  # DF_HILLIS, or DF_PAIRED_T when there were no test scores to estimate kappa
+    untestable: str = ""  # why there is no p-value although there are >= 2 seeds (e.g. identical arms)
+
+    @property
+    def floor(self) -> float:
+        """max(κ, 0): the variance of Δ that no number of seeds removes (0 without test scores)."""
+        return 0.0 if math.isnan(self.kappa) else max(self.kappa, 0.0)
+
+    def variance_at(self, n_seeds: int) -> float:
+        """Var(Δ) with ``n_seeds`` seeds and the same seed spread and test-image term: s_d^2 / n + max(κ, 0)."""
+        return self.seed_sd ** 2 / n_seeds + self.floor
+
+    def df_at(self, n_seeds: int) -> float:
+        """Hillis's degrees of freedom with ``n_seeds`` seeds and the same variance parts."""
+        return hillis_df(self.seed_sd ** 2 / n_seeds, self.floor, n_seeds)
+
+    def mde_at(self, n_seeds: int, alpha: float = ALPHA, power: float = POWER) -> float:
+        """The minimum detectable |Δ| with ``n_seeds`` seeds and the same variance parts (what a rule that adds
+        seeds until the table can see a given Δ looks at; it reads variances only, never Δ or p)."""
+        return minimum_detectable_effect(math.sqrt(self.variance_at(n_seeds)), self.df_at(n_seeds), alpha, power)
+
+    @property
+    def variance(self) -> float:
+        """Var(Δ) of this test."""
+        return self.variance_at(self.n_seeds)
 
     @property
     def verdict(self) -> str:
         """"better" / "worse" at adjusted p < ALPHA, else "no detectable difference"; why not, when untestable."""
         if self.n_seeds < 2:
             return "needs >= 2 seeds"
+        if self.untestable:
+            return f"n/a: {self.untestable}"
         p = self.p_adjusted if not math.isnan(self.p_adjusted) else self.p
         if math.isnan(p):
             return "not testable"
@@ -79,15 +126,19 @@ class Effect:
         return VERDICT_NONE
 
 
+# The power statements call these thousands of times per table (root finding over the noncentral t), so they use
+# scipy.special's ufuncs directly rather than the slower scipy.stats distribution objects.
 def _t_quantile(q: float, df: float) -> float:
-    return float(sps.norm.ppf(q)) if math.isinf(df) else float(sps.t.ppf(q, df))
+    return float(special.ndtri(q)) if math.isinf(df) else float(special.stdtrit(df, q))
 
 
-def _welch_df(seed_var: float, test_var: float, n: int) -> float:
-    """Satterthwaite df of ``seed_var + test_var`` when only ``seed_var`` is estimated from ``n`` values."""
+def hillis_df(seed_var: float, kappa_floor: float, n: int) -> float:
+    """Hillis's (2007) denominator degrees of freedom for two methods, ``(seed_var + kappa_floor)^2 /
+    (seed_var^2 / (n - 1))`` with ``seed_var = s_d^2 / n`` (his ddf_H with MS(T x R) = s_d^2 / 2 and
+    n (Cov2 - Cov3) = n kappa / 2); inf when the seeds do not spread at all."""
     if seed_var <= 0:
         return math.inf
-    return (seed_var + test_var) ** 2 / (seed_var ** 2 / (n - 1))
+    return (seed_var + kappa_floor) ** 2 / (seed_var ** 2 / (n - 1))
 
 
 def power_of(effect: float, se: float, df: float, alpha: float = ALPHA) -> float:
@@ -98,9 +149,10 @@ def power_of(effect: float, se: float, df: float, alpha: float = ALPHA) -> float
     critical = _t_quantile(1 - alpha / 2, df)
     shift = abs(effect) / se
     if math.isinf(df):
-        return float(sps.norm.sf(critical - shift) + sps.norm.cdf(-critical - shift))
-    # the far lower tail is negligible for shift >= 0, and scipy's nct returns NaN for some of its tiny values
-    return float(sps.nct.sf(critical, df, shift) + np.nan_to_num(sps.nct.cdf(-critical, df, shift)))
+        return float(special.ndtr(shift - critical) + special.ndtr(-critical - shift))
+    # the far lower tail is negligible for shift >= 0, and the noncentral t returns NaN for some of its tiny values
+    lower = float(special.nctdtr(df, shift, -critical))
+    return float(1.0 - special.nctdtr(df, shift, critical)) + (0.0 if math.isnan(lower) else lower)
 
 
 def minimum_detectable_effect(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -114,16 +166,19 @@ def minimum_detectable_effect(se: float, df: float, alpha: float = ALPHA, power:
     return float(shift * se)
 
 
-def seeds_needed(target: float, seed_sd: float, test_var: float, alpha: float = ALPHA, power: float = POWER) -> float:
-    """Smallest number of seeds n >= 2 whose test (same test set, seed sd ``seed_sd``) detects ``target`` with
-    ``power``; inf when even infinitely many seeds cannot, because the test set's own variance is too large."""
-    if power_of(target, math.sqrt(test_var), math.inf, alpha) < power:
+def seeds_needed(target: float, seed_sd: float, kappa: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """Smallest number of seeds n >= 2 whose test on this test set detects ``target`` with ``power``.
+
+    With n seeds the variance is ``seed_sd^2 / n + max(kappa, 0)`` and the degrees of freedom Hillis's: only the
+    seed part shrinks, so the floor is ``max(kappa, 0)``, the test-image part shared by every seed. inf
+    ("unreachable") when even infinitely many seeds cannot reach the power because that floor is too large."""
+    floor = max(kappa, 0.0)
+    if power_of(target, math.sqrt(floor), math.inf, alpha) < power:
         return math.inf
     seed_var = seed_sd ** 2
 
     def enough(n: int) -> bool:
-        se = math.sqrt(seed_var / n + test_var)
-        return power_of(target, se, _welch_df(seed_var / n, test_var, n), alpha) >= power
+        return power_of(target, math.sqrt(seed_var / n + floor), hillis_df(seed_var / n, floor, n), alpha) >= power
 
     if not enough(MAX_SEEDS_SEARCHED):
         return math.inf
@@ -134,59 +189,122 @@ def seeds_needed(target: float, seed_sd: float, test_var: float, alpha: float = 
     return float(max(high, 2))
 
 
-def paired_effect(method: Sequence[float], baseline: Sequence[float], test_variance: float | None = None,
-                  alpha: float = ALPHA, power: float = POWER, target: float = TARGET_EFFECT) -> Effect:
-    """The primary test: paired per-seed differences, their mean, CI, p-value, power (see the module docstring).
+def effect_from_parts(differences: Sequence[float], kappa: float | None = None, *, clustered: bool = False,
+                      seed_test_var: float = float("nan"), alpha: float = ALPHA, power: float = POWER,
+                      target: float = TARGET_EFFECT) -> Effect:
+    """The effect, CI, p-value and power statements from the per-seed differences and the test-image covariance.
 
     Args:
-        method: per-seed metric of the method.
-        baseline: per-seed metric of the baseline, same seed order; pairs with a NaN are dropped.
-        test_variance: variance of the mean difference from test-image sampling (``auc_difference_variance``);
-            None when the test scores are unknown (the test is then the paired t-test over seeds).
+        differences: per-seed ``metric(method_s) - metric(baseline_s)``; NaN entries are dropped.
+        kappa: κ, the mean covariance between different seeds' differences from test-image sampling (estimated,
+            so it may be negative; ``max(kappa, 0)`` enters the variance). None when no test scores exist: the
+            test is then the paired t over seeds, conditional on this test set.
+        clustered, seed_test_var: recorded in the effect (see :class:`Effect`).
         alpha, power, target: significance level, power and target effect of the power statements.
 
-    With fewer than two seeds the effect has NaN p, CI and power and its verdict says "needs >= 2 seeds".
+    With fewer than two seeds the effect has NaN p, CI and power and its verdict says "needs >= 2 seeds"; with no
+    variance at all it has NaN p and says why (``untestable``).
     """
-    a = np.asarray(method, dtype=np.float64).ravel()
-    b = np.asarray(baseline, dtype=np.float64).ravel()
-    if a.shape != b.shape:
-        raise CxrganError(f"a paired comparison needs one value per seed for both; got {a.size} and {b.size}")
-    keep = ~(np.isnan(a) | np.isnan(b))
-    diff = a[keep] - b[keep]
+    diff = np.asarray(differences, dtype=np.float64).ravel()
+    diff = diff[~np.isnan(diff)]
     n, nan = int(diff.size), float("nan")
-    test_var = 0.0 if test_variance is None else max(float(test_variance), 0.0)
-    test_se = nan if test_variance is None else math.sqrt(test_var)
+    kappa_value = nan if kappa is None else float(kappa)
+    floor = 0.0 if kappa is None else max(kappa_value, 0.0)
+    parts = dict(kappa=kappa_value, seed_test_var=seed_test_var, clustered=clustered,
+                 df_method=DF_PAIRED_T if kappa is None else DF_HILLIS,
+                 test_se=nan if kappa is None else math.sqrt(floor))
     if n < 2:
         delta = float(diff.mean()) if n else nan
-        return Effect(n, delta, nan, nan, nan, nan, test_se, nan, nan, nan)
+        return Effect(n, delta, nan, nan, nan, nan, df=nan, mde=nan, seeds_needed=nan, **parts)
     delta, seed_sd = float(diff.mean()), float(diff.std(ddof=1))
     seed_var = seed_sd ** 2 / n
-    se = math.sqrt(seed_var + test_var)
-    df = _welch_df(seed_var, test_var, n)
-    if se == 0.0:  # identical runs: no difference at all, or a constant one with no test-set noise to weigh it
-        p = 1.0 if delta == 0 else 0.0
-        return Effect(n, delta, delta, delta, p, seed_sd, test_se, df, 0.0, 2.0)
+    if seed_var + floor < ZERO_VARIANCE:
+        why = ("identical on every seed, no variance" if np.all(np.abs(diff) < 1e-12) else
+               "the same Δ on every seed and no test-image variance to weigh it")
+        return Effect(n, delta, nan, nan, nan, seed_sd, df=nan, mde=nan, seeds_needed=nan, untestable=why, **parts)
+    se = math.sqrt(seed_var + floor)
+    df = hillis_df(seed_var, floor, n)
     half = _t_quantile(1 - alpha / 2, df) * se
-    p = float(2 * (sps.norm.sf(abs(delta) / se) if math.isinf(df) else sps.t.sf(abs(delta) / se, df)))
-    return Effect(n, delta, delta - half, delta + half, p, seed_sd, test_se, df,
-                  minimum_detectable_effect(se, df, alpha, power), seeds_needed(target, seed_sd, test_var, alpha, power))
+    p = float(2 * (special.ndtr(-abs(delta) / se) if math.isinf(df) else special.stdtr(df, -abs(delta) / se)))
+    return Effect(n, delta, delta - half, delta + half, p, seed_sd, df=df,
+                  mde=minimum_detectable_effect(se, df, alpha, power),
+                  seeds_needed=seeds_needed(target, seed_sd, floor, alpha, power), **parts)
 
 
-def auc_difference_variance(y: np.ndarray, method_scores: np.ndarray, baseline_scores: np.ndarray) -> float:
-    """DeLong variance, over test-image sampling, of ``mean_s AUC(method_s) - mean_s AUC(baseline_s)``.
+def _as_columns(y: np.ndarray, method_scores: np.ndarray,
+                baseline_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, F) labels and (n_seeds, N, F) scores of both methods, checked."""
+    labels = np.asarray(y, dtype=np.float64)
+    a = np.asarray(method_scores, dtype=np.float64)
+    b = np.asarray(baseline_scores, dtype=np.float64)
+    if labels.ndim == 1:
+        labels, a, b = labels[:, None], a[..., None], b[..., None]
+    if labels.ndim != 2 or a.ndim != 3 or a.shape != b.shape or a.shape[1:] != labels.shape:
+        raise CxrganError(f"scores must be (n_seeds, N) per method for (N,) labels, or (n_seeds, N, F) for (N, F) "
+                          f"labels, in the same seed order; got labels {np.shape(y)}, method "
+                          f"{np.shape(method_scores)}, baseline {np.shape(baseline_scores)}")
+    known = ~np.isnan(labels)
+    if not np.isin(labels[known], (0.0, 1.0)).all():
+        raise CxrganError("labels must be 0, 1 or NaN (unknown)")
+    return labels, a, b
+
+
+def seed_level_test(y: np.ndarray, method_scores: np.ndarray, baseline_scores: np.ndarray,
+                    groups: Sequence | np.ndarray | None = None, *, alpha: float = ALPHA, power: float = POWER,
+                    target: float = TARGET_EFFECT) -> Effect:
+    """The primary test of every verdict table: Δ = mean over seeds of AUC(method_s) - AUC(baseline_s) with the
+    Obuchowski-Rockette / Hillis variance ``s_d^2 / n + max(κ, 0)`` and ddf_H (see the module docstring).
 
     Args:
-        y: (N,) 0/1 test labels (unknown rows already removed).
-        method_scores: (n_seeds, N) scores of the method, one row per seed.
-        baseline_scores: (n_seeds, N) scores of the baseline, same seed order.
+        y: (N,) 0/1 test labels (NaN = unknown, left out); or (N, F) label columns, and then the AUC of a seed is
+            the macro average over the F columns (give only estimable findings), whose test-image covariance sums
+            the DeLong covariances over findings, images and patients being shared between them.
+        method_scores: (n_seeds, N) scores of the method, one row per seed ((n_seeds, N, F) for (N, F) labels).
+        baseline_scores: the baseline's, same shape and seed order (seed s of both shares split, init and batches).
+        groups: (N,) patient ids of the test rows; a patient's images then count as one cluster (Obuchowski 1997).
+            None: every image its own patient.
+        alpha, power, target: as in :func:`effect_from_parts`.
+
+    A seed whose scores (either method's) are not finite on the known rows is left out (``n_seeds`` counts the rest).
     """
-    a, b = np.atleast_2d(method_scores), np.atleast_2d(baseline_scores)
-    if a.shape != b.shape:
-        raise CxrganError(f"scores of the two methods differ in shape: {a.shape} and {b.shape}")
-    n = a.shape[0]
-    _, covariance = delong_covariance(y, np.vstack([a, b]))
-    contrast = np.concatenate([np.full(n, 1.0 / n), np.full(n, -1.0 / n)])
-    return float(contrast @ covariance @ contrast)
+    labels, a, b = _as_columns(y, method_scores, baseline_scores)
+    known = ~np.isnan(labels)
+    finite = np.all(np.isfinite(a) | ~known, axis=(1, 2)) & np.all(np.isfinite(b) | ~known, axis=(1, 2))
+    a, b = a[finite], b[finite]
+    n, n_findings = len(a), labels.shape[1]
+    if n == 0:
+        return effect_from_parts([], 0.0, clustered=groups is not None, alpha=alpha, power=power, target=target)
+    components = AucComponents.concat([delong_components(labels[:, f], np.concatenate([a[:, :, f], b[:, :, f]]),
+                                                         groups) for f in range(n_findings)])
+    # contrast j: the macro AUC of the method's seed j minus the baseline's; AUCs are ordered finding, arm, seed
+    weights = np.zeros((n, 2 * n * n_findings))
+    for f in range(n_findings):
+        weights[np.arange(n), 2 * n * f + np.arange(n)] = 1.0 / n_findings
+        weights[np.arange(n), 2 * n * f + n + np.arange(n)] = -1.0 / n_findings
+    differences = weights @ components.aucs
+    covariance = components.contrast_covariance(weights)
+    seed_test_var = float(np.trace(covariance) / n)
+    kappa = float((covariance.sum() - np.trace(covariance)) / (n * (n - 1))) if n > 1 else 0.0
+    return effect_from_parts(differences, kappa, clustered=groups is not None, seed_test_var=seed_test_var,
+                             alpha=alpha, power=power, target=target)
+
+
+def ensemble_delong_p(y: np.ndarray, method_scores: np.ndarray, baseline_scores: np.ndarray,
+                      groups: Sequence | np.ndarray | None = None) -> float:
+    """DeLong's two-sided p (clustered by patient when ``groups`` is given) for the AUC, or macro AUC over the
+    label columns, of the seed-averaged scores of the two methods: a description of these two ensembles on this
+    test set, never of the methods. Shapes as in :func:`seed_level_test`."""
+    labels, a, b = _as_columns(y, method_scores, baseline_scores)
+    n_findings = labels.shape[1]
+    components = AucComponents.concat([delong_components(labels[:, f], np.stack([a[:, :, f].mean(axis=0),
+                                                                                 b[:, :, f].mean(axis=0)]), groups)
+                                       for f in range(n_findings)])
+    weights = np.tile([1.0, -1.0], n_findings) / n_findings
+    diff = float(weights @ components.aucs)
+    variance = float(components.contrast_covariance(weights)[0, 0])
+    if variance < ZERO_VARIANCE:
+        return 1.0 if abs(diff) < 1e-12 else 0.0
+    return float(2 * special.ndtr(-abs(diff) / math.sqrt(variance)))
 
 
 def adjust_holm(effects: Sequence[Effect]) -> list[Effect]:
@@ -217,29 +335,44 @@ def format_p(p: float) -> str:
 
 def effect_cells(effect: Effect) -> dict[str, str]:
     """The columns every verdict table shows for one comparison, direction and size first."""
-    if effect.n_seeds < 2:
+    seeds_column = f"seeds for Δ={TARGET_EFFECT:g}"
+    if effect.n_seeds < 2 or effect.untestable:
         delta = "n/a" if math.isnan(effect.delta) else f"{effect.delta:+.3f}"
         return {"Δ [95% CI]": delta, "p": "n/a", "p (Holm)": "n/a", "verdict": effect.verdict,
-                "min. detectable Δ": "n/a", f"seeds for Δ={TARGET_EFFECT:g}": "n/a"}
+                "min. detectable Δ": "n/a", seeds_column: "n/a"}
     needed = "unreachable" if math.isinf(effect.seeds_needed) else f"{effect.seeds_needed:.0f}"
     low, high = max(effect.ci_low, -1.0), min(effect.ci_high, 1.0)  # an AUC difference lies in [-1, 1]
     return {"Δ [95% CI]": f"{effect.delta:+.3f} [{low:+.3f}, {high:+.3f}]",
             "p": format_p(effect.p), "p (Holm)": format_p(effect.p_adjusted), "verdict": effect.verdict,
-            "min. detectable Δ": f"{effect.mde:.3f}", f"seeds for Δ={TARGET_EFFECT:g}": needed}
+            "min. detectable Δ": f"{effect.mde:.3f}", seeds_column: needed}
 
 
-def method_note(n_tests: int, with_test_variance: bool, metric: str = "ROC AUC") -> str:
-    """The sentence under every verdict table saying which test made the verdicts."""
-    variance = ("the variance adds the seed-to-seed spread of the differences and the test-image sampling "
-                "variance of their mean (DeLong), with Welch-Satterthwaite degrees of freedom"
-                if with_test_variance else
-                "paired t-test over seeds (test scores unavailable, so test-image sampling is not included)")
+def method_note(comparisons: Sequence[Comparison], metric: str = "ROC AUC") -> str:
+    """The sentences under every verdict table saying which test made the verdicts, over which family, and
+    whether the test images were clustered by patient."""
+    effects = [c.effect for c in comparisons if c.effect is not None]
+    n_tests = sum(not math.isnan(e.p) for e in effects)
+    with_test = [e for e in effects if e.df_method == DF_HILLIS]
+    unclustered = sum(not e.clustered for e in with_test)
+    if not with_test:
+        clusters = ""
+    elif not unclustered:
+        clusters = " A patient's test images count as one cluster in the DeLong covariances (Obuchowski 1997)."
+    else:
+        clusters = (f" {unclustered} of {len(with_test)} tested row(s) count test images as independent: this run "
+                    "directory stores no patient ids for their evaluation set (written before they were kept), so "
+                    "where patients have several images their variance is too small.")
     return (f"Δ = mean over seeds of ({metric} of the method - {metric} of the baseline), each seed pairing two runs "
-            f"on the same split, initial weights and batch order; {variance}. p (Holm): Holm-adjusted over the "
-            f"{n_tests} comparison(s) of this table; verdict at adjusted p < {ALPHA:g}. min. detectable Δ: smallest "
+            "on the same split, initial weights and batch order. Test: Obuchowski-Rockette with seeds as readers "
+            "and test images as cases, variance s_d²/n + max(κ, 0) (s_d: spread of the per-seed differences; κ: "
+            "mean DeLong covariance between different seeds' differences, the test-image part all seeds share), "
+            f"Hillis (2007) degrees of freedom.{clusters} Inference is conditional on the one training/validation "
+            f"split every seed shares. p (Holm): Holm-adjusted over the {n_tests} comparison(s) of this table; "
+            f"verdict at adjusted p < {ALPHA:g}; the 95% CI is not Holm-adjusted. min. detectable Δ: smallest "
             f"difference this run detects with {POWER:.0%} power; seeds for Δ={TARGET_EFFECT:g}: seeds a "
-            f"difference of {TARGET_EFFECT:g} would need with this test set ('unreachable': the test set itself "
-            "is too small).")
+            f"difference of {TARGET_EFFECT:g} would need on this test set ('unreachable': the test-image part κ "
+            "alone is too large, whatever the number of seeds). n/a: a cell with no variance to test (e.g. "
+            "identical arms) says why.")
 
 
 # ---- comparisons of stored scores, and the verdict table -------------------------------------------------------
@@ -254,41 +387,69 @@ class Comparison:
     note: str = ""  # why there is no effect, e.g. "not estimable: 4 test positives"
 
 
+def _paired_seeds(method_scores: dict[int, np.ndarray],
+                  baseline_scores: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both methods' scores stacked over the seeds both have, in seed order (None when there are none)."""
+    seeds = sorted(set(method_scores) & set(baseline_scores))
+    if not seeds:
+        return None
+    return (np.stack([np.asarray(method_scores[s], np.float64) for s in seeds]),
+            np.stack([np.asarray(baseline_scores[s], np.float64) for s in seeds]))
+
+
 def compare_auc(row: dict[str, str], y: np.ndarray, method_scores: dict[int, np.ndarray],
-                baseline_scores: dict[int, np.ndarray], minimum_positives: int = MIN_TEST_POSITIVES) -> Comparison:
-    """The seed-level comparison of ROC AUC on one label column.
+                baseline_scores: dict[int, np.ndarray], groups: np.ndarray | None = None,
+                minimum_positives: int = MIN_TEST_POSITIVES) -> Comparison:
+    """The seed-level comparison of ROC AUC on one label column (:func:`seed_level_test`).
 
     Args:
         row: the row's identity in the table.
         y: (N,) real labels, NaN = unknown (those rows are left out).
         method_scores: seed -> (N,) scores of the method on the same rows.
         baseline_scores: seed -> (N,) scores of the baseline; seeds both have are paired.
+        groups: (N,) patient ids of the rows, or None when the run did not store them.
         minimum_positives: fewer positives (or negatives) than this makes the AUC "not estimable".
     """
     y = np.asarray(y, dtype=np.float64)
-    known = ~np.isnan(y)
-    positives, negatives = int((y[known] == 1).sum()), int((y[known] == 0).sum())
+    known = y[~np.isnan(y)]
+    positives, negatives = int((known == 1).sum()), int((known == 0).sum())
     if min(positives, negatives) < minimum_positives:
         return Comparison(row, None, note=f"not estimable: {positives} test positives, {negatives} negatives "
                                           f"(fewer than {minimum_positives})")
-    seeds = sorted(set(method_scores) & set(baseline_scores))
-    if not seeds:
+    paired = _paired_seeds(method_scores, baseline_scores)
+    if paired is None:
         return Comparison(row, None, note="no seed finished by both")
-    y_known = y[known].astype(np.int64)
-    a = np.stack([np.asarray(method_scores[s], np.float64)[known] for s in seeds])
-    b = np.stack([np.asarray(baseline_scores[s], np.float64)[known] for s in seeds])
-    aucs_a = [roc_auc_score(y_known, s) for s in a]
-    aucs_b = [roc_auc_score(y_known, s) for s in b]
-    effect = paired_effect(aucs_a, aucs_b, auc_difference_variance(y_known, a, b))
-    return Comparison(row, effect, ensemble_p=delong_test(y_known, a.mean(axis=0), b.mean(axis=0)).p)
+    a, b = paired
+    return Comparison(row, seed_level_test(y, a, b, groups), ensemble_p=ensemble_delong_p(y, a, b, groups))
 
 
-def compare_values(row: dict[str, str], method_values: dict[int, float], baseline_values: dict[int, float]) -> Comparison:
-    """The seed-level comparison of a per-seed number without test scores (e.g. a mean over findings): paired t."""
-    seeds = sorted(set(method_values) & set(baseline_values))
-    if not seeds:
+def compare_macro_auc(row: dict[str, str], labels: np.ndarray, method_scores: dict[int, np.ndarray],
+                      baseline_scores: dict[int, np.ndarray], groups: np.ndarray | None = None,
+                      columns: Sequence[int] | None = None,
+                      minimum_positives: int = MIN_TEST_POSITIVES) -> Comparison:
+    """The seed-level comparison of the macro ROC AUC over the estimable label columns (:func:`seed_level_test`
+    with (N, F) labels: the test-image term covers the findings' shared images).
+
+    Args:
+        row: the row's identity in the table.
+        labels: (N, K) real labels, NaN = unknown.
+        method_scores, baseline_scores: seed -> (N, K) scores.
+        groups: (N,) patient ids, or None.
+        columns: the label columns to average (default all); of them only the estimable ones are averaged.
+        minimum_positives: as in :func:`compare_auc`.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    columns = list(range(labels.shape[1]) if columns is None else columns)
+    counted = [j for j in columns if estimable(labels[:, j], minimum_positives)]
+    if not counted:
+        return Comparison(row, None, note=f"not estimable: none of the {len(columns)} findings has "
+                                          f"{minimum_positives} test positives and negatives")
+    paired = _paired_seeds(method_scores, baseline_scores)
+    if paired is None:
         return Comparison(row, None, note="no seed finished by both")
-    return Comparison(row, paired_effect([method_values[s] for s in seeds], [baseline_values[s] for s in seeds]))
+    a, b = (scores[:, :, counted] for scores in paired)
+    return Comparison(row, seed_level_test(labels[:, counted], a, b, groups),
+                      ensemble_p=ensemble_delong_p(labels[:, counted], a, b, groups))
 
 
 def verdict_table(comparisons: Sequence[Comparison]) -> pd.DataFrame:

@@ -38,8 +38,8 @@ from cxrgan.generators.base import GenerativeModel
 from cxrgan.generators.blocks import (NORMS, SUPPORTED_SIZES, DCGANDiscriminator, DCGANGenerator, init_weights,
                                       recalibrate_batchnorm)
 from cxrgan.generators.losses import get_loss
-from cxrgan.generators.trainable import TrainableModel
-from cxrgan.generators.training import Batch, StepContext, Stream, TrainerConfig
+from cxrgan.generators.trainable import NetworkSide, TrainableModel
+from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def network_size(image_size: int) -> int:
     return above[0] if above else SUPPORTED_SIZES[-1]
 
 
-class AdversarialModel(TrainableModel, GenerativeModel):
+class AdversarialModel(NetworkSide, TrainableModel, GenerativeModel):
     """A z -> image GAN behind the GenerativeModel interface; subclasses choose training rows and sampled labels.
 
     Args:
@@ -138,10 +138,6 @@ class AdversarialModel(TrainableModel, GenerativeModel):
         info.update(n_train=int(n), diffaugment=cfg.diffaugment if passes >= cfg.diffaugment_min_passes else "")
         return [Stream(images, cond_labels)], info
 
-    @property
-    def _network_size(self) -> int:
-        return int(self.data_info_.get("network_size", self.data_info_["image_size"]))
-
     def _build_networks(self) -> nn.ModuleDict:
         cfg, size = self.config, self._network_size
         n_cond = self._n_conditioning()
@@ -158,15 +154,18 @@ class AdversarialModel(TrainableModel, GenerativeModel):
         cfg, betas = self.config, (self.config.beta1, self.config.beta2)
         self._loss = get_loss(cfg.loss)
         self._policy = parse_policy(self.data_info_["diffaugment"])
-        # fused Adam: one kernel per parameter group instead of ~8 elementwise passes per tensor
-        return {"generator": torch.optim.Adam(self.generator_.parameters(), lr=cfg.lr_g, betas=betas, fused=True),
-                "discriminator": torch.optim.Adam(self.discriminator_.parameters(), lr=cfg.lr_d, betas=betas, fused=True)}
+        # fused Adam: one kernel per parameter group instead of ~8 elementwise passes per tensor (CPU and CUDA have it;
+        # a traced run on the meta device, cxrgan.memory, takes the plain one)
+        fused = self.device.type in ("cpu", "cuda")
+        return {"generator": torch.optim.Adam(self.generator_.parameters(), lr=cfg.lr_g, betas=betas, fused=fused),
+                "discriminator": torch.optim.Adam(self.discriminator_.parameters(), lr=cfg.lr_d, betas=betas,
+                                                  fused=fused)}
 
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         """One alternating D then G update (see the module docstring)."""
         (real, labels), = batches
         G, D = self.generator_, self.discriminator_
-        z = torch.randn(len(real), G.z_dim, generator=ctx.rng).to(self.device)
+        z = torch.randn(len(real), G.z_dim, generator=ctx.rng).to(self.device, non_blocking=True)
         augment = (lambda x: diff_augment(x, self._policy, ctx.rng)) if self._policy else (lambda x: x)
 
         with ctx.autocast():
@@ -186,9 +185,8 @@ class AdversarialModel(TrainableModel, GenerativeModel):
 
         g_loss = self._generator_update(ctx, lambda: D(augment(fake), labels))
         with torch.no_grad():
-            return {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                    "d_real": torch.sigmoid(real_logits.float()).mean().item(),
-                    "d_fake": torch.sigmoid(fake_logits.float()).mean().item()}
+            return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+                    "d_real": torch.sigmoid(real_logits.float()).mean(), "d_fake": torch.sigmoid(fake_logits.float()).mean()}
 
     def _generator_update(self, ctx: StepContext, fake_logits) -> torch.Tensor:
         """One G step with D frozen (gradients w.r.t. the images only, none for D's weights): ``fake_logits()``
@@ -215,15 +213,6 @@ class AdversarialModel(TrainableModel, GenerativeModel):
             self.generator_ema_.eval()
 
     # ---- interface --------------------------------------------------------------------------------------------------
-    def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
-               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        images, out_labels = self._generate(n, labels, generator, batch_size)
-        size = int(self.data_info_["image_size"])
-        return (images if size == self._network_size else resize_stack(images, size)), out_labels
-
-    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray:
-        return self._generate(n, labels, generator)[0]  # at the side of the training rows they are scored against
-
     def _generate(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
                   batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """``n`` images at the networks' side and their (n, K) labels."""

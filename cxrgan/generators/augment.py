@@ -19,7 +19,7 @@ AugmentOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def _uniform(batch: int, rng: torch.Generator, x: torch.Tensor) -> torch.Tensor:
-    return torch.rand(batch, 1, 1, 1, generator=rng).to(device=x.device, dtype=x.dtype)
+    return torch.rand(batch, 1, 1, 1, generator=rng).to(device=x.device, dtype=x.dtype, non_blocking=True)
 
 
 def brightness(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -37,8 +37,8 @@ def translation(x: torch.Tensor, rng: torch.Generator, ratio: float = 0.125) -> 
     """Shift by up to ``ratio`` of the side in each direction; uncovered pixels become black (-1), as a film edge."""
     batch, _, height, width = x.shape
     max_dy, max_dx = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    dy = torch.randint(-max_dy, max_dy + 1, (batch, 1, 1), generator=rng).to(x.device)
-    dx = torch.randint(-max_dx, max_dx + 1, (batch, 1, 1), generator=rng).to(x.device)
+    dy = torch.randint(-max_dy, max_dy + 1, (batch, 1, 1), generator=rng).to(x.device, non_blocking=True)
+    dx = torch.randint(-max_dx, max_dx + 1, (batch, 1, 1), generator=rng).to(x.device, non_blocking=True)
     grid_b, grid_y, grid_x = torch.meshgrid(
         torch.arange(batch, device=x.device), torch.arange(height, device=x.device), torch.arange(width, device=x.device), indexing="ij"
     )
@@ -52,8 +52,8 @@ def cutout(x: torch.Tensor, rng: torch.Generator, ratio: float = 0.5) -> torch.T
     """Zero (mid-grey) one random square of side ``ratio`` x image side per image."""
     batch, _, height, width = x.shape
     size_y, size_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
-    off_y = torch.randint(0, height + (1 - size_y % 2), (batch, 1, 1), generator=rng).to(x.device)
-    off_x = torch.randint(0, width + (1 - size_x % 2), (batch, 1, 1), generator=rng).to(x.device)
+    off_y = torch.randint(0, height + (1 - size_y % 2), (batch, 1, 1), generator=rng).to(x.device, non_blocking=True)
+    off_x = torch.randint(0, width + (1 - size_x % 2), (batch, 1, 1), generator=rng).to(x.device, non_blocking=True)
     ys = torch.arange(height, device=x.device)[None, :, None]
     xs = torch.arange(width, device=x.device)[None, None, :]
     top, left = off_y - size_y // 2, off_x - size_x // 2

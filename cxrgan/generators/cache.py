@@ -49,6 +49,7 @@ def fit_or_load(spec: GeneratorSpec, dataset: CXRDataset, work_dir: str | Path |
     entry for it, resumed when the entry was interrupted, trained and cached otherwise; trained in memory when
     ``work_dir`` is None. Processes sharing ``work_dir`` (shards, workers) take turns on an entry: one trains it
     while the others wait, then load it."""
+    spec = spec.on(device)  # the key of what this device trains (bf16 only where native)
     if work_dir is None:
         return spec.build(device=device, step_hook=step_hook).fit(dataset)
     run_dir = cache_dir(work_dir, spec, dataset)

@@ -34,7 +34,7 @@ from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, init_normal
 from cxrgan.generators.conditioning import as_label_rows
 from cxrgan.generators.trainable import TrainableModel
-from cxrgan.generators.training import Batch, StepContext, Stream, TrainerConfig
+from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
 
 # CPU preset, measured here (64 px, batch 4, one thread of a 2-core machine busy with another benchmark): a
 # CycleGAN step takes 0.35 s at width 16 with 6 blocks, 0.27 s with 3 blocks, 0.97 s at width 32, 0.68 s at width 16
@@ -153,7 +153,7 @@ class CycleGAN(TrainableModel, GenerativeModel, ImageTranslator):
         self._pools[0].load_state_dict(state["pool_a"], self.device)
         self._pools[1].load_state_dict(state["pool_b"], self.device)
 
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         """G step on both directions (LSGAN + cycle + identity), then the D step on pooled fakes."""
         nets, cfg = self.networks_, self.config
         (real_a, _), (real_b, _) = batches
@@ -189,11 +189,12 @@ class CycleGAN(TrainableModel, GenerativeModel, ImageTranslator):
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "g_adversarial": adversarial.item(),
-                "cycle": cycle.item(), "identity": identity.item(),
-                "d_real": float(np.mean([s.float().mean().item() for s in real_scores])),
-                "d_fake": float(np.mean([s.float().mean().item() for s in fake_scores])),
-                "d_min": min(x.item() for x in d_losses), "lr": opt_g.param_groups[0]["lr"]}
+        with torch.no_grad():
+            return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "g_adversarial": adversarial.detach(),
+                    "cycle": cycle.detach(), "identity": identity.detach(),
+                    "d_real": torch.stack([s.float().mean() for s in real_scores]).mean(),
+                    "d_fake": torch.stack([s.float().mean() for s in fake_scores]).mean(),
+                    "d_min": torch.minimum(*d_losses), "lr": opt_g.param_groups[0]["lr"]}
 
     def preview_images(self) -> tuple[np.ndarray, int]:
         rows = [bank[:8] for bank in self.bank_]  # originals and translations, both directions

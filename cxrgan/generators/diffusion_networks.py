@@ -9,7 +9,7 @@ exactly MONAI's class conditioning with classes {0, 1, null}. Classifier-free gu
 their labels the null state.
 
 Every network is built from the seed handed in (MONAI's layers draw their initial weights from the global RNG, so
-construction runs inside ``torch.random.fork_rng`` seeded from it and the caller's RNG is left as found).
+construction runs inside ``cxrgan.device.seeded`` and the caller's RNG, CPU or CUDA, is left as found).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 from torch import nn
 
+from cxrgan.device import seeded
 from cxrgan.errors import CxrganError
 
 NULL = 2  # the label state of a row trained (or sampled) without conditioning
@@ -67,8 +68,7 @@ def build_autoencoder(channels: tuple[int, ...], latent_channels: int, res_block
     groups = min(channels)
     if any(c % groups for c in channels):
         raise CxrganError(f"autoencoder channels {list(channels)} must all be multiples of the smallest")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, channels=tuple(channels),
                              latent_channels=latent_channels, num_res_blocks=res_blocks,
                              attention_levels=(False,) * len(channels), norm_num_groups=groups,
@@ -78,24 +78,25 @@ def build_autoencoder(channels: tuple[int, ...], latent_channels: int, res_block
 def build_patch_discriminator(width: int, seed: int) -> PatchDiscriminator:
     """MONAI's ``PatchDiscriminator`` (Isola et al. 2017's PatchGAN, three strided layers) for the autoencoder's
     adversarial term, as MONAI's latent diffusion tutorials train ``AutoencoderKL``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         return PatchDiscriminator(spatial_dims=2, num_layers_d=3, channels=width, in_channels=1, out_channels=1)
 
 
 def build_denoiser(latent_channels: int, latent_size: int, channels: tuple[int, ...], attention: tuple[bool, ...],
                    res_blocks: int, head_channels: int, n_labels: int, seed: int) -> Denoiser:
-    """The UNet of the latent space; with ``n_labels`` > 0 conditioned on label vectors (see the module docstring)."""
+    """The UNet of the latent space; with ``n_labels`` > 0 conditioned on label vectors (see the module docstring).
+    Its attention runs through ``torch.nn.functional.scaled_dot_product_attention`` (MONAI's ``use_flash_attention``):
+    fused kernels that never hold the attention matrix, whose size grows with the fourth power of the level's side."""
     if len(channels) != len(attention):
         raise CxrganError(f"the UNet has {len(channels)} levels but {len(attention)} attention flags")
     if latent_size % 2 ** (len(channels) - 1):
         raise CxrganError(f"a {latent_size} x {latent_size} latent cannot be halved {len(channels) - 1} times; "
                           "use fewer UNet levels or a larger latent")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         unet = DiffusionModelUNet(spatial_dims=2, in_channels=latent_channels, out_channels=latent_channels,
                                   channels=tuple(channels), attention_levels=tuple(attention),
                                   num_res_blocks=res_blocks,
                                   num_head_channels=tuple(math.gcd(head_channels, c) for c in channels),
-                                  norm_num_groups=min(32, min(channels)), num_class_embeds=3 * n_labels or None)
+                                  norm_num_groups=min(32, min(channels)), num_class_embeds=3 * n_labels or None,
+                                  use_flash_attention=True)
         return Denoiser(unet, n_labels)

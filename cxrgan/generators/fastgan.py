@@ -29,7 +29,7 @@ from cxrgan.generators.base import register_generator
 from cxrgan.generators.blocks import init_weights
 from cxrgan.generators.conditioning import OneClass
 from cxrgan.generators.fastgan_networks import SIZE, FastGANDiscriminator, FastGANGenerator, reconstruction_targets
-from cxrgan.generators.training import Batch, StepContext
+from cxrgan.generators.training import Batch, Statistic, StepContext
 
 # CPU preset: widths 16 at 32 px (43 GFLOP per training step, as many as a width-32 DCGAN step: 39, counted with
 # torch.utils.flop_counter), bf16, DiffAugment from the first step (the paper trains on 100-1000 images with it;
@@ -72,6 +72,7 @@ class FastGAN(OneClass, AdversarialModel):
     summary = "FastGAN of one class (--target): skip-layer excitation, self-supervised D (Liu et al. 2021)"
     cpu_preset, full_preset = CPU_PRESET, FULL_PRESET
     divergence_statistic = None
+    image_sizes = (SIZE,)
 
     def _build_networks(self) -> nn.ModuleDict:
         cfg, size = self.config, int(self.data_info_["image_size"])
@@ -85,11 +86,11 @@ class FastGAN(OneClass, AdversarialModel):
         return nn.ModuleDict({"generator": G.to(self.device, memory_format=memory_format),
                               "discriminator": D.to(self.device, memory_format=memory_format)})
 
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         """One D update (hinge + reconstruction) and one G update (see the module docstring)."""
         (real, _), = batches
         G, D, cfg = self.generator_, self.discriminator_, self.config
-        z = torch.randn(len(real), G.z_dim, generator=ctx.rng).to(self.device)
+        z = torch.randn(len(real), G.z_dim, generator=ctx.rng).to(self.device, non_blocking=True)
         quadrant = int(torch.randint(0, 4, (1,), generator=ctx.rng))
         augment = (lambda x: diff_augment(x, self._policy, ctx.rng)) if self._policy else (lambda x: x)
 
@@ -110,6 +111,5 @@ class FastGAN(OneClass, AdversarialModel):
 
         g_loss = self._generator_update(ctx, lambda: D(augment(fake)))
         with torch.no_grad():
-            return {"d_loss": adversarial.item(), "g_loss": g_loss.item(), "reconstruction": reconstruction.item(),
-                    "real_logit": real_logits.float().mean().item(),
-                    "fake_logit": fake_logits.float().mean().item()}
+            return {"d_loss": adversarial.detach(), "g_loss": g_loss.detach(), "reconstruction": reconstruction.detach(),
+                    "real_logit": real_logits.float().mean(), "fake_logit": fake_logits.float().mean()}

@@ -15,6 +15,7 @@ import torch
 
 from cxrgan.errors import CxrganError
 from cxrgan.generators.base import GenerativeModel, generator_class
+from cxrgan.generators.training import for_device
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class GeneratorSpec:
     def resolve(cls, name: str, settings: GeneratorSettings, **fixed: Any) -> GeneratorSpec:
         """The spec of generator ``name`` under ``settings``; ``fixed`` sets fields the caller decides (seed, target)."""
         return cls(name, generator_class(name).resolve_config(settings, **fixed))
+
+    def on(self, device: str | torch.device) -> GeneratorSpec:
+        """This spec as it trains on ``device`` (bf16 only where the device runs it natively, see
+        ``training.for_device``): what its cache key and checkpoints record."""
+        return GeneratorSpec(self.name, for_device(self.config, device))
 
     def build(self, device: str | torch.device = "cpu", run_dir: str | Path | None = None,
               step_hook: Callable[[int], None] | None = None) -> GenerativeModel:

@@ -41,7 +41,7 @@ from cxrgan.generators.blocks import DCGANGenerator, init_weights
 from cxrgan.generators.sgan_networks import (SGAN_NORMS, SGANDiscriminator, generated_loss, labeled_loss,
                                              unlabeled_loss)
 from cxrgan.generators.trainable import TrainableModel, dataset_facts
-from cxrgan.generators.training import Batch, StepContext, Stream, TrainerConfig
+from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
 
 GENERATOR_LOSSES = ("feature-matching", "plain")
 
@@ -160,7 +160,7 @@ class DiscriminatorClassifier(TrainableModel):
         """Random horizontal flips (``config.flip``) with per-image draws from ``rng``."""
         if not self.config.flip:
             return x
-        flip = (torch.rand(len(x), generator=rng) < 0.5).to(x.device)
+        flip = (torch.rand(len(x), generator=rng) < 0.5).to(x.device, non_blocking=True)
         return torch.where(flip[:, None, None, None], x.flip(3), x)
 
     def preview_images(self) -> None:
@@ -263,9 +263,9 @@ class SemiSupervisedGAN(DiscriminatorClassifier, GenerativeModel):
         return optimizers
 
     def _noise(self, n: int, rng: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.config.z_dim, generator=rng).to(self.device)
+        return torch.randn(n, self.config.z_dim, generator=rng).to(self.device, non_blocking=True)
 
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         c, net, gen = self.config, self.discriminator_, self.generator_
         (x_l, y), (x_u, _) = batches
         x_l, x_u, y = self._flip(x_l, ctx.rng), self._flip(x_u, ctx.rng), y[:, 0].long()
@@ -304,8 +304,7 @@ class SemiSupervisedGAN(DiscriminatorClassifier, GenerativeModel):
             opt_g.step()
         finally:
             net.requires_grad_(True)
-        return {**{k: float(v.detach()) for k, v in terms.items()}, "loss_d": float(loss_d.detach()),
-                "loss_g": float(loss_g.detach())}
+        return {**{k: v.detach() for k, v in terms.items()}, "loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
 
     def preview_images(self) -> tuple[np.ndarray, int]:
         return TrainableModel.preview_images(self)

@@ -7,6 +7,7 @@ one ``train_step``; the rest here is the same for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from abc import ABC, abstractmethod
@@ -18,11 +19,13 @@ import torch
 from torch import nn
 
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.images import resize_stack
 from cxrgan.errors import CxrganError
 from cxrgan.io import load_torch, usable_or_discarded
 from cxrgan.generators.base import MIN_TRAIN_IMAGES, check_training_rows, image_fingerprint
-from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, Batch, StepContext, Stream,
-                                        Trainer, TrainerConfig, config_from_record, config_record, training_record)
+from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, Batch, Statistic, StepContext,
+                                        Stream, Trainer, TrainerConfig, config_from_record, config_record,
+                                        for_device, training_record)
 
 if TYPE_CHECKING:
     from cxrgan.generators.settings import GeneratorSettings
@@ -47,6 +50,32 @@ def check_resumable(checkpoint: dict, method: str, config: TrainerConfig, finger
                           "resume with the same data file and split")
 
 
+class NetworkSide:
+    """For models whose networks work at another side than the data's (``data_info_["network_size"]``, set when
+    the training rows were resized to it): ``_generate`` draws at the networks' side; ``sample`` resizes back to the
+    data's side and the fidelity score compares at the networks' side, where the training rows are."""
+
+    data_info_: dict[str, Any]
+
+    @property
+    def _network_size(self) -> int:
+        return int(self.data_info_.get("network_size", self.data_info_["image_size"]))
+
+    def _generate(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
+                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` images at the networks' side and their (n, K) labels."""
+        raise NotImplementedError
+
+    def sample(self, n: int, labels: np.ndarray | None = None, generator: torch.Generator | None = None,
+               batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        images, out_labels = self._generate(n, labels, generator, batch_size)
+        size = int(self.data_info_["image_size"])
+        return (images if size == self._network_size else resize_stack(images, size)), out_labels
+
+    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray:
+        return self._generate(n, labels, generator)[0]  # at the side of the training rows they are scored against
+
+
 def dataset_facts(dataset: CXRDataset) -> dict[str, Any]:
     """What every model records about its training data: image size, label columns, class names."""
     return {"image_size": int(dataset.image_size), "label_names": list(dataset.label_names),
@@ -57,7 +86,8 @@ class TrainableModel(ABC):
     """Networks, EMA copies and data facts of a model trained by ``training.Trainer``, and the plumbing around them.
 
     Args:
-        config: the model's frozen config (its class defaults when None).
+        config: the model's frozen config (its class defaults when None); its bf16 holds where ``device`` runs bf16
+            natively (``training.for_device``).
         device: torch device to train and sample on.
         run_dir: folder for checkpoints, best.pt, metrics and grids; None trains in memory only.
         step_hook: called with the number of finished steps after each step (progress reporting, tests).
@@ -73,6 +103,7 @@ class TrainableModel(ABC):
     full_preset: ClassVar[dict[str, Any]] = {}  # config values of the paper-size run for GPUs
     width_fields: ClassVar[tuple[str, ...]] = ("ngf", "ndf")  # the fields GeneratorSettings.width sets
     channels_last: bool = False  # batches in channels-last memory format
+    image_sizes: ClassVar[tuple[int, ...]] = ()  # the only image sides it trains on; () = any
 
     def __init__(self, config: Any = None, device: str | torch.device = "cpu", run_dir: str | Path | None = None,
                  step_hook: Callable[[int], None] | None = None):
@@ -80,6 +111,7 @@ class TrainableModel(ABC):
         if not isinstance(self.config, self.config_class):
             raise CxrganError(f"{self.name} needs a {self.config_class.__name__}, got {type(self.config).__name__}")
         self.device = torch.device(device)
+        self.config = for_device(self.config, self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.step_hook = step_hook
         self.networks_: nn.ModuleDict | None = None
@@ -116,7 +148,7 @@ class TrainableModel(ABC):
         training-only state reset, such as CycleGAN's image pools)."""
 
     @abstractmethod
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]:
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]:
         """One optimisation step on ``batches`` (one per stream); returns scalar statistics."""
 
     def learning_rate_factor(self, step: int) -> float:
@@ -127,6 +159,11 @@ class TrainableModel(ABC):
         """Steps the EMA networks have trained for before ``step`` (0-based), which the EMA warm-up counts; negative
         while they do not train yet (no EMA update). A model trained in phases starts it at its sampled phase."""
         return step
+
+    def phases(self) -> dict[str, int]:
+        """Name -> first step of every phase of training whose steps differ in what they compute (the memory trace,
+        ``cxrgan.generators.memory``, takes one step of each)."""
+        return {"training": 0}
 
     def samples_at(self, step: int) -> bool:
         """Whether the model draws meaningful samples after ``step`` finished steps (else the fidelity score waits)."""
@@ -212,8 +249,10 @@ class TrainableModel(ABC):
 
     # ---- networks and state ---------------------------------------------------------------------------------------
     def build(self) -> None:
-        """Fresh networks (and EMA copies of ``ema_networks`` when ``ema_decay`` > 0)."""
-        self.networks_ = self._build_networks()
+        """Fresh networks (and EMA copies of ``ema_networks`` when ``ema_decay`` > 0); on the ``meta`` device built
+        there directly (a memory trace, ``cxrgan.generators.memory``: shapes only, no initialisation work)."""
+        with torch.device("meta") if self.device.type == "meta" else contextlib.nullcontext():
+            self.networks_ = self._build_networks()
         self.ema_ = None
         if self.config.ema_decay > 0 and self.ema_networks:
             self.ema_ = nn.ModuleDict({name: copy.deepcopy(self.networks_[name]).requires_grad_(False).eval()
@@ -246,7 +285,7 @@ class TrainableModel(ABC):
             raise CxrganError(f"state format {state.get('format_version')!r} is not the supported {CHECKPOINT_FORMAT}")
         if state.get("method") != self.name:
             raise CxrganError(f"state of method {state.get('method')!r} cannot be loaded into a {self.name!r} model")
-        self.config = config_from_record(self.config_class, state["config"])
+        self.config = for_device(config_from_record(self.config_class, state["config"]), self.device)
         self.data_info_ = copy.deepcopy(state["data_info"])
         self.build()
         for name, net in self.networks_.items():

@@ -12,8 +12,16 @@ The loop owns everything else:
   (seed, p, d) only, like ``DistributedSampler.set_epoch``, and a stream shorter than the largest draws several
   fresh permutations per pass (the unaligned loader of Zhu et al. 2017); so a resumed run retraces an
   uninterrupted one exactly;
+* batches read a few steps ahead by a background thread (pinned for a non-blocking copy on CUDA), so the device
+  never waits for the host's gather of rows;
 * bf16 autocast, offered to the step as ``ctx.autocast()`` for its forward passes (weights, optimiser state and
   losses stay fp32), and per-step learning rates (``learning_rate_factor``, e.g. CycleGAN's linear decay);
+* no host synchronisation inside a step: a step returns its statistics as device scalars and hands the losses it
+  wants checked to ``ctx.check_finite``; the loop reads them for a window of steps at once (``flush``: before every
+  metrics record, score, grid and checkpoint) and replays the checks in step order, so a non-finite loss or a
+  winning discriminator stops the run with the step it happened at and nothing written after it (on a GPU, one
+  ``.item()`` per statistic per step would stall the device every step: CycleGAN's paper batch of one is mostly
+  that stall);
 * an EMA of generator weights with a warm-up, so short runs average over their own length (a model trained in
   phases says from which step its sampled networks train, ``ema_age``);
 * plain-dict checkpoints written atomically with a format version (weights, optimisers, RNG, the model's
@@ -29,7 +37,9 @@ Under torchrun the loop is data-parallel: every process draws the same batch row
 them; each optimiser averages its gradients over the processes right before its step (what DistributedDataParallel
 does, without its one-forward-per-backward assumption that a GAN step breaks); rank 0's buffers are copied to
 all after each step and the step statistics averaged, so every process holds the same model and takes the same
-decisions (divergence stop, best checkpoint). With ``sync_batchnorm`` BatchNorm normalises over the global batch.
+decisions (divergence stop, best checkpoint): the statistics and checked losses of a window are summed over the
+processes in one all-reduce, so a non-finite loss on one process stops every process at the same step instead of
+leaving the others waiting in the next collective. With ``sync_batchnorm`` BatchNorm normalises over the global batch.
 Each process draws its own noise from a per-step seed of the shared RNG, so a resumed run still retraces an
 uninterrupted one. Files are written by rank 0 only; the others wait for the last of them before going on.
 """
@@ -38,8 +48,11 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import queue
+import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
@@ -48,8 +61,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cxrgan import distributed
-from cxrgan.data.transforms import images_to_tensor
-from cxrgan.device import autocast
+from cxrgan.data.transforms import images_to_tensor, uint8_tensor
+from cxrgan.device import autocast, bf16_supported
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.generators.artifacts import save_grid, save_training_curves
 from cxrgan.generators.blocks import ema_update
@@ -70,7 +83,7 @@ class TrainerConfig:
     steps: int = 1000  # optimisation steps: the length of a run
     batch_size: int = 64  # rows of every stream per step (capped at the largest stream)
     ema_decay: float = 0.0  # EMA decay of generator weights, which are then sampled; 0 = sample the live weights
-    bf16: bool = False  # bf16 autocast of forward passes; weights, optimiser state and losses stay fp32
+    bf16: bool = False  # bf16 autocast of forward passes where the device runs bf16 natively (see for_device)
     seed: int = 0  # seeds weight init, noise, augmentation and the data order
     log_every: int = 50  # steps per metrics.jsonl record (each statistic averaged over them)
     checkpoint_every: int = 250  # steps between resumable checkpoints; 0 = only the final one
@@ -87,6 +100,8 @@ class TrainerConfig:
     RUN_ONLY_FIELDS: ClassVar[frozenset[str]] = frozenset({"progress", "log_every", "checkpoint_every", "grid_every",
                                                            "sync_batchnorm"})
     describes: ClassVar[str] = "training"  # names the settings in error messages
+    # Fields that count repetitions of the same work (same shapes, same memory): a memory trace runs them once.
+    REPEAT_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def checks(self) -> dict[str, bool]:
         """Field name -> whether its value is valid; subclasses add theirs."""
@@ -99,6 +114,16 @@ class TrainerConfig:
         bad = [name for name, ok in self.checks().items() if not ok]
         if bad:
             raise CxrganError(f"invalid {self.describes} setting(s): " + ", ".join(f"{n}={getattr(self, n)!r}" for n in bad))
+
+
+def for_device(config: TrainerConfig, device: torch.device | str) -> TrainerConfig:
+    """``config`` as it trains on ``device``: bf16 autocast only where the device runs bf16 natively
+    (:func:`cxrgan.device.bf16_supported`), fp32 elsewhere. The CPU presets ask for bf16, which AVX512-BF16 / AMX
+    CPUs and CUDA GPUs of compute capability 8.0 or higher run at twice the fp32 speed; elsewhere it is emulated
+    (slow) and cuDNN has no bf16 convolutions. Weights, optimiser state and losses stay fp32 either way."""
+    if config.bf16 and not bf16_supported(device):
+        return replace(config, bf16=False)
+    return config
 
 
 def config_record(config: TrainerConfig) -> dict:
@@ -131,6 +156,7 @@ class Stream:
 
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (images (B, 1, H, W) in [-1, 1], labels (B, K) or None)
+Statistic = float | torch.Tensor  # a step statistic: a number, or a device scalar the loop reads later
 
 
 class Trainable(Protocol):
@@ -147,7 +173,7 @@ class Trainable(Protocol):
     divergence_advice: str  # appended to the divergence message
 
     def start_training(self) -> dict[str, torch.optim.Optimizer]: ...
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, float]: ...
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]: ...
     def learning_rate_factor(self, step: int) -> float: ...
     def ema_age(self, step: int) -> int: ...
     def samples_at(self, step: int) -> bool: ...
@@ -169,15 +195,68 @@ class StepContext:
         self.rng: torch.Generator = trainer.rng  # the only source of randomness of a step (saved in checkpoints)
         self.optimizers: dict[str, torch.optim.Optimizer] = trainer.optimizers
         self.step = 0  # the step being taken (0-based)
+        self.checks: list[tuple[str, torch.Tensor]] = []  # the step's losses to check, read by the loop's flush
 
     def autocast(self):
         """bf16 autocast around forward passes when the config asks for it; a no-op context otherwise."""
         return autocast(self._trainer.device, self._trainer.config.bf16)
 
     def check_finite(self, which: str, loss: torch.Tensor) -> None:
-        """Stop with a clear error before a non-finite ``loss`` (of the ``which`` network) reaches the weights."""
-        if not torch.isfinite(loss):
-            self._trainer.diverged(f"the {which} loss is {loss.item()}")
+        """Stop the run with a clear error if ``loss`` (of the ``which`` network) is not finite.
+
+        Read without waiting for the device: the loop checks every loss of a window of steps when it next writes
+        or scores anything (``Trainer.flush``), in step order, and names the first non-finite one; a checkpoint
+        is only written after its steps have passed, so the last checkpoint never holds the weights it reached."""
+        self.checks.append((which, loss.detach()))
+
+
+class BatchPrefetcher:
+    """The host side of the batches of steps ``start``, ``start + 1``, ... ``stop - 1``, read ``depth`` steps ahead
+    by a background thread (numpy's gather of rows releases the GIL), so the next batch is ready when a step ends.
+
+    ``read(step)`` is a pure function of the step, so the batches are the same with or without the thread."""
+
+    def __init__(self, read: Callable[[int], list], start: int, stop: int, depth: int = 3):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._next = start
+        self._thread = threading.Thread(target=self._run, args=(read, start, stop), daemon=True,
+                                        name="cxrgan-batches")
+        self._thread.start()
+
+    def _run(self, read: Callable[[int], list], start: int, stop: int) -> None:
+        for step in range(start, stop):
+            try:
+                item: tuple[int, Any] = (step, read(step))
+            except BaseException as exc:  # handed to the training thread, which raises it
+                item = (step, exc)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if self._stop.is_set() or isinstance(item[1], BaseException):
+                return
+
+    def get(self, step: int) -> list:
+        """The host batches of ``step`` (steps are taken in order)."""
+        if step != self._next:
+            raise RuntimeError(f"batches of step {step} asked for, step {self._next} is next")
+        _, value = self._queue.get()
+        self._next += 1
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # let a put that waits for room see the stop
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=0.05)
 
 
 class Trainer:
@@ -214,9 +293,12 @@ class Trainer:
         self.step = 0
         self.low_d_steps = 0  # consecutive steps with the watched D loss below divergence_d_loss
         self.sums: dict[str, float] = {}  # statistics summed since the last metrics record, and their count "n"
+        self.last_stats: dict[str, float] = {}  # the statistics of the last flushed step (the progress bar)
         self.best: dict | None = None  # {"step", "quality_fd"} of the best-scoring model so far
         self.best_state: dict | None = None  # that model's state, once scored in this process
         self._orders: tuple[int, list[np.ndarray]] | None = None
+        self._window: list[tuple[int, dict[str, Statistic], list[tuple[str, torch.Tensor]]]] = []  # unread steps
+        self._prefetcher: BatchPrefetcher | None = None
         self._finalized_at: int | None = None  # step at which the sampled networks were last brought up to date
         rows = model.quality_rows(streams) if self.config.quality_every else None
         self.fidelity = None if rows is None else FidelityScore(*rows, n=self.config.quality_images, seed=self.config.seed)
@@ -236,60 +318,101 @@ class Trainer:
             orders.append(torch.cat([torch.randperm(n, generator=rng) for _ in range(-(-needed // n))])[:needed].numpy())
         return orders
 
-    def batches(self, step: int) -> list[Batch]:
-        """This process's share of the batch of every stream at ``step`` (rows sorted within a batch; every
-        ``world``-th of them under torchrun), on the device."""
+    def host_batches(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """This process's share of the batch of every stream at ``step`` on the host: uint8 images (B, H, W) and
+        labels (rows sorted within a batch; every ``world``-th of them under torchrun), pinned on CUDA."""
         pass_index, within = divmod(step, self.steps_per_pass)
         if self._orders is None or self._orders[0] != pass_index:
             self._orders = (pass_index, self.pass_orders(pass_index))
+        pin = self.device.type == "cuda"
         out = []
         for stream, order in zip(self.streams, self._orders[1]):
             rows = np.sort(order[within * self.batch_size:(within + 1) * self.batch_size])[self.rank::self.world]
-            images = images_to_tensor(stream.images[rows], self.device)
-            if self.model.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            labels = None if stream.labels is None else torch.from_numpy(stream.labels[rows]).to(self.device)
+            images = uint8_tensor(stream.images[rows])
+            labels = None if stream.labels is None else torch.from_numpy(np.ascontiguousarray(stream.labels[rows]))
+            if pin:
+                images, labels = images.pin_memory(), None if labels is None else labels.pin_memory()
             out.append((images, labels))
         return out
 
+    def batches(self, step: int) -> list[Batch]:
+        """The batches of every stream at ``step`` on the device (read ahead by the run's prefetcher when it runs)."""
+        host = self._prefetcher.get(step) if self._prefetcher is not None else self.host_batches(step)
+        out = []
+        for images, labels in host:
+            images = images_to_tensor(images, self.device, non_blocking=True)
+            if self.model.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            out.append((images, None if labels is None else labels.to(self.device, non_blocking=True)))
+        return out
+
     # ---- one step -----------------------------------------------------------------------------------------------
-    def advance(self) -> dict[str, float]:
-        """One optimisation step: batches, learning rates, the model's step, the divergence watch, the EMA."""
+    def advance(self) -> dict[str, Statistic]:
+        """One optimisation step: batches, learning rates, the model's step, the EMA; its statistics and checks are
+        kept unread (device scalars) for the next :meth:`flush`."""
         cfg, model = self.config, self.model
         batches = self.batches(self.step)
         factor = model.learning_rate_factor(self.step)
         for name, optimizer in self.optimizers.items():
             for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
                 group["lr"] = base * factor
-        self.ctx.step = self.step
+        self.ctx.step, self.ctx.checks = self.step, []
         if self.world > 1:  # each process its own noise, from a seed the shared RNG draws for this step
             step_seed = int(torch.randint(2 ** 62, (1,), generator=self.rng))
             self.ctx.rng = torch.Generator().manual_seed(step_seed + self.rank)
         stats = model.train_step(batches, self.ctx)
-        if self.world > 1:  # one model on every process: rank 0's buffers, the statistics averaged
+        if self.world > 1:  # one model on every process: rank 0's buffers
             distributed.broadcast_buffers(model.networks_.values())
-            stats = dict(zip(stats, (v / self.world for v in distributed.all_sum(stats.values()))))
-        if model.divergence_statistic is not None:
-            self.low_d_steps = self.low_d_steps + 1 if stats[model.divergence_statistic] < cfg.divergence_d_loss else 0
-            if self.low_d_steps >= cfg.divergence_patience:
-                self.diverged(f"discriminator loss below {cfg.divergence_d_loss:g} for {self.low_d_steps} steps: "
-                              "D separates real from fake perfectly and G gets no gradient")
         age = model.ema_age(self.step)
         if model.ema_ is not None and age >= 0:
             decay = min(cfg.ema_decay, (1 + age) / (10 + age))  # warm-up: average over the networks' training so far
             for name, ema in model.ema_.items():
                 ema_update(ema, model.networks_[name], decay)
+        self._window.append((self.step, stats, self.ctx.checks))
         self.step += 1
-        for key, value in stats.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-        self.sums["n"] = self.sums.get("n", 0) + 1
         return stats
 
-    def diverged(self, reason: str) -> None:
+    def flush(self) -> None:
+        """Read the statistics and checked losses of the steps taken since the last flush (one wait for the device,
+        and under torchrun one all-reduce that averages them over the processes), then replay the loop's decisions
+        in step order: a non-finite loss, then the divergence watch, then the metric sums."""
+        window, self._window = self._window, []
+        if not window:
+            return
+        values: list[Statistic] = []
+        for _, stats, checks in window:
+            values += list(stats.values()) + [loss for _, loss in checks]
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        stacked = [t.detach().float().to(self.device, non_blocking=True) for t in tensors]  # one device, one read
+        read = iter(torch.stack(stacked).double().cpu().tolist() if tensors else [])
+        numbers = [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
+        if self.world > 1:
+            numbers = [v / self.world for v in distributed.all_sum(numbers)]
+        numbers_left = iter(numbers)
+        cfg, watched = self.config, self.model.divergence_statistic
+        for step, stats, checks in window:
+            step_stats = {key: next(numbers_left) for key in stats}
+            for which, _ in checks:
+                loss = next(numbers_left)
+                if not math.isfinite(loss):
+                    self.diverged(f"the {which} loss is {loss}", step)
+            if watched is not None:
+                self.low_d_steps = self.low_d_steps + 1 if step_stats[watched] < cfg.divergence_d_loss else 0
+                if self.low_d_steps >= cfg.divergence_patience:
+                    self.diverged(f"discriminator loss below {cfg.divergence_d_loss:g} for {self.low_d_steps} steps: "
+                                  "D separates real from fake perfectly and G gets no gradient", step)
+            for key, value in step_stats.items():
+                self.sums[key] = self.sums.get(key, 0.0) + value
+            self.sums["n"] = self.sums.get("n", 0) + 1
+            self.last_stats = step_stats
+
+    def diverged(self, reason: str, step: int) -> None:
+        """Stop: training went wrong at ``step`` (0-based)."""
         path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
         where = f"; the last good checkpoint is {path}" if path and path.exists() else "; no checkpoint was written yet"
-        raise CxrganError(f"{self.model.name} training diverged at step {self.step + 1} ({reason}){where}. "
-                          f"{self.model.divergence_advice}")
+        agreed = RankAgreedError if self.world > 1 else CxrganError  # decided on values all processes share
+        raise agreed(f"{self.model.name} training diverged at step {step + 1} ({reason}){where}. "
+                     f"{self.model.divergence_advice}")
 
     # ---- the run ------------------------------------------------------------------------------------------------
     def run(self, resume_from: dict | None = None) -> list[dict]:
@@ -305,14 +428,20 @@ class Trainer:
         started = time.perf_counter()
         hooks = [distributed.average_gradients_before_step(optimizer)
                  for optimizer in (self.optimizers.values() if self.world > 1 else ())]
+        self._prefetcher = BatchPrefetcher(self.host_batches, self.step, cfg.steps)
         try:
             while self.step < cfg.steps:
-                stats = self.advance()
+                self.advance()
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in list(stats.items())[:2]})
                 step, last = self.step, self.step == cfg.steps
-                record = self._take_means() if step % cfg.log_every == 0 or last else {}
+                logged = step % cfg.log_every == 0 or last
                 scored = self.fidelity is not None and (step % cfg.quality_every == 0 or last)
+                gridded = self.run_dir is not None and cfg.grid_every and (step % cfg.grid_every == 0 or last)
+                saved = cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last
+                if logged or scored or gridded or saved:  # the host reads the steps before it uses or keeps them
+                    self.flush()
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in list(self.last_stats.items())[:2]})
+                record = self._take_means() if logged else {}
                 if scored and self.model.samples_at(step):
                     record["quality_fd"] = self._score_quality()
                 if record:
@@ -320,14 +449,17 @@ class Trainer:
                     history.append(record)
                     if self.writes:
                         append_jsonl(self.run_dir / METRICS_NAME, record)
-                if self.run_dir is not None and cfg.grid_every and (step % cfg.grid_every == 0 or last):
+                if gridded:
                     self._save_grid()
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
+                if saved:
                     self.save_checkpoint()
                 if self.step_hook is not None:
                     self.step_hook(step)
+            self.flush()  # nothing stays unread (the last step was read for its record already)
         finally:
             bar.close()
+            self._prefetcher.close()
+            self._prefetcher = None
             for hook in hooks:
                 hook.remove()
         self._finalize()

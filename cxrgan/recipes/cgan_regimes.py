@@ -40,6 +40,8 @@ from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, LabelVectorCGAN, L
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
+from cxrgan.data.splits import patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
@@ -48,6 +50,7 @@ from cxrgan.generators.base import MIN_TRAIN_IMAGES
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load
 from cxrgan.recipes import NIH_PNEUMONIA, NIH_SUBSET_64
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.recipes.synthetic import check_rows
 from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
                                      test_positives_note,
                                      train_and_score, uncertain_counts, with_policy)
@@ -92,10 +95,12 @@ class CganRegimesConfig:
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one path given as a string: the one-file tuple
             object.__setattr__(self, "data", (self.data,))
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
 
 def check_seeds(seeds: int) -> None:
@@ -117,7 +122,8 @@ class CganRegimes(Recipe):
         c = self.config
         check_seeds(c.seeds)
         check_train_config(c.train)
-        unknown = [m for m in c.methods if m not in (*METHODS, CONTROL) and m not in BALANCERS]
+        unknown = [m for m in c.methods if m not in (*METHODS, CONTROL) and m not in BALANCERS
+                   and m not in c.synthetic.rows]
         if unknown:
             raise CxrganError(f"unknown method(s) {unknown}; available: {[*METHODS, CONTROL]} or a balancer name")
         if "none" not in c.methods:
@@ -140,14 +146,21 @@ class CganRegimes(Recipe):
         summary = (f"data {' + '.join(c.data)}: train {len(self.train_)}, val {len(self.val_)}, test {len(self.test_)} rows; "
                    f"augmented findings {', '.join(self.findings_)} (training positives "
                    f"{[int(self.train_.positives()[self.train_.label_names.index(f)]) for f in self.findings_]}); "
-                   f"uncertain test labels masked: {uncertain['test']}; GAN trained on the {c.gan_data} rows\n\n"
+                   f"uncertain test labels masked: {uncertain['test']}; GAN trained on the {c.gan_data} rows"
+                   + check_rows(self.synthetic(), self.train_, {"val": self.val_, "test": self.test_}, " + ".join(c.data))
+                   + "\n\n"
                    + to_markdown(self.generated_plan()))
         return Plan(cells=grid(seed=range(c.first_seed, c.first_seed + c.seeds), regime=c.regimes, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
                     label_names=self.test_.label_names, summary=summary,
+                    groups={"val": patient_groups(self.val_), "test": patient_groups(self.test_)},
                     data_tables=[Table("train_split", "Training split (all regimes are nested in it)",
                                        self.train_.counts_table()),
                                  finding_counts(self.train_, self.test_)])
+
+    def synthetic(self) -> SyntheticFiles:
+        """The --synthetic files; balance mode fills the augmented findings as the dcgan-rare row would."""
+        return dataclasses.replace(self.config.synthetic, findings=self.findings_)
 
     def generated_plan(self) -> pd.DataFrame:
         """Per regime: real rows and the images the 15 % rule would generate for the first seed's draws."""
@@ -191,7 +204,7 @@ class CganRegimes(Recipe):
             extra["finding_table"] = balancer.table_.to_dict(orient="records")
         elif method not in METHODS:  # any registered balancer as a row
             context = BalanceContext(random_state=seed, device=device, work_dir=run.run_dir / "generators",
-                                     generators=c.generators)
+                                     generators=c.generators, synthetic=self.synthetic())
             balancer = make_balancer(method, context)
             rows = balancer.fit_resample(regime)
             train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss
@@ -233,9 +246,10 @@ class CganRegimes(Recipe):
                      else "GAN trained on each regime's own rows")
         verdicts = Table("verdicts", f"cgan-regimes: every row against none of its regime ({gan_title})",
                          verdict_table(comparisons),
-                         method_note(sum(x.effect is not None for x in comparisons), True)
-                         + " The 'mean of k estimable' rows average the estimable augmented findings per seed (paired "
-                         f"t over seeds). {test_positives_note(results, self.findings_)}", role="verdict")
+                         method_note(comparisons)
+                         + " The 'mean of k estimable' rows average the AUCs of the estimable augmented findings per "
+                         "seed; their test-image term covers the images and patients the findings share. "
+                         f"{test_positives_note(results, self.findings_)}", role="verdict")
         auc = self.auc_table(results, comparisons)
         notes = (f"Test ROC AUC of the augmented findings (real test split, policy-free labels); mean [95% CI over "
                  f"seeds]; {gan_title}. flip = random horizontal flips on the fly with p = 0.5; {CONTROL} = the GAN "

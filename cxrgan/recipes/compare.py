@@ -23,16 +23,19 @@ from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.labels import check_known_labels
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
-from cxrgan.data.splits import fraction_subset, induce_imbalance
+from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_values, method_note,
+from cxrgan.evaluate.audit import AuditConfig
+from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
                                        verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
 from cxrgan.generators.settings import GeneratorSettings
 from cxrgan.io import save_torch, write_json
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.recipes import synthetic as synthetic_rows
 from cxrgan.report.plots import plot_curves
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
@@ -62,6 +65,10 @@ class CompareConfig:
     allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -120,11 +127,11 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
     return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
 
 
-def check_methods(methods: tuple[str, ...], baseline: str, seeds: int) -> None:
-    """Names, the baseline and the number of seeds, before anything is loaded or trained."""
+def check_methods(methods: tuple[str, ...], baseline: str, seeds: int, synthetic: tuple[str, ...] = ()) -> None:
+    """Names (registered, or ``synthetic`` rows), the baseline and the number of seeds, before anything is loaded."""
     if not methods:
         raise CxrganError("--methods is empty; name at least one method")
-    unknown = [m for m in methods if m not in BALANCERS]
+    unknown = [m for m in methods if m not in BALANCERS and m not in synthetic]
     if unknown:
         raise CxrganError(f"unknown method(s) {unknown}; available: {', '.join(sorted(BALANCERS))}")
     duplicated = sorted({m for m in methods if methods.count(m) > 1})
@@ -170,7 +177,7 @@ class Compare(Recipe):
 
     def plan(self) -> Plan:
         c = self.compare_config
-        check_methods(c.methods, c.baseline, c.seeds)
+        check_methods(c.methods, c.baseline, c.seeds, c.synthetic.rows)
         check_train_config(c.train)
         self.train_, self.val_, self.test_ = prepare_splits(c)
         check_world_size(self.train_, c.train.batch_size, distributed.world_size())
@@ -185,14 +192,18 @@ class Compare(Recipe):
         summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
                    f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
                    f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
-                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items()))
+                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
+                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
+                                                                          **self.sites_}, c.data))
         return Plan(cells=grid(seed=self.seeds, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
                                      **{name: site.labels for name, site in self.sites_.items()}},
                     label_names=self.test_.label_names, summary=summary,
                     data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
                     class_names=self.test_.class_names,
-                    subgroups={name: subgroups(site) for name, site in self.sites_.items()})
+                    subgroups={name: subgroups(site) for name, site in self.sites_.items()},
+                    groups={name: patient_groups(rows) for name, rows in
+                            {"val": self.val_, "test": self.test_, **self.sites_}.items()})
 
     def load_sites(self) -> dict[str, CXRDataset]:
         """The external sites, checked against the whole data file (labels, size, shared images or patients)."""
@@ -224,7 +235,13 @@ class Compare(Recipe):
     def balance_context(self, seed: int, run_dir: Path, device: str) -> BalanceContext:
         c = self.compare_config
         return BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators",
-                              generators=c.generators, extra_data=c.extra_data)
+                              generators=c.generators, extra_data=c.extra_data, synthetic=c.synthetic)
+
+    def finish(self, run: RunContext, results: Results) -> None:
+        """The audit of every --synthetic file (``cxrgan.recipes.synthetic``)."""
+        c = self.compare_config
+        synthetic_rows.audit_rows(run.run_dir, c.synthetic, self.train_, self.val_, self.test_, self.sites_,
+                                  AuditConfig(seed=c.first_seed, device=str(resolve_device(c.train.device))))
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Balance, train, predict and score one (method, seed)."""
@@ -274,10 +291,11 @@ class Compare(Recipe):
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
                     methods: tuple[str, ...] | None = None) -> list[Comparison]:
         """Every method against ``baseline`` on ``set_name``: ROC AUC per label column (binary: one row per
-        method; multi-label: one row per method and finding, plus the macro mean by a paired t over seeds)."""
+        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings)."""
         c = self.compare_config
         baseline = baseline or c.baseline
         labels, names = results.labels[set_name], results.label_names
+        patients = results.patients(set_name)
         base = results.seed_scores(set_name, method=baseline)
         site = {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
         rows = []
@@ -287,14 +305,15 @@ class Compare(Recipe):
             mine = results.seed_scores(set_name, method=method)
             if labels.shape[1] == 1:
                 rows.append(compare_auc({"method": method, "vs": baseline, **site}, labels[:, 0],
-                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()}))
+                                        {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()},
+                                        patients))
                 continue
             for j, name in enumerate(names):
                 rows.append(compare_auc({"method": method, "vs": baseline, "finding": name}, labels[:, j],
-                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()}))
-            macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=method)}
-            base_macro = {r["seed"]: r["metrics"]["macro"] for r in results.where(method=baseline)}
-            rows.append(compare_values({"method": method, "vs": baseline, "finding": "macro"}, macro, base_macro))
+                                        {s: v[:, j] for s, v in mine.items()}, {s: v[:, j] for s, v in base.items()},
+                                        patients))
+            rows.append(compare_macro_auc({"method": method, "vs": baseline, "finding": "macro"}, labels, mine, base,
+                                          patients))
         controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
         if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
             rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled)
@@ -314,15 +333,15 @@ class Compare(Recipe):
 
     def verdicts(self, results: Results, comparisons: list[Comparison]) -> Table:
         c = self.compare_config
-        with_test = any(comp.effect is not None and not np.isnan(comp.effect.test_se) for comp in comparisons)
-        notes = method_note(sum(comp.effect is not None for comp in comparisons), with_test)
+        notes = method_note(comparisons)
         sites = self.external_sets(results)
         if sites:
             notes += (f" External site(s) {', '.join(sites)}: every row of the file, images of other patients and "
                       "another hospital, scored by the same models; one Holm family with the internal test rows.")
         if results.labels["test"].shape[1] > 1:
-            notes += (" The macro row averages the findings' AUCs per seed and is tested by a paired t over seeds. "
-                      "A finding with fewer than 10 test positives is not estimable and is not tested.")
+            notes += (" The macro row averages the AUCs of the estimable findings per seed; its test-image term "
+                      "covers the images and patients the findings share. A finding with fewer than 10 test "
+                      "positives is not estimable: it is not tested and not in the macro row.")
         return Table("verdicts", f"{self.kind}: each method against {c.baseline} (test ROC AUC)",
                      verdict_table(comparisons), notes, role="verdict")
 
@@ -343,6 +362,7 @@ class Compare(Recipe):
                                 imbalance, "IRLbl of a label = rows of the commonest label / rows of this label; MeanIR "
                                 "= their mean (Charte et al. 2015), counted over the findings and 'no finding'.",
                                 role="detail"))
+        tables += [t for t in [synthetic_rows.audit_table(results.run_dir, c.synthetic.rows)] if t is not None]
         if results.subgroups:
             tables.append(Table("external_subgroups", "External sites by view, age band and sex (test ROC AUC)",
                                 subgroup_table(results, {m: {"method": m} for m in c.methods}), SUBGROUP_NOTE, role="detail"))

@@ -31,6 +31,7 @@ from cxrgan.balance import make_balancer
 from cxrgan.classify import TrainConfig, predict
 from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.cam import load_saved_classifier
 from cxrgan.evaluate.inference import Verdicts
@@ -82,6 +83,10 @@ class CycleganComplementConfig:
     allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
 
 @register_recipe
@@ -99,7 +104,7 @@ class CycleganComplement(Compare):
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
                              extra_data=c.extra_data, allow_patient_overlap=c.allow_patient_overlap,
                              allow_unknown_patients=c.allow_unknown_patients, external=c.external,
-                             external_labels=c.external_labels)
+                             external_labels=c.external_labels, synthetic=c.synthetic)
 
     def plan(self) -> Plan:
         c = self.config
@@ -113,6 +118,7 @@ class CycleganComplement(Compare):
         return super().plan()
 
     def finish(self, run: RunContext, results: Results) -> None:
+        super().finish(run, results)  # the --synthetic files' audits
         translation_fidelity(self, run.run_dir)
 
     control = CONTROL

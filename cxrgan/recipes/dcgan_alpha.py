@@ -24,8 +24,10 @@ import torch
 from cxrgan.balance import BalanceContext, make_balancer
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.balance.pretrain import SyntheticPretraining
+from cxrgan.balance.synthetic import SyntheticFileRows
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
 from cxrgan.evaluate.inference import Verdicts
@@ -69,6 +71,10 @@ class DcganAlphaConfig:
     allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
 
 AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "recall", "coverage": "coverage",
@@ -84,10 +90,13 @@ class DcganAlpha(Compare):
     control = CONTROL
 
     def controlled_methods(self) -> tuple[str, ...]:
-        """Every row that adds generated minority images (a ``GANOversampler``; not ``synth-pretrain``, which adds
-        none) must beat count-matched oversampling as well as the baseline."""
-        context = BalanceContext(random_state=self.config.first_seed)
-        return tuple(m for m in self.config.methods if isinstance(make_balancer(m, context), GANOversampler))
+        """Every row that adds generated minority images (a ``GANOversampler``, or a --synthetic file in balance
+        mode, which adds as many; not ``synth-pretrain``, which adds none) must beat count-matched oversampling as
+        well as the baseline."""
+        context = BalanceContext(random_state=self.config.first_seed, synthetic=self.config.synthetic)
+        balancers = {m: make_balancer(m, context) for m in self.config.methods}
+        return tuple(m for m, b in balancers.items() if isinstance(b, GANOversampler)
+                     or (isinstance(b, SyntheticFileRows) and b.mode == "balance"))
 
     @property
     def compare_config(self) -> CompareConfig:
@@ -96,7 +105,7 @@ class DcganAlpha(Compare):
                              baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
                              allow_patient_overlap=c.allow_patient_overlap,
                              allow_unknown_patients=c.allow_unknown_patients, external=c.external,
-                             external_labels=c.external_labels)
+                             external_labels=c.external_labels, synthetic=c.synthetic)
 
     def plan(self) -> Plan:
         if self.config.tstr_images < 1:
@@ -105,6 +114,7 @@ class DcganAlpha(Compare):
 
     def finish(self, run: RunContext, results: Results) -> None:
         """TSTR AUC of the first seed's generators (cached in quality.jsonl) and the audit of every generator."""
+        super().finish(run, results)  # the --synthetic files' audits
         sample_quality(self.config, self.train_, self.val_, self.test_, run.run_dir)
         audit_config = AuditConfig(seed=self.config.first_seed, tstr=False,
                                    device=self.config.train.device if self.config.train.device != "auto" else "cpu")
@@ -199,7 +209,7 @@ def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset,
     seed, n = config.first_seed, config.tstr_images
     audit = AuditConfig(seed=seed, device=config.train.device if config.train.device != "auto" else "cpu")
     context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators",
-                             generators=config.generators)
+                             generators=config.generators, synthetic=config.synthetic)
     for method in config.methods:
         balancer = None if method == "none" else make_balancer(method, context)
         if method in done or not (method == "none" or isinstance(balancer, (GANOversampler, SyntheticPretraining))):

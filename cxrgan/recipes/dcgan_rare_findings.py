@@ -25,6 +25,7 @@ time (three baselines per seed on CheXpert, where the policies differ).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingCopies, 
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
+from cxrgan.data.splits import patient_groups
+from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
@@ -43,6 +46,7 @@ from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA, check_seeds
 from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
+from cxrgan.recipes.synthetic import check_rows
 from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
                                      test_positives_note,
                                      train_and_score, uncertain_counts, with_policy)
@@ -72,6 +76,7 @@ class DcganRareConfig:
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
     allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
+    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files: rows synthetic:<stem> beside the cheap fixes
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one path given as a string: the one-file tuple
@@ -113,17 +118,29 @@ class DcganRareFindings(Recipe):
         unknown = [m for m in c.cheap_fixes if m not in BALANCERS]
         if unknown:
             raise CxrganError(f"unknown method(s) {unknown} in --cheap-fixes; available: {', '.join(sorted(BALANCERS))}")
-        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds
-                  for m in ("dcgan-rare", CONTROL, *c.cheap_fixes)]
+        cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds for m in ("dcgan-rare", *self.beside())]
         test = self.dataset_.split("test")
         summary = (f"data {' + '.join(c.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
                    + (" (no uncertain training labels: all policies coincide)" if self.coincide_ else "")
+                   + check_rows(self.synthetic(), train, {"val": self.dataset_.split("val"), "test": test},
+                                " + ".join(c.data))
                    + "\n\n" + to_markdown(self.generated_plan(train, test)))
-        return Plan(cells=cells, evaluation_sets={"val": self.dataset_.split("val").labels, "test": test.labels},
+        val = self.dataset_.split("val")
+        return Plan(cells=cells, evaluation_sets={"val": val.labels, "test": test.labels},
                     label_names=test.label_names, summary=summary,
+                    groups={"val": patient_groups(val), "test": patient_groups(test)},
                     data_tables=[Table("train_split", "Training split", train.counts_table()),
                                  finding_counts(train, test)])
+
+    def beside(self) -> tuple[str, ...]:
+        """The rows run beside the DCGAN under its policy: its count-matched control, the cheap fixes, then the
+        --synthetic files."""
+        return (CONTROL, *self.config.cheap_fixes, *self.config.synthetic.rows)
+
+    def synthetic(self) -> SyntheticFiles:
+        """The --synthetic files, balancing the augmented findings as the DCGAN row does (same findings, ratio)."""
+        return dataclasses.replace(self.config.synthetic, findings=self.findings_, ratio=self.config.ratio)
 
     def generated_plan(self, train, test) -> pd.DataFrame:
         """The chosen findings with their training counts and the images method B adds."""
@@ -151,8 +168,9 @@ class DcganRareFindings(Recipe):
             balancer = RareFindingCopies(self.findings_, c.ratio, random_state=cell["seed"])
             train = balancer.fit_resample(train)
             extra["finding_table"] = balancer.table_.to_dict(orient="records")
-        elif cell["method"] != "baseline":  # a cheap fix: rows, loss or schedule of a registered method
-            balancer = make_balancer(cell["method"], BalanceContext(random_state=cell["seed"]))
+        elif cell["method"] != "baseline":  # a cheap fix or synthetic file: rows, loss or schedule of a method
+            balancer = make_balancer(cell["method"], BalanceContext(
+                random_state=cell["seed"], work_dir=run.run_dir / "generators", synthetic=self.synthetic()))
             train = balancer.fit_resample(train)
             train_config = balancer.adapt_training(train_config)
         result = train_and_score(train, val, test, train_config, cell["seed"], run.progress)
@@ -175,7 +193,7 @@ class DcganRareFindings(Recipe):
     # ---- tables -------------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         c = self.config
-        comparisons = [row for method in ("dcgan-rare", CONTROL, *c.cheap_fixes) if results.where(method=method)
+        comparisons = [row for method in ("dcgan-rare", *self.beside()) if results.where(method=method)
                        for row in finding_comparisons(results, self.findings_, {"method": method, "vs": "baseline"},
                                                       {"method": method}, {"method": "baseline", "policy": c.policy})]
         if results.where(method="dcgan-rare") and results.where(method=CONTROL):
@@ -184,7 +202,7 @@ class DcganRareFindings(Recipe):
         verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented, its count-matched control and the cheap "
                          f"fixes against the {POLICY_NAMES[c.policy]} baseline; the DCGAN against its control",
                          verdict_table(comparisons),
-                         method_note(sum(x.effect is not None for x in comparisons), True)
+                         method_note(comparisons)
                          + f" {test_positives_note(results, self.findings_)}", role="verdict")
         policy_note = ("This dataset has no uncertain (-1) training labels, so U-Ones, U-Zeros and U-Ignore give "
                        "identical labels and one baseline per seed fills every column." if self.coincide_ else
@@ -231,7 +249,7 @@ class DcganRareFindings(Recipe):
             if results.where(method=CONTROL):
                 row[f"DCGAN Δ vs {CONTROL}"], row[f"DCGAN verdict vs {CONTROL}"] = verdicts.cells(
                     method="dcgan-rare", vs=CONTROL, finding=finding)
-            for method in (CONTROL, *self.config.cheap_fixes):  # the control and the strongest cheap fixes
+            for method in self.beside():  # the control, the strongest cheap fixes and the synthetic files
                 runs = results.where(method=method)
                 if runs:
                     row[method] = auc_cell([r["auc"][finding] for r in runs], y[:, j])

@@ -2,8 +2,8 @@
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
 A run directory holds ``.cxrgan-run`` (the marker of a folder cxrgan made, :mod:`cxrgan.runs`), ``config.json`` (the
-resolved config, the recipe's kind and a fingerprint of every input file), ``command.txt``,
-``labels.npz`` (the real labels of every evaluation set, so tables can be rebuilt without the data), per finished
+resolved config, the recipe's kind and a fingerprint of every input file), ``command.txt``, ``labels.npz`` (the real
+labels of every evaluation set and the patient of each row, so tables can be rebuilt without the data), per finished
 cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
 done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.recipes.store`), the tables
 (``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
@@ -95,6 +95,7 @@ class Plan:
     data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
     class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
     subgroups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # set -> subgroup -> row mask
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # set -> (N,) patient of each row, for clustered tests
 
 
 @dataclass
@@ -227,17 +228,18 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
     in ``out``; with its config, command line, evaluation labels and data tables."""
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets)  # before anything is written
+        # checked before anything is written to it
+        check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets, plan.groups)
     else:
         run_dir = (shared_run_dir if shared else new_run_dir)(out, recipe.description())
         if (run_dir / "config.json").exists():  # a shard joining a shared run
-            check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets)
+            check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets, plan.groups)
     adopt_legacy_results(run_dir)
     write_config(run_dir, recipe.config, kind=recipe.kind)
     if command:
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
             f.write(command + "\n")
-    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups)
+    save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups, plan.groups)
     for table in plan.data_tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     return run_dir
@@ -245,7 +247,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
 
 def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | None = None, command: str | None = None,
                dry_run: bool = False, progress: bool = True, shard: Shard | None = None, workers: int = 1,
-               report: bool = True, tag: str = "") -> Path | None:
+               report: bool = True, tag: str = "", device: str = "auto") -> Path | None:
     """Plan, check, run (or resume) the cells, then tabulate and report. Returns the run directory (None for a
     dry run, which prints the plan with a measured time estimate and writes nothing, and on every process of a
     torchrun job but rank 0).
@@ -255,12 +257,15 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     the shared run directory (another machine runs another); ``workers`` > 1 runs the cells in that many local
     processes (:mod:`cxrgan.recipes.workers`). A cell is claimed before it runs, so no two processes ever run the
     same one. Once every cell of the plan is in, the process that sees it last runs ``finish`` and the report
-    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines.
+    (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines. ``device`` is the run's
+    ``--device``: with workers, ``cuda:N`` keeps every worker on GPU N (else each takes one GPU in turn).
     """
     plan = distributed.agree(lambda: checked_plan(recipe))
-    if dry_run:
-        if distributed.is_main():
-            print(dry_run_text(recipe, plan))
+    if dry_run:  # probed by rank 0 alone, as one process (its probes would otherwise wait in collectives for the others)
+        is_main, processes = distributed.is_main(), distributed.world_size()
+        distributed.shutdown()
+        if is_main:
+            print(dry_run_text(recipe, plan, processes))
         return None
     if workers > 1:
         from cxrgan.recipes.workers import run_with_workers
@@ -268,7 +273,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
         if distributed.active() or shard is not None:
             raise RankAgreedError("--workers runs local processes; combine it neither with torchrun nor with --shard")
         run_dir = open_run(recipe, plan, out, resume_dir, command)
-        run_with_workers(run_dir, workers, progress)
+        run_with_workers(run_dir, workers, progress, device)
         return finish_run(recipe, plan, run_dir)
     run_dir = distributed.on_main(lambda: open_run(recipe, plan, out, resume_dir, command, shared=shard is not None))
     run_cells(recipe, plan, run_dir, shard.select(plan.cells) if shard else plan.cells, progress,
@@ -385,8 +390,10 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     return report
 
 
-def dry_run_text(recipe: Recipe, plan: Plan) -> str:
-    """The plan of a run: config, data summary, the grid, and a wall-time estimate from a measured probe."""
+def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
+    """The plan of a run: config, data summary, the grid, a wall-time estimate from a measured probe of one process
+    (``processes`` > 1: the run's torchrun processes, which share every batch), and the traced peak device memory
+    of the models' steps."""
     from dataclasses import asdict
 
     estimates = recipe.estimate(plan)
@@ -399,7 +406,12 @@ def dry_run_text(recipe: Recipe, plan: Plan) -> str:
         total = sum(estimates.get(c.name, 0.0) for c in plan.cells)
         lines.append(f"estimated wall time: {_clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
-    return "\n".join(lines)
+        if processes > 1:
+            lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
+                         f"1/{processes} of it, plus their gradient exchanges)")
+    from cxrgan.recipes.probe import memory_lines
+
+    return "\n".join(lines + memory_lines())
 
 
 def grid(**axes: Iterable[Any]) -> list[Cell]:

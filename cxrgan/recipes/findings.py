@@ -14,7 +14,7 @@ from cxrgan.data import CXRDataset, detect_layout, load_chexpert_raw, load_nih, 
 from cxrgan.data.labels import UNCERTAINTY_POLICIES, policy_on_training_rows
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_auc, compare_values, estimable
+from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_auc, compare_macro_auc, estimable
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes.engine import CellResult, Results, Table
@@ -100,8 +100,8 @@ def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config
     config = dataclasses.replace(config, progress=config.progress and progress)
     result = train_classifier(train, val, config, seed)
     device = resolve_device(config.device)
-    s_val = predict(result.model, val, device, config.eval_batch_size, config.bf16)
-    s_test = predict(result.model, test, device, config.eval_batch_size, config.bf16)
+    s_val = predict(result.model, val, device, config.eval_batch_size, config.bf16, fp16=config.fp16)
+    s_test = predict(result.model, test, device, config.eval_batch_size, config.bf16, fp16=config.fp16)
     record = {"auc": multilabel_auc(test.labels, s_test, test.label_names), "best_epoch": result.best_epoch,
               "best_val_auc": result.best_val_auc, "train_rows": len(train), "synthetic": int(train.synthetic.sum())}
     return CellResult(record, {"val": s_val, "test": s_test}, summary=f"macro AUC {record['auc']['macro']:.3f}")
@@ -118,21 +118,19 @@ def auc_cell(values: list[float], y: np.ndarray) -> str:
 def finding_comparisons(results: Results, findings: tuple[str, ...], row: dict[str, Any],
                         method: dict[str, Any], baseline: dict[str, Any]) -> list[Comparison]:
     """Per finding, the method's cells (``method`` coordinates) against the baseline's on the test set, plus the
-    mean AUC over the estimable findings, paired over seeds."""
+    macro AUC over the estimable findings (one seed-level test whose test-image term covers their shared images)."""
     y, names = results.labels["test"], results.label_names
+    patients = results.patients("test")
     mine, base = results.seed_scores("test", **method), results.seed_scores("test", **baseline)
     rows = []
     for finding in findings:
         j = names.index(finding)
         rows.append(compare_auc({**row, "finding": finding}, y[:, j], {s: v[:, j] for s, v in mine.items()},
-                                {s: v[:, j] for s, v in base.items()}))
-    counted = [f for f in findings if estimable(y[:, names.index(f)])]
+                                {s: v[:, j] for s, v in base.items()}, patients))
+    counted = [names.index(f) for f in findings if estimable(y[:, names.index(f)])]
     if len(counted) > 1:
-        def mean_auc(records: list[dict]) -> dict[int, float]:
-            return {r["seed"]: float(np.mean([r["auc"][f] for f in counted])) for r in records}
-
-        rows.append(compare_values({**row, "finding": f"mean of {len(counted)} estimable"},
-                                   mean_auc(results.where(**method)), mean_auc(results.where(**baseline))))
+        rows.append(compare_macro_auc({**row, "finding": f"mean of {len(counted)} estimable"}, y, mine, base,
+                                      patients, columns=counted))
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Wall-time estimates for --dry-run from a short measured probe: a few timed steps of each model on this machine."""
+"""Wall-time estimates for --dry-run from a short measured probe: a few timed steps of each model on this machine;
+with --full, the peak device memory of each model's steps, traced on meta tensors (``cxrgan.memory``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,33 @@ import torch
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.networks import build_classifier
 from cxrgan.classify.train import masked_bce
-from cxrgan.device import autocast, resolve_device
+from cxrgan.device import autocast, resolve_device, synchronize
+from cxrgan.memory import gib
 
 PROBE_STEPS = 3  # timed steps after one warm-up step
+MEMORY_WARNING_GIB = 20  # a traced peak above this does not fit a 24 GB GPU once its context and caches are added
+_MEMORY: dict[tuple, object] = {}  # traced peak memory of every model probed since the last memory_lines()
+
+
+def remember_memory(key: tuple, trace) -> None:
+    """Trace a model's peak memory once per ``key`` (``trace()`` returns a ``GeneratorMemory`` / ``ClassifierMemory``)."""
+    if key not in _MEMORY:
+        _MEMORY[key] = trace()
+
+
+def memory_lines() -> list[str]:
+    """The dry run's lines on the traced peak device memory of the models probed since the last call."""
+    traced = list(_MEMORY.values())
+    _MEMORY.clear()
+    if not traced:
+        return []
+    lines = ["peak device memory (fp32; allocated tensors, as torch.cuda.max_memory_allocated counts; traced on meta "
+             "tensors, the CUDA context and allocator caches come on top):"]
+    for memory in traced:
+        warning = f"  MORE THAN {MEMORY_WARNING_GIB} GiB" if memory.peak > MEMORY_WARNING_GIB * 2 ** 30 else ""
+        lines.append(f"  {memory.describe()}{warning}")
+    lines.append(f"  largest: {gib(max(m.peak for m in traced))}")
+    return lines
 
 
 @lru_cache(maxsize=None)
@@ -39,23 +64,35 @@ def classifier_seconds(model: str, batch_size: int, image_size: int, n_outputs: 
 
     net.train()
     step()
+    synchronize(dev)  # CUDA runs kernels asynchronously: time their work, not their launches
     started = time.perf_counter()
     for _ in range(PROBE_STEPS):
         step()
+    synchronize(dev)
     train = (time.perf_counter() - started) / (PROBE_STEPS * batch_size)
     net.eval()
     with torch.no_grad(), autocast(dev, bf16):
         net(x)
+        synchronize(dev)
         started = time.perf_counter()
         for _ in range(PROBE_STEPS):
             net(x)
+        synchronize(dev)
     predict = (time.perf_counter() - started) / (PROBE_STEPS * batch_size)
     return train, predict
 
 
-def training_seconds(config: TrainConfig, train_rows: int, eval_rows: int, image_size: int, n_outputs: int) -> float:
+def training_seconds(config: TrainConfig, train_rows: int, eval_rows: int, image_size: int, n_outputs: int,
+                     trace_memory: bool = False) -> float:
     """A classifier run: every epoch trains on ``train_rows`` and scores the validation rows (``eval_rows`` counts
-    validation plus the final test and validation predictions); early stopping can only make it shorter."""
+    validation plus the final test and validation predictions); early stopping can only make it shorter.
+    ``trace_memory``: also trace its peak device memory (:func:`memory_lines`)."""
+    if trace_memory:
+        from cxrgan.classify.memory import classifier_memory
+
+        remember_memory(("classifier", config.model, config.batch_size, image_size, n_outputs, config.eval_batch_size),
+                        lambda: classifier_memory(config.model, n_outputs, config.batch_size, image_size,
+                                                  config.eval_batch_size))
     train, predict = classifier_seconds(config.model, config.batch_size, image_size, n_outputs, config.bf16,
                                         config.device)
     return config.epochs * (train_rows * train + eval_rows * predict) + 2 * eval_rows * predict
@@ -75,7 +112,12 @@ def step_seconds(key: tuple, fit) -> float:
     the median gap after the first (warm-up) step, cached under ``key``."""
     if key not in _STEP_SECONDS:
         times: list[float] = []
-        fit(lambda step: times.append(time.perf_counter()))
+
+        def tick(step: int) -> None:
+            synchronize()  # the step's CUDA work is done, not just queued
+            times.append(time.perf_counter())
+
+        fit(tick)
         _STEP_SECONDS[key] = float(np.median(np.diff(times)[1:])) if len(times) > 2 else float("nan")
     return _STEP_SECONDS[key]
 
@@ -87,10 +129,16 @@ def probe_config(config):
 
 
 def generator_seconds(name: str, settings, dataset, device: str = "cpu", **fixed) -> float:
-    """Training time of generator ``name`` under ``settings`` on ``dataset``: its steps x a probed step time."""
+    """Training time of generator ``name`` under ``settings`` on ``dataset``: its steps x a probed step time; with
+    the full presets (``settings.full``) also its traced peak device memory (:func:`memory_lines`)."""
     from cxrgan.generators import GeneratorSpec
 
     spec = GeneratorSpec.resolve(name, settings, **fixed)
+    if settings.full:
+        from cxrgan.generators.memory import traced_memory
+
+        remember_memory(("generator", name, _timing_fields(spec.config), dataset.image_size),
+                        lambda: traced_memory(spec, dataset.image_size, dataset.label_names, dataset.class_names))
     probe = GeneratorSpec(name, probe_config(spec.config))
     seconds = step_seconds(("generator", name, _timing_fields(probe.config), dataset.images.shape[1:], device),
                            lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
@@ -118,7 +166,8 @@ def compare_estimates(recipe, plan) -> dict[str, float]:
             proxy = "repeat" if "complement" in method else "oversample"
             rows[method] = len(make_balancer(proxy, BalanceContext(random_state=0)).fit_resample(train))
         else:
-            rows[method] = len(make_balancer(method, BalanceContext(random_state=0)).fit_resample(train))
+            context = BalanceContext(random_state=0, synthetic=config.synthetic)
+            rows[method] = len(make_balancer(method, context).fit_resample(train))
     eval_rows = len(val) + len(test) + sum(len(site) for site in recipe.sites_.values())
     device = str(config.train.device if config.train.device != "auto" else "cpu")
     generator_time = {g: generator_seconds(g, config.generators, train, device)
@@ -131,7 +180,7 @@ def compare_estimates(recipe, plan) -> dict[str, float]:
             trained.add((generator, cell["seed"], method.endswith("-extra")))
             seconds += generator_time[generator]
         estimates[cell.name] = seconds + training_seconds(config.train, rows[method], eval_rows, train.image_size,
-                                                          train.n_labels)
+                                                          train.n_labels, trace_memory=config.generators.full)
     return estimates
 
 
@@ -166,7 +215,8 @@ def findings_estimates(recipe, plan, rows_of, generators_of) -> dict[str, float]
     estimates, trained = {}, set()
     for cell in plan.cells:
         rows = rows_of(cell)
-        seconds = training_seconds(config.train, len(rows), eval_rows, rows.image_size, rows.n_labels)
+        seconds = training_seconds(config.train, len(rows), eval_rows, rows.image_size, rows.n_labels,
+                                   trace_memory=config.generators.full)
         for name, gan_rows, fixed in generators_of(cell):
             key = (name, len(gan_rows), tuple(sorted(fixed.items())))
             if key not in trained:

@@ -28,6 +28,7 @@ from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, stri
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.images import resize_stack
+from cxrgan.data.splits import patient_groups
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, compare_auc, method_note, verdict_table
@@ -142,6 +143,7 @@ class SganScarcity(Recipe):
         sites = "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
         return Plan(cells=grid(n=self.sizes_, seed=range(c.first_seed, c.first_seed + c.seeds), method=tuple(METHODS)),
                     evaluation_sets={"test": self.test_.labels, **{n: s.labels for n, s in self.sites_.items()}},
+                    groups={n: patient_groups(s) for n, s in {"test": self.test_, **self.sites_}.items()},
                     label_names=self.test_.label_names, class_names=self.test_.class_names,
                     summary=f"data {c.data} at {c.sgan.image_size} px{sites}\n\n{to_markdown(table)}",
                     subgroups={name: subgroups(site) for name, site in self.sites_.items()})
@@ -172,11 +174,12 @@ class SganScarcity(Recipe):
         sites = [name for name in results.labels if name != "test"]
         comparisons = []
         for set_name in ("test", *sites):
-            y = results.labels[set_name][:, 0]
+            y, patients = results.labels[set_name][:, 0], results.patients(set_name)
             where = {"site": "internal test" if set_name == "test" else set_name} if sites else {}
             comparisons += [compare_auc({"labelled / class": str(n), "method": "SGAN", "vs": "CNN", **where}, y,
                                         {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method="SGAN").items()},
-                                        {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method="CNN").items()})
+                                        {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method="CNN").items()},
+                                        patients)
                             for n in self.sizes_ if results.where(n=n)]
         records = pd.DataFrame(results.records)
         table = scarcity_table(records, self.sizes_, Verdicts(comparisons), sites)
@@ -187,8 +190,7 @@ class SganScarcity(Recipe):
                  f"test with Holm adjustment over the sizes. CNN = the SGAN's discriminator network trained on the "
                  f"labelled images only ({int(records['parameters'].iloc[0])} parameters each).")
         tables = [Table("verdicts", "sgan-scarcity: SGAN against the matched CNN per labelled size",
-                        verdict_table(comparisons), method_note(sum(x.effect is not None for x in comparisons), True),
-                        role="verdict"),
+                        verdict_table(comparisons), method_note(comparisons), role="verdict"),
                   Table("table1", "sgan-scarcity: CNN vs semi-supervised GAN (Madani et al. Table 1 shape)", table,
                         notes, role="main")]
         if results.subgroups:

@@ -29,6 +29,7 @@ RECORDS_DIR = "records"
 SCORES_DIR = "scores"
 CLAIMS_DIR = "claims"
 LABELS_NAME = "labels.npz"
+PATIENTS_PREFIX = "patients_"  # labels.npz key of an evaluation set's (N,) patient codes
 
 
 # ---- records ---------------------------------------------------------------------------------------------------
@@ -104,7 +105,8 @@ def read_config_kind(run_dir: str | Path) -> str:
     return read_json(run_dir / "config.json")["kind"]
 
 
-def check_resumable(run_dir: Path, kind: str, config: Any, evaluation_sets: dict[str, np.ndarray]) -> None:
+def check_resumable(run_dir: Path, kind: str, config: Any, evaluation_sets: dict[str, np.ndarray],
+                    groups: dict[str, np.ndarray] | None = None) -> None:
     """Refuse to continue ``run_dir`` before anything is written to it: not a run directory, another kind of run,
     changed settings or input files, damaged records, or evaluation labels that differ from the run's."""
     if not run_dir.exists():
@@ -115,7 +117,7 @@ def check_resumable(run_dir: Path, kind: str, config: Any, evaluation_sets: dict
         raise CxrganError(f"--resume {run_dir}: not a cxrgan run directory (no config.json)")
     check_config(run_dir, config, kind)
     read_records(run_dir)
-    check_labels(run_dir, evaluation_sets)
+    check_labels(run_dir, evaluation_sets, groups)
 
 
 def claim_path(run_dir: Path, cell_name: str) -> Path:
@@ -164,6 +166,7 @@ class Results:
         self.label_names: tuple[str, ...] = ()
         self.class_names: tuple[str, ...] | None = None
         self.subgroups: dict[str, dict[str, np.ndarray]] = {}
+        self.groups: dict[str, np.ndarray] = {}  # set -> (N,) patient of each row; absent in older run directories
         if path.exists():
             with _open_run_file(path, "it is rewritten from the data by --resume; delete it and resume") as archive:
                 self.labels = {k[len("set_"):]: archive[k] for k in archive.files if k.startswith("set_")}
@@ -173,6 +176,12 @@ class Results:
                 for key in (k for k in archive.files if k.startswith("group_")):
                     set_name, group = key[len("group_"):].split("|", 1)
                     self.subgroups.setdefault(set_name, {})[group] = archive[key].astype(bool)
+                self.groups = {k[len(PATIENTS_PREFIX):]: archive[k] for k in archive.files
+                               if k.startswith(PATIENTS_PREFIX)}
+
+    def patients(self, set_name: str) -> np.ndarray | None:
+        """(N,) patient of each row of ``set_name`` (for patient-clustered tests), None when the run did not store it."""
+        return self.groups.get(set_name)
 
     def where(self, **coords: Any) -> list[dict]:
         """Records whose coordinates equal ``coords``, in seed order."""
@@ -192,27 +201,37 @@ class Results:
         return {r["seed"]: self.scores(r, set_name) for r in self.where(**coords)}
 
 
-def check_labels(run_dir: Path, evaluation_sets: dict[str, np.ndarray]) -> bool:
-    """Refuse data whose evaluation labels differ from those the run began with; True when every set is stored."""
+def check_labels(run_dir: Path, evaluation_sets: dict[str, np.ndarray], groups: dict[str, np.ndarray] | None = None
+                 ) -> bool:
+    """Refuse data whose evaluation labels or patients (``groups``: set -> (N,) patient of each row) differ from
+    those the run began with; True when every set's labels and patients are stored."""
     if not (run_dir / LABELS_NAME).exists():
         return False
+    groups = groups or {}
     saved = Results(run_dir)
     for name, labels in evaluation_sets.items():
         if name in saved.labels and not np.array_equal(saved.labels[name], labels, equal_nan=True):
             raise CxrganError(f"{run_dir}: the {name!r} labels differ from those the run started with; "
                               "resume with the same data files and settings")
-    return set(evaluation_sets) <= set(saved.labels)
+        if name in saved.groups and name in groups and not np.array_equal(saved.groups[name], groups[name]):
+            raise CxrganError(f"{run_dir}: the {name!r} patients differ from those the run started with; "
+                              "resume with the same data files and settings")
+    return set(evaluation_sets) <= set(saved.labels) and set(groups) <= set(saved.groups)
 
 
 def save_labels(run_dir: Path, evaluation_sets: dict[str, np.ndarray], label_names: Sequence[str],
-                class_names: Sequence[str] | None, subgroups: dict[str, dict[str, np.ndarray]]) -> None:
-    """Write the evaluation sets' labels; on resume, refuse data whose labels changed since the run began."""
-    if check_labels(run_dir, evaluation_sets):
+                class_names: Sequence[str] | None, subgroups: dict[str, dict[str, np.ndarray]],
+                groups: dict[str, np.ndarray] | None = None) -> None:
+    """Write the evaluation sets' labels and patients (``groups``: set -> (N,) patient of each row); on resume,
+    refuse data whose labels or patients changed since the run began, and add patients a run lacks."""
+    groups = groups or {}
+    if check_labels(run_dir, evaluation_sets, groups):
         return
     arrays = {f"set_{name}": np.asarray(labels, np.float32) for name, labels in evaluation_sets.items()}
     arrays["label_names"] = np.array(label_names)
     if class_names:
         arrays["class_names"] = np.array(class_names)
-    for set_name, groups in subgroups.items():
-        arrays.update({f"group_{set_name}|{group}": mask for group, mask in groups.items()})
+    for set_name, masks in subgroups.items():
+        arrays.update({f"group_{set_name}|{group}": mask for group, mask in masks.items()})
+    arrays.update({f"{PATIENTS_PREFIX}{name}": np.asarray(patients, np.int64) for name, patients in groups.items()})
     atomic_write(run_dir / LABELS_NAME, lambda tmp: savez(tmp, arrays))
