@@ -31,7 +31,7 @@ GROWABLE_FIELDS = frozenset({"methods"})
 # Config fields naming input files (a path or a list of paths): each file's content fingerprint is kept in
 # config.json, and a resume or report whose files differ is refused. Matched on the last component of a field path.
 INPUT_FIELDS = frozenset({"data", "second_data", "extra_data", "external", "weights_path", "data_path",
-                          "pretrain_data"})
+                          "pretrain_data", "paths"})  # paths: the --synthetic files
 
 
 def check_output_folder(out: str | Path) -> Path:
