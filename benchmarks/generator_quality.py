@@ -10,7 +10,9 @@ A *case* names a generator and the rows it trains on:
   ``cxrgan.recipes.compare.prepare_splits``); a one-class generator trains on its 402 pneumonias, a conditional
   one on all 1,608 rows;
 * ``full``: the whole Kermany training split (1,208 normal : 3,475 pneumonia);
-* ``nih``: the NIH subset's 463 multi-label training rows (label-vector generators).
+* ``nih``: the NIH subset's 463 multi-label training rows (label-vector generators);
+* ``m25``, ``m100``: a point of ``cxrgan recipe helps-map`` (its first draw): the 3:1 subset's 1,206 normals with
+  25 or 100 pneumonias, nested and grouped by patient; a one-class generator trains on those few pneumonias.
 
 A CycleGAN (``cyclegan-minority``, ``cyclegan-full``) trains on both classes of its rows and makes images by
 translating real ones: it is audited on translations of the real validation rows into the other class (as ``cxrgan
@@ -82,6 +84,8 @@ CASES = {f"{g}-{rows}": Case(g, rows, (("target", "pneumonia"),) if one_class el
          for g, one_class in (("dcgan", True), ("cdcgan", False), ("ldm", True), ("cldm", False),
                               ("fastgan", True))
          for rows in ("minority", "full")}
+CASES.update({f"{g}-m{n}": Case(g, f"m{n}", (("target", "pneumonia"),) if one_class else ())
+              for g, one_class in (("fastgan", True), ("cldm", False)) for n in (25, 100)})
 CASES.update({"cgan-labelvec-nih": Case("cgan-labelvec", "nih"), "ldm-labelvec-nih": Case("ldm-labelvec", "nih")})
 CASES.update({f"cyclegan-{rows}": Case("cyclegan", rows) for rows in ("minority", "full")})
 PNEUMONIA = 1.0  # the class the Kermany rows audit (the minority of dcgan-alpha's split)
@@ -92,6 +96,12 @@ def row_sets(rows: str) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
     if rows == "nih":
         data = load_npz(NIH, target="findings")
         return data.split("train"), data.split("val"), data.split("test")
+    if rows.startswith("m") and rows[1:].isdigit():  # a point of the helps-map recipe (its first draw)
+        from cxrgan.recipes.helps_map import HelpsMap, HelpsMapConfig
+
+        recipe = HelpsMap(HelpsMapConfig(data=str(KERMANY), minority=(int(rows[1:]),), methods=("none",), seeds=1))
+        recipe.plan()
+        return recipe.points(0)[int(rows[1:])], recipe.val_, recipe.test_
     imbalance = (3, 1) if rows == "minority" else None
     return prepare_splits(CompareConfig(data=str(KERMANY), imbalance=imbalance))
 

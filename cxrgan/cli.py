@@ -120,7 +120,8 @@ FLAG_RANGES = {
     "gan_steps": "[1, inf)", "gan_width": "[1, 4096]", "ngf": "[1, 4096]", "ndf": "[1, 4096]", "size": "[1, 16384]",
     "ema_decay": "[0, 1)", "guidance_scale": "[0, inf)", "n": "[1, inf)", "feature_epochs": "[1, inf)",
     "tstr_images": "[1, inf)", "fidelity_images": "[1, inf)", "n_findings": "[1, inf)", "min_positives": "[1, inf)",
-    "train_fraction": "(0, 1]", "threshold": "(0, 1]", "ratio": "(0, inf)",
+    "train_fraction": "(0, 1]", "threshold": "(0, 1]", "ratio": "(0, inf)", "majority": "[1, inf)",
+    "generator_seeds": "[1, 10000]",
 }
 INT_MAX = 2**31 - 1
 

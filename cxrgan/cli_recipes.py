@@ -21,9 +21,10 @@ def default_external(data: str) -> tuple[str, ...]:
 
 
 # ---- flags every recipe shares -----------------------------------------------------------------------------------
-def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int) -> None:
+def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, seeds_help: str = "") -> None:
     group = parser.add_argument_group("run")
-    group.add_argument("--seeds", type=int, default=default_seeds, help="training seeds (default %(default)s)")
+    group.add_argument("--seeds", type=int, default=default_seeds,
+                       help=seeds_help or "training seeds (default %(default)s)")
     group.add_argument("--first-seed", type=int, default=0)
     group.add_argument("--out", default="runs", help="folder for numbered run directories")
     group.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
@@ -276,3 +277,85 @@ def _sgan_domain(args: argparse.Namespace) -> None:
                               allow_patient_overlap=args.allow_patient_overlap,
                               allow_unknown_patients=args.allow_unknown_patients)
     run(SganDomain(config), args)
+
+
+# ---- the map over the minority's size ----------------------------------------------------------------------------
+def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
+    from cxrgan.generators import generator_class
+    from cxrgan.recipes import KERMANY_64
+    from cxrgan.recipes.helps_map import (METHODS, MINORITY, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY,
+                                          QUICK_SEEDS, SEEDS, GeneratorBudget)
+
+    budget = GeneratorBudget()
+    parser.add_argument("--data", default=KERMANY_64, help="binary .npz, normal / abnormal; the abnormal (positive) "
+                                                          "class is cut to each minority count (default %(default)s)")
+    parser.add_argument("--minority", default=None, metavar="N,N,...",
+                        help=f"minority training images per point, nested per seed and grouped by patient (default "
+                             f"{','.join(map(str, MINORITY))}, those up to the class's training rows; --quick "
+                             f"{','.join(map(str, QUICK_MINORITY))}); a generator needs at least 16")
+    parser.add_argument("--majority", type=int, default=None, metavar="N",
+                        help="majority (normal) training images, fixed at every point (default: those of compare's "
+                             "3:1 subset, 1,206 on Kermany)")
+    parser.add_argument("--methods", default=None,
+                        help=f"methods at every point, none first (default {','.join(METHODS)}; --quick "
+                             f"{','.join(QUICK_METHODS)}); cldm-a0.5 and synth-pretrain (one latent diffusion model "
+                             "per point and seed, shared by both) add more time than the default map takes")
+    parser.add_argument("--generator-seeds", type=int, default=None, metavar="K",
+                        help="distinct minority draws and generators per point, shared by the classifier seeds in "
+                             "turn (default: one per seed; 1 = one generator per point, verdicts conditional on it)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a first look: minority {','.join(map(str, QUICK_MINORITY))}, methods "
+                             f"{','.join(QUICK_METHODS)}, {QUICK_SEEDS} seeds, {QUICK_EPOCHS} epochs (flags given "
+                             "explicitly win); on an idle 2-core CPU about 25-30 minutes, the default map about 2-2.5 "
+                             "hours (the dry run's estimator with measured idle speeds; --dry-run measures this "
+                             "machine)")
+    group = parser.add_argument_group("classifier")
+    group.add_argument("--model", default="resnet18", help="resnet18, densenet121 or small-cnn (default %(default)s)")
+    group.add_argument("--epochs", type=int, default=None,
+                       help=f"classifier epochs (default: CPU 8, --quick {QUICK_EPOCHS}, --full 30)")
+    group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                       help="autocast precision; auto (default) = bf16 where the device runs it natively")
+    parser.add_argument("--full", action="store_true", help="paper-size generators and ResNet-18 training (GPU)")
+    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_generator_flags(parser, generator="fastgan")
+    presets = ", ".join(f"{name} {generator_class(name).cpu_preset['steps']:,}" for name in ("fastgan", "cldm"))
+    parser.add_argument_group("generator budgets").description = (
+        f"Without --gan-steps a generator trains its CPU preset's steps ({presets}) x clip(1 + "
+        f"{budget.per_halving:g} log2(minority / {budget.reference_rows}), {budget.floor:g}, 1), as few images need "
+        "fewer steps (FastGAN's quality curves on 25 and 100 images): "
+        + ", ".join(f"{n} images {budget.steps(100, n)} %" for n in MINORITY)
+        + " of the preset. --gan-steps N trains N steps at every point.")
+    add_run_flags(parser, default_seeds=None,
+                  seeds_help=f"classifier seeds per point (default {SEEDS}; --quick {QUICK_SEEDS})")
+
+
+@command("recipe helps-map", "where does generative rebalancing help? Every method against none and duplication "
+         "over the minority class's size", flags=_helps_map_flags)
+def _helps_map(args: argparse.Namespace) -> None:
+    from cxrgan.device import resolve_amp
+    from cxrgan.errors import CxrganError
+    from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER
+    from cxrgan.recipes.helps_map import (METHODS, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS, SEEDS,
+                                          HelpsMap, HelpsMapConfig)
+
+    try:
+        minority = tuple(int(n) for n in args.minority.split(",") if n.strip()) if args.minority else None
+    except ValueError:
+        raise CxrganError(f"--minority {args.minority!r}: expected comma-separated counts such as 25,100") from None
+    if args.quick and args.epochs is None:
+        args.epochs = QUICK_EPOCHS
+    amp = resolve_amp(args.precision, args.device)
+    train = dataclasses.replace(classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), model=args.model,
+                                bf16=amp == "bf16", fp16=amp == "fp16")
+    config = HelpsMapConfig(data=args.data, minority=minority or (QUICK_MINORITY if args.quick else None),
+                            majority=args.majority,
+                            methods=method_list(args.methods) if args.methods else (QUICK_METHODS if args.quick
+                                                                                    else METHODS),
+                            seeds=args.seeds if args.seeds is not None else QUICK_SEEDS if args.quick else SEEDS,
+                            first_seed=args.first_seed,
+                            generator_seeds=args.generator_seeds,
+                            train=train, generators=generator_settings(args),
+                            allow_patient_overlap=args.allow_patient_overlap,
+                            allow_unknown_patients=args.allow_unknown_patients,
+                            **external_sites(args, default_external(args.data)))
+    run(HelpsMap(config), args)

@@ -11,6 +11,7 @@ from cxrgan.data import (
     from_arrays,
     induce_imbalance,
     load_npz,
+    nested_class_subsets,
     nested_fractions,
     resplit_rows,
 )
@@ -130,6 +131,44 @@ def test_induce_imbalance_counts_and_ratios(kermany):
         induce_imbalance(train, {"covid": 10})
     with pytest.raises(CxrganError, match="ratio must be >= 1"):
         induce_imbalance(train, 0.5)
+
+
+def test_nested_class_subsets_are_nested_patient_grouped_exact_and_seeded(kermany, nih_path):
+    train = kermany.split("train")
+    normals = train.binary_targets() == 0
+    counts = (400, 10, 25, 50, 100)
+    subsets = nested_class_subsets(train, counts, class_value=1, random_state=3)
+    assert list(subsets) == list(counts)
+    patients = train.meta["patient_id"]
+    previous = set()
+    for count in sorted(counts):
+        subset = subsets[count]
+        y = subset.binary_targets()
+        assert (y == 1).sum() == count  # exact: Kermany has single-image patients to fill every gap
+        assert (y == 0).sum() == normals.sum()  # every row of the other class is kept
+        chosen = set(subset.meta["filename"][y == 1])
+        assert previous <= chosen  # nested: the 25 rows are inside the 50 rows ...
+        previous = chosen
+        # grouped by patient: a patient's pneumonia rows are all in or all out
+        in_subset = patients[train.meta["filename"].isin(chosen)].unique()
+        all_rows = train.meta["filename"][patients.isin(in_subset) & ~normals].to_numpy()
+        assert set(all_rows) == chosen
+    # several-image patients are drawn too, not only single-image ones
+    largest = subsets[400].meta.loc[subsets[400].binary_targets() == 1, "patient_id"].value_counts()
+    assert largest.max() > 1
+    again = nested_class_subsets(train, counts, class_value=1, random_state=3)
+    other = nested_class_subsets(train, counts, class_value=1, random_state=4)
+    assert list(again[25].meta["filename"]) == list(subsets[25].meta["filename"])
+    assert list(other[25].meta["filename"]) != list(subsets[25].meta["filename"])
+    # the other class, on another file: the normals of NIH's adult pneumonia set (patients with several images)
+    nih = load_npz(nih_path.parent.parent / "nih_pneumonia" / "nih_pneumonia_64.npz").split("train")
+    small = nested_class_subsets(nih, (16, 60), class_value=0, random_state=0)
+    assert [(s.binary_targets() == 0).sum() for s in small.values()] == [16, 60]
+    assert (small[16].binary_targets() == 1).sum() == (nih.binary_targets() == 1).sum()
+    with pytest.raises(CxrganError, match="a subset of 3476 'pneumonia' rows is impossible: the data hold 3475"):
+        nested_class_subsets(train, (25, 3476), random_state=0)
+    with pytest.raises(CxrganError, match="counts must lie in 1..3475"):
+        nested_class_subsets(train, (0,), random_state=0)
 
 
 def test_check_patient_disjoint_names_the_leak():

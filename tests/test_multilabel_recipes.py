@@ -243,15 +243,13 @@ def test_one_generator_probe_serves_every_seed_finding_and_regime(small_nih, mon
     from cxrgan.generators import GeneratorSettings
     from cxrgan.recipes import probe
 
-    monkeypatch.setattr(probe, "_STEP_SECONDS", {})
-    fits = []
-    real_step_seconds = probe.step_seconds
-    monkeypatch.setattr(probe, "step_seconds", lambda key, fit: real_step_seconds(key, lambda hook: fits.append(key) or fit(hook)))
+    probes = {}
+    monkeypatch.setattr(probe, "_GENERATOR_PROBES", probes)
     train = load_npz(small_nih, target="findings").split("train")
     settings = GeneratorSettings(steps=40, width=8)
     first = probe.generator_seconds("dcgan", settings, train, seed=0, target=RARE[0])
     again = [probe.generator_seconds("dcgan", settings, rows, seed=seed, target=finding)
              for rows, seed, finding in ((train, 1, RARE[0]), (train, 0, RARE[1]), (train.subset(np.arange(50)), 2, RARE[1]))]
-    assert len(fits) == 1 and again == [first] * 3 and first > 0
+    assert len(probes) == 1 and again == [first] * 3 and first > 0
     probe.generator_seconds("dcgan", GeneratorSettings(steps=40, width=16), train, seed=0, target=RARE[0])
-    assert len(fits) == 2  # another width is another probe
+    assert len(probes) == 2  # another width is another probe

@@ -14,6 +14,7 @@ from cxrgan.data.splits import (
     assign_splits,
     fraction_subset,
     induce_imbalance,
+    nested_class_subsets,
     nested_fractions,
     resplit_rows,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "resplit_rows",
     "fraction_subset",
     "nested_fractions",
+    "nested_class_subsets",
     "induce_imbalance",
     "check_patient_disjoint",
     "check_no_shared_images",

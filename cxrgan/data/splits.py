@@ -163,6 +163,62 @@ def fraction_subset(dataset: CXRDataset, fraction: float, random_state: RandomSt
     return nested_fractions(dataset, (fraction,), random_state)[float(fraction)]
 
 
+def nested_class_subsets(
+    dataset: CXRDataset,
+    counts: Sequence[int],
+    class_value: int = 1,
+    random_state: RandomState = None,
+) -> dict[int, CXRDataset]:
+    """Nested patient-grouped subsets of one class of a binary dataset, every row of the other class kept.
+
+    For maps over a class's size (``cxrgan recipe helps-map``): the subset of ``count`` rows of class
+    ``class_value`` lies inside the subset of every larger count, and a patient's rows of that class are either
+    all in a subset or all out. Patients are visited in one seeded random order; the smallest count takes whole
+    patients first-fit in that order (a patient whose rows would overshoot is passed over) until it holds exactly
+    ``count`` rows, and each larger count adds patients to the previous subset the same way. When no remaining
+    patient fills the gap exactly, the one that overshoots least is added, so a subset then holds a few rows more
+    than asked (never with single-row patients left, as in every real file here). The subsets depend on the set
+    of counts asked for, the order on ``random_state`` alone.
+
+    Args:
+        dataset: a binary dataset (usually the training split, with the other class already fixed).
+        counts: rows of class ``class_value`` per subset, each in 1..(rows of that class); any order.
+        class_value: 0 or 1, the class to subsample.
+        random_state: seed or generator of the patients' order.
+
+    Returns:
+        ``{count: subset}``; subset rows keep the dataset's original order.
+    """
+    if class_value not in (0, 1):
+        raise CxrganError(f"class_value must be 0 or 1, got {class_value}")
+    y = dataset.binary_targets()
+    rows = np.flatnonzero(y == class_value)
+    name = (dataset.class_names or ("0", "1"))[class_value]
+    for count in counts:
+        if not 1 <= int(count) <= len(rows):
+            raise CxrganError(f"a subset of {count} {name!r} rows is impossible: the data hold {len(rows)} "
+                              f"{name!r} rows (counts must lie in 1..{len(rows)})")
+    groups = patient_groups(dataset)[rows]
+    ids, sizes = np.unique(groups, return_counts=True)
+    order = np.random.default_rng(random_state).permutation(len(ids))
+    taken = np.zeros(len(ids), bool)
+    total, subsets = 0, {}
+    for count in sorted({int(c) for c in counts}):
+        for g in order:  # first fit: whole patients in the seeded order, passing over those that would overshoot
+            if total == count:
+                break
+            if not taken[g] and total + sizes[g] <= count:
+                taken[g], total = True, total + sizes[g]
+        if total < count:  # no patient fits the gap: the one that overshoots least (first in the order on ties)
+            left = [g for g in order if not taken[g]]
+            g = left[int(np.argmin(sizes[left]))]
+            taken[g], total = True, total + sizes[g]
+        keep = np.ones(len(dataset), bool)
+        keep[rows[~np.isin(groups, ids[taken])]] = False
+        subsets[count] = dataset.subset(keep)
+    return {int(count): subsets[int(count)] for count in counts}
+
+
 def induce_imbalance(
     dataset: CXRDataset,
     target_counts: Mapping[int | str, int] | float,

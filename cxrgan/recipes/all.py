@@ -7,3 +7,4 @@ import cxrgan.recipes.cgan_regimes  # noqa: F401
 import cxrgan.recipes.dcgan_rare_findings  # noqa: F401
 import cxrgan.recipes.sgan_domain  # noqa: F401
 import cxrgan.recipes.sgan_scarcity  # noqa: F401
+import cxrgan.recipes.helps_map  # noqa: F401

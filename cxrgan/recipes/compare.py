@@ -177,6 +177,21 @@ class Compare(Recipe):
 
     def plan(self) -> Plan:
         c = self.compare_config
+        self.load()
+        summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
+                   f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
+                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
+                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
+                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
+                                                                          **self.sites_}, c.data))
+        return Plan(cells=grid(seed=self.seeds, method=c.methods), summary=summary,
+                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
+                    **self.evaluation())
+
+    def load(self) -> None:
+        """Check the settings, then load and check the splits (``train_``, ``val_``, ``test_``) and the external
+        sites (``sites_``); CxrganError on any bad input, before anything trains."""
+        c = self.compare_config
         check_methods(c.methods, c.baseline, c.seeds, c.synthetic.rows)
         check_train_config(c.train)
         self.train_, self.val_, self.test_ = prepare_splits(c)
@@ -189,18 +204,13 @@ class Compare(Recipe):
                               "joins the CycleGAN's domains)")
         self.check_extra_data()
         self.sites_ = self.load_sites()
-        summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
-                   f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
-                   f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
-                   + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
-                   + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
-                                                                          **self.sites_}, c.data))
-        return Plan(cells=grid(seed=self.seeds, method=c.methods),
-                    evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
+
+    def evaluation(self) -> dict:
+        """The plan's evaluation sets (validation, test, every external site) with their names, subgroups and
+        patient groups."""
+        return dict(evaluation_sets={"val": self.val_.labels, "test": self.test_.labels,
                                      **{name: site.labels for name, site in self.sites_.items()}},
-                    label_names=self.test_.label_names, summary=summary,
-                    data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
-                    class_names=self.test_.class_names,
+                    label_names=self.test_.label_names, class_names=self.test_.class_names,
                     subgroups={name: subgroups(site) for name, site in self.sites_.items()},
                     groups={name: patient_groups(rows) for name, rows in
                             {"val": self.val_, "test": self.test_, **self.sites_}.items()})
@@ -246,11 +256,20 @@ class Compare(Recipe):
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         """Balance, train, predict and score one (method, seed)."""
         c = self.compare_config
-        method, seed = cell["method"], cell["seed"]
         device = str(resolve_device(c.train.device))
+        return self.balance_train_score(cell, self.train_, self.balance_context(cell["seed"], run.run_dir, device),
+                                        run, keep_model=cell["seed"] == c.first_seed)
+
+    def balance_train_score(self, cell: Cell, train: CXRDataset, context: BalanceContext, run: RunContext,
+                            keep_model: bool) -> CellResult:
+        """Rebalance ``train`` with the cell's method under ``context``, train a classifier with the cell's seed,
+        and score it on the validation and test splits and every external site; ``keep_model`` stores the model
+        in ``models/`` (for CAM panels and fidelity)."""
+        c = self.compare_config
+        method, seed, device = cell["method"], cell["seed"], context.device
         train_config = dataclasses.replace(c.train, progress=c.train.progress and run.progress)
-        balancer = make_balancer(method, self.balance_context(seed, run.run_dir, device))
-        balanced = balancer.fit_resample(self.train_)
+        balancer = make_balancer(method, context)
+        balanced = balancer.fit_resample(train)
         if set(balanced.meta["split"]) != {"train"}:
             raise CxrganError(f"method {method!r} returned rows outside the training split")
         train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss or schedule
@@ -261,9 +280,9 @@ class Compare(Recipe):
         s_val, s_test = score(self.val_), score(self.test_)
         sites = {name: score(site) for name, site in self.sites_.items()}
         if distributed.is_main():
-            if seed == c.first_seed:  # one model per method for CAM panels and fidelity; checkpoints are transient
+            if keep_model:  # one model per method for CAM panels and fidelity; checkpoints are transient
                 save_torch(run.run_dir / "models" / f"{cell.name}.pt",
-                           {"model": result.model.state_dict(), "config": c.train.model, "n_outputs": self.train_.n_labels})
+                           {"model": result.model.state_dict(), "config": c.train.model, "n_outputs": train.n_labels})
             checkpoint.unlink(missing_ok=True)
         metrics = evaluate_scores(self.val_.labels, s_val, self.test_.labels, s_test, self.test_.label_names,
                                   c.n_boot, seed)
@@ -289,22 +308,26 @@ class Compare(Recipe):
 
     # ---- tables -------------------------------------------------------------------------------------------------
     def comparisons(self, results: Results, set_name: str = "test", baseline: str | None = None,
-                    methods: tuple[str, ...] | None = None) -> list[Comparison]:
+                    methods: tuple[str, ...] | None = None, where: dict | None = None) -> list[Comparison]:
         """Every method against ``baseline`` on ``set_name``: ROC AUC per label column (binary: one row per
-        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings)."""
+        method; multi-label: one row per method and finding, plus the macro AUC over the estimable findings).
+        ``where`` restricts both sides to the cells with those coordinates (e.g. one point of a grid) and is added
+        to each binary row's identity."""
         c = self.compare_config
         baseline = baseline or c.baseline
+        where = where or {}
         labels, names = results.labels[set_name], results.label_names
         patients = results.patients(set_name)
-        base = results.seed_scores(set_name, method=baseline)
+        base = results.seed_scores(set_name, method=baseline, **where)
         site = {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
         rows = []
         for method in methods or c.methods:
-            if method == baseline or not results.where(method=method):
+            if method == baseline or not results.where(method=method, **where):
                 continue
-            mine = results.seed_scores(set_name, method=method)
+            mine = results.seed_scores(set_name, method=method, **where)
             if labels.shape[1] == 1:
-                rows.append(compare_auc({"method": method, "vs": baseline, **site}, labels[:, 0],
+                point = {key: str(value) for key, value in where.items()}
+                rows.append(compare_auc({**point, "method": method, "vs": baseline, **site}, labels[:, 0],
                                         {s: v[:, 0] for s, v in mine.items()}, {s: v[:, 0] for s, v in base.items()},
                                         patients))
                 continue
@@ -316,7 +339,7 @@ class Compare(Recipe):
                                           patients))
         controlled = tuple(m for m in self.controlled_methods() if m in c.methods)
         if baseline == c.baseline and self.control in c.methods and controlled and methods is None:
-            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled)
+            rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled, where=where)
         return rows
 
     @staticmethod

@@ -17,6 +17,7 @@ from cxrgan.device import autocast, resolve_device, synchronize
 from cxrgan.memory import gib
 
 PROBE_STEPS = 3  # timed steps after one warm-up step
+PROBE_SAMPLES = 64  # images of the timed sampling batch
 MEMORY_WARNING_GIB = 20  # a traced peak above this does not fit a 24 GB GPU once its context and caches are added
 _MEMORY: dict[tuple, object] = {}  # traced peak memory of every model probed since the last memory_lines()
 
@@ -139,15 +140,63 @@ def generator_seconds(name: str, settings, dataset, device: str = "cpu", **fixed
 
         remember_memory(("generator", name, _timing_fields(spec.config), dataset.image_size),
                         lambda: traced_memory(spec, dataset.image_size, dataset.label_names, dataset.class_names))
-    probe = GeneratorSpec(name, probe_config(spec.config))
-    seconds = step_seconds(("generator", name, _timing_fields(probe.config), dataset.images.shape[1:], device),
-                           lambda hook: probe.build(device=device, step_hook=hook).fit(dataset))
-    return seconds * spec.config.steps
+    return spec_seconds(spec, dataset, device)
+
+
+def spec_seconds(spec, dataset, device: str = "cpu") -> float:
+    """Training time of the generator ``spec`` (a ``GeneratorSpec``) on ``dataset``: its steps x a probed step
+    time (one probe per network, image size and batch, whatever the steps, seed or class)."""
+    return generator_probe(spec, dataset, device)[0] * spec.config.steps
+
+
+def sample_seconds(spec, dataset, device: str = "cpu") -> float:
+    """Seconds per image drawn from the generator ``spec`` trained on ``dataset`` (probed with its step time)."""
+    return generator_probe(spec, dataset, device)[1]
+
+
+_GENERATOR_PROBES: dict[tuple, tuple[float, float]] = {}
+
+
+def generator_probe(spec, dataset, device: str = "cpu") -> tuple[float, float]:
+    """(seconds per training step, seconds per sampled image) of the generator ``spec`` on ``dataset``: a probe
+    model trains PROBE_STEPS + 2 steps (the median gap after the first), then draws one timed batch of
+    PROBE_SAMPLES images after a warm-up draw. Cached per network, image size and batch."""
+    from cxrgan.generators import GeneratorSpec
+
+    probe = GeneratorSpec(spec.name, probe_config(spec.config))
+    key = (spec.name, _timing_fields(probe.config), _rows_key(probe.config, dataset), device)
+    if key not in _GENERATOR_PROBES:
+        times: list[float] = []
+
+        def tick(step: int) -> None:
+            synchronize()  # the step's CUDA work is done, not just queued
+            times.append(time.perf_counter())
+
+        model = probe.build(device=device, step_hook=tick).fit(dataset)
+        step = float(np.median(np.diff(times)[1:])) if len(times) > 2 else float("nan")
+        generator = torch.Generator().manual_seed(0)
+        model.sample(4, generator=generator)
+        synchronize()
+        started = time.perf_counter()
+        model.sample(PROBE_SAMPLES, generator=generator)
+        synchronize()
+        _GENERATOR_PROBES[key] = (step, (time.perf_counter() - started) / PROBE_SAMPLES)
+    return _GENERATOR_PROBES[key]
+
+
+def _rows_key(config, dataset) -> tuple:
+    """What of a training set can change a generator's step time: the image size and, for a binary task, a batch
+    smaller than the configured one (a batch is capped at a stream's rows: a one-class generator of 25 minority
+    images takes batches of 25). Sets whose smaller class fills a batch share one probe."""
+    if not dataset.is_binary:
+        return (dataset.images.shape[1:],)
+    smaller = int(np.bincount(dataset.binary_targets(), minlength=2).min())
+    return dataset.images.shape[1:], min(getattr(config, "batch_size", smaller), smaller)
 
 
 def _timing_fields(config) -> tuple:
     """A config's fields that can change its step time: not the seed or the modelled finding / class (one probe
-    serves every seed and finding of a recipe; the rows a step draws are a batch whatever the row count)."""
+    serves every seed and finding of a recipe; the rows a step draws are a batch, see ``_rows_key``)."""
     return tuple((k, repr(v)) for k, v in sorted(dataclasses.asdict(config).items()) if k not in ("seed", "target"))
 
 

@@ -1,0 +1,636 @@
+"""Recipe ``helps-map``: where does generative rebalancing help? A map over the minority class's training size.
+
+Every other result of cxrgan sits at one operating point (Kermany made 3:1, 402 minority training images). The
+literature puts the gains of synthetic data in low-data regimes (Sundaram & Hulkund 2021: 1 % and 10 % regimes;
+Madani et al. 2018: 10-100 labels per class; RoentGen-v2, 2025: pretraining on synthetic data before fine-tuning)
+and not at scale. This recipe answers, per minority size: does a generator beat ``none``, and does it beat
+count-matched duplication (``oversample``), the control every generative row must beat?
+
+Grid. The majority class stays fixed (default: the normals of compare's 3:1 subset, 1,206 on Kermany; ``majority``)
+and the minority class (the positive class) is cut to each count of ``minority``. Each seed draws its own nested
+subsets grouped by patient (:func:`cxrgan.data.splits.nested_class_subsets`: seed s's 25 rows lie inside its 50
+rows), so neighbouring points share rows. Validation, test and external sets are the file's real rows, untouched.
+Cells are (seed, minority count, method); every method of a point and seed sees the same rows, and every
+generator trains on that point's rows only (a one-class generator on its minority rows, a conditional one on all
+of them). By default every classifier seed has its own draw and generators (their variance belongs to the
+method); ``generator_seeds`` = k makes classifier seed s reuse draw ``first_seed + (s - first_seed) mod k``, so k = 1
+shares one draw and one generator per point across seeds, and the verdicts are then conditional on that generator.
+A reference cell per seed, ``full`` (method ``none`` on the fixed majority plus every minority training row of the
+file), gives each point's headroom: the ``none`` AUC beside the AUC of the full class.
+
+Generator budgets scale with the point (``GeneratorBudget``): the CPU presets were set on the 402 pneumonias of
+the 3:1 split, and a generator on 16-50 images needs fewer steps than on 400 (its data is smaller and it memorises
+sooner), so a point trains its preset x (1 + 0.15 log2(minority / 400)) steps, at least a quarter of the preset:
+30 % at 16 images, 40 % at 25, 55 % at 50, 70 % at 100 (measured for FastGAN, see the class). ``--gan-steps``
+fixes the steps at every point instead.
+
+Statistics. Every method is compared with ``none`` and every method but ``none`` with ``oversample`` at every point
+by the seed-level paired test (``cxrgan.evaluate.inference``), on the internal test split and on every external site;
+Holm's adjustment runs over all of these comparisons of the whole map at once. The answer table states per method,
+in one sentence generated from those verdicts, where it helped, hurt, or made no detectable difference. Each
+point's generators are audited (FD, recall, coverage, two-sample AUC, memorised fraction; ``cxrgan.evaluate.audit``)
+against the minority rows they saw, so a point where a generator copies its 25 images shows as such.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrgan.balance import BalanceContext, Balancer, GANOversampler, SyntheticPretraining, make_balancer
+from cxrgan.classify import TrainConfig
+from cxrgan.data import CXRDataset, induce_imbalance, nested_class_subsets
+from cxrgan.device import resolve_device
+from cxrgan.errors import CxrganError
+from cxrgan.evaluate.audit import AuditConfig, audit_images, train_feature_model
+from cxrgan.evaluate.inference import (VERDICT_BETTER, VERDICT_NONE, VERDICT_WORSE, Comparison, Effect, Verdicts,
+                                       compare_auc, effect_cells, method_note, verdict_table)
+from cxrgan.evaluate.summary import seed_cell
+from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load, generator_class
+from cxrgan.generators.cache import cache_dir
+from cxrgan.recipes import KERMANY_64
+from cxrgan.recipes.compare import Compare, CompareConfig, ratio_counts
+from cxrgan.recipes.dcgan_alpha import AUDIT_COLUMNS, CPU_CLASSIFIER
+from cxrgan.recipes.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
+from cxrgan.report.plots import plot_effect_map
+from cxrgan.report.tables import to_markdown
+
+BASELINE = "none"
+DUPLICATION = "oversample"  # the count-matched control every generative row must beat
+FULL = "full"  # the minority coordinate of the reference cells, trained on every minority training row
+# The default map: none, duplication, the best cheap fixes of the long-tail literature (Holste et al. 2022), and the
+# generator built for few images, FastGAN (Liu et al. 2021), at 3 seeds: within 3 hours on an idle 2-core machine.
+# The latent diffusion rows do not fit: cldm-a0.5 and synth-pretrain (one cLDM per point and seed, shared by both)
+# add its training (900-3,000 steps) and about 7,000 DDIM samples per point and seed; --methods adds them.
+METHODS = ("none", "oversample", "ldam-drw", "logit-adjust", "fastgan")
+MINORITY = (16, 25, 50, 100, 400)  # log-spaced; 16 = the fewest images a generator trains on (MIN_TRAIN_IMAGES)
+SEEDS = 3
+# --quick: a first look in under half an hour: three counts, none, duplication, FastGAN, 2 seeds, 5 epochs
+QUICK_MINORITY = (16, 25, 50)  # the default map's smallest points
+QUICK_METHODS = ("none", "oversample", "fastgan")
+QUICK_SEEDS = 2
+QUICK_EPOCHS = 5
+GENERATORS_DIR = "generators"
+
+
+@dataclass(frozen=True)
+class GeneratorBudget:
+    """Steps of a generator at a point: its preset's steps x a share that drops by ``per_halving`` with every
+    halving of the minority rows below ``reference_rows``, never below ``floor``:
+    share = clip(1 + per_halving x log2(minority / reference_rows), floor, 1).
+
+    The CPU presets were set on the 402 pneumonias of the 3:1 split. FastGAN's quality curves on the map's own
+    points (``benchmarks/generator_quality.py --case fastgan-m25`` / ``fastgan-m100``, audited against the
+    pneumonias each saw) put the best trade-off lower with fewer images: on 25, recall 0.24 / 0.71 / 0.71 / 0.77 at
+    200 / 400 / 600 / 800 steps while its memorised fraction rose from 0.005 at 400 steps to 0.013 at 600 and 0.031
+    at 800 (reference 0.010); on 100, recall 0.41 / 0.68 / 0.75 / 0.77 and FD 3.0 / 4.6 / 2.3 / 2.0 (reference 1.9)
+    with nothing memorised (0.003). About 400 of the preset's 1,000 steps at 25 images and 700 at 100: 15 % fewer
+    per halving.
+    """
+
+    reference_rows: int = 400  # minority rows at which a generator trains its whole preset (presets: 402 pneumonias)
+    per_halving: float = 0.15  # share of the preset taken off per halving of the minority rows
+    floor: float = 0.25  # the smallest share of the preset any point trains
+
+    def __post_init__(self) -> None:
+        if self.reference_rows < 1 or not 0 < self.floor <= 1 or self.per_halving < 0:
+            raise CxrganError(f"generator budget: reference_rows must be >= 1, floor in (0, 1] and per_halving >= 0, "
+                              f"got {self.reference_rows}, {self.floor} and {self.per_halving}")
+
+    def share(self, minority_rows: int) -> float:
+        return min(1.0, max(self.floor, 1.0 + self.per_halving * math.log2(minority_rows / self.reference_rows)))
+
+    def steps(self, preset_steps: int, minority_rows: int) -> int:
+        return max(1, round(preset_steps * self.share(minority_rows)))
+
+
+@dataclass(frozen=True)
+class HelpsMapConfig:
+    """The map's settings; written to the run's config.json."""
+
+    data: str = KERMANY_64  # binary .npz with train / val / test splits; the positive class is the minority
+    minority: tuple[int, ...] | None = None  # minority training rows per point; None = MINORITY up to the class's rows
+    majority: int | None = None  # fixed majority (negative) training rows; None = those of compare's 3:1 subset
+    methods: tuple[str, ...] = METHODS  # methods at every point; must include none
+    seeds: int = SEEDS  # classifier seeds per point
+    first_seed: int = 0  # seed of the first run
+    generator_seeds: int | None = None  # distinct draws / generators per point; None = one per classifier seed
+    train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
+    generators: GeneratorSettings = GeneratorSettings()  # --gan-steps (fixed at every point) / width / full preset
+    budget: GeneratorBudget = GeneratorBudget()  # how generator steps scale with the point (unless --gan-steps)
+    data_seed: int = 0  # seed of the fixed majority rows
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
+    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
+    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
+
+
+# ---- generators a balancer trains (until balancers declare them themselves) ------------------------------------
+def generator_specs(balancer: Balancer, rows: CXRDataset) -> list[GeneratorSpec]:
+    """The generators ``balancer`` trains on ``rows``: one for a GAN / diffusion oversampler (of the minority class
+    when it models one class) and for synthetic pretraining, none for the others."""
+    if isinstance(balancer, GANOversampler):
+        minority = int(np.argmin(np.bincount(rows.binary_targets(), minlength=2)))
+        return [GeneratorSpec(balancer.method, balancer.config_for(minority))]
+    if isinstance(balancer, SyntheticPretraining):
+        return [balancer.generator_spec(rows)]
+    return []
+
+
+def classifier_passes(balancer: Balancer, rows: CXRDataset, epochs: int) -> tuple[float, int]:
+    """(training images per epoch, synthetic images drawn) of a method on ``rows``, without training a generator:
+    a generator-backed oversampler adds its deficit (alpha-conditioned: as many healthy images as alpha asks);
+    synthetic pretraining passes as many synthetic images as real ones (``SyntheticPretraining.adapt_training``);
+    any other method is run (cheaply) and its rows counted."""
+    counts = np.bincount(rows.binary_targets(), minlength=2)
+    if isinstance(balancer, GANOversampler):
+        deficit = max(0, math.ceil(balancer.ratio * counts.max()) - int(counts.min()))
+        drawn = deficit if balancer.one_class else round(deficit / max(1e-9, 1.0 - balancer.alpha))
+        return float(len(rows) + drawn), drawn
+    if isinstance(balancer, SyntheticPretraining):
+        drawn = 2 * balancer.n_per_class(rows)
+        pretrain_epochs = max(1, round(epochs * len(rows) / drawn))
+        return len(rows) + pretrain_epochs * drawn / epochs, drawn
+    return float(len(balancer.fit_resample(rows))), 0
+
+
+# ---- the recipe ------------------------------------------------------------------------------------------------
+@register_recipe
+class HelpsMap(Compare):
+    """Cells (seed, minority count, method) plus a ``full`` reference per seed, through the compare machinery."""
+
+    kind = "helps-map"
+    config_class = HelpsMapConfig
+
+    @property
+    def compare_config(self) -> CompareConfig:
+        c = self.config
+        return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed, baseline=BASELINE,
+                             train=c.train, generators=c.generators, allow_patient_overlap=c.allow_patient_overlap,
+                             allow_unknown_patients=c.allow_unknown_patients, external=c.external,
+                             external_labels=c.external_labels)
+
+    @property
+    def draws(self) -> range:
+        """The seeds of the minority draws (and generators) of the map."""
+        c = self.config
+        return range(c.first_seed, c.first_seed + (c.generator_seeds or c.seeds))
+
+    def draw_of(self, seed: int) -> int:
+        """The draw (minority subsets and generators) classifier seed ``seed`` trains on."""
+        c = self.config
+        return c.first_seed + (seed - c.first_seed) % (c.generator_seeds or c.seeds)
+
+    # ---- plan -----------------------------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        c = self.config
+        if c.generator_seeds is not None and not 1 <= c.generator_seeds <= c.seeds:
+            raise CxrganError(f"--generator-seeds {c.generator_seeds}: must lie in 1..--seeds ({c.seeds})")
+        self.load()
+        if not self.train_.is_binary:
+            raise CxrganError(f"{c.data}: helps-map needs a binary task (normal / abnormal)")
+        self.base_ = self.fixed_majority()
+        self.counts_ = self.checked_counts()
+        self.points_: dict[int, dict[int, CXRDataset]] = {}
+        self.check_generators()
+        # per seed, the full reference first (the headroom of every point needs it), then the points
+        cells = [cell for seed in range(c.first_seed, c.first_seed + c.seeds)
+                 for cell in [Cell.of(seed=seed, minority=FULL, method=BASELINE)]
+                 + [Cell.of(seed=seed, minority=count, method=method) for count in self.counts_ for method in c.methods]]
+        return Plan(cells=cells, summary=self.summary(), **self.evaluation(),
+                    data_tables=[Table("train_split", "Training rows of the full class (every point is a subset)",
+                                       self.base_.counts_table())])
+
+    def fixed_majority(self) -> CXRDataset:
+        """The training split with the majority class cut to its fixed rows and every minority row kept."""
+        c, train = self.config, self.train_
+        names = train.class_names or ("0", "1")
+        y = train.binary_targets()
+        available = {k: int((y == k).sum()) for k in (0, 1)}
+        if c.majority is None:
+            keep = ratio_counts(train, (3, 1))[0]
+        elif not 1 <= c.majority <= available[0]:
+            raise CxrganError(f"--majority {c.majority}: the training split holds {available[0]} {names[0]!r} rows "
+                              f"(the majority class); choose 1..{available[0]}")
+        else:
+            keep = c.majority
+        return induce_imbalance(train, {0: keep}, random_state=c.data_seed)
+
+    def checked_counts(self) -> tuple[int, ...]:
+        """The grid's minority counts: each below the fixed majority and at most the class's training rows."""
+        c = self.config
+        names = self.base_.class_names or ("0", "1")
+        y = self.base_.binary_targets()
+        majority, minority = int((y == 0).sum()), int((y == 1).sum())
+        limit = min(minority, majority - 1)
+        if c.minority is None:
+            counts = tuple(n for n in MINORITY if n <= limit)
+        else:
+            counts = tuple(c.minority)
+            if not counts:
+                raise CxrganError("--minority is empty; name at least one count")
+            duplicated = sorted({n for n in counts if counts.count(n) > 1})
+            if duplicated:
+                raise CxrganError(f"--minority names {duplicated} more than once")
+        for count in counts:
+            if count < 1:
+                raise CxrganError(f"--minority {count}: counts must be at least 1")
+            if count > minority:
+                raise CxrganError(f"--minority {count}: larger than the {minority} {names[1]!r} training rows of "
+                                  f"{c.data} (the limit)")
+            if count >= majority:
+                raise CxrganError(f"--minority {count}: not below the {majority} fixed {names[0]!r} rows (the limit "
+                                  f"is {majority - 1}; the minority must stay the smaller class, or raise --majority)")
+        if not counts:
+            raise CxrganError(f"{c.data}: no default minority count fits below {limit + 1}; name counts with "
+                              "--minority")
+        return tuple(sorted(counts))
+
+    def check_generators(self) -> None:
+        """Every generator of the map can train on the fewest minority rows it gets (one line naming the limit)."""
+        for method in self.config.methods:
+            for count in self.counts_:
+                for spec in self.specs_at(method, count, self.draws[0]):
+                    needed = generator_class(spec.name).min_train_images
+                    if count < needed:
+                        raise CxrganError(f"--minority {count}: {method} trains a {spec.name}, which needs at least "
+                                          f"{needed} minority training images (the limit); drop the count or the "
+                                          "method")
+
+    def points(self, draw: int) -> dict[int, CXRDataset]:
+        """The nested patient-grouped training rows of every count for one draw (cached)."""
+        if draw not in self.points_:
+            self.points_[draw] = nested_class_subsets(self.base_, self.counts_, class_value=1, random_state=draw)
+        return self.points_[draw]
+
+    def rows_of(self, cell: Cell) -> CXRDataset:
+        count = cell["minority"]
+        return self.base_ if count == FULL else self.points(self.draw_of(cell["seed"]))[count]
+
+    def context(self, method: str, count: int | str, draw: int, device: str, work_dir: Path | None) -> BalanceContext:
+        """The balancer context of a point: its draw's seed and generator steps from the budget."""
+        c = self.config
+        context = BalanceContext(random_state=draw, device=device, work_dir=work_dir, generators=c.generators)
+        if count == FULL or c.generators.steps is not None:
+            return context
+        specs = generator_specs(make_balancer(method, context), self.points(draw)[count])
+        if not specs:
+            return context
+        steps = c.budget.steps(specs[0].config.steps, count)
+        return dataclasses.replace(context, generators=dataclasses.replace(c.generators, steps=steps))
+
+    def specs_at(self, method: str, count: int, draw: int) -> list[GeneratorSpec]:
+        """The generators (with their budgeted steps) that ``method`` trains at a point of one draw."""
+        context = self.context(method, count, draw, "cpu", None)
+        return generator_specs(make_balancer(method, context), self.points(draw)[count])
+
+    def summary(self) -> str:
+        c = self.config
+        names = self.base_.class_names or ("0", "1")
+        y = self.base_.binary_targets()
+        rows = []
+        for count in self.counts_:
+            point = self.points(self.draws[0])[count]
+            patients = point.meta["patient_id"][point.binary_targets() == 1].nunique()
+            row: dict[str, Any] = {"minority rows": count, "patients (first draw)": patients}
+            for method in c.methods:
+                for spec in self.specs_at(method, count, self.draws[0]):
+                    row[f"{spec.name} steps"] = spec.config.steps
+            rows.append(row)
+        sharing = ("one draw and generator per point and classifier seed" if c.generator_seeds in (None, c.seeds)
+                   else f"{c.generator_seeds} draw(s) and generator(s) per point shared by the classifier seeds")
+        return (f"data {c.data}: fixed majority {int((y == 0).sum())} {names[0]!r} rows; minority {names[1]!r} cut "
+                f"from {int((y == 1).sum())} training rows (the full reference); val {len(self.val_)}, test "
+                f"{len(self.test_)}" + "".join(f"; external site {n}: {len(s)} rows" for n, s in self.sites_.items())
+                + f"\n{c.train.model}, {c.train.epochs} epochs, {'bf16' if c.train.bf16 else 'fp32'}; methods "
+                f"{', '.join(c.methods)}; seeds {c.first_seed}..{c.first_seed + c.seeds - 1}; {sharing}\n\n"
+                + to_markdown(pd.DataFrame(rows).fillna("")))
+
+    # ---- cells ----------------------------------------------------------------------------------------------------
+    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        count, seed = cell["minority"], cell["seed"]
+        draw = seed if count == FULL else self.draw_of(seed)
+        device = str(resolve_device(self.config.train.device))
+        rows = self.rows_of(cell)
+        context = self.context(cell["method"], count, draw, device, run.run_dir / GENERATORS_DIR)
+        result = self.balance_train_score(cell, rows, context, run, keep_model=False)
+        y = rows.binary_targets()
+        result.record.update(draw=draw, minority_rows=int((y == 1).sum()), majority_rows=int((y == 0).sum()),
+                             generator_steps={s.name: s.config.steps
+                                              for s in generator_specs(make_balancer(cell["method"], context), rows)})
+        return result
+
+    def estimate(self, plan: Plan) -> dict[str, float]:
+        """Seconds per cell: the probed classifier on the method's training images, plus each generator's probed
+        steps (once per point and draw, plus its fidelity scores' samples) and the images the cell draws from it."""
+        from cxrgan.recipes.probe import sample_seconds, spec_seconds, training_seconds
+
+        c = self.config
+        device = str(c.train.device if c.train.device != "auto" else "cpu")
+        eval_rows = len(self.val_) + len(self.test_) + sum(len(site) for site in self.sites_.values())
+        estimates, trained = {}, set()
+        for cell in plan.cells:
+            rows, count, method = self.rows_of(cell), cell["minority"], cell["method"]
+            draw = cell["seed"] if count == FULL else self.draw_of(cell["seed"])
+            balancer = make_balancer(method, BalanceContext(random_state=draw, generators=c.generators))
+            passes, drawn = classifier_passes(balancer, rows, c.train.epochs)
+            seconds = training_seconds(c.train, round(passes), eval_rows, rows.image_size, rows.n_labels)
+            for spec in ([] if count == FULL else self.specs_at(method, count, draw)):
+                per_image = sample_seconds(spec, rows, device)
+                seconds += drawn * per_image
+                if (spec, count, draw) not in trained:  # one generator serves every method of the point that uses it
+                    trained.add((spec, count, draw))
+                    scores = spec.config.steps // spec.config.quality_every if spec.config.quality_every else 0
+                    seconds += spec_seconds(spec, rows, device) + scores * spec.config.quality_images * per_image
+            estimates[cell.name] = seconds
+        return estimates
+
+    # ---- generator audits -----------------------------------------------------------------------------------------
+    def trained_generators(self, run_dir: Path) -> list[dict[str, Any]]:
+        """Every generator the map trains: count, draw, spec, the methods using it and its cache folder."""
+        found: dict[Path, dict[str, Any]] = {}
+        for count in self.counts_:
+            for draw in self.draws:
+                rows = self.points(draw)[count]
+                for method in self.config.methods:
+                    for spec in self.specs_at(method, count, draw):
+                        folder = cache_dir(run_dir / GENERATORS_DIR, spec, rows)
+                        entry = found.setdefault(folder, {"minority": count, "draw": draw, "spec": spec,
+                                                          "rows": rows, "folder": folder, "methods": []})
+                        entry["methods"].append(method)
+        return list(found.values())
+
+    def finish(self, run: RunContext, results: Results) -> None:
+        """Audit every trained generator against the minority rows it saw (kept in its ``audit/`` folder)."""
+        c = self.config
+        todo = [g for g in self.trained_generators(run.run_dir) if (g["folder"] / "checkpoint.pt").exists()
+                and not (g["folder"] / "audit" / "audit.json").exists()]
+        if not todo:
+            return
+        device = str(resolve_device(c.train.device))
+        config = AuditConfig(seed=c.first_seed, tstr=False, device=device)
+        feature_model = train_feature_model(self.train_, self.val_, config)  # every real training row: one space
+        for entry in todo:
+            model = fit_or_load(entry["spec"], entry["rows"], run.run_dir / GENERATORS_DIR, device)  # loads it
+            n = entry["minority"]  # as many images as it saw, so synthetic and reference are alike in size
+            labels = np.ones((n, 1), np.float32)
+            images, labels = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(entry["draw"]))
+            audit_images(images, labels, entry["rows"], self.val_, self.test_, entry["folder"] / "audit", config,
+                         feature_model)
+
+    # ---- tables ---------------------------------------------------------------------------------------------------
+    def sets(self, results: Results) -> list[str]:
+        return ["test", *self.external_sets(results)]
+
+    def site_label(self, results: Results, set_name: str) -> dict[str, str]:
+        return {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
+
+    def map_comparisons(self, results: Results) -> list[Comparison]:
+        """Every method against none and every method but none against duplication, at every point and on every
+        evaluation set: the one Holm family of the map."""
+        methods = self.config.methods
+        rows = []
+        for set_name in self.sets(results):
+            for count in self.counts_:
+                where = {"minority": count}
+                rows += self.comparisons(results, set_name, BASELINE, methods, where)
+                if DUPLICATION in methods:
+                    rows += self.comparisons(results, set_name, DUPLICATION,
+                                             tuple(m for m in methods if m != BASELINE), where)
+        return rows
+
+    def headroom(self, results: Results, set_name: str, count: int) -> Comparison:
+        """``full`` against ``none`` at a point (paired by classifier seed): described, not tested in the family."""
+        y = results.labels[set_name][:, 0]
+        full = results.seed_scores(set_name, minority=FULL, method=BASELINE)
+        none = results.seed_scores(set_name, minority=count, method=BASELINE)
+        return compare_auc({"minority": str(count)}, y, {s: v[:, 0] for s, v in full.items()},
+                           {s: v[:, 0] for s, v in none.items()}, results.patients(set_name))
+
+    def tables(self, results: Results) -> list[Table]:
+        c = self.config
+        comparisons = self.map_comparisons(results)
+        effects = MapEffects(comparisons)
+        n_tests = sum(comp.effect is not None and not math.isnan(comp.effect.p) for comp in comparisons)
+        conditional = c.generator_seeds is not None and c.generator_seeds < c.seeds
+        family = (f"Holm over the whole map: {n_tests} comparisons (every method vs none and vs oversample at every "
+                  "point" + (", internal test and external sites" if self.external_sets(results) else "") + ").")
+        condition = (f" Generator rows are conditional on {c.generator_seeds} generator(s) per point shared by the "
+                     f"{c.seeds} classifier seeds (--generator-seeds), not a distribution over generators."
+                     if conditional else "")
+        answer = pd.DataFrame([{"method": "(headroom)", "answer": self.headroom_sentence(results)}]
+                              + [{"method": m, "answer": answer_sentence(m, self.clauses(results, effects, m),
+                                                                         conditional and self.is_generative(m))}
+                                 for m in c.methods if m != BASELINE and results.where(method=m)])
+        map_frame = self.map_table(results, effects)
+        budget = (f"Every generator trains {c.generators.steps} steps (--gan-steps)." if c.generators.steps is not None
+                  else f"Generator steps: its preset x clip(1 + {c.budget.per_halving:g} log2(minority / "
+                       f"{c.budget.reference_rows}), {c.budget.floor:g}, 1) (each generator's steps in map_audit).")
+        notes = (f"One row per minority count (training rows of {self.class_name(1)!r}, nested per seed and grouped by "
+                 f"patient; the {self.majority_rows()} {self.class_name(0)!r} rows fixed). Cells: test ROC AUC mean "
+                 "[95% CI over seeds]; Δ = method - baseline, paired by seed, [95% CI]; p (Holm) and verdict per "
+                 "baseline as 'vs none / vs oversample'; min. detectable Δ: the smallest difference each comparison "
+                 f"detects with 80% power before adjustment. {family} full = none trained on the fixed majority plus "
+                 f"every minority training row ({self.minority_pool()}); headroom = full - none at the point, paired "
+                 f"by seed (described, not tested). {budget}{condition}")
+        tables = [Table("answer", f"helps-map: where does each method help? ({Path(c.data).name})", answer,
+                        f"Generated from the verdicts of the map table. {family}{condition}", role="verdict"),
+                  Table("map", f"helps-map: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s) per point",
+                        map_frame, notes, role="main"),
+                  Table("map_verdicts", "helps-map: every comparison of the map (one Holm family)",
+                        verdict_table(comparisons), method_note(comparisons), role="detail")]
+        audit = self.audit_table(results.run_dir)
+        if len(audit):
+            tables.append(Table("map_audit", "helps-map: each point's generators, audited against the minority rows "
+                                "they saw", audit, AUDIT_NOTE, role="detail"))
+        return tables
+
+    def is_generative(self, method: str) -> bool:
+        return any(self.specs_at(method, count, self.draws[0]) for count in self.counts_)
+
+    def class_name(self, value: int) -> str:
+        return (self.base_.class_names or ("0", "1"))[value]
+
+    def majority_rows(self) -> int:
+        return int((self.base_.binary_targets() == 0).sum())
+
+    def minority_pool(self) -> str:
+        return f"{int((self.base_.binary_targets() == 1).sum())} {self.class_name(1)!r} rows"
+
+    def clauses(self, results: Results, effects: MapEffects, method: str) -> list[tuple[str, str, list]]:
+        """(baseline, site, [(count, effect or None, note), ...]) of one method, internal test first."""
+        baselines = [BASELINE] + ([DUPLICATION] if DUPLICATION in self.config.methods and method != DUPLICATION else [])
+        out = []
+        for set_name in self.sets(results):
+            site = self.site_label(results, set_name)
+            for baseline in baselines:
+                points = [(count, *effects.get(minority=str(count), method=method, vs=baseline, **site))
+                          for count in self.counts_ if effects.has(minority=str(count), method=method, vs=baseline,
+                                                                   **site)]
+                if points:
+                    out.append((baseline, "" if set_name == "test" else set_name, points))
+        return out
+
+    def headroom_sentence(self, results: Results) -> str:
+        full = [r["metrics"]["roc_auc"] for r in results.where(minority=FULL, method=BASELINE)]
+        parts = [f"{np.mean([r['metrics']['roc_auc'] for r in results.where(minority=n, method=BASELINE)]):.3f} at {n}"
+                 for n in self.counts_ if results.where(minority=n, method=BASELINE)]
+        if not full or not parts:
+            return "not measured yet (the full reference or the none cells are missing)"
+        return (f"none reaches ROC AUC {', '.join(parts)} minority images, against {np.mean(full):.3f} with all "
+                f"{self.minority_pool()} (full), on the internal test split")
+
+    def map_table(self, results: Results, effects: MapEffects) -> pd.DataFrame:
+        methods = self.config.methods
+        rows = []
+        for count in self.counts_:
+            row: dict[str, Any] = {"minority rows": count, "seeds": len(results.where(minority=count, method=BASELINE))}
+            for set_name in self.sets(results):
+                at = "" if set_name == "test" else f" @ {set_name}"
+                key = "roc_auc" if set_name == "test" else f"roc_auc@{set_name}"
+                auc = lambda **where: seed_cell([r["metrics"][key] for r in results.where(**where)])  # noqa: E731
+                row[f"none ROC AUC{at}"] = auc(minority=count, method=BASELINE)
+                row[f"full ROC AUC{at}"] = auc(minority=FULL, method=BASELINE)
+                headroom = self.headroom(results, set_name, count)
+                row[f"headroom (full - none){at}"] = (effect_cells(headroom.effect)["Δ [95% CI]"] if headroom.effect
+                                                      else headroom.note)
+                site = self.site_label(results, set_name)
+                for method in methods:
+                    if method == BASELINE or not results.where(minority=count, method=method):
+                        continue
+                    row[f"{method} ROC AUC{at}"] = auc(minority=count, method=method)
+                    found = [(b, *effects.get(minority=str(count), method=method, vs=b, **site))
+                             for b in (BASELINE, DUPLICATION) if effects.has(minority=str(count), method=method,
+                                                                              vs=b, **site)]
+                    for baseline, effect, note in found:
+                        cells = effect_cells(effect) if effect is not None else {}
+                        row[f"{method} Δ vs {baseline}{at}"] = cells.get("Δ [95% CI]", note)
+                    for column, key_ in (("p (Holm)", "p (Holm)"), ("verdict", "verdict"),
+                                         ("min. detectable Δ", "min. detectable Δ")):
+                        values = [effect_cells(e)[key_] if e is not None else "not tested" for _, e, _ in found]
+                        row[f"{method} {column}{at}"] = " / ".join(values)
+            rows.append(row)
+        return pd.DataFrame(rows).fillna("")
+
+    def audit_table(self, run_dir: Path) -> pd.DataFrame:
+        rows = []
+        for entry in self.trained_generators(run_dir):
+            path = entry["folder"] / "audit" / "audit.json"
+            if not path.exists():
+                continue
+            metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"]
+            row = {"minority rows": entry["minority"], "draw": entry["draw"], "generator": entry["spec"].name,
+                   "steps": entry["spec"].config.steps, "used by": ", ".join(entry["methods"])}
+            for key, label in AUDIT_COLUMNS.items():
+                if key in metrics:
+                    row[label] = f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def figures(self, results: Results) -> list[tuple[str, str]]:
+        effects = MapEffects(self.map_comparisons(results))
+        panels = {}
+        for set_name in self.sets(results):
+            site = self.site_label(results, set_name)
+            lines = {}
+            for method in self.config.methods:
+                points = [(count, effects.get(minority=str(count), method=method, vs=BASELINE, **site)[0])
+                          for count in self.counts_]
+                points = [(n, e.delta, e.ci_low, e.ci_high) for n, e in points if e is not None]
+                if method != BASELINE and points:
+                    lines[method] = points
+            if lines:
+                panels["internal test" if set_name == "test" else f"external site {set_name}"] = lines
+        if not panels:
+            return []
+        plot_effect_map(panels, results.run_dir / "map.png", reference=DUPLICATION,
+                        xlabel=f"{self.class_name(1)} (minority) training images", ylabel="Δ ROC AUC vs none")
+        return [("map.png", "Δ ROC AUC vs none (mean over seeds, 95% CI) against the minority class's training "
+                            "images, one line per method; duplication (oversample) dashed as the reference line")]
+
+
+AUDIT_NOTE = ("Each generator sampled as many minority images as the minority rows it trained on, audited in the "
+              "feature space of a small CNN trained on every real training row of the file; reference = the same "
+              "statistic for the real minority rows the generator saw (vs the real test rows of that class), so "
+              "both sides have the same sample size. memorised: share of images closer to a training image than the "
+              "1st percentile of real test-to-train distances (reference: about 0.01). A memorising generator shows "
+              "memorised far above its reference and a two-sample AUC near its reference.")
+
+
+class MapEffects:
+    """The map's comparisons with Holm applied over all of them, looked up by their row keys."""
+
+    def __init__(self, comparisons: list[Comparison]):
+        self.by_row = {tuple(sorted(comp.row.items())): (effect, comp.note)
+                       for comp, effect in Verdicts(comparisons).items}
+
+    def has(self, **row: str) -> bool:
+        return tuple(sorted(row.items())) in self.by_row
+
+    def get(self, **row: str) -> tuple[Effect | None, str]:
+        """(Holm-adjusted effect or None, why there is none) of the comparison with exactly these keys."""
+        return self.by_row.get(tuple(sorted(row.items())), (None, "not compared"))
+
+
+# ---- the answer, in words --------------------------------------------------------------------------------------
+PHRASES = {VERDICT_BETTER: "better than {b}", VERDICT_WORSE: "worse than {b}", VERDICT_NONE: "no detectable "
+           "difference from {b}"}
+
+
+def _counts_phrase(counts: list[int], grid: list[int]) -> str:
+    """"at every minority count from 16 to 400", "from 100 minority images on", "up to 50 minority images" or "at 25
+    and 50 minority images"."""
+    where = [grid.index(n) for n in counts]
+    if len(counts) == len(grid) and len(grid) > 1:
+        return f"at every minority count from {grid[0]} to {grid[-1]}"
+    if len(counts) > 1 and where == list(range(where[0], len(grid))):
+        return f"from {counts[0]} minority images on"
+    if len(counts) > 1 and where == list(range(len(counts))):
+        return f"up to {counts[-1]} minority images"
+    listed = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
+    return f"at {listed} minority images"
+
+
+def answer_sentence(method: str, clauses: list[tuple[str, str, list[tuple[int, Effect | None, str]]]],
+                    conditional: bool = False) -> str:
+    """One sentence per method from its verdicts: per baseline and site, the minority counts grouped by verdict,
+    with the effects where it differed and the smallest detectable ones where it did not.
+
+    Args:
+        method: the method's name.
+        clauses: (baseline, site ("" = internal test), [(minority count, Holm-adjusted effect or None, note), ...]).
+        conditional: its generators were shared by the classifier seeds (say so).
+    """
+    parts: dict[str, list[str]] = {}  # site ("" = internal test) -> its phrases, in clause order
+    for baseline, site, points in clauses:
+        grid = [count for count, _, _ in points]
+        name = "duplication (oversample)" if baseline == DUPLICATION else baseline
+        groups: dict[str, list] = {}
+        for count, effect, note in points:
+            groups.setdefault(effect.verdict if effect is not None else note, []).append((count, effect))
+        phrases = []
+        for verdict, members in sorted(groups.items(), key=lambda item: grid.index(item[1][0][0])):
+            counts = [count for count, _ in members]
+            text = (PHRASES[verdict].format(b=name) if verdict in PHRASES else f"not tested against {name} ({verdict})")
+            text += " " + _counts_phrase(counts, grid)
+            effects = [e for _, e in members if e is not None and not math.isnan(e.mde)]
+            if verdict in (VERDICT_BETTER, VERDICT_WORSE):
+                text += " (Δ " + ", ".join(effect_cells(e)["Δ [95% CI]"] for e in effects) + ")"
+            elif verdict == VERDICT_NONE and effects:
+                low, high = min(e.mde for e in effects), max(e.mde for e in effects)
+                text += f" (min. detectable Δ {low:.3f}" + (f"-{high:.3f})" if high > low else ")")
+            phrases.append(text)
+        parts.setdefault(site, []).append(", ".join(phrases))
+    if not parts:
+        return f"{method}: no comparisons yet."
+    text = "; ".join((f"at {site}: " if site else "") + "; and ".join(phrases) for site, phrases in parts.items())
+    return (f"{method}: {text}" + ("; conditional on one generator per point shared by the classifier seeds"
+                                   if conditional else "") + ".")
