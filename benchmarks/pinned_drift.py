@@ -15,7 +15,6 @@ per-step statistic and final weight sum, the largest ``|got - pinned| / max(|pin
 
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from pathlib import Path
