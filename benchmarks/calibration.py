@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 from cxrgan.classify import TrainConfig
+from cxrgan.engine.spec import RunSpec
 from cxrgan.evaluate.calibration import NULLS, SIMULATED_TESTS, TESTS, calibrate, simulated_null
 from cxrgan.recipes.compare import CompareConfig, run_compare
-from cxrgan.recipes.engine import Results
+from cxrgan.engine import Results
 
 DEFAULT_DATA = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -48,7 +49,7 @@ def simulated(replicates: int) -> None:
 def real_runs(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if args.run_dir is None:
-        config = CompareConfig(data=args.data, methods=("none",), seeds=args.seeds, train_fraction=args.train_fraction,
+        config = CompareConfig(run=RunSpec(args.data, seeds=args.seeds), methods=("none",), train_fraction=args.train_fraction,
                                train=TrainConfig(model=args.model, epochs=args.epochs, batch_size=32, lr=1e-3,
                                                  progress=False))
         run_dir = run_compare(config, tempfile.mkdtemp(prefix="cxrgan-calibration-"), progress=False)

@@ -59,6 +59,7 @@ from cxrgan.evaluate.metrics import youden_threshold
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, generator_class
 from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import append_jsonl, read_jsonl, save_torch, write_json
+from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.compare import CompareConfig, prepare_splits
 
 DATA = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -97,13 +98,13 @@ def row_sets(rows: str) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
         data = load_npz(NIH, target="findings")
         return data.split("train"), data.split("val"), data.split("test")
     if rows.startswith("m") and rows[1:].isdigit():  # a point of the helps-map recipe (its first draw)
-        from cxrgan.recipes.helps_map import HelpsMap, HelpsMapConfig
+        from cxrgan.recipes.helps_map import HelpsMap, map_config
 
-        recipe = HelpsMap(HelpsMapConfig(data=str(KERMANY), minority=(int(rows[1:]),), methods=("none",), seeds=1))
+        recipe = HelpsMap(map_config(RunSpec(str(KERMANY), seeds=1), ("none",), minority=(int(rows[1:]),)))
         recipe.plan()
         return recipe.points(0)[int(rows[1:])], recipe.val_, recipe.test_
     imbalance = (3, 1) if rows == "minority" else None
-    return prepare_splits(CompareConfig(data=str(KERMANY), imbalance=imbalance))
+    return prepare_splits(CompareConfig(run=RunSpec(str(KERMANY)), imbalance=imbalance))
 
 
 def parse_settings(pairs: list[str], config_class: type) -> dict:

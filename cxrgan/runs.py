@@ -25,7 +25,9 @@ RUN_MARKER = ".cxrgan-run"
 
 # Settings that change how a run is shown or where it computes, never what it computes: they may differ between
 # a run and its resumption. Matched on the last component of a dotted field path (``train.progress``).
-COSMETIC_FIELDS = frozenset({"progress", "device", "eval_batch_size", "workers", "data_workers", "sync_batchnorm"})
+# ``precision`` is the autocast asked for; the autocast it resolved to (the classifier's bf16 / fp16) is compared.
+COSMETIC_FIELDS = frozenset({"progress", "device", "precision", "eval_batch_size", "workers", "data_workers",
+                             "sync_batchnorm"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
 # Config fields naming input files (a path or a list of paths): each file's content fingerprint is kept in
@@ -277,7 +279,11 @@ def read_config(run_dir: str | Path, kind: str | None = None) -> dict:
 
 def from_dict(cls: type, values: dict) -> Any:
     """Rebuild the frozen dataclass ``cls`` from its ``config_dict`` form: nested dataclasses and tuples restored
-    from their type hints; keys the class does not have are an error, missing ones take the defaults."""
+    from their type hints; keys the class does not have are an error, missing ones take the defaults. A class whose
+    shape changed reads the dicts of older versions through its classmethod ``upgrade_stored(values) -> values``."""
+    upgrade = getattr(cls, "upgrade_stored", None)
+    if upgrade is not None:
+        values = upgrade(values)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from cxrgan.balance import BALANCERS, Balancer, BalanceContext, label_powerset
+from cxrgan.balance.stages import check_stages
 from cxrgan.classify import TrainConfig
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.npz import load_npz
@@ -384,8 +385,8 @@ def check_balancer(factory: Callable[[BalanceContext], Balancer] | str, train: C
     assert isinstance(balancer, Balancer), f"{name} made a {type(balancer).__name__}, not a Balancer"
     out = check_balancer_contract(balancer, train, expect,
                                   reseeded=make(dataclasses.replace(context, random_state=1)))
-    tuned = balancer.adapt_training(TrainConfig())
-    assert isinstance(tuned, TrainConfig), "adapt_training must return the (changed) classifier TrainConfig"
+    stages = balancer.stages(TrainConfig().epochs)
+    assert check_stages(tuple(stages), TrainConfig().epochs), "stages must return the classifier's training stages"
     codes, _ = label_powerset(train)
     one_class = train.subset(np.flatnonzero(codes == np.argmax(np.bincount(codes))))
     check_rejects_single_class(make(dataclasses.replace(context, random_state=0)), one_class)

@@ -170,7 +170,8 @@ def collect(run_dir: Path, run_id: str, results: Path = RESULTS, wall_time: str 
         for suffix in (".md", ".csv"):
             shutil.copyfile(run_dir / f"{table['stem']}{suffix}", staging / f"{table['stem']}{suffix}")
     values = config.get("config", config)
-    seeds = values.get("seeds")
+    run = values.get("run") or values.get("compare", {}).get("run") or values  # configs since RunSpec nest it
+    seeds = run.get("seeds")
     info = {
         "run": run_id,
         "recipe": kind,

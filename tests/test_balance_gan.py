@@ -12,6 +12,7 @@ from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.errors import CxrganError
 from cxrgan.generators import DCGAN, CDCGANConfig, DCGANConfig, GeneratorSettings, train_gan
+from cxrgan.generators.cache import entry_name
 from cxrgan.data import save_npz
 from generator_contract import TINY
 
@@ -75,7 +76,8 @@ def test_explicit_count_and_ratio(pneumonia_minority):
 
 
 def test_alphas_share_one_cached_generator(pneumonia_minority, tmp_path):
-    _cdcgan(0.25, work_dir=tmp_path).fit_resample(pneumonia_minority)
+    out = _cdcgan(0.25, work_dir=tmp_path).fit_resample(pneumonia_minority)
+    assert _cdcgan(0.25).planned_rows(pneumonia_minority) == len(out)  # planned without training
     cached = list((tmp_path / "gan").glob("cdcgan-*/checkpoint.pt"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
@@ -84,6 +86,10 @@ def test_alphas_share_one_cached_generator(pneumonia_minority, tmp_path):
     assert cached[0].stat().st_mtime_ns == stamp, "the second alpha retrained instead of loading"
     _cdcgan(0.25, seed=1, work_dir=tmp_path).fit_resample(pneumonia_minority)
     assert len(list((tmp_path / "gan").glob("cdcgan-*"))) == 2  # another seed trains its own
+    # what the balancers declare is what the cache holds: the dry run, the audits and the cache agree
+    declared = {entry_name(spec, b.generator_rows(pneumonia_minority)) for b in (_cdcgan(0.75), _cdcgan(0.25, seed=1))
+                for spec in b.generators(pneumonia_minority)}
+    assert declared == {p.name for p in (tmp_path / "gan").iterdir()}
 
 
 def test_refuses_other_splits_and_too_few_minority_images(kermany_small, pneumonia_minority):

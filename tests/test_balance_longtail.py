@@ -1,16 +1,16 @@
-"""Loss-side methods as balancers: the training settings they hand on, bad input, and end-to-end runs on real images
-(through ``compare``, which trains with ``balancer.adapt_training(config.train)``)."""
+"""Loss-side methods as balancers: the training stages they hand on, bad input, and end-to-end runs on real images
+(through ``compare``, which trains with ``balancer.stages(epochs)``)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from cxrgan.balance import BalanceContext, make_balancer
 from cxrgan.balance.longtail import ClassifierRetrainingMethod, FocalMethod, LdamDrwMethod, LogitAdjustMethod
+from cxrgan.balance.stages import DecoupledHead, Loss, Main, PosthocLogitAdjust
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.cli import main
 from cxrgan.data import load_npz, save_npz
@@ -20,35 +20,36 @@ from cxrgan.io import read_jsonl
 FAST = TrainConfig(model="small-cnn", epochs=1, batch_size=64, lr=1e-3, progress=False, device="cpu")
 
 
-def test_training_settings_of_each_method(kermany_small):
+def test_training_stages_of_each_method(kermany_small):
     train = kermany_small.split("train")  # 40 normal, 120 pneumonia
+    counts = ((40, 120),)
 
-    def adapted(name: str, config: TrainConfig = FAST) -> TrainConfig:
+    def stages(name: str, epochs: int = 1) -> tuple:
         balancer = make_balancer(name, BalanceContext(random_state=0))
         balancer.fit_resample(train)
         np.testing.assert_array_equal(balancer.label_counts_, [[40, 120]])
         assert balancer.priors_.tolist() == [0.75]
-        return balancer.adapt_training(config)
+        return balancer.stages(epochs)
 
-    assert adapted("focal") == replace(FAST, loss="focal", focal_gamma=2.0, label_counts=((40, 120),))
-    ldam = adapted("ldam-drw", replace(FAST, epochs=8))
-    assert (ldam.loss, ldam.ldam_max_margin, ldam.ldam_scale, ldam.drw_beta) == ("ldam", 0.5, 30.0, 0.9999)
+    assert stages("focal") == (Main(Loss("focal", focal_gamma=2.0), label_counts=counts),)
+    (ldam,) = stages("ldam-drw", 8)
+    assert ldam.loss == Loss("ldam", ldam_max_margin=0.5, ldam_scale=30.0) and ldam.drw_beta == 0.9999
     assert ldam.drw_start_epoch == 7  # floor(0.8 * 8) + 1: the last 20 % of the epochs, as Cao et al.'s 160 of 200
-    assert adapted("ldam-drw", replace(FAST, epochs=30)).drw_start_epoch == 25
-    assert adapted("ldam-drw").drw_start_epoch == 1  # one epoch: re-weighted throughout
-    assert (adapted("logit-adjust").logit_adjust, adapted("logit-adjust").logit_adjust_tau) == ("loss", 1.0)
-    assert adapted("logit-adjust-posthoc").logit_adjust == "posthoc"
-    assert adapted("crt", replace(FAST, epochs=6)).crt_epochs == 6
+    assert stages("ldam-drw", 30)[0].drw_start_epoch == 25
+    assert stages("ldam-drw")[0].drw_start_epoch == 1  # one epoch: re-weighted throughout
+    assert stages("logit-adjust") == (Main(Loss(logit_adjust_tau=1.0), label_counts=counts),)
+    assert stages("logit-adjust-posthoc") == (Main(label_counts=counts), PosthocLogitAdjust(1.0))
+    assert stages("crt", 6) == (Main(label_counts=counts), DecoupledHead(6))
     explicit = ClassifierRetrainingMethod(0, head_epochs=2)
     explicit.fit_resample(train)
-    assert explicit.adapt_training(replace(FAST, epochs=6)).crt_epochs == 2
-    # row methods keep the settings as they are
-    assert make_balancer("oversample", BalanceContext(random_state=0)).adapt_training(FAST) is FAST
+    assert explicit.stages(6)[1] == DecoupledHead(2)
+    # row methods train plainly
+    assert make_balancer("oversample", BalanceContext(random_state=0)).stages(6) == (Main(),)
 
 
-def test_adapt_training_needs_fit_resample_first():
-    with pytest.raises(CxrganError, match=r"^crt: call fit_resample before adapt_training$"):
-        ClassifierRetrainingMethod(0).adapt_training(FAST)
+def test_stages_need_fit_resample_first():
+    with pytest.raises(CxrganError, match=r"^crt: call fit_resample before stages$"):
+        ClassifierRetrainingMethod(0).stages(1)
 
 
 @pytest.mark.parametrize("make,message", [
@@ -72,9 +73,10 @@ def test_each_loss_method_trains_on_nih_findings(name, nih_path):
     train, val = data.split("train"), data.split("val")
     balancer = make_balancer(name, BalanceContext(random_state=0))
     rows = balancer.fit_resample(train)
-    config = balancer.adapt_training(FAST)
-    assert config.label_counts == tuple(map(tuple, balancer.label_counts_.tolist())) and len(config.label_counts) == 14
-    result = train_classifier(rows, val, config, seed=0)
+    stages = balancer.stages(FAST.epochs)
+    main = stages[0]
+    assert main.label_counts == tuple(map(tuple, balancer.label_counts_.tolist())) and len(main.label_counts) == 14
+    result = train_classifier(rows, val, FAST, seed=0, stages=stages)
     scores = predict(result.model, val)
     assert scores.shape == (len(val), 14) and np.isfinite(scores).all() and math.isfinite(result.best_val_auc)
     assert [h.get("stage") for h in result.history] == {"ldam-drw": ["drw"], "crt": [None, "crt"]}.get(name, [None])

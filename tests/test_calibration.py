@@ -7,9 +7,10 @@ import pytest
 
 from cxrgan.classify import TrainConfig
 from cxrgan.errors import CxrganError
+from cxrgan.engine.spec import RunSpec
 from cxrgan.evaluate.calibration import calibrate, null_splits, simulated_null
 from cxrgan.recipes.compare import CompareConfig, run_compare
-from cxrgan.recipes.engine import Results
+from cxrgan.engine import Results
 
 
 def test_null_splits_list_each_unordered_split_once():
@@ -24,7 +25,7 @@ def test_null_splits_list_each_unordered_split_once():
 def test_primary_test_holds_its_level_on_real_null_runs(kermany_path, tmp_path):
     """Eight seeds of a small CNN on 5 % of Kermany's training split, 2 epochs, bf16 as the recipes train: 35 null
     comparisons of 4 vs 4."""
-    config = CompareConfig(data=str(kermany_path), methods=("none",), seeds=8, train_fraction=0.05,
+    config = CompareConfig(run=RunSpec(str(kermany_path), seeds=8), methods=("none",), train_fraction=0.05,
                            train=TrainConfig(model="small-cnn", epochs=2, batch_size=32, lr=1e-3, progress=False,
                                              device="cpu", bf16=True))
     run_dir = run_compare(config, tmp_path, progress=False)

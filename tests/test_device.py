@@ -16,8 +16,8 @@ import torch
 from cxrgan.classify import TrainConfig, train_classifier
 from cxrgan.classify.decoupled import reset_head
 from cxrgan.classify.networks import build_classifier
-from cxrgan.cli import build_parser, train_config
-from cxrgan.cli_recipes import classifier
+from cxrgan.cli import build_parser
+from cxrgan.cli.flags import classifier, train_config
 from cxrgan.data import CXRDataset
 from cxrgan.data.images import resize_stack
 from cxrgan.device import CUBLAS_WORKSPACE, configure_determinism, resolve_amp, resolve_device, seeded
@@ -140,12 +140,53 @@ def test_fp16_training_path_with_a_gradient_scaler_runs(kermany_small):
     assert np.isfinite(result.history[0]["train_loss"]) and result.best_epoch == 1
 
 
+def test_auto_is_never_silently_the_cpu_for_a_recipe_s_other_models(fake_cuda, kermany_small, tmp_path):
+    """With --device auto on a machine with CUDA, every model a recipe trains besides its classifiers -- the
+    generators of its balancers, the TSTR and audit classifiers, the dry run's probes -- is placed on CUDA (nothing
+    runs there: the plan and the estimate's bookkeeping only)."""
+    from cxrgan.data import save_npz
+    from cxrgan.engine.spec import RunSpec
+    from cxrgan.evaluate.audit import AuditConfig
+    from cxrgan.recipes import compare, dcgan_alpha
+    from cxrgan.recipes.compare import CompareConfig
+    from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, DcganAlpha, DcganAlphaConfig
+
+    assert AuditConfig().device == "auto" and resolve_device(AuditConfig().device).type == "cuda"
+    data = str(save_npz(kermany_small, tmp_path / "small.npz"))
+    spec = RunSpec(data, seeds=1, device="auto")
+    recipe = DcganAlpha(DcganAlphaConfig(CompareConfig(spec, methods=("none", "dcgan"), imbalance=(2, 1),
+                                                       train=CPU_CLASSIFIER)))
+    plan = recipe.plan()
+    assert spec.torch_device().type == "cuda"
+    assert recipe.balancer("dcgan", 0).device == "cuda"  # the generator a balancer trains
+    for tstr in (True, False):
+        assert resolve_device(recipe.audit_config(tstr).device).type == "cuda"  # TSTR and audit classifiers
+    probed = []
+    for module in (compare, dcgan_alpha):
+        fake_cuda.setattr(module, "generator_seconds", lambda spec, rows, device, **kw: probed.append(device) or 1.0)
+        fake_cuda.setattr(module, "training_seconds", lambda *args, **kwargs: 1.0)
+    fake_cuda.setattr(compare, "sample_seconds", lambda spec, rows, device: probed.append(device) or 1e-3)
+    recipe.estimate(plan)
+    assert probed and set(probed) == {"cuda"}  # the dry run probes the generators where the run trains them
+
+
+def test_no_module_maps_auto_to_the_cpu_by_hand():
+    """The old bug's shape (``device if device != "auto" else "cpu"``) appears nowhere in the package."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "cxrgan"
+    pattern = re.compile(r"""!=\s*["']auto["']\s*else\s*["']cpu["']""")
+    found = [str(p) for p in package.rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert not found, found
+
+
 def test_a_named_gpu_is_kept_by_every_worker_and_refused_under_torchrun(fake_cuda):
     """--workers: each worker takes one visible GPU in turn, unless --device names one (cuda:N), which every worker
     then uses. torchrun gives each process the GPU of its LOCAL_RANK, so cuda:N there is refused in one line."""
     from cxrgan import distributed
     from cxrgan.errors import RankAgreedError
-    from cxrgan.recipes.workers import worker_environment
+    from cxrgan.engine.workers import worker_environment
 
     base = {"CUDA_VISIBLE_DEVICES": "0,1,2"}
     assert [worker_environment(i, 4, base)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0", "1", "2", "0"]

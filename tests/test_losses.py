@@ -1,5 +1,5 @@
-"""Long-tail losses against hand-computed values, and the training-loop settings that use them (DRW, logit
-adjustment, cRT) on real Kermany and NIH images."""
+"""Long-tail losses against hand-computed values, and the training stages that use them (DRW, logit adjustment,
+cRT) on real Kermany and NIH images."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from torch import nn
 
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.classify.decoupled import class_aware_rows
+from cxrgan.balance.stages import DecoupledHead, Loss, Main, PosthocLogitAdjust, check_stages
 from cxrgan.classify.losses import (
     bce_terms,
     build_loss,
-    check_loss_settings,
     drw_weights,
     focal_terms,
     ldam_margins,
@@ -70,9 +70,8 @@ def test_drw_weights_by_hand():
 
 
 def test_build_loss_logit_adjusted_and_masked():
-    config = replace(FAST, logit_adjust="loss", logit_adjust_tau=1.0)
     counts = np.array([[75, 25], [20, 80]])
-    loss = build_loss(config, counts)
+    loss = build_loss(Loss(logit_adjust_tau=1.0), counts)
     logits = torch.tensor([[0.3, -0.2], [1.0, 0.4]])
     targets = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     shifted = logits + torch.tensor([math.log(1 / 3), math.log(4)])
@@ -80,17 +79,19 @@ def test_build_loss_logit_adjusted_and_masked():
     torch.testing.assert_close(loss(logits, targets), expected)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("focal_gamma", -1.0, "focal: gamma must be >= 0, got -1.0"),
-    ("loss", "hinge", "unknown loss 'hinge'"),
-    ("logit_adjust", "both", "logit_adjust must be one of none, loss, posthoc, got 'both'"),
-    ("ldam_scale", 0.0, "ldam: scale must be > 0, got 0.0"),
-    ("drw_beta", 1.0, "drw: beta must be in (0, 1), got 1.0"),
-    ("crt_epochs", -2, "crt: head epochs must be >= 0, got -2"),
+@pytest.mark.parametrize("stages,message", [
+    ((Main(Loss("focal", focal_gamma=-1.0)),), "focal: gamma must be >= 0, got -1.0"),
+    ((Main(Loss(logit_adjust_tau=-1.0)),), "logit adjustment: tau must be >= 0, got -1.0"),
+    ((Main(Loss("ldam", ldam_scale=0.0)),), "ldam: scale must be > 0, got 0.0"),
+    ((Main(drw_beta=1.0),), "drw: beta must be in (0, 1), got 1.0"),
+    ((Main(), DecoupledHead(-2)), "crt: head epochs must be >= 1, got -2"),
+    ((DecoupledHead(2),), "training stages ['DecoupledHead']: each kind at most once, Main always"),
 ])
-def test_bad_loss_settings_are_refused(field, value, message):
-    with pytest.raises(CxrganError, match=f"^{message}".replace("(", r"\(").replace(")", r"\)")):
-        check_loss_settings(replace(FAST, **{field: value}))
+def test_bad_stages_are_refused(stages, message):
+    with pytest.raises(CxrganError, match=f"^{message}".replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        check_stages(stages, epochs=2)
+    with pytest.raises(CxrganError, match="^unknown loss 'hinge'"):
+        build_loss(Loss("hinge"), np.array([[1, 1]]))
 
 
 def test_output_layer_needs_a_separable_head():
@@ -123,7 +124,7 @@ def kermany_splits(kermany_small):
 def test_crt_retrains_only_the_head(kermany_splits):
     train, val = kermany_splits
     plain = train_classifier(train, val, FAST, seed=2)
-    decoupled = train_classifier(train, val, replace(FAST, crt_epochs=2), seed=2)
+    decoupled = train_classifier(train, val, FAST, seed=2, stages=(Main(), DecoupledHead(2)))
     plain_state, crt_state = plain.model.state_dict(), decoupled.model.state_dict()
     features = [k for k in plain_state if k.startswith("features.")]
     assert any(k.endswith("running_mean") for k in features)  # BatchNorm statistics are compared too
@@ -141,13 +142,13 @@ def test_crt_needs_a_model_with_a_separable_head(kermany_splits, monkeypatch):
     monkeypatch.setitem(CLASSIFIERS, "flat", flat)
     train, val = kermany_splits
     with pytest.raises(CxrganError, match=r"^crt: model Sequential has no separable classifier head"):
-        train_classifier(train, val, replace(FAST, model="flat", crt_epochs=1), seed=0)
+        train_classifier(train, val, replace(FAST, model="flat"), seed=0, stages=(Main(), DecoupledHead(1)))
 
 
 def test_posthoc_logit_adjustment_shifts_only_the_output_bias(kermany_splits):
     train, val = kermany_splits
     plain = train_classifier(train, val, FAST, seed=1)
-    adjusted = train_classifier(train, val, replace(FAST, logit_adjust="posthoc", logit_adjust_tau=1.0), seed=1)
+    adjusted = train_classifier(train, val, FAST, seed=1, stages=(Main(), PosthocLogitAdjust(1.0)))
     # 40 normal, 120 pneumonia: offset log(120 / 40) = log 3
     before, after = plain.model.state_dict(), adjusted.model.state_dict()
     for key in before:
@@ -160,25 +161,25 @@ def test_posthoc_logit_adjustment_shifts_only_the_output_bias(kermany_splits):
 
 def test_drw_keeps_a_reweighted_model(kermany_splits):
     train, val = kermany_splits
-    config = replace(FAST, loss="ldam", epochs=3, drw_start_epoch=3, patience=1)
-    result = train_classifier(train, val, config, seed=0)
+    config = replace(FAST, epochs=3, patience=1)
+    result = train_classifier(train, val, config, seed=0, stages=(Main(Loss("ldam"), drw_start_epoch=3),))
     assert [h.get("stage") for h in result.history] == [None, None, "drw"] and result.best_epoch == 3
     with pytest.raises(CxrganError, match=r"^drw: start epoch 4 is after the last epoch 3"):
-        train_classifier(train, val, replace(config, drw_start_epoch=4), seed=0)
+        train_classifier(train, val, config, seed=0, stages=(Main(Loss("ldam"), drw_start_epoch=4),))
 
 
-@pytest.mark.parametrize("changes", [
-    {"loss": "focal"},
-    {"loss": "ldam", "drw_start_epoch": 1},
-    {"logit_adjust": "loss"},
-    {"logit_adjust": "posthoc"},
-    {"crt_epochs": 1},
+@pytest.mark.parametrize("stages", [
+    (Main(Loss("focal")),),
+    (Main(Loss("ldam"), drw_start_epoch=1),),
+    (Main(Loss(logit_adjust_tau=1.0)),),
+    (Main(), PosthocLogitAdjust(1.0)),
+    (Main(), DecoupledHead(1)),
 ], ids=["focal", "ldam-drw", "logit-adjust", "logit-adjust-posthoc", "crt"])
-def test_long_tail_settings_train_on_nih_findings(changes, nih_path):
+def test_long_tail_stages_train_on_nih_findings(stages, nih_path):
     data = load_npz(nih_path, target="findings")
     train, val = data.split("train"), data.split("val")
-    config = replace(FAST, epochs=1, batch_size=64, **changes)
-    result = train_classifier(train, val, config, seed=0)
+    config = replace(FAST, epochs=1, batch_size=64)
+    result = train_classifier(train, val, config, seed=0, stages=stages)
     scores = predict(result.model, val)
     assert scores.shape == (len(val), 14) and np.isfinite(scores).all()
     assert np.isfinite(result.best_val_auc) and np.isfinite([h["train_loss"] for h in result.history]).all()

@@ -14,9 +14,10 @@ from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
 from cxrgan.generators import GeneratorSettings
 from cxrgan.io import read_jsonl
+from cxrgan.engine.spec import RunSpec
 from cxrgan.recipes.cgan_regimes import CganRegimes, CganRegimesConfig
 from cxrgan.recipes.dcgan_rare_findings import DcganRareConfig, DcganRareFindings
-from cxrgan.recipes.engine import run_recipe
+from cxrgan.engine import run_recipe
 from cxrgan.recipes.findings import load_findings, with_policy
 
 from _report_check import assert_report_renders
@@ -44,8 +45,8 @@ def small_nih(nih_path, tmp_path_factory):
 def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
     findings = ("Fibrosis", *COMMON)
     methods = ("none", "flip", "gan", "copies")
-    config = CganRegimesConfig(data=str(small_nih), regimes=(0.25, 1.0), seeds=2, findings=findings, train=TOY_TRAIN,
-                               methods=methods, generators=TOY_GAN)
+    config = CganRegimesConfig(run=RunSpec(str(small_nih), seeds=2), regimes=(0.25, 1.0), findings=findings,
+                               train=TOY_TRAIN, methods=methods, generators=TOY_GAN)
     # the count-matched control and the cheap fixes by default
     assert CganRegimesConfig().methods == ("none", "flip", "gan", "copies", "ml-ros", "ldam-drw")
     run_dir = run_recipe(CganRegimes(config), tmp_path)
@@ -98,7 +99,7 @@ def test_cgan_regimes_tables_verdicts_and_resume(small_nih, tmp_path, capsys):
 
 
 def test_cgan_regimes_gan_data_regime_trains_per_regime(small_nih, tmp_path):
-    config = CganRegimesConfig(data=str(small_nih), regimes=(0.02, 0.5, 1.0), seeds=1, methods=("none", "gan"),
+    config = CganRegimesConfig(run=RunSpec(str(small_nih), seeds=1), regimes=(0.02, 0.5, 1.0), methods=("none", "gan"),
                                findings=RARE[:1], train=TOY_TRAIN, gan_data="regime",
                                generators=TOY_GAN)
     run_dir = run_recipe(CganRegimes(config), tmp_path)
@@ -110,7 +111,7 @@ def test_cgan_regimes_gan_data_regime_trains_per_regime(small_nih, tmp_path):
 
 
 def test_dcgan_rare_findings_on_nih_policies_coincide(small_nih, tmp_path):
-    config = DcganRareConfig(data=str(small_nih), seeds=2, findings=("Fibrosis", "Effusion"), ratio=0.3,
+    config = DcganRareConfig(run=RunSpec(str(small_nih), seeds=2), findings=("Fibrosis", "Effusion"), ratio=0.3,
                              train=TOY_TRAIN, generators=TOY_GAN)
     run_dir = run_recipe(DcganRareFindings(config), tmp_path)
     records = read_jsonl(run_dir / "results.jsonl")
@@ -186,7 +187,7 @@ def test_policies_apply_to_training_labels_only(nih_path, tmp_path):
     # validation and test labels are policy-free: the uncertain ones stay unknown under every policy
     assert np.isnan(ones.labels[uncertain & ~train]).all() and np.isnan(zeros.labels[uncertain & ~train]).all()
     np.testing.assert_array_equal(ones.labels[~uncertain], zeros.labels[~uncertain])
-    config = DcganRareConfig(data=str(folder), seeds=1, findings=("Lung Opacity",), ratio=0.5, train=TOY_TRAIN,
+    config = DcganRareConfig(run=RunSpec(str(folder), seeds=1), findings=("Lung Opacity",), ratio=0.5, train=TOY_TRAIN,
                              generators=TOY_GAN, cheap_fixes=())
     run_dir = run_recipe(DcganRareFindings(config), tmp_path / "runs")
     records = read_jsonl(run_dir / "results.jsonl")
@@ -240,16 +241,17 @@ def test_two_findings_files_are_joined_with_their_splits(nih_path, data_dir, tmp
 def test_one_generator_probe_serves_every_seed_finding_and_regime(small_nih, monkeypatch):
     """A dry run's step time depends on the network and the image size, not on the seed, the modelled finding or
     how many rows a regime keeps: the probe trains once for all of them."""
-    from cxrgan.generators import GeneratorSettings
-    from cxrgan.recipes import probe
+    from cxrgan.generators import GeneratorSettings, GeneratorSpec
+    from cxrgan.engine import probes as probe
 
     probes = {}
     monkeypatch.setattr(probe, "_GENERATOR_PROBES", probes)
     train = load_npz(small_nih, target="findings").split("train")
     settings = GeneratorSettings(steps=40, width=8)
-    first = probe.generator_seconds("dcgan", settings, train, seed=0, target=RARE[0])
-    again = [probe.generator_seconds("dcgan", settings, rows, seed=seed, target=finding)
+    dcgan = lambda settings, seed, finding: GeneratorSpec.resolve("dcgan", settings, seed=seed, target=finding)  # noqa: E731
+    first = probe.generator_seconds(dcgan(settings, 0, RARE[0]), train)
+    again = [probe.generator_seconds(dcgan(settings, seed, finding), rows)
              for rows, seed, finding in ((train, 1, RARE[0]), (train, 0, RARE[1]), (train.subset(np.arange(50)), 2, RARE[1]))]
     assert len(probes) == 1 and again == [first] * 3 and first > 0
-    probe.generator_seconds("dcgan", GeneratorSettings(steps=40, width=16), train, seed=0, target=RARE[0])
+    probe.generator_seconds(dcgan(GeneratorSettings(steps=40, width=16), 0, RARE[0]), train)
     assert len(probes) == 2  # another width is another probe

@@ -11,7 +11,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import FunctionTransformer
 
 from cxrgan.balance import BalanceContext, make_balancer
-from cxrgan.balance.classic import label_powerset
+from cxrgan.balance import label_powerset
 from cxrgan.balance.imblearn_api import MLROS, MLRUS, MLSMOTE
 from cxrgan.balance.multilabel_resample import MLROSBalancer, MLRUSBalancer, MLSMOTEBalancer
 from cxrgan.data import from_arrays, load_npz

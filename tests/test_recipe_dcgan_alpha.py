@@ -41,10 +41,20 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monk
     verdicts = pd.read_csv(run_dir / "verdicts.csv")
     assert verdicts.loc[verdicts["vs"] == "oversample", "method"].tolist() == generative
     assert len(verdicts) == 15 + len(generative)
-    tstr = {r["method"]: r["tstr_auc"] for r in read_jsonl(run_dir / "quality.jsonl")}
+    tstr = {m: v for m, v in zip(table["method"], table["TSTR AUC"]) if not pd.isna(v)}
     assert set(tstr) == {"none", "dcgan", "cdcgan-a0.25", "cdcgan-a0.5", "cdcgan-a0.75", "ldm", "cldm-a0.5",
                          "synth-pretrain"}
     assert all(0.0 <= v <= 1.0 for v in tstr.values())
+    # TSTR and the audits ran as analysis cells of the engine: recorded, resumable, in the progress lines
+    records = read_jsonl(run_dir / "results.jsonl")
+    analyses = [r for r in records if "analysis" in r]
+    assert sorted(r["analysis"] for r in analyses) == ["audit"] * 6 + ["tstr"] * 5
+    # each audit compares a generator's samples with exactly the rows it trained on: the 2:1 subset's 20 pneumonias
+    # for the minority DCGAN and LDM, its 40 normals for their other-class twins, all 60 rows for the cDCGAN, cLDM
+    audits = [r for r in analyses if r["analysis"] == "audit"]
+    assert all(r["reference_rows"] == r["training rows"] for r in audits)
+    assert sorted(r["reference_rows"] for r in audits) == [20, 20, 40, 40, 60, 60]
+    assert "[17/27] tstr generator real" in printed
     # one TSTR per generator: the alphas share the cDCGAN's, cldm-a0.5 and synth-pretrain the cLDM's
     assert len(tstr_runs) == 5  # real reference, dcgan, cdcgan, ldm, cldm
     assert tstr["cdcgan-a0.25"] == tstr["cdcgan-a0.5"] == tstr["cdcgan-a0.75"]
@@ -53,8 +63,7 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monk
     # one-class rows added a DCGAN and an LDM of the other class
     gan_dirs = sorted(p.name.split("-")[0] for p in (run_dir / "generators" / "gan").iterdir())
     assert gan_dirs == ["cdcgan", "cldm", "dcgan", "dcgan", "ldm", "ldm"]
-    records = read_jsonl(run_dir / "results.jsonl")
-    by_method = {r["method"]: r for r in records}
+    by_method = {r["method"]: r for r in records if "analysis" not in r}
     assert by_method["dcgan"]["train_synthetic"] > 0 and by_method["none"]["train_synthetic"] == 0
     assert by_method["ldm"]["train_synthetic"] > 0 and by_method["cldm-a0.5"]["train_synthetic"] > 0
     # synth-pretrain trains on the real rows only, after a pretraining stage on its synthetic set
@@ -85,3 +94,32 @@ def test_paper_table_says_how_many_seeds_each_row_has_when_they_differ():
     assert list(grown.columns[:2]) == ["method", "seeds"] and list(grown["seeds"]) == [5, 3]
     finished = paper_table(_Records({"none": 5, "ldm": 5}), ("none", "ldm"), {}, Verdicts([]), [])
     assert "seeds" not in finished.columns
+
+
+def test_dry_run_counts_every_generator_its_rows_train(kermany_small, tmp_path, monkeypatch):
+    """The estimate asks each row's balancer which generators it trains: an ldm row adds its LDM's minutes, cldm and
+    synth-pretrain theirs (one shared cLDM), compare's fastgan row its FastGAN; the TSTR cell of a one-class row adds
+    the other-class generator. Step times are stubbed: this checks the bookkeeping, not the probe."""
+    from cxrgan.data import save_npz
+    from cxrgan.engine.spec import RunSpec
+    from cxrgan.recipes import compare
+    from cxrgan.recipes.compare import Compare, CompareConfig
+    from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, DcganAlpha, DcganAlphaConfig
+
+    minutes = {"ldm": 24.0, "cldm": 25.0, "fastgan": 9.0, "dcgan": 18.0}
+    for module in (compare, dcgan_alpha):
+        monkeypatch.setattr(module, "generator_seconds", lambda spec, rows, device, **kwargs: 60 * minutes[spec.name])
+        monkeypatch.setattr(module, "training_seconds", lambda *args, **kwargs: 0.0)
+    monkeypatch.setattr(compare, "sample_seconds", lambda spec, rows, device: 0.0)
+    spec = RunSpec(str(save_npz(kermany_small, tmp_path / "small.npz")), seeds=2, device="cpu")
+    recipe = DcganAlpha(DcganAlphaConfig(CompareConfig(spec, methods=("none", "ldm", "cldm-a0.5", "synth-pretrain"),
+                                                       imbalance=(2, 1), train=CPU_CLASSIFIER)))
+    plan = recipe.plan()
+    estimate = {name: seconds / 60 for name, seconds in recipe.estimate(plan).items()}
+    rows = [estimate[c.name] for c in plan.cells if "analysis" not in dict(c.coords)]
+    assert rows == [0, 24, 25, 0, 0, 24, 25, 0]  # a generator per seed; synth-pretrain's cLDM is cldm-a0.5's
+    tstr = [estimate[c.name] for c in plan.cells if dict(c.coords).get("analysis") == "tstr"]
+    assert tstr == [0, 24, 0]  # the real reference, the ldm row's (+ its other-class LDM) and the cLDM's
+    compared = Compare(CompareConfig(spec, methods=("none", "fastgan"), imbalance=(2, 1), train=CPU_CLASSIFIER))
+    plan = compared.plan()
+    assert [compared.estimate(plan)[c.name] / 60 for c in plan.cells] == [0, 9, 0, 9]

@@ -12,7 +12,8 @@ import pytest
 from cxrgan.cli import main
 from cxrgan.data import load_npz, save_npz
 from cxrgan.evaluate.inference import effect_from_parts
-from cxrgan.recipes.helps_map import HelpsMap, HelpsMapConfig, answer_sentence
+from cxrgan.engine import RunSpec
+from cxrgan.recipes.helps_map import HelpsMap, answer_sentence, map_config
 
 COUNTS = (16, 30)
 TINY = ["--minority", ",".join(map(str, COUNTS)), "--methods", "none,oversample,fastgan", "--seeds", "2",
@@ -57,7 +58,8 @@ def test_tiny_map_has_its_shape_and_answers_follow_the_verdicts(files, tmp_path,
             assert column + at in table.columns, column + at
     assert all(" / " in v for v in table["fastgan verdict"])  # vs none / vs oversample
     # every cell trained on its point's rows: the majority fixed, the minority cut to the count, one draw per seed
-    records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    stored = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    records = [r for r in stored if "analysis" not in r]
     assert len(records) == 2 * (len(COUNTS) * 3 + 1)
     for r in records:
         assert r["majority_rows"] == 39 and r["draw"] == r["seed"]
@@ -117,7 +119,7 @@ def test_answer_sentence_groups_counts_by_verdict():
 
 
 def test_dry_run_and_shared_generators(files, tmp_path, capsys, monkeypatch):
-    from cxrgan.recipes import probe
+    from cxrgan.engine import probes as probe
 
     data, _ = files
     probes = {}
@@ -125,16 +127,16 @@ def test_dry_run_and_shared_generators(files, tmp_path, capsys, monkeypatch):
     assert main(["recipe", "helps-map", "--data", data, "--no-external", *TINY, "--dry-run",
                  "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "14 cells:" in printed and "fastgan minority 30 seed 1" in printed and "none minority full seed 1" in printed
+    assert "18 cells:" in printed and "fastgan minority 30 seed 1" in printed and "none minority full seed 1" in printed
+    assert "audit minority 30 draw 1 generator fastgan-" in printed  # an audit cell per point and draw
     assert "estimated wall time" in printed and not list(tmp_path.iterdir())
     # FastGAN's batch is capped at its 16 or 30 images: one probe per point, shared by the seeds
     assert sorted(key[2][1] for key in probes) == [16, 30]
     # --generator-seeds 1: every classifier seed trains on the first draw (and its generator)
-    recipe = HelpsMap(HelpsMapConfig(data=data, minority=COUNTS, methods=("none", "fastgan"), seeds=3,
-                                     generator_seeds=1))
+    recipe = HelpsMap(map_config(RunSpec(data, seeds=3), ("none", "fastgan"), minority=COUNTS, generator_seeds=1))
     recipe.plan()
     assert [recipe.draw_of(s) for s in range(3)] == [0, 0, 0] and list(recipe.draws) == [0]
-    per_seed = HelpsMap(HelpsMapConfig(data=data, minority=COUNTS, methods=("none", "fastgan"), seeds=3))
+    per_seed = HelpsMap(map_config(RunSpec(data, seeds=3), ("none", "fastgan"), minority=COUNTS))
     per_seed.plan()
     assert [per_seed.draw_of(s) for s in range(3)] == [0, 1, 2]
-    assert [len(recipe.trained_generators(tmp_path)), len(per_seed.trained_generators(tmp_path))] == [2, 6]
+    assert [len(recipe.trained_generators()), len(per_seed.trained_generators())] == [2, 6]

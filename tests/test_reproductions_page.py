@@ -15,8 +15,10 @@ import pytest
 
 from cxrgan.classify import TrainConfig
 from cxrgan.data import save_npz
+from cxrgan.engine.spec import RunSpec
+from cxrgan.recipes.compare import CompareConfig
 from cxrgan.recipes.dcgan_alpha import DcganAlpha, DcganAlphaConfig
-from cxrgan.recipes.engine import run_recipe
+from cxrgan.engine import run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"^<!-- table: (?P<source>\S+) -->$")
@@ -156,12 +158,14 @@ def test_data_tables_are_the_real_data_counts(data_dir):
 # ---- the mechanism, on a tiny real run --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_run(kermany_small, tmp_path_factory):
-    """A finished dcgan-alpha run on real Kermany images: small CNN, one epoch, three cheap rows, two seeds."""
+    """A finished dcgan-alpha run on real Kermany images: small CNN, one epoch, three cheap rows, two seeds (six
+    cells) and the TSTR reference's analysis cell."""
     folder = tmp_path_factory.mktemp("tiny")
     data = save_npz(kermany_small, folder / "kermany_small.npz")
     train = TrainConfig(model="small-cnn", epochs=1, batch_size=32, progress=False, device="cpu", bf16=True)
-    config = DcganAlphaConfig(data=str(data), seeds=2, methods=("none", "class-weights", "oversample"), train=train,
-                              tstr_images=16)
+    methods = ("none", "class-weights", "oversample")
+    config = DcganAlphaConfig(CompareConfig(RunSpec(str(data), seeds=2), methods=methods, imbalance=(3, 1),
+                                            train=train), tstr_images=16)
     return run_recipe(DcganAlpha(config), folder / "runs", command="cxrgan recipe dcgan-alpha --seeds 2 (test)",
                       progress=False)
 
@@ -184,7 +188,7 @@ def test_a_collected_run_fills_its_section_from_its_files(tiny_run, docs_copy):
         build_reproductions.collect(tiny_run, "malygina-paper", results=results)
     target = build_reproductions.collect(tiny_run, "sun-li", results=results, wall_time="0h01m", commit="abc")
     info = json.loads((target / "run.json").read_text())
-    assert info["seeds"] == 2 and info["cells"] == 6 and info["command"] == ["cxrgan recipe dcgan-alpha --seeds 2 (test)"]
+    assert info["seeds"] == 2 and info["cells"] == 7 and info["command"] == ["cxrgan recipe dcgan-alpha --seeds 2 (test)"]
     assert [t["stem"] for t in info["tables"]] == ["verdicts", "paper_table", "train_split"]
     for stem in ("verdicts", "paper_table"):
         assert (target / f"{stem}.csv").read_text() == (tiny_run / f"{stem}.csv").read_text()
@@ -199,7 +203,7 @@ def test_a_collected_run_fills_its_section_from_its_files(tiny_run, docs_copy):
     assert "<!-- table: docs/results/sun-li/paper_table.csv -->" in section
     assert f"method oversample, vs none: Δ {oversample['Δ [95% CI]']}; Holm-adjusted p {oversample['p (Holm)']}" in section
     assert "method dcgan, vs none: no such row" in section  # a headline the run does not have is said, not invented
-    assert "Run: 2 seeds, 6 cells, wall time 0h01m" in section and "**Judgement.** A tiny run" in section
+    assert "Run: 2 seeds, 7 cells, wall time 0h01m" in section and "**Judgement.** A tiny run" in section
     sun = page_tables(page)[0][2][3]  # the summary's row of this system
     assert sun[0] == "Sun & Li: DCGAN and cDCGAN(alpha) oversampling of pneumonia"
     assert sun[3] == "not testable with this data" and "`sun-li`: method oversample, vs none: Δ" in sun[2]

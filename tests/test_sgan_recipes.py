@@ -37,11 +37,13 @@ def toy_files(kermany, nih_path, tmp_path_factory):
 
 
 def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path, capsys):
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
+    from cxrgan.engine.spec import RunSpec
     from cxrgan.recipes.sgan_scarcity import SganScarcity, SganScarcityConfig
 
-    config = SganScarcityConfig(data=toy_files[0], per_class=(3, 10, 2000), seeds=2, sgan=TOY,
-                                external=(toy_files[1],), external_labels=(("abnormal", "pneumonia"),))
+    config = SganScarcityConfig(run=RunSpec(toy_files[0], seeds=2, external=(toy_files[1],),
+                                            external_labels=(("abnormal", "pneumonia"),)), per_class=(3, 10, 2000),
+                                sgan=TOY)
     run_dir = run_recipe(SganScarcity(config), tmp_path, command="cxrgan recipe sgan-scarcity")
     records = pd.DataFrame(read_jsonl(run_dir / "results.jsonl"))
     assert sorted(records["n"].unique()) == [3, 10, 12]  # 2000 capped by the 12 normal training images
@@ -79,7 +81,8 @@ def test_sgan_scarcity_caps_sizes_resumes_and_writes_table1(toy_files, tmp_path,
 
 
 def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkeypatch, capsys):
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
+    from cxrgan.engine.spec import RunSpec
     from cxrgan.recipes.sgan_domain import ROWS, SganDomain, SganDomainConfig
 
     seen = []
@@ -90,7 +93,7 @@ def test_sgan_domain_never_trains_on_dataset2_labels(toy_files, tmp_path, monkey
         return original_fit(self, labeled, unlabeled, random_state=random_state)
 
     monkeypatch.setattr(sgan.SemiSupervisedGAN, "fit", spy)
-    config = SganDomainConfig(data=toy_files[0], second_data=toy_files[1], seeds=1, sgan=TOY)
+    config = SganDomainConfig(run=RunSpec(toy_files[0], seeds=1), second_data=toy_files[1], sgan=TOY)
     run_dir = run_recipe(SganDomain(config), tmp_path)
     assert [(n, [len(u) for u in unl]) for n, unl in seen] == [(42, []), (42, [30])]  # ds1 train; + ds2 train
     assert all(np.isnan(labels).all() for _, unl in seen for labels in unl)

@@ -11,6 +11,7 @@ import torch
 from balancer_contract import check_balancer_contract
 
 from cxrgan.balance import BALANCERS, BalanceContext, SyntheticPretraining, make_balancer
+from cxrgan.balance.stages import Main, Pretrain
 from cxrgan.classify import TrainConfig, train_classifier
 from cxrgan.data import load_npz
 from cxrgan.errors import CxrganError
@@ -39,17 +40,18 @@ def test_balanced_synthetic_set_beside_the_cached_generator(pretrained, splits):
     assert len(synthetic) == 2 * math.ceil(2.0 * 120)  # scale x the larger class, per class
     assert np.bincount(synthetic.binary_targets()).tolist() == [240, 240] and synthetic.synthetic.all()
     assert balancer.pretrain_data_.parent == next((balancer.work_dir / "gan").glob("cdcgan-*"))
-    adapted = balancer.adapt_training(CLASSIFIER)
-    assert adapted.pretrain_data == str(balancer.pretrain_data_)
-    assert adapted.pretrain_epochs == max(1, round(2 * 160 / 480))  # as many image passes as the real epochs
-    assert dataclasses.replace(adapted, pretrain_data=None, pretrain_epochs=0) == CLASSIFIER
+    pretrain, main = balancer.stages(CLASSIFIER.epochs)
+    assert pretrain.data == str(balancer.pretrain_data_) and main == Main()
+    assert pretrain.epochs == max(1, round(2 * 160 / 480))  # as many image passes as the real epochs
 
 
 def test_pretraining_then_real_rows(pretrained, splits, tmp_path):
     balancer, _ = pretrained
     train, val = splits
-    config = dataclasses.replace(balancer.adapt_training(CLASSIFIER), pretrain_epochs=2)
-    result = train_classifier(train, val, config, seed=0)
+    pretrain, main = balancer.stages(CLASSIFIER.epochs)
+    stages = (dataclasses.replace(pretrain, epochs=2), main)
+    config = CLASSIFIER
+    result = train_classifier(train, val, config, seed=0, stages=stages)
     assert [r.get("stage") for r in result.history] == ["pretrain", "pretrain", None, None]
     assert [r["epoch"] for r in result.history] == [-1, 0, 1, 2]
     plain = train_classifier(train, val, CLASSIFIER, seed=0)
@@ -62,8 +64,10 @@ def test_pretraining_then_real_rows(pretrained, splits, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(train, val, config, seed=0, checkpoint_path=tmp_path / "cut.pt", on_epoch=stop)
-    resumed = train_classifier(train, val, config, seed=0, checkpoint_path=tmp_path / "cut.pt", resume=True)
+        train_classifier(train, val, config, seed=0, checkpoint_path=tmp_path / "cut.pt", on_epoch=stop,
+                         stages=stages)
+    resumed = train_classifier(train, val, config, seed=0, checkpoint_path=tmp_path / "cut.pt", resume=True,
+                               stages=stages)
     def timeless(history: list[dict]) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
@@ -75,11 +79,11 @@ def test_pretraining_then_real_rows(pretrained, splits, tmp_path):
 def test_settings_are_checked(splits):
     train, val = splits
     with pytest.raises(CxrganError, match="pretrain"):
-        train_classifier(train, val, dataclasses.replace(CLASSIFIER, pretrain_epochs=1), seed=0)
+        train_classifier(train, val, CLASSIFIER, seed=0, stages=(Pretrain("synthetic.npz", 0), Main()))
     with pytest.raises(CxrganError, match="one class"):
         SyntheticPretraining("dcgan", "cgan-labelvec")
     with pytest.raises(CxrganError, match="fit_resample"):
-        SyntheticPretraining("cdcgan", "cgan-labelvec").adapt_training(CLASSIFIER)
+        SyntheticPretraining("cdcgan", "cgan-labelvec").stages(CLASSIFIER.epochs)
 
 
 def test_registered_methods():
@@ -87,7 +91,7 @@ def test_registered_methods():
                          ("synth-pretrain-cdcgan", "cdcgan")):
         assert name in BALANCERS
         balancer = make_balancer(name, BalanceContext(random_state=2, generators=TINY_SETTINGS))
-        assert balancer.generators[True] == binary and balancer.name == name and balancer.random_state == 2
+        assert balancer.generator_names[True] == binary and balancer.name == name and balancer.random_state == 2
 
 
 def test_multilabel_set_gives_every_finding_its_share(nih_path):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from cxrgan.balance import BalanceContext, SyntheticFileRows, check_synthetic_files, make_balancer
-from cxrgan.classify import TrainConfig
+from cxrgan.balance.stages import Main
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
 from cxrgan.data.synthetic import SyntheticFiles, load_synthetic
@@ -69,9 +69,9 @@ def test_pretrain_mode_keeps_the_rows_and_schedules_pretraining(train, elsewhere
     _, path = elsewhere
     balancer = SyntheticFileRows(path, "pretrain", work_dir=tmp_path)
     check_balancer_contract(balancer, train, "identity")
-    config = balancer.adapt_training(TrainConfig(epochs=8))
-    assert config.pretrain_epochs == 7  # 8 epochs x 160 real rows / 180 synthetic rows, as synth-pretrain
-    pretraining = load_npz(config.pretrain_data)
+    pretrain, main = balancer.stages(8)
+    assert pretrain.epochs == 7 and main == Main()  # 8 epochs x 160 real rows / 180 synthetic rows, as synth-pretrain
+    pretraining = load_npz(pretrain.data)
     assert len(pretraining) == 180 and pretraining.synthetic.all()
 
 
@@ -146,4 +146,4 @@ def test_tiny_compare_tabulates_a_sampled_file_with_verdicts_and_its_audit(small
     audit = (run_dir / "synthetic_audit.md").read_text()
     assert "synthetic:synth" in audit and "near-copies of training images" in audit
     records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["train_synthetic"] for r in records if r["method"] == "synthetic:synth") == [26, 26]
+    assert sorted(r["train_synthetic"] for r in records if r.get("method") == "synthetic:synth") == [26, 26]

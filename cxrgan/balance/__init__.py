@@ -1,15 +1,13 @@
 """Balancers: ``fit_resample(train_split) -> train_split``, classic and generator-backed, behind one registry."""
 
-from cxrgan.balance.base import (BALANCER_FAMILIES, BALANCERS, BalanceContext, Balancer, make_balancer,
-                                 register_balancer, register_balancer_family)
+from cxrgan.balance.base import (BALANCER_FAMILIES, BALANCERS, BalanceContext, Balancer, check_train_split,
+                                 label_powerset, make_balancer, register_balancer, register_balancer_family)
 from cxrgan.balance.classic import (
     ClassWeightBalancer,
     IdentityBalancer,
     RandomOverBalancer,
     RandomUnderBalancer,
     SmoteBalancer,
-    check_train_split,
-    label_powerset,
 )
 from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_flip_affine
 from cxrgan.balance.gan import GANOversampler

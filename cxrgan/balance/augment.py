@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from imblearn.over_sampling import RandomOverSampler
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split, generated_meta
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
+from cxrgan.balance.classic import generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 
@@ -149,6 +149,8 @@ class AugmentBalancer(Balancer):
         flip_probability, max_rotation_deg, max_translation, scale_range: as in ``random_flip_affine_theta``.
     """
 
+    name = "augment"
+
     def __init__(
         self,
         random_state: int,
@@ -163,8 +165,8 @@ class AugmentBalancer(Balancer):
         self.max_translation = max_translation
         self.scale_range = scale_range
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        codes, _ = check_train_split(dataset, "augment")
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        codes = classes.codes
         self.class_counts_ = np.bincount(codes)
         sampler = RandomOverSampler(random_state=self.random_state)
         sampler.fit_resample(np.arange(len(dataset))[:, None], codes)

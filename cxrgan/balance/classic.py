@@ -38,75 +38,11 @@ from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxrgan.balance.base import Balancer, register_balancer
+from cxrgan.balance.base import Balancer, Powerset, class_counts_text, register_balancer
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 
-UNKNOWN_TOKEN = 2  # the powerset token of a NaN label, next to 0 and 1
-
-
 # ---- shared helpers (also for generator-backed balancers) ---------------------------------------------------
-def label_powerset(dataset: CXRDataset) -> tuple[np.ndarray, list[str]]:
-    """The powerset class of every row and a readable name per class.
-
-    Args:
-        dataset: any dataset; NaN labels count as their own token.
-
-    Returns:
-        ``(codes, names)``: (N,) int64 class codes in ``0 .. C-1`` (classes sorted by label vector, so for a
-        binary task code 0 is the negative class), and the C class names, e.g. "normal" / "pneumonia" for a
-        binary task, "Effusion+Mass", "no finding" or "Edema ?Mass" (unknown columns prefixed by "?").
-    """
-    tokens = np.where(np.isnan(dataset.labels), UNKNOWN_TOKEN, dataset.labels).astype(np.int8)
-    if len(tokens) == 0:
-        return np.zeros(0, dtype=np.int64), []
-    vectors, codes = np.unique(tokens, axis=0, return_inverse=True)
-    return codes.reshape(-1).astype(np.int64), [_vector_name(dataset, v) for v in vectors]
-
-
-def _vector_name(dataset: CXRDataset, vector: np.ndarray) -> str:
-    if dataset.is_binary:
-        if vector[0] == UNKNOWN_TOKEN:
-            return "unknown"
-        names = dataset.class_names or (f"not {dataset.label_names[0]}", dataset.label_names[0])
-        return names[int(vector[0])]
-    positive = [n for n, v in zip(dataset.label_names, vector) if v == 1]
-    unknown = [f"?{n}" for n, v in zip(dataset.label_names, vector) if v == UNKNOWN_TOKEN]
-    return " ".join(["+".join(positive) if positive else "no finding", *unknown])
-
-
-def class_counts_text(codes: np.ndarray, names: list[str]) -> str:
-    """'normal: 40, pneumonia: 120' for error messages and logs."""
-    counts = np.bincount(codes, minlength=len(names))
-    return ", ".join(f"{name}: {int(count)}" for name, count in zip(names, counts))
-
-
-def check_train_split(dataset: CXRDataset, method: str) -> tuple[np.ndarray, list[str]]:
-    """Refuse what no balancer can use; return the powerset ``(codes, names)`` of the rows.
-
-    Args:
-        dataset: the rows handed to ``fit_resample``.
-        method: the balancer's registry name, for the message.
-
-    Raises:
-        CxrganError: rows of the val/test splits (balancing them would leak into evaluation), no rows, or
-            a single class (the message lists the class counts).
-    """
-    if len(dataset) == 0:
-        raise CxrganError(f"{method}: the training split is empty")
-    splits = dataset.meta["split"].value_counts()
-    if set(splits.index) != {"train"}:
-        found = ", ".join(f"{name}: {int(count)}" for name, count in splits.items())
-        raise CxrganError(f"{method}: balancers take the training split only; got rows of splits ({found})")
-    codes, names = label_powerset(dataset)
-    if len(names) < 2:
-        raise CxrganError(
-            f"{method}: needs at least two classes to balance, the training split has one "
-            f"(class counts: {class_counts_text(codes, names)})"
-        )
-    return codes, names
-
-
 def generated_meta(template: pd.DataFrame, n_rows: int, source: str, **columns) -> pd.DataFrame:
     """Metadata for ``n_rows`` generated images: the columns of ``template``, blank, then ``columns`` set.
 
@@ -147,11 +83,13 @@ class IdentityBalancer(Balancer):
         random_state: unused; accepted so every balancer is built the same way.
     """
 
+    name = "none"
+
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        codes, _ = check_train_split(dataset, "none")
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        codes = classes.codes
         self.class_counts_ = np.bincount(codes)
         self.sample_indices_ = np.arange(len(dataset))
         return replace(dataset)
@@ -169,11 +107,13 @@ class RandomUnderBalancer(Balancer):
         random_state: seed of the row choice.
     """
 
+    name = "undersample"
+
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        codes, _ = check_train_split(dataset, "undersample")
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        codes = classes.codes
         self.class_counts_ = np.bincount(codes)
         sampler = RandomUnderSampler(random_state=self.random_state)
         sampler.fit_resample(np.arange(len(dataset))[:, None], codes)
@@ -193,11 +133,13 @@ class RandomOverBalancer(Balancer):
         random_state: seed of the row choice.
     """
 
+    name = "oversample"
+
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        codes, _ = check_train_split(dataset, "oversample")
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        codes = classes.codes
         self.class_counts_ = np.bincount(codes)
         sampler = RandomOverSampler(random_state=self.random_state)
         sampler.fit_resample(np.arange(len(dataset))[:, None], codes)
@@ -224,14 +166,16 @@ class SmoteBalancer(Balancer):
         k_neighbors: neighbours per base image before the cap (imblearn's default 5).
     """
 
+    name = "smote"
+
     def __init__(self, random_state: int, k_neighbors: int = 5) -> None:
         if k_neighbors < 1:
             raise CxrganError(f"smote: k_neighbors must be at least 1, got {k_neighbors}")
         self.random_state = random_state
         self.k_neighbors = k_neighbors
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        codes, names = check_train_split(dataset, "smote")
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        codes, names = classes
         counts = np.bincount(codes, minlength=len(names))
         self.class_counts_ = counts
         target = int(counts.max())
@@ -287,11 +231,13 @@ class ClassWeightBalancer(Balancer):
         random_state: unused; accepted so every balancer is built the same way.
     """
 
+    name = "class-weights"
+
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        codes, _ = check_train_split(dataset, "class-weights")
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        codes = classes.codes
         self.class_counts_ = np.bincount(codes)
         weights = np.ones((dataset.n_labels, 2), dtype=np.float32)
         for j in range(dataset.n_labels):
@@ -315,11 +261,13 @@ class RepeatBalancer(Balancer):
         random_state: unused; accepted so every balancer is built the same way.
     """
 
+    name = "repeat"
+
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        codes, _ = check_train_split(dataset, "repeat")
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        codes = classes.codes
         self.class_counts_ = np.bincount(codes)
         self.sample_indices_ = np.tile(np.arange(len(dataset)), 2)
         return resampled_rows(dataset, self.sample_indices_)

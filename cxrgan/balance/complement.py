@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split, generated_meta
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
+from cxrgan.balance.classic import generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.npz import load_npz
 from cxrgan.errors import CxrganError
@@ -42,7 +42,8 @@ def load_extra_domains(path: str | Path, like: CXRDataset) -> CXRDataset:
     """
     path = Path(path)
     if not path.exists():
-        raise CxrganError(f"{path}: extra CycleGAN data file not found")
+        raise CxrganError(f"--gan-extra-data {path}: extra CycleGAN data file not found; give the file or leave the "
+                          "'-extra' rows out of --methods")
     extra = load_npz(path, target="labels").split("train")
     if not extra.is_binary:
         raise CxrganError(f"{path}: extra CycleGAN data must be a binary task, got labels {list(extra.label_names)}")
@@ -81,16 +82,19 @@ class CycleGANComplement(Balancer):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name
+        self.control = "repeat"  # as many rows and steps, the real images twice instead of their translations
 
     def config_for(self) -> CycleGANConfig:
         """The config actually trained: the balancer's seed."""
         return dataclasses.replace(self.config, seed=self.random_state)
 
-    def gan_training_set(self, dataset: CXRDataset) -> CXRDataset:
-        """The rows the CycleGAN trains on: the training split plus the extra file's training split, if any."""
-        if self.extra_data is None:
-            return dataset
-        return CXRDataset.concat([dataset, load_extra_domains(self.extra_data, dataset)])
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        """The CycleGAN this balancer trains (none when it loads a given ``run_dir``)."""
+        return [] if self.run_dir is not None else [GeneratorSpec("cyclegan", self.config_for())]
+
+    def extra_rows(self, train: CXRDataset) -> CXRDataset | None:
+        """The extra file's training split, which joins the CycleGAN's domains (never the returned rows)."""
+        return None if self.extra_data is None else load_extra_domains(self.extra_data, train)
 
     def fit_generator(self, dataset: CXRDataset) -> CycleGAN:
         """Train (or load from ``run_dir`` / the cache) the CycleGAN for this training split."""
@@ -100,23 +104,27 @@ class CycleGANComplement(Balancer):
                 raise CxrganError(f"{self.run_dir}: CycleGAN translates {model.data_info_['image_size']} px images, "
                                   f"the data are {dataset.image_size} px")
             return model
-        spec = GeneratorSpec("cyclegan", self.config_for())
-        return fit_or_load(spec, self.gan_training_set(dataset), self.work_dir, self.device)
+        return fit_or_load(self.generators(dataset)[0], self.generator_rows(dataset), self.work_dir, self.device)
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _sources(self, y: np.ndarray) -> np.ndarray:
+        """The rows to translate: every row (complement), or random majority rows until balanced (minority)."""
+        if self.mode == "complement":
+            return np.arange(len(y))
+        counts = np.bincount(y, minlength=2)
+        majority = int(np.argmax(counts))
+        rng = np.random.default_rng(self.random_state)
+        rows = np.flatnonzero(y == majority)
+        return np.sort(rng.choice(rows, int(counts[majority] - counts[1 - majority]), replace=False))
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        return len(train) + len(self._sources(train.binary_targets()))
+
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         if not dataset.is_binary:
             raise CxrganError(f"{self.name}: complement oversampling needs a binary task, got labels {list(dataset.label_names)}")
         y = dataset.binary_targets()
         self.model_ = self.fit_generator(dataset)
-        if self.mode == "complement":
-            sources = np.arange(len(dataset))
-        else:
-            counts = np.bincount(y, minlength=2)
-            majority = int(np.argmax(counts))
-            rng = np.random.default_rng(self.random_state)
-            rows = np.flatnonzero(y == majority)
-            sources = np.sort(rng.choice(rows, int(counts[majority] - counts[1 - majority]), replace=False))
+        sources = self._sources(y)
         images = np.zeros((len(sources), dataset.image_size, dataset.image_size), np.uint8)
         for source_class in (0, 1):
             where = np.flatnonzero(y[sources] == source_class)
@@ -136,7 +144,8 @@ class CycleGANComplement(Balancer):
 def _factory(mode: str, name: str, with_extra: bool):
     def make(context: BalanceContext) -> CycleGANComplement:
         if with_extra and not context.extra_data:
-            raise CxrganError(f"{name}: give the extra CycleGAN data file (--gan-extra-data FILE)")
+            raise CxrganError(f"{name}: the '-extra' methods need --gan-extra-data FILE (a binary .npz whose training "
+                              "split joins the CycleGAN's domains)")
         return CycleGANComplement(CycleGAN.resolve_config(context.generators), mode=mode,
                                   extra_data=context.extra_data if with_extra else None, work_dir=context.work_dir,
                                   device=context.device, random_state=context.random_state, name=name)

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split, generated_meta
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
+from cxrgan.balance.classic import generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.generators.base import generator_class
@@ -81,6 +81,7 @@ class GANOversampler(Balancer):
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name or method
         self.one_class = generator_class(method).models_one_class  # unknown method -> clear error now
+        self.control = "oversample"  # as many minority rows, copies of real ones instead of generated images
 
     # ---- generator ----------------------------------------------------------------------------------------
     def config_for(self, target_value: int) -> Any:
@@ -90,22 +91,28 @@ class GANOversampler(Balancer):
             changes["target"] = str(target_value)
         return dataclasses.replace(self.config, **changes)
 
-    def _generator(self, dataset: CXRDataset, minority_value: int, minority_name: str):
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        """The generator this balancer trains on ``train``: a one-class model of its minority class, or a conditional
+        one of both classes; none when it loads a given ``run_dir``."""
         if self.run_dir is not None:
-            model = load_run(self.run_dir, method=self.method, device=self.device)
-            size = int(model.data_info_["image_size"])
-            if size != dataset.image_size:
-                raise CxrganError(f"{self.run_dir}: generator makes {size} px images but the data are {dataset.image_size} px")
-            if list(model.data_info_["label_names"]) != list(dataset.label_names):
-                raise CxrganError(f"{self.run_dir}: generator labels {model.data_info_['label_names']} differ from the data's "
-                                  f"{list(dataset.label_names)}")
-            target = model.data_info_.get("target_name")
-            if target is not None and target != minority_name:
-                raise CxrganError(f"{self.run_dir}: this {self.method} models {target!r} but the minority class is "
-                                  f"{minority_name!r}")
-            return model
-        spec = GeneratorSpec(self.method, self.config_for(minority_value))
-        return fit_or_load(spec, dataset, self.work_dir, self.device)
+            return []
+        return [GeneratorSpec(self.method, self.config_for(minority_deficit(train, self.ratio)[0]))]
+
+    def _generator(self, dataset: CXRDataset, minority_name: str):
+        if self.run_dir is None:
+            return fit_or_load(self.generators(dataset)[0], dataset, self.work_dir, self.device)
+        model = load_run(self.run_dir, method=self.method, device=self.device)
+        size = int(model.data_info_["image_size"])
+        if size != dataset.image_size:
+            raise CxrganError(f"{self.run_dir}: generator makes {size} px images but the data are {dataset.image_size} px")
+        if list(model.data_info_["label_names"]) != list(dataset.label_names):
+            raise CxrganError(f"{self.run_dir}: generator labels {model.data_info_['label_names']} differ from the data's "
+                              f"{list(dataset.label_names)}")
+        target = model.data_info_.get("target_name")
+        if target is not None and target != minority_name:
+            raise CxrganError(f"{self.run_dir}: this {self.method} models {target!r} but the minority class is "
+                              f"{minority_name!r}")
+        return model
 
     # ---- balancing ----------------------------------------------------------------------------------------
     def _label_counts(self, deficit: int, minority: int) -> tuple[int, int]:
@@ -119,19 +126,25 @@ class GANOversampler(Balancer):
         other = round(deficit * (1.0 - minority_fraction) / minority_fraction) if deficit else 0
         return (deficit, other) if minority == 0 else (other, deficit)
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _synthetic_labels(self, dataset: CXRDataset) -> tuple[np.ndarray, int, int]:
+        """(the labels of the images to add, in label order, (n, 1)), the minority class and its deficit."""
         minority, deficit = minority_deficit(dataset, self.ratio)
-        names = dataset.class_names or ("0", "1")
-        self.model_ = self._generator(dataset, minority, names[minority])
-        self.deficit_ = deficit
-        rng = torch.Generator().manual_seed(self.random_state)
         if self.one_class:
             total = deficit if self.n_synthetic is None else self.n_synthetic
-            requested = np.full((total, 1), float(minority), dtype=np.float32)
-        else:
-            n_healthy, n_diseased = self._label_counts(deficit, minority)
-            requested = np.concatenate([np.zeros(n_healthy), np.ones(n_diseased)]).astype(np.float32)[:, None]
+            return np.full((total, 1), float(minority), dtype=np.float32), minority, deficit
+        n_healthy, n_diseased = self._label_counts(deficit, minority)
+        labels = np.concatenate([np.zeros(n_healthy), np.ones(n_diseased)]).astype(np.float32)[:, None]
+        return labels, minority, deficit
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        return len(train) + len(self._synthetic_labels(train)[0])
+
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
+        requested, minority, self.deficit_ = self._synthetic_labels(dataset)
+        names = dataset.class_names or ("0", "1")
+        self.model_ = self._generator(dataset, names[minority])
+        rng = torch.Generator().manual_seed(self.random_state)
+        if not self.one_class:
             requested = requested[torch.randperm(len(requested), generator=rng).numpy()]
         total = len(requested)
         self.synthetic_counts_ = {names[0]: int((requested == 0).sum()), names[1]: int((requested == 1).sum())}

@@ -7,8 +7,8 @@ the cheap fixes a generative method has to beat.
 
 Each is a balancer (one registry with the row methods): ``fit_resample`` checks the training split like every
 balancer, learns the per-label counts (``label_counts_``, (K, 2) negatives and positives; ``priors_``, the
-positive share) and returns the rows unchanged; ``adapt_training(train_config)`` returns the training settings
-the method needs (fields of ``cxrgan.classify.TrainConfig``, where the loss math lives). Binary and multi-label
+positive share) and returns the rows unchanged; ``stages(epochs)`` returns the training stages the method needs
+(``cxrgan.balance.stages``; the loss math lives in ``cxrgan.classify.losses``). Binary and multi-label
 targets work alike: every label column is its own two-class problem with its own margins, priors and weights.
 
 =========================  ===========================================================================================
@@ -28,23 +28,21 @@ method                     training change
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from abc import abstractmethod
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
-from cxrgan.balance.base import Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split
+from cxrgan.balance.base import Balancer, Powerset, register_balancer
+from cxrgan.balance.stages import DecoupledHead, Loss, Main, PosthocLogitAdjust, Stage
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
 from cxrgan.errors import CxrganError
 
 
 class LossSideMethod(Balancer):
-    """Rows unchanged after the usual checks; per-label counts learnt for :meth:`adapt_training`.
+    """Rows unchanged after the usual checks; per-label counts learnt for :meth:`stages`.
 
     Args:
         random_state: unused (the training seed drives any randomness); accepted so every method is built alike.
@@ -55,23 +53,28 @@ class LossSideMethod(Balancer):
     def __init__(self, random_state: int) -> None:
         self.random_state = random_state
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         self.label_counts_ = label_counts(dataset.labels)
         with np.errstate(invalid="ignore"):
             self.priors_ = self.label_counts_[:, 1] / self.label_counts_.sum(axis=1)
         self.sample_indices_ = np.arange(len(dataset))
         return replace(dataset)
 
-    def adapt_training(self, train_config: Any) -> Any:
+    def stages(self, epochs: int) -> tuple[Stage, ...]:
         if not hasattr(self, "label_counts_"):
-            raise CxrganError(f"{self.name}: call fit_resample before adapt_training")
+            raise CxrganError(f"{self.name}: call fit_resample before stages")
         counts = tuple((int(negatives), int(positives)) for negatives, positives in self.label_counts_)
-        return dataclasses.replace(train_config, label_counts=counts, **self.training_changes(train_config))
+        return self.method_stages(epochs, counts)
+
+    def planned_images(self, train: CXRDataset, epochs: int) -> int:
+        self.fit_resample(train)
+        stages = self.stages(epochs)
+        return len(train) * (epochs + sum(s.epochs for s in stages if isinstance(s, DecoupledHead)))
 
     @abstractmethod
-    def training_changes(self, train_config: Any) -> dict[str, Any]:
-        """The TrainConfig fields this method sets (besides ``label_counts``)."""
+    def method_stages(self, epochs: int, counts: tuple[tuple[int, int], ...]) -> tuple[Stage, ...]:
+        """The stages of this method for a main stage of ``epochs`` epochs, given the training rows' label
+        ``counts`` (per column: negatives, positives)."""
 
 
 class FocalMethod(LossSideMethod):
@@ -91,8 +94,8 @@ class FocalMethod(LossSideMethod):
         super().__init__(random_state)
         self.gamma = float(gamma)
 
-    def training_changes(self, train_config: Any) -> dict[str, Any]:
-        return {"loss": "focal", "focal_gamma": self.gamma}
+    def method_stages(self, epochs: int, counts: tuple[tuple[int, int], ...]) -> tuple[Stage, ...]:
+        return (Main(Loss("focal", focal_gamma=self.gamma), label_counts=counts),)
 
 
 class LdamDrwMethod(LossSideMethod):
@@ -128,10 +131,10 @@ class LdamDrwMethod(LossSideMethod):
         self.max_margin, self.scale = float(max_margin), float(scale)
         self.deferred_fraction, self.beta = float(deferred_fraction), float(beta)
 
-    def training_changes(self, train_config: Any) -> dict[str, Any]:
-        start = math.floor(self.deferred_fraction * train_config.epochs) + 1
-        return {"loss": "ldam", "ldam_max_margin": self.max_margin, "ldam_scale": self.scale,
-                "drw_start_epoch": start, "drw_beta": self.beta}
+    def method_stages(self, epochs: int, counts: tuple[tuple[int, int], ...]) -> tuple[Stage, ...]:
+        start = math.floor(self.deferred_fraction * epochs) + 1
+        loss = Loss("ldam", ldam_max_margin=self.max_margin, ldam_scale=self.scale)
+        return (Main(loss, drw_start_epoch=start, drw_beta=self.beta, label_counts=counts),)
 
 
 class LogitAdjustMethod(LossSideMethod):
@@ -159,8 +162,10 @@ class LogitAdjustMethod(LossSideMethod):
         super().__init__(random_state)
         self.tau, self.form = float(tau), form
 
-    def training_changes(self, train_config: Any) -> dict[str, Any]:
-        return {"logit_adjust": self.form, "logit_adjust_tau": self.tau}
+    def method_stages(self, epochs: int, counts: tuple[tuple[int, int], ...]) -> tuple[Stage, ...]:
+        if self.form == "loss":
+            return (Main(Loss(logit_adjust_tau=self.tau), label_counts=counts),)
+        return (Main(label_counts=counts), PosthocLogitAdjust(self.tau))
 
 
 class ClassifierRetrainingMethod(LossSideMethod):
@@ -186,8 +191,8 @@ class ClassifierRetrainingMethod(LossSideMethod):
         super().__init__(random_state)
         self.head_epochs = head_epochs
 
-    def training_changes(self, train_config: Any) -> dict[str, Any]:
-        return {"crt_epochs": self.head_epochs or train_config.epochs}
+    def method_stages(self, epochs: int, counts: tuple[tuple[int, int], ...]) -> tuple[Stage, ...]:
+        return (Main(label_counts=counts), DecoupledHead(self.head_epochs or epochs))
 
 
 # ---- registry -------------------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split, generated_meta
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
+from cxrgan.balance.classic import generated_meta
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
 from cxrgan.generators.cache import fit_or_load
@@ -195,8 +195,7 @@ def _synthetic_rows(dataset: CXRDataset, images: np.ndarray, labels: np.ndarray,
 
 def checked_findings(balancer: Any, dataset: CXRDataset) -> tuple[str, ...]:
     """The findings a multi-label balancer augments on ``dataset``: its own list, else the rarest with enough
-    positives; after the training-split checks, and refusing names the dataset does not have."""
-    check_train_split(dataset, balancer.name)
+    positives, refusing names the dataset does not have."""
     findings = balancer.findings or choose_rare_findings(dataset, balancer.n_findings, balancer.min_positives)
     unknown = [f for f in findings if f not in dataset.label_names]
     if unknown:
@@ -241,7 +240,14 @@ class LabelVectorCGAN(Balancer):
         """The label-vector generator this balancer trains (its config with the balancer's seed)."""
         return GeneratorSpec(self.generator, dataclasses.replace(self.config, seed=self.random_state))
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        """The label-vector generator, unless a trained ``model`` was given."""
+        return [self.generator_spec()] if self.model is None else []
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        return len(train) + len(label_vector_plan(self, train)[1])
+
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         columns, rows, drawn_for = label_vector_plan(self, dataset)
         vectors = dataset.labels[rows].reshape(len(rows), dataset.n_labels).copy()
         self.model_ = self.model if self.model is not None else fit_or_load(self.generator_spec(), dataset,
@@ -297,7 +303,7 @@ class LabelVectorCopies(Balancer):
         self.findings, self.threshold = None if findings is None else tuple(findings), threshold
         self.n_findings, self.min_positives, self.random_state, self.name = n_findings, min_positives, int(random_state), name
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         columns, rows, self.drawn_for_ = label_vector_plan(self, dataset)
         out = dataset.with_rows_added(dataset.subset(rows)) if len(rows) else dataset
         self.table_ = finding_table(dataset, out, columns, self.drawn_for_)
@@ -336,7 +342,7 @@ class RareFindingCopies(Balancer):
         self.findings, self.ratio = None if findings is None else tuple(findings), float(ratio)
         self.n_findings, self.min_positives, self.random_state, self.name = n_findings, min_positives, int(random_state), name
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         plan = rare_finding_plan(self, dataset)
         self.findings_ = tuple(finding for finding, _, _ in plan)
         self.counts_ = {finding: len(rows) for finding, _, rows in plan}
@@ -376,7 +382,14 @@ class RareFindingDCGAN(Balancer):
         """The DCGAN of ``finding`` this balancer trains (its config with the finding and the balancer's seed)."""
         return GeneratorSpec("dcgan", dataclasses.replace(self.config, target=finding, seed=self.random_state))
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        """One DCGAN per augmented finding."""
+        return [self.generator_spec(finding) for finding in checked_findings(self, train)]
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        return len(train) + sum(len(rows) for _, _, rows in rare_finding_plan(self, train))
+
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         plan = rare_finding_plan(self, dataset)
         generator = torch.Generator().manual_seed(self.random_state)
         images, labels = [], []

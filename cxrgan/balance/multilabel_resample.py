@@ -36,14 +36,8 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
-from cxrgan.balance.base import Balancer, register_balancer
-from cxrgan.balance.classic import (
-    RandomOverBalancer,
-    RandomUnderBalancer,
-    check_train_split,
-    generated_meta,
-    resampled_rows,
-)
+from cxrgan.balance.base import Balancer, Powerset, register_balancer
+from cxrgan.balance.classic import RandomOverBalancer, RandomUnderBalancer, generated_meta, resampled_rows
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import (
     DEFAULT_PERCENTAGE,
@@ -174,8 +168,7 @@ class MLROSBalancer(_PerLabelResampler):
         self.random_state, self.percentage = random_state, check_percentage(percentage, self.name)
         self.no_finding = no_finding
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         matrix, _ = self._label_sets(dataset)
         clones = ml_ros_rows(matrix, self.percentage, np.random.default_rng(self.random_state))
         self.sample_indices_ = np.concatenate([np.arange(len(dataset)), clones])
@@ -202,8 +195,7 @@ class MLRUSBalancer(_PerLabelResampler):
         self.random_state, self.percentage = random_state, check_percentage(percentage, self.name)
         self.no_finding = no_finding
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         matrix, names = self._label_sets(dataset)
         removed = ml_rus_rows(matrix, self.percentage, np.random.default_rng(self.random_state), names)
         self.sample_indices_ = np.setdiff1d(np.arange(len(dataset)), removed)  # sorted: original order
@@ -238,8 +230,7 @@ class MLSMOTEBalancer(_PerLabelResampler):
         self.random_state, self.k_neighbors = random_state, k_neighbors
         self.no_finding, self.per_feature_gap = no_finding, per_feature_gap
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         made = mlsmote_samples(dataset.images.reshape(len(dataset), -1), dataset.labels, self.k_neighbors,
                                np.random.default_rng(self.random_state), self.no_finding, self.per_feature_gap)
         n_new = len(made["labels"])

@@ -7,8 +7,8 @@ training set (what ``dcgan`` / ``cldm-aX`` do here). ``synth-pretrain`` is that 
 
 ``fit_resample`` trains (or loads from the generator cache) a conditional generator on the training split, draws a
 set that is balanced by construction, writes it as a compact .npz beside the cached generator and returns the real
-rows unchanged; ``adapt_training`` points the classifier's ``pretrain_data`` / ``pretrain_epochs`` at it, and
-``cxrgan.classify.train`` pretrains on it before the usual epochs on the real rows. Balanced means, with
+rows unchanged; its training stages (``stages``) start with a ``Pretrain`` stage on that set, which
+``cxrgan.classify.train`` runs before the usual epochs on the real rows. Balanced means, with
 n = ceil(``scale`` x the largest real class: the larger class of a binary task, the most frequent finding of a
 multi-label one):
 
@@ -30,13 +30,12 @@ import dataclasses
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer
-from cxrgan.balance.classic import check_train_split
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer
+from cxrgan.balance.stages import Main, Pretrain, Stage
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.data.npz import save_npz
 from cxrgan.errors import CxrganError
@@ -71,14 +70,20 @@ class SyntheticPretraining(Balancer):
         for generator in (binary_generator, multilabel_generator):
             if generator_class(generator).models_one_class:
                 raise CxrganError(f"{name}: {generator!r} models one class; pretraining needs a conditional generator")
-        self.generators = {True: binary_generator, False: multilabel_generator}
+        self.generator_names = {True: binary_generator, False: multilabel_generator}
         self.settings, self.scale, self.name = settings, float(scale), name
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.device, self.random_state = device, int(random_state)
 
     def generator_spec(self, dataset: CXRDataset) -> GeneratorSpec:
         """The generator this balancer trains on ``dataset``: by task, with the balancer's seed."""
-        return GeneratorSpec.resolve(self.generators[dataset.is_binary], self.settings, seed=self.random_state)
+        return GeneratorSpec.resolve(self.generator_names[dataset.is_binary], self.settings, seed=self.random_state)
+
+    def generators(self, train: CXRDataset) -> list[GeneratorSpec]:
+        return [self.generator_spec(train)]
+
+    def planned_rows(self, train: CXRDataset) -> int:
+        return len(train)
 
     def n_per_class(self, dataset: CXRDataset) -> int:
         """Synthetic images per class (or per finding): ``scale`` x the largest real class."""
@@ -97,8 +102,7 @@ class SyntheticPretraining(Balancer):
         rows = [pool[rng.integers(0, len(pool), size=n)] for pool in pools if len(pool)]
         return dataset.labels[np.concatenate(rows)].astype(np.float32)
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         spec = self.generator_spec(dataset)
         folder = cache_dir(self.work_dir, spec, dataset) if self.work_dir is not None else Path(
             tempfile.mkdtemp(prefix="cxrgan-synth-pretrain-"))
@@ -114,18 +118,29 @@ class SyntheticPretraining(Balancer):
         self.pretrain_data_, self.n_synthetic_, self.n_real_ = path, len(labels), len(dataset)
         return dataclasses.replace(dataset)
 
-    def adapt_training(self, train_config: Any) -> Any:
+    def stages(self, epochs: int) -> tuple[Stage, ...]:
         """Pretrain on the synthetic set for as many image passes as the real epochs make (at least one epoch)."""
         if not hasattr(self, "pretrain_data_"):
-            raise CxrganError(f"{self.name}: call fit_resample before adapt_training")
-        return pretraining_schedule(train_config, self.pretrain_data_, self.n_real_, self.n_synthetic_)
+            raise CxrganError(f"{self.name}: call fit_resample before stages")
+        return pretraining_stages(epochs, self.pretrain_data_, self.n_real_, self.n_synthetic_)
+
+    def planned_images(self, train: CXRDataset, epochs: int) -> int:
+        n_synthetic = self.planned_samples(train)
+        return epochs * len(train) + pretraining_epochs(epochs, len(train), n_synthetic) * n_synthetic
+
+    def planned_samples(self, train: CXRDataset) -> int:
+        return len(self.pretraining_labels(train, np.random.default_rng(self.random_state)))
 
 
-def pretraining_schedule(train_config: Any, path: str | Path, n_real: int, n_synthetic: int) -> Any:
-    """``train_config`` pretraining on the rows of ``path`` first, for as many image passes as the real epochs make
-    (``epochs`` x ``n_real`` / ``n_synthetic`` epochs, at least one)."""
-    epochs = max(1, round(train_config.epochs * n_real / n_synthetic))
-    return dataclasses.replace(train_config, pretrain_data=str(path), pretrain_epochs=epochs)
+def pretraining_epochs(epochs: int, n_real: int, n_synthetic: int) -> int:
+    """Epochs on ``n_synthetic`` rows that pass as many images as ``epochs`` on ``n_real`` rows (at least 1)."""
+    return max(1, round(epochs * n_real / n_synthetic))
+
+
+def pretraining_stages(epochs: int, path: str | Path, n_real: int, n_synthetic: int) -> tuple[Stage, ...]:
+    """Pretraining on the rows of ``path`` first, for as many image passes as ``epochs`` on the ``n_real`` real
+    rows make, then the main stage."""
+    return Pretrain(str(path), pretraining_epochs(epochs, n_real, n_synthetic)), Main()
 
 
 def _factory(binary: str, multilabel: str, name: str):

@@ -27,11 +27,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cxrgan.balance.base import BalanceContext, Balancer, register_balancer_family
-from cxrgan.balance.classic import check_train_split, generated_meta
+from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer_family
+from cxrgan.balance.classic import generated_meta
 from cxrgan.balance.gan import minority_deficit
 from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, choose_rare_findings, finding_deficit
-from cxrgan.balance.pretrain import pretraining_schedule
+from cxrgan.balance.pretrain import pretraining_epochs, pretraining_stages
+from cxrgan.balance.stages import Main, Stage
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.near_duplicates import check_no_near_duplicates, fingerprints, match
 from cxrgan.data.npz import save_npz
@@ -66,6 +67,8 @@ class SyntheticFileRows(Balancer):
         self.n_findings, self.min_positives, self.random_state = n_findings, min_positives, int(random_state)
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self.name = name or row_name(path)
+        # balance mode adds as many minority images as oversampling copies (the dcgan row's count)
+        self.control = "oversample" if mode == "balance" else None
 
     def draws(self, dataset: CXRDataset, synthetic: CXRDataset) -> dict[str, int]:
         """How many images of each class (binary) or augmented finding (multi-label) balance mode draws."""
@@ -101,10 +104,9 @@ class SyntheticFileRows(Balancer):
             taken[rng.choice(pool, n, replace=False)] = True
         return np.flatnonzero(taken)
 
-    def fit_resample(self, dataset: CXRDataset) -> CXRDataset:
-        check_train_split(dataset, self.name)
+    def _fit_resample(self, dataset: CXRDataset, classes: Powerset) -> CXRDataset:
         synthetic = load_synthetic(self.path, dataset)
-        if self.mode == "pretrain":  # the pretraining file is written by adapt_training, when training needs it
+        if self.mode == "pretrain":  # the pretraining file is written by stages, when training needs it
             self.synthetic_, self.n_real_, self.n_synthetic_, self.n_added_ = synthetic, len(dataset), len(synthetic), 0
             self.drawn_ = np.arange(len(synthetic))
             return dataclasses.replace(dataset)
@@ -126,13 +128,19 @@ class SyntheticFileRows(Balancer):
             save_npz(synthetic, path)
         return path
 
-    def adapt_training(self, train_config: Any) -> Any:
+    def stages(self, epochs: int) -> tuple[Stage, ...]:
         if self.mode != "pretrain":
-            return train_config
+            return (Main(),)
         if not hasattr(self, "synthetic_"):
-            raise CxrganError(f"{self.name}: call fit_resample before adapt_training")
+            raise CxrganError(f"{self.name}: call fit_resample before stages")
         self.pretrain_data_ = self._pretraining_file(self.synthetic_)
-        return pretraining_schedule(train_config, self.pretrain_data_, self.n_real_, self.n_synthetic_)
+        return pretraining_stages(epochs, self.pretrain_data_, self.n_real_, self.n_synthetic_)
+
+    def planned_images(self, train: CXRDataset, epochs: int) -> int:
+        if self.mode != "pretrain":
+            return epochs * self.planned_rows(train)
+        n_synthetic = len(load_synthetic(self.path, train))
+        return epochs * len(train) + pretraining_epochs(epochs, len(train), n_synthetic) * n_synthetic
 
 
 @register_balancer_family(ROW_PREFIX)

@@ -49,4 +49,6 @@ def load_checkpoint(path, model, optimizer, scheduler, scaler, generator, config
     if "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
     generator.set_state(checkpoint["rng"])
-    return {k: checkpoint[k] for k in ("epoch", "best_val_auc", "best_epoch", "best_model", "history")}
+    # "stages": the training stages it was written with (absent in checkpoints of older versions)
+    return {k: checkpoint[k] for k in ("epoch", "best_val_auc", "best_epoch", "best_model", "history", "stages")
+            if k in checkpoint}

@@ -10,24 +10,24 @@ Unknown (NaN) targets contribute nothing, as in :func:`masked_bce`.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from cxrgan.balance.stages import Loss
 from cxrgan.errors import CxrganError
 
 # Per-element loss: (logits (N, K) float, targets (N, K) in {0, 1} with unknown entries zeroed) -> (N, K) loss.
 ElementLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# Builds a per-element loss from the training settings (a TrainConfig) and the (K, 2) label counts.
-LossFactory = Callable[[Any, np.ndarray], ElementLoss]
+# Builds a per-element loss from a main stage's Loss (cxrgan.balance.stages) and the (K, 2) label counts.
+LossFactory = Callable[[Loss, np.ndarray], ElementLoss]
 LOSSES: dict[str, LossFactory] = {}
-LOGIT_ADJUSTMENTS = ("none", "loss", "posthoc")
 
 
 def register_loss(name: str) -> Callable[[LossFactory], LossFactory]:
-    """Decorator adding ``factory(train_config, counts) -> per-element loss`` to :data:`LOSSES` under ``name``."""
+    """Decorator adding ``factory(loss, counts) -> per-element loss`` to :data:`LOSSES` under ``name``."""
 
     def decorate(factory: LossFactory) -> LossFactory:
         if name in LOSSES:
@@ -146,57 +146,41 @@ def masked_bce(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch
 
 
 @register_loss("bce")
-def _bce(config: Any, counts: np.ndarray) -> ElementLoss:
+def _bce(loss: Loss, counts: np.ndarray) -> ElementLoss:
     return bce_terms
 
 
 @register_loss("focal")
-def _focal(config: Any, counts: np.ndarray) -> ElementLoss:
-    return partial(focal_terms, gamma=config.focal_gamma)
+def _focal(loss: Loss, counts: np.ndarray) -> ElementLoss:
+    return partial(focal_terms, gamma=loss.focal_gamma)
 
 
 @register_loss("ldam")
-def _ldam(config: Any, counts: np.ndarray) -> ElementLoss:
-    margins = torch.from_numpy(ldam_margins(counts, config.ldam_max_margin)).float()
-    return lambda logits, targets: ldam_terms(logits, targets, margins.to(logits.device), config.ldam_scale)
+def _ldam(loss: Loss, counts: np.ndarray) -> ElementLoss:
+    margins = torch.from_numpy(ldam_margins(counts, loss.ldam_max_margin)).float()
+    return lambda logits, targets: ldam_terms(logits, targets, margins.to(logits.device), loss.ldam_scale)
 
 
-def build_loss(config: Any, counts: np.ndarray) -> Callable[..., torch.Tensor]:
-    """``loss(logits, targets, class_weights=None) -> scalar`` for the settings of a TrainConfig.
+def build_loss(loss: Loss, counts: np.ndarray) -> Callable[..., torch.Tensor]:
+    """``loss(logits, targets, class_weights=None) -> scalar`` for a main stage's ``Loss``.
 
-    The per-element loss is ``LOSSES[config.loss]``; with ``config.logit_adjust == "loss"`` it sees the logits
-    plus :func:`logit_offsets`. Unknown targets are masked, ``class_weights`` applied as in :func:`masked_mean`.
+    The per-element loss is ``LOSSES[loss.name]``; with ``loss.logit_adjust_tau`` set it sees the logits plus
+    :func:`logit_offsets`. Unknown targets are masked, ``class_weights`` applied as in :func:`masked_mean`.
     """
-    check_loss_settings(config)
-    terms = LOSSES[config.loss](config, counts)
-    offsets = torch.from_numpy(logit_offsets(counts, config.logit_adjust_tau)).float()
-    adjust = config.logit_adjust == "loss"
+    loss.check()
+    if loss.name not in LOSSES:
+        raise CxrganError(f"unknown loss {loss.name!r}; available: {', '.join(sorted(LOSSES))}")
+    terms = LOSSES[loss.name](loss, counts)
+    adjust = loss.logit_adjust_tau is not None
+    offsets = torch.from_numpy(logit_offsets(counts, loss.logit_adjust_tau if adjust else 1.0)).float()
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def per_label(logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None) -> torch.Tensor:
         logits = logits.float()
         if adjust:
             logits = logits + offsets.to(logits.device)
         return masked_mean(terms(logits, torch.nan_to_num(targets, nan=0.0)), targets, class_weights)
 
-    return loss
-
-
-def check_loss_settings(config: Any) -> None:
-    """Refuse loss and schedule settings no run can use, with a one-line message naming the value."""
-    if config.loss not in LOSSES:
-        raise CxrganError(f"unknown loss {config.loss!r}; available: {', '.join(sorted(LOSSES))}")
-    if config.logit_adjust not in LOGIT_ADJUSTMENTS:
-        raise CxrganError(f"logit_adjust must be one of {', '.join(LOGIT_ADJUSTMENTS)}, got {config.logit_adjust!r}")
-    checks = [("focal: gamma", config.focal_gamma, config.focal_gamma >= 0, ">= 0"),
-              ("ldam: max margin", config.ldam_max_margin, config.ldam_max_margin > 0, "> 0"),
-              ("ldam: scale", config.ldam_scale, config.ldam_scale > 0, "> 0"),
-              ("drw: start epoch", config.drw_start_epoch, config.drw_start_epoch >= 0, ">= 0"),
-              ("drw: beta", config.drw_beta, 0 < config.drw_beta < 1, "in (0, 1)"),
-              ("logit adjustment: tau", config.logit_adjust_tau, config.logit_adjust_tau >= 0, ">= 0"),
-              ("crt: head epochs", config.crt_epochs, config.crt_epochs >= 0, ">= 0")]
-    for what, value, ok, rule in checks:
-        if not ok:
-            raise CxrganError(f"{what} must be {rule}, got {value}")
+    return per_label
 
 
 def output_layer(model: nn.Module, method: str) -> nn.Linear:

@@ -1,14 +1,15 @@
 """One plain classifier training loop: a masked per-label loss, Adam, early stopping on validation AUC, atomic
-checkpoints, resume, data-parallel under torchrun; optional long-tail settings (focal / LDAM loss, deferred
-re-weighting, logit adjustment, classifier re-training)."""
+checkpoints, resume, data-parallel under torchrun; the typed training stages a method asks for (pretraining on
+synthetic rows, a long-tail loss with deferred re-weighting, a decoupled head, post-hoc logit adjustment)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +21,9 @@ from cxrgan import distributed
 from cxrgan.classify.augmentations import AUGMENTATIONS
 from cxrgan.classify.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint  # noqa: F401
 from cxrgan.classify.decoupled import class_aware_rows, reset_head
+from cxrgan.balance.stages import DecoupledHead, Main, PosthocLogitAdjust, Pretrain, Stage, check_stages
 from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
     build_loss,
-    check_loss_settings,
     drw_weights,
     logit_offsets,
     masked_bce,
@@ -54,24 +55,21 @@ class TrainConfig:
     weights_path: str | None = None  # optional local pretrained weights; default trains from scratch
     eval_batch_size: int = 256  # batch size for prediction
     progress: bool = True  # show a tqdm bar per epoch
-    # Long-tail settings (cxrgan.classify.losses); loss-side methods set them through Balancer.adapt_training.
-    loss: str = "bce"  # per-label loss from cxrgan.classify.losses.LOSSES: "bce", "focal" or "ldam"
-    focal_gamma: float = 2.0  # focal loss focusing parameter gamma (Lin et al. 2017); 0 is BCE
-    ldam_max_margin: float = 0.5  # LDAM margin of each column's rarer class (Cao et al. 2019's max_m)
-    ldam_scale: float = 30.0  # LDAM logit scale s (Cao et al.'s code and LongTailCXR use 30)
-    drw_start_epoch: int = 0  # deferred re-weighting from this epoch on, 1-based; 0 = never (Cao et al. 2019)
-    drw_beta: float = 0.9999  # beta of the effective-number weights used by DRW (Cui et al. 2019)
-    logit_adjust: str = "none"  # "none", "loss" (train on f + tau log prior odds) or "posthoc" (subtract after)
-    logit_adjust_tau: float = 1.0  # tau of the logit-adjustment offsets (Menon et al. 2021)
-    label_counts: tuple[tuple[int, int], ...] | None = None  # per column (negatives, positives) for LDAM margins,
-    #   DRW weights and priors; None = counted on the training rows
-    crt_epochs: int = 0  # cRT: epochs retraining a fresh head, backbone frozen, on class-aware rows; 0 = off
     fp16: bool = False  # fp16 autocast with a gradient scaler (CUDA devices without bf16); weights stay fp32
     data_workers: int = 0  # processes reading training batches from the (memory-mapped) data; 0 = this process
     sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics of the global batch (the one-process answer)
-    # Synthetic pretraining (the synth-pretrain methods set it through Balancer.adapt_training).
-    pretrain_data: str | None = None  # compact .npz of (synthetic) rows to pretrain on before the training rows
-    pretrain_epochs: int = 0  # epochs on pretrain_data before the epochs above; 0 = no pretraining
+
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config written when a method's loss, schedule and pretraining were settings of this config (they are
+        training stages now, returned by the method; the stored values were always the defaults)."""
+        return {k: v for k, v in values.items() if k not in STAGE_FIELDS}
+
+
+# The settings of TrainConfig that became training stages (cxrgan.balance.stages), read from older configs only.
+STAGE_FIELDS = frozenset({"loss", "focal_gamma", "ldam_max_margin", "ldam_scale", "drw_start_epoch", "drw_beta",
+                          "logit_adjust", "logit_adjust_tau", "label_counts", "crt_epochs", "pretrain_data",
+                          "pretrain_epochs"})
 
 
 @dataclass
@@ -143,7 +141,6 @@ def check_train_config(config: TrainConfig) -> None:
         raise CxrganError("bf16 and fp16 autocast exclude each other; choose one --precision")
     if config.fp16 and resolve_device(config.device).type != "cuda":
         raise CxrganError(f"--precision fp16 needs a CUDA device, not --device {config.device}")
-    _check_pretraining(config)
     resolve_device(config.device)
     check_world_size(None, config.batch_size, distributed.world_size())
 
@@ -170,12 +167,6 @@ def check_world_size(train: CXRDataset | None, batch_size: int, world: int) -> N
                               f"{name!r} row(s); use at most {n} processes, or more training data")
 
 
-def _check_pretraining(config: TrainConfig) -> None:
-    if config.pretrain_epochs < 0 or (config.pretrain_epochs > 0) != (config.pretrain_data is not None):
-        raise CxrganError(f"pretrain_epochs {config.pretrain_epochs} with pretrain_data {config.pretrain_data!r}: "
-                          "pretraining needs both a data file and a positive number of epochs")
-
-
 def train_classifier(
     train: CXRDataset,
     val: CXRDataset,
@@ -184,8 +175,9 @@ def train_classifier(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
+    stages: Sequence[Stage] = (Main(),),
 ) -> TrainResult:
-    """Train ``config.model`` on ``train`` and keep the weights with the best validation AUC.
+    """Train ``config.model`` on ``train`` through ``stages`` and keep the weights with the best validation AUC.
 
     Randomness (initial weights, batch order, flips) comes only from ``seed``; the global RNG is left as found.
     Under ``torchrun`` (data parallel, DistributedDataParallel) every process draws the same batch order and
@@ -194,20 +186,18 @@ def train_classifier(
     global batch; with ``sync_batchnorm`` BatchNorm also sees the global batch, and the run matches one process up
     to floating-point summation order. Validation rows are scored in shares; rank 0 writes the checkpoints.
 
-    Long-tail settings (see :class:`TrainConfig` and :mod:`cxrgan.classify.losses`):
+    The stages (``cxrgan.balance.stages``, what a balancing method returns), in the order they run:
 
-    * ``loss`` / ``logit_adjust="loss"``: the per-label loss the optimiser sees.
-    * ``drw_start_epoch``: from that epoch the loss is weighted by :func:`~cxrgan.classify.losses.drw_weights`;
-      the kept model is the best of the re-weighted epochs, and early stopping waits for them (Cao et al. 2019
-      report the model after re-weighting, not before).
-    * ``crt_epochs``: after the epochs above, the best model's head is re-initialised and trained alone on
-      class-aware rows (:mod:`cxrgan.classify.decoupled`); the backbone, BatchNorm statistics included, stays
-      bit-identical, and the kept head is the best of these epochs. They are not checkpointed: a resumed run
-      repeats them from the stage-1 checkpoint, with the same result.
-    * ``logit_adjust="posthoc"``: the offsets are subtracted from the output bias of the final model, so every
-      score it gives is f - tau log prior odds.
-    * ``pretrain_epochs``: before the first epoch, the model trains that many epochs on the rows of
-      ``pretrain_data`` (:func:`_pretrain`), then goes on to ``train`` with a fresh optimiser.
+    * ``Pretrain``: before the first epoch, epochs on other rows (:func:`_pretrain`), then ``train`` with a fresh
+      optimiser. Not checkpointed: a run interrupted before its first real epoch repeats it, with the same result.
+    * ``Main`` (always): its per-label loss (:mod:`cxrgan.classify.losses`) and, from ``drw_start_epoch``, deferred
+      re-weighting by :func:`~cxrgan.classify.losses.drw_weights`; the kept model is the best of the re-weighted
+      epochs, and early stopping waits for them (Cao et al. 2019 report the model after re-weighting, not before).
+    * ``DecoupledHead``: the best model's head re-initialised and trained alone on class-aware rows
+      (:mod:`cxrgan.classify.decoupled`); the backbone, BatchNorm statistics included, stays bit-identical, and the
+      kept head is the best of these epochs. Not checkpointed: a resumed run repeats it, with the same result.
+    * ``PosthocLogitAdjust``: the offsets subtracted from the output bias of the final model, so every score it
+      gives is f - tau log prior odds.
 
     Args:
         train: training rows (possibly rebalanced; ``class_weights`` are used when set).
@@ -217,81 +207,147 @@ def train_classifier(
         checkpoint_path: where to keep a resumable checkpoint after every epoch (written atomically).
         resume: continue from ``checkpoint_path`` if it exists.
         on_epoch: called with each epoch's record (e.g. to append it to a JSONL log).
+        stages: the training stages; ``(Main(),)``, plain training, by default.
     """
+    stages = check_stages(tuple(stages), config.epochs)
     _check_trainable(train, val)
     if config.augment not in AUGMENTATIONS:
         raise CxrganError(f"unknown augmentation {config.augment!r}; available: {', '.join(AUGMENTATIONS)}")
     if config.lr_schedule not in ("constant", "cosine"):
         raise CxrganError(f"unknown learning-rate schedule {config.lr_schedule!r}; use constant or cosine")
-    check_loss_settings(config)
-    _check_pretraining(config)
-    if config.drw_start_epoch > config.epochs:
-        raise CxrganError(f"drw: start epoch {config.drw_start_epoch} is after the last epoch {config.epochs}")
-    device = resolve_device(config.device)
-    rank, world = distributed.rank(), distributed.world_size()
-    check_world_size(train, config.batch_size, world)
-    with seeded(seed):  # seeds initial weights without touching the caller's RNG (CPU or CUDA)
-        model = build_classifier(config.model, train.n_labels, config.weights_path)
-    if config.crt_epochs or config.logit_adjust == "posthoc":  # refuse before training, not after
-        output_layer(model, "crt" if config.crt_epochs else "logit-adjust")
-    counts = _label_counts(train, config)
-    loss_fn = build_loss(config, counts)
-    model = model.to(device, memory_format=torch.channels_last)
-    if world > 1 and config.sync_batchnorm:
-        model = distributed.convert_batchnorm(model, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _lr_scheduler(optimizer, config, config.epochs * _steps_per_epoch(len(train), config))
-    scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)
-    generator = torch.Generator().manual_seed(seed)
+    run = _Run.start(train, val, config, seed, stages, on_epoch)
+    steps = run.steps(run.model.parameters(), config.epochs, len(train))
     state = {"epoch": 0, "best_val_auc": -math.inf, "best_epoch": 0, "best_model": None, "history": []}
+    record = stages_record(stages)
     if resume and checkpoint_path is not None and usable_or_discarded(checkpoint_path, "classifier checkpoint"):
-        state = load_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config)
+        state = load_checkpoint(checkpoint_path, run.model, steps.optimizer, steps.scheduler, run.scaler,
+                                run.generator, config)
+        if state.pop("stages", record) != record:
+            raise CxrganError(f"{checkpoint_path}: checkpoint was written with other training stages; use a new "
+                              "output directory")
+    pretrain = _stage(stages, Pretrain)
+    if pretrain is not None and state["epoch"] == 0:  # a checkpoint holds weights trained past this stage
+        state["history"] = _pretrain(run, pretrain)
+    _train_main(run, steps, _stage(stages, Main), state, checkpoint_path, record)
+    return _finish(run, stages, state)
 
-    step_model = _data_parallel(model, device)
+
+def stages_record(stages: tuple[Stage, ...]) -> list[dict]:
+    """The stages as plain values (kept in checkpoints, so a resume with other stages is refused)."""
+    return [{"stage": type(stage).__name__, **dataclasses.asdict(stage)} for stage in stages]
+
+
+def _stage(stages: tuple[Stage, ...], kind: type):
+    """The stage of ``kind`` among ``stages``, or None."""
+    return next((stage for stage in stages if isinstance(stage, kind)), None)
+
+
+@dataclass
+class _Run:
+    """What every stage of one classifier run uses: the model (and its data-parallel wrapper), the data, the
+    settings, the device, the run's one random generator, the gradient scaler, the loss and the label counts."""
+
+    model: nn.Module
+    step_model: nn.Module
+    train: CXRDataset
+    val: CXRDataset
+    config: TrainConfig
+    device: torch.device
+    generator: torch.Generator
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable[..., torch.Tensor]
+    counts: np.ndarray
+    timing: dict
+    on_epoch: Callable[[dict], None] | None
+
+    @classmethod
+    def start(cls, train: CXRDataset, val: CXRDataset, config: TrainConfig, seed: int, stages: tuple[Stage, ...],
+              on_epoch: Callable[[dict], None] | None) -> _Run:
+        device = resolve_device(config.device)
+        world = distributed.world_size()
+        check_world_size(train, config.batch_size, world)
+        with seeded(seed):  # seeds initial weights without touching the caller's RNG (CPU or CUDA)
+            model = build_classifier(config.model, train.n_labels, config.weights_path)
+        for kind, method in ((DecoupledHead, "crt"), (PosthocLogitAdjust, "logit-adjust")):
+            if _stage(stages, kind) is not None:  # refuse before training, not after
+                output_layer(model, method)
+                break
+        main = _stage(stages, Main)
+        counts = _label_counts(train, main)
+        loss_fn = build_loss(main.loss, counts)
+        model = model.to(device, memory_format=torch.channels_last)
+        if world > 1 and config.sync_batchnorm:
+            model = distributed.convert_batchnorm(model, device)
+        return cls(model, _data_parallel(model, device), train, val, config, device,
+                   torch.Generator().manual_seed(seed), torch.amp.GradScaler(device.type, enabled=config.fp16),
+                   loss_fn, counts, {"seconds": 0.0, "images": 0}, on_epoch)
+
+    def steps(self, parameters, epochs: int, n_rows: int) -> Steps:
+        """A fresh Adam over ``parameters`` with the run's schedule over ``epochs`` epochs of ``n_rows`` rows."""
+        config = self.config
+        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = _lr_scheduler(optimizer, config, epochs * _steps_per_epoch(n_rows, config))
+        return Steps(optimizer, scheduler, self.scaler, self.loss_fn, config, self.device, self.generator)
+
+    def val_auc(self) -> float:
+        """Macro validation AUC of the model now (every process scores its share)."""
+        config = self.config
+        return macro_auc(self.val.labels, predict(self.model, self.val, self.device, config.eval_batch_size,
+                                                  config.bf16, shared=True, fp16=config.fp16))
+
+    def log(self, record: dict) -> None:
+        if self.on_epoch is not None and distributed.is_main():
+            self.on_epoch(record)
+
+
+def _train_main(run: _Run, steps: Steps, main: Main, state: dict, checkpoint_path: str | Path | None,
+                record: list[dict]) -> None:
+    """The main stage's epochs from ``state["epoch"] + 1``, early-stopped; ``state`` keeps the best model."""
+    config, train, device = run.config, run.train, run.device
     class_weights = torch.from_numpy(train.class_weights).to(device) if train.class_weights is not None else None
-    reweighted = torch.from_numpy(drw_weights(counts, config.drw_beta)).to(device)
-    first_kept = max(1, config.drw_start_epoch)
-    timing = {"seconds": 0.0, "images": 0}
-    steps = Steps(optimizer, scheduler, scaler, loss_fn, config, device, generator)
-    if config.pretrain_epochs and state["epoch"] == 0:  # a checkpoint holds weights trained past this stage
-        state["history"] = _pretrain(model, step_model, train, val, config, loss_fn, generator, device, scaler,
-                                     timing, on_epoch)
-
+    reweighted = torch.from_numpy(drw_weights(run.counts, main.drw_beta)).to(device)
+    first_kept = max(1, main.drw_start_epoch)
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
             break
-        drw = 0 < config.drw_start_epoch <= epoch
-        step_model.train()
-        order = torch.randperm(len(train), generator=generator)
-        stats = _train_epoch(step_model, steps, reweighted if drw else class_weights, train, order, timing,
+        drw = 0 < main.drw_start_epoch <= epoch
+        run.step_model.train()
+        order = torch.randperm(len(train), generator=run.generator)
+        stats = _train_epoch(run.step_model, steps, reweighted if drw else class_weights, train, order, run.timing,
                              f"epoch {epoch}")
-        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16, shared=True,
-                                                fp16=config.fp16))
-        record = {"epoch": epoch, "train_loss": stats["train_loss"], "val_auc": val_auc, "seconds": stats["seconds"]}
+        val_auc = run.val_auc()
+        epoch_record = {"epoch": epoch, "train_loss": stats["train_loss"], "val_auc": val_auc,
+                        "seconds": stats["seconds"]}
         if drw:
-            record["stage"] = "drw"
-        state["history"].append(record)
+            epoch_record["stage"] = "drw"
+        state["history"].append(epoch_record)
         if epoch >= first_kept and val_auc > state["best_val_auc"]:
             state.update(best_val_auc=val_auc, best_epoch=epoch,
-                         best_model={k: v.detach().clone() for k, v in model.state_dict().items()})
+                         best_model={k: v.detach().clone() for k, v in run.model.state_dict().items()})
         state["epoch"] = epoch
-        if checkpoint_path is not None and rank == 0:
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generator, config, state)
-        if on_epoch is not None and rank == 0:
-            on_epoch(record)
+        if checkpoint_path is not None and distributed.rank() == 0:
+            save_checkpoint(checkpoint_path, run.model, steps.optimizer, steps.scheduler, run.scaler, run.generator,
+                            config, {**state, "stages": record})
+        run.log(epoch_record)
 
+
+def _finish(run: _Run, stages: tuple[Stage, ...], state: dict) -> TrainResult:
+    """The best main-stage model, then the stages after the main one; the result in eval mode."""
+    model = run.model
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     best_epoch, best_val_auc, history = state["best_epoch"], float(state["best_val_auc"]), list(state["history"])
-    if config.crt_epochs:
-        records, best_epoch, best_val_auc = _retrain_head(model, train, val, config, loss_fn, class_weights,
-                                                          generator, device, scaler, timing, state["epoch"], on_epoch)
+    head = _stage(stages, DecoupledHead)
+    if head is not None:
+        records, best_epoch, best_val_auc = _retrain_head(run, head, state["epoch"])
         history += records
-    if config.logit_adjust == "posthoc":
+    posthoc = _stage(stages, PosthocLogitAdjust)
+    if posthoc is not None:
         with torch.no_grad():
             bias = output_layer(model, "logit-adjust").bias
-            bias -= torch.from_numpy(logit_offsets(counts, config.logit_adjust_tau)).to(bias)
+            bias -= torch.from_numpy(logit_offsets(run.counts, posthoc.tau)).to(bias)
     model.eval()
+    timing = run.timing
     return TrainResult(
         model=model,
         history=history,
@@ -359,37 +415,31 @@ def _train_epoch(step_model: nn.Module, steps: Steps, class_weights: torch.Tenso
     return {"train_loss": total_loss / max(len(batches), 1), "seconds": round(seconds, 3)}
 
 
-def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: TrainConfig, loss_fn,
-                  class_weights: torch.Tensor | None, generator: torch.Generator, device: torch.device,
-                  scaler: torch.amp.GradScaler, timing: dict, last_epoch: int,
-                  on_epoch: Callable[[dict], None] | None) -> tuple[list[dict], int, float]:
+def _retrain_head(run: _Run, stage: DecoupledHead, last_epoch: int) -> tuple[list[dict], int, float]:
     """cRT's second stage (Kang et al. 2020): a fresh head on class-aware rows, backbone frozen; keeps the best head.
 
     Returns the epoch records (numbered on from ``last_epoch``, ``stage`` "crt"), the best epoch and its AUC.
     """
-    head_parameters = reset_head(model, generator)
-    optimizer = torch.optim.Adam(head_parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _lr_scheduler(optimizer, config, config.crt_epochs * _steps_per_epoch(len(train), config))
-    step_model = _data_parallel(model, device)
-    steps = Steps(optimizer, scheduler, scaler, loss_fn, config, device, generator)
+    model, train, config = run.model, run.train, run.config
+    steps = run.steps(reset_head(model, run.generator), stage.epochs, len(train))
+    step_model = _data_parallel(model, run.device)
+    class_weights = torch.from_numpy(train.class_weights).to(run.device) if train.class_weights is not None else None
     history, best = [], {"epoch": 0, "val_auc": -math.inf, "head": None}
-    for epoch in range(last_epoch + 1, last_epoch + config.crt_epochs + 1):
+    for epoch in range(last_epoch + 1, last_epoch + stage.epochs + 1):
         if best["epoch"] > 0 and epoch - best["epoch"] > config.patience:
             break
         step_model.train()
         model.features.eval()  # frozen BatchNorm statistics: the backbone must not change at all
-        order = torch.from_numpy(class_aware_rows(train.labels, len(train), generator))
-        stats = _train_epoch(step_model, steps, class_weights, train, order, timing, f"crt epoch {epoch}")
-        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16, shared=True,
-                                                fp16=config.fp16))
+        order = torch.from_numpy(class_aware_rows(train.labels, len(train), run.generator))
+        stats = _train_epoch(step_model, steps, class_weights, train, order, run.timing, f"crt epoch {epoch}")
+        val_auc = run.val_auc()
         record = {"epoch": epoch, "train_loss": stats["train_loss"], "val_auc": val_auc, "seconds": stats["seconds"],
                   "stage": "crt"}
         history.append(record)
         if val_auc > best["val_auc"]:
             best.update(epoch=epoch, val_auc=val_auc,
                         head={k: v.detach().clone() for k, v in model.head.state_dict().items()})
-        if on_epoch is not None and distributed.is_main():
-            on_epoch(record)
+        run.log(record)
     if best["head"] is not None:
         model.head.load_state_dict(best["head"])
     for parameter in model.features.parameters():  # trainable again for gradient-based CAM; values unchanged
@@ -397,33 +447,26 @@ def _retrain_head(model: nn.Module, train: CXRDataset, val: CXRDataset, config: 
     return history, best["epoch"], float(best["val_auc"])
 
 
-def _pretrain(model: nn.Module, step_model: nn.Module, train: CXRDataset, val: CXRDataset, config: TrainConfig,
-              loss_fn, generator: torch.Generator, device: torch.device, scaler: torch.amp.GradScaler, timing: dict,
-              on_epoch: Callable[[dict], None] | None) -> list[dict]:
-    """Synthetic pretraining: ``config.pretrain_epochs`` epochs on the rows of ``config.pretrain_data`` with a fresh
-    Adam and the run's learning-rate schedule, keeping the last weights for the real rows (pretrain, then fine-tune,
-    as RoentGen-v2: arXiv 2508.16783, 2025). Returns the epoch records (numbered up to 0, ``stage`` "pretrain"); not
-    checkpointed: a run interrupted before its first real epoch repeats it, with the same result."""
+def _pretrain(run: _Run, stage: Pretrain) -> list[dict]:
+    """Synthetic pretraining: ``stage.epochs`` epochs on the rows of ``stage.data`` with a fresh Adam and the run's
+    learning-rate schedule, keeping the last weights for the real rows (pretrain, then fine-tune, as RoentGen-v2:
+    arXiv 2508.16783, 2025). Returns the epoch records (numbered up to 0, ``stage`` "pretrain")."""
     from cxrgan.data.npz import load_npz
 
-    rows = load_npz(config.pretrain_data, target="labels" if train.is_binary else "findings", blank="ignore")
+    train = run.train
+    rows = load_npz(stage.data, target="labels" if train.is_binary else "findings", blank="ignore")
     if rows.label_names != train.label_names or rows.image_size != train.image_size:
-        raise CxrganError(f"{config.pretrain_data}: labels {list(rows.label_names)} at {rows.image_size} px, but the "
+        raise CxrganError(f"{stage.data}: labels {list(rows.label_names)} at {rows.image_size} px, but the "
                           f"training rows have {list(train.label_names)} at {train.image_size} px")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _lr_scheduler(optimizer, config, config.pretrain_epochs * _steps_per_epoch(len(rows), config))
-    steps = Steps(optimizer, scheduler, scaler, loss_fn, config, device, generator)
+    steps = run.steps(run.model.parameters(), stage.epochs, len(rows))
     history = []
-    for epoch in range(1, config.pretrain_epochs + 1):
-        step_model.train()
-        order = torch.randperm(len(rows), generator=generator)
-        stats = _train_epoch(step_model, steps, None, rows, order, timing, f"pretrain epoch {epoch}")
-        val_auc = macro_auc(val.labels, predict(model, val, device, config.eval_batch_size, config.bf16, shared=True,
-                                                fp16=config.fp16))
-        history.append({"epoch": epoch - config.pretrain_epochs, "train_loss": stats["train_loss"],
-                        "val_auc": val_auc, "seconds": stats["seconds"], "stage": "pretrain"})
-        if on_epoch is not None and distributed.is_main():
-            on_epoch(history[-1])
+    for epoch in range(1, stage.epochs + 1):
+        run.step_model.train()
+        order = torch.randperm(len(rows), generator=run.generator)
+        stats = _train_epoch(run.step_model, steps, None, rows, order, run.timing, f"pretrain epoch {epoch}")
+        history.append({"epoch": epoch - stage.epochs, "train_loss": stats["train_loss"], "val_auc": run.val_auc(),
+                        "seconds": stats["seconds"], "stage": "pretrain"})
+        run.log(history[-1])
     return history
 
 
@@ -438,14 +481,14 @@ def _lr_scheduler(optimizer, config: TrainConfig, total_steps: int):
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) if total else 1.0)
 
 
-def _label_counts(train: CXRDataset, config: TrainConfig) -> np.ndarray:
-    """The (K, 2) label counts the long-tail settings use: the config's, else counted on ``train``."""
-    if config.label_counts is None:
+def _label_counts(train: CXRDataset, main: Main) -> np.ndarray:
+    """The (K, 2) label counts the long-tail losses use: the main stage's, else counted on ``train``."""
+    if main.label_counts is None:
         return label_counts(train.labels)
-    counts = np.asarray(config.label_counts, dtype=np.int64)
+    counts = np.asarray(main.label_counts, dtype=np.int64)
     if counts.shape != (train.n_labels, 2) or (counts < 0).any():
         raise CxrganError(f"label_counts must be {train.n_labels} (negatives, positives) pair(s), "
-                          f"got {config.label_counts}")
+                          f"got {main.label_counts}")
     return counts
 
 

@@ -23,11 +23,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from cxrgan import distributed
 from cxrgan.classify import TrainConfig, predict, train_classifier
+from cxrgan.classify.networks import build_classifier
 from cxrgan.classify.train import macro_auc
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.data.images import resize_stack
 from cxrgan.data.transforms import uint8_tensor
+from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit_metrics import (
     frechet_distance,
@@ -38,7 +41,7 @@ from cxrgan.evaluate.audit_metrics import (
 )
 from cxrgan.evaluate.audit_plots import plot_distances, plot_nearest_pairs
 from cxrgan.generators.base import ImageTranslator
-from cxrgan.io import write_json, write_text
+from cxrgan.io import load_torch, save_torch, usable_or_discarded, write_json, write_text
 from cxrgan.runs import mark_run_dir
 
 
@@ -59,15 +62,25 @@ class AuditConfig:
     n_folds: int = 5  # folds of the classifier two-sample test
     tstr: bool = True  # train a classifier on the synthetic images and test it on real ones (needs both classes)
     seed: int = 0  # seeds the classifiers, the reference subset and the KID subsets
-    device: str = "cpu"  # torch device of both classifiers
+    device: str = "auto"  # torch device of both classifiers: auto = CUDA when present
 
 
-def train_feature_model(train: CXRDataset, val: CXRDataset, config: AuditConfig = AuditConfig()) -> nn.Module:
-    """The classifier whose pooled features define the audit's feature space, trained on real rows only."""
+def train_feature_model(train: CXRDataset, val: CXRDataset, config: AuditConfig = AuditConfig(),
+                        path: str | Path | None = None) -> nn.Module:
+    """The classifier whose pooled features define the audit's feature space, trained on real rows only; kept in
+    ``path`` when given (and loaded from it when it exists), so the audits of one run share one."""
     if train.synthetic.any():
         raise CxrganError("the feature model must be trained on real images; the training rows hold synthetic ones")
-    return train_classifier(train, val, _train_config(config, config.feature_model, config.feature_epochs),
-                            seed=config.seed).model
+    if path is not None and usable_or_discarded(path, "audit feature model"):  # a damaged one is trained again
+        model = build_classifier(config.feature_model, train.n_labels)
+        model.load_state_dict(load_torch(path, "audit feature model"))
+        # the memory layout the training loop gives the trained model, so its features match bit for bit
+        return model.to(resolve_device(config.device), memory_format=torch.channels_last).eval()
+    model = train_classifier(train, val, _train_config(config, config.feature_model, config.feature_epochs),
+                             seed=config.seed).model
+    if path is not None and distributed.is_main():
+        save_torch(path, model.state_dict())
+    return model
 
 
 @torch.no_grad()
@@ -128,7 +141,7 @@ def train_on_synthetic(images: np.ndarray, labels: np.ndarray, val: CXRDataset, 
                             synthetic=[True] * len(images))
     result = train_classifier(synthetic, val, _train_config(config, config.feature_model, config.tstr_epochs),
                               seed=config.seed)
-    return macro_auc(test.labels, predict(result.model, test, config.device))
+    return macro_auc(test.labels, predict(result.model, test, resolve_device(config.device)))
 
 
 def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | None, train: CXRDataset,
@@ -142,7 +155,7 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
     Args:
         synthetic_images: (M, H, W) uint8 generated images, same size as the real ones.
         synthetic_labels: (M, K) labels the generator gave them (NaN unknown), or None.
-        train: the real training split the generator (and the feature model) saw.
+        train: the real rows the generator trained on (and the feature model, unless one is given).
         val: the real validation split (early stopping of the classifiers).
         test: the real test split (never seen by generator or feature model).
         out_dir: where to write audit.json, audit.csv, distances.png and nearest_pairs.png (None: nothing).
@@ -167,17 +180,43 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
                         ("real test rows", len(real_test))):
         if count < minimum:
             raise CxrganError(f"the audit needs at least {minimum} {name}, got {count}")
-
+    features = {"synthetic": extract_features(model, synthetic_images), "train": extract_features(model, real_train.images),
+                "test": extract_features(model, real_test.images)}
     rng = np.random.default_rng(config.seed)
     reference_index = np.sort(rng.choice(len(real_train), min(len(synthetic_images), len(real_train)), replace=False))
-    f_syn, f_train, f_test = (extract_features(model, x)
-                              for x in (synthetic_images, real_train.images, real_test.images))
-    f_ref = f_train[reference_index]
-    p_syn, p_train, p_test = (_pixels(x) for x in (synthetic_images, real_train.images, real_test.images))
+    metrics = _distribution_metrics(features["synthetic"], features["train"][reference_index], features["test"],
+                                    config)
+    pixels = {"synthetic": _pixels(synthetic_images), "train": _pixels(real_train.images),
+              "test": _pixels(real_test.images)}
+    memo, nearest, distances = {}, {}, {}
+    for space, rows in (("feature", features), ("pixel", pixels)):
+        memo[space], nearest[space], distances[space] = _memorisation(rows, config.percentile)
+        metrics[f"memorised_{space}"] = {"synthetic": memo[space]["fraction_below"],
+                                         "reference": memo[space]["reference_fraction_below"]}
+    tstr: dict[str, float | str] = {}
+    if config.tstr:
+        tstr = _tstr(synthetic_images, synthetic_labels, train, val, test, config, real_model)
+        if "synthetic" in tstr:
+            metrics["tstr_auc"] = {"synthetic": tstr["synthetic"], "reference": tstr["reference"]}
+    result = {
+        "config": dataclasses.asdict(config),
+        "feature_space": f"global-average-pooled `features` output of a {config.feature_model} trained on the real "
+                         f"training split ({features['synthetic'].shape[1]} values per image)",
+        "n_synthetic": len(synthetic_images), "n_train": len(real_train), "n_test": len(real_test),
+        "real_rows": restriction, "metrics": metrics, "memorisation": memo,
+        "nearest_train_index": {space: index.tolist() for space, index in nearest.items()}, "tstr": tstr,
+    }
+    if out_dir is not None:
+        _write_audit(Path(out_dir), result, synthetic_images, real_train.images, nearest, distances, config)
+    return result
 
-    metrics: dict[str, dict[str, float]] = {}
-    metrics["frechet_distance"] = {"synthetic": frechet_distance(f_syn, f_test),
-                                   "reference": frechet_distance(f_ref, f_test)}
+
+def _distribution_metrics(f_syn: np.ndarray, f_ref: np.ndarray, f_test: np.ndarray,
+                          config: AuditConfig) -> dict[str, dict[str, float]]:
+    """FD, KID, precision / recall / density / coverage and the two-sample AUC of the synthetic features and of the
+    real reference features, each against the real test features."""
+    metrics = {"frechet_distance": {"synthetic": frechet_distance(f_syn, f_test),
+                                    "reference": frechet_distance(f_ref, f_test)}}
     kid_syn = kernel_inception_distance(f_syn, f_test, config.kid_subsets, config.kid_subset_size, config.seed)
     kid_ref = kernel_inception_distance(f_ref, f_test, config.kid_subsets, config.kid_subset_size, config.seed)
     metrics["kid"] = {"synthetic": kid_syn[0], "reference": kid_ref[0], "synthetic_std": kid_syn[1],
@@ -187,65 +226,41 @@ def audit_images(synthetic_images: np.ndarray, synthetic_labels: np.ndarray | No
         metrics[key] = {"synthetic": syn_prdc[key], "reference": ref_prdc[key]}
     metrics["two_sample_auc"] = {"synthetic": two_sample_auc(f_test, f_syn, config.n_folds, config.seed),
                                  "reference": two_sample_auc(f_test, f_ref, config.n_folds, config.seed)}
+    return metrics
 
-    nearest: dict[str, np.ndarray] = {}
-    memo: dict[str, dict] = {}
-    distances: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for space, (syn, tr, te) in {"feature": (f_syn, f_train, f_test), "pixel": (p_syn, p_train, p_test)}.items():
-        nearest[space], syn_dist = nearest_neighbours(syn, tr)
-        _, test_dist = nearest_neighbours(te, tr)
-        memo[space] = memorisation(syn_dist, test_dist, config.percentile)
-        memo[space]["synthetic_to_train"] = syn_dist.tolist()
-        distances[space] = (syn_dist, test_dist)
-        metrics[f"memorised_{space}"] = {"synthetic": memo[space]["fraction_below"],
-                                         "reference": memo[space]["reference_fraction_below"]}
 
-    tstr: dict[str, float | str] = {}
-    if config.tstr:
-        tstr = _tstr(synthetic_images, synthetic_labels, train, val, test, config, real_model)
-        if "synthetic" in tstr:
-            metrics["tstr_auc"] = {"synthetic": tstr["synthetic"], "reference": tstr["reference"]}
+def _memorisation(rows: dict[str, np.ndarray], percentile: float) -> tuple[dict, np.ndarray,
+                                                                           tuple[np.ndarray, np.ndarray]]:
+    """In one space (features or pixels): the memorisation summary, each synthetic image's nearest training row,
+    and the nearest-training distances of the synthetic and of the real test rows."""
+    nearest, synthetic_distance = nearest_neighbours(rows["synthetic"], rows["train"])
+    _, test_distance = nearest_neighbours(rows["test"], rows["train"])
+    memo = memorisation(synthetic_distance, test_distance, percentile)
+    memo["synthetic_to_train"] = synthetic_distance.tolist()
+    return memo, nearest, (synthetic_distance, test_distance)
 
-    result = {
-        "config": dataclasses.asdict(config),
-        "feature_space": f"global-average-pooled `features` output of a {config.feature_model} trained on the real "
-                         f"training split ({f_syn.shape[1]} values per image)",
-        "n_synthetic": len(synthetic_images),
-        "n_train": len(real_train),
-        "n_test": len(real_test),
-        "real_rows": restriction,
-        "metrics": metrics,
-        "memorisation": memo,
-        "nearest_train_index": {space: index.tolist() for space, index in nearest.items()},
-        "tstr": tstr,
-    }
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        if not out_dir.exists():  # a folder the audit makes is cxrgan's (cxrgan report may write into it)
-            out_dir.mkdir(parents=True)
-            mark_run_dir(out_dir)
-        write_json(out_dir / "audit.json", result)
-        write_text(out_dir / "audit.csv", audit_table(result).to_csv(index=False))
-        plot_distances(distances, memo, out_dir / "distances.png", config.percentile)
-        plot_nearest_pairs(synthetic_images, real_train.images, nearest, distances, out_dir / "nearest_pairs.png",
-                           config.n_pairs)
-    return result
+
+def _write_audit(out_dir: Path, result: dict, synthetic_images: np.ndarray, train_images: np.ndarray,
+                 nearest: dict[str, np.ndarray], distances: dict, config: AuditConfig) -> None:
+    """audit.json, audit.csv, the distance histograms and the nearest-pair grid of one audit."""
+    if not out_dir.exists():  # a folder the audit makes is cxrgan's (cxrgan report may write into it)
+        out_dir.mkdir(parents=True)
+        mark_run_dir(out_dir)
+    write_json(out_dir / "audit.json", result)
+    write_text(out_dir / "audit.csv", audit_table(result).to_csv(index=False))
+    plot_distances(distances, result["memorisation"], out_dir / "distances.png", config.percentile)
+    plot_nearest_pairs(synthetic_images, train_images, nearest, distances, out_dir / "nearest_pairs.png",
+                       config.n_pairs)
 
 
 def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir: str | Path | None = None,
               n: int | None = None, config: AuditConfig = AuditConfig(), sample_seed: int = 0,
               feature_model: nn.Module | None = None) -> dict:
-    """``cxrgan audit GAN_RUN_DIR``: sample a trained generator and audit its images against its data file.
+    """``cxrgan audit GAN_RUN_DIR``: sample a trained generator and audit its images against its data file's splits
+    (the training split standing for the rows it trained on; see :func:`audit_generator`).
 
-    The generator is the run's best checkpoint (``best.pt``, when the run tracked quality), else its last. Two kinds
-    of model need care:
-
-    * a translator (CycleGAN, ``ImageTranslator``) makes images from real ones; its synthetic set is the
-      translation of real *validation* images (each class into the other, the classes as balanced as the split
-      allows), so "memorised" measures closeness to training images rather than to the translated source, and the
-      test split stays the untouched reference;
-    * a generator that draws at another size than the data file (the SGAN's 32 px) is audited at its own size:
-      the real splits are area-resized to it, as the generator's training rows were.
+    A generator that draws at another size than the data file (the SGAN's 32 px) is audited at its own size: the
+    real splits are area-resized to it, as the generator's training rows were.
 
     Args:
         run_dir: a GAN run directory written by ``cxrgan.generators.runs.train_gan`` (holds checkpoint.pt).
@@ -267,17 +282,48 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
     data_path = data_path if data_path is not None else run_config.get("data_path")
     if data_path is None:
         raise CxrganError(f"{run_dir}: no config.json naming the generator's data file; pass the data file")
-    model = load_run(run_dir, device=config.device)
-    names = tuple(model.data_info_["label_names"])
+    info = load_run(run_dir).data_info_
+    names, size = tuple(info["label_names"]), int(info["image_size"])
     target = run_config.get("npz_target") or ("labels" if len(names) == 1 else "findings")
     dataset = load_npz(data_path, target=target)
-    size = int(model.data_info_["image_size"])
     if dataset.image_size != size:
         dataset = dataclasses.replace(dataset, images=resize_stack(np.asarray(dataset.images), size))
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
     if names != train.label_names:
         raise CxrganError(f"{run_dir}: the generator's labels {list(names)} differ from "
                           f"{data_path}'s {list(train.label_names)}")
+    result = audit_generator(run_dir, train, val, test, out_dir, n, config, sample_seed, feature_model)
+    result["data_path"] = str(data_path)
+    write_json(Path(out_dir if out_dir is not None else run_dir / "audit") / "audit.json", result)
+    return result
+
+
+def audit_generator(run_dir: str | Path, train: CXRDataset, val: CXRDataset, test: CXRDataset,
+                    out_dir: str | Path | None = None, n: int | None = None, config: AuditConfig = AuditConfig(),
+                    sample_seed: int = 0, feature_model: nn.Module | None = None) -> dict:
+    """Sample the trained generator of ``run_dir`` (its ``best.pt`` when the run tracked quality, else its last
+    state) and audit the images against ``train``, the rows it trained on (a one-class generator: their rows of its
+    class), and the real ``val`` / ``test`` splits.
+
+    A translator (CycleGAN, ``ImageTranslator``) makes images from real ones: its synthetic set is the translation of
+    real *validation* images (each class into the other, the classes as balanced as the split allows), so
+    "memorised" measures closeness to training images rather than to the translated source, and the test split
+    stays the untouched reference.
+
+    Args:
+        run_dir: a trained generator's folder (holds checkpoint.pt).
+        train, val, test: the real rows it trained on and the real validation and test splits, at its image size.
+        out_dir: where audit.json, audit.csv and the PNGs go (default: ``run_dir/audit``; the files are written
+            only when this process is the run's main process).
+        n: synthetic images to draw (default: as many as ``test`` has).
+        config: audit settings.
+        sample_seed: seeds the generator's sampling.
+        feature_model: a feature model already trained on ``train``'s split (default: train one).
+    """
+    from cxrgan.generators.runs import load_run
+
+    run_dir = Path(run_dir)
+    model = load_run(run_dir, device=resolve_device(config.device))
     n = len(test) if n is None else n
     if n < 2:
         raise CxrganError(f"the audit needs at least 2 synthetic images, got n={n}")
@@ -286,32 +332,33 @@ def audit_run(run_dir: str | Path, data_path: str | Path | None = None, out_dir:
         images, labels = model.translations(val, n, generator)
     else:
         images, labels = model.sample(n, generator=generator)
-    result = audit_images(images, labels, train, val, test, out_dir if out_dir is not None else run_dir / "audit",
-                          config, feature_model)
-    result["generator_run"], result["data_path"] = str(run_dir), str(data_path)
+    out_dir = Path(out_dir if out_dir is not None else run_dir / "audit") if distributed.is_main() else None
+    result = audit_images(images, labels, train, val, test, out_dir, config, feature_model)
+    result["generator_run"] = str(run_dir)
     result["synthetic_images"] = ("translations of real validation images into the other class"
                                   if isinstance(model, ImageTranslator) else "samples of the generator")
-    result["image_size"] = size
-    write_json(Path(out_dir if out_dir is not None else run_dir / "audit") / "audit.json", result)
+    result["image_size"] = int(model.data_info_["image_size"])
+    if out_dir is not None:
+        write_json(out_dir / "audit.json", result)
     return result
 
 
 def audit_generators(run_dir: str | Path, data_path: str | Path, config: AuditConfig = AuditConfig(),
                      n: int | None = None, target: str = "labels", redo: bool = False) -> dict[str, dict]:
-    """Audit every trained generator under ``run_dir`` (folders holding checkpoint.pt, e.g. the generator caches a
-    compare run keeps in ``generators/``), each into its own ``audit/`` folder, with one shared feature model.
-    A generator whose audit.json is newer than its checkpoint keeps that audit (a grown or resumed run audits only
-    its new generators) unless ``redo``.
+    """Audit every trained generator under ``run_dir`` (folders holding checkpoint.pt) against the splits of one
+    data file, each into its own ``audit/`` folder, with one shared feature model. A generator whose audit.json is
+    newer than its checkpoint keeps that audit unless ``redo``. (A recipe audits each generator against the rows
+    it trained on, as an analysis cell.)
 
     Args:
-        run_dir: a compare run (or any folder of GAN runs).
+        run_dir: a folder of GAN runs.
         data_path: the compact .npz the generators were trained from.
         config: audit settings.
         n: synthetic images per generator (default: the size of the real test split).
         target: "labels" or "findings", the task of the file.
 
     Returns:
-        folder (relative to ``run_dir``) -> audit result; empty when the run trained no generator.
+        folder (relative to ``run_dir``) -> audit result; empty when the folder holds no generator.
     """
     from cxrgan.data.npz import load_npz
 
@@ -355,6 +402,13 @@ METRIC_ROWS = {
 }
 
 
+def reference_cells(metrics: dict, columns: dict[str, str]) -> dict[str, str]:
+    """Table cells of an audit's ``metrics``: per metric key of ``columns`` (key -> column label) that the audit
+    has, "synthetic (ref reference)"."""
+    return {label: f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
+            for key, label in columns.items() if key in metrics}
+
+
 def audit_table(result: dict) -> pd.DataFrame:
     """The printable table: metric, synthetic value, real-vs-real reference, what is ideal."""
     rows = []
@@ -382,7 +436,7 @@ def _tstr(images: np.ndarray, labels: np.ndarray | None, train: CXRDataset, val:
     real = real_model if real_model is not None else train_classifier(
         train, val, _train_config(config, config.feature_model, config.tstr_epochs), seed=config.seed).model
     return {"synthetic": train_on_synthetic(images, labels, val, test, config),
-            "reference": macro_auc(test.labels, predict(real, test, config.device))}
+            "reference": macro_auc(test.labels, predict(real, test, resolve_device(config.device)))}
 
 
 def _matching_real_rows(labels: np.ndarray | None, train: CXRDataset, test: CXRDataset

@@ -39,8 +39,13 @@ def cache_key(spec: GeneratorSpec, dataset: CXRDataset) -> str:
     return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def entry_name(spec: GeneratorSpec, dataset: CXRDataset) -> str:
+    """The folder name of the cache entry of ``spec`` trained on ``dataset``: ``<generator>-<key>``."""
+    return f"{spec.name}-{cache_key(spec, dataset)}"
+
+
 def cache_dir(work_dir: str | Path, spec: GeneratorSpec, dataset: CXRDataset) -> Path:
-    return Path(work_dir) / CACHE_FOLDER / f"{spec.name}-{cache_key(spec, dataset)}"
+    return Path(work_dir) / CACHE_FOLDER / entry_name(spec, dataset)
 
 
 def fit_or_load(spec: GeneratorSpec, dataset: CXRDataset, work_dir: str | Path | None, device: str | torch.device = "cpu",

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import atomic_write
 
-if TYPE_CHECKING:
-    from cxrgan.generators.cyclegan import CycleGAN
 
-
-def save_translation_figure(model: CycleGAN, images_0: np.ndarray, images_1: np.ndarray, path: str | Path) -> Path:
+def save_translation_figure(model: ImageTranslator, images_0: np.ndarray, images_1: np.ndarray, path: str | Path) -> Path:
     """Malygina et al.'s Figure 1 for both directions: originals, translations and signed difference maps.
 
     Args:
-        model: a fitted CycleGAN.
+        model: a fitted translator (a CycleGAN: ``translate`` and ``data_info_``).
         images_0: (n, H, W) uint8 originals of class 0, translated to class 1 (top block).
         images_1: (m, H, W) uint8 originals of class 1, translated to class 0 (bottom block).
         path: PNG to write; difference = translation - original in grey levels, red brighter, blue darker.

@@ -34,26 +34,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
+from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, LabelVectorCGAN, LabelVectorCopies, choose_rare_findings,
                                        plan_label_vectors)
+from cxrgan.balance.stages import Main
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.train import check_train_config
 from cxrgan.data import nested_fractions
 from cxrgan.data.splits import patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
-from cxrgan.device import resolve_device
+from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
+from cxrgan.generators import GeneratorSettings, LabelVectorCDCGAN, fit_or_load
 from cxrgan.generators.base import MIN_TRAIN_IMAGES
-from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load
 from cxrgan.recipes import NIH_PNEUMONIA, NIH_SUBSET_64
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
+                                     findings_estimates, load_findings, test_positives_note, train_and_score,
+                                     uncertain_counts, with_policy)
 from cxrgan.recipes.synthetic import check_rows
-from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
-                                     test_positives_note,
-                                     train_and_score, uncertain_counts, with_policy)
 from cxrgan.report.tables import to_markdown
 
 # The NIH subset (649 images, 14 findings) joined with nih_pneumonia (651 images, the same 14 findings, other
@@ -78,11 +79,9 @@ FULL_CLASSIFIER = TrainConfig(model="densenet121", epochs=30, patience=5, lr=1e-
 class CganRegimesConfig:
     """The recipe's settings; written to the run's config.json."""
 
-    data: tuple[str, ...] = DEFAULT_DATA  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder)
+    run: RunSpec = RunSpec(DEFAULT_DATA)  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder); seeds
     regimes: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0)  # nested stratified shares of the training split
     methods: tuple[str, ...] = (*METHODS, CONTROL, *CHEAP_FIXES)  # none, flip (p = 0.5), gan, copies, methods
-    seeds: int = 5  # classifier (and GAN) seeds
-    first_seed: int = 0  # seed of the first run
     data_seed: int = 0  # seed of the regime subsets (and of CSV splits); one fixed split for every run
     uncertainty: str = "ones"  # U-policy of the training rows (the paper: U-Ones); test labels are policy-free
     findings: tuple[str, ...] = ()  # findings to augment; empty = the rarest with enough training positives
@@ -93,19 +92,15 @@ class CganRegimesConfig:
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, str):  # one path given as a string: the one-file tuple
-            object.__setattr__(self, "data", (self.data,))
         object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
-
-def check_seeds(seeds: int) -> None:
-    if seeds < 1:
-        raise CxrganError(f"--seeds must be at least 1, got {seeds}")
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
+        return nest_run_fields(values, values.get("train", {}).get("device"))
 
 
 @register_recipe
@@ -116,11 +111,11 @@ class CganRegimes(Recipe):
     config_class = CganRegimesConfig
 
     def description(self) -> str:
-        return f"{self.kind}-{'+'.join(Path(d).stem for d in self.config.data)}"
+        return f"{self.kind}-{'+'.join(Path(d).stem for d in self.config.run.data)}"
 
     def plan(self) -> Plan:
         c = self.config
-        check_seeds(c.seeds)
+        c.run.check()
         check_train_config(c.train)
         unknown = [m for m in c.methods if m not in (*METHODS, CONTROL) and m not in BALANCERS
                    and m not in c.synthetic.rows]
@@ -134,8 +129,8 @@ class CganRegimes(Recipe):
             raise CxrganError(f"--regimes must be shares in (0, 1], got {list(c.regimes)}")
         if not 0 < c.threshold < 1:
             raise CxrganError(f"--threshold must lie in (0, 1), got {c.threshold}")
-        ignore = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap,  # U-Ignore labels
-                               c.allow_unknown_patients)
+        ignore = load_findings(c.run.data, c.size, c.data_seed, c.run.allow_patient_overlap,  # U-Ignore labels
+                               c.run.allow_unknown_patients)
         uncertain = uncertain_counts(ignore)
         dataset = with_policy(ignore, c.uncertainty)
         self.train_, self.val_, self.test_ = dataset.split("train"), dataset.split("val"), dataset.split("test")
@@ -143,14 +138,14 @@ class CganRegimes(Recipe):
             check_findings(c.findings, self.train_)
         self.findings_ = c.findings or choose_rare_findings(self.train_, c.n_findings, c.min_positives)
         self.regimes_ = nested_fractions(self.train_, c.regimes, random_state=c.data_seed)
-        summary = (f"data {' + '.join(c.data)}: train {len(self.train_)}, val {len(self.val_)}, test {len(self.test_)} rows; "
+        summary = (f"data {' + '.join(c.run.data)}: train {len(self.train_)}, val {len(self.val_)}, test {len(self.test_)} rows; "
                    f"augmented findings {', '.join(self.findings_)} (training positives "
                    f"{[int(self.train_.positives()[self.train_.label_names.index(f)]) for f in self.findings_]}); "
                    f"uncertain test labels masked: {uncertain['test']}; GAN trained on the {c.gan_data} rows"
-                   + check_rows(self.synthetic(), self.train_, {"val": self.val_, "test": self.test_}, " + ".join(c.data))
+                   + check_rows(self.synthetic(), self.train_, {"val": self.val_, "test": self.test_}, " + ".join(c.run.data))
                    + "\n\n"
                    + to_markdown(self.generated_plan()))
-        return Plan(cells=grid(seed=range(c.first_seed, c.first_seed + c.seeds), regime=c.regimes, method=c.methods),
+        return Plan(cells=grid(seed=c.run.seed_range, regime=c.regimes, method=c.methods),
                     evaluation_sets={"val": self.val_.labels, "test": self.test_.labels},
                     label_names=self.test_.label_names, summary=summary,
                     groups={"val": patient_groups(self.val_), "test": patient_groups(self.test_)},
@@ -169,7 +164,8 @@ class CganRegimes(Recipe):
             present = [f for f in self.findings_ if regime.positives()[regime.label_names.index(f)] > 0]
             columns = [regime.label_names.index(f) for f in present]
             drawn_for = (plan_label_vectors(regime.labels, columns, self.config.threshold,
-                                            np.random.default_rng(self.config.first_seed))[1] if columns else np.zeros(0))
+                                            np.random.default_rng(self.config.run.first_seed))[1] if columns
+                         else np.zeros(0))
             row: dict[str, Any] = {"regime": f"{fraction:.0%}", "real rows": len(regime)}
             for finding in self.findings_:
                 j = regime.label_names.index(finding)
@@ -182,17 +178,17 @@ class CganRegimes(Recipe):
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         c = self.config
         seed, method, regime = cell["seed"], cell["method"], self.regimes_[cell["regime"]]
-        device = str(resolve_device(c.train.device))
+        device = str(c.run.torch_device())
         train_config = dataclasses.replace(c.train, augment="flip" if method == "flip" else "none")
         extra: dict[str, Any] = {}
-        rows = regime
+        rows, stages = regime, (Main(),)
         if method == "gan":
-            gan_rows = self.train_ if c.gan_data == "full" else regime
+            gan_rows = self.gan_rows(cell)
             if len(gan_rows) < MIN_TRAIN_IMAGES:
                 extra["skipped"] = f"{len(gan_rows)} rows, fewer than a GAN needs ({MIN_TRAIN_IMAGES}): nothing generated"
             else:
-                spec = GeneratorSpec.resolve("cgan-labelvec", c.generators, seed=seed)
-                model = fit_or_load(spec, gan_rows, run.run_dir / "generators", device)
+                model = fit_or_load(self.gan_balancer(seed).generator_spec(), gan_rows, run.run_dir / "generators",
+                                    device)
                 balancer = LabelVectorCGAN(model.config, self.findings_, c.threshold, model=model, device=device,
                                            random_state=seed)
                 rows = balancer.fit_resample(regime)
@@ -203,25 +199,50 @@ class CganRegimes(Recipe):
             rows = balancer.fit_resample(regime)
             extra["finding_table"] = balancer.table_.to_dict(orient="records")
         elif method not in METHODS:  # any registered balancer as a row
-            context = BalanceContext(random_state=seed, device=device, work_dir=run.run_dir / "generators",
-                                     generators=c.generators, synthetic=self.synthetic())
-            balancer = make_balancer(method, context)
+            balancer = self.balancer(method, seed, run.run_dir)
             rows = balancer.fit_resample(regime)
-            train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss
-        result = train_and_score(rows, self.val_, self.test_, train_config, seed, run.progress)
+            stages = balancer.stages(train_config.epochs)  # loss-side methods change the loss or add a stage
+        result = train_and_score(rows, self.val_, self.test_, train_config, seed, run.progress, stages)
         result.record.update(extra)
         return result
 
+    def gan_rows(self, cell: Cell):
+        """The rows the ``gan`` row's cGAN trains on: the full training split or the regime's."""
+        return self.train_ if self.config.gan_data == "full" else self.regimes_[cell["regime"]]
+
+    def gan_balancer(self, seed: int) -> LabelVectorCGAN:
+        """The ``gan`` row's balancer as declared, before its cGAN is trained (the row trains it on ``gan_rows``)."""
+        return LabelVectorCGAN(LabelVectorCDCGAN.resolve_config(self.config.generators), self.findings_,
+                               self.config.threshold, random_state=seed)
+
+    def balancer(self, method: str, seed: int, run_dir: Path | None = None) -> Balancer:
+        """The balancer of a registered method's row, its generators cached in ``run_dir`` (None: not cached)."""
+        c = self.config
+        return make_balancer(method, BalanceContext(random_state=seed, device=str(c.run.torch_device()),
+                                                    work_dir=None if run_dir is None else run_dir / "generators",
+                                                    generators=c.generators, synthetic=self.synthetic()))
+
     def estimate(self, plan: Plan) -> dict[str, float]:
-        from cxrgan.recipes.probe import findings_estimates
+        """The probed classifier on the images each cell's method plans, and the generators it declares."""
+        epochs = self.config.train.epochs
 
-        def generators(cell: Cell) -> list:
-            if cell["method"] != "gan":
-                return []
-            rows = self.train_ if self.config.gan_data == "full" else self.regimes_[cell["regime"]]
-            return [("cgan-labelvec", rows, {"seed": cell["seed"]})] if len(rows) >= MIN_TRAIN_IMAGES else []
+        def work(cell: Cell) -> CellWork:
+            regime, method = self.regimes_[cell["regime"]], cell["method"]
+            if method == "gan":
+                balancer, rows = self.gan_balancer(cell["seed"]), self.gan_rows(cell)
+                gans = [(balancer.generator_spec(), rows)] if len(rows) >= MIN_TRAIN_IMAGES else []
+                return CellWork(regime, balancer.planned_images(regime, epochs) if gans else epochs * len(regime), gans)
+            if method == CONTROL:
+                copies = LabelVectorCopies(self.findings_, self.config.threshold, random_state=cell["seed"])
+                return CellWork(regime, copies.planned_images(regime, epochs), [])
+            if method in METHODS:
+                return CellWork(regime, epochs * len(regime), [])
+            balancer = self.balancer(method, cell["seed"])
+            rows = balancer.generator_rows(regime)
+            return CellWork(regime, balancer.planned_images(regime, epochs),
+                            [(spec, rows) for spec in balancer.generators(regime)])
 
-        return findings_estimates(self, plan, lambda cell: self.regimes_[cell["regime"]], generators)
+        return findings_estimates(self, plan, work)
 
     # ---- tables -------------------------------------------------------------------------------------------------
     def comparisons(self, results: Results) -> list:
@@ -291,7 +312,7 @@ class CganRegimes(Recipe):
         rows = []
         for fraction, regime in self.regimes_.items():
             row: dict[str, Any] = {"regime": f"{fraction:.0%}", "real rows": len(regime)}
-            match = results.where(regime=fraction, method="gan", seed=self.config.first_seed)
+            match = results.where(regime=fraction, method="gan", seed=self.config.run.first_seed)
             table = match[0].get("finding_table") if match else None
             generated = {t["finding"]: t["generated for it"] for t in table} if table else {}
             for finding in self.findings_:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
+from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan import distributed
 from cxrgan.classify.train import check_train_config, check_world_size
@@ -25,32 +26,30 @@ from cxrgan.data.labels import check_known_labels
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
 from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
-from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig
 from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
                                        verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
-from cxrgan.generators.settings import GeneratorSettings
+from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.generators.cache import entry_name
+from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 from cxrgan.io import save_torch, write_json
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
 from cxrgan.recipes import synthetic as synthetic_rows
 from cxrgan.report.plots import plot_curves
 
 CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
-# Methods whose balancer trains a generator: they need square images, and the run caches them in generators/.
-GENERATOR_PREFIXES = ("dcgan", "cdcgan", "cyclegan", "cgan", "ldm", "cldm", "fastgan", "synth-pretrain")
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """One comparison: data, methods, seeds, classifier; written to the run's config.json."""
 
-    data: str  # compact .npz with train/val/test splits (cxrgan data prepare makes one)
+    run: RunSpec  # the data file (compact .npz with train/val/test splits), seeds, external sites, device
     methods: tuple[str, ...] = CLASSIC_METHODS  # balancer names; `baseline` must be one of them
-    seeds: int = 5  # number of seeds (first_seed, first_seed + 1, ...)
-    first_seed: int = 0  # seed of the first run
     baseline: str = "none"  # method every other method is compared with
     target: str = "labels"  # "labels" (binary) or "findings" (multi-label)
     uncertainty: str = "ignore"  # U-policy for multi-label -1 training labels: zeros, ones, ignore
@@ -61,28 +60,39 @@ class CompareConfig:
     train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of generator-backed methods
     extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
-    external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
-    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
     synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
 
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
+        return nest_run_fields(values, values.get("train", {}).get("device"))
+
+
+class GeneratorUse(NamedTuple):
+    """One generator a comparison trains: its spec, the rows it trains on, and the first cell that trains it."""
+
+    spec: GeneratorSpec
+    rows: CXRDataset
+    method: str
+    seed: int
+
 
 # ---- data -----------------------------------------------------------------------------------------------------
 def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
     """Load the data and derive the (fixed) training split; val and test stay the file's real splits."""
-    dataset = load_npz(config.data, target=config.target, uncertainty=config.uncertainty,
-                       allow_patient_overlap=config.allow_patient_overlap,
-                       allow_unknown_patients=config.allow_unknown_patients)
+    source = config.run.file
+    dataset = load_npz(source, target=config.target, uncertainty=config.uncertainty,
+                       allow_patient_overlap=config.run.allow_patient_overlap,
+                       allow_unknown_patients=config.run.allow_unknown_patients)
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
     for name, part in (("train", train), ("val", val), ("test", test)):
         if len(part) == 0:
-            raise CxrganError(f"{config.data}: the {name} split is empty; a comparison needs train, val and test rows")
+            raise CxrganError(f"{source}: the {name} split is empty; a comparison needs train, val and test rows")
         if part.synthetic.any():
-            raise CxrganError(f"{config.data}: the {name} split holds synthetic rows; start from real data")
+            raise CxrganError(f"{source}: the {name} split holds synthetic rows; start from real data")
     if not 0 < config.train_fraction <= 1:
         raise CxrganError(f"--train-fraction must lie in (0, 1], got {config.train_fraction}")
     if config.train_fraction < 1.0:
@@ -93,7 +103,7 @@ def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDa
         if min(config.imbalance) < 1:
             raise CxrganError(f"--imbalance {config.imbalance[0]}:{config.imbalance[1]}: both parts must be >= 1")
         train = induce_imbalance(train, ratio_counts(train, config.imbalance), random_state=config.data_seed)
-    check_classes(config.data, {"train": train, "val": val, "test": test})
+    check_classes(source, {"train": train, "val": val, "test": test})
     return train, val, test
 
 
@@ -127,8 +137,8 @@ def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
     return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
 
 
-def check_methods(methods: tuple[str, ...], baseline: str, seeds: int, synthetic: tuple[str, ...] = ()) -> None:
-    """Names (registered, or ``synthetic`` rows), the baseline and the number of seeds, before anything is loaded."""
+def check_methods(methods: tuple[str, ...], baseline: str, synthetic: tuple[str, ...] = ()) -> None:
+    """Names (registered, or ``synthetic`` rows) and the baseline, before anything is loaded or trained."""
     if not methods:
         raise CxrganError("--methods is empty; name at least one method")
     unknown = [m for m in methods if m not in BALANCERS and m not in synthetic]
@@ -139,18 +149,12 @@ def check_methods(methods: tuple[str, ...], baseline: str, seeds: int, synthetic
         raise CxrganError(f"--methods names {duplicated} more than once")
     if baseline not in methods:
         raise CxrganError(f"baseline {baseline!r} is not among the methods {list(methods)}")
-    if seeds < 1:
-        raise CxrganError(f"--seeds must be at least 1, got {seeds}")
-
-
-def uses_generator(method: str) -> bool:
-    return method.startswith(GENERATOR_PREFIXES)
 
 
 # ---- the recipe -------------------------------------------------------------------------------------------------
 @register_recipe
 class Compare(Recipe):
-    """Every method x seed on one fixed split; subclasses (paper recipes) add rows, analyses and tables."""
+    """Every method x seed on one fixed split; subclasses (paper recipes) add rows, analysis cells and tables."""
 
     kind = "compare"
     config_class = CompareConfig
@@ -159,50 +163,52 @@ class Compare(Recipe):
     control: str | None = None
 
     def controlled_methods(self) -> tuple[str, ...]:
-        """The rows compared with ``control`` as well as with the baseline (a paper recipe's generative rows)."""
-        return ()
+        """The rows compared with ``control`` as well as with the baseline: those whose balancer declares it its
+        count-matched control (``Balancer.control``)."""
+        if self.control is None:
+            return ()
+        first = self.spec.first_seed
+        return tuple(m for m in self.compare_config.methods if self.balancer(m, first).control == self.control)
 
     @property
     def compare_config(self) -> CompareConfig:
-        """The comparison this recipe runs (a paper recipe maps its own config onto one)."""
+        """The comparison this recipe runs (a paper recipe's config contains one)."""
         return self.config
 
+    @property
+    def spec(self) -> RunSpec:
+        return self.compare_config.run
+
     def description(self) -> str:
-        return f"{self.kind}-{Path(self.compare_config.data).stem}"
+        return f"{self.kind}-{Path(self.spec.file).stem}"
 
     @property
     def seeds(self) -> range:
-        c = self.compare_config
-        return range(c.first_seed, c.first_seed + c.seeds)
+        return self.spec.seed_range
 
     def plan(self) -> Plan:
         c = self.compare_config
         self.load()
-        summary = (f"data {c.data}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
+        summary = (f"data {self.spec.file}: train {len(self.train_)} rows (after subsetting), val {len(self.val_)}, "
                    f"test {len(self.test_)}; {c.train.model}, {c.train.epochs} epochs, "
                    f"{'bf16' if c.train.bf16 else 'fp32'}; methods {', '.join(c.methods)}; seeds {list(self.seeds)}"
                    + "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
                    + synthetic_rows.check_rows(c.synthetic, self.train_, {"val": self.val_, "test": self.test_,
-                                                                          **self.sites_}, c.data))
-        return Plan(cells=grid(seed=self.seeds, method=c.methods), summary=summary,
+                                                                          **self.sites_}, self.spec.file))
+        return Plan(cells=grid(seed=self.seeds, method=c.methods) + self.analysis_cells(), summary=summary,
                     data_tables=[Table("train_split", "Training split used by every run", self.train_.counts_table())],
                     **self.evaluation())
 
     def load(self) -> None:
-        """Check the settings, then load and check the splits (``train_``, ``val_``, ``test_``) and the external
-        sites (``sites_``); CxrganError on any bad input, before anything trains."""
+        """Check the settings, then load and check the splits (``train_``, ``val_``, ``test_``), what each method's
+        balancer needs and the external sites (``sites_``); CxrganError on any bad input, before anything trains."""
         c = self.compare_config
-        check_methods(c.methods, c.baseline, c.seeds, c.synthetic.rows)
+        check_methods(c.methods, c.baseline, c.synthetic.rows)
+        self.spec.check()
         check_train_config(c.train)
         self.train_, self.val_, self.test_ = prepare_splits(c)
         check_world_size(self.train_, c.train.batch_size, distributed.world_size())
-        if any(uses_generator(m) for m in c.methods) and self.train_.images.shape[1] != self.train_.images.shape[2]:
-            raise CxrganError(f"{c.data}: images are {self.train_.images.shape[1]}x{self.train_.images.shape[2]}; "
-                              "generator-backed methods need square images")
-        if any(m.endswith("-extra") for m in c.methods) and not c.extra_data:
-            raise CxrganError("the '-extra' methods need --gan-extra-data FILE (a binary .npz whose training split "
-                              "joins the CycleGAN's domains)")
-        self.check_extra_data()
+        self.check_balancers()
         self.sites_ = self.load_sites()
 
     def evaluation(self) -> dict:
@@ -217,64 +223,98 @@ class Compare(Recipe):
 
     def load_sites(self) -> dict[str, CXRDataset]:
         """The external sites, checked against the whole data file (labels, size, shared images or patients)."""
-        c = self.compare_config
-        if not c.external:
+        c, spec = self.compare_config, self.spec
+        if not spec.external:
             return {}
         if not self.train_.is_binary:
             raise CxrganError("--external sites are for binary tasks (--target labels)")
-        names = [site_name(path) for path in c.external]
+        names = [site_name(path) for path in spec.external]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise CxrganError(f"--external names the site(s) {duplicated} twice; every file needs its own stem")
-        reference = load_npz(c.data, target=c.target, uncertainty=c.uncertainty, allow_patient_overlap=True)
-        return {site_name(path): load_external(path, self.train_, c.external_labels, reference, c.data)
-                for path in c.external}
+        reference = load_npz(spec.file, target=c.target, uncertainty=c.uncertainty, allow_patient_overlap=True)
+        return {site_name(path): load_external(path, self.train_, spec.external_labels, reference, spec.file)
+                for path in spec.external}
 
-    def check_extra_data(self) -> None:
-        """The CycleGAN extra data: present, binary, same image size, and sharing no image with val / test."""
+    def balancer(self, method: str, seed: int, run_dir: Path | None = None) -> Balancer:
+        """The balancer of ``method`` for ``seed``, its generators cached in ``run_dir`` (None: not cached)."""
         c = self.compare_config
-        if not c.extra_data or not any(m.endswith("-extra") for m in c.methods):
-            return
-        from cxrgan.balance.complement import load_extra_domains
+        return make_balancer(method, BalanceContext(random_state=seed, device=str(self.spec.torch_device()),
+                                                    work_dir=None if run_dir is None else run_dir / "generators",
+                                                    generators=c.generators, extra_data=c.extra_data,
+                                                    synthetic=c.synthetic))
+
+    def check_balancers(self) -> None:
+        """What each method needs, asked of its balancer (a factory refuses missing inputs as it is built):
+        square images for a method with generators, and extra generator rows that share no image with the
+        evaluation splits."""
         from cxrgan.data.leakage import check_no_shared_images
 
-        extra = load_extra_domains(c.extra_data, self.train_)
-        check_no_shared_images(extra.images, {"val": self.val_.images, "test": self.test_.images},
-                               what=f"--gan-extra-data {c.extra_data}", against=c.data)
+        train = self.train_
+        for method in self.compare_config.methods:
+            balancer = self.balancer(method, self.spec.first_seed)
+            if balancer.generators(train) and train.images.shape[1] != train.images.shape[2]:
+                raise CxrganError(f"{self.spec.file}: images are {train.images.shape[1]}x{train.images.shape[2]}; "
+                                  f"generator-backed methods need square images ({method} trains one)")
+            extra = balancer.extra_rows(train)
+            if extra is not None:
+                check_no_shared_images(extra.images, {"val": self.val_.images, "test": self.test_.images},
+                                       what=f"--gan-extra-data {self.compare_config.extra_data}",
+                                       against=self.spec.file)
 
-    def balance_context(self, seed: int, run_dir: Path, device: str) -> BalanceContext:
-        c = self.compare_config
-        return BalanceContext(random_state=seed, device=device, work_dir=run_dir / "generators",
-                              generators=c.generators, extra_data=c.extra_data, synthetic=c.synthetic)
+    def generator_entries(self, methods: tuple[str, ...] | None = None,
+                          seeds: range | None = None) -> dict[str, GeneratorUse]:
+        """Every generator the methods (default: all) train over the seeds (default: all), by cache entry name,
+        with the rows it trains on and the (method, seed) cells that use it first."""
+        entries: dict[str, GeneratorUse] = {}
+        for seed in seeds if seeds is not None else self.seeds:
+            for method in methods if methods is not None else self.compare_config.methods:
+                balancer = self.balancer(method, seed)
+                rows = balancer.generator_rows(self.train_)
+                for spec in balancer.generators(self.train_):
+                    entries.setdefault(entry_name(spec, rows), GeneratorUse(spec, rows, method, seed))
+        return entries
 
-    def finish(self, run: RunContext, results: Results) -> None:
-        """The audit of every --synthetic file (``cxrgan.recipes.synthetic``)."""
-        c = self.compare_config
-        synthetic_rows.audit_rows(run.run_dir, c.synthetic, self.train_, self.val_, self.test_, self.sites_,
-                                  AuditConfig(seed=c.first_seed, device=str(resolve_device(c.train.device))))
+    def analysis_cells(self) -> list[Cell]:
+        """The recipe's analysis cells, run after the (seed, method) cells: in ``compare``, the audit of every
+        --synthetic file (``cxrgan.recipes.synthetic``)."""
+        return [Cell.of(analysis="synthetic-audit", file=row) for row in self.compare_config.synthetic.rows]
+
+    def analyses(self) -> dict[str, Callable[[Cell, RunContext], CellResult]]:
+        """Analysis kind -> the function that runs one of its cells."""
+        return {"synthetic-audit": self.synthetic_audit_cell}
+
+    def synthetic_audit_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """The audit of one --synthetic file, in the feature space of a small CNN trained once per run."""
+        c, row = self.compare_config, cell["file"]
+        config = AuditConfig(seed=self.spec.first_seed, device=self.spec.device)
+        result = synthetic_rows.audit_row(run.run_dir, c.synthetic, row, self.train_, self.val_, self.test_,
+                                          self.sites_, config)
+        fd = result["metrics"]["frechet_distance"]
+        return CellResult({"n_synthetic": result["n_synthetic"]},
+                          summary=f"FD {fd['synthetic']:.3f} (reference {fd['reference']:.3f})")
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
-        """Balance, train, predict and score one (method, seed)."""
-        c = self.compare_config
-        device = str(resolve_device(c.train.device))
-        return self.balance_train_score(cell, self.train_, self.balance_context(cell["seed"], run.run_dir, device),
-                                        run, keep_model=cell["seed"] == c.first_seed)
+        """Balance, train, predict and score one (method, seed); or run one analysis cell."""
+        if "analysis" in dict(cell.coords):
+            return self.analyses()[cell["analysis"]](cell, run)
+        seed = cell["seed"]
+        return self.balance_train_score(cell, self.train_, self.balancer(cell["method"], seed, run.run_dir), run,
+                                        keep_model=seed == self.spec.first_seed)
 
-    def balance_train_score(self, cell: Cell, train: CXRDataset, context: BalanceContext, run: RunContext,
+    def balance_train_score(self, cell: Cell, train: CXRDataset, balancer: Balancer, run: RunContext,
                             keep_model: bool) -> CellResult:
-        """Rebalance ``train`` with the cell's method under ``context``, train a classifier with the cell's seed,
-        and score it on the validation and test splits and every external site; ``keep_model`` stores the model
-        in ``models/`` (for CAM panels and fidelity)."""
+        """Rebalance ``train`` with the cell's method (``balancer``), train a classifier through the stages the
+        balancer asks for with the cell's seed, and score it on the validation and test splits and every external
+        site; ``keep_model`` stores the model in ``models/`` (for CAM panels and fidelity)."""
         c = self.compare_config
-        method, seed, device = cell["method"], cell["seed"], context.device
+        seed, device = cell["seed"], str(self.spec.torch_device())
         train_config = dataclasses.replace(c.train, progress=c.train.progress and run.progress)
-        balancer = make_balancer(method, context)
         balanced = balancer.fit_resample(train)
-        if set(balanced.meta["split"]) != {"train"}:
-            raise CxrganError(f"method {method!r} returned rows outside the training split")
-        train_config = balancer.adapt_training(train_config)  # loss-side methods change the loss or schedule
+        stages = balancer.stages(train_config.epochs)  # loss-side methods change the loss or add a stage
         checkpoint = run.run_dir / "checkpoints" / f"{cell.name}.pt"
-        result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True)
+        result = train_classifier(balanced, self.val_, train_config, seed, checkpoint_path=checkpoint, resume=True,
+                                  stages=stages)
         score = lambda data: predict(result.model, data, device, c.train.eval_batch_size, c.train.bf16,  # noqa: E731
                                      shared=True, fp16=c.train.fp16)
         s_val, s_test = score(self.val_), score(self.test_)
@@ -376,10 +416,9 @@ class Compare(Recipe):
         summary["verdicts"] = [{**comp.row, "note": comp.note, **(dataclasses.asdict(e) if e else {})}
                                for comp, e in zip(comparisons, adjusted_effects(comparisons))]
         write_json(results.run_dir / "summary.json", summary)
-        tables = [self.verdicts(results, comparisons),
-                  Table("results", f"{self.kind}: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s)", table,
-                        notes, role="main")]
-        imbalance = label_imbalance_table(results, c.methods, c.first_seed)
+        title = f"{self.kind}: {Path(self.spec.file).name}, {c.train.model}, {self.spec.seeds} seed(s)"
+        tables = [self.verdicts(results, comparisons), Table("results", title, table, notes, role="main")]
+        imbalance = label_imbalance_table(results, c.methods, self.spec.first_seed)
         if imbalance is not None:
             tables.append(Table("label_imbalance", "Label imbalance of each method's training rows (first seed)",
                                 imbalance, "IRLbl of a label = rows of the commonest label / rows of this label; MeanIR "
@@ -406,9 +445,37 @@ class Compare(Recipe):
                 ("pr.png", "Precision-recall curves on the real test split (seed-averaged scores)")]
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        from cxrgan.recipes.probe import compare_estimates
+        """Seconds per cell: the generators a (method, seed) cell trains first (each counted once: the cDCGAN
+        alphas of a seed share one) and the images it draws from them, asked of its balancer, plus the classifier
+        on the images the balancer plans over its stages, at the probed speed; analysis cells as the recipe
+        estimates them."""
+        c = self.compare_config
+        device = str(self.spec.torch_device())
+        balancers = {m: self.balancer(m, self.spec.first_seed) for m in c.methods}
+        images = {m: b.planned_images(self.train_, c.train.epochs) for m, b in balancers.items()}
+        samples = {m: b.planned_samples(self.train_) for m, b in balancers.items()}
+        eval_rows = len(self.val_) + len(self.test_) + sum(len(site) for site in self.sites_.values())
+        estimates, trained = {}, set()
+        for cell in plan.cells:
+            if "analysis" in dict(cell.coords):
+                estimates[cell.name] = self.analysis_seconds(cell, trained)
+                continue
+            seconds = training_seconds(c.train, images[cell["method"]], eval_rows, self.train_.image_size,
+                                       self.train_.n_labels, trace_memory=c.generators.full)
+            uses = self.generator_entries((cell["method"],), (cell["seed"],))
+            for name, use in uses.items():
+                if name not in trained:
+                    trained.add(name)
+                    seconds += generator_seconds(use.spec, use.rows, device, trace_memory=c.generators.full)
+            if uses and samples[cell["method"]]:
+                per_image = np.mean([sample_seconds(use.spec, use.rows, device) for use in uses.values()])
+                seconds += samples[cell["method"]] * float(per_image)
+            estimates[cell.name] = seconds
+        return estimates
 
-        return compare_estimates(self, plan)
+    def analysis_seconds(self, cell: Cell, trained: set[str]) -> float:
+        """Estimated seconds of an analysis cell; ``trained`` names the generator entries counted so far."""
+        return 0.0
 
 
 def label_imbalance_table(results: Results, methods: tuple[str, ...], seed: int) -> pd.DataFrame | None:
@@ -453,7 +520,7 @@ def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path |
                 command: str | None = None, dry_run: bool = False, progress: bool = True, **grid) -> Path | None:
     """Run (or resume) a comparison through the engine and return its run directory (``grid``: the engine's
     ``shard`` and ``workers``)."""
-    from cxrgan.recipes.engine import run_recipe
+    from cxrgan.engine.run import run_recipe
 
     return run_recipe(Compare(config), out, resume_dir=resume_dir, command=command, dry_run=dry_run,
                       progress=progress, **grid)

@@ -20,27 +20,28 @@ on its training split) with the CycleGAN also trained on Kermany's training spli
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from cxrgan.balance import make_balancer
+from cxrgan import distributed
 from cxrgan.classify import TrainConfig, predict
 from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
-from cxrgan.data.synthetic import SyntheticFiles
+from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.cam import load_saved_classifier
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.generators import GeneratorSettings, save_translation_figure
-from cxrgan.io import append_jsonl, read_jsonl, write_json
+from cxrgan.generators import fit_or_load, generator_class, save_translation_figure
+from cxrgan.generators.base import ImageTranslator
+from cxrgan.io import read_jsonl, write_json
 from cxrgan.recipes import KERMANY_64, NIH_PNEUMONIA, NIH_SUBSET_64
 from cxrgan.recipes.compare import Compare, CompareConfig
-from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
 
 # "repeat" (every real image twice) is our control, not the paper's: the complement sets hold 2n rows, so with the
 # same epochs the classifier takes twice the steps; a complement row must beat "repeat", not only "none".
@@ -69,75 +70,96 @@ FULL_CLASSIFIER = TrainConfig(model="densenet121", epochs=30, patience=5, lr=1e-
 class CycleganComplementConfig:
     """The recipe's settings; written with the run."""
 
-    data: str  # compact binary .npz with train/val/test splits (Kermany normal / pneumonia by default)
+    compare: CompareConfig  # data, rows (the first the baseline), 3:1 imbalance, seeds, classifier, CycleGANs, extra data
     setting: str = "kermany"  # "kermany" or "paper" (Malygina et al.'s NIH data, Kermany as extra data); see SETTINGS
-    extra_data: str | None = DEFAULT_EXTRA_DATA  # binary .npz whose training split joins the CycleGAN's domains
-    seeds: int = 3  # seeds per row (CycleGANs are retrained per seed)
-    first_seed: int = 0  # seed of the first run
-    imbalance: tuple[int, int] | None = (3, 1)  # normal : pneumonia of the training split; None keeps the file's
-    methods: tuple[str, ...] = METHODS  # rows of the table, baseline ("none") first
-    train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     fidelity_images: int = 200  # test images per class translated to measure fidelity and cycle error
-    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
-    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
-    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
-    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before the recipe contained a ``CompareConfig``: its comparison fields nested."""
+        if "compare" in values:
+            return values
+        flat = {"methods": list(METHODS), "imbalance": [3, 1], "extra_data": DEFAULT_EXTRA_DATA, **values}
+        own = {k: flat.pop(k) for k in ("setting", "fidelity_images") if k in flat}
+        compare = nest_run_fields(flat, flat.get("train", {}).get("device"))
+        return {"compare": {**compare, "baseline": flat["methods"][0]}, **own}
 
 
 @register_recipe
 class CycleganComplement(Compare):
     """Malygina et al.'s rows through the compare engine, tested against ``none`` and the equal-steps control,
-    then translation fidelity and the Figure-1 panels."""
+    then analysis cells: the translation fidelity of every CycleGAN and the Figure-1 panels."""
 
     kind = "cyclegan-complement"
     config_class = CycleganComplementConfig
 
     @property
     def compare_config(self) -> CompareConfig:
-        c = self.config
-        return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
-                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
-                             extra_data=c.extra_data, allow_patient_overlap=c.allow_patient_overlap,
-                             allow_unknown_patients=c.allow_unknown_patients, external=c.external,
-                             external_labels=c.external_labels, synthetic=c.synthetic)
+        return self.config.compare
 
     def plan(self) -> Plan:
         c = self.config
-        if any(m.endswith("-extra") for m in c.methods) and (not c.extra_data or not Path(c.extra_data).is_file()):
-            raise CxrganError(f"--gan-extra-data {c.extra_data}: extra CycleGAN data file not found; give the file "
-                              "or leave the '-extra' row out of --methods")
         if c.setting not in SETTINGS:
             raise CxrganError(f"--setting {c.setting!r}: expected one of {list(SETTINGS)}")
         if c.fidelity_images < 1:
             raise CxrganError(f"--fidelity-images must be at least 1, got {c.fidelity_images}")
         return super().plan()
 
-    def finish(self, run: RunContext, results: Results) -> None:
-        super().finish(run, results)  # the --synthetic files' audits
-        translation_fidelity(self, run.run_dir)
+    control = CONTROL  # the CycleGAN rows declare the equal-steps control "repeat" their count-matched control
 
-    control = CONTROL
+    # ---- analysis cells ---------------------------------------------------------------------------------------
+    def analysis_cells(self) -> list[Cell]:
+        """Per translating row and seed, the fidelity of its CycleGAN, judged by the baseline's first-seed model."""
+        baseline = Cell.of(seed=self.spec.first_seed, method=self.compare_config.baseline).name
+        translators = [m for m in self.compare_config.methods
+                       if any(issubclass(generator_class(use.spec.name), ImageTranslator)
+                              for use in self.generator_entries((m,), (self.spec.first_seed,)).values())]
+        return super().analysis_cells() + [Cell.of(analysis="fidelity", method=m, seed=s, after=(baseline,))
+                                           for m in translators for s in self.seeds]
 
-    def controlled_methods(self) -> tuple[str, ...]:
-        """Every CycleGAN row must beat the equal-steps control as well as ``none``."""
-        return tuple(m for m in self.config.methods if m.startswith("cyclegan"))
+    def analyses(self):
+        return {**super().analyses(), "fidelity": self.fidelity_cell}
 
+    def fidelity_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """Target-class rate of one CycleGAN's translations in each direction (by the baseline's model, at its
+        validation Youden threshold, beside its rate on the real images) and the mean cycle error; the first seed's
+        CycleGAN also draws ``figure1-<row>.png``."""
+        c, test, device = self.config, self.test_, self.spec.torch_device()
+        classifier, threshold = _baseline_classifier(run.run_dir, Cell.of(seed=self.spec.first_seed,
+                                                     method=self.compare_config.baseline).name, self.val_, device)
+        y = test.labels[:, 0]
+        sources = {k: test.images[np.flatnonzero(y == k)[: c.fidelity_images]] for k in (0, 1)}
+        rate = lambda images, k: float(np.mean((predict(classifier, _as_dataset(images, k, test), device,  # noqa: E731
+                                                        self.compare_config.train.eval_batch_size)[:, 0]
+                                                >= threshold) == bool(k)))
+        balancer = self.balancer(cell["method"], cell["seed"], run.run_dir)
+        (spec,) = balancer.generators(self.train_)
+        model = fit_or_load(spec, balancer.generator_rows(self.train_), run.run_dir / "generators", str(device))
+        record, errors = {"threshold": threshold}, []
+        for k in (0, 1):
+            translated, restored = model.cycle(sources[k], k)
+            record[f"to_{1 - k}"], record[f"real_{1 - k}"] = rate(translated, 1 - k), rate(sources[1 - k], 1 - k)
+            errors.append(np.abs(restored.astype(np.float32) - sources[k].astype(np.float32)).mean(axis=(1, 2)) / 255.0)
+        record["cycle_error"] = float(np.concatenate(errors).mean())
+        if cell["seed"] == self.spec.first_seed and distributed.is_main():
+            save_translation_figure(model, sources[0][:6], sources[1][:6], run.run_dir / f"figure1-{cell['method']}.png")
+        return CellResult(record, summary=f"to {test.class_names[1] if test.class_names else 1}: {record['to_1']:.2f}, "
+                                          f"cycle error {record['cycle_error']:.3f}")
+
+
+    # ---- tables -----------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
         tables = super().tables(results)
-        fidelity = fidelity_summary(results.run_dir)
+        fidelity = fidelity_summary(results)
+        write_json(results.run_dir / "fidelity.json", fidelity)
         sites = self.external_sets(results)
-        table = paper_table(results, self.config.methods, fidelity, Verdicts(self.all_comparisons(results)),
+        table = paper_table(results, self.compare_config.methods, fidelity, Verdicts(self.all_comparisons(results)),
                             results.class_names or ("0", "1"), sites)
         notes = ("Rows as in Malygina et al. (2019) plus the equal-steps control 'repeat'; ROC / PR AUC on the real "
                  "test split, mean [95% CI over seeds]; Δ and verdict from the seed-level paired test against no "
                  "augmentation and, for the CycleGAN rows, against 'repeat', Holm-adjusted over all of them (see the "
                  f"verdict table). Fidelity: share of translated test images ({self.config.fidelity_images} per class "
-                 f"at most) that the 'none' classifier of seed {self.config.first_seed} puts in the target class at "
+                 f"at most) that the 'none' classifier of seed {self.spec.first_seed} puts in the target class at "
                  "its validation Youden threshold (its accuracy on the real images of that class in brackets); cycle "
                  "error: mean |x - G_back(G_forth(x))| / 255; both averaged over seeds."
                  + (f" External site(s): {', '.join(sites)} (for Kermany, adult NIH pneumonia vs no finding: the same "
@@ -149,71 +171,29 @@ class CycleganComplement(Compare):
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
         figures = super().figures(results)
-        for method in self.config.methods:
+        for method in self.compare_config.methods:
             if (results.run_dir / f"figure1-{method}.png").exists():
                 figures.append((f"figure1-{method}.png", f"Figure 1 shape: translations by the seed-"
-                                f"{self.config.first_seed} CycleGAN of row {method} (top: originals)"))
+                                f"{self.spec.first_seed} CycleGAN of row {method} (top: originals)"))
         return figures
 
 
-def _none_classifier(run_dir: Path, seed: int, val: CXRDataset, device: str):
-    """The run's real-data ('none') model of ``seed`` and its validation Youden threshold."""
-    path = run_dir / "models" / f"none-seed{seed}.pt"
+def _baseline_classifier(run_dir: Path, cell_name: str, val: CXRDataset, device):
+    """The run's real-data (baseline) model of one cell and its validation Youden threshold."""
+    path = run_dir / "models" / f"{cell_name}.pt"
     if not path.exists():
-        raise CxrganError(f"{path}: the 'none' model is missing; translation fidelity needs the real-data classifier")
+        raise CxrganError(f"{path}: the baseline's model is missing; translation fidelity needs the real-data "
+                          "classifier")
     model = load_saved_classifier(path).to(device)
-    val_scores = Results(run_dir).scores({"cell": f"none-seed{seed}"}, "val")[:, 0]
+    val_scores = Results(run_dir).scores({"cell": cell_name}, "val")[:, 0]
     fpr, tpr, thresholds = roc_curve(val.labels[:, 0], val_scores)
     return model, float(thresholds[np.argmax(tpr - fpr)])
 
 
-def translation_fidelity(recipe: CycleganComplement, run_dir: Path) -> dict[str, dict[str, float]]:
-    """Per CycleGAN row: target-class rate of translations in each direction and the mean cycle error, over seeds.
-
-    The CycleGANs come from the run's cache (trained by the comparison); results are kept in ``fidelity.jsonl``
-    so a resumed run does not recompute them. Seed ``first_seed``'s CycleGAN also draws ``figure1-<row>.png``.
-    """
-    config, train, val, test = recipe.config, recipe.train_, recipe.val_, recipe.test_
-    if "none" not in config.methods:
-        return {}
-    device = config.train.device if config.train.device != "auto" else "cpu"
-    path = run_dir / "fidelity.jsonl"
-    done = {(r["method"], r["seed"]): r for r in read_jsonl(path)}
-    classifier, threshold = _none_classifier(run_dir, config.first_seed, val, device)
-    y = test.labels[:, 0]
-    sources = {c: test.images[np.flatnonzero(y == c)[: config.fidelity_images]] for c in (0, 1)}
-    real_rate = {}
-    for c in (0, 1):  # reference: how often the classifier puts real images of class c in class c
-        scores = predict(classifier, _as_dataset(sources[c], c, test), device, config.train.eval_batch_size)[:, 0]
-        real_rate[c] = float(np.mean((scores >= threshold) == bool(c)))
-    for method in config.methods:
-        if not method.startswith("cyclegan"):
-            continue
-        for seed in range(config.first_seed, config.first_seed + config.seeds):
-            if (method, seed) in done:
-                continue
-            model = make_balancer(method, recipe.balance_context(seed, run_dir, device)).fit_generator(train)  # loads the finished run from the cache
-            record = {"method": method, "seed": seed, "threshold": threshold}
-            errors = []
-            for c in (0, 1):
-                translated, restored = model.cycle(sources[c], c)
-                scores = predict(classifier, _as_dataset(translated, 1 - c, test), device, config.train.eval_batch_size)[:, 0]
-                record[f"to_{1 - c}"] = float(np.mean((scores >= threshold) == bool(1 - c)))
-                record[f"real_{1 - c}"] = real_rate[1 - c]
-                errors.append(np.abs(restored.astype(np.float32) - sources[c].astype(np.float32)).mean(axis=(1, 2)) / 255.0)
-            record["cycle_error"] = float(np.concatenate(errors).mean())
-            if seed == config.first_seed:
-                save_translation_figure(model, sources[0][:6], sources[1][:6], run_dir / f"figure1-{method}.png")
-            append_jsonl(path, record)
-            done[(method, seed)] = record
-    summary = fidelity_summary(run_dir)
-    write_json(run_dir / "fidelity.json", summary)
-    return summary
-
-
-def fidelity_summary(run_dir: Path) -> dict[str, dict[str, float]]:
-    """Per CycleGAN row, the fidelity numbers of ``fidelity.jsonl`` averaged over seeds."""
-    records = read_jsonl(run_dir / "fidelity.jsonl")
+def fidelity_summary(results: Results) -> dict[str, dict[str, float]]:
+    """Per CycleGAN row, the fidelity numbers of its analysis cells averaged over seeds (a run made before those
+    cells existed: of its ``fidelity.jsonl``)."""
+    records = results.analysis("fidelity") or read_jsonl(results.run_dir / "fidelity.jsonl")
     summary: dict[str, dict[str, float]] = {}
     for method in dict.fromkeys(r["method"] for r in records):
         mine = [r for r in records if r["method"] == method]

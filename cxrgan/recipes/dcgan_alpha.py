@@ -13,29 +13,29 @@ generator's sample quality as train-on-synthetic / test-on-real AUC and by the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cxrgan.balance import BalanceContext, make_balancer
-from cxrgan.balance.gan import GANOversampler
-from cxrgan.balance.pretrain import SyntheticPretraining
-from cxrgan.balance.synthetic import SyntheticFileRows
 from cxrgan.classify import TrainConfig
-from cxrgan.data import CXRDataset
-from cxrgan.data.synthetic import SyntheticFiles
+from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import AuditConfig, audit_generators, train_on_synthetic
+from cxrgan.evaluate.audit import (AuditConfig, audit_generator, reference_cells, train_feature_model,
+                                   train_on_synthetic)
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.generators import GeneratorSettings, GeneratorSpec, cache_entries, fit_or_load
-from cxrgan.io import append_jsonl, read_jsonl
-from cxrgan.recipes.compare import Compare, CompareConfig
-from cxrgan.recipes.engine import Plan, Results, RunContext, Table, register_recipe
+from cxrgan.generators import GeneratorSpec, cache_entries, fit_or_load, generator_class
+from cxrgan.generators.base import ImageTranslator, image_fingerprint
+from cxrgan.generators.cache import cache_dir
+from cxrgan.io import read_jsonl
+from cxrgan.recipes.compare import Compare, CompareConfig, GeneratorUse
+from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
+from cxrgan.engine.probes import generator_seconds, training_seconds
 
 # The paper's rows, SMOTE, the strongest loss-side fixes of the long-tail literature (Holste et al. 2022), then GANs.
 # Not here: logit-adjust-posthoc (a per-class logit shift leaves AUC and the Youden-threshold metrics of this table
@@ -53,28 +53,25 @@ PAPER_COLUMNS = {"precision": "precision", "recall": "recall (sens.)", "specific
 CPU_CLASSIFIER = TrainConfig(model="resnet18", epochs=8, patience=3, lr=1e-3, bf16=True, augment="flip",
                              lr_schedule="cosine", progress=False)
 FULL_CLASSIFIER = TrainConfig(model="resnet18", epochs=30, patience=5, lr=1e-4, augment="flip")
+REAL = "real"  # the TSTR cell of the reference: the same classifier trained on real rows
 
 
 @dataclass(frozen=True)
 class DcganAlphaConfig:
     """The recipe's settings; written with the run."""
 
-    data: str  # compact Kermany-style .npz (binary normal / pneumonia, train/val/test)
-    seeds: int = 3  # seeds per method (GANs are retrained per seed)
-    first_seed: int = 0  # seed of the first run
-    imbalance: tuple[int, int] = (3, 1)  # normal : pneumonia of the training split (paper: 4385 : 1460)
-    methods: tuple[str, ...] = METHODS  # rows of the table, baseline first
-    train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # the ResNet-18 settings
+    compare: CompareConfig  # data, rows (methods, the first the baseline), 3:1 imbalance, seeds, classifier, GANs
     tstr_images: int = 1000  # synthetic images per class for the train-on-synthetic / test-on-real AUC
-    generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
-    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
-    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
-    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before the recipe contained a ``CompareConfig``: its comparison fields nested."""
+        if "compare" in values:
+            return values
+        flat = {"methods": list(METHODS), "imbalance": [3, 1], **values}
+        tstr = {"tstr_images": flat.pop("tstr_images")} if "tstr_images" in flat else {}
+        compare = nest_run_fields(flat, flat.get("train", {}).get("device"))
+        return {"compare": {**compare, "baseline": flat["methods"][0]}, **tstr}
 
 
 AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "recall", "coverage": "coverage",
@@ -83,61 +80,149 @@ AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "
 
 @register_recipe
 class DcganAlpha(Compare):
-    """Sun & Li's rows through the compare engine, then TSTR AUC and an audit of every generator."""
+    """Sun & Li's rows through the compare engine, then analysis cells: the TSTR AUC of the first seed's generators
+    and an audit of every generator the run trains, against the rows it trained on."""
 
     kind = "dcgan-alpha"
     config_class = DcganAlphaConfig
-    control = CONTROL
-
-    def controlled_methods(self) -> tuple[str, ...]:
-        """Every row that adds generated minority images (a ``GANOversampler``, or a --synthetic file in balance
-        mode, which adds as many; not ``synth-pretrain``, which adds none) must beat count-matched oversampling as
-        well as the baseline."""
-        context = BalanceContext(random_state=self.config.first_seed, synthetic=self.config.synthetic)
-        balancers = {m: make_balancer(m, context) for m in self.config.methods}
-        return tuple(m for m, b in balancers.items() if isinstance(b, GANOversampler)
-                     or (isinstance(b, SyntheticFileRows) and b.mode == "balance"))
+    control = CONTROL  # the rows that add generated minority images (GAN rows, --synthetic files in balance mode;
+    #   not synth-pretrain, which adds none) declare oversampling their count-matched control
 
     @property
     def compare_config(self) -> CompareConfig:
-        c = self.config
-        return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed,
-                             baseline=c.methods[0], imbalance=c.imbalance, train=c.train, generators=c.generators,
-                             allow_patient_overlap=c.allow_patient_overlap,
-                             allow_unknown_patients=c.allow_unknown_patients, external=c.external,
-                             external_labels=c.external_labels, synthetic=c.synthetic)
+        return self.config.compare
 
     def plan(self) -> Plan:
         if self.config.tstr_images < 1:
             raise CxrganError(f"--tstr-images must be at least 1, got {self.config.tstr_images}")
         return super().plan()
 
-    def finish(self, run: RunContext, results: Results) -> None:
-        """TSTR AUC of the first seed's generators (cached in quality.jsonl) and the audit of every generator."""
-        super().finish(run, results)  # the --synthetic files' audits
-        sample_quality(self.config, self.train_, self.val_, self.test_, run.run_dir)
-        audit_config = AuditConfig(seed=self.config.first_seed, tstr=False,
-                                   device=self.config.train.device if self.config.train.device != "auto" else "cpu")
-        audit_generators(run.run_dir, self.config.data, audit_config)  # the generators not audited yet
+    # ---- analysis cells ---------------------------------------------------------------------------------------
+    def analysis_cells(self) -> list[Cell]:
+        """TSTR of the real reference and of each generator the first seed's rows sample from; then an audit of
+        every generator of every seed (and of the other-class generators the TSTR sets of one-class rows add)."""
+        self.tstr_sources_: dict[str, GeneratorUse] = {}  # generator entry -> its first use
+        self.tstr_of_method_: dict[str, str] = {}  # row -> the entry its TSTR comes from (the alphas share one)
+        for method in self.compare_config.methods:
+            for name, use in self.generator_entries((method,), (self.spec.first_seed,)).items():
+                if not issubclass(generator_class(use.spec.name), ImageTranslator):
+                    self.tstr_sources_.setdefault(name, use)
+                    self.tstr_of_method_.setdefault(method, name)
+        others = [other for other in map(_other_class, self.tstr_sources_.values()) if other is not None]
+        self.audited_ = {**self.generator_entries(), **{other.name: other.use for other in others}}
+        return (super().analysis_cells()
+                + [Cell.of(analysis="tstr", generator=name) for name in (REAL, *self.tstr_sources_)]
+                + [Cell.of(analysis="audit", generator=name) for name in sorted(self.audited_)])
+
+    def analyses(self):
+        return {**super().analyses(), "tstr": self.tstr_cell, "audit": self.audit_cell}
+
+    def audit_config(self, tstr: bool = True) -> AuditConfig:
+        """The settings of the TSTR classifiers and the audits: seeded by the first seed, on the run's device."""
+        return AuditConfig(seed=self.spec.first_seed, tstr=tstr, device=self.spec.device)
+
+    def tstr_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """Train-on-synthetic / test-on-real ROC AUC: a small CNN trained only on ``tstr_images`` images per class
+        from one generator (a one-class row's pairs its class with the same generator trained on the other class;
+        a conditional row's samples both classes), or on as many real rows per class (the reference)."""
+        n, seed = self.config.tstr_images, self.spec.first_seed
+        if cell["generator"] == REAL:
+            y = self.train_.binary_targets()
+            index = np.concatenate([np.random.default_rng(seed).choice(np.flatnonzero(y == c), n, replace=True)
+                                    for c in (0, 1)])
+            images, labels = self.train_.images[index], self.train_.labels[index]
+        else:
+            images, labels = self.synthetic_set(self.tstr_sources_[cell["generator"]], run.run_dir, n, seed)
+        value = train_on_synthetic(images, labels, self.val_, self.test_, self.audit_config())
+        return CellResult({"tstr_auc": value}, summary=f"TSTR AUC {value:.3f}")
+
+    def synthetic_set(self, use: GeneratorUse, run_dir: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` synthetic images of each class from the generator of ``use`` (trained, or loaded from the cache)."""
+        work, device = run_dir / "generators", str(self.spec.torch_device())
+        model = fit_or_load(use.spec, use.rows, work, device)
+        rng = torch.Generator().manual_seed(seed)
+        other = _other_class(use)
+        if other is None:
+            labels = np.array([[0.0]] * n + [[1.0]] * n, dtype=np.float32)
+            return model.sample(2 * n, labels=labels, generator=rng)[0], labels
+        value = int(model.data_info_["target_value"])
+        own, _ = model.sample(n, generator=rng)
+        others, _ = fit_or_load(other.use.spec, other.use.rows, work, device).sample(n, generator=rng)
+        return np.concatenate([own, others]), np.array([[value]] * n + [[1 - value]] * n, dtype=np.float32)
+
+    def audit_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """The synthetic-image audit of one generator against the rows it trained on (a one-class generator: their
+        rows of its class), in the feature space of a small CNN trained once per run on those rows."""
+        use = self.audited_[cell["generator"]]
+        work = run.run_dir / "generators"
+        fit_or_load(use.spec, use.rows, work, str(self.spec.torch_device()))  # trained by its row's cell, or here
+        folder = cache_dir(work, use.spec, use.rows)
+        config = self.audit_config(tstr=False)
+        features = train_feature_model(use.rows, self.val_, config,
+                                       run.run_dir / "models" / f"audit-features-{image_fingerprint(use.rows.images)}.pt")
+        result = audit_generator(folder, use.rows, self.val_, self.test_, config=config, feature_model=features)
+        trained = cache_entries(folder)[0]
+        metrics = {key: result["metrics"][key] for key in AUDIT_COLUMNS if key in result["metrics"]}
+        fd = metrics["frechet_distance"]
+        return CellResult({"metrics": metrics, "steps": trained["steps"], "training rows": trained["training rows"],
+                           "real_rows": result["real_rows"], "reference_rows": result["n_train"]},
+                          summary=f"FD {fd['synthetic']:.3f} (reference {fd['reference']:.3f})")
+
+    def analysis_seconds(self, cell: Cell, trained: set[str]) -> float:
+        """TSTR: its classifier, and the other-class generator of a one-class row; audit: the feature model
+        (once) and a generator no row trained (sampling and metrics are left out: seconds)."""
+        device = str(self.spec.torch_device())
+        config = self.audit_config()
+        seconds, name = 0.0, cell["generator"]
+        if cell["analysis"] == "audit":
+            needed = [name]
+        else:
+            other = _other_class(self.tstr_sources_[name]) if name != REAL else None
+            needed = [other.name] if other is not None else []
+        for entry in needed:
+            if entry not in trained:
+                trained.add(entry)
+                seconds += generator_seconds(self.audited_[entry].spec, self.audited_[entry].rows, device)
+        classifier = TrainConfig(model=config.feature_model, batch_size=config.batch_size, device=config.device)
+        if cell["analysis"] == "tstr":
+            return seconds + training_seconds(dataclasses.replace(classifier, epochs=config.tstr_epochs),
+                                              config.tstr_epochs * 2 * self.config.tstr_images,
+                                              len(self.val_) + len(self.test_), self.train_.image_size, 1)
+        if "feature model" not in trained:
+            trained.add("feature model")
+            seconds += training_seconds(dataclasses.replace(classifier, epochs=config.feature_epochs),
+                                        config.feature_epochs * len(self.train_), len(self.val_),
+                                        self.train_.image_size, 1)
+        return seconds
+
+    # ---- tables -----------------------------------------------------------------------------------------------
+    def tstr_by_method(self, results: Results) -> dict[str, float]:
+        """Each row's TSTR AUC (its first-seed generator's; the baseline row holds the real reference)."""
+        by_generator = {r["generator"]: r["tstr_auc"] for r in results.analysis("tstr")}
+        if not by_generator:  # a run made before TSTR was an analysis cell kept it in quality.jsonl
+            return {r["method"]: r["tstr_auc"] for r in read_jsonl(results.run_dir / "quality.jsonl")}
+        rows = {self.compare_config.baseline: REAL, **self.tstr_of_method_}
+        return {method: by_generator[name] for method, name in rows.items() if name in by_generator}
 
     def tables(self, results: Results) -> list[Table]:
         tables = super().tables(results)
-        quality = {r["method"]: r["tstr_auc"] for r in read_jsonl(results.run_dir / "quality.jsonl")}
+        quality = self.tstr_by_method(results)
         sites = self.external_sets(results)
-        paper = paper_table(results, self.config.methods, quality, Verdicts(self.all_comparisons(results)), sites,
-                            self.config.methods[0], self.controlled_methods() if CONTROL in self.config.methods else ())
+        c = self.compare_config
+        paper = paper_table(results, c.methods, quality, Verdicts(self.all_comparisons(results)), sites, c.baseline,
+                            self.controlled_methods() if CONTROL in c.methods else ())
         notes = ("Rows as in Sun & Li's poster, plus SMOTE and the loss-side long-tail fixes (focal, LDAM-DRW, "
                  "logit-adjust, cRT); cells are mean [95% CI over seeds], threshold metrics at "
                  "the validation Youden threshold; Δ ROC AUC and verdict vs the baseline, and for the generator rows "
                  f"vs the count-matched control '{CONTROL}', from the seed-level paired test with Holm adjustment over "
                  "all of them (see the verdict table). TSTR AUC: a small CNN trained only on "
-                 f"{self.config.tstr_images} synthetic images per class (seed {self.config.first_seed}'s generator), "
+                 f"{self.config.tstr_images} synthetic images per class (seed {self.spec.first_seed}'s generator), "
                  "tested on the real test split; real-data reference in the 'none' row."
                  + (f" External site(s): {', '.join(sites)} (for Kermany, adult NIH pneumonia vs no finding: the same "
                     "labels at another hospital), every row scored by the same models." if sites else ""))
         tables.append(Table("paper_table", "dcgan-alpha: GAN vs classic fixes (Sun & Li table shape)", paper, notes,
                             role="main"))
-        audits = audit_summary(results.run_dir)
+        audits = audit_summary(results)
         if len(audits):
             tables.append(Table("audit_summary", "Synthetic-image audit of every trained generator", audits,
                                 "Feature space of a small CNN trained on real images; reference = real train vs real "
@@ -145,18 +230,44 @@ class DcganAlpha(Compare):
         return tables
 
 
-def audit_summary(run_dir: Path) -> pd.DataFrame:
-    """The headline audit numbers of every generator audited in the run (``generators/**/audit/audit.json``)."""
+class _OtherClass:
+    """The generator that completes a one-class generator's TSTR set: the same model trained on the other class."""
+
+    def __init__(self, use: GeneratorUse, spec: GeneratorSpec):
+        from cxrgan.generators.cache import entry_name
+
+        self.use = GeneratorUse(spec, use.rows, use.method, use.seed)
+        self.name = entry_name(spec, use.rows)
+
+
+def _other_class(use: GeneratorUse) -> _OtherClass | None:
+    """For a one-class generator of a binary task, its other-class twin; None for a conditional generator."""
+    if not generator_class(use.spec.name).models_one_class:
+        return None
+    other = str(1 - int(use.spec.config.target))
+    return _OtherClass(use, GeneratorSpec(use.spec.name, dataclasses.replace(use.spec.config, target=other)))
+
+
+def audit_summary(results: Results) -> pd.DataFrame:
+    """The headline audit numbers of every generator the run audited (its audit cells, by generator)."""
+    records = sorted(results.analysis("audit"), key=lambda r: r["generator"])
+    if not records:
+        return _stored_audit_summary(results.run_dir)
+    rows = []
+    for record in records:
+        rows.append({"generator": record["generator"], "steps": record["steps"],
+                     "training rows": record["training rows"], **reference_cells(record["metrics"], AUDIT_COLUMNS)})
+    return pd.DataFrame(rows)
+
+
+def _stored_audit_summary(run_dir: Path) -> pd.DataFrame:
+    """The audit table of a run made before audits were analysis cells: from ``generators/**/audit/audit.json``."""
     rows = []
     for path in sorted((run_dir / "generators").rglob("audit/audit.json")):
         metrics = json.loads(path.read_text())["metrics"]
         trained = cache_entries(path.parent.parent)[0]  # a run grown later may hold generators of older presets
-        row = {"generator": path.parent.parent.name, "steps": trained["steps"],
-               "training rows": trained["training rows"]}
-        for key, label in AUDIT_COLUMNS.items():
-            if key in metrics:
-                row[label] = f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
-        rows.append(row)
+        rows.append({"generator": path.parent.parent.name, "steps": trained["steps"],
+                     "training rows": trained["training rows"], **reference_cells(metrics, AUDIT_COLUMNS)})
     return pd.DataFrame(rows)
 
 
@@ -190,62 +301,3 @@ def paper_table(results: Results, methods: tuple[str, ...], quality: dict[str, f
     if len(table) and table["seeds"].nunique() == 1:  # every row has every seed: the title says how many
         table = table.drop(columns="seeds")
     return table
-
-
-def sample_quality(config: DcganAlphaConfig, train: CXRDataset, val: CXRDataset, test: CXRDataset,
-                   run_dir: Path) -> dict[str, float]:
-    """Train-on-synthetic / test-on-real ROC AUC of the first seed's generators (and a train-on-real reference).
-
-    A one-class row (``dcgan``, ``ldm``) models pneumonia only, so its TSTR set pairs its samples with those of the
-    same generator trained the same way on the normal class; a conditional row (``cdcgan-aX``, ``cldm-aX``,
-    ``synth-pretrain``) samples both classes from its one conditional model. Cached in ``quality.jsonl`` by method
-    and by generator cache entry, so a resumed run does not retrain and rows sharing a generator (``cldm-a0.5`` and
-    ``synth-pretrain``) share one TSTR.
-    """
-    path = run_dir / "quality.jsonl"
-    records = read_jsonl(path)
-    done = {r["method"]: r["tstr_auc"] for r in records}
-    by_generator = {r["generator"]: r["tstr_auc"] for r in records if r.get("generator")}
-    seed, n = config.first_seed, config.tstr_images
-    audit = AuditConfig(seed=seed, device=config.train.device if config.train.device != "auto" else "cpu")
-    context = BalanceContext(random_state=seed, device=audit.device, work_dir=run_dir / "generators",
-                             generators=config.generators, synthetic=config.synthetic)
-    for method in config.methods:
-        balancer = None if method == "none" else make_balancer(method, context)
-        if method in done or not (method == "none" or isinstance(balancer, (GANOversampler, SyntheticPretraining))):
-            continue
-        rng = torch.Generator().manual_seed(seed)
-        generator = None
-        if method != "none":
-            balancer.fit_resample(train)  # trained (or loaded from the run's cache) for the comparison
-            generator = balancer.model_.run_dir.name if balancer.model_.run_dir is not None else None
-        if generator in by_generator:  # another row's generator: its TSTR is this row's
-            done[method] = by_generator[generator]
-            append_jsonl(path, {"method": method, "tstr_auc": done[method], "generator": generator})
-            continue
-        if method == "none":  # reference: the same classifier trained on n real images per class
-            y = train.binary_targets()
-            index = np.concatenate([np.random.default_rng(seed).choice(np.flatnonzero(y == c), n, replace=True)
-                                    for c in (0, 1)])
-            images, labels = train.images[index], train.labels[index]
-        elif isinstance(balancer, GANOversampler) and balancer.one_class:
-            value = int(balancer.model_.data_info_["target_value"])
-            minority, _ = balancer.model_.sample(n, generator=rng)
-            majority, _ = _other_class_model(balancer, train, context, 1 - value).sample(n, generator=rng)
-            images = np.concatenate([minority, majority])
-            labels = np.array([[value]] * n + [[1 - value]] * n, dtype=np.float32)
-        else:
-            labels = np.array([[0.0]] * n + [[1.0]] * n, dtype=np.float32)
-            images, _ = balancer.model_.sample(2 * n, labels=labels, generator=rng)
-        done[method] = train_on_synthetic(images, labels, val, test, audit)
-        if generator is not None:
-            by_generator[generator] = done[method]
-        append_jsonl(path, {"method": method, "tstr_auc": done[method], "generator": generator})
-    return done
-
-
-def _other_class_model(balancer: GANOversampler, train: CXRDataset, context: BalanceContext, value: int):
-    """A one-class generator of class ``value`` trained exactly as the balancer trains its minority model (the
-    two-class TSTR set of a one-class row)."""
-    return fit_or_load(GeneratorSpec(balancer.method, balancer.config_for(value)), train, context.work_dir,
-                       context.device)

@@ -38,18 +38,19 @@ from cxrgan.classify.train import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.data.splits import patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
-from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN, GeneratorSettings
-from cxrgan.balance import BALANCERS, BalanceContext, make_balancer
-from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA, check_seeds
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
+from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
+from cxrgan.balance.stages import Main
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
+from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA
+from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
+                                     findings_estimates, load_findings, test_positives_note, train_and_score,
+                                     uncertain_counts, with_policy)
 from cxrgan.recipes.synthetic import check_rows
-from cxrgan.recipes.findings import (auc_cell, check_findings, finding_comparisons, finding_counts, load_findings,
-                                     test_positives_note,
-                                     train_and_score, uncertain_counts, with_policy)
 from cxrgan.report.tables import to_markdown
 
 POLICY_NAMES = {"ones": "U-Ones", "zeros": "U-Zeros", "ignore": "U-Ignore"}
@@ -60,11 +61,9 @@ CONTROL = "rare-copies"  # the DCGAN row's count-matched control: the rows its i
 class DcganRareConfig:
     """The recipe's settings; written to the run's config.json."""
 
-    data: tuple[str, ...] = DEFAULT_DATA  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder)
+    run: RunSpec = RunSpec(DEFAULT_DATA)  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder); seeds
     policies: tuple[str, ...] = ("ones", "zeros", "ignore")  # baseline table columns (training-label policies)
     policy: str = "zeros"  # policy of the GAN comparison (the paper's Table 3 uses U-Zeros)
-    seeds: int = 5  # classifier and GAN seeds
-    first_seed: int = 0  # seed of the first run
     data_seed: int = 0  # seed of CSV splits
     findings: tuple[str, ...] = ()  # findings to augment; empty = the rarest with enough training positives
     n_findings: int = 3  # how many to choose (the paper: Pneumonia, Lung Lesion, Consolidation)
@@ -74,13 +73,12 @@ class DcganRareConfig:
     size: int = 64  # image side when decoding a CSV source
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files: rows synthetic:<stem> beside the cheap fixes
 
-    def __post_init__(self) -> None:
-        if isinstance(self.data, str):  # one path given as a string: the one-file tuple
-            object.__setattr__(self, "data", (self.data,))
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
+        return nest_run_fields(values, values.get("train", {}).get("device"))
 
 
 @register_recipe
@@ -91,11 +89,11 @@ class DcganRareFindings(Recipe):
     config_class = DcganRareConfig
 
     def description(self) -> str:
-        return f"{self.kind}-{'+'.join(Path(d).stem for d in self.config.data)}"
+        return f"{self.kind}-{'+'.join(Path(d).stem for d in self.config.run.data)}"
 
     def plan(self) -> Plan:
         c = self.config
-        check_seeds(c.seeds)
+        c.run.check()
         check_train_config(c.train)
         bad = [p for p in (*c.policies, c.policy) if p not in UNCERTAINTY_POLICIES]
         if bad:
@@ -103,8 +101,8 @@ class DcganRareFindings(Recipe):
         if c.ratio <= 0:
             raise CxrganError(f"--ratio must be positive, got {c.ratio}")
         self.gan_config_ = DCGAN.resolve_config(c.generators)
-        self.dataset_ = load_findings(c.data, c.size, c.data_seed, c.allow_patient_overlap,  # U-Ignore labels
-                                      c.allow_unknown_patients)
+        self.dataset_ = load_findings(c.run.data, c.size, c.data_seed, c.run.allow_patient_overlap,  # U-Ignore
+                                      c.run.allow_unknown_patients)
         self.uncertain_ = uncertain_counts(self.dataset_)
         self.coincide_ = self.uncertain_["train"] == 0
         train = with_policy(self.dataset_, c.policy).split("train")
@@ -112,7 +110,7 @@ class DcganRareFindings(Recipe):
             check_findings(c.findings, train)
         self.findings_ = c.findings or choose_rare_findings(train, c.n_findings, c.min_positives)
         self.policies_ = tuple(dict.fromkeys((*c.policies, c.policy)))
-        seeds = range(c.first_seed, c.first_seed + c.seeds)
+        seeds = c.run.seed_range
         baselines = (c.policy,) if self.coincide_ else self.policies_  # no uncertain labels: one baseline serves all
         cells = [Cell.of(policy=p, method="baseline", seed=s) for s in seeds for p in baselines]
         unknown = [m for m in c.cheap_fixes if m not in BALANCERS]
@@ -120,11 +118,11 @@ class DcganRareFindings(Recipe):
             raise CxrganError(f"unknown method(s) {unknown} in --cheap-fixes; available: {', '.join(sorted(BALANCERS))}")
         cells += [Cell.of(policy=c.policy, method=m, seed=s) for s in seeds for m in ("dcgan-rare", *self.beside())]
         test = self.dataset_.split("test")
-        summary = (f"data {' + '.join(c.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
+        summary = (f"data {' + '.join(c.run.data)}: augmented findings {', '.join(self.findings_)}; uncertain labels train "
                    f"{self.uncertain_['train']}, test {self.uncertain_['test']} (masked)"
                    + (" (no uncertain training labels: all policies coincide)" if self.coincide_ else "")
                    + check_rows(self.synthetic(), train, {"val": self.dataset_.split("val"), "test": test},
-                                " + ".join(c.data))
+                                " + ".join(c.run.data))
                    + "\n\n" + to_markdown(self.generated_plan(train, test)))
         val = self.dataset_.split("val")
         return Plan(cells=cells, evaluation_sets={"val": val.labels, "test": test.labels},
@@ -158,37 +156,46 @@ class DcganRareFindings(Recipe):
         c = self.config
         data = with_policy(self.dataset_, cell["policy"])
         train, val, test = data.split("train"), data.split("val"), data.split("test")
-        extra, train_config = {}, c.train
-        if cell["method"] == "dcgan-rare":
-            balancer = RareFindingDCGAN(self.gan_config_, self.findings_, c.ratio, work_dir=run.run_dir / "generators",
-                                        device=str(resolve_device(c.train.device)), random_state=cell["seed"])
+        extra, stages = {}, (Main(),)
+        if cell["method"] != "baseline":  # the DCGANs, their copies, or a cheap fix (rows, loss or schedule)
+            balancer = self.balancer(cell, run.run_dir)
             train = balancer.fit_resample(train)
-            extra["finding_table"] = balancer.table_.to_dict(orient="records")
-        elif cell["method"] == CONTROL:  # the DCGAN's draws with real images: same seed, findings and ratio
-            balancer = RareFindingCopies(self.findings_, c.ratio, random_state=cell["seed"])
-            train = balancer.fit_resample(train)
-            extra["finding_table"] = balancer.table_.to_dict(orient="records")
-        elif cell["method"] != "baseline":  # a cheap fix or synthetic file: rows, loss or schedule of a method
-            balancer = make_balancer(cell["method"], BalanceContext(
-                random_state=cell["seed"], work_dir=run.run_dir / "generators", synthetic=self.synthetic()))
-            train = balancer.fit_resample(train)
-            train_config = balancer.adapt_training(train_config)
-        result = train_and_score(train, val, test, train_config, cell["seed"], run.progress)
+            stages = balancer.stages(c.train.epochs)
+            if isinstance(balancer, (RareFindingDCGAN, RareFindingCopies)):
+                extra["finding_table"] = balancer.table_.to_dict(orient="records")
+        result = train_and_score(train, val, test, c.train, cell["seed"], run.progress, stages)
         result.record.update(extra)
         return result
 
-    def estimate(self, plan: Plan) -> dict[str, float]:
-        from cxrgan.recipes.probe import findings_estimates
+    def balancer(self, cell: Cell, run_dir: Path | None = None) -> Balancer:
+        """The balancer of a non-baseline cell: one DCGAN per chosen finding (cached in ``run_dir``), or a fix."""
+        c = self.config
+        if cell["method"] == "dcgan-rare":
+            return RareFindingDCGAN(self.gan_config_, self.findings_, c.ratio,
+                                    work_dir=None if run_dir is None else run_dir / "generators",
+                                    device=str(c.run.torch_device()), random_state=cell["seed"])
+        if cell["method"] == CONTROL:  # the DCGAN's draws with real images: same seed, findings and ratio
+            return RareFindingCopies(self.findings_, c.ratio, random_state=cell["seed"])
+        return make_balancer(cell["method"], BalanceContext(
+            random_state=cell["seed"], work_dir=None if run_dir is None else run_dir / "generators",
+            synthetic=self.synthetic()))
 
-        train = self.dataset_.split("train")
+    def estimate(self, plan: Plan) -> dict[str, float]:
+        """The probed classifier on the images each cell plans, and the DCGANs its balancer declares."""
         self.val_, self.test_ = self.dataset_.split("val"), self.dataset_.split("test")
 
-        def generators(cell: Cell) -> list:
-            if cell["method"] != "dcgan-rare":
-                return []
-            return [("dcgan", train, {"seed": cell["seed"], "target": finding}) for finding in self.findings_]
+        epochs = self.config.train.epochs
 
-        return findings_estimates(self, plan, lambda cell: train, generators)
+        def work(cell: Cell) -> CellWork:
+            train = with_policy(self.dataset_, cell["policy"]).split("train")
+            if cell["method"] == "baseline":
+                return CellWork(train, epochs * len(train), [])
+            balancer = self.balancer(cell)
+            rows = balancer.generator_rows(train)
+            return CellWork(train, balancer.planned_images(train, epochs),
+                            [(spec, rows) for spec in balancer.generators(train)])
+
+        return findings_estimates(self, plan, work)
 
     # ---- tables -------------------------------------------------------------------------------------------------
     def tables(self, results: Results) -> list[Table]:
@@ -207,7 +214,7 @@ class DcganRareFindings(Recipe):
         policy_note = ("This dataset has no uncertain (-1) training labels, so U-Ones, U-Zeros and U-Ignore give "
                        "identical labels and one baseline per seed fills every column." if self.coincide_ else
                        "U-Ones maps uncertain training labels to 1, U-Zeros to 0, U-Ignore masks them in the loss.")
-        notes = (f"Test ROC AUC, mean [95% CI over {c.seeds} seed(s)]. {policy_note} Test labels are policy-free: "
+        notes = (f"Test ROC AUC, mean [95% CI over {c.run.seeds} seed(s)]. {policy_note} Test labels are policy-free: "
                  f"{self.uncertain_['test']} uncertain test labels are masked, so every column is scored against "
                  f"the same ground truth. {test_positives_note(results, tuple(results.label_names))}")
         gan_notes = (f"{POLICY_NAMES[c.policy]} training labels. One DCGAN per finding trained on its positive "

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from cxrgan.balance.stages import Main, Stage
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.data import CXRDataset, detect_layout, load_chexpert_raw, load_nih, load_npz
 from cxrgan.data.labels import UNCERTAINTY_POLICIES, policy_on_training_rows
@@ -17,7 +18,9 @@ from cxrgan.errors import CxrganError
 from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_auc, compare_macro_auc, estimable
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import seed_cell
-from cxrgan.recipes.engine import CellResult, Results, Table
+from cxrgan.generators.settings import GeneratorSpec
+from cxrgan.engine import Cell, CellResult, Plan, Results, Table
+from cxrgan.engine.probes import generator_seconds, training_seconds
 
 
 def load_findings(data: str | Path | tuple[str, ...], size: int = 64, data_seed: int = 0,
@@ -95,10 +98,11 @@ def check_findings(names: tuple[str, ...], dataset: CXRDataset) -> None:
 
 
 def train_and_score(train: CXRDataset, val: CXRDataset, test: CXRDataset, config: TrainConfig, seed: int,
-                    progress: bool) -> CellResult:
-    """Train one classifier (best val AUC kept); per-finding test AUC in the record, val and test scores stored."""
+                    progress: bool, stages: tuple[Stage, ...] = (Main(),)) -> CellResult:
+    """Train one classifier through ``stages`` (best val AUC kept); per-finding test AUC in the record, val and test
+    scores stored."""
     config = dataclasses.replace(config, progress=config.progress and progress)
-    result = train_classifier(train, val, config, seed)
+    result = train_classifier(train, val, config, seed, stages=stages)
     device = resolve_device(config.device)
     s_val = predict(result.model, val, device, config.eval_batch_size, config.bf16, fp16=config.fp16)
     s_test = predict(result.model, test, device, config.eval_batch_size, config.bf16, fp16=config.fp16)
@@ -152,3 +156,31 @@ def test_positives_note(results: Results, findings: tuple[str, ...]) -> str:
     return (f"Test positives of {len(y)} test rows: {counts}. A finding with fewer than {MIN_TEST_POSITIVES} test "
             "positives (or negatives) is marked not estimable and is not tested: with that few, one image moves "
             "its AUC by 1/positives or more.")
+
+
+class CellWork(NamedTuple):
+    """What one multi-label cell trains, for its time estimate."""
+
+    rows: CXRDataset  # the real rows it starts from
+    images: int  # training images the classifier sees over its stages (real and planned synthetic rows)
+    generators: list[tuple[GeneratorSpec, CXRDataset]]  # the generators it trains first, with their rows
+
+
+def findings_estimates(recipe: Any, plan: Plan, work: Callable[[Cell], CellWork]) -> dict[str, float]:
+    """Seconds per multi-label cell: the probed classifier on the images ``work(cell)`` counts, plus the generators
+    it trains first (each counted once; ``recipe`` has ``config.train``, ``config.run``, ``val_`` and ``test_``)."""
+    config = recipe.config
+    device = str(config.run.torch_device())
+    eval_rows = len(recipe.val_) + len(recipe.test_)
+    estimates, trained = {}, set()
+    for cell in plan.cells:
+        rows, images, generators = work(cell)
+        seconds = training_seconds(config.train, images, eval_rows, rows.image_size, rows.n_labels,
+                                   trace_memory=config.generators.full)
+        for spec, gan_rows in generators:
+            key = (spec.name, repr(spec.config), len(gan_rows))
+            if key not in trained:
+                trained.add(key)
+                seconds += generator_seconds(spec, gan_rows, device, trace_memory=config.generators.full)
+        estimates[cell.name] = seconds
+    return estimates

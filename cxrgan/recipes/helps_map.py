@@ -37,29 +37,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cxrgan.balance import BalanceContext, Balancer, GANOversampler, SyntheticPretraining, make_balancer
+from cxrgan.balance import BalanceContext, Balancer, make_balancer
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset, induce_imbalance, nested_class_subsets
-from cxrgan.device import resolve_device
+from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, RunSpec, Table, register_recipe
+from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
+from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import AuditConfig, audit_images, train_feature_model
+from cxrgan.evaluate.audit import AuditConfig, audit_images, reference_cells, train_feature_model
 from cxrgan.evaluate.inference import (VERDICT_BETTER, VERDICT_NONE, VERDICT_WORSE, Comparison, Effect, Verdicts,
                                        compare_auc, effect_cells, method_note, verdict_table)
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load, generator_class
-from cxrgan.generators.cache import cache_dir
-from cxrgan.recipes import KERMANY_64
+from cxrgan.generators.base import image_fingerprint
+from cxrgan.generators.cache import cache_dir, entry_name
 from cxrgan.recipes.compare import Compare, CompareConfig, ratio_counts
 from cxrgan.recipes.dcgan_alpha import AUDIT_COLUMNS, CPU_CLASSIFIER
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Results, RunContext, Table, register_recipe
 from cxrgan.report.plots import plot_effect_map
 from cxrgan.report.tables import to_markdown
 
@@ -116,96 +117,87 @@ class GeneratorBudget:
 class HelpsMapConfig:
     """The map's settings; written to the run's config.json."""
 
-    data: str = KERMANY_64  # binary .npz with train / val / test splits; the positive class is the minority
+    # data (binary; the positive class is the minority), methods at every point (none among them), classifier seeds
+    # per point, classifier, generator settings (--gan-steps fixes the steps at every point), external sites, and
+    # data_seed: the seed of the fixed majority rows
+    compare: CompareConfig
     minority: tuple[int, ...] | None = None  # minority training rows per point; None = MINORITY up to the class's rows
     majority: int | None = None  # fixed majority (negative) training rows; None = those of compare's 3:1 subset
-    methods: tuple[str, ...] = METHODS  # methods at every point; must include none
-    seeds: int = SEEDS  # classifier seeds per point
-    first_seed: int = 0  # seed of the first run
     generator_seeds: int | None = None  # distinct draws / generators per point; None = one per classifier seed
-    train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
-    generators: GeneratorSettings = GeneratorSettings()  # --gan-steps (fixed at every point) / width / full preset
     budget: GeneratorBudget = GeneratorBudget()  # how generator steps scale with the point (unless --gan-steps)
-    data_seed: int = 0  # seed of the fixed majority rows
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
-    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
-    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
+
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before the map contained a ``CompareConfig``: its comparison fields nested."""
+        if "compare" in values:
+            return values
+        flat = dict(values)
+        own = {name: flat.pop(name) for name in ("minority", "majority", "generator_seeds", "budget") if name in flat}
+        compare = nest_run_fields(flat, flat.get("train", {}).get("device"))
+        return {"compare": {**compare, "baseline": BASELINE}, **own}
 
 
-# ---- generators a balancer trains (until balancers declare them themselves) ------------------------------------
-def generator_specs(balancer: Balancer, rows: CXRDataset) -> list[GeneratorSpec]:
-    """The generators ``balancer`` trains on ``rows``: one for a GAN / diffusion oversampler (of the minority class
-    when it models one class) and for synthetic pretraining, none for the others."""
-    if isinstance(balancer, GANOversampler):
-        minority = int(np.argmin(np.bincount(rows.binary_targets(), minlength=2)))
-        return [GeneratorSpec(balancer.method, balancer.config_for(minority))]
-    if isinstance(balancer, SyntheticPretraining):
-        return [balancer.generator_spec(rows)]
-    return []
+def map_config(run: RunSpec, methods: tuple[str, ...] = METHODS, train: TrainConfig = CPU_CLASSIFIER,
+               generators: GeneratorSettings = GeneratorSettings(), data_seed: int = 0, **fields) -> HelpsMapConfig:
+    """A map's config: its comparison (``none`` the baseline) of ``methods`` on ``run``'s data and seeds, and the
+    map's own ``fields`` (minority, majority, generator_seeds, budget)."""
+    return HelpsMapConfig(CompareConfig(run=run, methods=tuple(methods), baseline=BASELINE, train=train,
+                                        generators=generators, data_seed=data_seed), **fields)
 
 
-def classifier_passes(balancer: Balancer, rows: CXRDataset, epochs: int) -> tuple[float, int]:
-    """(training images per epoch, synthetic images drawn) of a method on ``rows``, without training a generator:
-    a generator-backed oversampler adds its deficit (alpha-conditioned: as many healthy images as alpha asks);
-    synthetic pretraining passes as many synthetic images as real ones (``SyntheticPretraining.adapt_training``);
-    any other method is run (cheaply) and its rows counted."""
-    counts = np.bincount(rows.binary_targets(), minlength=2)
-    if isinstance(balancer, GANOversampler):
-        deficit = max(0, math.ceil(balancer.ratio * counts.max()) - int(counts.min()))
-        drawn = deficit if balancer.one_class else round(deficit / max(1e-9, 1.0 - balancer.alpha))
-        return float(len(rows) + drawn), drawn
-    if isinstance(balancer, SyntheticPretraining):
-        drawn = 2 * balancer.n_per_class(rows)
-        pretrain_epochs = max(1, round(epochs * len(rows) / drawn))
-        return len(rows) + pretrain_epochs * drawn / epochs, drawn
-    return float(len(balancer.fit_resample(rows))), 0
+class MapGenerator(NamedTuple):
+    """One generator of the map: its point and draw, its spec (budgeted steps), the rows it trains on and the
+    methods that use it."""
+
+    minority: int
+    draw: int
+    spec: GeneratorSpec
+    rows: CXRDataset
+    methods: list[str]
 
 
 # ---- the recipe ------------------------------------------------------------------------------------------------
 @register_recipe
 class HelpsMap(Compare):
-    """Cells (seed, minority count, method) plus a ``full`` reference per seed, through the compare machinery."""
+    """Cells (seed, minority count, method) plus a ``full`` reference per seed, through the compare machinery; then
+    an audit cell per generator the map trains."""
 
     kind = "helps-map"
     config_class = HelpsMapConfig
 
     @property
     def compare_config(self) -> CompareConfig:
-        c = self.config
-        return CompareConfig(data=c.data, methods=c.methods, seeds=c.seeds, first_seed=c.first_seed, baseline=BASELINE,
-                             train=c.train, generators=c.generators, allow_patient_overlap=c.allow_patient_overlap,
-                             allow_unknown_patients=c.allow_unknown_patients, external=c.external,
-                             external_labels=c.external_labels)
+        return self.config.compare
 
     @property
     def draws(self) -> range:
         """The seeds of the minority draws (and generators) of the map."""
-        c = self.config
-        return range(c.first_seed, c.first_seed + (c.generator_seeds or c.seeds))
+        c, spec = self.config, self.spec
+        return range(spec.first_seed, spec.first_seed + (c.generator_seeds or spec.seeds))
 
     def draw_of(self, seed: int) -> int:
         """The draw (minority subsets and generators) classifier seed ``seed`` trains on."""
-        c = self.config
-        return c.first_seed + (seed - c.first_seed) % (c.generator_seeds or c.seeds)
+        c, spec = self.config, self.spec
+        return spec.first_seed + (seed - spec.first_seed) % (c.generator_seeds or spec.seeds)
 
     # ---- plan -----------------------------------------------------------------------------------------------------
     def plan(self) -> Plan:
-        c = self.config
-        if c.generator_seeds is not None and not 1 <= c.generator_seeds <= c.seeds:
-            raise CxrganError(f"--generator-seeds {c.generator_seeds}: must lie in 1..--seeds ({c.seeds})")
+        c, spec = self.config, self.spec
+        if c.generator_seeds is not None and not 1 <= c.generator_seeds <= spec.seeds:
+            raise CxrganError(f"--generator-seeds {c.generator_seeds}: must lie in 1..--seeds ({spec.seeds})")
         self.load()
         if not self.train_.is_binary:
-            raise CxrganError(f"{c.data}: helps-map needs a binary task (normal / abnormal)")
+            raise CxrganError(f"{spec.file}: helps-map needs a binary task (normal / abnormal)")
         self.base_ = self.fixed_majority()
         self.counts_ = self.checked_counts()
         self.points_: dict[int, dict[int, CXRDataset]] = {}
         self.check_generators()
         # per seed, the full reference first (the headroom of every point needs it), then the points
-        cells = [cell for seed in range(c.first_seed, c.first_seed + c.seeds)
+        cells = [cell for seed in spec.seed_range
                  for cell in [Cell.of(seed=seed, minority=FULL, method=BASELINE)]
-                 + [Cell.of(seed=seed, minority=count, method=method) for count in self.counts_ for method in c.methods]]
-        return Plan(cells=cells, summary=self.summary(), **self.evaluation(),
+                 + [Cell.of(seed=seed, minority=count, method=method) for count in self.counts_
+                    for method in self.compare_config.methods]]
+        return Plan(cells=cells + self.analysis_cells(), summary=self.summary(), **self.evaluation(),
                     data_tables=[Table("train_split", "Training rows of the full class (every point is a subset)",
                                        self.base_.counts_table())])
 
@@ -222,7 +214,7 @@ class HelpsMap(Compare):
                               f"(the majority class); choose 1..{available[0]}")
         else:
             keep = c.majority
-        return induce_imbalance(train, {0: keep}, random_state=c.data_seed)
+        return induce_imbalance(train, {0: keep}, random_state=self.compare_config.data_seed)
 
     def checked_counts(self) -> tuple[int, ...]:
         """The grid's minority counts: each below the fixed majority and at most the class's training rows."""
@@ -245,18 +237,18 @@ class HelpsMap(Compare):
                 raise CxrganError(f"--minority {count}: counts must be at least 1")
             if count > minority:
                 raise CxrganError(f"--minority {count}: larger than the {minority} {names[1]!r} training rows of "
-                                  f"{c.data} (the limit)")
+                                  f"{self.spec.file} (the limit)")
             if count >= majority:
                 raise CxrganError(f"--minority {count}: not below the {majority} fixed {names[0]!r} rows (the limit "
                                   f"is {majority - 1}; the minority must stay the smaller class, or raise --majority)")
         if not counts:
-            raise CxrganError(f"{c.data}: no default minority count fits below {limit + 1}; name counts with "
+            raise CxrganError(f"{self.spec.file}: no default minority count fits below {limit + 1}; name counts with "
                               "--minority")
         return tuple(sorted(counts))
 
     def check_generators(self) -> None:
         """Every generator of the map can train on the fewest minority rows it gets (one line naming the limit)."""
-        for method in self.config.methods:
+        for method in self.compare_config.methods:
             for count in self.counts_:
                 for spec in self.specs_at(method, count, self.draws[0]):
                     needed = generator_class(spec.name).min_train_images
@@ -275,25 +267,32 @@ class HelpsMap(Compare):
         count = cell["minority"]
         return self.base_ if count == FULL else self.points(self.draw_of(cell["seed"]))[count]
 
-    def context(self, method: str, count: int | str, draw: int, device: str, work_dir: Path | None) -> BalanceContext:
-        """The balancer context of a point: its draw's seed and generator steps from the budget."""
-        c = self.config
-        context = BalanceContext(random_state=draw, device=device, work_dir=work_dir, generators=c.generators)
-        if count == FULL or c.generators.steps is not None:
-            return context
-        specs = generator_specs(make_balancer(method, context), self.points(draw)[count])
+    def point_balancer(self, method: str, count: int | str, draw: int, run_dir: Path | None = None) -> Balancer:
+        """The balancer of ``method`` at a point of one draw: the draw's seed, and its generators' steps from the
+        budget (its generators cached in ``run_dir``; None: not cached)."""
+        c, compare = self.config, self.compare_config
+        context = BalanceContext(random_state=draw, device=str(self.spec.torch_device()),
+                                 work_dir=None if run_dir is None else run_dir / GENERATORS_DIR,
+                                 generators=compare.generators)
+        balancer = make_balancer(method, context)
+        if count == FULL or compare.generators.steps is not None:
+            return balancer
+        specs = balancer.generators(self.points(draw)[count])
         if not specs:
-            return context
+            return balancer
         steps = c.budget.steps(specs[0].config.steps, count)
-        return dataclasses.replace(context, generators=dataclasses.replace(c.generators, steps=steps))
+        return make_balancer(method, dataclasses.replace(
+            context, generators=dataclasses.replace(compare.generators, steps=steps)))
 
     def specs_at(self, method: str, count: int, draw: int) -> list[GeneratorSpec]:
         """The generators (with their budgeted steps) that ``method`` trains at a point of one draw."""
-        context = self.context(method, count, draw, "cpu", None)
-        return generator_specs(make_balancer(method, context), self.points(draw)[count])
+        return self.point_balancer(method, count, draw).generators(self.points(draw)[count])
+
+    def is_generative(self, method: str) -> bool:
+        return any(self.specs_at(method, count, self.draws[0]) for count in self.counts_)
 
     def summary(self) -> str:
-        c = self.config
+        c, spec, compare = self.config, self.spec, self.compare_config
         names = self.base_.class_names or ("0", "1")
         y = self.base_.binary_targets()
         rows = []
@@ -301,90 +300,120 @@ class HelpsMap(Compare):
             point = self.points(self.draws[0])[count]
             patients = point.meta["patient_id"][point.binary_targets() == 1].nunique()
             row: dict[str, Any] = {"minority rows": count, "patients (first draw)": patients}
-            for method in c.methods:
-                for spec in self.specs_at(method, count, self.draws[0]):
-                    row[f"{spec.name} steps"] = spec.config.steps
+            for method in compare.methods:
+                for generator in self.specs_at(method, count, self.draws[0]):
+                    row[f"{generator.name} steps"] = generator.config.steps
             rows.append(row)
-        sharing = ("one draw and generator per point and classifier seed" if c.generator_seeds in (None, c.seeds)
+        sharing = ("one draw and generator per point and classifier seed" if c.generator_seeds in (None, spec.seeds)
                    else f"{c.generator_seeds} draw(s) and generator(s) per point shared by the classifier seeds")
-        return (f"data {c.data}: fixed majority {int((y == 0).sum())} {names[0]!r} rows; minority {names[1]!r} cut "
+        train = compare.train
+        return (f"data {spec.file}: fixed majority {int((y == 0).sum())} {names[0]!r} rows; minority {names[1]!r} cut "
                 f"from {int((y == 1).sum())} training rows (the full reference); val {len(self.val_)}, test "
                 f"{len(self.test_)}" + "".join(f"; external site {n}: {len(s)} rows" for n, s in self.sites_.items())
-                + f"\n{c.train.model}, {c.train.epochs} epochs, {'bf16' if c.train.bf16 else 'fp32'}; methods "
-                f"{', '.join(c.methods)}; seeds {c.first_seed}..{c.first_seed + c.seeds - 1}; {sharing}\n\n"
-                + to_markdown(pd.DataFrame(rows).fillna("")))
+                + f"\n{train.model}, {train.epochs} epochs, {'bf16' if train.bf16 else 'fp32'}; methods "
+                f"{', '.join(compare.methods)}; seeds {spec.first_seed}..{spec.first_seed + spec.seeds - 1}; "
+                f"{sharing}\n\n" + to_markdown(pd.DataFrame(rows).fillna("")))
 
     # ---- cells ----------------------------------------------------------------------------------------------------
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        if "analysis" in dict(cell.coords):
+            return self.analyses()[cell["analysis"]](cell, run)
         count, seed = cell["minority"], cell["seed"]
         draw = seed if count == FULL else self.draw_of(seed)
-        device = str(resolve_device(self.config.train.device))
         rows = self.rows_of(cell)
-        context = self.context(cell["method"], count, draw, device, run.run_dir / GENERATORS_DIR)
-        result = self.balance_train_score(cell, rows, context, run, keep_model=False)
+        balancer = self.point_balancer(cell["method"], count, draw, run.run_dir)
+        result = self.balance_train_score(cell, rows, balancer, run, keep_model=False)
         y = rows.binary_targets()
         result.record.update(draw=draw, minority_rows=int((y == 1).sum()), majority_rows=int((y == 0).sum()),
-                             generator_steps={s.name: s.config.steps
-                                              for s in generator_specs(make_balancer(cell["method"], context), rows)})
+                             generator_steps={s.name: s.config.steps for s in balancer.generators(rows)})
         return result
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        """Seconds per cell: the probed classifier on the method's training images, plus each generator's probed
-        steps (once per point and draw, plus its fidelity scores' samples) and the images the cell draws from it."""
-        from cxrgan.recipes.probe import sample_seconds, spec_seconds, training_seconds
-
-        c = self.config
-        device = str(c.train.device if c.train.device != "auto" else "cpu")
+        """Seconds per cell: the probed classifier on the images the method's balancer plans, plus each generator
+        it declares (trained once per point and draw, with its fidelity scores' samples) and the images the cell
+        draws from it; audit cells as ``analysis_seconds`` counts them."""
+        train = self.compare_config.train
+        device = str(self.spec.torch_device())
         eval_rows = len(self.val_) + len(self.test_) + sum(len(site) for site in self.sites_.values())
         estimates, trained = {}, set()
         for cell in plan.cells:
-            rows, count, method = self.rows_of(cell), cell["minority"], cell["method"]
-            draw = cell["seed"] if count == FULL else self.draw_of(cell["seed"])
-            balancer = make_balancer(method, BalanceContext(random_state=draw, generators=c.generators))
-            passes, drawn = classifier_passes(balancer, rows, c.train.epochs)
-            seconds = training_seconds(c.train, round(passes), eval_rows, rows.image_size, rows.n_labels)
-            for spec in ([] if count == FULL else self.specs_at(method, count, draw)):
-                per_image = sample_seconds(spec, rows, device)
-                seconds += drawn * per_image
-                if (spec, count, draw) not in trained:  # one generator serves every method of the point that uses it
-                    trained.add((spec, count, draw))
-                    scores = spec.config.steps // spec.config.quality_every if spec.config.quality_every else 0
-                    seconds += spec_seconds(spec, rows, device) + scores * spec.config.quality_images * per_image
+            if "analysis" in dict(cell.coords):
+                estimates[cell.name] = self.analysis_seconds(cell, trained)
+                continue
+            rows, count = self.rows_of(cell), cell["minority"]
+            balancer = self.point_balancer(cell["method"], count, cell["seed"] if count == FULL
+                                           else self.draw_of(cell["seed"]))
+            seconds = training_seconds(train, balancer.planned_images(rows, train.epochs), eval_rows,
+                                       rows.image_size, rows.n_labels)
+            drawn = balancer.planned_samples(rows)
+            for spec in balancer.generators(rows):
+                seconds += drawn * sample_seconds(spec, rows, device)
+                if entry_name(spec, rows) not in trained:  # one generator serves every method of its point
+                    trained.add(entry_name(spec, rows))
+                    seconds += generator_seconds(spec, rows, device)
             estimates[cell.name] = seconds
         return estimates
 
     # ---- generator audits -----------------------------------------------------------------------------------------
-    def trained_generators(self, run_dir: Path) -> list[dict[str, Any]]:
-        """Every generator the map trains: count, draw, spec, the methods using it and its cache folder."""
-        found: dict[Path, dict[str, Any]] = {}
+    def trained_generators(self) -> dict[str, MapGenerator]:
+        """Every generator the map trains, by cache entry name: its point, draw, spec, rows and methods."""
+        found: dict[str, MapGenerator] = {}
         for count in self.counts_:
             for draw in self.draws:
                 rows = self.points(draw)[count]
-                for method in self.config.methods:
+                for method in self.compare_config.methods:
                     for spec in self.specs_at(method, count, draw):
-                        folder = cache_dir(run_dir / GENERATORS_DIR, spec, rows)
-                        entry = found.setdefault(folder, {"minority": count, "draw": draw, "spec": spec,
-                                                          "rows": rows, "folder": folder, "methods": []})
-                        entry["methods"].append(method)
-        return list(found.values())
+                        entry = found.setdefault(entry_name(spec, rows), MapGenerator(count, draw, spec, rows, []))
+                        entry.methods.append(method)
+        return found
 
-    def finish(self, run: RunContext, results: Results) -> None:
-        """Audit every trained generator against the minority rows it saw (kept in its ``audit/`` folder)."""
-        c = self.config
-        todo = [g for g in self.trained_generators(run.run_dir) if (g["folder"] / "checkpoint.pt").exists()
-                and not (g["folder"] / "audit" / "audit.json").exists()]
-        if not todo:
-            return
-        device = str(resolve_device(c.train.device))
-        config = AuditConfig(seed=c.first_seed, tstr=False, device=device)
-        feature_model = train_feature_model(self.train_, self.val_, config)  # every real training row: one space
-        for entry in todo:
-            model = fit_or_load(entry["spec"], entry["rows"], run.run_dir / GENERATORS_DIR, device)  # loads it
-            n = entry["minority"]  # as many images as it saw, so synthetic and reference are alike in size
-            labels = np.ones((n, 1), np.float32)
-            images, labels = model.sample(n, labels=labels, generator=torch.Generator().manual_seed(entry["draw"]))
-            audit_images(images, labels, entry["rows"], self.val_, self.test_, entry["folder"] / "audit", config,
-                         feature_model)
+    def analysis_cells(self) -> list[Cell]:
+        """An audit cell per generator the map trains (after every classifier cell)."""
+        self.generators_ = self.trained_generators()
+        return [Cell.of(analysis="audit", minority=entry.minority, draw=entry.draw, generator=name)
+                for name, entry in self.generators_.items()]
+
+    def analyses(self):
+        return {"audit": self.audit_cell}
+
+    def audit_config(self) -> AuditConfig:
+        return AuditConfig(seed=self.spec.first_seed, tstr=False, device=self.spec.device)
+
+    def audit_cell(self, cell: Cell, run: RunContext) -> CellResult:
+        """Audit one generator against the minority rows it saw (as many samples as those rows, so both sides of
+        each statistic have one size), in the feature space of a small CNN trained once per run on every real
+        training row of the file; the audit's files go to the generator's ``audit/`` folder."""
+        entry = self.generators_[cell["generator"]]
+        work, device = run.run_dir / GENERATORS_DIR, str(self.spec.torch_device())
+        config = self.audit_config()
+        features = train_feature_model(self.train_, self.val_, config, run.run_dir / "models" /
+                                       f"audit-features-{image_fingerprint(self.train_.images)}.pt")
+        model = fit_or_load(entry.spec, entry.rows, work, device)  # trained by its point's cells, or here
+        n = entry.minority
+        images, labels = model.sample(n, labels=np.ones((n, 1), np.float32),
+                                      generator=torch.Generator().manual_seed(entry.draw))
+        result = audit_images(images, labels, entry.rows, self.val_, self.test_,
+                              cache_dir(work, entry.spec, entry.rows) / "audit", config, features)
+        metrics = {key: result["metrics"][key] for key in AUDIT_COLUMNS if key in result["metrics"]}
+        fd = metrics["frechet_distance"]
+        return CellResult({"metrics": metrics, "steps": entry.spec.config.steps, "reference_rows": result["n_train"]},
+                          summary=f"FD {fd['synthetic']:.3f} (reference {fd['reference']:.3f})")
+
+    def analysis_seconds(self, cell: Cell, trained: set[str]) -> float:
+        """An audit: the feature model (once) and a generator no cell trained; sampling and metrics take seconds."""
+        seconds = 0.0
+        entry = self.generators_[cell["generator"]]
+        if cell["generator"] not in trained:
+            trained.add(cell["generator"])
+            seconds += generator_seconds(entry.spec, entry.rows, str(self.spec.torch_device()))
+        if "feature model" not in trained:
+            trained.add("feature model")
+            config = self.audit_config()
+            classifier = TrainConfig(model=config.feature_model, batch_size=config.batch_size,
+                                     epochs=config.feature_epochs, device=config.device)
+            seconds += training_seconds(classifier, config.feature_epochs * len(self.train_), len(self.val_),
+                                        self.train_.image_size, 1)
+        return seconds
 
     # ---- tables ---------------------------------------------------------------------------------------------------
     def sets(self, results: Results) -> list[str]:
@@ -396,7 +425,7 @@ class HelpsMap(Compare):
     def map_comparisons(self, results: Results) -> list[Comparison]:
         """Every method against none and every method but none against duplication, at every point and on every
         evaluation set: the one Holm family of the map."""
-        methods = self.config.methods
+        methods = self.compare_config.methods
         rows = []
         for set_name in self.sets(results):
             for count in self.counts_:
@@ -416,22 +445,23 @@ class HelpsMap(Compare):
                            {s: v[:, 0] for s, v in none.items()}, results.patients(set_name))
 
     def tables(self, results: Results) -> list[Table]:
-        c = self.config
+        c, spec, compare = self.config, self.spec, self.compare_config
         comparisons = self.map_comparisons(results)
         effects = MapEffects(comparisons)
         n_tests = sum(comp.effect is not None and not math.isnan(comp.effect.p) for comp in comparisons)
-        conditional = c.generator_seeds is not None and c.generator_seeds < c.seeds
+        conditional = c.generator_seeds is not None and c.generator_seeds < spec.seeds
         family = (f"Holm over the whole map: {n_tests} comparisons (every method vs none and vs oversample at every "
                   "point" + (", internal test and external sites" if self.external_sets(results) else "") + ").")
         condition = (f" Generator rows are conditional on {c.generator_seeds} generator(s) per point shared by the "
-                     f"{c.seeds} classifier seeds (--generator-seeds), not a distribution over generators."
+                     f"{spec.seeds} classifier seeds (--generator-seeds), not a distribution over generators."
                      if conditional else "")
         answer = pd.DataFrame([{"method": "(headroom)", "answer": self.headroom_sentence(results)}]
                               + [{"method": m, "answer": answer_sentence(m, self.clauses(results, effects, m),
                                                                          conditional and self.is_generative(m))}
-                                 for m in c.methods if m != BASELINE and results.where(method=m)])
+                                 for m in compare.methods if m != BASELINE and results.where(method=m)])
         map_frame = self.map_table(results, effects)
-        budget = (f"Every generator trains {c.generators.steps} steps (--gan-steps)." if c.generators.steps is not None
+        steps = compare.generators.steps
+        budget = (f"Every generator trains {steps} steps (--gan-steps)." if steps is not None
                   else f"Generator steps: its preset x clip(1 + {c.budget.per_halving:g} log2(minority / "
                        f"{c.budget.reference_rows}), {c.budget.floor:g}, 1) (each generator's steps in map_audit).")
         notes = (f"One row per minority count (training rows of {self.class_name(1)!r}, nested per seed and grouped by "
@@ -441,20 +471,17 @@ class HelpsMap(Compare):
                  f"detects with 80% power before adjustment. {family} full = none trained on the fixed majority plus "
                  f"every minority training row ({self.minority_pool()}); headroom = full - none at the point, paired "
                  f"by seed (described, not tested). {budget}{condition}")
-        tables = [Table("answer", f"helps-map: where does each method help? ({Path(c.data).name})", answer,
+        tables = [Table("answer", f"helps-map: where does each method help? ({Path(spec.file).name})", answer,
                         f"Generated from the verdicts of the map table. {family}{condition}", role="verdict"),
-                  Table("map", f"helps-map: {Path(c.data).name}, {c.train.model}, {c.seeds} seed(s) per point",
-                        map_frame, notes, role="main"),
+                  Table("map", f"helps-map: {Path(spec.file).name}, {compare.train.model}, {spec.seeds} seed(s) "
+                        "per point", map_frame, notes, role="main"),
                   Table("map_verdicts", "helps-map: every comparison of the map (one Holm family)",
                         verdict_table(comparisons), method_note(comparisons), role="detail")]
-        audit = self.audit_table(results.run_dir)
+        audit = self.audit_table(results)
         if len(audit):
             tables.append(Table("map_audit", "helps-map: each point's generators, audited against the minority rows "
                                 "they saw", audit, AUDIT_NOTE, role="detail"))
         return tables
-
-    def is_generative(self, method: str) -> bool:
-        return any(self.specs_at(method, count, self.draws[0]) for count in self.counts_)
 
     def class_name(self, value: int) -> str:
         return (self.base_.class_names or ("0", "1"))[value]
@@ -467,7 +494,8 @@ class HelpsMap(Compare):
 
     def clauses(self, results: Results, effects: MapEffects, method: str) -> list[tuple[str, str, list]]:
         """(baseline, site, [(count, effect or None, note), ...]) of one method, internal test first."""
-        baselines = [BASELINE] + ([DUPLICATION] if DUPLICATION in self.config.methods and method != DUPLICATION else [])
+        methods = self.compare_config.methods
+        baselines = [BASELINE] + ([DUPLICATION] if DUPLICATION in methods and method != DUPLICATION else [])
         out = []
         for set_name in self.sets(results):
             site = self.site_label(results, set_name)
@@ -489,7 +517,7 @@ class HelpsMap(Compare):
                 f"{self.minority_pool()} (full), on the internal test split")
 
     def map_table(self, results: Results, effects: MapEffects) -> pd.DataFrame:
-        methods = self.config.methods
+        methods = self.compare_config.methods
         rows = []
         for count in self.counts_:
             row: dict[str, Any] = {"minority rows": count, "seeds": len(results.where(minority=count, method=BASELINE))}
@@ -520,19 +548,22 @@ class HelpsMap(Compare):
             rows.append(row)
         return pd.DataFrame(rows).fillna("")
 
-    def audit_table(self, run_dir: Path) -> pd.DataFrame:
+    def audit_table(self, results: Results) -> pd.DataFrame:
+        """One row per audited generator: its point, draw, steps, the methods using it and the audit's metrics
+        (from its analysis cell; a run made before audits were cells: from its ``audit/audit.json``)."""
         rows = []
-        for entry in self.trained_generators(run_dir):
-            path = entry["folder"] / "audit" / "audit.json"
-            if not path.exists():
+        for name, entry in self.generators_.items():
+            records = results.analysis("audit", generator=name)
+            path = cache_dir(results.run_dir / GENERATORS_DIR, entry.spec, entry.rows) / "audit" / "audit.json"
+            if records:
+                metrics = records[0]["metrics"]
+            elif path.exists():
+                metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"]
+            else:
                 continue
-            metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"]
-            row = {"minority rows": entry["minority"], "draw": entry["draw"], "generator": entry["spec"].name,
-                   "steps": entry["spec"].config.steps, "used by": ", ".join(entry["methods"])}
-            for key, label in AUDIT_COLUMNS.items():
-                if key in metrics:
-                    row[label] = f"{metrics[key]['synthetic']:.3f} (ref {metrics[key]['reference']:.3f})"
-            rows.append(row)
+            rows.append({"minority rows": entry.minority, "draw": entry.draw, "generator": entry.spec.name,
+                         "steps": entry.spec.config.steps, "used by": ", ".join(entry.methods),
+                         **reference_cells(metrics, AUDIT_COLUMNS)})
         return pd.DataFrame(rows)
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
@@ -541,7 +572,7 @@ class HelpsMap(Compare):
         for set_name in self.sets(results):
             site = self.site_label(results, set_name)
             lines = {}
-            for method in self.config.methods:
+            for method in self.compare_config.methods:
                 points = [(count, effects.get(minority=str(count), method=method, vs=BASELINE, **site)[0])
                           for count in self.counts_]
                 points = [(n, e.delta, e.ci_low, e.ci_high) for n, e in points if e is not None]

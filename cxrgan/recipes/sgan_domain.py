@@ -31,8 +31,10 @@ from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes import NIH_PNEUMONIA
 from cxrgan.data.external import subgroups
 from cxrgan.recipes.compare import check_classes, subgroup_table
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
-from cxrgan.recipes.sgan_scarcity import DEFAULT_DATA, check_sgan_config, evaluate, load_binary, sgan_config
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.recipes.sgan_scarcity import (DEFAULT_DATA, check_sgan_config, evaluate, load_binary, sgan_config,
+                                          sgan_estimates)
 from cxrgan.report.tables import to_markdown
 
 DEFAULT_SECOND_DATA = str(NIH_PNEUMONIA / "nih_pneumonia_64.npz")  # adult NIH pneumonia: Kermany's labels
@@ -42,6 +44,8 @@ ROWS = {"cnn-d1": "CNN trained on dataset 1", "sgan-d1": "SGAN trained on datase
         "cnn-d1+norm": "CNN with normalisation re-estimated on dataset 2 (AdaBN, control)"}
 USES_DATASET_2 = ("sgan-d1+d2", "cnn-d1+pseudo", "cnn-d1+norm")  # rows that see dataset 2's unlabelled images
 CONTROLS = ("cnn-d1+pseudo", "cnn-d1+norm")  # what the adapted SGAN must beat: the same unlabelled images, no GAN
+# (SGAN, CNN) trainings of each row, for time estimates: pseudo-labelling trains the CNN twice
+TRAININGS = {"cnn-d1": (0, 1), "sgan-d1": (1, 0), "sgan-d1+d2": (1, 0), "cnn-d1+pseudo": (0, 2), "cnn-d1+norm": (0, 1)}
 CPU_SGAN = SGANConfig(steps=2000)
 FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 
@@ -50,14 +54,15 @@ FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 class SganDomainConfig:
     """The recipe's settings; written to the run's config.json."""
 
-    data: str = DEFAULT_DATA  # dataset 1: binary .npz, labelled (its training split trains every row)
+    run: RunSpec = RunSpec(DEFAULT_DATA)  # dataset 1: binary .npz, labelled (its training split trains every row)
     second_data: str = DEFAULT_SECOND_DATA  # dataset 2: binary .npz; train split unlabelled, test split evaluates
-    seeds: int = 5  # training seeds
-    first_seed: int = 0  # seed of the first run
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGANs and the matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
+
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
+        return nest_run_fields(values, values.get("sgan", {}).get("device"))
 
 
 @register_recipe
@@ -72,24 +77,24 @@ class SganDomain(Recipe):
 
     def plan(self) -> Plan:
         c = self.config
-        check_sgan_config(c, c.seeds)
+        check_sgan_config(c.run, c.sgan)
         size = c.sgan.image_size
-        first = load_binary(c.data, size, c.allow_patient_overlap, c.allow_unknown_patients)
-        second = load_binary(c.second_data, size, c.allow_patient_overlap, c.allow_unknown_patients)
+        first = load_binary(c.run.file, size, c.run.allow_patient_overlap, c.run.allow_unknown_patients)
+        second = load_binary(c.second_data, size, c.run.allow_patient_overlap, c.run.allow_unknown_patients)
         self.labeled_ = first.split("train")
         # The guard: dataset 2's training images enter only label-free; its labels are read for the test split alone.
         self.unlabeled_second_ = strip_labels(second.split("train"))
         self.test_ = second.split("test")
-        check_classes(c.data, {"train": self.labeled_})
+        check_classes(c.run.file, {"train": self.labeled_})
         check_classes(c.second_data, {"test": self.test_})
         table = pd.DataFrame([{"training": ROWS[row], "labelled (dataset 1)": len(self.labeled_),
                                "unlabelled (dataset 2)": len(self.unlabeled_second_) if row in USES_DATASET_2 else 0,
-                               "test (dataset 2)": len(self.test_), "seeds": c.seeds, "steps each": c.sgan.steps}
+                               "test (dataset 2)": len(self.test_), "seeds": c.run.seeds, "steps each": c.sgan.steps}
                               for row in ROWS])
-        return Plan(cells=grid(seed=range(c.first_seed, c.first_seed + c.seeds), row=tuple(ROWS)),
+        return Plan(cells=grid(seed=c.run.seed_range, row=tuple(ROWS)),
                     evaluation_sets={"test": self.test_.labels}, label_names=self.test_.label_names,
                     groups={"test": patient_groups(self.test_)},
-                    summary=f"dataset 1 {c.data}, dataset 2 {c.second_data}\n\n{to_markdown(table)}",
+                    summary=f"dataset 1 {c.run.file}, dataset 2 {c.second_data}\n\n{to_markdown(table)}",
                     class_names=self.test_.class_names, subgroups={"test": subgroups(self.test_)})
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
@@ -112,9 +117,7 @@ class SganDomain(Recipe):
         return result
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        from cxrgan.recipes.probe import sgan_estimates
-
-        return sgan_estimates(self, plan, self.labeled_)
+        return sgan_estimates(self.config.sgan, plan, self.labeled_, lambda cell: TRAININGS[cell["row"]])
 
     def tables(self, results: Results) -> list[Table]:
         y = results.labels["test"][:, 0]
@@ -139,7 +142,7 @@ class SganDomain(Recipe):
                          "ROC AUC on dataset 2": seed_cell([r["roc_auc"] for r in mine]),
                          "ROC AUC - CNN": delta, "verdict": verdict})
         c = self.config
-        notes = (f"Madani et al. Table 2 shape. Dataset 1: {Path(c.data).name} ({len(self.labeled_)} labelled training "
+        notes = (f"Madani et al. Table 2 shape. Dataset 1: {Path(c.run.file).name} ({len(self.labeled_)} labelled training "
                  f"images); dataset 2: {Path(c.second_data).name} ({len(self.unlabeled_second_)} training images used "
                  f"without labels by the rows marked dataset 2; every row is tested on its {len(self.test_)}-image "
                  f"test split). The two controls use the same unlabelled images without a GAN: one round of "

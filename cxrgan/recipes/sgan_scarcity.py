@@ -20,6 +20,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -37,13 +38,16 @@ from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.io import atomic_write
 from cxrgan.recipes import KERMANY_64
+from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.compare import SUBGROUP_NOTE, check_classes, subgroup_table
-from cxrgan.recipes.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine.probes import probe_config, step_seconds
 from cxrgan.report.tables import to_markdown
 
 DEFAULT_DATA = KERMANY_64
 PER_CLASS = (10, 25, 100, 250, 500, 1000, 2000)
 METHODS = {"CNN": MatchedCNN, "SGAN": SemiSupervisedGAN}
+TRAININGS = {"CNN": (0, 1), "SGAN": (1, 0)}  # (SGAN, CNN) trainings of each method's cell, for time estimates
 CPU_SGAN = SGANConfig(steps=900)  # see the module docstring for the measured basis
 FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 
@@ -52,16 +56,16 @@ FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 class SganScarcityConfig:
     """The recipe's settings; written to the run's config.json."""
 
-    data: str = DEFAULT_DATA  # binary .npz (normal / abnormal) with train and test splits
+    run: RunSpec = RunSpec(DEFAULT_DATA, seeds=3)  # binary .npz (normal / abnormal), seeds (each also draws its own
+    #   labelled subset), external sites (Kermany: NIH pneumonia), device
     per_class: tuple[int, ...] = PER_CLASS  # labelled images per class (capped by the smaller training class)
-    seeds: int = 3  # training seeds (each also draws its own labelled subset)
-    first_seed: int = 0  # seed of the first run
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGAN and its matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
-    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
-    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
-    external: tuple[str, ...] = ()  # external sites (binary .npz of other hospitals); Kermany: NIH pneumonia
-    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) where names differ
+
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
+        return nest_run_fields(values, values.get("sgan", {}).get("device"))
 
 
 # ---- helpers shared with sgan-domain ---------------------------------------------------------------------------
@@ -88,17 +92,31 @@ def evaluate(model: MatchedCNN | SemiSupervisedGAN, test: CXRDataset,
                       summary=", ".join(f"{k} {v:.3f}" for k, v in record.items()))
 
 
-def check_sgan_config(config: SganScarcityConfig | object, seeds: int) -> None:
-    if seeds < 1:
-        raise CxrganError(f"--seeds must be at least 1, got {seeds}")
-    if config.sgan.steps < 1:
-        raise CxrganError(f"--steps must be at least 1, got {config.sgan.steps}")
-    resolve_device(config.sgan.device)
+def check_sgan_config(run: RunSpec, sgan: SGANConfig) -> None:
+    run.check()
+    if sgan.steps < 1:
+        raise CxrganError(f"--steps must be at least 1, got {sgan.steps}")
+    resolve_device(sgan.device)
 
 
 def sgan_config(config: SGANConfig, run: RunContext) -> SGANConfig:
     """The recipe's SGAN settings with the step bar hidden under --no-progress (one line per cell stays)."""
     return dataclasses.replace(config, progress=config.progress and run.progress)
+
+
+def sgan_estimates(config: SGANConfig, plan: Plan, labeled: CXRDataset,
+                   trainings: Callable[[Cell], tuple[int, int]]) -> dict[str, float]:
+    """Seconds per SGAN-recipe cell: steps x the probed step times of the SGAN and of its matched CNN, trained
+    briefly on ``labeled``, times the (SGAN, CNN) trainings ``trainings(cell)`` the cell runs."""
+    probe = probe_config(config)
+    cnn = step_seconds(("cnn", probe), lambda hook: MatchedCNN(probe, step_hook=hook).fit(labeled, random_state=0))
+    sgan = step_seconds(("sgan", probe), lambda hook: SemiSupervisedGAN(probe, step_hook=hook).fit(labeled, (),
+                                                                                                  random_state=0))
+    estimates = {}
+    for cell in plan.cells:
+        sgans, cnns = trainings(cell)
+        estimates[cell.name] = (sgans * sgan + cnns * cnn) * config.steps
+    return estimates
 
 
 # ---- the recipe ------------------------------------------------------------------------------------------------
@@ -125,39 +143,39 @@ class SganScarcity(Recipe):
     config_class = SganScarcityConfig
 
     def description(self) -> str:
-        return f"{self.kind}-{Path(self.config.data).stem}"
+        return f"{self.kind}-{Path(self.config.run.file).stem}"
 
     def plan(self) -> Plan:
         c = self.config
-        check_sgan_config(c, c.seeds)
+        check_sgan_config(c.run, c.sgan)
         if not c.per_class or min(c.per_class) < 1:
             raise CxrganError(f"--per-class needs positive sizes, got {list(c.per_class)}")
-        dataset = load_binary(c.data, c.sgan.image_size, c.allow_patient_overlap, c.allow_unknown_patients)
+        dataset = load_binary(c.run.file, c.sgan.image_size, c.run.allow_patient_overlap, c.run.allow_unknown_patients)
         self.train_, self.test_ = dataset.split("train"), dataset.split("test")
-        check_classes(c.data, {"train": self.train_, "test": self.test_})
+        check_classes(c.run.file, {"train": self.train_, "test": self.test_})
         self.sizes_ = effective_sizes(self.train_, c.per_class)
         self.sites_ = self.load_sites()
         table = pd.DataFrame([{"labelled / class": n, "labelled": 2 * n, "unlabelled (SGAN)": len(self.train_) - 2 * n,
-                               "test": len(self.test_), "runs": 2 * c.seeds, "steps each": c.sgan.steps}
+                               "test": len(self.test_), "runs": 2 * c.run.seeds, "steps each": c.sgan.steps}
                               for n in self.sizes_])
         sites = "".join(f"; external site {name}: {len(site)} rows" for name, site in self.sites_.items())
-        return Plan(cells=grid(n=self.sizes_, seed=range(c.first_seed, c.first_seed + c.seeds), method=tuple(METHODS)),
+        return Plan(cells=grid(n=self.sizes_, seed=c.run.seed_range, method=tuple(METHODS)),
                     evaluation_sets={"test": self.test_.labels, **{n: s.labels for n, s in self.sites_.items()}},
                     groups={n: patient_groups(s) for n, s in {"test": self.test_, **self.sites_}.items()},
                     label_names=self.test_.label_names, class_names=self.test_.class_names,
-                    summary=f"data {c.data} at {c.sgan.image_size} px{sites}\n\n{to_markdown(table)}",
+                    summary=f"data {c.run.file} at {c.sgan.image_size} px{sites}\n\n{to_markdown(table)}",
                     subgroups={name: subgroups(site) for name, site in self.sites_.items()})
 
     def load_sites(self) -> dict[str, CXRDataset]:
         """External sites checked against the data file at its own size, then resized like the data."""
         c = self.config
-        if not c.external:
+        if not c.run.external:
             return {}
-        original = load_npz(c.data, allow_patient_overlap=True)
+        original = load_npz(c.run.file, allow_patient_overlap=True)
         return {site_name(path): dataclasses.replace(site, images=resize_stack(np.asarray(site.images),
                                                                                c.sgan.image_size))
-                for path in c.external
-                for site in [load_external(path, original, c.external_labels, original, c.data)]}
+                for path in c.run.external
+                for site in [load_external(path, original, c.run.external_labels, original, c.run.file)]}
 
     def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
         n, seed, method = cell["n"], cell["seed"], cell["method"]
@@ -202,9 +220,8 @@ class SganScarcity(Recipe):
         return tables
 
     def estimate(self, plan: Plan) -> dict[str, float]:
-        from cxrgan.recipes.probe import sgan_estimates
-
-        return sgan_estimates(self, plan, labelled_split(self.train_, min(self.sizes_[-1], 64), 0)[0])
+        labeled = labelled_split(self.train_, min(self.sizes_[-1], 64), 0)[0]
+        return sgan_estimates(self.config.sgan, plan, labeled, lambda cell: TRAININGS[cell["method"]])
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
         plot_scarcity(pd.DataFrame(results.records), self.sizes_, results.run_dir / "figure5.png")

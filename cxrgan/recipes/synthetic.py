@@ -1,5 +1,5 @@
 """What a recipe does for its ``synthetic:<stem>`` rows (``--synthetic FILE``): the leakage check of the plan, the
-audit of each file after the cells, and the audit table of the report."""
+audit of each file (an analysis cell), and the audit table of the report."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pandas as pd
 from cxrgan.balance.synthetic import check_synthetic_files
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.synthetic import ROW_PREFIX, SyntheticFiles, load_synthetic
-from cxrgan.evaluate.audit import AuditConfig, train_feature_model
+from cxrgan.evaluate.audit import AuditConfig, reference_cells, train_feature_model
 from cxrgan.evaluate.synthetic_audit import audit_synthetic
-from cxrgan.recipes.engine import Table
+from cxrgan.engine import Table
+from cxrgan.generators.base import image_fingerprint
 
 AUDIT_FOLDER = "synthetic"  # RUN_DIR/synthetic/<stem>/audit/audit.json
 AUDIT_COLUMNS = {"frechet_distance": "FD", "precision": "precision", "recall": "recall", "coverage": "coverage",
@@ -37,16 +38,14 @@ def check_rows(files: SyntheticFiles, train: CXRDataset, evaluation: Mapping[str
                      "images: 0" for row, r in reports.items())
 
 
-def audit_rows(run_dir: Path, files: SyntheticFiles, train: CXRDataset, val: CXRDataset, test: CXRDataset,
-               sites: Mapping[str, CXRDataset], config: AuditConfig) -> None:
-    """Audit every file not audited yet into ``run_dir/synthetic/<stem>/audit/`` (one feature model for all)."""
-    todo = [(row, path) for row, path in zip(files.rows, files.paths) if not _audit_path(run_dir, row).exists()]
-    if not todo:
-        return
-    model = train_feature_model(train, val, config)
-    for row, path in todo:
-        audit_synthetic(load_synthetic(path, train), train, val, test, sites, _audit_path(run_dir, row).parent,
-                        config, model)
+def audit_row(run_dir: Path, files: SyntheticFiles, row: str, train: CXRDataset, val: CXRDataset, test: CXRDataset,
+              sites: Mapping[str, CXRDataset], config: AuditConfig) -> dict:
+    """Audit the file of ``row`` into ``run_dir/synthetic/<stem>/audit/``, in the feature space of a small CNN
+    trained once per run on the training rows (kept in ``run_dir/models``)."""
+    model = train_feature_model(train, val, config,
+                                Path(run_dir) / "models" / f"audit-features-{image_fingerprint(train.images)}.pt")
+    return audit_synthetic(load_synthetic(files.path_of(row), train), train, val, test, sites,
+                           _audit_path(run_dir, row).parent, config, model)
 
 
 def _audit_path(run_dir: Path, row: str) -> Path:
@@ -61,12 +60,8 @@ def audit_table(run_dir: Path, rows: tuple[str, ...]) -> Table | None:
         if not path.exists():
             continue
         result = json.loads(path.read_text())
-        record = {"row": row, "images": result["n_synthetic"], "compared with": result["real_rows"]}
-        for key, label in AUDIT_COLUMNS.items():
-            if key in result["metrics"]:
-                values = result["metrics"][key]
-                record[label] = f"{values['synthetic']:.3f} (ref {values['reference']:.3f})"
-        records.append(record)
+        records.append({"row": row, "images": result["n_synthetic"], "compared with": result["real_rows"],
+                        **reference_cells(result["metrics"], AUDIT_COLUMNS)})
     if not records:
         return None
     return Table("synthetic_audit", "Audit of every --synthetic file", pd.DataFrame(records),

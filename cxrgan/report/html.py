@@ -130,12 +130,18 @@ def _data_file_counts(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
         return None, ""
     if not isinstance(config, dict):
         return None, ""
-    data_path = config.get("data") or config.get("data_path")
+    for holder in (config.get("compare", {}), config):  # a paper recipe's comparison, or the config itself
+        if isinstance(holder.get("run"), dict):  # the data file is the run spec's first (configs since RunSpec)
+            config, data = holder, holder["run"].get("data")
+            break
+    else:
+        data = config.get("data") or config.get("data_path")
+    data_path = data[0] if isinstance(data, list) and len(data) == 1 else data  # one file: its counts
     if not isinstance(data_path, str) or not Path(data_path).is_file():
         return None, ""
     from cxrgan.data.npz import load_npz
 
-    target = config.get("target") or config.get("npz_target") or "labels"
+    target = config.get("target") or config.get("npz_target") or ("findings" if "findings" in config else "labels")
     try:
         dataset = load_npz(data_path, target=target, uncertainty=config.get("uncertainty", "ignore"))
     except CxrganError:
@@ -183,7 +189,7 @@ def _results_section(run_dir: Path) -> Section:
             title, notes, _ = _markdown_parts(run_dir / "results.md")
             content = (f"<p class=\"note\">{_escape(title)}</p>" if title else "") + _table_html(table)
             content += f"<p class=\"note\">{_escape(notes)}</p>" if notes else ""
-    records = read_jsonl(run_dir / "results.jsonl")
+    records = [r for r in read_jsonl(run_dir / "results.jsonl") if "analysis" not in r]  # cells that trained models
     if records:
         keys = [k for k in ("regime", "policy", "n", "row", "method", "seed") if any(k in r for r in records)]
         rows = [{**{k: r.get(k, "") for k in keys}, "test ROC AUC [95% bootstrap CI]": _auc_cell(r),

@@ -6,80 +6,43 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli import (add_external_flags, add_generator_flags, add_grid_flags, add_synthetic_flags, command,
-                        external_sites, generator_settings, grid_options, method_list, parse_ratio, shell_command,
-                        synthetic_files)
-
-
-KERMANY_SITE_NOTE = "for Kermany data, nih_pneumonia of the same image size when present (adult NIH, same labels)"
-
-
-def default_external(data: str) -> tuple[str, ...]:
-    from cxrgan.recipes import default_external as resolve
-
-    return resolve(data)
-
-
-# ---- flags every recipe shares -----------------------------------------------------------------------------------
-def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, seeds_help: str = "") -> None:
-    group = parser.add_argument_group("run")
-    group.add_argument("--seeds", type=int, default=default_seeds,
-                       help=seeds_help or "training seeds (default %(default)s)")
-    group.add_argument("--first-seed", type=int, default=0)
-    group.add_argument("--out", default="runs", help="folder for numbered run directories")
-    group.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
-    group.add_argument("--dry-run", action="store_true",
-                       help="check data and config, print the grid and an estimated wall time, train nothing")
-    group.add_argument("--device", default="auto",
-                       help="auto (CUDA when present, with bf16 or fp16 autocast), cpu or cuda")
-    group.add_argument("--data-workers", type=int, default=0,
-                       help="processes reading classifier training batches (default 0: the training process)")
-    group.add_argument("--no-progress", action="store_true", help="hide per-epoch bars (one line per cell stays)")
-    group.add_argument("--allow-patient-overlap", action="store_true",
-                       help="accept a patient in two splits (counted and printed) instead of refusing the data")
-    group.add_argument("--allow-unknown-patients", action="store_true",
-                       help="accept a data file whose split was made per image with unknown patients")
-    add_grid_flags(parser)
-
-
-def run(recipe, args: argparse.Namespace) -> None:
-    from cxrgan.recipes.engine import run_recipe
-
-    run_recipe(recipe, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
-               progress=not args.no_progress, **grid_options(args))
-
-
-def classifier(args: argparse.Namespace, cpu, full):
-    """The recipe's CPU or full classifier with the device, an --epochs override and, on a CUDA device, mixed
-    precision (bf16 where the GPU has it natively, else fp16 with a gradient scaler); on the CPU the preset's bf16
-    where the CPU runs it natively, else fp32."""
-    from cxrgan.device import resolve_amp, resolve_device
-
-    preset, chosen = full if args.full else cpu, resolve_amp("auto", args.device)
-    amp = {}
-    if resolve_device(args.device).type == "cuda":
-        amp = {"bf16": chosen == "bf16", "fp16": chosen == "fp16"}
-    elif preset.bf16 and chosen != "bf16":
-        amp = {"bf16": False}
-    return dataclasses.replace(preset, device=args.device, data_workers=args.data_workers, **amp,
-                               **({"epochs": args.epochs} if args.epochs else {}))
+from cxrgan.cli.flags import (COMMANDS, KERMANY_SITE_NOTE, add_external_flags, add_generator_flags, add_run_flags,
+                              add_synthetic_flags, classifier, command, generator_settings, method_list, parse_ratio,
+                              run, run_spec, synthetic_files)
+from cxrgan.recipes import default_external
 
 
 # ---- binary recipes on the compare engine ------------------------------------------------------------------------
+def _paper_compare_flags(parser: argparse.ArgumentParser, methods: tuple[str, ...], imbalance_help: str,
+                         full_help: str, generator: str) -> None:
+    """The flags of a paper recipe that contains a comparison: its rows, imbalance, epochs, sites, generators, run."""
+    parser.add_argument("--methods", default=",".join(methods), help="rows of the table; the first is the baseline")
+    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS", help=imbalance_help)
+    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
+    parser.add_argument("--full", action="store_true", help=full_help)
+    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
+    add_synthetic_flags(parser)
+    add_generator_flags(parser, generator=generator)
+    add_run_flags(parser, default_seeds=3)
+
+
+def _paper_compare(args: argparse.Namespace, data: str, sites: tuple[str, ...], cpu, full, **fields):
+    """The ``CompareConfig`` a paper recipe contains, from the flags of :func:`_paper_compare_flags`."""
+    from cxrgan.recipes.compare import CompareConfig
+
+    methods = method_list(args.methods)
+    return CompareConfig(run=run_spec(args, data, sites), methods=methods, baseline=methods[0] if methods else "none",
+                         imbalance=args.imbalance, train=classifier(args, cpu, full),
+                         generators=generator_settings(args), synthetic=synthetic_files(args), **fields)
+
+
 def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.recipes.dcgan_alpha import METHODS
 
     parser.add_argument("--data", required=True, help="Kermany-style binary .npz (normal / pneumonia)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="rows of the table; the first is the baseline")
-    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS",
-                        help="normal:pneumonia ratio of the training split (default 3:1, as the paper)")
     parser.add_argument("--tstr-images", type=int, default=1000, help="synthetic images per class for TSTR AUC")
-    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
-    parser.add_argument("--full", action="store_true", help="paper-size GANs and ResNet-18 training (GPU)")
-    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
-    add_synthetic_flags(parser)
-    add_generator_flags(parser)
-    add_run_flags(parser, default_seeds=3)
+    _paper_compare_flags(parser, METHODS, "normal:pneumonia ratio of the training split (default 3:1, as the paper)",
+                         "paper-size GANs and ResNet-18 training (GPU)", "dcgan")
 
 
 @command("recipe dcgan-alpha", "Sun & Li: DCGAN / cDCGAN(alpha) vs classic fixes, ResNet-18",
@@ -87,14 +50,8 @@ def _dcgan_alpha_flags(parser: argparse.ArgumentParser) -> None:
 def _dcgan_alpha(args: argparse.Namespace) -> None:
     from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER, DcganAlpha, DcganAlphaConfig
 
-    config = DcganAlphaConfig(data=args.data, seeds=args.seeds, first_seed=args.first_seed,
-                              methods=method_list(args.methods), imbalance=args.imbalance,
-                              train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), tstr_images=args.tstr_images,
-                              generators=generator_settings(args), synthetic=synthetic_files(args),
-                              allow_patient_overlap=args.allow_patient_overlap,
-                              allow_unknown_patients=args.allow_unknown_patients,
-                              **external_sites(args, default_external(args.data)))
-    run(DcganAlpha(config), args)
+    compare = _paper_compare(args, args.data, default_external(args.data), CPU_CLASSIFIER, FULL_CLASSIFIER)
+    run(DcganAlpha(DcganAlphaConfig(compare=compare, tstr_images=args.tstr_images)), args)
 
 
 def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
@@ -107,16 +64,9 @@ def _cyclegan_complement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gan-extra-data", default=None, metavar="FILE",
                         help="binary .npz whose training split joins the CycleGAN's domains only (default: the "
                              "setting's)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="rows of the table; the first is the baseline")
-    parser.add_argument("--imbalance", type=parse_ratio, default=(3, 1), metavar="NEG:POS",
-                        help="normal:pneumonia ratio of the training split (default 3:1, pneumonia the minority)")
     parser.add_argument("--fidelity-images", type=int, default=200, help="test images per class for translation fidelity")
-    parser.add_argument("--epochs", type=int, default=None, help="classifier epochs (default: CPU 8, --full 30)")
-    parser.add_argument("--full", action="store_true", help="DenseNet-121 and the paper's CycleGAN sizes (GPU)")
-    add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
-    add_synthetic_flags(parser)
-    add_generator_flags(parser, generator="cyclegan")
-    add_run_flags(parser, default_seeds=3)
+    _paper_compare_flags(parser, METHODS, "normal:pneumonia ratio of the training split (default 3:1, pneumonia the "
+                         "minority)", "DenseNet-121 and the paper's CycleGAN sizes (GPU)", "cyclegan")
 
 
 @command("recipe cyclegan-complement", "Malygina et al.: CycleGAN complement oversampling (+ extra data) vs none",
@@ -128,15 +78,9 @@ def _cyclegan_complement(args: argparse.Namespace) -> None:
     data, extra, _ = SETTINGS[args.setting]
     data, extra = args.data or data, args.gan_extra_data or extra
     # the paper setting's extra data is Kermany: no Kermany-based site stays external there
-    sites = external_sites(args, default_external(data) if args.setting == "kermany" else ())
-    config = CycleganComplementConfig(data=data, setting=args.setting, extra_data=extra, seeds=args.seeds,
-                                      first_seed=args.first_seed, imbalance=args.imbalance,
-                                      methods=method_list(args.methods),
-                                      train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                                      fidelity_images=args.fidelity_images, generators=generator_settings(args),
-                                      allow_patient_overlap=args.allow_patient_overlap,
-                                      allow_unknown_patients=args.allow_unknown_patients,
-                                      synthetic=synthetic_files(args), **sites)
+    sites = default_external(data) if args.setting == "kermany" else ()
+    compare = _paper_compare(args, data, sites, CPU_CLASSIFIER, FULL_CLASSIFIER, extra_data=extra)
+    config = CycleganComplementConfig(compare=compare, setting=args.setting, fidelity_images=args.fidelity_images)
     run(CycleganComplement(config), args)
 
 
@@ -159,11 +103,10 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
 def _multilabel_common(args: argparse.Namespace) -> dict:
     from cxrgan.recipes.cgan_regimes import CPU_CLASSIFIER, DEFAULT_DATA, FULL_CLASSIFIER
 
-    return dict(data=tuple(args.data) if args.data else DEFAULT_DATA, seeds=args.seeds, first_seed=args.first_seed,
+    return dict(run=run_spec(args, tuple(args.data) if args.data else DEFAULT_DATA),
                 findings=method_list(args.findings), n_findings=args.n_findings, min_positives=args.min_positives,
                 size=args.size, train=classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER),
-                generators=generator_settings(args), allow_patient_overlap=args.allow_patient_overlap,
-                allow_unknown_patients=args.allow_unknown_patients, synthetic=synthetic_files(args))
+                generators=generator_settings(args), synthetic=synthetic_files(args))
 
 
 def _cgan_regimes_flags(parser: argparse.ArgumentParser) -> None:
@@ -250,11 +193,8 @@ def _sgan_scarcity(args: argparse.Namespace) -> None:
         per_class = tuple(int(n) for n in args.per_class.split(",") if n.strip())
     except ValueError:
         raise CxrganError(f"--per-class {args.per_class!r}: expected comma-separated counts such as 10,100") from None
-    config = SganScarcityConfig(data=args.data, per_class=per_class, seeds=args.seeds, first_seed=args.first_seed,
-                                full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
-                                allow_patient_overlap=args.allow_patient_overlap,
-                                allow_unknown_patients=args.allow_unknown_patients,
-                                **external_sites(args, default_external(args.data)))
+    config = SganScarcityConfig(run=run_spec(args, args.data, default_external(args.data)), per_class=per_class,
+                                full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
     run(SganScarcity(config), args)
 
 
@@ -272,10 +212,8 @@ def _sgan_domain_flags(parser: argparse.ArgumentParser) -> None:
 def _sgan_domain(args: argparse.Namespace) -> None:
     from cxrgan.recipes.sgan_domain import CPU_SGAN, FULL_SGAN, SganDomain, SganDomainConfig
 
-    config = SganDomainConfig(data=args.data, second_data=args.second_data, seeds=args.seeds,
-                              first_seed=args.first_seed, full=args.full, sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN),
-                              allow_patient_overlap=args.allow_patient_overlap,
-                              allow_unknown_patients=args.allow_unknown_patients)
+    config = SganDomainConfig(run=run_spec(args, args.data), second_data=args.second_data, full=args.full,
+                              sgan=_sgan_config(args, CPU_SGAN, FULL_SGAN))
     run(SganDomain(config), args)
 
 
@@ -336,7 +274,7 @@ def _helps_map(args: argparse.Namespace) -> None:
     from cxrgan.errors import CxrganError
     from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER
     from cxrgan.recipes.helps_map import (METHODS, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS, SEEDS,
-                                          HelpsMap, HelpsMapConfig)
+                                          HelpsMap, map_config)
 
     try:
         minority = tuple(int(n) for n in args.minority.split(",") if n.strip()) if args.minority else None
@@ -344,18 +282,43 @@ def _helps_map(args: argparse.Namespace) -> None:
         raise CxrganError(f"--minority {args.minority!r}: expected comma-separated counts such as 25,100") from None
     if args.quick and args.epochs is None:
         args.epochs = QUICK_EPOCHS
+    if args.seeds is None:
+        args.seeds = QUICK_SEEDS if args.quick else SEEDS
     amp = resolve_amp(args.precision, args.device)
     train = dataclasses.replace(classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER), model=args.model,
                                 bf16=amp == "bf16", fp16=amp == "fp16")
-    config = HelpsMapConfig(data=args.data, minority=minority or (QUICK_MINORITY if args.quick else None),
-                            majority=args.majority,
-                            methods=method_list(args.methods) if args.methods else (QUICK_METHODS if args.quick
-                                                                                    else METHODS),
-                            seeds=args.seeds if args.seeds is not None else QUICK_SEEDS if args.quick else SEEDS,
-                            first_seed=args.first_seed,
-                            generator_seeds=args.generator_seeds,
-                            train=train, generators=generator_settings(args),
-                            allow_patient_overlap=args.allow_patient_overlap,
-                            allow_unknown_patients=args.allow_unknown_patients,
-                            **external_sites(args, default_external(args.data)))
+    methods = method_list(args.methods) if args.methods else (QUICK_METHODS if args.quick else METHODS)
+    config = map_config(run_spec(args, args.data, default_external(args.data)), methods, train,
+                        generator_settings(args), minority=minority or (QUICK_MINORITY if args.quick else None),
+                        majority=args.majority, generator_seeds=args.generator_seeds)
     run(HelpsMap(config), args)
+
+
+# ---- every other registered recipe: the run flags, the rest of its config at its defaults -----------------------
+def _generic_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", action="append", required=True, help="data file (repeatable when the recipe joins files)")
+    add_run_flags(parser, default_seeds=5)
+
+
+def _generic_command(kind: str):
+    def start(args: argparse.Namespace) -> None:
+        from cxrgan.engine import RECIPES
+
+        cls = RECIPES[kind]
+        run(cls(cls.config_class(run=run_spec(args, tuple(args.data)))), args)
+
+    return start
+
+
+def register_generic_recipes() -> None:
+    """``cxrgan recipe KIND`` for every registered recipe without a command of its own whose config holds a ``run``
+    (``RunSpec``): the shared run flags build it, its other settings keep their defaults. A new recipe is then one
+    file and its line in ``cxrgan.recipes.all``; a command of its own here gives it more flags."""
+    import cxrgan.recipes.all  # noqa: F401  (every recipe registers itself)
+    from cxrgan.engine import RECIPES
+
+    for kind, cls in sorted(RECIPES.items()):
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        if f"recipe {kind}" not in COMMANDS and kind not in COMMANDS and "run" in fields:
+            summary = (cls.__doc__ or kind).strip().splitlines()[0]
+            command(f"recipe {kind}", summary, flags=_generic_flags)(_generic_command(kind))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cxrgan.cli import command
+from cxrgan.cli.flags import command
 
 
 # ---- generators ----------------------------------------------------------------------------------------------

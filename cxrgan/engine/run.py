@@ -5,7 +5,7 @@ A run directory holds ``.cxrgan-run`` (the marker of a folder cxrgan made, :mod:
 resolved config, the recipe's kind and a fingerprint of every input file), ``command.txt``, ``labels.npz`` (the real
 labels of every evaluation set and the patient of each row, so tables can be rebuilt without the data), per finished
 cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
-done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.recipes.store`), the tables
+done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.engine.store`), the tables
 (``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
 ``cxrgan report RUN_DIR`` rebuilds tables and report from these files alone (:func:`report_run`). Cells may be
 spread over torchrun processes (each cell data-parallel), over shards on several machines, or over local worker
@@ -15,196 +15,24 @@ processes (:func:`run_recipe`).
 from __future__ import annotations
 
 import json
-import re
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
-
-import numpy as np
-import pandas as pd
+from typing import Sequence
 
 from cxrgan import distributed
 from cxrgan.claims import release, try_claim
+from cxrgan.engine.cells import ROLE_ORDER, Cell, Plan, Shard
+from cxrgan.engine.probes import memory_lines
+from cxrgan.engine.recipe import Recipe, RunContext, recipe_from_run
+from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, check_resumable, claim_path, done_cells,
+                                 save_cell, save_labels, write_results_view)
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.io import write_json
-from cxrgan.recipes.store import (CLAIMS_DIR, LABELS_NAME, RESULTS_NAME, Results, adopt_legacy_results,  # noqa: F401
-                                  check_resumable, claim_path, done_cells, read_config_kind, save_cell, save_labels,
-                                  write_results_view)
 from cxrgan.report.html import check_report_target, write_report
 from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import from_dict, new_run_dir, read_config, shared_run_dir, write_config
+from cxrgan.runs import new_run_dir, shared_run_dir, write_config
 
 TABLES_MANIFEST = "tables.json"
-
-
-# ---- what a recipe declares -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Cell:
-    """One point of a recipe's grid, e.g. (method "dcgan", seed 0) or (regime 0.1, method "gan", seed 2)."""
-
-    coords: tuple[tuple[str, Any], ...]
-
-    @classmethod
-    def of(cls, **coords: Any) -> Cell:
-        return cls(tuple(coords.items()))
-
-    def __getitem__(self, name: str) -> Any:
-        return dict(self.coords)[name]
-
-    @property
-    def key(self) -> tuple:
-        return tuple(value for _, value in self.coords)
-
-    def _reading_order(self) -> list[tuple[str, Any]]:
-        """The method (or row) first, the seed last: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
-        first = [(k, v) for k, v in self.coords if k in ("method", "row")]
-        seed = [(k, v) for k, v in self.coords if k == "seed"]
-        return first + [(k, v) for k, v in self.coords if (k, v) not in first and k != "seed"] + seed
-
-    @property
-    def name(self) -> str:
-        """File-safe id: ``dcgan-seed0``, ``gan-0.1-seed2``."""
-        return "-".join(f"seed{v}" if k == "seed" else re.sub(r"[^A-Za-z0-9.]+", "_", str(v)).strip("_")
-                        for k, v in self._reading_order())
-
-    @property
-    def label(self) -> str:
-        """Human-readable: ``dcgan seed 0``, ``gan regime 0.1 seed 2``."""
-        return " ".join(str(v) if k in ("method", "row") else f"{k} {v}" for k, v in self._reading_order())
-
-
-@dataclass
-class CellResult:
-    """What running one cell produced: a JSON-ready record and the model's scores on each evaluation set."""
-
-    record: dict[str, Any]
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-    summary: str = ""  # one line for the progress log, e.g. "ROC AUC 0.931"
-
-
-@dataclass
-class Plan:
-    """Everything checked before training: the cells, the evaluation sets' real labels, and what the run will do."""
-
-    cells: list[Cell]
-    evaluation_sets: dict[str, np.ndarray]  # name -> (N, K) real labels that every cell's scores refer to
-    label_names: tuple[str, ...]
-    summary: str = ""  # data and settings in a few lines, printed by --dry-run and when a run starts
-    data_tables: list["Table"] = field(default_factory=list)  # counts of the data used, written when a run starts
-    class_names: tuple[str, str] | None = None  # names of the values 0 / 1 of a binary task
-    subgroups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # set -> subgroup -> row mask
-    groups: dict[str, np.ndarray] = field(default_factory=dict)  # set -> (N,) patient of each row, for clustered tests
-
-
-@dataclass
-class Table:
-    """One table of a run, written as ``<stem>.md`` and ``<stem>.csv`` and shown in the report in role order."""
-
-    stem: str
-    title: str
-    frame: pd.DataFrame
-    notes: str = ""
-    role: str = "detail"  # "verdict" opens the report, then "main" (the paper-shaped table), then "detail"
-
-
-ROLE_ORDER = {"verdict": 0, "main": 1, "detail": 2}
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What a running cell may use from the engine."""
-
-    run_dir: Path
-    progress: bool  # show per-epoch / per-step bars inside a cell
-
-
-class Recipe(ABC):
-    """An experiment as a grid of cells. Subclasses set ``kind`` and ``config_class`` and are registered."""
-
-    kind: ClassVar[str]
-    config_class: ClassVar[type]
-
-    def __init__(self, config: Any):
-        if not isinstance(config, self.config_class):
-            raise CxrganError(f"recipe {self.kind} needs a {self.config_class.__name__}, got {type(config).__name__}")
-        self.config = config
-
-    @abstractmethod
-    def description(self) -> str:
-        """Slug of the numbered run directory, e.g. ``compare-kermany_pneumonia_64``."""
-
-    @abstractmethod
-    def plan(self) -> Plan:
-        """Load and check everything (names, paths, classes per split, shapes, seeds) and list the cells.
-
-        Raises CxrganError on any bad input, before a run directory exists or a model trains."""
-
-    @abstractmethod
-    def run_cell(self, cell: Cell, run: RunContext) -> CellResult:
-        """Train and score one cell; everything random comes from the cell's seed."""
-
-    def finish(self, run: RunContext, results: Results) -> None:
-        """Analyses after every cell (resumable on their own), e.g. generator audits; default none."""
-
-    @abstractmethod
-    def tables(self, results: Results) -> list[Table]:
-        """The recipe's tables from the finished cells (the verdict table first)."""
-
-    def figures(self, results: Results) -> list[tuple[str, str]]:
-        """Write the recipe's figures into ``results.run_dir``; return (file name, caption) pairs in reading order."""
-        return []
-
-    def estimate(self, plan: Plan) -> dict[str, float]:
-        """Seconds per cell name from a short measured probe on this machine, for --dry-run; default unknown."""
-        return {}
-
-
-RECIPES: dict[str, type[Recipe]] = {}
-
-
-def register_recipe(cls: type[Recipe]) -> type[Recipe]:
-    if cls.kind in RECIPES:
-        raise ValueError(f"recipe {cls.kind!r} is registered twice")
-    RECIPES[cls.kind] = cls
-    return cls
-
-
-def recipe_from_run(run_dir: str | Path) -> Recipe:
-    """The recipe a run directory was made by, rebuilt from its ``config.json``."""
-    kind = read_config_kind(run_dir)  # refuses a folder that is no run, a damaged config or changed input files
-    import cxrgan.recipes.all  # noqa: F401  (registers every recipe)
-
-    if kind not in RECIPES:
-        raise CxrganError(f"{run_dir}: made by {kind!r}, which has no tables to rebuild")
-    cls = RECIPES[kind]
-    return cls(from_dict(cls.config_class, read_config(run_dir)))
-
-
-# ---- running -------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Shard:
-    """The K-th of N disjoint subsets of a plan's cells (``--shard K/N``, K from 1): every N-th cell from the K-th."""
-
-    index: int  # K, 1..count
-    count: int  # N
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise CxrganError(f"--shard {text!r}: expected K/N such as 1/4") from None
-        if not 1 <= index <= count:
-            raise CxrganError(f"--shard {text}: K must lie in 1..N")
-        return cls(index, count)
-
-    def select(self, cells: list[Cell]) -> list[Cell]:
-        return [cell for i, cell in enumerate(cells) if i % self.count == self.index - 1]
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
 
 
 def _clock(seconds: float) -> str:
@@ -255,8 +83,8 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     Under torchrun every process plans and runs every cell together (each cell data-parallel); rank 0 alone writes
     files and the others wait for it before reading. ``shard`` runs one of N disjoint subsets of the cells into
     the shared run directory (another machine runs another); ``workers`` > 1 runs the cells in that many local
-    processes (:mod:`cxrgan.recipes.workers`). A cell is claimed before it runs, so no two processes ever run the
-    same one. Once every cell of the plan is in, the process that sees it last runs ``finish`` and the report
+    processes (:mod:`cxrgan.engine.workers`). A cell is claimed before it runs, so no two processes ever run the
+    same one. Once every cell of the plan is in, the process that sees it last builds the tables and the report
     (``report=False`` leaves that to the caller); ``tag`` prefixes the progress lines. ``device`` is the run's
     ``--device``: with workers, ``cuda:N`` keeps every worker on GPU N (else each takes one GPU in turn).
     """
@@ -268,7 +96,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
             print(dry_run_text(recipe, plan, processes))
         return None
     if workers > 1:
-        from cxrgan.recipes.workers import run_with_workers
+        from cxrgan.engine.workers import run_with_workers
 
         if distributed.active() or shard is not None:
             raise RankAgreedError("--workers runs local processes; combine it neither with torchrun nor with --shard")
@@ -286,44 +114,74 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
 
 
 def run_cells(recipe: Recipe, plan: Plan, run_dir: Path, cells: list[Cell], progress: bool, tag: str = "") -> None:
-    """Run every cell of ``cells`` that is neither done nor claimed by another process, in order."""
+    """Run every cell of ``cells`` that is neither done nor claimed by another process, in order; a cell's
+    ``after`` cells first (run here when nobody runs them, waited for when another process does)."""
     say = print if distributed.is_main() else (lambda *args, **kwargs: None)
-    order = [c.name for c in plan.cells]
     done = distributed.on_main(lambda: done_cells(run_dir))
     todo = [c for c in cells if c.name not in done]
     say(f"{tag}{recipe.kind}: {run_dir}\n{plan.summary}\n{len(plan.cells)} cells, {len(done)} done, "
         f"{len(todo)} to run" + (f" here (of {len(cells)} in this share)" if len(cells) < len(plan.cells) else ""),
         flush=True)
-    context = RunContext(run_dir=run_dir, progress=progress)
-    started, finished = time.perf_counter(), 0
+    runner = _CellRunner(recipe, plan, run_dir, RunContext(run_dir=run_dir, progress=progress), tag, say)
     for i, cell in enumerate(todo, 1):
-        position = f"{tag}[{len(plan.cells) - len(todo) + i}/{len(plan.cells)}]"
-        claim = claim_path(run_dir, cell.name)
-        owner = distributed.on_main(lambda: _claim_unfinished(run_dir, cell, claim))
+        runner.run(cell, f"{tag}[{len(plan.cells) - len(todo) + i}/{len(plan.cells)}]", len(todo) - i)
+
+
+class _CellRunner:
+    """Claims, runs and records cells of one plan, keeping the elapsed time and ETA of the progress lines."""
+
+    POLL_SECONDS = 5.0  # how often a cell waiting for another process's cell looks again
+
+    def __init__(self, recipe: Recipe, plan: Plan, run_dir: Path, context: RunContext, tag: str, say):
+        self.recipe, self.plan, self.run_dir, self.context, self.tag, self.say = recipe, plan, run_dir, context, tag, say
+        self.cells = {c.name: c for c in plan.cells}
+        self.order = [c.name for c in plan.cells]
+        self.started, self.finished = time.perf_counter(), 0
+
+    def run(self, cell: Cell, position: str, remaining: int, quiet: bool = False) -> bool:
+        """Run ``cell`` unless it is done or claimed elsewhere (said unless ``quiet``); ``remaining`` cells follow
+        it (for the ETA). Returns whether the cell is done."""
+        self.inputs(cell)
+        claim = claim_path(self.run_dir, cell.name)
+        owner = distributed.on_main(lambda: _claim_unfinished(self.run_dir, cell, claim))
         if owner is not None:
-            say(f"{position} {cell.label}: {owner}, skipped", flush=True)
-            continue
-        say(f"{position} {cell.label} ...", flush=True)
+            if not quiet:
+                self.say(f"{position} {cell.label}: {owner}, skipped", flush=True)
+            return owner == "done by another process"
+        self.say(f"{position} {cell.label} ...", flush=True)
         cell_started = time.perf_counter()
         try:
-            result = recipe.run_cell(cell, context)
-            undeclared = sorted(set(result.scores) - set(plan.evaluation_sets))
+            result = self.recipe.run_cell(cell, self.context)
+            undeclared = sorted(set(result.scores) - set(self.plan.evaluation_sets))
             if undeclared:
-                raise CxrganError(f"{recipe.kind}: cell {cell.label} scored undeclared set(s) {undeclared}")
+                raise CxrganError(f"{self.recipe.kind}: cell {cell.label} scored undeclared set(s) {undeclared}")
             seconds = time.perf_counter() - cell_started
             record = {**dict(cell.coords), "cell": cell.name, **result.record, "seconds": round(seconds, 1)}
             if distributed.is_main():
-                save_cell(run_dir, cell.name, record, result.scores)
-                write_results_view(run_dir, order)
+                save_cell(self.run_dir, cell.name, record, result.scores)
+                write_results_view(self.run_dir, self.order)
         finally:
             if distributed.is_main():
                 release(claim)
         distributed.barrier()  # the record is on disk before any process reads the run again
-        finished += 1
-        elapsed = time.perf_counter() - started
-        eta = elapsed / finished * (len(todo) - i)
-        say(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {_clock(elapsed)}, "
-            f"ETA {_clock(eta)})", flush=True)
+        self.finished += 1
+        elapsed = time.perf_counter() - self.started
+        self.say(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {_clock(elapsed)}, "
+                 f"ETA {_clock(elapsed / self.finished * remaining)})", flush=True)
+        return True
+
+    def inputs(self, cell: Cell) -> None:
+        """The cells ``cell`` reads from, done: run here when no live process holds them, else waited for."""
+        for name in cell.after:
+            waiting = False
+            while name not in distributed.on_main(lambda: done_cells(self.run_dir)):
+                if self.run(self.cells[name], f"{self.tag}[needed by {cell.label}]", 0, quiet=True):
+                    break
+                if not waiting:
+                    self.say(f"{self.tag}{cell.label}: waiting for {self.cells[name].label} (another process)",
+                             flush=True)
+                waiting = True
+                time.sleep(self.POLL_SECONDS)
 
 
 def _claim_unfinished(run_dir: Path, cell: Cell, claim: Path) -> str | None:
@@ -338,7 +196,7 @@ def _claim_unfinished(run_dir: Path, cell: Cell, claim: Path) -> str | None:
 
 
 def finish_run(recipe: Recipe, plan: Plan, run_dir: Path) -> Path:
-    """Once every cell of the plan is in: the recipe's analyses, tables and report (one process at a time)."""
+    """Once every cell of the plan (analysis cells too) is in: the tables and report (one process at a time)."""
     missing = [c for c in plan.cells if c.name not in done_cells(run_dir)]
     if missing:
         print(f"\n{len(missing)} of {len(plan.cells)} cells are not in yet (other shards or processes, or claims of "
@@ -351,9 +209,7 @@ def finish_run(recipe: Recipe, plan: Plan, run_dir: Path) -> Path:
         print(f"\nevery cell is in; {owner} is building the report of {run_dir}", flush=True)
         return run_dir
     try:
-        order = [c.name for c in plan.cells]
-        recipe.finish(RunContext(run_dir=run_dir, progress=False), Results(run_dir, order))
-        report_run(run_dir, recipe, order)
+        report_run(run_dir, recipe, [c.name for c in plan.cells])
     finally:
         release(claim)
     return run_dir
@@ -372,7 +228,7 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     if not results.records:
         raise CxrganError(f"{run_dir}: no finished cells yet; nothing to tabulate")
     write_results_view(run_dir, order)
-    missing = len(set(order) - {r.get("cell") for r in results.records})
+    missing = len(set(order) - {r.get("cell") for r in results.records + results.analyses})
     if missing:
         print(f"{run_dir}: {missing} of {len(order)} cells are not in yet; the tables hold the finished ones")
     # a table with no columns (e.g. verdicts of a run that holds only its baseline) is left out
@@ -409,14 +265,4 @@ def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
         if processes > 1:
             lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
                          f"1/{processes} of it, plus their gradient exchanges)")
-    from cxrgan.recipes.probe import memory_lines
-
     return "\n".join(lines + memory_lines())
-
-
-def grid(**axes: Iterable[Any]) -> list[Cell]:
-    """All combinations of the axes, the first axis outermost: ``grid(seed=range(3), method=("a", "b"))``."""
-    cells = [Cell(())]
-    for name, values in axes.items():
-        cells = [Cell((*c.coords, (name, v))) for c in cells for v in values]
-    return cells

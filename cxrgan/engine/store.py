@@ -2,10 +2,10 @@
 several processes on several machines can fill one run directory (``--shard``, ``--workers``) without locks.
 
 Per cell, ``scores/<cell>.npz`` is written first, then ``records/<cell>.json``; both atomically (temporary file and
-rename). A cell is done when both exist: a record whose scores file was lost is not, and ``--resume`` runs it again. ``claims/<cell>``
-marks a cell a process is running (:mod:`cxrgan.claims`). ``results.jsonl`` holds every record in plan order; it
-is rebuilt from ``records/`` after each cell and by every report, so it is complete whenever a report exists. Run
-directories written before ``records/`` existed (``results.jsonl`` only) are read as they are and given
+rename). A cell is done when both exist: a record whose scores file was lost is not, and ``--resume`` runs it again.
+``claims/<cell>`` marks a cell a process is running (:mod:`cxrgan.claims`). ``results.jsonl`` holds every record in
+plan order; it is rebuilt from ``records/`` after each cell and by every report, so it is complete whenever a report
+exists. Run directories written before ``records/`` existed (``results.jsonl`` only) are read as they are and given
 ``records/`` the first time a process writes to them.
 """
 
@@ -153,6 +153,9 @@ class _open_run_file:
 class Results:
     """A run directory's finished cells: records, their stored scores and the evaluation sets' labels.
 
+    ``records`` holds the cells that trained and scored a model; ``analyses`` the records of analysis cells (those
+    with an ``analysis`` coordinate: audits, train-on-synthetic scores, ...), read with :meth:`analysis`.
+
     Args:
         run_dir: the run directory.
         order: cell names in plan order; records are listed in that order (others after them, by name).
@@ -160,7 +163,9 @@ class Results:
 
     def __init__(self, run_dir: str | Path, order: Sequence[str] = ()):
         self.run_dir = Path(run_dir)
-        self.records = read_records(self.run_dir, order)
+        everything = read_records(self.run_dir, order)
+        self.records = [r for r in everything if "analysis" not in r]
+        self.analyses = [r for r in everything if "analysis" in r]
         path = self.run_dir / LABELS_NAME
         self.labels: dict[str, np.ndarray] = {}
         self.label_names: tuple[str, ...] = ()
@@ -187,6 +192,10 @@ class Results:
         """Records whose coordinates equal ``coords``, in seed order."""
         found = [r for r in self.records if all(r.get(k) == v for k, v in coords.items())]
         return sorted(found, key=lambda r: r.get("seed", 0))
+
+    def analysis(self, kind: str, **coords: Any) -> list[dict]:
+        """Records of the ``kind`` analysis cells whose coordinates equal ``coords``."""
+        return [r for r in self.analyses if r["analysis"] == kind and all(r.get(k) == v for k, v in coords.items())]
 
     def scores(self, record: dict, set_name: str) -> np.ndarray:
         path = self.run_dir / SCORES_DIR / f"{record['cell']}.npz"

@@ -1,0 +1,69 @@
+"""``RunSpec``: what every run is made of, whatever the recipe -- its data, seeds, external sites, patient policies
+(overlap, unknown patients), device and precision -- built once by the command line and contained by every recipe's
+config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cxrgan.device import resolve_device
+from cxrgan.errors import CxrganError
+
+# The fields of RunSpec that configs written before it existed kept at their top level.
+FLAT_FIELDS = ("data", "seeds", "first_seed", "external", "external_labels", "allow_patient_overlap",
+               "allow_unknown_patients")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The data, seeds, sites and compute choices of one run."""
+
+    data: tuple[str, ...]  # the data file(s) (a recipe that reads one file takes the first); a str is one file
+    seeds: int = 5  # training seeds: first_seed, first_seed + 1, ...
+    first_seed: int = 0  # seed of the first run
+    external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
+    external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
+    allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
+    device: str = "auto"  # torch device of every model the run trains: auto (CUDA when present), cpu, cuda
+    precision: str = "auto"  # autocast asked for (auto, bf16, fp16, fp32); the classifier config holds the result
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str):  # one path given as a string: the one-file tuple
+            object.__setattr__(self, "data", (self.data,))
+
+    @property
+    def file(self) -> str:
+        """The data file of a recipe that reads one."""
+        return self.data[0]
+
+    @property
+    def seed_range(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
+
+    def torch_device(self) -> torch.device:
+        """The device every model of the run uses: ``auto`` is CUDA when present (never silently the CPU)."""
+        return resolve_device(self.device)
+
+    def check(self) -> None:
+        """Refuse settings no run can use, before any data is read."""
+        if self.seeds < 1:
+            raise CxrganError(f"--seeds must be at least 1, got {self.seeds}")
+        if not self.data:
+            raise CxrganError("no data file given")
+        self.torch_device()
+
+
+def nest_run_fields(values: dict[str, Any], device: str | None = None) -> dict[str, Any]:
+    """A config dict written before ``RunSpec`` existed (run fields at its top level), with those fields moved into
+    ``run``; ``device`` is the device the old config kept in its classifier (or SGAN) settings."""
+    if "run" in values:
+        return values
+    values = dict(values)
+    run = {name: values.pop(name) for name in FLAT_FIELDS if name in values}
+    if device is not None:
+        run["device"] = device
+    return {"run": run, **values}
