@@ -72,7 +72,7 @@ RECIPES = {
     "cgan-regimes": (["--data", "{findings}", "--findings", "Effusion", "--threshold", "0.5", "--regimes", "1",
                       "--methods", "none,gan", "--epochs", "1"], "densenet121", 2),
     "dcgan-rare-findings": (["--data", "{findings}", "--findings", "Effusion", "--cheap-fixes", "ldam-drw", "--epochs",
-                             "1"], "densenet121", 3),
+                             "1"], "densenet121", 4),  # baseline, DCGAN, its count-matched rare-copies, the cheap fix
     "sgan-scarcity": (["--data", "{binary}", "--per-class", "16"], None, 2),
     "sgan-domain": (["--data", "{binary}", "--second-data", "{second}"], None, 5),
 }
