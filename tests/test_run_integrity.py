@@ -48,7 +48,8 @@ def _copy_run(finished, tmp_path) -> tuple[Path, Path]:
     run_copy = tmp_path / "runs" / run.name
     shutil.copytree(run, run_copy)
     config = json.loads((run_copy / "config.json").read_text())
-    config["config"]["data"] = str(data_copy)
+    spec = config["config"]["run"]  # the RunSpec of the run: its data file(s)
+    spec["data"] = [str(data_copy)] if isinstance(spec["data"], list) else str(data_copy)
     config["inputs"] = {str(data_copy): config["inputs"][str(data)]}
     (run_copy / "config.json").write_text(json.dumps(config))
     return run_copy, data_copy
