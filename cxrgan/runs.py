@@ -277,6 +277,16 @@ def read_config(run_dir: str | Path, kind: str | None = None) -> dict:
     return record["config"]
 
 
+def config_data_file(config: dict) -> str | None:
+    """The one data file a run's config (``read_config``) names: its run spec's (configs since ``RunSpec``), else
+    the top-level ``data`` / ``data_path`` of older configs and generator runs; None when it names none or several."""
+    spec = config.get("run")
+    data = spec.get("data") if isinstance(spec, dict) else config.get("data") or config.get("data_path")
+    if isinstance(data, list):
+        data = data[0] if len(data) == 1 else None
+    return data if isinstance(data, str) else None
+
+
 def from_dict(cls: type, values: dict) -> Any:
     """Rebuild the frozen dataclass ``cls`` from its ``config_dict`` form: nested dataclasses and tuples restored
     from their type hints; keys the class does not have are an error, missing ones take the defaults. A class whose

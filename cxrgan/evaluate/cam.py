@@ -224,13 +224,15 @@ def cam_command(run_dir: str | Path, image_paths: Sequence[str | Path], out_png:
     """``cxrgan cam RUN_DIR --images A.npz B.png ... --out FILE.png``: every saved model of a compare run, side by
     side, on images from data / sample files or single image files, at the run's image size."""
     from cxrgan.data.npz import load_npz
-    from cxrgan.runs import read_config
+    from cxrgan.runs import config_data_file, read_config
 
     config = read_config(run_dir, kind="compare")
-    data = load_npz(config["data"], target=config.get("target", "labels"),
-                    uncertainty=config.get("uncertainty", "ignore"))
+    data_path = config_data_file(config)
+    if data_path is None:
+        raise CxrganError(f"{Path(run_dir) / 'config.json'}: names no single data file to take the image size from")
+    data = load_npz(data_path, target=config.get("target", "labels"), uncertainty=config.get("uncertainty", "ignore"))
     if not 0 <= target < data.n_labels:
-        raise CxrganError(f"target column {target} is out of range; {config['data']} has {data.n_labels} label(s)")
+        raise CxrganError(f"target column {target} is out of range; {data_path} has {data.n_labels} label(s)")
     name = data.class_names[1] if data.class_names is not None else data.label_names[target]
     images = cam_images(image_paths, data.image_size, n, split, seed)
     return cam_for_run(run_dir, images, out_png, methods, method, target, name)

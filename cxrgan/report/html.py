@@ -17,7 +17,7 @@ import pandas as pd
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import audit_table
 from cxrgan.io import read_json, read_jsonl, write_text
-from cxrgan.runs import check_own_folder
+from cxrgan.runs import check_own_folder, config_data_file
 
 REPORT_NAME = "report.html"
 _GENERATOR_TAG = '<meta name="generator" content="cxrgan">'  # tells a page cxrgan wrote from a user's file
@@ -130,14 +130,10 @@ def _data_file_counts(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
         return None, ""
     if not isinstance(config, dict):
         return None, ""
-    for holder in (config.get("compare", {}), config):  # a paper recipe's comparison, or the config itself
-        if isinstance(holder.get("run"), dict):  # the data file is the run spec's first (configs since RunSpec)
-            config, data = holder, holder["run"].get("data")
-            break
-    else:
-        data = config.get("data") or config.get("data_path")
-    data_path = data[0] if isinstance(data, list) and len(data) == 1 else data  # one file: its counts
-    if not isinstance(data_path, str) or not Path(data_path).is_file():
+    # a paper recipe's comparison holds the run spec since RunSpec; otherwise the config itself
+    config = next((h for h in (config.get("compare", {}), config) if isinstance(h.get("run"), dict)), config)
+    data_path = config_data_file(config)
+    if data_path is None or not Path(data_path).is_file():
         return None, ""
     from cxrgan.data.npz import load_npz
 
