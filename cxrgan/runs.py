@@ -26,8 +26,10 @@ RUN_MARKER = ".cxrgan-run"
 # Settings that change how a run is shown or where it computes, never what it computes: they may differ between
 # a run and its resumption. Matched on the last component of a dotted field path (``train.progress``).
 # ``precision`` is the autocast asked for; the autocast it resolved to (the classifier's bf16 / fp16) is compared.
+# ``budget_seconds`` and ``max_seeds`` say how long a --target-mde run goes on, never what a cell computes: a resumed
+# run may be given more.
 COSMETIC_FIELDS = frozenset({"progress", "device", "precision", "eval_batch_size", "workers", "data_workers",
-                             "sync_batchnorm"})
+                             "sync_batchnorm", "budget_seconds", "max_seeds"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
 # Config fields naming input files (a path or a list of paths): each file's content fingerprint is kept in
@@ -201,11 +203,12 @@ def write_config(run_dir: Path, config: Any, kind: str) -> None:
     if create_exclusive(path, _json_text(record)):
         return
     existing = check_config(run_dir, config, kind, record)
-    if existing != record:
+    kept = {key: value for key, value in existing.items() if key not in record}  # e.g. a target run's rounds
+    if {key: value for key, value in existing.items() if key in record} != record:
         if "inputs" not in existing:
             print(f"cxrgan: note: {path} was written before cxrgan kept input fingerprints: the input files could not "
                   "be checked against those the run began with; they are recorded from now on", file=sys.stderr)
-        write_json(path, record)
+        write_json(path, {**record, **kept})
 
 
 def check_config(run_dir: str | Path, config: Any, kind: str, record: dict | None = None) -> dict:

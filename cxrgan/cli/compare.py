@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from cxrgan.cli.flags import (add_external_flags, add_generator_flags, add_grid_flags, add_synthetic_flags,
-                              add_train_flags, command, generator_settings, grid_options, method_list, parse_ratio,
-                              run_spec, shell_command, synthetic_files, train_config)
+                              add_target_flags, add_train_flags, command, generator_settings, grid_options,
+                              method_list, parse_ratio, run_spec, shell_command, synthetic_files, train_config)
 
 
 def _compare_flags(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="check data and config, print the grid and an estimated wall time, train nothing")
     add_grid_flags(parser)
+    add_target_flags(parser)
     add_train_flags(parser)
 
 

@@ -120,7 +120,7 @@ FLAG_RANGES = {
     "ema_decay": "[0, 1)", "guidance_scale": "[0, inf)", "n": "[1, inf)", "feature_epochs": "[1, inf)",
     "tstr_images": "[1, inf)", "fidelity_images": "[1, inf)", "n_findings": "[1, inf)", "min_positives": "[1, inf)",
     "train_fraction": "(0, 1]", "threshold": "(0, 1]", "ratio": "(0, inf)", "majority": "[1, inf)",
-    "generator_seeds": "[1, 10000]",
+    "generator_seeds": "[1, 10000]", "target_mde": "(0, 1)", "max_seeds": "[1, 10000]", "budget": "(0, inf)",
 }
 INT_MAX = 2**31 - 1
 
@@ -178,13 +178,46 @@ def external_sites(args: argparse.Namespace, default: tuple[str, ...] = ()) -> d
 
 
 def run_spec(args: argparse.Namespace, data: str | tuple[str, ...], default_sites: tuple[str, ...] = ()):
-    """The run's ``RunSpec`` from the flags every run command shares: seeds, sites, device, precision, patients."""
+    """The run's ``RunSpec`` from the flags every run command shares: seeds, sites, device, precision, patients,
+    and the rounds of --target-mde."""
     from cxrgan.engine.spec import RunSpec
 
     return RunSpec(data=data, seeds=args.seeds, first_seed=args.first_seed,
                    allow_patient_overlap=args.allow_patient_overlap,
                    allow_unknown_patients=args.allow_unknown_patients, device=args.device,
-                   precision=getattr(args, "precision", "auto"), **external_sites(args, default_sites))
+                   precision=getattr(args, "precision", "auto"), **external_sites(args, default_sites),
+                   **target_settings(args))
+
+
+def add_target_flags(parser: argparse.ArgumentParser) -> None:
+    """``--target-mde``, ``--budget`` and ``--max-seeds``: a run that adds seeds until its rows can see a given Δ."""
+    from cxrgan.engine.spec import RunSpec
+    from cxrgan.engine.target import RULE_HELP
+
+    group = parser.add_argument_group("seeds until a target is detectable")
+    group.add_argument("--target-mde", type=float, default=None, metavar="D",
+                       help=f"{RULE_HELP}. --seeds is the first round")
+    group.add_argument("--budget", type=_duration, default=None, metavar="DURATION",
+                       help="wall time the rounds of --target-mde may spend, e.g. 60m, 1h30m, 45s; a round the "
+                            "measured seconds per seed say would overrun it is shrunk or not started")
+    group.add_argument("--max-seeds", type=int, default=RunSpec.max_seeds, metavar="N",
+                       help="the most seeds any row of a --target-mde run gets (default %(default)s)")
+
+
+def _duration(text: str) -> float:
+    from cxrgan.engine.target import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def target_settings(args: argparse.Namespace) -> dict:
+    """The RunSpec fields of --target-mde, --budget and --max-seeds (none for a command without them)."""
+    if not hasattr(args, "target_mde"):
+        return {}
+    return {"target_mde": args.target_mde, "budget_seconds": args.budget, "max_seeds": args.max_seeds}
 
 
 def add_synthetic_flags(parser: argparse.ArgumentParser) -> None:
@@ -232,6 +265,7 @@ def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, se
     group.add_argument("--allow-unknown-patients", action="store_true",
                        help="accept a data file whose split was made per image with unknown patients")
     add_grid_flags(parser)
+    add_target_flags(parser)
 
 
 def run(recipe, args: argparse.Namespace) -> None:

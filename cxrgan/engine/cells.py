@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.errors import CxrganError
+from cxrgan.evaluate.inference import Comparison
 
 LEADING = ("analysis", "method", "row")  # coordinates a cell's name and label start with, shown without their key
 
@@ -88,6 +89,21 @@ class Table:
     frame: pd.DataFrame
     notes: str = ""
     role: str = "detail"  # "verdict" opens the report, then "main" (the paper-shaped table), then "detail"
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One tested row of the primary (internal test) split that a ``--target-mde`` run adds seeds for: its
+    comparison and the cells of its two arms, as coordinates without the seed (e.g. ``{"method": "oversample"}`` and
+    ``{"method": "none"}``); every cell of the plan matching an arm is run for each seed the row gets."""
+
+    comparison: Comparison
+    arms: tuple[dict[str, Any], ...]
+
+    @property
+    def name(self) -> str:
+        """The row's identity in one string, e.g. ``method oversample, vs none``."""
+        return ", ".join(f"{key} {value}" for key, value in self.comparison.row.items())
 
 
 ROLE_ORDER = {"verdict": 0, "main": 1, "detail": 2}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cxrgan.engine.cells import Cell, CellResult, Plan, Table
+from cxrgan.engine.cells import Cell, CellResult, Plan, Table, TargetRow
 from cxrgan.engine.store import Results, read_config_kind
 from cxrgan.errors import CxrganError
 from cxrgan.runs import from_dict, read_config
@@ -54,6 +54,11 @@ class Recipe(ABC):
     def figures(self, results: Results) -> list[tuple[str, str]]:
         """Write the recipe's figures into ``results.run_dir``; return (file name, caption) pairs in reading order."""
         return []
+
+    def target_rows(self, results: Results) -> list[TargetRow] | None:
+        """The tested rows of the primary (internal test) split, each with the cells of its two arms, that a
+        ``--target-mde`` run adds seeds for; None: this recipe cannot run with --target-mde."""
+        return None
 
     def estimate(self, plan: Plan) -> dict[str, float]:
         """Seconds per cell name from a short measured probe on this machine, for --dry-run; default unknown."""

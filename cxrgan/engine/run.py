@@ -24,6 +24,8 @@ from cxrgan.claims import release, try_claim
 from cxrgan.engine.cells import ROLE_ORDER, Cell, Plan, Shard
 from cxrgan.engine.probes import memory_lines
 from cxrgan.engine.recipe import Recipe, RunContext, recipe_from_run
+from cxrgan.engine.spec import run_spec_of
+from cxrgan.engine.target import clock, dry_run_lines, read_rounds, with_stop_reasons
 from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, check_resumable, claim_path, done_cells,
                                  save_cell, save_labels, write_results_view)
 from cxrgan.errors import CxrganError, RankAgreedError
@@ -34,11 +36,6 @@ from cxrgan.runs import new_run_dir, shared_run_dir, write_config
 
 TABLES_MANIFEST = "tables.json"
 
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def checked_plan(recipe: Recipe) -> Plan:
@@ -89,6 +86,11 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     ``--device``: with workers, ``cuda:N`` keeps every worker on GPU N (else each takes one GPU in turn).
     """
     plan = distributed.agree(lambda: checked_plan(recipe))
+    spec = run_spec_of(recipe.config)
+    if spec is not None and spec.target_mde is not None:
+        check_target_run(recipe, shard, workers)
+        if not dry_run:
+            return run_target(recipe, plan, out, resume_dir, command, progress, report)
     if dry_run:  # probed by rank 0 alone, as one process (its probes would otherwise wait in collectives for the others)
         is_main, processes = distributed.is_main(), distributed.world_size()
         distributed.shutdown()
@@ -111,6 +113,28 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
     if not is_main:
         return None
     return finish_run(recipe, plan, run_dir) if report else run_dir
+
+
+def check_target_run(recipe: Recipe, shard: Shard | None, workers: int) -> None:
+    """Refuse a --target-mde run this recipe or these settings cannot do, before anything trains."""
+    if type(recipe).target_rows is Recipe.target_rows:
+        raise CxrganError(f"recipe {recipe.kind} names no rows for --target-mde; run it with a fixed --seeds")
+    if shard is not None or workers > 1 or distributed.active():
+        raise RankAgreedError("--target-mde decides its rounds in one process: combine it with neither --shard, "
+                              "--workers nor torchrun")
+
+
+def run_target(recipe: Recipe, plan: Plan, out: str | Path | None, resume_dir: str | Path | None,
+               command: str | None, progress: bool, report: bool) -> Path:
+    """A --target-mde run: rounds of cells until the stopping rule of :mod:`cxrgan.engine.target` says enough."""
+    from cxrgan.engine.target import TargetRun
+
+    run_dir = open_run(recipe, plan, out, resume_dir, command)
+    cells = TargetRun(recipe, plan, run_dir).run(
+        lambda grown, grown_plan, todo: run_cells(grown, grown_plan, run_dir, todo, progress))
+    if report:
+        report_run(run_dir, recipe, [c.name for c in cells])
+    return run_dir
 
 
 def run_cells(recipe: Recipe, plan: Plan, run_dir: Path, cells: list[Cell], progress: bool, tag: str = "") -> None:
@@ -166,8 +190,8 @@ class _CellRunner:
         distributed.barrier()  # the record is on disk before any process reads the run again
         self.finished += 1
         elapsed = time.perf_counter() - self.started
-        self.say(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {_clock(elapsed)}, "
-                 f"ETA {_clock(elapsed / self.finished * remaining)})", flush=True)
+        self.say(f"{position} {cell.label}: {result.summary} ({seconds:.0f} s; elapsed {clock(elapsed)}, "
+                 f"ETA {clock(elapsed / self.finished * remaining)})", flush=True)
         return True
 
     def inputs(self, cell: Cell) -> None:
@@ -233,6 +257,10 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
         print(f"{run_dir}: {missing} of {len(order)} cells are not in yet; the tables hold the finished ones")
     # a table with no columns (e.g. verdicts of a run that holds only its baseline) is left out
     tables = sorted((t for t in recipe.tables(results) if len(t.frame.columns)), key=lambda t: ROLE_ORDER.get(t.role, 9))
+    rounds = read_rounds(run_dir)
+    if rounds:  # a --target-mde run: each row of a verdict table says why it got no more seeds
+        target = run_spec_of(recipe.config).target_mde
+        tables = [with_stop_reasons(t, rounds, target) for t in tables]
     for table in tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
     figures = recipe.figures(results)
@@ -257,12 +285,15 @@ def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
              f"{len(plan.cells)} cells:"]
     for cell in plan.cells:
         seconds = estimates.get(cell.name)
-        lines.append(f"  {cell.label}" + (f"  (~{_clock(seconds)})" if seconds is not None else ""))
-    if estimates:
-        total = sum(estimates.get(c.name, 0.0) for c in plan.cells)
-        lines.append(f"estimated wall time: {_clock(total)} on this machine (from a probe of a few timed steps of "
+        lines.append(f"  {cell.label}" + (f"  (~{clock(seconds)})" if seconds is not None else ""))
+    total = sum(estimates.get(c.name, 0.0) for c in plan.cells) if estimates else None
+    if total is not None:
+        lines.append(f"estimated wall time: {clock(total)} on this machine (from a probe of a few timed steps of "
                      "each model; load from other programs makes it longer)")
         if processes > 1:
             lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
                          f"1/{processes} of it, plus their gradient exchanges)")
+    spec = run_spec_of(recipe.config)
+    if spec is not None and spec.target_mde is not None:
+        lines += dry_run_lines(spec, total)
     return "\n".join(lines + memory_lines())

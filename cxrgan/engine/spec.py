@@ -4,6 +4,7 @@ config."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,9 @@ class RunSpec:
     allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     device: str = "auto"  # torch device of every model the run trains: auto (CUDA when present), cpu, cuda
     precision: str = "auto"  # autocast asked for (auto, bf16, fp16, fp32); the classifier config holds the result
+    target_mde: float | None = None  # --target-mde: add seeds in rounds until every tested row can detect this Δ
+    budget_seconds: float | None = None  # --budget: wall time a target run's rounds may spend (None: no limit)
+    max_seeds: int = 30  # --max-seeds: the most seeds any row of a target run gets
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):  # one path given as a string: the one-file tuple
@@ -54,6 +58,18 @@ class RunSpec:
             raise CxrganError(f"--seeds must be at least 1, got {self.seeds}")
         if not self.data:
             raise CxrganError("no data file given")
+        if self.target_mde is None:
+            if self.budget_seconds is not None or self.max_seeds != RunSpec.max_seeds:
+                raise CxrganError("--budget and --max-seeds bound the rounds of --target-mde; give --target-mde too")
+        else:
+            if not 0 < self.target_mde < 1:
+                raise CxrganError(f"--target-mde {self.target_mde:g}: an AUC difference in (0, 1), e.g. 0.01")
+            if self.seeds < 2:
+                raise CxrganError(f"--target-mde needs --seeds of at least 2 in its first round, got {self.seeds}")
+            if self.max_seeds < self.seeds:
+                raise CxrganError(f"--max-seeds {self.max_seeds}: fewer than the first round's --seeds {self.seeds}")
+            if self.budget_seconds is not None and self.budget_seconds <= 0:
+                raise CxrganError(f"--budget {self.budget_seconds:g} s: must be positive")
         self.torch_device()
 
 
@@ -67,3 +83,24 @@ def nest_run_fields(values: dict[str, Any], device: str | None = None) -> dict[s
     if device is not None:
         run["device"] = device
     return {"run": run, **values}
+
+
+def run_spec_of(config: Any) -> RunSpec | None:
+    """The ``RunSpec`` a recipe config contains (directly, or in a contained config such as a ``CompareConfig``)."""
+    for field in dataclasses.fields(config) if dataclasses.is_dataclass(config) else ():
+        value = getattr(config, field.name)
+        found = value if isinstance(value, RunSpec) else run_spec_of(value)
+        if found is not None:
+            return found
+    return None
+
+
+def with_run(config: Any, **changes: Any) -> Any:
+    """A copy of a recipe config whose contained ``RunSpec`` has ``changes`` (e.g. ``seeds=8``)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, RunSpec):
+            return dataclasses.replace(config, **{field.name: dataclasses.replace(value, **changes)})
+        if run_spec_of(value) is not None:
+            return dataclasses.replace(config, **{field.name: with_run(value, **changes)})
+    raise CxrganError(f"{type(config).__name__} contains no RunSpec")

@@ -50,10 +50,10 @@ from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSettings, LabelVectorCDCGAN, fit_or_load
 from cxrgan.generators.base import MIN_TRAIN_IMAGES
 from cxrgan.recipes import NIH_PNEUMONIA, NIH_SUBSET_64
-from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
-                                     findings_estimates, load_findings, test_positives_note, train_and_score,
-                                     uncertain_counts, with_policy)
+                                     finding_target_rows, findings_estimates, load_findings, test_positives_note,
+                                     train_and_score, uncertain_counts, with_policy)
 from cxrgan.recipes.synthetic import check_rows
 from cxrgan.report.tables import to_markdown
 
@@ -245,20 +245,24 @@ class CganRegimes(Recipe):
         return findings_estimates(self, plan, work)
 
     # ---- tables -------------------------------------------------------------------------------------------------
-    def comparisons(self, results: Results) -> list:
-        """Every row against ``none`` of its regime, and the GAN row against its count-matched control."""
+    def tested_pairs(self, results: Results) -> list[tuple[dict, dict, dict]]:
+        """(row, method cells, reference cells) of every row against ``none`` of its regime, and of the GAN row
+        against its count-matched control, where both have finished cells."""
         pairs = [(m, "none") for m in self.config.methods if m != "none"]
         if {"gan", CONTROL} <= set(self.config.methods):
             pairs.append(("gan", CONTROL))
-        rows = []
-        for fraction in self.config.regimes:
-            for method, reference in pairs:
-                if results.where(regime=fraction, method=method) and results.where(regime=fraction, method=reference):
-                    rows += finding_comparisons(results, self.findings_,
-                                                {"regime": f"{fraction:.0%}", "method": method, "vs": reference},
-                                                {"regime": fraction, "method": method},
-                                                {"regime": fraction, "method": reference})
-        return rows
+        return [({"regime": f"{fraction:.0%}", "method": method, "vs": reference},
+                 {"regime": fraction, "method": method}, {"regime": fraction, "method": reference})
+                for fraction in self.config.regimes for method, reference in pairs
+                if results.where(regime=fraction, method=method) and results.where(regime=fraction, method=reference)]
+
+    def comparisons(self, results: Results) -> list:
+        return [row for pair in self.tested_pairs(results)
+                for row in finding_comparisons(results, self.findings_, *pair)]
+
+    def target_rows(self, results: Results) -> list[TargetRow]:
+        return [row for pair in self.tested_pairs(results)
+                for row in finding_target_rows(results, self.findings_, *pair)]
 
     def tables(self, results: Results) -> list[Table]:
         c = self.config

@@ -36,7 +36,7 @@ from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.generators.cache import entry_name
 from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 from cxrgan.io import save_torch, write_json
-from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
 from cxrgan.recipes import synthetic as synthetic_rows
 from cxrgan.report.plots import plot_curves
@@ -382,6 +382,12 @@ class Compare(Recipe):
             rows += self.comparisons(results, set_name, baseline=self.control, methods=controlled, where=where)
         return rows
 
+    def target_rows(self, results: Results) -> list[TargetRow]:
+        """The rows of the internal test split (each method against the baseline, and against the control), whose
+        arms are the (seed, method) cells of both methods: what --target-mde adds seeds for."""
+        return [TargetRow(comparison, ({"method": comparison.row["method"]}, {"method": comparison.row["vs"]}))
+                for comparison in self.comparisons(results)]
+
     @staticmethod
     def external_sets(results: Results) -> list[str]:
         """The external sites a run scored (evaluation sets other than val and test)."""
@@ -416,7 +422,8 @@ class Compare(Recipe):
         summary["verdicts"] = [{**comp.row, "note": comp.note, **(dataclasses.asdict(e) if e else {})}
                                for comp, e in zip(comparisons, adjusted_effects(comparisons))]
         write_json(results.run_dir / "summary.json", summary)
-        title = f"{self.kind}: {Path(self.spec.file).name}, {c.train.model}, {self.spec.seeds} seed(s)"
+        seeds = len({r["seed"] for r in results.records if "seed" in r}) or self.spec.seeds  # a target run adds seeds
+        title = f"{self.kind}: {Path(self.spec.file).name}, {c.train.model}, {seeds} seed(s)"
         tables = [self.verdicts(results, comparisons), Table("results", title, table, notes, role="main")]
         imbalance = label_imbalance_table(results, c.methods, self.spec.first_seed)
         if imbalance is not None:

@@ -44,12 +44,12 @@ from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.balance.stages import Main
-from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, register_recipe
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA
 from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
-                                     findings_estimates, load_findings, test_positives_note, train_and_score,
-                                     uncertain_counts, with_policy)
+                                     finding_target_rows, findings_estimates, load_findings, test_positives_note,
+                                     train_and_score, uncertain_counts, with_policy)
 from cxrgan.recipes.synthetic import check_rows
 from cxrgan.report.tables import to_markdown
 
@@ -198,14 +198,24 @@ class DcganRareFindings(Recipe):
         return findings_estimates(self, plan, work)
 
     # ---- tables -------------------------------------------------------------------------------------------------
+    def tested_pairs(self, results: Results) -> list[tuple[dict, dict, dict]]:
+        """(row, method cells, reference cells): the DCGAN, its control and the cheap fixes against the baseline of
+        the chosen policy, and the DCGAN against its control, where both have finished cells."""
+        pairs = [({"method": method, "vs": "baseline"}, {"method": method},
+                  {"method": "baseline", "policy": self.config.policy})
+                 for method in ("dcgan-rare", *self.beside()) if results.where(method=method)]
+        if results.where(method="dcgan-rare") and results.where(method=CONTROL):
+            pairs.append(({"method": "dcgan-rare", "vs": CONTROL}, {"method": "dcgan-rare"}, {"method": CONTROL}))
+        return pairs
+
+    def target_rows(self, results: Results) -> list[TargetRow]:
+        return [row for pair in self.tested_pairs(results)
+                for row in finding_target_rows(results, self.findings_, *pair)]
+
     def tables(self, results: Results) -> list[Table]:
         c = self.config
-        comparisons = [row for method in ("dcgan-rare", *self.beside()) if results.where(method=method)
-                       for row in finding_comparisons(results, self.findings_, {"method": method, "vs": "baseline"},
-                                                      {"method": method}, {"method": "baseline", "policy": c.policy})]
-        if results.where(method="dcgan-rare") and results.where(method=CONTROL):
-            comparisons += finding_comparisons(results, self.findings_, {"method": "dcgan-rare", "vs": CONTROL},
-                                               {"method": "dcgan-rare"}, {"method": CONTROL})
+        comparisons = [row for pair in self.tested_pairs(results)
+                       for row in finding_comparisons(results, self.findings_, *pair)]
         verdicts = Table("verdicts", f"dcgan-rare-findings: DCGAN-augmented, its count-matched control and the cheap "
                          f"fixes against the {POLICY_NAMES[c.policy]} baseline; the DCGAN against its control",
                          verdict_table(comparisons),

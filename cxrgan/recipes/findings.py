@@ -19,7 +19,7 @@ from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_au
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.settings import GeneratorSpec
-from cxrgan.engine import Cell, CellResult, Plan, Results, Table
+from cxrgan.engine import Cell, CellResult, Plan, Results, Table, TargetRow
 from cxrgan.engine.probes import generator_seconds, training_seconds
 
 
@@ -136,6 +136,13 @@ def finding_comparisons(results: Results, findings: tuple[str, ...], row: dict[s
         rows.append(compare_macro_auc({**row, "finding": f"mean of {len(counted)} estimable"}, y, mine, base,
                                       patients, columns=counted))
     return rows
+
+
+def finding_target_rows(results: Results, findings: tuple[str, ...], row: dict[str, Any], method: dict[str, Any],
+                        baseline: dict[str, Any]) -> list[TargetRow]:
+    """The rows of :func:`finding_comparisons`, each with the two arms (``method``, ``baseline``) --target-mde grows."""
+    return [TargetRow(comparison, (method, baseline))
+            for comparison in finding_comparisons(results, findings, row, method, baseline)]
 
 
 def finding_counts(train: CXRDataset, test: CXRDataset) -> Table:

@@ -48,7 +48,7 @@ import torch
 from cxrgan.balance import BalanceContext, Balancer, make_balancer
 from cxrgan.classify import TrainConfig
 from cxrgan.data import CXRDataset, induce_imbalance, nested_class_subsets
-from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, RunSpec, Table, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, RunSpec, Table, TargetRow, register_recipe
 from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
 from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
@@ -434,6 +434,16 @@ class HelpsMap(Compare):
                 if DUPLICATION in methods:
                     rows += self.comparisons(results, set_name, DUPLICATION,
                                              tuple(m for m in methods if m != BASELINE), where)
+        return rows
+
+    def target_rows(self, results: Results) -> list[TargetRow]:
+        """The map's comparisons on the internal test split, each point's (seed, minority, method) cells its arms."""
+        rows = []
+        for comparison in self.map_comparisons(results):
+            if comparison.row.get("site", "internal test") == "internal test":
+                point = {"minority": int(comparison.row["minority"])}
+                rows.append(TargetRow(comparison, ({**point, "method": comparison.row["method"]},
+                                                   {**point, "method": comparison.row["vs"]})))
         return rows
 
     def headroom(self, results: Results, set_name: str, count: int) -> Comparison:

@@ -26,12 +26,12 @@ import pandas as pd
 from cxrgan.classify.adaptation import PseudoLabelCNN, reestimate_normalisation
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.data.splits import patient_groups
-from cxrgan.evaluate.inference import Verdicts, compare_auc, method_note, verdict_table
+from cxrgan.evaluate.inference import Comparison, Verdicts, compare_auc, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes import NIH_PNEUMONIA
 from cxrgan.data.external import subgroups
 from cxrgan.recipes.compare import check_classes, subgroup_table
-from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.sgan_scarcity import (DEFAULT_DATA, check_sgan_config, evaluate, load_binary, sgan_config,
                                           sgan_estimates)
@@ -119,17 +119,25 @@ class SganDomain(Recipe):
     def estimate(self, plan: Plan) -> dict[str, float]:
         return sgan_estimates(self.config.sgan, plan, self.labeled_, lambda cell: TRAININGS[cell["row"]])
 
-    def tables(self, results: Results) -> list[Table]:
+    def row_comparisons(self, results: Results) -> list[tuple[Comparison, str, str]]:
+        """(comparison, row, reference row): every row against the CNN, then the adapted SGAN against the non-GAN
+        controls, one Holm family."""
         y = results.labels["test"][:, 0]
-        cnn = {s: v[:, 0] for s, v in results.seed_scores("test", row="cnn-d1").items()}
+
         def scores(row: str) -> dict[int, np.ndarray]:
             return {s: v[:, 0] for s, v in results.seed_scores("test", row=row).items()}
 
-        # every row against the CNN, then the adapted SGAN against the non-GAN controls: one Holm family
         pairs = [(row, "cnn-d1") for row in ROWS if row != "cnn-d1"] + [("sgan-d1+d2", row) for row in CONTROLS]
-        comparisons = [compare_auc({"training": ROWS[row], "vs": ROWS[reference]}, y, scores(row), scores(reference),
-                                   results.patients("test"))
-                       for row, reference in pairs if results.where(row=row) and results.where(row=reference)]
+        return [(compare_auc({"training": ROWS[row], "vs": ROWS[reference]}, y, scores(row), scores(reference),
+                             results.patients("test")), row, reference)
+                for row, reference in pairs if results.where(row=row) and results.where(row=reference)]
+
+    def target_rows(self, results: Results) -> list[TargetRow]:
+        return [TargetRow(comparison, ({"row": row}, {"row": reference}))
+                for comparison, row, reference in self.row_comparisons(results)]
+
+    def tables(self, results: Results) -> list[Table]:
+        comparisons = [comparison for comparison, _, _ in self.row_comparisons(results)]
         verdicts = Verdicts(comparisons)
         rows = []
         for row, name in ROWS.items():

@@ -32,7 +32,7 @@ from cxrgan.data.images import resize_stack
 from cxrgan.data.splits import patient_groups
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import Verdicts, compare_auc, method_note, verdict_table
+from cxrgan.evaluate.inference import Comparison, Verdicts, compare_auc, method_note, verdict_table
 from cxrgan.evaluate.metrics import accuracy, roc_auc
 from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.evaluate.summary import seed_cell
@@ -40,7 +40,7 @@ from cxrgan.io import atomic_write
 from cxrgan.recipes import KERMANY_64
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.compare import SUBGROUP_NOTE, check_classes, subgroup_table
-from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, grid, register_recipe
+from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.engine.probes import probe_config, step_seconds
 from cxrgan.report.tables import to_markdown
 
@@ -188,17 +188,27 @@ class SganScarcity(Recipe):
                              parameters=model.n_parameters())
         return result
 
+    def size_comparison(self, results: Results, set_name: str, n: int) -> Comparison:
+        """SGAN against its matched CNN with ``n`` labelled images per class, on the evaluation set ``set_name``."""
+        sites = [name for name in results.labels if name != "test"]
+        where = {"site": "internal test" if set_name == "test" else set_name} if sites else {}
+
+        def scores(method: str) -> dict[int, np.ndarray]:
+            return {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method=method).items()}
+
+        return compare_auc({"labelled / class": str(n), "method": "SGAN", "vs": "CNN", **where},
+                           results.labels[set_name][:, 0], scores("SGAN"), scores("CNN"), results.patients(set_name))
+
+    def target_rows(self, results: Results) -> list[TargetRow]:
+        """SGAN against its matched CNN at every labelled size, on the internal test split."""
+        return [TargetRow(self.size_comparison(results, "test", n), ({"n": n, "method": "SGAN"},
+                                                                     {"n": n, "method": "CNN"}))
+                for n in self.sizes_ if results.where(n=n)]
+
     def tables(self, results: Results) -> list[Table]:
         sites = [name for name in results.labels if name != "test"]
-        comparisons = []
-        for set_name in ("test", *sites):
-            y, patients = results.labels[set_name][:, 0], results.patients(set_name)
-            where = {"site": "internal test" if set_name == "test" else set_name} if sites else {}
-            comparisons += [compare_auc({"labelled / class": str(n), "method": "SGAN", "vs": "CNN", **where}, y,
-                                        {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method="SGAN").items()},
-                                        {s: v[:, 0] for s, v in results.seed_scores(set_name, n=n, method="CNN").items()},
-                                        patients)
-                            for n in self.sizes_ if results.where(n=n)]
+        comparisons = [self.size_comparison(results, set_name, n) for set_name in ("test", *sites)
+                       for n in self.sizes_ if results.where(n=n)]
         records = pd.DataFrame(results.records)
         table = scarcity_table(records, self.sizes_, Verdicts(comparisons), sites)
         notes = (f"Madani et al. Table 1 shape. n labelled images per class (capped at the smaller training class); "
