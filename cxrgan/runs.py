@@ -1,5 +1,6 @@
-"""Numbered run directories (``00003-compare-kermany``) and the config each run keeps: written, checked on resume,
-and rebuilt into typed dataclasses."""
+"""Numbered run directories (``00003-compare-kermany``), the marker that tells cxrgan's folders from a user's, and the
+config each run keeps: written with a content fingerprint of every input file, checked on resume and report, and
+rebuilt into typed dataclasses."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from cxrgan.errors import CxrganError
-from cxrgan.io import create_exclusive, write_json
+from cxrgan.io import create_exclusive, fingerprint, read_json, write_json
 
-_RUN_NAME = re.compile(r"^(\d{5})-")
+_RUN_NAME = re.compile(r"^(\d{5,})-")  # five digits, more after 99999
+# Written into every folder cxrgan creates for a run (compare, recipes, train-gan, audits): only folders holding it
+# (or inside one) are written into by ``cxrgan report``. Folders made before it existed are recognised by their
+# config.json (see ``is_run_dir``).
+RUN_MARKER = ".cxrgan-run"
 
 # Settings that change how a run is shown or where it computes, never what it computes: they may differ between
 # a run and its resumption. Matched on the last component of a dotted field path (``train.progress``).
@@ -27,6 +33,10 @@ COSMETIC_FIELDS = frozenset({"progress", "device", "precision", "eval_batch_size
                              "checkpoint_epochs"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
+# Config fields naming input files (a path or a list of paths): each file's content fingerprint is kept in
+# config.json, and a resume or report whose files differ is refused. Matched on the last component of a field path.
+INPUT_FIELDS = frozenset({"data", "second_data", "extra_data", "external", "weights_path", "data_path",
+                          "pretrain_data", "paths"})  # paths: the --synthetic files
 
 
 def check_output_folder(out: str | Path) -> Path:
@@ -49,12 +59,83 @@ def run_slug(description: str) -> str:
 
 
 def new_run_dir(out: str | Path, description: str) -> Path:
-    """Create ``out/NNNNN-description`` with the next free number (StyleGAN2-ADA's layout)."""
+    """Create and mark ``out/NNNNN-description`` with the next free number (StyleGAN2-ADA's layout)."""
     out = check_output_folder(out)
-    numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_NAME.match(p.name))]
-    run_dir = out / f"{max(numbers, default=-1) + 1:05d}-{run_slug(description)}"
-    run_dir.mkdir()
+    slug = run_slug(description)
+    for _ in range(100):  # another process may take the same number first: then the next one
+        numbers = [int(m.group(1)) for p in out.iterdir() if (m := _RUN_NAME.match(p.name))]
+        run_dir = out / f"{max(numbers, default=-1) + 1:05d}-{slug}"
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        mark_run_dir(run_dir)
+        return run_dir
+    raise CxrganError(f"--out {out}: could not create a new numbered run directory (other processes keep taking the "
+                      "next number)")
+
+
+def shared_run_dir(out: str | Path, description: str) -> Path:
+    """``out/<description>-shared``, the run directory every shard of a sharded run writes into: created and marked by
+    the first shard; an existing folder of that name must be a cxrgan run directory."""
+    run_dir = check_output_folder(out) / f"{run_slug(description)}-shared"
+    run_dir.mkdir(exist_ok=True)
+    if not is_run_dir(run_dir) and any(run_dir.iterdir()):
+        raise CxrganError(f"{run_dir}: exists and is not a cxrgan run directory; move it away or choose another --out")
+    mark_run_dir(run_dir)
     return run_dir
+
+
+def mark_run_dir(folder: Path) -> None:
+    """Mark ``folder`` as made by cxrgan (see ``RUN_MARKER``); a no-op when it is marked."""
+    create_exclusive(Path(folder) / RUN_MARKER, json.dumps({"made_by": "cxrgan"}) + "\n")
+
+
+def is_run_dir(folder: str | Path) -> bool:
+    """Whether cxrgan made ``folder`` or a folder holding it: it (or a parent) holds ``RUN_MARKER``, or, for folders
+    written before the marker existed (or copied without hidden files), a ``config.json`` of exactly cxrgan's shape
+    (an object with a text ``kind``, a ``config`` object and optionally ``inputs``, nothing else), or an
+    ``audit.json`` naming its ``generator_run``."""
+    folder = Path(folder).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / RUN_MARKER).is_file() or _legacy_run_dir(candidate):
+            return True
+    return False
+
+
+def _legacy_run_dir(folder: Path) -> bool:
+    for name, looks_like_ours in (("config.json", _is_legacy_config), ("audit.json", _is_legacy_audit)):
+        path = folder / name
+        if path.is_file():
+            try:
+                if looks_like_ours(read_json(path)):
+                    return True
+            except (CxrganError, OSError):
+                continue
+    return False
+
+
+def _is_legacy_config(record: dict) -> bool:
+    return ({"kind", "config"} <= set(record) <= {"kind", "config", "inputs"} and isinstance(record["kind"], str)
+            and isinstance(record["config"], dict))
+
+
+def _is_legacy_audit(record: dict) -> bool:
+    return isinstance(record.get("generator_run"), str)
+
+
+def check_own_folder(folder: str | Path, what: str) -> Path:
+    """``folder`` when cxrgan made it (``is_run_dir``); else one line saying that ``what`` writes only into its own run
+    directories, so no file of a user's folder is ever replaced."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise CxrganError(f"{folder}: no such run directory")
+    if not folder.is_dir():
+        raise CxrganError(f"{folder}: is a file, not a run directory")
+    if not is_run_dir(folder):
+        raise CxrganError(f"{folder}: not a cxrgan run directory (no {RUN_MARKER} marker or cxrgan config.json); "
+                          f"{what} writes only into folders cxrgan made")
+    return folder
 
 
 def config_dict(config: Any) -> dict:
@@ -88,30 +169,90 @@ def config_changes(old: dict, new: dict) -> list[str]:
     return changes
 
 
+def input_files(values: dict) -> list[str]:
+    """The input files a config names (fields in ``INPUT_FIELDS``), in field order."""
+    files = []
+    for key, value in _flatten(values).items():
+        if key.rsplit(".", 1)[-1] in INPUT_FIELDS:
+            files += [str(v) for v in (value if isinstance(value, list) else [value]) if isinstance(v, str) and v]
+    return list(dict.fromkeys(files))
+
+
+def input_fingerprints(values: dict) -> dict[str, str]:
+    """Path -> content fingerprint (:func:`cxrgan.io.fingerprint`) of every existing input file a config names."""
+    return {path: fingerprint(path) for path in input_files(values) if Path(path).exists()}
+
+
+def run_record(config: Any, kind: str) -> dict:
+    """What ``config.json`` holds: the run's kind, its resolved config and its input files' fingerprints."""
+    values = config_dict(config)
+    return {"kind": kind, "config": values, "inputs": input_fingerprints(values)}
+
+
 def write_config(run_dir: Path, config: Any, kind: str) -> None:
-    """Write ``config.json``; on resume, refuse a config that differs in a scientific setting.
+    """Write ``config.json``; on resume, refuse a config that differs in a scientific setting or an input file.
 
     Cosmetic settings (progress bars, device) may change, and a run may add methods (rows) to its ``methods``,
     keeping every earlier one; the file then holds the newest config. Any other change is refused with the field
-    names and both values. A setting added to the config class since the run began counts as having had its default
-    value. The first writer creates the file exclusively, so processes starting one shared run together (shards)
-    never overwrite each other's settings unchecked.
+    names and both values, and an input file whose content changed is refused by name (:func:`check_config`). A
+    setting added to the config class since the run began counts as having had its default value. The first writer
+    creates the file exclusively, so processes starting one shared run together (shards) never overwrite each
+    other's settings unchecked.
     """
-    record = {"kind": kind, "config": config_dict(config)}
+    record = run_record(config, kind)
     path = Path(run_dir) / "config.json"
     if create_exclusive(path, _json_text(record)):
         return
-    existing = json.loads(path.read_text())
+    existing = check_config(run_dir, config, kind, record)
     kept = {key: value for key, value in existing.items() if key not in record}  # e.g. a target run's rounds
-    existing = {key: value for key, value in existing.items() if key in record}
-    if existing != record:
-        if existing.get("kind") != kind:
-            raise CxrganError(f"{run_dir}: is a {existing.get('kind')!r} run, cannot resume it as {kind!r}")
-        changes = config_changes(_with_defaults(existing.get("config", {}), config), record["config"])
-        if changes:
-            raise CxrganError(f"{path}: this run was started with other settings ({'; '.join(changes)}); resume "
-                              "with the same flags (more --methods may be added) or start a new run")
+    if {key: value for key, value in existing.items() if key in record} != record:
+        if "inputs" not in existing:
+            print(f"cxrgan: note: {path} was written before cxrgan kept input fingerprints: the input files could not "
+                  "be checked against those the run began with; they are recorded from now on", file=sys.stderr)
         write_json(path, {**record, **kept})
+
+
+def check_config(run_dir: str | Path, config: Any, kind: str, record: dict | None = None) -> dict:
+    """Refuse to continue ``run_dir`` with ``config``: another kind of run, a changed scientific setting, or an input
+    file whose content differs from the run's (named). Returns the stored record. Writes nothing.
+
+    A run written before fingerprints were kept has none to compare: it is accepted (``write_config`` says so)."""
+    record = record if record is not None else run_record(config, kind)
+    path = Path(run_dir) / "config.json"
+    existing = read_json(path, remedy="restore it from a copy or start a new run")
+    if existing.get("kind") != kind:
+        raise CxrganError(f"{run_dir}: is a {existing.get('kind')!r} run, cannot resume it as {kind!r}")
+    if not isinstance(existing.get("config"), dict):
+        raise CxrganError(f"{path}: holds no 'config' object; not a cxrgan run config")
+    changes = config_changes(_with_defaults(existing["config"], config), record["config"])
+    if changes:
+        raise CxrganError(f"{path}: this run was started with other settings ({'; '.join(changes)}); resume "
+                          "with the same flags (more --methods may be added) or start a new run")
+    changed_inputs(path, existing.get("inputs"), record["inputs"], raise_on_change=True)
+    return existing
+
+
+def changed_inputs(path: Path, recorded: dict | None, current: dict[str, str], raise_on_change: bool = False) -> list[str]:
+    """The input files whose fingerprint differs from the one recorded in ``path`` (a config.json); with
+    ``raise_on_change`` the first is refused in one line naming it. Files the record does not hold are not compared."""
+    changed = [name for name, value in current.items() if isinstance(recorded, dict) and name in recorded
+               and recorded[name] != value]
+    if changed and raise_on_change:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise CxrganError(f"{changed[0]}: this input file changed since the run began (its content fingerprint differs "
+                          f"from the one in {path}){more}; use the files the run was started with, or start a new run")
+    return changed
+
+
+def check_inputs(run_dir: str | Path) -> None:
+    """Refuse to rebuild a run whose input files changed since it began (``cxrgan report``); a run written before
+    fingerprints were kept is not checked."""
+    path = Path(run_dir) / "config.json"
+    record = read_json(path, remedy="restore it from a copy or start a new run")
+    recorded = record.get("inputs")
+    if isinstance(recorded, dict):
+        current = {name: fingerprint(name) for name in recorded if Path(name).exists()}
+        changed_inputs(path, recorded, current, raise_on_change=True)
 
 
 def _json_text(record: dict) -> str:
@@ -130,12 +271,24 @@ def _with_defaults(old: dict, config: Any) -> dict:
 
 def read_config(run_dir: str | Path, kind: str | None = None) -> dict:
     path = Path(run_dir) / "config.json"
-    if not path.exists():
+    if not path.is_file():
         raise CxrganError(f"{run_dir}: not a cxrgan run directory (no config.json)")
-    record = json.loads(path.read_text())
+    record = read_json(path, remedy="restore it from a copy or start a new run")
     if kind is not None and record.get("kind") != kind:
         raise CxrganError(f"{run_dir}: is a {record.get('kind')!r} run, expected {kind!r}")
+    if not isinstance(record.get("config"), dict):
+        raise CxrganError(f"{path}: holds no 'config' object; not a cxrgan run config")
     return record["config"]
+
+
+def config_data_file(config: dict) -> str | None:
+    """The one data file a run's config (``read_config``) names: its run spec's (configs since ``RunSpec``), else
+    the top-level ``data`` / ``data_path`` of older configs and generator runs; None when it names none or several."""
+    spec = config.get("run")
+    data = spec.get("data") if isinstance(spec, dict) else config.get("data") or config.get("data_path")
+    if isinstance(data, list):
+        data = data[0] if len(data) == 1 else None
+    return data if isinstance(data, str) else None
 
 
 def from_dict(cls: type, values: dict) -> Any:

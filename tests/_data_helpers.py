@@ -169,3 +169,54 @@ def write_chexpert_fixture(parent: Path, data_dir: Path, n_train: int = 40, n_va
     for role, table in records.items():
         pd.DataFrame(table).to_csv(root / f"{role}.csv", index=False)
     return root
+
+
+# ---- hostile files ------------------------------------------------------------------------------------------------
+def write_members(path: Path, arrays: dict[str, np.ndarray], claimed_shapes: dict[str, tuple] | None = None,
+                  compress: bool = False) -> str:
+    """An .npz written member by member; ``claimed_shapes`` gives a member a header shape other than its data's (a
+    header claiming more rows than the file stores)."""
+    import zipfile
+
+    claimed_shapes = claimed_shapes or {}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                header = np.lib.format.header_data_from_array_1_0(array)
+                header["shape"] = claimed_shapes.get(name, array.shape)
+                np.lib.format.write_array_header_1_0(member, header)
+                member.write(array.tobytes())
+    return str(path)
+
+
+def write_bomb(path: Path, rows: int) -> str:
+    """A compressed compact file whose ``images`` member holds ``rows`` blank 64 x 64 images (labels and splits to
+    match): a few hundred KB on disk that inflate to ``rows`` x 4 KB. Written in chunks, never held in memory."""
+    import zipfile
+
+    header = {"descr": "|u1", "fortran_order": False, "shape": (rows, 64, 64)}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("images.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            chunk = memoryview(bytes(64 * 64 * 1000))
+            for start in range(0, rows, 1000):
+                member.write(chunk[:64 * 64 * min(1000, rows - start)])
+        arrays = {"labels": np.zeros(rows, np.int8), "label_names": np.array(["normal", "pneumonia"]),
+                  "split": np.full(rows, "train")}
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+    return str(path)
+
+
+class RunsCode:
+    """A pickle payload that would run a shell command when unpickled (cxrgan must refuse it, never run it)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)

@@ -1,14 +1,23 @@
 """Every bad input ends with one line ``cxrgan: error: ...`` naming the file, flag or value, exit code 2, and leaves
-no result file behind (nothing that looks complete). One table of cases, all on small real Kermany / NIH files."""
+no result file behind (nothing that looks complete) and every run directory it was pointed at as it was. One table
+of cases, all on small real Kermany / NIH files and on a small finished compare run and GAN run made from them; a
+second table holds damaged inputs cxrgan recovers from (a warning line, then the work is done)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
+import shutil
+import signal
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from _data_helpers import RunsCode, write_bomb, write_members
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
 
@@ -98,7 +107,130 @@ def files(kermany_small, nih_path, tmp_path_factory):
     (folder / "a_file").write_text("x")
     out["a_file"] = str(folder / "a_file")
     out["nih"] = str(nih_path)
+    _hostile_files(arrays, folder, out)
+    _finished_runs(out, tmp_path_factory.mktemp("finished_runs"))
     return out
+
+
+def _hostile_files(arrays: dict, folder: Path, out: dict) -> None:
+    """Data and weight files that break the loaders' assumptions: text or pickled arrays, headers claiming more than
+    is stored, compression bombs, unknown evaluation labels, weights that are no state dict."""
+    n = len(arrays["images"])
+    names = np.asarray(arrays["label_names"])
+    out["string_labels"] = _save({**arrays, "labels": names[arrays["labels"]]}, folder / "string_labels.npz")
+    with open(folder / "object_labels.npz", "wb") as f:  # numpy pickles an object array
+        np.savez(f, **{**arrays, "labels": arrays["labels"].astype(object)})
+    out["object_labels"] = str(folder / "object_labels.npz")
+    out["more_rows_claimed"] = write_members(folder / "more_rows.npz", arrays, {"images": (n + 50, 64, 64)})
+    out["bomb"] = write_bomb(folder / "bomb.npz", 80_000)  # 328 MB of pixels in 1.4 MB
+    test_rows = np.flatnonzero(arrays["split"] == "test")
+    unknown = arrays["labels"].copy()
+    unknown[test_rows[:3]] = -1
+    out["test_unknown"] = _save({**arrays, "labels": unknown}, folder / "test_unknown.npz")
+    val_nan = arrays["labels"].astype(np.float32)
+    val_nan[np.flatnonzero(arrays["split"] == "val")[:2]] = np.nan
+    out["val_nan"] = _save({**arrays, "labels": val_nan}, folder / "val_nan.npz")
+    with np.load(out["external_nih"]) as site:
+        site_arrays = {k: site[k] for k in site.files}
+    site_arrays["labels"][:2] = -1
+    out["external_unknown"] = _save(site_arrays, folder / "external_unknown.npz")
+    out["per_image_split"] = _save({**arrays, "split_method": np.array("image")}, folder / "per_image_split.npz")
+    torch.save(torch.ones(3), folder / "bare_tensor.pt")
+    torch.save([torch.ones(3)], folder / "list.pt")
+    from cxrgan.classify.networks import build_classifier
+
+    state = build_classifier("small-cnn", 1).state_dict()
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()},
+               folder / "nan_weights.pt")
+    with open(folder / "hostile.pt", "wb") as f:
+        pickle.dump({"model": RunsCode(folder / "PWNED")}, f)
+    (folder / "weights_dir").mkdir()
+    out.update({name: str(folder / f"{name}.pt") for name in ("bare_tensor", "list", "nan_weights", "hostile")})
+    out["weights_dir"] = str(folder / "weights_dir")
+
+
+def _finished_runs(out: dict, home: Path) -> None:
+    """A finished compare run (none, one seed, small CNN) and a finished tiny DCGAN run with best.pt."""
+    assert main(["compare", out["good"], "--methods", "none", *COMPARE[2:], "--out", str(home / "compare")]) == 0
+    out["run"] = str(next((home / "compare").iterdir()))
+    assert main(["train-gan", "--method", "dcgan", "--data", out["good"], "--gan-steps", "4", "--gan-width", "8",
+                 "--batch-size", "16", "--quality-every", "2", "--no-progress", "--device", "cpu",
+                 "--out", str(home / "gan")]) == 0
+    out["gan"] = str(next((home / "gan").iterdir()))
+    out["runs_home"] = home
+
+
+SNAPSHOTS: dict[Path, dict] = {}  # run directories a case was pointed at -> their files before the command
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+def _copy(f: dict, key: str, name: str, damage=None) -> str:
+    """A copy of the finished run ``f[key]``, damaged by ``damage(copy)``; the test checks nothing in it changes."""
+    target = Path(f["runs_home"]) / "copies" / name
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(f[key], target)
+    if damage is not None:
+        damage(target)
+    SNAPSHOTS[target] = _snapshot(target)
+    return str(target)
+
+
+def _write(relative: str, content: bytes):
+    def damage(run: Path) -> None:
+        (run / relative).write_bytes(content)
+    return damage
+
+
+def _hostile_pickle(folder: Path) -> bytes:
+    return pickle.dumps({"method": "dcgan", "networks": RunsCode(folder / "PWNED")})
+
+
+def _legacy_results(broken: bytes):
+    """A run directory as written before records/ existed (results.jsonl only), whose results.jsonl is damaged."""
+    def damage(run: Path) -> None:
+        shutil.rmtree(run / "records")
+        (run / "results.jsonl").write_bytes(broken)
+    return damage
+
+
+def _users_folder(f: dict) -> str:
+    folder = Path(f["runs_home"]) / "copies" / "users_figures"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy(Path(f["run"]) / "roc.png", folder / "roc.png")
+    (folder / "report.html").write_text("<html>the user's own page</html>")
+    SNAPSHOTS[folder] = _snapshot(folder)
+    return str(folder)
+
+
+def _changed_data_run(f: dict) -> tuple[str, str]:
+    """A copy of the finished run and of its data file, every image of the data altered (labels, splits, ids kept)."""
+    run = Path(_copy(f, "run", "changed_data"))
+    data = Path(f["runs_home"]) / "copies" / "changed_data.npz"
+    with np.load(f["good"]) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    arrays["images"] = 255 - arrays["images"]
+    _save(arrays, data)
+    config = (run / "config.json").read_text().replace(f["good"], str(data))
+    (run / "config.json").write_text(config)
+    SNAPSHOTS[run] = _snapshot(run)
+    return str(data), str(run)
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit: int):
+    """Writes beyond ``limit`` bytes fail (EFBIG), as on a full disk (ENOSPC): the same error path."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 def _compare(data: str, *extra: str) -> list[str]:
@@ -111,7 +243,7 @@ CASES = {
     "out under a file": (lambda f, out: _compare(f["good"], "--out", f["a_file"] + "/runs"), "cannot create"),
     "resume not a run": (lambda f, out: _compare(f["good"], "--out", out, "--resume", str(f["folder"])),
                          "not a cxrgan run directory"),
-    "report not a run": (lambda f, out: ["report", str(f["folder"])], "holds nothing to report"),
+    "report not a run": (lambda f, out: ["report", str(f["folder"])], "not a cxrgan run directory"),
     # ---- data files
     "missing data file": (lambda f, out: _compare(out + "/missing.npz", "--out", out), "missing.npz: no such file"),
     "not an npz": (lambda f, out: _compare(f["text"], "--out", out), "not a readable .npz"),
@@ -175,18 +307,18 @@ CASES = {
                           "more than once"),
     "baseline not among methods": (lambda f, out: ["compare", f["good"], "--methods", "oversample", "--out", out],
                                    "baseline 'none'"),
-    "zero seeds": (lambda f, out: _compare(f["good"], "--seeds", "0", "--out", out), "--seeds must be at least 1"),
-    "negative seeds": (lambda f, out: _compare(f["good"], "--seeds", "-2", "--out", out), "--seeds must be at least 1"),
+    "zero seeds": (lambda f, out: _compare(f["good"], "--seeds", "0", "--out", out), "--seeds 0: must be at least 1"),
+    "negative seeds": (lambda f, out: _compare(f["good"], "--seeds", "-2", "--out", out), "--seeds -2: must be at least 1"),
     "imbalance zero": (lambda f, out: _compare(f["good"], "--imbalance", "0:1", "--out", out), "both parts"),
     "imbalance text": (lambda f, out: _compare(f["good"], "--imbalance", "three", "--out", out), "expected NEG:POS"),
     "train fraction zero": (lambda f, out: _compare(f["good"], "--train-fraction", "0", "--out", out),
-                            "--train-fraction must lie in (0, 1]"),
+                            "--train-fraction 0.0: must be above 0"),
     "train fraction above one": (lambda f, out: _compare(f["good"], "--train-fraction", "1.5", "--out", out),
-                                 "--train-fraction must lie in (0, 1]"),
+                                 "--train-fraction 1.5: must be at most 1"),
     # ---- classifier settings
     "unknown model": (lambda f, out: _compare(f["good"], "--model", "vgg99", "--out", out), "--model 'vgg99'"),
     "zero epochs": (lambda f, out: _compare(f["good"], "--epochs", "0", "--out", out), "--epochs 0"),
-    "negative lr": (lambda f, out: _compare(f["good"], "--lr", "-1", "--out", out), "--lr -1.0"),
+    "negative lr": (lambda f, out: _compare(f["good"], "--lr", "-1", "--out", out), "--lr -1.0: must be above 0"),
     "missing weights": (lambda f, out: _compare(f["good"], "--weights", out + "/w.pt", "--out", out),
                         "--weights"),
     "cuda without cuda": (lambda f, out: _compare(f["good"], "--device", "cuda", "--out", out),
@@ -208,7 +340,7 @@ CASES = {
     "per-class zero": (lambda f, out: ["recipe", "sgan-scarcity", "--data", f["good"], "--per-class", "0,10",
                                        "--out", out], "--per-class needs positive sizes"),
     "recipe zero seeds": (lambda f, out: ["recipe", "sgan-domain", "--data", f["good"], "--second-data", f["good"],
-                                          "--seeds", "0", "--out", out], "--seeds must be at least 1"),
+                                          "--seeds", "0", "--out", out], "--seeds 0: must be at least 1"),
     "map minority above the class": (lambda f, out: ["recipe", "helps-map", "--data", f["good"], "--minority",
                                                      "16,500", "--no-external", "--out", out],
                                      "--minority 500: larger than the 120 'pneumonia' training rows"),
@@ -227,7 +359,90 @@ CASES = {
                                             "--generator-seeds 3: must lie in 1..--seeds (2)"),
     "info of a leaky file": (lambda f, out: ["data", "info", f["leaky"]], "appear in more than one split"),
     "prepare size zero": (lambda f, out: ["data", "prepare", f["good"], "--size", "0", "--out", out + "/x.npz"],
-                          "--size must be a positive number"),
+                          "--size 0: must be at least 1"),
+    # ---- the loaders validate before they cast or map (root cause: casts and memory maps came first)
+    "text labels": (lambda f, out: _compare(f["string_labels"], "--out", out), "'labels' must hold numbers"),
+    "pickled labels": (lambda f, out: _compare(f["object_labels"], "--out", out), "holds Python objects"),
+    "images header claims more rows": (lambda f, out: _compare(f["more_rows_claimed"], "--out", out),
+                                       "its header claims shape (290, 64, 64)"),
+    "compression bomb": (lambda f, out: _compare(f["bomb"], "--out", out), "refused before decompressing"),
+    # ---- data info runs the loaders' checks
+    "info of float images": (lambda f, out: ["data", "info", f["float_images"]], "uint8"),
+    "info of text labels": (lambda f, out: ["data", "info", f["string_labels"]], "'labels' must hold numbers"),
+    "info of a compression bomb": (lambda f, out: ["data", "info", f["bomb"]], "refused before decompressing"),
+    "prepare from a compression bomb": (lambda f, out: ["data", "prepare", f["bomb"], "--out", out + "/x.npz"],
+                                        "refused before decompressing"),
+    # ---- unknown labels in evaluation sets are refused up front, naming file, split and count
+    "unknown test labels": (lambda f, out: _compare(f["test_unknown"], "--out", out),
+                            "test_unknown.npz: the test split has 3 row(s) with an unknown label"),
+    "NaN validation labels": (lambda f, out: _compare(f["val_nan"], "--out", out),
+                              "val_nan.npz: the val split has 2 row(s) with an unknown label"),
+    "unknown external labels": (lambda f, out: _compare(f["good"], "--external", f["external_unknown"],
+                                                        "--external-labels", "abnormal=pneumonia", "--out", out),
+                                "external_unknown.npz has 2 row(s) with an unknown label"),
+    # ---- --weights is read and checked before anything is written
+    "weights a bare tensor": (lambda f, out: _compare(f["good"], "--weights", f["bare_tensor"], "--out", out),
+                              "bare_tensor.pt: holds a Tensor, not a weights file"),
+    "weights a list": (lambda f, out: _compare(f["good"], "--weights", f["list"], "--out", out),
+                       "list.pt: holds a list"),
+    "weights NaN": (lambda f, out: _compare(f["good"], "--weights", f["nan_weights"], "--out", out),
+                    "holds NaN or infinite values"),
+    "weights a hostile pickle": (lambda f, out: _compare(f["good"], "--weights", f["hostile"], "--out", out),
+                                 "hostile.pt: not a readable weights file (refused"),
+    "weights a folder": (lambda f, out: _compare(f["good"], "--weights", f["weights_dir"], "--out", out),
+                         "weights_dir: is a folder, not a weights file"),
+    # ---- run files are loaded through guards
+    "sample a truncated best.pt": (lambda f, out: ["sample", _copy(f, "gan", "truncated", _write("best.pt", b"PK\x03")),
+                                                   "--n", "4", "--out", out + "/grid.png"],
+                                   "best.pt: not a readable generator checkpoint"),
+    "sample a hostile best.pt": (
+        lambda f, out: ["sample", _copy(f, "gan", "hostile", _write("best.pt", _hostile_pickle(Path(out).parent))),
+                        "--n", "4", "--out", out + "/grid.png"], "refused by torch's weights-only loader"),
+    # ---- numeric flags are range-checked before anything runs
+    "first seed negative": (lambda f, out: _compare(f["good"], "--first-seed", "-1", "--out", out),
+                            "--first-seed -1: must be at least 0"),
+    "first seed 1e20": (lambda f, out: _compare(f["good"], "--first-seed", str(10**20), "--out", out),
+                        "--first-seed 100000000000000000000: must be at most"),
+    "lr inf": (lambda f, out: _compare(f["good"], "--lr", "inf", "--out", out), "--lr inf: must be a finite number"),
+    "batch size huge": (lambda f, out: _compare(f["good"], "--batch-size", str(10**12), "--out", out),
+                        "--batch-size 1000000000000: must be at most"),
+    "gan steps zero": (lambda f, out: ["train-gan", "--method", "dcgan", "--data", f["good"], "--gan-steps", "0",
+                                       "--out", out], "--gan-steps 0: must be at least 1"),
+    "ema decay above one": (lambda f, out: ["train-gan", "--method", "dcgan", "--data", f["good"], "--ema-decay", "2",
+                                            "--out", out], "--ema-decay 2.0: must be below 1"),
+    "prepare workers zero": (lambda f, out: ["data", "prepare", f["good"], "--workers", "0", "--out", out + "/x.npz"],
+                             "--workers 0: must be at least 1"),
+    "sample seed negative": (lambda f, out: ["sample", f["gan"], "--n", "4", "--seed", "-5", "--out", out + "/g.png"],
+                             "--seed -5: must be at least 0"),
+    "recipe threshold above one": (lambda f, out: ["recipe", "cgan-regimes", "--data", f["nih"], "--threshold", "3",
+                                                   "--out", out], "--threshold 3.0: must be at most 1"),
+    # ---- a full disk inside torch.save: one line naming the file, nothing half-written
+    "disk full while saving a checkpoint": (lambda f, out: _compare(f["good"], "--out", out),
+                                            "checkpoints/none-seed0.pt: File too large", lambda: _file_size_limit(1 << 20)),
+    # ---- damaged run directories: one reader names the file (and how to re-run a cell); nothing is written first
+    "report with a damaged record": (lambda f, out: ["report", _copy(f, "run", "record", _write(
+        "records/none-seed0.json", b'{"cell": "none-se'))], "none-seed0.json: not valid JSON"),
+    "resume with a damaged config.json": (
+        lambda f, out: _compare(f["good"], "--methods", "none", "--resume",
+                                _copy(f, "run", "config", _write("config.json", b"{\xff"))), "config.json: not a text file"),
+    "resume with a damaged old results.jsonl": (
+        lambda f, out: _compare(f["good"], "--methods", "none", "--resume",
+                                _copy(f, "run", "legacy", _legacy_results(b'{"cell": "none-seed0", \n'))),
+        "results.jsonl, line 1: not valid JSON"),
+    "resume a GAN run as a comparison": (
+        lambda f, out: _compare(f["good"], "--resume", _copy(f, "gan", "as_compare")), "is a 'gan-dcgan' run"),
+    # ---- the four that lost data or gave a wrong answer
+    "report into a user's folder": (lambda f, out: ["report", _users_folder(f)], "not a cxrgan run directory"),
+    "resume with a changed data file": (
+        lambda f, out: (lambda data, run: _compare(data, "--methods", "none,oversample", "--resume", run))(
+            *_changed_data_run(f)), "this input file changed since the run began"),
+    # ---- refusals name the file and its kind
+    "data is a folder": (lambda f, out: _compare(str(f["folder"]), "--out", out), "is a folder, not an .npz file"),
+    "external is a folder": (lambda f, out: _compare(f["good"], "--external", f["weights_dir"], "--out", out),
+                             "weights_dir: is a folder, not an .npz file"),
+    # ---- patients: a split made per image is refused unless told
+    "split made per image": (lambda f, out: _compare(f["per_image_split"], "--out", out),
+                             "its split was made per image with unknown patients"),
 }
 
 
@@ -237,9 +452,13 @@ def _result_files(folder: Path) -> list[Path]:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_and_writes_nothing(case, files, tmp_path, capsys):
-    build, expected = CASES[case]
+    build, expected, *context = CASES[case]
     out = tmp_path / "out"
-    code = _run(build(files, str(out)))
+    SNAPSHOTS.clear()
+    argv = build(files, str(out))
+    capsys.readouterr()
+    with (context[0]() if context else contextlib.nullcontext()):
+        code = _run(argv)
     err = capsys.readouterr().err
     assert code == 2, (case, err)
     lines = err.strip().splitlines()
@@ -248,6 +467,9 @@ def test_bad_input_is_one_line_and_writes_nothing(case, files, tmp_path, capsys)
     assert "Traceback" not in err
     assert not _result_files(tmp_path), (case, _result_files(tmp_path))
     assert not [p for p in Path(files["folder"]).rglob("*") if p.name in RESULT_FILES]
+    for folder, before in SNAPSHOTS.items():  # the run directory it was pointed at is as it was
+        assert _snapshot(folder) == before, (case, folder)
+    assert not (Path(files["folder"]) / "PWNED").exists() and not (tmp_path / "PWNED").exists()
 
 
 def _run(argv: list[str]) -> int:
@@ -281,3 +503,55 @@ def test_leaky_data_is_accepted_with_the_override(files, tmp_path, capsys):
     dataset = load_npz(files["leaky"], allow_patient_overlap=True)
     assert len(dataset) == 240
     assert os.path.exists(files["leaky"])
+
+
+# ---- damaged inputs cxrgan recovers from: a warning line at most, then the work is done -----------------------------
+def _numbered_folders(f: dict, out: str) -> list[str]:
+    """An --out folder holding a user's 99999-* folder and the 100000-* run an earlier version made next to it."""
+    for name in ("99999-my_notes", "100000-compare-good"):
+        (Path(out) / name).mkdir(parents=True)
+    return _compare(f["good"], "--methods", "none", "--out", out)
+
+
+def _interrupted_cell(f: dict, damage: bytes) -> list[str]:
+    """A run whose only cell was interrupted, leaving a damaged transient checkpoint."""
+    def interrupt(run: Path) -> None:
+        (run / "records" / "none-seed0.json").unlink()
+        (run / "scores" / "none-seed0.npz").unlink()
+        (run / "checkpoints").mkdir(exist_ok=True)
+        (run / "checkpoints" / "none-seed0.pt").write_bytes(damage)
+    run = _copy(f, "run", f"interrupted_{len(damage)}", interrupt)
+    return _compare(f["good"], "--methods", "none", "--resume", run)
+
+
+RECOVERED = {
+    "a folder 99999-* in --out": (_numbered_folders, None,
+                                  lambda out: {p.name for p in Path(out).iterdir()} == {
+                                      "99999-my_notes", "100000-compare-good", "100001-compare-good"}),
+    "a truncated transient checkpoint on --resume": (
+        lambda f, out: _interrupted_cell(f, b"PK\x03\x04 cut short"),
+        "none-seed0.pt: not a readable classifier checkpoint", None),
+    "a hostile transient checkpoint on --resume": (
+        lambda f, out: _interrupted_cell(f, _hostile_pickle(Path(out).parent)),
+        "none-seed0.pt: not a readable classifier checkpoint (refused by torch's weights-only loader", None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECOVERED))
+def test_damaged_input_is_recovered_with_at_most_a_warning(case, files, tmp_path, capsys):
+    build, warning, check = RECOVERED[case]
+    out = tmp_path / "out"
+    SNAPSHOTS.clear()
+    argv = build(files, str(out))
+    assert _run(argv) == 0, case
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cxrgan:")]
+    if warning is None:
+        assert not err, err
+    else:
+        assert len(err) == 1 and err[0].startswith("cxrgan: warning:") and warning in err[0], err
+        assert "discarded, its work starts again" in err[0]
+    if check is not None:
+        assert check(str(out)), case
+    for run in SNAPSHOTS:  # a resumed cell ran again and is done
+        assert (run / "records" / "none-seed0.json").is_file() and not (run / "checkpoints" / "none-seed0.pt").exists()
+    assert not (tmp_path / "PWNED").exists()

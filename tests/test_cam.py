@@ -89,7 +89,8 @@ def test_panel_of_two_models_on_real_and_synthetic_images(models, kermany_small,
 def test_panel_from_a_compare_runs_saved_models(models, kermany_small, test_images, tmp_path):
     run_dir = tmp_path / "00000-compare-x"
     data = save_npz(kermany_small, tmp_path / "small.npz")
-    write_config(run_dir.mkdir() or run_dir, {"data": str(data), "target": "labels"}, kind="compare")
+    # config.json as compare writes it: the data file in its run spec
+    write_config(run_dir.mkdir() or run_dir, {"run": {"data": [str(data)]}, "target": "labels"}, kind="compare")
     for name, model in models.items():
         (run_dir / "models").mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "config": "small-cnn", "n_outputs": 1},
@@ -130,5 +131,5 @@ def test_bad_input_is_a_clear_error(models, test_images, tmp_path):
         class_activation_maps(no_pool, test_images, method="cam")
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(CxrganError, match="broken.pt: cannot read the model file"):
+    with pytest.raises(CxrganError, match="broken.pt: not a readable cxrgan saved classifier"):
         load_saved_classifier(broken)

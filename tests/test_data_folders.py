@@ -122,3 +122,55 @@ def test_folder_errors(tmp_path, real128):
     (tmp_path / "train" / "PNEUMONIA").mkdir()
     with pytest.raises(CxrganError, match=r"\['PNEUMONIA'\] hold no images"):
         load_image_folder(tmp_path)
+
+
+def _nih_user_folder(data_dir, root, per_class: int = 80) -> list[str]:
+    """A user's folder as a new user has one: real adult NIH radiographs in two class folders, no split folders,
+    files named by NIH's <patient>_<index>.png convention. Returns the file names."""
+    with np.load(data_dir / "nih_pneumonia" / "nih_pneumonia_64.npz") as archive:
+        images, labels, names = archive["images"], archive["labels"], archive["filename"]
+    written = []
+    for cls, folder in ((0, "No_findings"), (1, "Pneumonia")):
+        (root / folder).mkdir(parents=True)
+        for i in np.flatnonzero(labels == cls)[:per_class]:
+            Image.fromarray(images[i]).save(root / folder / str(names[i]))
+            written.append(str(names[i]))
+    return written
+
+
+def test_a_folder_without_patient_ids_is_split_per_image_said_and_refused(tmp_path, data_dir, capsys):
+    from cxrgan.cli import main
+    from cxrgan.data import load_npz
+
+    folder = tmp_path / "xrays"
+    names = _nih_user_folder(data_dir, folder)
+    per_image = tmp_path / "per_image.npz"
+    assert main(["data", "prepare", str(folder), "--size", "64", "--out", str(per_image)]) == 0
+    warning = capsys.readouterr().err
+    assert "no patient ids" in warning and "split is made per image" in warning
+    assert r"--patient-id '^(\d{8})_\d{3}'" in warning  # the NIH convention is recognised and offered
+    assert main(["data", "info", str(per_image)]) == 0
+    assert "split: per image, patients unknown" in capsys.readouterr().out
+    compare = ["compare", str(per_image), "--methods", "none", "--seeds", "1", "--dry-run", "--out", str(tmp_path)]
+    assert main(compare) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "split was made per image with unknown patients" in err[0]
+    assert "--allow-unknown-patients" in err[0] and r"--patient-id '^(\d{8})_\d{3}'" in err[0]
+    assert len(load_npz(per_image, allow_unknown_patients=True)) == len(names)  # what --allow-unknown-patients does
+
+    grouped = tmp_path / "grouped.npz"
+    assert main(["data", "prepare", str(folder), "--size", "64", "--out", str(grouped),
+                 "--patient-id", r"^(\d{8})_\d{3}"]) == 0
+    assert "no patient ids" not in capsys.readouterr().err
+    assert main(["data", "info", str(grouped)]) == 0
+    assert "split: patient-grouped" in capsys.readouterr().out
+    dataset = load_npz(grouped, allow_unknown_patients=False)
+    splits = dataset.meta.groupby("patient_id")["split"].nunique()
+    assert (splits == 1).all() and len(splits) < len(names)  # patients with several images, each in one split
+
+    table = tmp_path / "patients.csv"
+    table.write_text("filename,patient_id\n" + "".join(f"{n},{n[:8]}\n" for n in names))
+    from_csv = tmp_path / "from_csv.npz"
+    assert main(["data", "prepare", str(folder), "--size", "64", "--out", str(from_csv),
+                 "--patient-csv", str(table)]) == 0
+    assert (load_npz(from_csv).meta["split"].to_numpy() == dataset.meta["split"].to_numpy()).all()

@@ -19,6 +19,7 @@ from cxrgan.data import (
 )
 from cxrgan.data.images import resize_stack
 from cxrgan.data.leakage import check_patient_disjoint
+from cxrgan.data.npz import read_split_method
 from cxrgan.errors import CxrganError
 
 
@@ -58,6 +59,10 @@ def test_prepare_image_folder(kermany_folder, tmp_path):
     check_patient_disjoint(dataset.meta)
     text = info(kermany_folder)
     assert "image folder" in text and "normal" in text and "pneumonia" in text and "1.00:1" in text
+    # the file records how its split was made: official test, val carved by patient -> patient-grouped
+    assert read_split_method(out) == "patient" and "split: patient-grouped" in info(out)
+    every_split = prepare(kermany_folder, 32, tmp_path / "official.npz", progress=False, val_fraction=0.0)
+    assert read_split_method(every_split) == "official" and "split: official folders" in info(every_split)
 
 
 def test_prepare_medmnist_and_compact_files(tmp_path, data_dir, nih_path):

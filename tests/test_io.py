@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cxrgan.io import append_jsonl, read_jsonl, write_text
+from cxrgan.io import append_jsonl, create_exclusive, read_jsonl, write_text
 
 
 def test_a_line_cut_short_by_a_kill_is_ignored_then_dropped(tmp_path):
@@ -24,3 +24,14 @@ def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
     live.write_text("half")
     write_text(target, "whole")
     assert target.read_text() == "whole" and not stale.exists() and live.exists()
+
+
+def test_run_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        write_text(tmp_path / "report.html", "page")
+        assert create_exclusive(tmp_path / "claim", "me")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "claim").stat().st_mode & 0o777 == 0o640

@@ -25,6 +25,7 @@ from cxrgan.generators.dcgan import CDCGANConfig
 from cxrgan.generators.runs import load_run, train_gan
 from cxrgan.report.browser import dump_dom, find_chromium, screenshot
 from cxrgan.report.html import write_report
+from cxrgan.runs import mark_run_dir
 
 MATPLOTLIB_ORANGE = np.array([255, 127, 14])  # colour of the second curve in every matplotlib figure
 
@@ -115,6 +116,9 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
 def test_report_errors(tmp_path):
     with pytest.raises(CxrganError, match="no such run directory"):
         write_report(tmp_path / "missing")
+    with pytest.raises(CxrganError, match="not a cxrgan run directory"):
+        write_report(tmp_path)
+    mark_run_dir(tmp_path)
     with pytest.raises(CxrganError, match="holds nothing to report"):
         write_report(tmp_path)
     (tmp_path / "roc.png").write_bytes(b"GIF89a")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Callable
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 
 from cxrgan.classify.small_maps import use_small_map_convolutions
 from cxrgan.errors import CxrganError
+from cxrgan.io import load_torch
 
 
 class Classifier(nn.Module):
@@ -91,16 +91,32 @@ def build_classifier(name: str, n_outputs: int, weights_path: str | os.PathLike 
 
 
 def load_matching_weights(model: nn.Module, weights_path: str | os.PathLike) -> list[str]:
-    """Copy every tensor whose name and shape match; returns the names that were loaded."""
-    try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise CxrganError(f"{weights_path}: cannot read weights ({exc})") from exc
-    state = state.get("model", state) if isinstance(state, dict) else state
+    """Copy every tensor whose name and shape match; returns the names that were loaded. A file that is not a plain
+    dict of tensors (or a checkpoint dict holding one under ``model``), holds non-finite values, or matches nothing
+    is an error naming it."""
+    state = load_torch(weights_path, "weights file")
+    state = state.get("model", state)
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CxrganError(f"{weights_path}: holds no tensors by name; expected a state dict (name -> tensor)")
     own = model.state_dict()
-    loaded = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    loaded = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and k in own and own[k].shape == v.shape}
     if not loaded:
         raise CxrganError(f"{weights_path}: no tensor matches the model by name and shape")
+    bad = [k for k, v in loaded.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CxrganError(f"{weights_path}: tensor {bad[0]!r} holds NaN or infinite values" +
+                          (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
     own.update(loaded)
     model.load_state_dict(own)
     return sorted(loaded)
+
+
+def check_weights(weights_path: str | os.PathLike | None, name: str) -> None:
+    """Refuse a ``--weights`` file before anything is written: missing, not a plain state dict, non-finite, or
+    matching nothing of the ``name`` backbone (one line naming the flag and the file)."""
+    if weights_path is None:
+        return
+    try:
+        load_matching_weights(build_classifier(name, 1), weights_path)
+    except CxrganError as exc:
+        raise CxrganError(f"--weights {exc}") from None

@@ -34,7 +34,7 @@ from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from 
     masked_bce,
     output_layer,
 )
-from cxrgan.classify.networks import build_classifier
+from cxrgan.classify.networks import build_classifier, check_weights
 from cxrgan.classify.optimizers import adam
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
@@ -42,6 +42,7 @@ from cxrgan.data.loader import BatchFeed
 from cxrgan.data.transforms import uint8_tensor
 from cxrgan.device import autocast, resolve_device, seeded
 from cxrgan.errors import CxrganError, RankAgreedError
+from cxrgan.io import usable_or_discarded
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -145,8 +146,7 @@ def check_train_config(config: TrainConfig) -> None:
         raise CxrganError(f"--augment {config.augment!r}: unknown; available: {', '.join(AUGMENTATIONS)}")
     if config.lr_schedule not in ("constant", "cosine"):
         raise CxrganError(f"--lr-schedule {config.lr_schedule!r}: unknown; use constant or cosine")
-    if config.weights_path is not None and not Path(config.weights_path).is_file():
-        raise CxrganError(f"--weights {config.weights_path}: no such file")
+    check_weights(config.weights_path, config.model)
     if config.data_workers < 0:
         raise CxrganError(f"--data-workers {config.data_workers}: out of range")
     if config.bf16 and config.fp16:
@@ -232,7 +232,7 @@ def train_classifier(
     steps = run.steps(run.model.parameters(), config.epochs, len(train))
     state = {"epoch": 0, "best_val_auc": -math.inf, "best_epoch": 0, "best_model": None, "history": []}
     record = stages_record(stages)
-    if resume and checkpoint_path is not None and Path(checkpoint_path).exists():
+    if resume and checkpoint_path is not None and usable_or_discarded(checkpoint_path, "classifier checkpoint"):
         state = load_checkpoint(checkpoint_path, run.model, steps.optimizer, steps.scheduler, run.scaler,
                                 run.generator, config)
         if state.pop("stages", record) != record:

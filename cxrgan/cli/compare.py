@@ -35,6 +35,8 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
                         help="binary .npz whose training split joins a CycleGAN's domains (cyclegan-complement-extra)")
     parser.add_argument("--allow-patient-overlap", action="store_true",
                         help="accept a patient in two splits (counted and printed) instead of refusing the data")
+    parser.add_argument("--allow-unknown-patients", action="store_true",
+                        help="accept a file whose split was made per image with unknown patients")
     add_external_flags(parser, default_note="none")
     add_synthetic_flags(parser)
     parser.add_argument("--dry-run", action="store_true",

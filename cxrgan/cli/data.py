@@ -14,6 +14,12 @@ def _prepare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="parallel image decoders")
     parser.add_argument("--allow-patient-overlap", action="store_true",
                         help="accept a patient in two splits (counted and printed) instead of refusing the source")
+    parser.add_argument("--patient-id", default=None, metavar="REGEX",
+                        help="image folders: the patient of each image from its file name (the first group, else the "
+                             r"whole match), e.g. '^(\d{8})_\d{3}' for NIH names; the split then groups by patient")
+    parser.add_argument("--patient-csv", default=None, metavar="FILE",
+                        help="image folders: a CSV with columns filename and patient_id mapping every image to its "
+                             "patient")
 
 
 @command("data prepare", "convert a CXR dataset layout into the compact .npz format", flags=_prepare_flags)
@@ -21,7 +27,8 @@ def _data_prepare(args: argparse.Namespace) -> None:
     from cxrgan.data.prepare import prepare
 
     path = prepare(args.src, size=args.size, out=args.out, workers=args.workers,
-                   allow_patient_overlap=args.allow_patient_overlap)
+                   allow_patient_overlap=args.allow_patient_overlap, patient_regex=args.patient_id,
+                   patient_csv=args.patient_csv)
     print(f"wrote {path}")
 
 

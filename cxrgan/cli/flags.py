@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import sys
 from typing import Callable
@@ -124,6 +125,47 @@ def parse_ratio(text: str) -> tuple[int, int]:
     return negatives, positives
 
 
+# The range of every numeric flag of every command, by flag name; checked right after parsing, before anything is
+# read or written. Flags not listed are integers >= 0. Every integer is at most INT_MAX (beyond it torch and numpy
+# overflow) and every float finite.
+FLAG_RANGES = {
+    "seeds": "[1, 10000]", "first_seed": "[0, 2147483647]", "seed": "[0, 2147483647]", "epochs": "[1, inf)",
+    "batch_size": "[1, inf)", "lr": "(0, inf)", "workers": "[1, 1024]", "data_workers": "[0, 1024]",
+    "gan_steps": "[1, inf)", "gan_width": "[1, 4096]", "ngf": "[1, 4096]", "ndf": "[1, 4096]", "size": "[1, 16384]",
+    "ema_decay": "[0, 1)", "guidance_scale": "[0, inf)", "n": "[1, inf)", "feature_epochs": "[1, inf)",
+    "tstr_images": "[1, inf)", "fidelity_images": "[1, inf)", "n_findings": "[1, inf)", "min_positives": "[1, inf)",
+    "train_fraction": "(0, 1]", "threshold": "(0, 1]", "ratio": "(0, inf)", "majority": "[1, inf)",
+    "generator_seeds": "[1, 10000]", "target_mde": "(0, 1)", "max_seeds": "[1, 10000]", "budget": "(0, inf)",
+}
+INT_MAX = 2**31 - 1
+
+
+def check_flag_ranges(args: argparse.Namespace) -> None:
+    """Refuse a numeric flag outside its range (``FLAG_RANGES``) in one line naming the flag and the value."""
+    for dest, value in vars(args).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if not math.isfinite(value):
+            raise CxrganError(f"{flag} {value}: must be a finite number")
+        text = FLAG_RANGES.get(dest, "[0, inf)")
+        low, high = (float(v) for v in text[1:-1].split(","))
+        below = value <= low if text[0] == "(" else value < low
+        above = value >= high if text[-1] == ")" else value > high
+        if below:
+            raise CxrganError(f"{flag} {value}: must be {'at least' if text[0] == '[' else 'above'} {_plain(low)}"
+                              + (f" (range {text})" if high < math.inf else ""))
+        if above:
+            raise CxrganError(f"{flag} {value}: must be {'at most' if text[-1] == ']' else 'below'} {_plain(high)}"
+                              + f" (range {text})")
+        if isinstance(value, int) and value > INT_MAX:
+            raise CxrganError(f"{flag} {value}: must be at most {INT_MAX}")
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if number.is_integer() else str(number)
+
+
 def shell_command() -> str:
     """The command line as typed, so reports can show exactly how a run was made."""
     return " ".join(shlex.quote(a) for a in ["cxrgan", *sys.argv[1:]])
@@ -151,12 +193,13 @@ def external_sites(args: argparse.Namespace, default: tuple[str, ...] = ()) -> d
 
 
 def run_spec(args: argparse.Namespace, data: str | tuple[str, ...], default_sites: tuple[str, ...] = ()):
-    """The run's ``RunSpec`` from the flags every run command shares: seeds, sites, device, precision, overlap,
+    """The run's ``RunSpec`` from the flags every run command shares: seeds, sites, device, precision, patients,
     and the rounds of --target-mde."""
     from cxrgan.engine.spec import RunSpec
 
     return RunSpec(data=data, seeds=args.seeds, first_seed=args.first_seed,
-                   allow_patient_overlap=args.allow_patient_overlap, device=args.device,
+                   allow_patient_overlap=args.allow_patient_overlap,
+                   allow_unknown_patients=args.allow_unknown_patients, device=args.device,
                    precision=getattr(args, "precision", "auto"), **external_sites(args, default_sites),
                    **target_settings(args))
 
@@ -234,6 +277,8 @@ def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, se
     group.add_argument("--no-progress", action="store_true", help="hide per-epoch bars (one line per cell stays)")
     group.add_argument("--allow-patient-overlap", action="store_true",
                        help="accept a patient in two splits (counted and printed) instead of refusing the data")
+    group.add_argument("--allow-unknown-patients", action="store_true",
+                       help="accept a data file whose split was made per image with unknown patients")
     add_grid_flags(parser)
     add_target_flags(parser)
 

@@ -11,7 +11,7 @@ import cxrgan.cli.compare  # noqa: F401  (each command module registers its comm
 import cxrgan.cli.data  # noqa: F401
 import cxrgan.cli.generators  # noqa: F401
 from cxrgan import distributed
-from cxrgan.cli.flags import COMMANDS
+from cxrgan.cli.flags import COMMANDS, check_flag_ranges
 from cxrgan.cli.recipes import register_generic_recipes
 from cxrgan.errors import CxrganError, RankAgreedError
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if rank:
             sys.stdout = open(os.devnull, "w")
+        check_flag_ranges(args)
         distributed.setup(getattr(args, "device", "auto"))
         if hasattr(args, "device"):  # before any CUDA work: cuBLAS reads its workspace setting once
             from cxrgan.device import configure_determinism, resolve_device

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from cxrgan.data.dataset import CXRDataset
+from cxrgan.data.labels import check_known_labels
 from cxrgan.data.near_duplicates import check_no_near_duplicates
 from cxrgan.data.npz import load_npz
 from cxrgan.errors import CxrganError
@@ -42,7 +43,7 @@ def site_name(path: str | Path) -> str:
 
 def load_external(path: str | Path, like: CXRDataset, label_map: Sequence[tuple[str, str]] = (),
                   reference: CXRDataset | None = None, reference_name: str = "") -> CXRDataset:
-    """Every labelled row of the binary file ``path`` as an external test set for a model trained on ``like``.
+    """Every row of the binary file ``path`` (each with a known label) as an external test set for a model trained on ``like``.
 
     Args:
         path: compact binary .npz of the external site.
@@ -70,8 +71,7 @@ def load_external(path: str | Path, like: CXRDataset, label_map: Sequence[tuple[
                           f"data's {like.images.shape[1]}x{like.images.shape[2]}; use the file of the same size")
     if site.synthetic.any():
         raise CxrganError(f"--external {path}: holds {int(site.synthetic.sum())} synthetic rows; sites are real images")
-    known = ~np.isnan(site.labels[:, 0])
-    site = site.subset(np.flatnonzero(known))
+    check_known_labels(site, f"--external {path}")
     if len(np.unique(site.labels[:, 0])) < 2:
         raise CxrganError(f"--external {path}: holds one class only; an AUC needs both")
     if reference is not None:

@@ -23,6 +23,14 @@ from cxrgan.errors import CxrganError
 #: patient id at the start of a Kermany file name: ``person1234_bacteria_…``, ``IM-0115-0001``, ``NORMAL2-IM-1427-0001``
 KERMANY_PATIENT_REGEX = r"^(person\d+|NORMAL2-IM-\d+|IM-\d+)"
 
+#: file-name conventions that carry the patient: a regex whose first group is the patient id, offered to the user
+#: (``--patient-id``) when a folder's file names follow one and no patient ids were given
+PATIENT_CONVENTIONS = {
+    "NIH ChestX-ray14 (<patient>_<index>.png)": r"^(\d{8})_\d{3}",
+    "CheXpert (patientNNNNN)": r"(patient\d{5})",
+    "Kermany (personN_...)": r"^(person\d+)_",
+}
+
 #: folder-name spellings accepted for each split (Kaggle copies use "valid" or "validation")
 _SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 
@@ -102,6 +110,54 @@ def patient_ids_from_names(names: Sequence[str], patient_regex: str | None) -> l
     return ids
 
 
+def check_patient_regex(regex: str, names: Sequence[str]) -> None:
+    """Refuse a ``--patient-id`` regex that does not compile or leaves file names without a patient."""
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise CxrganError(f"--patient-id {regex!r}: not a valid regular expression ({exc})") from None
+    unmatched = [n for n, patient in zip(names, patient_ids_from_names(names, regex)) if not patient]
+    if unmatched:
+        raise CxrganError(f"--patient-id {regex!r}: {len(unmatched)} of {len(names)} file names give no patient id "
+                          f"(e.g. {', '.join(unmatched[:3])}); every image needs one")
+
+
+def patient_ids_from_csv(csv: str | os.PathLike, root: Path, paths: Sequence[Path]) -> list[str]:
+    """Patient id per image from a CSV mapping files to patients (``--patient-csv``).
+
+    The CSV has a header with a file column (``filename``, ``file``, ``path`` or ``image``) holding each image's
+    name or its path relative to ``root``, and a patient column (``patient_id`` or ``patient``). Every image must
+    be listed, with a non-empty patient."""
+    csv = Path(csv)
+    if not csv.is_file():
+        raise CxrganError(f"--patient-csv {csv}: {'is a folder, not a file' if csv.is_dir() else 'no such file'}")
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise CxrganError(f"--patient-csv {csv}: not a readable CSV table ({exc})") from None
+    columns = {c.strip().lower(): c for c in table.columns}
+    file_column = next((columns[c] for c in ("filename", "file", "path", "image") if c in columns), None)
+    patient_column = next((columns[c] for c in ("patient_id", "patient") if c in columns), None)
+    if file_column is None or patient_column is None:
+        raise CxrganError(f"--patient-csv {csv}: needs a file column (filename, file, path or image) and a patient "
+                          f"column (patient_id or patient); found {list(table.columns)}")
+    mapping = dict(zip(table[file_column].str.strip(), table[patient_column].str.strip()))
+    ids = [mapping.get(p.relative_to(root).as_posix(), mapping.get(p.name, "")) for p in paths]
+    missing = [p.name for p, patient in zip(paths, ids) if not patient]
+    if missing:
+        raise CxrganError(f"--patient-csv {csv}: {len(missing)} of {len(paths)} images have no patient there (e.g. "
+                          f"{', '.join(missing[:3])}); every image needs one")
+    return ids
+
+
+def suggest_patient_regex(names: Sequence[str]) -> tuple[str, str] | None:
+    """(convention, regex) of the first ``PATIENT_CONVENTIONS`` entry every file name follows, else None."""
+    for convention, regex in PATIENT_CONVENTIONS.items():
+        if names and all(patient_ids_from_names(names, regex)):
+            return convention, regex
+    return None
+
+
 def load_image_folder(
     root: str | os.PathLike,
     size: int | None = 64,
@@ -109,6 +165,7 @@ def load_image_folder(
     patient_regex: str | None = None,
     workers: int = 1,
     progress: bool = False,
+    patient_csv: str | os.PathLike | None = None,
 ) -> CXRDataset:
     """Load an image-folder dataset, centre-cropped and area-resized to ``size``.
 
@@ -124,13 +181,16 @@ def load_image_folder(
             :data:`KERMANY_PATIENT_REGEX`; None leaves patient ids empty (rows count as separate patients).
         workers: decoding threads.
         progress: show a progress bar.
+        patient_csv: a CSV mapping file names to patients (see :func:`patient_ids_from_csv`); overrides the regex.
     """
     listing = list_image_folder(root, classes)
-    images = load_many(listing.paths, size, workers=workers, progress=progress, desc=f"decoding {Path(root).name}")
     root = Path(root)
+    patients = (patient_ids_from_csv(patient_csv, root, listing.paths) if patient_csv is not None
+                else patient_ids_from_names([p.name for p in listing.paths], patient_regex))  # checked before decoding
+    images = load_many(listing.paths, size, workers=workers, progress=progress, desc=f"decoding {root.name}")
     meta = pd.DataFrame(
         {
-            "patient_id": patient_ids_from_names([p.name for p in listing.paths], patient_regex),
+            "patient_id": patients,
             "split": listing.splits,
             "source": root.name,
             "filename": [p.relative_to(root).as_posix() for p in listing.paths],

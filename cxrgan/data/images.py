@@ -27,6 +27,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         path: the image file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CxrganError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise CxrganError(f"{path}: image file not found")
     return _DECODERS.get(path.suffix.lower(), _read_pillow)(path)

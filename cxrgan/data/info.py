@@ -9,7 +9,6 @@ Works on label tables only, without decoding images: compact and MedMNIST .npz f
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +18,7 @@ import pandas as pd
 
 from cxrgan.data.chexpert import CHEXPERT_FINDINGS, is_chexpert_table, read_chexpert_table
 from cxrgan.data.dataset import SPLITS
-from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
+from cxrgan.data.leakage import check_patient_disjoint, describe_split
 from cxrgan.data.folders import KERMANY_PATIENT_REGEX, list_image_folder, patient_ids_from_names
 from cxrgan.data.label_imbalance import (
     DEFAULT_PERCENTAGE,
@@ -29,6 +28,8 @@ from cxrgan.data.label_imbalance import (
     ml_rus_rows,
 )
 from cxrgan.data.medmnist import default_label_names
+from cxrgan.data.members import is_numeric, read_members
+from cxrgan.data.npz import check_compact, read_compact, read_split_method
 from cxrgan.data.nih import NIH_CSV, NIH_FINDINGS, is_nih_table, read_nih_table
 from cxrgan.errors import CxrganError
 
@@ -48,6 +49,7 @@ class LabelSummary:
     findings: np.ndarray | None = None  # (N, K) raw 1 / 0 / -1 / NaN, multi-label sources only
     finding_names: tuple[str, ...] = ()  # the K finding names
     frontal: np.ndarray | None = None  # (N,) bool, None when the view is unknown
+    split_made: str = ""  # how the split was made (official folders, patient-grouped, per image), "" when not known
 
 
 def info(path_or_csv: str | os.PathLike, allow_patient_overlap: bool = False) -> str:
@@ -81,42 +83,46 @@ def summarize(path: Path) -> dict[str, LabelSummary]:
 
 
 def _summarize_npz(path: Path) -> LabelSummary:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CxrganError(f"{path}: not a readable .npz file ({exc})") from exc
-    with archive:
-        files = set(archive.files)
-        if "train_labels" in files:  # official MedMNIST
-            parts = [(s, np.asarray(archive[f"{s}_labels"])) for s in SPLITS if f"{s}_labels" in files]
-            labels = np.concatenate([p.reshape(len(p), -1) for _, p in parts]).astype(np.float32)
-            split = np.concatenate([[s] * len(p) for s, p in parts])
-            names = default_label_names(path, labels.shape[1])
-            if labels.shape[1] == 1:
-                return LabelSummary("MedMNIST", split, np.full(len(split), ""), labels[:, 0].astype(int), names)
-            return LabelSummary("MedMNIST", split, np.full(len(split), ""), (labels == 1).any(1).astype(int),
-                                ("normal", "abnormal"), labels, names, None)
-        missing = [k for k in ("labels", "split") if k not in files]
-        if missing:
-            raise CxrganError(f"{path}: missing array(s) {missing}; found {sorted(files)}")
-        labels = archive["labels"].astype(int)
-        n = len(labels)
-        names = tuple(str(s) for s in archive["label_names"]) if "label_names" in files else ("0", "1")
-        patient = archive["patient_id"].astype(str) if "patient_id" in files else np.full(n, "")
-        if "official_split" in files:  # per-folder numbering (Kermany), as load_npz reads it
-            patient = namespace_patients(pd.DataFrame({"patient_id": patient, "official_split":
-                                                       archive["official_split"].astype(str)}))["patient_id"].to_numpy()
-        findings = archive["findings"].astype(np.float32) if "findings" in files else None
-        finding_names = tuple(str(s) for s in archive["finding_names"]) if "finding_names" in files else ()
-        frontal = None
-        if "frontal_lateral" in files:
-            frontal = np.char.lower(archive["frontal_lateral"].astype(str)) == "frontal"
-        else:
-            for key in ("view", "view_position"):
-                if key in files:
-                    frontal = ~np.isin(np.char.lower(archive[key].astype(str)), list(_LATERAL))
-                    break
-        return LabelSummary("compact", archive["split"].astype(str), patient, labels, names, findings, finding_names, frontal)
+    members = read_members(path)  # headers first: no object arrays, no claimed size the file cannot hold
+    if "train_labels" in members:  # official MedMNIST
+        return _summarize_medmnist(path, members)
+    # the loaders' own checks (shapes, dtypes, split names, label values), reading no pixels
+    dataset = read_compact(path, "labels", pixels=False)
+    findings, finding_names = None, ()
+    if "findings" in members:
+        check_compact(path, "findings")
+        with np.load(path, allow_pickle=False) as archive:
+            findings = archive["findings"].astype(np.float32)
+            finding_names = tuple(str(s) for s in archive["finding_names"])
+    meta = dataset.meta
+    y = dataset.labels[:, 0]
+    classes = np.where(np.isnan(y), -1, y).astype(int)
+    patient = meta["patient_id"].astype(str).to_numpy() if "patient_id" in meta else np.full(len(meta), "")
+    frontal = None
+    if "frontal_lateral" in meta:
+        frontal = meta["frontal_lateral"].astype(str).str.lower().to_numpy() == "frontal"
+    else:
+        for key in ("view", "view_position"):
+            if key in meta:
+                frontal = ~meta[key].astype(str).str.lower().isin(list(_LATERAL)).to_numpy()
+                break
+    return LabelSummary("compact", meta["split"].to_numpy(), patient, classes, dataset.class_names, findings,
+                        finding_names, frontal, describe_split(read_split_method(path), meta))
+
+
+def _summarize_medmnist(path: Path, members: dict) -> LabelSummary:
+    bad = [k for k, m in members.items() if k.endswith("_labels") and not is_numeric(m)]
+    if bad:
+        raise CxrganError(f"{path}: {bad[0]!r} must hold numbers, got dtype {members[bad[0]].dtype}")
+    with np.load(path, allow_pickle=False) as archive:
+        parts = [(s, np.asarray(archive[f"{s}_labels"])) for s in SPLITS if f"{s}_labels" in members]
+    labels = np.concatenate([p.reshape(len(p), -1) for _, p in parts]).astype(np.float32)
+    split = np.concatenate([[s] * len(p) for s, p in parts])
+    names = default_label_names(path, labels.shape[1])
+    if labels.shape[1] == 1:
+        return LabelSummary("MedMNIST", split, np.full(len(split), ""), labels[:, 0].astype(int), names)
+    return LabelSummary("MedMNIST", split, np.full(len(split), ""), (labels == 1).any(1).astype(int),
+                        ("normal", "abnormal"), labels, names, None)
 
 
 def _summarize_csv(path: Path) -> LabelSummary:
@@ -162,6 +168,12 @@ def format_summary(path: Path, name: str, summary: LabelSummary, allow_patient_o
                                       str(path if name == path.name else path / name), allow=allow_patient_overlap)
     if crossing:
         head += f"\npatients in more than one split: {crossing} (accepted by --allow-patient-overlap)"
+    if summary.split_made:
+        head += f"\nsplit: {summary.split_made}"
+    unknown = {s: int(((summary.classes == -1) & (summary.split == s)).sum()) for s in ("val", "test")}
+    if summary.findings is None and any(unknown.values()):
+        head += ("\nunknown labels (-1) in evaluation splits: " + ", ".join(f"{s} {n}" for s, n in unknown.items() if n)
+                 + " (cxrgan compare refuses them)")
     blocks = [head, _split_table(summary)]
     if summary.findings is not None:
         blocks.append("findings, all rows:\n" + _finding_table(summary.findings, summary.finding_names))

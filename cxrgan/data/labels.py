@@ -1,4 +1,5 @@
-"""Uncertainty policies that turn raw CheXpert-style labels (1, 0, -1, blank) into 0 / 1 / NaN.
+"""Uncertainty policies that turn raw CheXpert-style labels (1, 0, -1, blank) into 0 / 1 / NaN, and the check that an
+evaluation set holds no unknown label.
 
 Irvin et al. 2019, "CheXpert: A Large Chest Radiograph Dataset with Uncertainty Labels and Expert Comparison":
 U-Zeros maps uncertain (-1) to negative, U-Ones to positive, U-Ignore leaves it unknown (masked in the loss).
@@ -52,3 +53,12 @@ def policy_on_training_rows(labels: np.ndarray, split: np.ndarray, policy: str) 
     train = (np.asarray(split) == "train")[:, None] & np.isnan(out)
     out[train] = {"zeros": 0.0, "ones": 1.0, "ignore": np.nan}[policy]
     return out
+
+
+def check_known_labels(dataset, where: str) -> None:
+    """Refuse a binary evaluation set (validation, test, an external site) with unknown labels (-1 or NaN in the
+    file): its AUC would silently drop or mis-score rows, so the file is named with the count before anything trains."""
+    unknown = int(np.isnan(dataset.labels[:, 0]).sum())
+    if unknown:
+        raise CxrganError(f"{where} has {unknown} row(s) with an unknown label (-1 or NaN); evaluation rows need a "
+                          "known label: label them or leave them out of the file")

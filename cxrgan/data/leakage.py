@@ -1,8 +1,12 @@
-"""Leakage guards: no patient in two splits, per-folder patient numbering namespaced, no evaluation image reused.
+"""Leakage guards: no patient in two splits, per-folder patient numbering namespaced, no evaluation image reused,
+and no split made per image while patients are unknown.
 
 A patient whose images sit in both the training and the test split lets a model score well by recognising the
 patient; and an image of the validation or test split that also feeds a generator leaks the test set into
-training, also as a mirrored, re-encoded or resized copy (:mod:`cxrgan.data.near_duplicates`). Both are checked on every load, with an explicit override for the first (``--allow-patient-overlap``).
+training, also as a mirrored, re-encoded or resized copy (:mod:`cxrgan.data.near_duplicates`). Both are checked on
+every load, with an explicit override for the first (``--allow-patient-overlap``). A split that ``cxrgan data
+prepare`` made per image, without patient ids, cannot be checked at all: the file records how its split was made
+(:data:`SPLIT_METHODS`), and experiments refuse a per-image split unless told (``--allow-unknown-patients``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,37 @@ from cxrgan.data.near_duplicates import check_no_near_duplicates, image_hashes  
 from cxrgan.errors import CxrganError
 
 SHOWN_IDS = 5  # patient ids named in an error message
+
+# How a compact file's split was made, stored as its 0-d text array ``split_method`` (files of earlier versions have
+# none; ``describe_split`` then infers what it can).
+SPLIT_METHODS = {
+    "official": "official folders (the source's own splits)",
+    "patient": "patient-grouped (each patient's images in one split)",
+    "image": "per image, patients unknown (one patient's images may sit in several splits)",
+}
+
+
+def describe_split(split_method: str | None, meta: pd.DataFrame) -> str:
+    """How a file's split was made, for ``cxrgan data info``: as recorded, else inferred from its patient ids."""
+    if split_method is not None:
+        return SPLIT_METHODS[split_method]
+    ids = meta["patient_id"].astype(str) if "patient_id" in meta else pd.Series([""] * len(meta))
+    if len(ids) and (ids != "").all():
+        if "official_split" in meta and (meta["official_split"].astype(str) == meta["split"].astype(str)).all():
+            return SPLIT_METHODS["official"] + "; inferred, the file does not record it"
+        return "patient ids known and checked split-disjoint; how it was split is not recorded"
+    which = "no row carries" if (ids == "").all() else "some rows carry no"
+    return f"not recorded (a file of an earlier version), and {which} patient id: patients cannot be checked"
+
+
+def check_split_method(split_method: str | None, source: str, allow: bool = False, hint: str = "") -> None:
+    """Refuse a file whose split was made per image with unknown patients, unless ``allow``
+    (``--allow-unknown-patients``); files that do not record their split method pass. ``hint`` (e.g. the
+    ``--patient-id`` its file names fit) is added to the message."""
+    if split_method == "image" and not allow:
+        raise CxrganError(f"{source}: its split was made per image with unknown patients (cxrgan data prepare without "
+                          "--patient-id or --patient-csv), so one patient's images may sit in several splits; prepare "
+                          f"it again with patient ids{hint}, or pass --allow-unknown-patients to accept this")
 
 
 def namespace_patients(meta: pd.DataFrame) -> pd.DataFrame:

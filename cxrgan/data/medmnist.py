@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.data.dataset import SPLITS, CXRDataset
+from cxrgan.data.members import is_numeric, read_members
 from cxrgan.errors import CxrganError
 from cxrgan.io import atomic_write
 
@@ -105,10 +106,10 @@ def download_medmnist(
 def is_medmnist_file(path: str | os.PathLike) -> bool:
     """True when ``path`` is an .npz holding MedMNIST's ``train_images``/``train_labels`` keys."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return "train_images" in archive.files and "train_labels" in archive.files
-    except (OSError, ValueError, zipfile.BadZipFile):
+        members = read_members(path)
+    except CxrganError:
         return False
+    return "train_images" in members and "train_labels" in members
 
 
 def load_medmnist(path: str | os.PathLike, label_names: Sequence[str] | None = None) -> CXRDataset:
@@ -123,6 +124,10 @@ def load_medmnist(path: str | os.PathLike, label_names: Sequence[str] | None = N
     path = Path(path)
     if not path.is_file():
         raise CxrganError(f"{path}: no such file")
+    members = read_members(path)  # headers first: no object arrays, no claimed size the file cannot hold
+    bad = [k for k, m in members.items() if k.endswith(("_images", "_labels")) and not is_numeric(m)]
+    if bad:
+        raise CxrganError(f"{path}: {bad[0]!r} must hold numbers, got dtype {members[bad[0]].dtype}")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,13 @@ import pandas as pd
 from cxrgan.data.chexpert import chexpert_rows, chexpert_tables, is_chexpert_table
 from cxrgan.data.dataset import CXRDataset, SourceRows
 from cxrgan.data.leakage import check_patient_disjoint, namespace_patients
-from cxrgan.data.folders import KERMANY_PATIENT_REGEX, find_split_dirs, list_image_folder, load_image_folder
+from cxrgan.data.folders import (KERMANY_PATIENT_REGEX, check_patient_regex, find_split_dirs, list_image_folder,
+                                 load_image_folder, suggest_patient_regex)
 from cxrgan.data.images import resize_stack
 from cxrgan.data.medmnist import is_medmnist_file, load_medmnist
 from cxrgan.data.nih import NIH_CSV, is_nih_table, nih_rows
-from cxrgan.data.npz import save_npz
+from cxrgan.data.members import read_members
+from cxrgan.data.npz import check_compact, save_npz
 from cxrgan.data.splits import RandomState, assign_splits, resplit_rows
 from cxrgan.data.streamed import write_streamed
 from cxrgan.errors import CxrganError
@@ -42,6 +45,7 @@ class PrepareOptions:
     progress: bool = True  # tqdm progress bars
     classes: tuple[str, ...] | None = None  # image folders: class folder names in label order (negative first)
     patient_regex: str | None = None  # image folders: patient id from file name; None = Kermany names if all match
+    patient_csv: str | None = None  # image folders: CSV mapping file names to patients (overrides patient_regex)
     frontal_only: bool = True  # CheXpert: drop lateral views
     views: tuple[str, ...] | None = None  # view values kept (CheXpert AP/PA, NIH View Position); None = layout default, () = all
     missing: str = "error"  # CSV layouts: "error" or "skip" rows whose image file is absent
@@ -92,19 +96,21 @@ def _write_medmnist(src: Path, size: int, out: Path, options: PrepareOptions) ->
     dataset = load_medmnist(src)
     images = resize_stack(dataset.images, size, progress=options.progress)
     return _save_checked(CXRDataset(images, dataset.labels, dataset.label_names, dataset.meta, dataset.class_names),
-                         src, out, options)
+                         src, out, options, split_method="official")
 
 
 def _write_compact(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
     """Re-size a compact file, keeping every other array exactly as stored."""
+    members = read_members(src)  # headers first: no object arrays, no claimed size the file cannot hold
+    missing = [k for k in ("images", "labels", "split") if k not in members]
+    if missing:
+        raise CxrganError(f"{src}: neither a compact file (missing {missing}) nor a MedMNIST file; found {sorted(members)}")
+    check_compact(src)  # the loaders' checks of shapes and dtypes, before any array is read
     try:
         with np.load(src, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CxrganError(f"{src}: not a readable .npz file ({exc})") from exc
-    missing = [k for k in ("images", "labels", "split") if k not in arrays]
-    if missing:
-        raise CxrganError(f"{src}: neither a compact file (missing {missing}) nor a MedMNIST file; found {sorted(arrays)}")
     meta = pd.DataFrame({k: arrays[k].astype(str) for k in ("patient_id", "official_split", "split") if k in arrays})
     check_patient_disjoint(namespace_patients(meta), str(src), allow=options.allow_patient_overlap)
     arrays["images"] = resize_stack(arrays["images"], size, progress=options.progress)
@@ -137,25 +143,42 @@ def _write_chexpert(src: Path, size: int, out: Path, options: PrepareOptions) ->
 def _stream_checked(rows: SourceRows, src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
     """Refuse (or count) patients in several splits, then stream the images into the compact file."""
     check_patient_disjoint(rows.stand_in().meta, str(src), allow=options.allow_patient_overlap)
-    return write_streamed(rows, size, out, workers=options.workers, progress=options.progress)
+    # NIH and CheXpert tables name every image's patient; their splits (official lists, val carved) group by it
+    return write_streamed(rows, size, out, workers=options.workers, progress=options.progress, split_method="patient")
 
 
 def _write_image_folder(src: Path, size: int, out: Path, options: PrepareOptions) -> Path:
+    names = [p.name for p in list_image_folder(src, options.classes).paths]
     regex = options.patient_regex
-    if regex is None:
-        names = [p.name for p in list_image_folder(src, options.classes).paths]
+    if options.patient_csv is None and regex:
+        check_patient_regex(regex, names)
+    if options.patient_csv is None and regex is None:
         regex = KERMANY_PATIENT_REGEX if all(_matches(KERMANY_PATIENT_REGEX, n) for n in names) else ""
+    splits = set(find_split_dirs(src))
+    made_here = not splits or ("val" not in splits and "train" in splits and options.val_fraction > 0)
+    patients_known = bool(options.patient_csv or regex)
+    if made_here and not patients_known:
+        _warn_per_image(src, names, "its split" if not splits else "its validation split (carved from train)")
     dataset = load_image_folder(
         src, size, classes=options.classes, patient_regex=regex or None, workers=options.workers,
-        progress=options.progress,
+        progress=options.progress, patient_csv=options.patient_csv,
     )
-    splits = set(find_split_dirs(src))
     if not splits:
         dataset = assign_splits(dataset, options.fractions, options.random_state)
-    elif "val" not in splits and "train" in splits and options.val_fraction > 0:
+    elif made_here:
         train = (dataset.meta["split"] == "train").to_numpy()
         dataset = resplit_rows(dataset, train, (1.0 - options.val_fraction, options.val_fraction, 0.0), options.random_state)
-    return _save_checked(dataset, src, out, options)
+    method = ("patient" if patients_known else "image") if made_here else "official"
+    return _save_checked(dataset, src, out, options, split_method=method)
+
+
+def _warn_per_image(src: Path, names: list[str], what: str) -> None:
+    """Say that ``what`` is made per image, since no patient is known, and offer a regex the file names fit."""
+    hint = suggest_patient_regex(names)
+    offer = f"; the file names follow {hint[0]}: pass --patient-id '{hint[1]}'" if hint else ""
+    print(f"cxrgan: warning: {src}: no patient ids (--patient-id REGEX or --patient-csv FILE), so {what} is made per "
+          f"image and one patient's images may sit in several splits (cxrgan compare refuses such a file unless "
+          f"--allow-unknown-patients){offer}", file=sys.stderr)
 
 
 def _save_checked(dataset: CXRDataset, src: Path, out: Path, options: PrepareOptions, **kwargs) -> Path:
@@ -204,6 +227,7 @@ def prepare(
     progress: bool = True,
     classes: Sequence[str] | None = None,
     patient_regex: str | None = None,
+    patient_csv: str | os.PathLike | None = None,
     frontal_only: bool = True,
     views: Sequence[str] | None = None,
     missing: str = "error",
@@ -222,8 +246,10 @@ def prepare(
         workers: decoding threads.
         progress: show progress bars.
         classes: image folders: class folder names in label order (negative first).
-        patient_regex: image folders: regex giving the patient id from a file name; None uses Kermany's
-            naming when every file follows it; "" means no patient ids.
+        patient_regex: image folders: regex giving the patient id from a file name (its first group, else the
+            whole match; every file name must match); None uses Kermany's naming when every file follows it; ""
+            means no patient ids.
+        patient_csv: image folders: a CSV mapping file names to patients (columns filename, patient_id).
         frontal_only: CheXpert: drop lateral views.
         views: view values to keep: CheXpert ``AP/PA`` among frontal rows, NIH ``View Position``. None uses
             the layout default (CheXpert AP and PA, NIH all); an empty sequence keeps all.
@@ -247,9 +273,15 @@ def prepare(
     name = layout if layout is not None else detect_layout(src)
     if name not in LAYOUTS:
         raise CxrganError(f"unknown layout {name!r}; expected one of {list(LAYOUTS)}")
+    if patient_regex and patient_csv:
+        raise CxrganError("--patient-id and --patient-csv both name the patients; give one")
+    if name != "folders" and (patient_regex or patient_csv):
+        raise CxrganError(f"{src}: --patient-id and --patient-csv are for image folders; a {name} source names its "
+                          "patients itself")
     options = PrepareOptions(
         workers=workers, progress=progress, classes=tuple(classes) if classes is not None else None,
-        patient_regex=patient_regex, frontal_only=frontal_only, views=tuple(views) if views is not None else None,
+        patient_regex=patient_regex, patient_csv=str(patient_csv) if patient_csv is not None else None,
+        frontal_only=frontal_only, views=tuple(views) if views is not None else None,
         missing=missing, val_fraction=val_fraction, fractions=tuple(fractions), random_state=random_state,
         allow_patient_overlap=allow_patient_overlap,
     )

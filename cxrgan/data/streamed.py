@@ -32,7 +32,7 @@ COPY_BYTES = 16 << 20  # block size of the copy into the .npz
 
 
 def write_streamed(rows: SourceRows, size: int, out: str | os.PathLike, workers: int = 1,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, split_method: str | None = None) -> Path:
     """Decode every image of ``rows`` to ``size`` x ``size`` and write the compact file ``out`` (atomically).
 
     Args:
@@ -41,6 +41,7 @@ def write_streamed(rows: SourceRows, size: int, out: str | os.PathLike, workers:
         out: the .npz to write.
         workers: decoding threads (Pillow releases the GIL while decoding and resizing).
         progress: show a progress bar and print the throughput.
+        split_method: how the rows' split was made, recorded in the file (``cxrgan.data.leakage.SPLIT_METHODS``).
     """
     if workers < 1:
         raise CxrganError(f"workers must be at least 1, got {workers}")
@@ -61,7 +62,7 @@ def write_streamed(rows: SourceRows, size: int, out: str | os.PathLike, workers:
         print(f"decoded {len(rows) - first} images in {seconds:.1f} s ({(len(rows) - first) / seconds:.0f} images/s, "
               f"{workers} thread(s))", flush=True)
     meta = rows.stand_in().meta  # the metadata as a dataset normalises it (synthetic, view, ... columns)
-    arrays = label_arrays(rows.labels, rows.label_names, rows.class_names, meta, rows.raw_findings)
+    arrays = label_arrays(rows.labels, rows.label_names, rows.class_names, meta, rows.raw_findings, split_method)
     atomic_write(out, lambda tmp: _write_npz(tmp, work, arrays))
     work.unlink()
     state_path.unlink()

@@ -27,6 +27,7 @@ import pandas as pd
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.images import IMAGE_SUFFIXES, load_many, resize_stack
 from cxrgan.data.labels import apply_uncertainty_policy
+from cxrgan.data.members import read_members
 from cxrgan.errors import CxrganError
 
 ROW_PREFIX = "synthetic:"  # the method name of a file's row: synthetic:<file stem>
@@ -108,6 +109,10 @@ def load_synthetic(path: str | Path, like: CXRDataset) -> CXRDataset:
 
 
 def _read_npz(path: Path, like: CXRDataset, what: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        read_members(path)  # headers first: no object arrays, no claimed size the file cannot hold
+    except CxrganError as exc:
+        raise CxrganError(f"{what}: {str(exc).removeprefix(f'{path}: ')}") from None
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}

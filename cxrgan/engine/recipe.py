@@ -3,14 +3,13 @@ the engine knows recipes only through it."""
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from cxrgan.engine.cells import Cell, CellResult, Plan, Table, TargetRow
-from cxrgan.engine.store import Results
+from cxrgan.engine.store import Results, read_config_kind
 from cxrgan.errors import CxrganError
 from cxrgan.runs import from_dict, read_config
 
@@ -78,10 +77,7 @@ def register_recipe(cls: type[Recipe]) -> type[Recipe]:
 
 def recipe_from_run(run_dir: str | Path) -> Recipe:
     """The recipe a run directory was made by, rebuilt from its ``config.json``."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise CxrganError(f"{run_dir}: not a cxrgan run directory (no config.json)")
-    kind = json.loads(path.read_text()).get("kind")
+    kind = read_config_kind(run_dir)  # refuses a folder that is no run, a damaged config or changed input files
     if kind not in RECIPES:  # recipes register themselves when their modules are imported (the command line does)
         raise CxrganError(f"{run_dir}: made by {kind!r}, which has no tables to rebuild")
     cls = RECIPES[kind]

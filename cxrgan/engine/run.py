@@ -1,9 +1,10 @@
 """The one run engine: a recipe declares its grid of cells, how to run one and how to tabulate; the engine checks the
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
-A run directory holds ``config.json`` (the resolved config and the recipe's kind), ``command.txt``,
-``labels.npz`` (the real labels of every evaluation set and the patient of each row, so tables can be rebuilt
-without the data), per finished cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
+A run directory holds ``.cxrgan-run`` (the marker of a folder cxrgan made, :mod:`cxrgan.runs`), ``config.json`` (the
+resolved config, the recipe's kind and a fingerprint of every input file), ``command.txt``, ``labels.npz`` (the real
+labels of every evaluation set and the patient of each row, so tables can be rebuilt without the data), per finished
+cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
 done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.engine.store`), the tables
 (``<stem>.md`` / ``.csv``, listed in ``tables.json`` in reading order), figures, and ``report.html``.
 ``cxrgan report RUN_DIR`` rebuilds tables and report from these files alone (:func:`report_run`). Cells may be
@@ -25,13 +26,13 @@ from cxrgan.engine.probes import memory_lines
 from cxrgan.engine.recipe import Recipe, RunContext, recipe_from_run
 from cxrgan.engine.spec import run_spec_of
 from cxrgan.engine.target import clock, dry_run_lines, read_rounds, with_stop_reasons
-from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, claim_path, done_cells, save_cell,
-                                 save_labels, write_results_view)
+from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, check_resumable, claim_path, done_cells,
+                                 save_cell, save_labels, write_results_view)
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.io import write_json
-from cxrgan.report.html import write_report
+from cxrgan.report.html import check_report_target, write_report
 from cxrgan.report.tables import to_markdown, write_tables
-from cxrgan.runs import check_output_folder, new_run_dir, run_slug, write_config
+from cxrgan.runs import new_run_dir, shared_run_dir, write_config
 
 TABLES_MANIFEST = "tables.json"
 
@@ -52,14 +53,12 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
     in ``out``; with its config, command line, evaluation labels and data tables."""
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        if not (run_dir / "config.json").is_file():
-            raise CxrganError(f"--resume {run_dir}: not a cxrgan run directory (no config.json)")
-    elif shared:
-        run_dir = check_output_folder(out) / f"{run_slug(recipe.description())}-shared"
-        run_dir.mkdir(exist_ok=True)
+        # checked before anything is written to it
+        check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets, plan.groups)
     else:
-        check_output_folder(out)
-        run_dir = new_run_dir(out, recipe.description())
+        run_dir = (shared_run_dir if shared else new_run_dir)(out, recipe.description())
+        if (run_dir / "config.json").exists():  # a shard joining a shared run
+            check_resumable(run_dir, recipe.kind, recipe.config, plan.evaluation_sets, plan.groups)
     adopt_legacy_results(run_dir)
     write_config(run_dir, recipe.config, kind=recipe.kind)
     if command:
@@ -244,7 +243,7 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     """Rebuild every table, figure and ``report.html`` of a run from its stored records and scores, print the
     verdict and main tables, and return the report's path (``cxrgan report RUN_DIR``). ``order`` lists the cell
     names in plan order (made from the plan when None)."""
-    run_dir = Path(run_dir)
+    run_dir = check_report_target(run_dir)  # a folder cxrgan made, a report.html it wrote: nothing else is replaced
     if recipe is None:  # rebuilt from config.json: its plan (data, chosen findings, splits) is made again, cheaply
         recipe = recipe_from_run(run_dir)
     if order is None:

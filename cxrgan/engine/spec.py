@@ -1,5 +1,6 @@
-"""``RunSpec``: what every run is made of, whatever the recipe -- its data, seeds, external sites, patient-overlap
-policy, device and precision -- built once by the command line and contained by every recipe's config."""
+"""``RunSpec``: what every run is made of, whatever the recipe -- its data, seeds, external sites, patient policies
+(overlap, unknown patients), device and precision -- built once by the command line and contained by every recipe's
+config."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
 
 # The fields of RunSpec that configs written before it existed kept at their top level.
-FLAT_FIELDS = ("data", "seeds", "first_seed", "external", "external_labels", "allow_patient_overlap")
+FLAT_FIELDS = ("data", "seeds", "first_seed", "external", "external_labels", "allow_patient_overlap",
+               "allow_unknown_patients")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class RunSpec:
     external: tuple[str, ...] = ()  # binary .npz files of other hospitals, every row scored (external sites)
     external_labels: tuple[tuple[str, str], ...] = ()  # (site class name, our class name) pairs where names differ
     allow_patient_overlap: bool = False  # accept a patient in two splits (counted and printed); off = an error
+    allow_unknown_patients: bool = False  # accept a data file whose split was made per image, patients unknown
     device: str = "auto"  # torch device of every model the run trains: auto (CUDA when present), cpu, cuda
     precision: str = "auto"  # autocast asked for (auto, bf16, fp16, fp32); the classifier config holds the result
     target_mde: float | None = None  # --target-mde: add seeds in rounds until every tested row can detect this Δ

@@ -41,7 +41,8 @@ from cxrgan.evaluate.audit_metrics import (
 )
 from cxrgan.evaluate.audit_plots import plot_distances, plot_nearest_pairs
 from cxrgan.generators.base import ImageTranslator
-from cxrgan.io import save_torch, write_json, write_text
+from cxrgan.io import load_torch, save_torch, usable_or_discarded, write_json, write_text
+from cxrgan.runs import mark_run_dir
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,9 @@ def train_feature_model(train: CXRDataset, val: CXRDataset, config: AuditConfig 
     ``path`` when given (and loaded from it when it exists), so the audits of one run share one."""
     if train.synthetic.any():
         raise CxrganError("the feature model must be trained on real images; the training rows hold synthetic ones")
-    if path is not None and Path(path).exists():
+    if path is not None and usable_or_discarded(path, "audit feature model"):  # a damaged one is trained again
         model = build_classifier(config.feature_model, train.n_labels)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_torch(path, "audit feature model"))
         # the memory layout the training loop gives the trained model, so its features match bit for bit
         return model.to(resolve_device(config.device), memory_format=torch.channels_last).eval()
     model = train_classifier(train, val, _train_config(config, config.feature_model, config.feature_epochs),
@@ -242,6 +243,9 @@ def _memorisation(rows: dict[str, np.ndarray], percentile: float) -> tuple[dict,
 def _write_audit(out_dir: Path, result: dict, synthetic_images: np.ndarray, train_images: np.ndarray,
                  nearest: dict[str, np.ndarray], distances: dict, config: AuditConfig) -> None:
     """audit.json, audit.csv, the distance histograms and the nearest-pair grid of one audit."""
+    if not out_dir.exists():  # a folder the audit makes is cxrgan's (cxrgan report may write into it)
+        out_dir.mkdir(parents=True)
+        mark_run_dir(out_dir)
     write_json(out_dir / "audit.json", result)
     write_text(out_dir / "audit.csv", audit_table(result).to_csv(index=False))
     plot_distances(distances, result["memorisation"], out_dir / "distances.png", config.percentile)

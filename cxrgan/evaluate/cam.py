@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 
 from cxrgan.classify.networks import build_classifier  # noqa: E402
 from cxrgan.errors import CxrganError  # noqa: E402
-from cxrgan.io import atomic_write  # noqa: E402
+from cxrgan.io import atomic_write, load_torch  # noqa: E402
 
 # A builder wraps a model into explain(x, target) -> (N, 1, H, W) maps.
 CamBuilder = Callable[[nn.Module], Callable[[torch.Tensor, int], torch.Tensor]]
@@ -147,16 +147,13 @@ def load_saved_classifier(path: str | Path) -> nn.Module:
     path = Path(path)
     if not path.exists():
         raise CxrganError(f"{path}: no such model file")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a damaged file
-        raise CxrganError(f"{path}: cannot read the model file ({exc})") from exc
-    if not isinstance(saved, dict) or not {"model", "config", "n_outputs"} <= set(saved):
+    saved = load_torch(path, "cxrgan saved classifier")
+    if not {"model", "config", "n_outputs"} <= set(saved):
         raise CxrganError(f"{path}: not a cxrgan saved classifier (needs keys model, config, n_outputs)")
     model = build_classifier(str(saved["config"]), int(saved["n_outputs"]))
     try:
         model.load_state_dict(saved["model"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise CxrganError(f"{path}: weights do not fit a {saved['config']!r} classifier ({exc})") from exc
     return model.eval()
 
@@ -227,13 +224,15 @@ def cam_command(run_dir: str | Path, image_paths: Sequence[str | Path], out_png:
     """``cxrgan cam RUN_DIR --images A.npz B.png ... --out FILE.png``: every saved model of a compare run, side by
     side, on images from data / sample files or single image files, at the run's image size."""
     from cxrgan.data.npz import load_npz
-    from cxrgan.runs import read_config
+    from cxrgan.runs import config_data_file, read_config
 
     config = read_config(run_dir, kind="compare")
-    data = load_npz(config["data"], target=config.get("target", "labels"),
-                    uncertainty=config.get("uncertainty", "ignore"))
+    data_path = config_data_file(config)
+    if data_path is None:
+        raise CxrganError(f"{Path(run_dir) / 'config.json'}: names no single data file to take the image size from")
+    data = load_npz(data_path, target=config.get("target", "labels"), uncertainty=config.get("uncertainty", "ignore"))
     if not 0 <= target < data.n_labels:
-        raise CxrganError(f"target column {target} is out of range; {config['data']} has {data.n_labels} label(s)")
+        raise CxrganError(f"target column {target} is out of range; {data_path} has {data.n_labels} label(s)")
     name = data.class_names[1] if data.class_names is not None else data.label_names[target]
     images = cam_images(image_paths, data.image_size, n, split, seed)
     return cam_for_run(run_dir, images, out_png, methods, method, target, name)

@@ -17,7 +17,6 @@ coverage and the two-sample AUC beside the real-vs-real reference; memorisation;
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +26,7 @@ from torch import nn
 
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.near_duplicates import fingerprints, match
+from cxrgan.data.members import read_members
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import (AuditConfig, audit_images, audit_table, extract_features, memorisation,
                                    train_feature_model)
@@ -144,10 +144,9 @@ def file_target(path: str | Path) -> str:
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                return "findings" if "findings" in archive.files else "labels"
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise CxrganError(f"--images {path}: not a readable .npz file ({exc})") from exc
+            return "findings" if "findings" in read_members(path) else "labels"  # headers only
+        except CxrganError as exc:
+            raise CxrganError(f"--images {exc}") from None
     return "labels"
 
 

@@ -22,6 +22,7 @@ from cxrgan import distributed
 from cxrgan.claims import release, try_claim
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.errors import CxrganError
+from cxrgan.io import load_torch, read_json
 from cxrgan.generators.base import GENERATORS, GenerativeModel, image_fingerprint
 from cxrgan.generators.settings import GeneratorSpec
 from cxrgan.generators.training import CHECKPOINT_NAME, STATUS_NAME, config_record, training_record
@@ -80,8 +81,8 @@ def _status(folder: Path) -> dict[str, Any]:
     """The run's status.json, or the same facts read from its checkpoint."""
     path = folder / STATUS_NAME
     if path.exists():
-        return json.loads(path.read_text())
-    state = torch.load(folder / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+        return read_json(path, "delete it (it is rewritten from the checkpoint)")
+    state = load_torch(folder / CHECKPOINT_NAME, "generator checkpoint")
     return {"method": state.get("method"), "config": state.get("config", {}), "step": state.get("step"),
             "steps": state.get("config", {}).get("steps"), "done": state.get("done"), "best": state.get("best"),
             "n_train": state.get("data_info", {}).get("n_train")}
@@ -100,7 +101,7 @@ def _audit_summary(folder: Path) -> str:
     path = folder / "audit" / "audit.json"
     if not path.exists():
         return ""
-    metrics = json.loads(path.read_text()).get("metrics", {})
+    metrics = read_json(path, "delete it and audit the generator again").get("metrics", {})
     parts = [f"{label} {metrics[key]['synthetic']:.3g} (ref {metrics[key]['reference']:.3g})"
              for key, label in (("frechet_distance", "FD"), ("two_sample_auc", "two-sample AUC"), ("recall", "recall"))
              if key in metrics]

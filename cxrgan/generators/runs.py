@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from cxrgan import distributed
 from cxrgan.data.dataset import from_arrays
 from cxrgan.data.npz import load_npz, save_npz
 from cxrgan.errors import CxrganError
+from cxrgan.io import load_torch, read_json
 from cxrgan.generators.artifacts import save_grid
 from cxrgan.generators.base import GENERATORS, GenerativeModel, generator_class
 from cxrgan.generators.training import BEST_NAME, CHECKPOINT_NAME, config_record
@@ -24,7 +24,10 @@ CHECKPOINTS = ("best", "last")  # best.pt (by the fidelity score, when the run t
 def _run_method(run_dir: Path) -> str | None:
     """The method a numbered train-gan run directory trains (from its config.json), or None."""
     path = run_dir / "config.json"
-    return json.loads(path.read_text()).get("config", {}).get("method") if path.exists() else None
+    if not path.is_file():
+        return None
+    config = read_json(path, "restore it from a copy or start a new run").get("config")
+    return config.get("method") if isinstance(config, dict) else None
 
 
 def _latest_run(out_dir: Path, method: str) -> Path:
@@ -96,13 +99,17 @@ def load_run(run_dir: str | Path, method: str | None = None, device: str | torch
         raise CxrganError(f"{run_dir}: no {CHECKPOINT_NAME}; not a trained GAN run directory")
     if checkpoint == "best" and (Path(run_dir) / BEST_NAME).exists():
         path = Path(run_dir) / BEST_NAME
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path, "generator checkpoint", "train the generator again (cxrgan train-gan)")
     run_method = state.get("method")
     if run_method not in GENERATORS:
         raise CxrganError(f"{path}: unknown generator method {run_method!r}")
     if method is not None and run_method != method:
         raise CxrganError(f"{run_dir}: is a {run_method!r} run, expected a {method!r} run")
-    return generator_class(run_method)(device=device).load_state_dict(state)
+    try:
+        return generator_class(run_method)(device=device).load_state_dict(state)
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        raise CxrganError(f"{path}: not a complete {run_method} checkpoint ({type(exc).__name__}: {exc}"[:300]
+                          + "); train the generator again (cxrgan train-gan)") from None
 
 
 def _label_row(model: GenerativeModel, label: str | int) -> np.ndarray:

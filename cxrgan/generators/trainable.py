@@ -21,6 +21,7 @@ from torch import nn
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.images import resize_stack
 from cxrgan.errors import CxrganError
+from cxrgan.io import load_torch, usable_or_discarded
 from cxrgan.generators.base import MIN_TRAIN_IMAGES, check_training_rows, image_fingerprint
 from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, Batch, Statistic, StepContext,
                                         Stream, Trainer, TrainerConfig, config_from_record, config_record,
@@ -28,6 +29,8 @@ from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT
 
 if TYPE_CHECKING:
     from cxrgan.generators.settings import GeneratorSettings
+
+_RETRAIN = "delete the generator's folder and run again to retrain it"
 
 
 def check_resumable(checkpoint: dict, method: str, config: TrainerConfig, fingerprint: str, path: Any) -> None:
@@ -226,7 +229,7 @@ class TrainableModel(ABC):
             self._initialise(streams)
         if checkpoint is not None and checkpoint.get("done"):
             best_path = self.run_dir / BEST_NAME
-            best = torch.load(best_path, map_location="cpu", weights_only=True) if best_path.exists() else None
+            best = load_torch(best_path, "generator checkpoint", _RETRAIN) if best_path.exists() else None
         else:
             trainer = Trainer(self, streams, self.run_dir, self.step_hook)
             self.history_ = trainer.run(resume_from=checkpoint)
@@ -238,9 +241,9 @@ class TrainableModel(ABC):
 
     def _resumable_checkpoint(self, fingerprint: str) -> dict | None:
         path = self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
-        if path is None or not path.exists():
+        if path is None or not usable_or_discarded(path, "generator checkpoint"):
             return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_torch(path, "generator checkpoint")
         check_resumable(checkpoint, self.name, self.config, fingerprint, path)
         return checkpoint
 

@@ -67,7 +67,7 @@ from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.generators.artifacts import save_grid, save_training_curves
 from cxrgan.generators.blocks import ema_update
 from cxrgan.generators.quality import FidelityScore
-from cxrgan.io import append_jsonl, read_jsonl, save_torch, write_json, write_text
+from cxrgan.io import append_jsonl, load_torch, read_jsonl, save_torch, write_json, write_text
 
 CHECKPOINT_FORMAT = 2  # bump when the checkpoint / state_dict layout changes (2: one layout for every model)
 CHECKPOINT_NAME = "checkpoint.pt"  # the last state of a run, resumable
@@ -497,7 +497,8 @@ class Trainer:
         if self.best is None:
             return None
         if self.best_state is None and self.run_dir is not None and (self.run_dir / BEST_NAME).exists():
-            self.best_state = torch.load(self.run_dir / BEST_NAME, map_location="cpu", weights_only=True)
+            self.best_state = load_torch(self.run_dir / BEST_NAME, "generator checkpoint",
+                                         "delete the generator's folder and run again to retrain it")
         return self.best_state
 
     def _save_grid(self) -> None:

@@ -129,7 +129,8 @@ class CganRegimes(Recipe):
             raise CxrganError(f"--regimes must be shares in (0, 1], got {list(c.regimes)}")
         if not 0 < c.threshold < 1:
             raise CxrganError(f"--threshold must lie in (0, 1), got {c.threshold}")
-        ignore = load_findings(c.run.data, c.size, c.data_seed, c.run.allow_patient_overlap)  # U-Ignore labels
+        ignore = load_findings(c.run.data, c.size, c.data_seed, c.run.allow_patient_overlap,  # U-Ignore labels
+                               c.run.allow_unknown_patients)
         uncertain = uncertain_counts(ignore)
         dataset = with_policy(ignore, c.uncertainty)
         self.train_, self.val_, self.test_ = dataset.split("train"), dataset.split("val"), dataset.split("test")

@@ -15,7 +15,6 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
-import torch
 
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
@@ -23,6 +22,7 @@ from cxrgan import distributed
 from cxrgan.classify.train import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
+from cxrgan.data.labels import check_known_labels
 from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
 from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
@@ -35,7 +35,7 @@ from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.generators.cache import entry_name
 from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
-from cxrgan.io import atomic_write, write_json
+from cxrgan.io import save_torch, write_json
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
 from cxrgan.recipes import synthetic as synthetic_rows
@@ -85,7 +85,8 @@ def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDa
     """Load the data and derive the (fixed) training split; val and test stay the file's real splits."""
     source = config.run.file
     dataset = load_npz(source, target=config.target, uncertainty=config.uncertainty,
-                       allow_patient_overlap=config.run.allow_patient_overlap)
+                       allow_patient_overlap=config.run.allow_patient_overlap,
+                       allow_unknown_patients=config.run.allow_unknown_patients)
     train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
     for name, part in (("train", train), ("val", val), ("test", test)):
         if len(part) == 0:
@@ -107,10 +108,13 @@ def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDa
 
 
 def check_classes(source: str, splits: dict[str, CXRDataset]) -> None:
-    """Every split of a binary task holds both classes; a multi-label task has some finding with both in each."""
+    """Every split of a binary task holds both classes and, unless it trains, no unknown label; a multi-label task has
+    some finding with both in each."""
     for name, part in splits.items():
         if part.is_binary:
             y = part.labels[:, 0]
+            if name != "train":
+                check_known_labels(part, f"{source}: the {name} split")
             present = set(np.unique(y[~np.isnan(y)]).astype(int).tolist())
             if present != {0, 1}:
                 names = part.class_names or ("0", "1")
@@ -317,9 +321,8 @@ class Compare(Recipe):
         sites = {name: score(site) for name, site in self.sites_.items()}
         if distributed.is_main():
             if keep_model:  # one model per method for CAM panels and fidelity; checkpoints are transient
-                atomic_write(run.run_dir / "models" / f"{cell.name}.pt",
-                             lambda tmp: torch.save({"model": result.model.state_dict(), "config": c.train.model,
-                                                     "n_outputs": train.n_labels}, tmp))
+                save_torch(run.run_dir / "models" / f"{cell.name}.pt",
+                           {"model": result.model.state_dict(), "config": c.train.model, "n_outputs": train.n_labels})
             checkpoint.unlink(missing_ok=True)
         metrics = evaluate_scores(self.val_.labels, s_val, self.test_.labels, s_test, self.test_.label_names,
                                   c.n_boot, seed)

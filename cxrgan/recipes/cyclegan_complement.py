@@ -25,16 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import roc_curve
 
 from cxrgan import distributed
 from cxrgan.classify import TrainConfig, predict
-from cxrgan.classify.networks import build_classifier
 from cxrgan.data import CXRDataset
 from cxrgan.data.dataset import from_arrays
 from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
+from cxrgan.evaluate.cam import load_saved_classifier
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import fit_or_load, generator_class, save_translation_figure
@@ -185,11 +184,8 @@ def _baseline_classifier(run_dir: Path, cell_name: str, val: CXRDataset, device)
     if not path.exists():
         raise CxrganError(f"{path}: the baseline's model is missing; translation fidelity needs the real-data "
                           "classifier")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_classifier(saved["config"], int(saved["n_outputs"]))
-    model.load_state_dict(saved["model"])
-    model.to(device).eval()
-    val_scores = np.load(run_dir / "scores" / f"{cell_name}.npz")["val"][:, 0]
+    model = load_saved_classifier(path).to(device)
+    val_scores = Results(run_dir).scores({"cell": cell_name}, "val")[:, 0]
     fpr, tpr, thresholds = roc_curve(val.labels[:, 0], val_scores)
     return model, float(thresholds[np.argmax(tpr - fpr)])
 

@@ -101,7 +101,8 @@ class DcganRareFindings(Recipe):
         if c.ratio <= 0:
             raise CxrganError(f"--ratio must be positive, got {c.ratio}")
         self.gan_config_ = DCGAN.resolve_config(c.generators)
-        self.dataset_ = load_findings(c.run.data, c.size, c.data_seed, c.run.allow_patient_overlap)  # U-Ignore
+        self.dataset_ = load_findings(c.run.data, c.size, c.data_seed, c.run.allow_patient_overlap,  # U-Ignore
+                                      c.run.allow_unknown_patients)
         self.uncertain_ = uncertain_counts(self.dataset_)
         self.coincide_ = self.uncertain_["train"] == 0
         train = with_policy(self.dataset_, c.policy).split("train")

@@ -24,7 +24,7 @@ from cxrgan.engine.probes import generator_seconds, training_seconds
 
 
 def load_findings(data: str | Path | tuple[str, ...], size: int = 64, data_seed: int = 0,
-                  allow_patient_overlap: bool = False) -> CXRDataset:
+                  allow_patient_overlap: bool = False, allow_unknown_patients: bool = False) -> CXRDataset:
     """A multi-label dataset with U-Ignore labels: uncertain findings unknown (NaN), blank ones negative.
 
     ``data`` is a compact .npz with ``findings`` (``cxrgan data prepare`` output), a CheXpert CSV or folder, or an
@@ -34,12 +34,13 @@ def load_findings(data: str | Path | tuple[str, ...], size: int = 64, data_seed:
     """
     if isinstance(data, tuple):
         if len(data) == 1:
-            return load_findings(data[0], size, data_seed, allow_patient_overlap)
-        return join_findings_files(data, allow_patient_overlap)
+            return load_findings(data[0], size, data_seed, allow_patient_overlap, allow_unknown_patients)
+        return join_findings_files(data, allow_patient_overlap, allow_unknown_patients)
     path = Path(data)
     layout = detect_layout(path)
     if layout == "compact":
-        return load_npz(path, target="findings", uncertainty="ignore", allow_patient_overlap=allow_patient_overlap)
+        return load_npz(path, target="findings", uncertainty="ignore", allow_patient_overlap=allow_patient_overlap,
+                        allow_unknown_patients=allow_unknown_patients)
     if layout == "chexpert":
         return load_chexpert_raw(path, size=size, uncertainty="ignore", random_state=data_seed)[0]
     if layout == "nih":
@@ -48,13 +49,15 @@ def load_findings(data: str | Path | tuple[str, ...], size: int = 64, data_seed:
     raise CxrganError(f"{path}: a {layout!r} source has no findings; give a findings .npz, a CheXpert or NIH CSV")
 
 
-def join_findings_files(paths: tuple[str, ...], allow_patient_overlap: bool = False) -> CXRDataset:
+def join_findings_files(paths: tuple[str, ...], allow_patient_overlap: bool = False,
+                        allow_unknown_patients: bool = False) -> CXRDataset:
     """Several compact findings files as one dataset: same finding names and image size, no patient in two files."""
     parts = []
     for path in paths:
         if detect_layout(Path(path)) != "compact":
             raise CxrganError(f"--data {path}: only compact .npz files can be joined; prepare it first")
-        part = load_npz(path, target="findings", uncertainty="ignore", allow_patient_overlap=allow_patient_overlap)
+        part = load_npz(path, target="findings", uncertainty="ignore", allow_patient_overlap=allow_patient_overlap,
+                        allow_unknown_patients=allow_unknown_patients)
         parts.append(dataclasses.replace(part, meta=part.meta.assign(source=Path(path).stem)))
     first = parts[0]
     for path, part in zip(paths[1:], parts[1:]):

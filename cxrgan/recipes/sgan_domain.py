@@ -79,8 +79,8 @@ class SganDomain(Recipe):
         c = self.config
         check_sgan_config(c.run, c.sgan)
         size = c.sgan.image_size
-        first = load_binary(c.run.file, size, c.run.allow_patient_overlap)
-        second = load_binary(c.second_data, size, c.run.allow_patient_overlap)
+        first = load_binary(c.run.file, size, c.run.allow_patient_overlap, c.run.allow_unknown_patients)
+        second = load_binary(c.second_data, size, c.run.allow_patient_overlap, c.run.allow_unknown_patients)
         self.labeled_ = first.split("train")
         # The guard: dataset 2's training images enter only label-free; its labels are read for the test split alone.
         self.unlabeled_second_ = strip_labels(second.split("train"))

@@ -69,9 +69,10 @@ class SganScarcityConfig:
 
 
 # ---- helpers shared with sgan-domain ---------------------------------------------------------------------------
-def load_binary(path: str | os.PathLike, size: int, allow_patient_overlap: bool = False) -> CXRDataset:
+def load_binary(path: str | os.PathLike, size: int, allow_patient_overlap: bool = False,
+                allow_unknown_patients: bool = False) -> CXRDataset:
     """A binary .npz with its images centre-cropped and area-resized to ``size`` pixels."""
-    dataset = load_npz(path, allow_patient_overlap=allow_patient_overlap)
+    dataset = load_npz(path, allow_patient_overlap=allow_patient_overlap, allow_unknown_patients=allow_unknown_patients)
     if not dataset.is_binary:
         raise CxrganError(f"{path}: a binary (normal / abnormal) dataset is needed, "
                           f"found labels {list(dataset.label_names)}")
@@ -149,7 +150,7 @@ class SganScarcity(Recipe):
         check_sgan_config(c.run, c.sgan)
         if not c.per_class or min(c.per_class) < 1:
             raise CxrganError(f"--per-class needs positive sizes, got {list(c.per_class)}")
-        dataset = load_binary(c.run.file, c.sgan.image_size, c.run.allow_patient_overlap)
+        dataset = load_binary(c.run.file, c.sgan.image_size, c.run.allow_patient_overlap, c.run.allow_unknown_patients)
         self.train_, self.test_ = dataset.split("train"), dataset.split("test")
         check_classes(c.run.file, {"train": self.train_, "test": self.test_})
         self.sizes_ = effective_sizes(self.train_, c.per_class)

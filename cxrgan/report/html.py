@@ -16,9 +16,11 @@ import pandas as pd
 
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import audit_table
-from cxrgan.io import read_jsonl, write_text
+from cxrgan.io import read_json, read_jsonl, write_text
+from cxrgan.runs import check_own_folder, config_data_file
 
 REPORT_NAME = "report.html"
+_GENERATOR_TAG = '<meta name="generator" content="cxrgan">'  # tells a page cxrgan wrote from a user's file
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1150px;
@@ -54,9 +56,7 @@ def write_report(run_dir: str | Path) -> Path:
     Args:
         run_dir: a run directory written by ``cxrgan compare``, a GAN training run, or an audit output folder.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CxrganError(f"{run_dir}: no such run directory")
+    run_dir = check_report_target(run_dir)
     sections = [s for s in (build(run_dir) for build in SECTIONS) if s]
     if not sections:
         raise CxrganError(f"{run_dir}: holds nothing to report (no config.json, results, images or audit)")
@@ -64,7 +64,7 @@ def write_report(run_dir: str | Path) -> Path:
     body = "\n".join(f'<section id="{anchor}"><h2>{_escape(title)}</h2>\n{content}</section>'
                      for anchor, title, content in sections)
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">{_GENERATOR_TAG}"
         f"<title>cxrgan report: {_escape(run_dir.name)}</title>"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">"
@@ -72,6 +72,22 @@ def write_report(run_dir: str | Path) -> Path:
         f"<h1>cxrgan report: {_escape(run_dir.name)}</h1>\n<nav>{nav}</nav>\n{body}\n</body></html>\n"
     )
     return write_text(run_dir / REPORT_NAME, page)
+
+
+def check_report_target(run_dir: str | Path) -> Path:
+    """``run_dir`` when a report may be written into it: a folder cxrgan made (:func:`cxrgan.runs.is_run_dir`) whose
+    ``report.html``, if any, cxrgan wrote. Anything else is refused, so no file cxrgan did not write is replaced."""
+    run_dir = check_own_folder(run_dir, "cxrgan report")
+    page = run_dir / REPORT_NAME
+    if page.is_dir() or (page.exists() and not _written_by_cxrgan(page)):
+        raise CxrganError(f"{page}: was not written by cxrgan; move it away to write the run's report")
+    return run_dir
+
+
+def _written_by_cxrgan(page: Path) -> bool:
+    with open(page, "rb") as f:
+        head = f.read(4096)
+    return _GENERATOR_TAG.encode() in head or b"<title>cxrgan report: " in head  # the latter: pages of earlier versions
 
 
 # ---- sections: each returns (anchor, title, html) or None ------------------------------------------------------
@@ -85,10 +101,7 @@ def _command_section(run_dir: Path) -> Section:
         parts.append(f"<h3>Command</h3><pre>{_escape(command.read_text(encoding='utf-8').strip())}</pre>")
     config = run_dir / "config.json"
     if config.exists():
-        try:
-            text = json.dumps(json.loads(config.read_text(encoding="utf-8")), indent=2, sort_keys=True)
-        except json.JSONDecodeError as exc:
-            raise CxrganError(f"{config}: not valid JSON ({exc})") from exc
+        text = json.dumps(read_json(config), indent=2, sort_keys=True)
         parts.append(f"<h3>Resolved config (config.json)</h3><pre>{_escape(text)}</pre>")
     return ("command", "Command and config", "\n".join(parts)) if parts else None
 
@@ -112,17 +125,15 @@ def _data_file_counts(run_dir: Path) -> tuple[pd.DataFrame | None, str]:
     if not path.exists():
         return None, ""
     try:
-        config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    except json.JSONDecodeError:
+        config = read_json(path).get("config", {})
+    except CxrganError:
         return None, ""
-    for holder in (config.get("compare", {}), config):  # a paper recipe's comparison, or the config itself
-        if isinstance(holder.get("run"), dict):  # the data file is the run spec's first (configs since RunSpec)
-            config, data = holder, holder["run"].get("data")
-            break
-    else:
-        data = config.get("data") or config.get("data_path")
-    data_path = data[0] if isinstance(data, list) and len(data) == 1 else data  # one file: its counts
-    if not isinstance(data_path, str) or not Path(data_path).is_file():
+    if not isinstance(config, dict):
+        return None, ""
+    # a paper recipe's comparison holds the run spec since RunSpec; otherwise the config itself
+    config = next((h for h in (config.get("compare", {}), config) if isinstance(h.get("run"), dict)), config)
+    data_path = config_data_file(config)
+    if data_path is None or not Path(data_path).is_file():
         return None, ""
     from cxrgan.data.npz import load_npz
 
@@ -139,11 +150,7 @@ def _manifest(run_dir: Path) -> dict:
     path = run_dir / "tables.json"
     if not path.exists():
         return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CxrganError(f"{path}: not valid JSON ({exc})") from exc
-    return manifest if isinstance(manifest, dict) else {"tables": manifest}
+    return read_json(path, "cxrgan report RUN_DIR writes it again")
 
 
 def _tables_html(run_dir: Path, roles: tuple[str, ...]) -> str:
@@ -229,10 +236,7 @@ def _generators_section(run_dir: Path) -> Section:
 def _audit_section(run_dir: Path) -> Section:
     blocks = []
     for path in sorted(run_dir.rglob("audit.json")):
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CxrganError(f"{path}: not valid JSON ({exc})") from exc
+        result = read_json(path, "delete it and audit the generator again")
         folder = path.parent
         label = str(folder.relative_to(run_dir)) if folder != run_dir else "this run"
         block = f"<h3>{_escape(label)}</h3>"
