@@ -29,7 +29,8 @@ RUN_MARKER = ".cxrgan-run"
 # ``budget_seconds`` and ``max_seeds`` say how long a --target-mde run goes on, never what a cell computes: a resumed
 # run may be given more.
 COSMETIC_FIELDS = frozenset({"progress", "device", "precision", "eval_batch_size", "workers", "data_workers",
-                             "sync_batchnorm", "budget_seconds", "max_seeds"})
+                             "sync_batchnorm", "budget_seconds", "max_seeds", "checkpoint_seconds",
+                             "checkpoint_epochs"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
 # Config fields naming input files (a path or a list of paths): each file's content fingerprint is kept in

@@ -417,7 +417,9 @@ CASES = {
     "recipe threshold above one": (lambda f, out: ["recipe", "cgan-regimes", "--data", f["nih"], "--threshold", "3",
                                                    "--out", out], "--threshold 3.0: must be at most 1"),
     # ---- a full disk inside torch.save: one line naming the file, nothing half-written
-    "disk full while saving a checkpoint": (lambda f, out: _compare(f["good"], "--out", out),
+    # (2 epochs, a checkpoint after each but the last: after the first)
+    "disk full while saving a checkpoint": (lambda f, out: _compare(f["good"], "--out", out, "--epochs", "2",
+                                                                    "--checkpoint-epochs", "1"),
                                             "checkpoints/none-seed0.pt: File too large", lambda: _file_size_limit(1 << 20)),
     # ---- damaged run directories: one reader names the file (and how to re-run a cell); nothing is written first
     "report with a damaged record": (lambda f, out: ["report", _copy(f, "run", "record", _write(

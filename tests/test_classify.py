@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from cxrgan.classify import CLASSIFIERS, TrainConfig, build_classifier, masked_bce, predict, train_classifier
+from cxrgan.classify.checkpoint import CheckpointSchedule, load_checkpoint, save_checkpoint
+from cxrgan.classify.small_maps import SmallMapConv2d, use_small_map_convolutions
 from cxrgan.classify.train import macro_auc
 from cxrgan.errors import CxrganError
 
@@ -29,6 +33,43 @@ def test_resnet18_uses_standard_stride2_stem():
     model = build_classifier("resnet18", 1)
     assert model.features[0].stride == (2, 2)
     assert 11.0e6 < sum(p.numel() for p in model.parameters()) < 11.3e6  # He et al. ResNet-18, 1 input channel
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size,bias", [
+    (3, 1, 1, 2, False), (3, 2, 1, 4, False), (1, 2, 0, 4, True), (3, 1, 0, 3, True),  # one matrix product
+    (3, 1, 1, 4, False), (3, 2, 1, 8, True), (1, 2, 0, 8, False)])  # oneDNN, weight gradient by a product
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_small_map_convolution_matches_the_direct_one(kernel, stride, padding, size, bias, channels_last):
+    """Outputs and both gradients of a small-map convolution (one matrix product) are the direct convolution's up to
+    rounding, in fp32 and under bf16 autocast, for channels-last and contiguous weights."""
+    generator = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(16, 24, kernel, stride, padding, bias=bias)
+    small = use_small_map_convolutions(copy.deepcopy(conv))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    conv, small = conv.to(memory_format=memory_format), small.to(memory_format=memory_format)
+    x = torch.randn(6, 16, size, size, generator=generator).contiguous(memory_format=torch.channels_last)
+    for bf16, tolerance in ((False, 1e-5), (True, 3e-2)):
+        outputs = []
+        for layer in (conv, small):
+            layer.zero_grad()
+            inputs = x.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = layer(inputs)
+            (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            outputs.append((out.float(), inputs.grad, layer.weight.grad))
+        assert outputs[1][0].shape == outputs[0][0].shape
+        for direct, matmul in zip(*outputs):
+            torch.testing.assert_close(matmul, direct, rtol=tolerance, atol=tolerance * direct.abs().max().item())
+
+
+def test_small_map_convolution_forms_only_for_small_maps_on_the_cpu():
+    layer = use_small_map_convolutions(torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1)))[0]
+    assert type(layer) is SmallMapConv2d
+    assert [layer._output_positions(torch.zeros(1, 4, side, side)) for side in (2, 4, 5)] == [4, 16, 25]
+    assert layer._output_positions(torch.zeros(1, 4, 2, 2, device="meta")) == float("inf")  # other devices: their own
+    model = build_classifier("resnet18", 1)
+    assert sum(type(m) is SmallMapConv2d for m in model.modules()) == 20  # every convolution, same state dict keys
+    assert list(model.state_dict()) == list(CLASSIFIERS["resnet18"](1).state_dict())  # checkpoints load as before
 
 
 def test_masked_bce_ignores_unknown_and_applies_class_weights():
@@ -61,18 +102,18 @@ def test_training_learns_and_is_reproducible(kermany_small):
     assert not np.array_equal(s1, other)
 
 
-def test_resume_matches_uninterrupted_run(kermany_small, tmp_path):
+@pytest.mark.parametrize("model,bf16", [("small-cnn", False), ("resnet18", True)])
+def test_resume_matches_uninterrupted_run(kermany_small, tmp_path, model, bf16):
+    """Killed after the last of 2 epochs with a checkpoint every epoch (none after the last): the resumed run
+    repeats epoch 2 from the epoch-1 checkpoint and ends bit-identical to the uninterrupted run (ResNet-18 in bf16:
+    the default path, small-map convolutions and fused Adam included)."""
     train, val = kermany_small.split("train"), kermany_small.split("val")
-    config = TrainConfig(model="small-cnn", epochs=3, batch_size=32, lr=1e-3, patience=10, progress=False,
-                         device="cpu", augment="flip-affine", lr_schedule="cosine")
+    config = TrainConfig(model=model, epochs=2, batch_size=32, lr=1e-3, patience=10, progress=False, bf16=bf16,
+                         device="cpu", augment="flip-affine", lr_schedule="cosine", checkpoint_seconds=0,
+                         checkpoint_epochs=1)
     full = train_classifier(train, val, config, seed=1)
     checkpoint = tmp_path / "clf.pt"
-    short = TrainConfig(**{**config.__dict__, "epochs": 2})
-    train_classifier(train, val, short, seed=1, checkpoint_path=checkpoint)
-    # The checkpoint of the 2-epoch run is refused for a 3-epoch config (configs must match) ...
-    with pytest.raises(CxrganError, match="different config"):
-        train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, resume=True)
-    # ... so interrupt a 3-epoch run after its second epoch instead, then resume it.
+
     class Stop(Exception):
         pass
 
@@ -80,13 +121,57 @@ def test_resume_matches_uninterrupted_run(kermany_small, tmp_path):
         if record["epoch"] == 2:
             raise Stop
 
-    checkpoint.unlink()
     with pytest.raises(Stop):
         train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, on_epoch=stop_after_two)
-    resumed = train_classifier(train, val, config, seed=1, checkpoint_path=checkpoint, resume=True)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    # The checkpoint is refused for another scientific setting; the checkpoint cadence may change.
+    with pytest.raises(CxrganError, match="different config"):
+        train_classifier(train, val, TrainConfig(**{**config.__dict__, "epochs": 3}), seed=1,
+                         checkpoint_path=checkpoint, resume=True)
+    resumed = train_classifier(train, val, TrainConfig(**{**config.__dict__, "checkpoint_epochs": 3}), seed=1,
+                               checkpoint_path=checkpoint, resume=True)
     assert [h["val_auc"] for h in resumed.history] == [h["val_auc"] for h in full.history]
+    assert resumed.best_epoch == full.best_epoch
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_checkpoint_schedule_by_time_and_epochs():
+    now = [0.0]
+    by_time = CheckpointSchedule(seconds=60, epochs=0, first_epoch=0, clock=lambda: now[0])
+    now[0] = 59.0
+    assert not by_time.due(1, last=False)
+    now[0] = 61.0
+    assert by_time.due(2, last=False) and not by_time.due(2, last=True)  # never after the last epoch
+    by_time.written(2)
+    now[0] = 100.0
+    assert not by_time.due(3, last=False)  # 39 s since the write
+    by_epochs = CheckpointSchedule(seconds=0, epochs=3, first_epoch=2, clock=lambda: now[0])  # resumed at epoch 2
+    assert [by_epochs.due(e, last=False) for e in (3, 4, 5)] == [False, False, True]
+    assert not CheckpointSchedule(seconds=0, epochs=0, first_epoch=0).due(7, last=False)  # both off: never
+
+
+@pytest.mark.parametrize("best_epoch", [1, 2])
+def test_checkpoint_keeps_best_weights_once_or_apart(tmp_path, best_epoch):
+    """The best weights are stored beside the current ones, or (best = current epoch) once, and load back exactly."""
+    config = TrainConfig(model="small-cnn", progress=False, device="cpu")
+    model, best = build_classifier("small-cnn", 1), build_classifier("small-cnn", 1)
+    best_state = {k: v.clone() for k, v in (model if best_epoch == 2 else best).state_dict().items()}
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler, generator = torch.amp.GradScaler("cpu", enabled=False), torch.Generator().manual_seed(0)
+    state = {"epoch": 2, "best_val_auc": 0.9, "best_epoch": best_epoch, "best_model": best_state, "history": []}
+    save_checkpoint(tmp_path / "c.pt", model, optimizer, scheduler, scaler, generator, config, state)
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert (saved["best_model"] is None) == (best_epoch == 2)
+    fresh = build_classifier("small-cnn", 1)
+    optimizer = torch.optim.Adam(fresh.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    loaded = load_checkpoint(tmp_path / "c.pt", fresh, optimizer, scheduler, scaler, generator, config)
+    assert loaded["best_epoch"] == best_epoch and loaded["best_model"].keys() == best_state.keys()
+    fresh.load_state_dict(build_classifier("small-cnn", 1).state_dict())  # the kept best weights are a copy
+    for key, value in best_state.items():
+        torch.testing.assert_close(loaded["best_model"][key], value, rtol=0, atol=0)
 
 
 def test_single_class_training_split_is_refused(kermany_small):
@@ -105,3 +190,25 @@ def test_local_weights_file_loads_matching_tensors(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CxrganError, match="bad.pt"):
         build_classifier("small-cnn", 1, weights_path=tmp_path / "bad.pt")
+
+
+def test_data_workers_read_every_epoch_from_one_loader_and_change_nothing(kermany_small, monkeypatch):
+    """One worker process kept across epochs (one feed, persistent workers) trains exactly as the training process
+    reading its own batches."""
+    import cxrgan.classify.train as train_module
+
+    feeds = []
+
+    class CountedFeed(train_module.BatchFeed):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            feeds.append(self)
+
+    monkeypatch.setattr(train_module, "BatchFeed", CountedFeed)
+    train, val, test = (kermany_small.split(s) for s in ("train", "val", "test"))
+    config = TrainConfig(**{**FAST.__dict__, "epochs": 2, "patience": 5})
+    alone = train_classifier(train, val, config, seed=2)
+    workers = train_classifier(train, val, TrainConfig(**{**config.__dict__, "data_workers": 1}), seed=2)
+    assert len(feeds) == 2 and feeds[1]._loader.persistent_workers  # one feed per run, not one per epoch
+    np.testing.assert_array_equal(predict(alone.model, test), predict(workers.model, test))
+    assert [h["train_loss"] for h in alone.history] == [h["train_loss"] for h in workers.history]

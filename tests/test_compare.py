@@ -109,7 +109,7 @@ def test_kill_9_mid_cell_then_resume_gives_identical_results(small_file, tmp_pat
     import numpy as np
 
     flags = ["--methods", "none,oversample", "--seeds", "1", "--model", "small-cnn", "--epochs", "4",
-             "--batch-size", "16", "--lr", "1e-3", "--device", "cpu", "--no-progress"]
+             "--batch-size", "16", "--lr", "1e-3", "--device", "cpu", "--no-progress", "--checkpoint-epochs", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-m", "cxrgan", "compare", small_file, *flags, "--out",
                                 str(tmp_path / "killed")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

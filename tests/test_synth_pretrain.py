@@ -63,10 +63,12 @@ def test_pretraining_then_real_rows(pretrained, splits, tmp_path):
         if record["epoch"] == 1:
             raise KeyboardInterrupt
 
+    every_epoch = dataclasses.replace(config, checkpoint_seconds=0, checkpoint_epochs=1)  # same science, more writes
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(train, val, config, seed=0, checkpoint_path=tmp_path / "cut.pt", on_epoch=stop,
+        train_classifier(train, val, every_epoch, seed=0, checkpoint_path=tmp_path / "cut.pt", on_epoch=stop,
                          stages=stages)
-    resumed = train_classifier(train, val, config, seed=0, checkpoint_path=tmp_path / "cut.pt", resume=True,
+    assert torch.load(tmp_path / "cut.pt", weights_only=True)["epoch"] == 1
+    resumed = train_classifier(train, val, every_epoch, seed=0, checkpoint_path=tmp_path / "cut.pt", resume=True,
                                stages=stages)
     def timeless(history: list[dict]) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "seconds"} for r in history]

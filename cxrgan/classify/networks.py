@@ -9,6 +9,7 @@ import torch
 from monai.networks.nets import DenseNet121, ResNet
 from torch import nn
 
+from cxrgan.classify.small_maps import use_small_map_convolutions
 from cxrgan.errors import CxrganError
 from cxrgan.io import load_torch
 
@@ -83,7 +84,7 @@ def build_classifier(name: str, n_outputs: int, weights_path: str | os.PathLike 
     """
     if name not in CLASSIFIERS:
         raise CxrganError(f"unknown classifier {name!r}; available: {', '.join(CLASSIFIERS)}")
-    model = CLASSIFIERS[name](n_outputs)
+    model = use_small_map_convolutions(CLASSIFIERS[name](n_outputs))  # same weights; faster on the CPU
     if weights_path is not None:
         load_matching_weights(model, weights_path)
     return model

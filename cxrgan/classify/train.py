@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,7 +19,12 @@ from tqdm.auto import tqdm
 
 from cxrgan import distributed
 from cxrgan.classify.augmentations import AUGMENTATIONS
-from cxrgan.classify.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint  # noqa: F401
+from cxrgan.classify.checkpoint import (  # noqa: F401 (CHECKPOINT_VERSION: importable from here, as before)
+    CHECKPOINT_VERSION,
+    CheckpointSchedule,
+    load_checkpoint,
+    save_checkpoint,
+)
 from cxrgan.classify.decoupled import class_aware_rows, reset_head
 from cxrgan.balance.stages import DecoupledHead, Main, PosthocLogitAdjust, Pretrain, Stage, check_stages
 from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
@@ -30,9 +35,10 @@ from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from 
     output_layer,
 )
 from cxrgan.classify.networks import build_classifier, check_weights
+from cxrgan.classify.optimizers import adam
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
-from cxrgan.data.loader import batch_loader
+from cxrgan.data.loader import BatchFeed
 from cxrgan.data.transforms import uint8_tensor
 from cxrgan.device import autocast, resolve_device, seeded
 from cxrgan.errors import CxrganError, RankAgreedError
@@ -58,6 +64,10 @@ class TrainConfig:
     fp16: bool = False  # fp16 autocast with a gradient scaler (CUDA devices without bf16); weights stay fp32
     data_workers: int = 0  # processes reading training batches from the (memory-mapped) data; 0 = this process
     sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics of the global batch (the one-process answer)
+    # Resumable checkpoints (cxrgan.classify.checkpoint.CheckpointSchedule): a kill loses at most the epochs since
+    # the last write; never written after the last epoch. Both 0 = never written (a killed cell starts again).
+    checkpoint_seconds: float = 60.0  # write after the first epoch ending this long after the last write; 0 = off
+    checkpoint_epochs: int = 0  # also write every this many epochs after the last write; 0 = off (1 = every epoch)
 
     @classmethod
     def upgrade_stored(cls, values: dict) -> dict:
@@ -126,7 +136,9 @@ def check_train_config(config: TrainConfig) -> None:
         raise CxrganError(f"--model {config.model!r}: unknown classifier; available: {', '.join(CLASSIFIERS)}")
     checks = {"--epochs": (config.epochs, config.epochs >= 1), "--batch-size": (config.batch_size, config.batch_size >= 2),
               "--lr": (config.lr, config.lr > 0), "--patience": (config.patience, config.patience >= 0),
-              "--weight-decay": (config.weight_decay, config.weight_decay >= 0)}
+              "--weight-decay": (config.weight_decay, config.weight_decay >= 0),
+              "--checkpoint-seconds": (config.checkpoint_seconds, config.checkpoint_seconds >= 0),
+              "--checkpoint-epochs": (config.checkpoint_epochs, config.checkpoint_epochs >= 0)}
     for flag, (value, ok) in checks.items():
         if not ok:
             raise CxrganError(f"{flag} {value}: out of range")
@@ -204,7 +216,8 @@ def train_classifier(
         val: validation rows, real images only; its AUC drives early stopping.
         config: training settings.
         seed: seed of this run.
-        checkpoint_path: where to keep a resumable checkpoint after every epoch (written atomically).
+        checkpoint_path: where to keep a resumable checkpoint (written atomically, as often as
+            ``config.checkpoint_seconds`` / ``checkpoint_epochs`` say; the caller deletes it when the run is used).
         resume: continue from ``checkpoint_path`` if it exists.
         on_epoch: called with each epoch's record (e.g. to append it to a JSONL log).
         stages: the training stages; ``(Main(),)``, plain training, by default.
@@ -259,6 +272,7 @@ class _Run:
     counts: np.ndarray
     timing: dict
     on_epoch: Callable[[dict], None] | None
+    feeds: dict = field(default_factory=dict)  # the batch feeds of every stage's Steps (see Steps.feed)
 
     @classmethod
     def start(cls, train: CXRDataset, val: CXRDataset, config: TrainConfig, seed: int, stages: tuple[Stage, ...],
@@ -283,11 +297,12 @@ class _Run:
                    loss_fn, counts, {"seconds": 0.0, "images": 0}, on_epoch)
 
     def steps(self, parameters, epochs: int, n_rows: int) -> Steps:
-        """A fresh Adam over ``parameters`` with the run's schedule over ``epochs`` epochs of ``n_rows`` rows."""
+        """A fresh Adam over ``parameters`` with the run's schedule over ``epochs`` epochs of ``n_rows`` rows (and the
+        run's batch feeds, so a stage reading rows an earlier stage read reuses its feed)."""
         config = self.config
-        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = adam(parameters, config.lr, config.weight_decay)
         scheduler = _lr_scheduler(optimizer, config, epochs * _steps_per_epoch(n_rows, config))
-        return Steps(optimizer, scheduler, self.scaler, self.loss_fn, config, self.device, self.generator)
+        return Steps(optimizer, scheduler, self.scaler, self.loss_fn, config, self.device, self.generator, self.feeds)
 
     def val_auc(self) -> float:
         """Macro validation AUC of the model now (every process scores its share)."""
@@ -307,8 +322,9 @@ def _train_main(run: _Run, steps: Steps, main: Main, state: dict, checkpoint_pat
     class_weights = torch.from_numpy(train.class_weights).to(device) if train.class_weights is not None else None
     reweighted = torch.from_numpy(drw_weights(run.counts, main.drw_beta)).to(device)
     first_kept = max(1, main.drw_start_epoch)
+    schedule = CheckpointSchedule(config.checkpoint_seconds, config.checkpoint_epochs, state["epoch"])
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
-        if epoch - state["best_epoch"] > config.patience and state["best_epoch"] > 0:
+        if _early_stop(epoch, state["best_epoch"], config.patience):
             break
         drw = 0 < main.drw_start_epoch <= epoch
         run.step_model.train()
@@ -325,9 +341,11 @@ def _train_main(run: _Run, steps: Steps, main: Main, state: dict, checkpoint_pat
             state.update(best_val_auc=val_auc, best_epoch=epoch,
                          best_model={k: v.detach().clone() for k, v in run.model.state_dict().items()})
         state["epoch"] = epoch
-        if checkpoint_path is not None and distributed.rank() == 0:
+        last = epoch == config.epochs or _early_stop(epoch + 1, state["best_epoch"], config.patience)
+        if checkpoint_path is not None and distributed.rank() == 0 and schedule.due(epoch, last):
             save_checkpoint(checkpoint_path, run.model, steps.optimizer, steps.scheduler, run.scaler, run.generator,
                             config, {**state, "stages": record})
+            schedule.written(epoch)
         run.log(epoch_record)
 
 
@@ -359,7 +377,8 @@ def _finish(run: _Run, stages: tuple[Stage, ...], state: dict) -> TrainResult:
 
 @dataclass
 class Steps:
-    """What every optimisation step of a run uses (optimiser, schedule, gradient scaler, loss, RNG)."""
+    """What every optimisation step of a run uses (optimiser, schedule, gradient scaler, loss, RNG), and the batch
+    feed of its rows, made on the first epoch and kept for the next (its reading processes too)."""
 
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -368,6 +387,13 @@ class Steps:
     config: TrainConfig
     device: torch.device
     generator: torch.Generator
+    feeds: dict = field(default_factory=dict)  # id(dataset) -> (dataset, BatchFeed)
+
+    def feed(self, dataset: CXRDataset) -> BatchFeed:
+        if id(dataset) not in self.feeds:  # the dataset is kept with its feed, so its id is never reused meanwhile
+            self.feeds[id(dataset)] = (dataset, BatchFeed(dataset.images, dataset.labels, self.config.data_workers,
+                                                          pin_memory=self.device.type == "cuda"))
+        return self.feeds[id(dataset)][1]
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
@@ -388,9 +414,9 @@ def _train_epoch(step_model: nn.Module, steps: Steps, class_weights: torch.Tenso
                for start in range(0, len(order), config.batch_size)]
     batches = [b for b in batches if len(b) >= 2 * world]  # BatchNorm cannot train on one image per process
     augmentation = AUGMENTATIONS[config.augment]
-    started, total_loss = time.perf_counter(), 0.0
-    loader = batch_loader(train.images, train.labels, [b[rank::world] for b in batches], config.data_workers,
-                          pin_memory=device.type == "cuda")
+    # summed on the device in float64 (as Python floats would be) and read once: no host sync per step
+    started, total_loss = time.perf_counter(), torch.zeros((), dtype=torch.float64, device=device)
+    loader = steps.feed(train).epoch([b[rank::world] for b in batches])
     for batch in tqdm(batches, desc=desc, disable=not config.progress or rank != 0, leave=False):
         images, labels = next(loader)
         params = augmentation.draw(len(batch), generator)  # for the global batch, in one draw
@@ -407,11 +433,11 @@ def _train_epoch(step_model: nn.Module, steps: Steps, class_weights: torch.Tenso
         steps.scaler.step(steps.optimizer)
         steps.scaler.update()
         steps.scheduler.step()
-        total_loss += loss.item() / world
+        total_loss += loss.detach().double() / world
         timing["images"] += len(batch)
+    total_loss = distributed.all_sum([total_loss.item()])[0]
     seconds = time.perf_counter() - started
     timing["seconds"] += seconds
-    total_loss = distributed.all_sum([total_loss])[0]
     return {"train_loss": total_loss / max(len(batches), 1), "seconds": round(seconds, 3)}
 
 
@@ -468,6 +494,11 @@ def _pretrain(run: _Run, stage: Pretrain) -> list[dict]:
                         "seconds": stats["seconds"], "stage": "pretrain"})
         run.log(history[-1])
     return history
+
+
+def _early_stop(epoch: int, best_epoch: int, patience: int) -> bool:
+    """Whether ``epoch`` is not trained: more than ``patience`` epochs after the best one."""
+    return best_epoch > 0 and epoch - best_epoch > patience
 
 
 def _steps_per_epoch(n_rows: int, config: TrainConfig) -> int:

@@ -49,7 +49,22 @@ def add_train_flags(parser: argparse.ArgumentParser, model: str = "resnet18") ->
                        help="processes reading training batches from the data file (default 0: the training process)")
     group.add_argument("--no-sync-bn", action="store_true",
                        help="under torchrun, BatchNorm statistics per process instead of over the global batch")
+    add_checkpoint_flags(group)
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_checkpoint_flags(group) -> None:
+    """``--checkpoint-seconds`` / ``--checkpoint-epochs``: how often a classifier writes its resumable checkpoint."""
+    group.add_argument("--checkpoint-seconds", type=float, default=60.0, metavar="S",
+                       help="write a classifier's resumable checkpoint after the first epoch ending S seconds after "
+                            "the last write (default %(default)s; 0 = off): a kill loses at most about S s + 1 epoch")
+    group.add_argument("--checkpoint-epochs", type=int, default=0, metavar="K",
+                       help="also write it every K epochs (default 0 = off; 1 = every epoch)")
+
+
+def checkpoint_settings(args: argparse.Namespace) -> dict:
+    """The ``TrainConfig`` checkpoint fields from the flags."""
+    return {"checkpoint_seconds": args.checkpoint_seconds, "checkpoint_epochs": args.checkpoint_epochs}
 
 
 def train_config(args: argparse.Namespace):
@@ -61,7 +76,7 @@ def train_config(args: argparse.Namespace):
                        patience=args.patience, bf16=amp == "bf16", fp16=amp == "fp16", device=args.device,
                        augment=args.augment, lr_schedule=args.lr_schedule, weights_path=args.weights,
                        progress=not args.no_progress, data_workers=args.data_workers,
-                       sync_batchnorm=not args.no_sync_bn)
+                       sync_batchnorm=not args.no_sync_bn, **checkpoint_settings(args))
 
 
 def add_grid_flags(parser: argparse.ArgumentParser) -> None:
@@ -278,7 +293,7 @@ def run(recipe, args: argparse.Namespace) -> None:
 def classifier(args: argparse.Namespace, cpu, full):
     """The recipe's CPU or full classifier with the device, an --epochs override and, on a CUDA device, mixed
     precision (bf16 where the GPU has it natively, else fp16 with a gradient scaler); on the CPU the preset's bf16
-    where the CPU runs it natively, else fp32."""
+    where the CPU runs it natively, else fp32; the checkpoint cadence of ``add_checkpoint_flags``."""
     from cxrgan.device import resolve_amp, resolve_device
 
     preset, chosen = full if args.full else cpu, resolve_amp("auto", args.device)
@@ -288,4 +303,4 @@ def classifier(args: argparse.Namespace, cpu, full):
     elif preset.bf16 and chosen != "bf16":
         amp = {"bf16": False}
     return dataclasses.replace(preset, device=args.device, data_workers=args.data_workers, **amp,
-                               **({"epochs": args.epochs} if args.epochs else {}))
+                               **checkpoint_settings(args), **({"epochs": args.epochs} if args.epochs else {}))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from cxrgan.cli.flags import (COMMANDS, KERMANY_SITE_NOTE, add_external_flags, add_generator_flags, add_run_flags,
-                              add_synthetic_flags, classifier, command, generator_settings, method_list, parse_ratio,
-                              run, run_spec, synthetic_files)
+from cxrgan.cli.flags import (COMMANDS, KERMANY_SITE_NOTE, add_checkpoint_flags, add_external_flags,
+                              add_generator_flags, add_run_flags, add_synthetic_flags, classifier, command,
+                              generator_settings, method_list, parse_ratio, run, run_spec, synthetic_files)
 from cxrgan.recipes import default_external
 
 
@@ -24,6 +24,7 @@ def _paper_compare_flags(parser: argparse.ArgumentParser, methods: tuple[str, ..
     add_synthetic_flags(parser)
     add_generator_flags(parser, generator=generator)
     add_run_flags(parser, default_seeds=3)
+    add_checkpoint_flags(parser.add_argument_group("classifier checkpoints"))
 
 
 def _paper_compare(args: argparse.Namespace, data: str, sites: tuple[str, ...], cpu, full, **fields):
@@ -98,6 +99,7 @@ def _multilabel_recipe_flags(parser: argparse.ArgumentParser) -> None:
     add_synthetic_flags(parser)
     add_generator_flags(parser)
     add_run_flags(parser, default_seeds=5)
+    add_checkpoint_flags(parser.add_argument_group("classifier checkpoints"))
 
 
 def _multilabel_common(args: argparse.Namespace) -> dict:
@@ -253,6 +255,7 @@ def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"classifier epochs (default: CPU 8, --quick {QUICK_EPOCHS}, --full 30)")
     group.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                        help="autocast precision; auto (default) = bf16 where the device runs it natively")
+    add_checkpoint_flags(group)
     parser.add_argument("--full", action="store_true", help="paper-size generators and ResNet-18 training (GPU)")
     add_external_flags(parser, default_note=KERMANY_SITE_NOTE)
     add_generator_flags(parser, generator="fastgan")

@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def file_region(images: np.ndarray) -> tuple[str, int, tuple[int, ...], str] | None:
@@ -27,19 +27,16 @@ def file_region(images: np.ndarray) -> tuple[str, int, tuple[int, ...], str] | N
 
 
 class BatchRows(Dataset):
-    """Item ``i`` is batch ``i``: (uint8 images (B, H, W), float32 labels (B, K)) of the given rows.
+    """Item ``rows`` (a sorted index array) is that batch: (uint8 images (B, H, W), float32 labels (B, K)).
 
     Sent to a worker process started by ``spawn`` (not ``fork``), a memory-mapped image array travels as its
     file region and is mapped again there, never copied."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batches: Sequence[np.ndarray]):
-        self.images, self.labels, self.batches = images, labels, list(batches)
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
 
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = self.batches[i]  # sorted: sequential reads from the file
+    def __getitem__(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        # sorted rows: sequential reads from the file
         return (torch.from_numpy(np.ascontiguousarray(self.images[rows])),
                 torch.from_numpy(np.ascontiguousarray(self.labels[rows])))
 
@@ -57,10 +54,37 @@ class BatchRows(Dataset):
         self.__dict__.update(state)
 
 
+class _EpochBatches(Sampler):
+    """The batches (row arrays) of the epoch being read; the feed replaces them before each epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class BatchFeed:
+    """One loader for every epoch of a training run: ``epoch(batches)`` yields the batches of the given rows, in
+    order, read in this process (``workers`` = 0) or by ``workers`` processes started once and kept for the next
+    epochs (starting a process that imports torch takes seconds, which every epoch paid when a loader was made per
+    epoch), each a few batches ahead; ``pin_memory`` for a non-blocking copy to a CUDA device."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, workers: int = 0, pin_memory: bool = False):
+        self._batches = _EpochBatches()
+        self._loader = DataLoader(BatchRows(images, labels), batch_size=None, sampler=self._batches,
+                                  num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
+                                  prefetch_factor=4 if workers else None)
+
+    def epoch(self, batches: Sequence[np.ndarray]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._batches.batches = list(batches)
+        return iter(self._loader)
+
+
 def batch_loader(images: np.ndarray, labels: np.ndarray, batches: Sequence[np.ndarray], workers: int = 0,
                  pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of ``rows`` in order: read in this process (``workers`` = 0) or by ``workers`` processes, each
-    a few batches ahead; ``pin_memory`` for a non-blocking copy to a CUDA device."""
-    loader = DataLoader(BatchRows(images, labels, batches), batch_size=None, shuffle=False, num_workers=workers,
-                        pin_memory=pin_memory, prefetch_factor=4 if workers else None)
-    return iter(loader)
+    """The batches of ``rows`` in order, for one pass (see :class:`BatchFeed` for a loader kept across epochs)."""
+    return BatchFeed(images, labels, workers, pin_memory).epoch(batches)
