@@ -8,9 +8,11 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 import types
 import typing
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +80,16 @@ def new_run_dir(out: str | Path, description: str) -> Path:
 def shared_run_dir(out: str | Path, description: str) -> Path:
     """``out/<description>-shared``, the run directory every shard of a sharded run writes into: created and marked by
     the first shard; an existing folder of that name must be a cxrgan run directory."""
-    run_dir = check_output_folder(out) / f"{run_slug(description)}-shared"
-    run_dir.mkdir(exist_ok=True)
+    out = check_output_folder(out)
+    run_dir = out / f"{run_slug(description)}-shared"
+    if not run_dir.exists():  # the folder appears with its marker inside: a shard starting at the same moment never
+        staging = out / f".{run_dir.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # sees it unmarked and not empty
+        staging.mkdir()
+        mark_run_dir(staging)
+        try:
+            os.rename(staging, run_dir)
+        except OSError:  # another shard's folder took the name first
+            shutil.rmtree(staging, ignore_errors=True)
     if not is_run_dir(run_dir) and any(run_dir.iterdir()):
         raise CxrganError(f"{run_dir}: exists and is not a cxrgan run directory; move it away or choose another --out")
     mark_run_dir(run_dir)

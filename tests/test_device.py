@@ -26,6 +26,8 @@ from cxrgan.generators import GENERATORS, DCGAN, GeneratorSettings, GeneratorSpe
 from cxrgan.generators.diffusion_networks import build_autoencoder, build_denoiser
 from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER
 
+CHECKPOINTS = {"checkpoint_seconds": TrainConfig.checkpoint_seconds, "checkpoint_epochs": TrainConfig.checkpoint_epochs}
+
 
 @pytest.fixture
 def fake_cuda(monkeypatch):
@@ -55,7 +57,7 @@ def test_auto_precision_follows_the_gpus_compute_capability(monkeypatch, capabil
     assert resolve_amp("auto", "auto") == expected
     config = train_config(build_parser().parse_args(["compare", "data.npz", "--device", "auto"]))
     assert (config.bf16, config.fp16) == (expected == "bf16", expected == "fp16")
-    args = argparse.Namespace(device="cuda", full=False, data_workers=0, epochs=None)
+    args = argparse.Namespace(device="cuda", full=False, data_workers=0, epochs=None, **CHECKPOINTS)
     recipe = classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER)
     assert (recipe.bf16, recipe.fp16) == (expected == "bf16", expected == "fp16")
     for name, cls in GENERATORS.items():
@@ -69,7 +71,7 @@ def test_cpu_presets_keep_bf16_only_where_the_cpu_runs_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # an AVX2-only CPU
     assert resolve_amp("auto", "cpu") == "fp32"
-    args = argparse.Namespace(device="cpu", full=False, data_workers=0, epochs=None)
+    args = argparse.Namespace(device="cpu", full=False, data_workers=0, epochs=None, **CHECKPOINTS)
     assert not classifier(args, CPU_CLASSIFIER, FULL_CLASSIFIER).bf16
     assert not DCGAN(DCGAN.resolve_config(GeneratorSettings()), device="cpu").config.bf16
     with pytest.raises(CxrganError, match="--bf16: cpu does not run bf16 natively"):

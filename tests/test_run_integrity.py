@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from cxrgan.data import save_npz
 from cxrgan.data.info import info
 from cxrgan.data.npz import load_npz
 from cxrgan.errors import CxrganError
-from cxrgan.runs import RUN_MARKER
+from cxrgan.runs import RUN_MARKER, shared_run_dir
 
 SMALL = ["--seeds", "1", "--model", "small-cnn", "--epochs", "1", "--batch-size", "32", "--device", "cpu",
          "--no-progress"]
@@ -95,6 +97,24 @@ def test_run_directories_of_earlier_versions_are_recognised_by_their_config(tmp_
 def test_new_run_directories_are_marked(finished):
     run, _ = finished
     assert (run / RUN_MARKER).is_file() and (run / "report.html").is_file()
+
+
+def test_shards_starting_together_never_see_the_shared_folder_unmarked(tmp_path):
+    """Shards create ``<run>-shared`` at the same moment: each gets the marked folder, neither meets it half made
+    (it appears with its marker inside), and no staging folder is left behind."""
+    for attempt in range(20):
+        out = tmp_path / f"out{attempt}"
+        out.mkdir()
+        barrier = threading.Barrier(4)
+
+        def start() -> Path:
+            barrier.wait()
+            return shared_run_dir(out, "compare-kermany")
+
+        with ThreadPoolExecutor(4) as pool:
+            folders = list(pool.map(lambda _: start(), range(4)))
+        assert set(folders) == {out / "compare-kermany-shared"} and (folders[0] / RUN_MARKER).is_file()
+        assert [p.name for p in out.iterdir()] == ["compare-kermany-shared"]
 
 
 # ---- 2. changed inputs are refused on resume and report ---------------------------------------------------------
