@@ -23,7 +23,11 @@ difference.
 Full training (foundation issue): test ROC AUC >= 0.96 within 10 minutes on a 2-core CPU (``--epochs 0`` skips it).
 For reference, MedMNIST v2 reports 0.944 for ResNet-18 at 28 px and 0.962 for ResNet-50 at 224 px.
 
-    python benchmarks/classifier.py [--pairs 7] [--ablation] [--nchw] [--compile] [--auc-seeds 3] [--epochs 20]
+``--vs-commit REV`` times the whole training loop of this checkout against REV's (3d586b1: main when issue 25 was
+filed), each run in its own process, pair by pair: ``TrainResult.images_per_second`` over every training step of
+``--vs-epochs`` epochs on the training split, batch feed, host syncs and optimiser included as each version does them.
+
+    python benchmarks/classifier.py [--pairs 7] [--ablation] [--nchw] [--compile] [--auc-seeds 3] [--epochs 20] [--vs-commit 3d586b1]
 """
 
 from __future__ import annotations
@@ -31,10 +35,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -196,6 +206,57 @@ def measure_ratio(train, config: TrainConfig, pairs: int, batches: int, names: l
         print(f"ratio {statistics.median(ratios['default']):.2f}x")
 
 
+# ---- the whole training loop against an earlier commit's ---------------------------------------------------------
+# One training run in a fresh process: the checkout on sys.path decides which loop it is. Only arguments both the
+# current TrainConfig and the issue-25 commit's accept.
+LOOP_RUN = """
+import json, sys
+import numpy as np
+from cxrgan.classify import TrainConfig, train_classifier
+from cxrgan.data import load_npz
+data, model, epochs, bf16 = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+dataset = load_npz(data)
+train, val = dataset.split("train"), dataset.split("val")
+val = val.subset(np.arange(min(len(val), 128)))
+config = TrainConfig(model=model, epochs=epochs, patience=epochs, batch_size=64, lr=1e-3, bf16=bf16, augment="flip",
+                     progress=False, device="cpu")
+print(json.dumps({"images_per_second": train_classifier(train, val, config, seed=0).images_per_second}))
+"""
+
+
+def measure_against_commit(revision: str, data: str, model: str, epochs: int, bf16: bool, pairs: int) -> None:
+    """Training throughput (``TrainResult.images_per_second``: every training step of ``epochs`` epochs, validation
+    excluded) of this checkout's loop over ``revision``'s loop (exported with ``git archive``), each run in its own
+    process, the two alternating pair by pair. Unlike the step ratio above, this includes everything the loop does
+    per step (batch feed, host syncs, optimiser), as each version does it."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="cxrgan-vs-") as folder:
+        archive = subprocess.run(["git", "-C", str(repo), "archive", revision], check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(folder, filter="data")
+        checkouts = {"current": str(repo), revision: folder}
+
+        def images_per_second(checkout: str) -> float:
+            env = {**os.environ, "PYTHONPATH": checkout}
+            out = subprocess.run([sys.executable, "-c", LOOP_RUN, data, model, str(epochs), "1" if bf16 else "0"],
+                                 check=True, capture_output=True, text=True, env=env, cwd=checkout).stdout
+            return json.loads(out.strip().splitlines()[-1])["images_per_second"]
+
+        speeds: dict[str, list[float]] = {name: [] for name in checkouts}
+        started = time.perf_counter()
+        for pair in range(pairs):
+            order = list(checkouts) if pair % 2 == 0 else list(checkouts)[::-1]
+            for name in order:
+                speeds[name].append(images_per_second(checkouts[name]))
+    ratios = [new / old for new, old in zip(speeds["current"], speeds[revision])]
+    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{'bf16' if bf16 else 'fp32'} autocast; {model}, {epochs} epoch(s) of {Path(data).name}'s training split "
+          f"per run, {pairs} pairs ({time.perf_counter() - started:.0f} s)")
+    print(f"  training loop {statistics.median(speeds['current']):.0f} images/s vs {revision} "
+          f"{statistics.median(speeds[revision]):.0f}: ratio median {statistics.median(ratios):.2f}x "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
 # ---- test AUC of both steps ---------------------------------------------------------------------------------------
 def readme_splits(data: str):
     """The README command's splits (Kermany made 3:1) and its classifier settings, as the CLI builds them."""
@@ -264,6 +325,9 @@ def main() -> None:
     parser.add_argument("--nchw", action="store_true", help="also time main's step in plain NCHW order")
     parser.add_argument("--compile", action="store_true",
                         help="also time the network through torch.compile (inductor; prints the compile time)")
+    parser.add_argument("--vs-commit", metavar="REV", help="also time this checkout's whole training loop against "
+                        "REV's (e.g. 3d586b1, main when issue 25 was filed), each in its own process")
+    parser.add_argument("--vs-epochs", type=int, default=1, help="training epochs per --vs-commit run")
     parser.add_argument("--data-workers", type=int, default=0, help="processes reading batches in the timed steps")
     parser.add_argument("--auc-seeds", type=int, default=0, help="seeds of the test-AUC comparison (0 = none)")
     parser.add_argument("--auc-first-seed", type=int, default=0, help="first seed of the test-AUC comparison")
@@ -285,6 +349,8 @@ def main() -> None:
         names = ["default", *(["previous NCHW"] if args.nchw else []), *(["compiled", "default compiled"] if args.compile else []),
                  *(["small-maps only", "fused Adam only"] if args.ablation else [])]
         measure_ratio(train, timed, args.pairs, args.batches, names)
+    if args.vs_commit:
+        measure_against_commit(args.vs_commit, args.data, args.model, args.vs_epochs, bf16, max(args.pairs, 1))
     if args.auc_seeds:
         compare_auc(args.data, args.auc_seeds, args.auc_first_seed)
     if args.epochs:
