@@ -46,16 +46,15 @@ class SmallMapConv2d(nn.Conv2d):
         positions = self._output_positions(x)
         if positions > WEIGHT_GRAD_POSITIONS:
             return super().forward(x)
-        if positions <= MATMUL_POSITIONS:
-            return self._as_matmul(x)
+        form = _ConvByMatmul if positions <= MATMUL_POSITIONS else _WeightGradByMatmul
         weight, bias = self.weight, self.bias
         if torch.is_autocast_enabled(x.device.type):  # cast as autocast would for a convolution, then run as is
             dtype = torch.get_autocast_dtype(x.device.type)
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
             with torch.autocast(x.device.type, enabled=False):
-                return _WeightGradByMatmul.apply(x, weight, bias, self.stride, self.padding)
-        return _WeightGradByMatmul.apply(x, weight, bias, self.stride, self.padding)
+                return form.apply(x, weight, bias, self.stride, self.padding)
+        return form.apply(x, weight, bias, self.stride, self.padding)
 
     def _output_positions(self, x: torch.Tensor) -> float:
         """oh x ow where a matrix-product form applies, else infinity."""
@@ -65,16 +64,6 @@ class SmallMapConv2d(nn.Conv2d):
             return float("inf")
         oh, ow = _output_size(x, self.weight, self.stride, self.padding)
         return oh * ow
-
-    def _as_matmul(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled(x.device.type):  # cast as autocast would for a convolution, then run as is
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
-            with torch.autocast(x.device.type, enabled=False):
-                return _ConvByMatmul.apply(x, weight, bias, self.stride, self.padding)
-        return _ConvByMatmul.apply(x, weight, bias, self.stride, self.padding)
 
 
 class _ConvByMatmul(torch.autograd.Function):
