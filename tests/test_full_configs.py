@@ -31,10 +31,9 @@ COMMON = ["--full", "--seeds", "1", "--gan-steps", "2", "--device", "cpu", "--no
 NARROW = ["--gan-width", "8"]  # the DCGAN-family and CycleGAN recipes; the SGAN's paper width is cheap at 32 px
 
 
-def _subset(path: Path, counts: dict[str, tuple[int, int]], out: Path, target: str = "labels",
-            finding: str | None = None) -> str:
-    """``counts[split]`` = (negatives, positives) real rows of ``path`` (of ``finding`` for findings files), at 224 px."""
-    dataset = load_npz(path, target=target)
+def _subset(dataset: CXRDataset, counts: dict[str, tuple[int, int]], out: Path, finding: str | None = None) -> str:
+    """``counts[split]`` = (negatives, positives) real rows of ``dataset`` (of ``finding`` for findings data), at
+    224 px."""
     rng = np.random.default_rng(0)
     parts = []
     for split, (negatives, positives) in counts.items():
@@ -48,30 +47,44 @@ def _subset(path: Path, counts: dict[str, tuple[int, int]], out: Path, target: s
                                    joined.class_names), out))
 
 
+# Held-out rows every run needs: a validation AUC and a Youden threshold (both classes), a test AUC.
+HELD_OUT = {"val": (2, 2), "test": (2, 2)}
+
+
 @pytest.fixture(scope="module")
 def files(data_dir, tmp_path_factory) -> dict[str, str]:
+    """Each recipe's own real subset at 224 px, as small as its generators allow: a DenseNet-121 / ResNet-18 step
+    at 224 px costs about 0.2-0.5 s an image on one core, so the classifier rows dominate and scale with the rows."""
     folder = tmp_path_factory.mktemp("full224")
+    kermany = load_npz(data_dir / "kermany_pneumonia" / "kermany_pneumonia_128.npz")
+    nih = load_npz(data_dir / "nih_pneumonia" / "nih_pneumonia_128.npz")
+    findings = load_npz(data_dir / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz", target="findings")
     return {
-        # 32 normal : 16 pneumonia training rows (a GAN needs 16); the audits need 6 test rows per class
-        "binary": _subset(data_dir / "kermany_pneumonia" / "kermany_pneumonia_128.npz",
-                          {"train": (32, 16), "val": (4, 4), "test": (6, 6)}, folder / "kermany_224.npz"),
-        "second": _subset(data_dir / "nih_pneumonia" / "nih_pneumonia_128.npz",
-                          {"train": (16, 16), "val": (4, 4), "test": (6, 6)}, folder / "nih_pneumonia_224.npz"),
-        "findings": _subset(data_dir / "nih_chestxray14_subset" / "nih_chestxray14_subset_64.npz",
-                            {"train": (24, 16), "val": (4, 4), "test": (6, 6)}, folder / "nih_subset_224.npz",
-                            target="findings", finding="Effusion"),
+        # the SGAN recipes (a second or two each at 32 px): 16 labelled rows per class for --per-class 16
+        "binary": _subset(kermany, {"train": (32, 16), "val": (4, 4), "test": (6, 6)}, folder / "kermany_224.npz"),
+        "second": _subset(nih, {"train": (16, 16), "val": (4, 4), "test": (6, 6)}, folder / "nih_pneumonia_224.npz"),
+        # dcgan-alpha: the cDCGAN needs 16 rows per class and the 5:4 imbalance 4 synthetic pneumonias; the audit
+        # needs 6 test rows per class (its k = 5 nearest neighbours)
+        "alpha": _subset(kermany, {"train": (20, 16), "val": (2, 2), "test": (6, 6)}, folder / "alpha_224.npz"),
+        # cyclegan-complement: its CycleGAN trains on these 8 rows and the extra file's 8 (16 in all, 2+ per class)
+        "cyclegan": _subset(kermany, {"train": (4, 4), **HELD_OUT}, folder / "cyclegan_224.npz"),
+        "cyclegan_extra": _subset(nih, {"train": (4, 4), **HELD_OUT}, folder / "cyclegan_extra_224.npz"),
+        # cgan-regimes: the label-vector cGAN trains on all 18 rows; Effusion (6 of 18) is below --threshold 0.5
+        "regimes": _subset(findings, {"train": (12, 6), **HELD_OUT}, folder / "regimes_224.npz", finding="Effusion"),
+        # dcgan-rare-findings: its DCGAN needs 16 Effusion rows; 18 others make it the rarer side (2 images added)
+        "rare": _subset(findings, {"train": (18, 16), **HELD_OUT}, folder / "rare_224.npz", finding="Effusion"),
     }
 
 
 RECIPES = {
-    "dcgan-alpha": (["--data", "{binary}", "--imbalance", "2:1", "--methods", "none,cdcgan-a0.5", "--epochs", "1",
-                     "--tstr-images", "4"], "resnet18", 5),  # 2 rows, the TSTR of real and cDCGAN, its audit
-    "cyclegan-complement": (["--data", "{binary}", "--imbalance", "1:1", "--gan-extra-data", "{second}", "--methods",
-                             "none,cyclegan-complement-extra", "--epochs", "1", "--fidelity-images", "2"],
+    "dcgan-alpha": (["--data", "{alpha}", "--imbalance", "5:4", "--methods", "none,cdcgan-a0.5", "--epochs", "1",
+                     "--tstr-images", "2"], "resnet18", 5),  # 2 rows, the TSTR of real and cDCGAN, its audit
+    "cyclegan-complement": (["--data", "{cyclegan}", "--imbalance", "1:1", "--gan-extra-data", "{cyclegan_extra}",
+                             "--methods", "none,cyclegan-complement-extra", "--epochs", "1", "--fidelity-images", "2"],
                             "densenet121", 3),  # 2 rows and the CycleGAN's fidelity
-    "cgan-regimes": (["--data", "{findings}", "--findings", "Effusion", "--threshold", "0.5", "--regimes", "1",
+    "cgan-regimes": (["--data", "{regimes}", "--findings", "Effusion", "--threshold", "0.5", "--regimes", "1",
                       "--methods", "none,gan", "--epochs", "1"], "densenet121", 2),
-    "dcgan-rare-findings": (["--data", "{findings}", "--findings", "Effusion", "--cheap-fixes", "ldam-drw", "--epochs",
+    "dcgan-rare-findings": (["--data", "{rare}", "--findings", "Effusion", "--cheap-fixes", "ldam-drw", "--epochs",
                              "1"], "densenet121", 4),  # baseline, DCGAN, its count-matched rare-copies, the cheap fix
     "sgan-scarcity": (["--data", "{binary}", "--per-class", "16"], None, 2),
     "sgan-domain": (["--data", "{binary}", "--second-data", "{second}"], None, 5),
