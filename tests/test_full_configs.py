@@ -19,13 +19,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, load_npz, save_npz
 from cxrgan.data.images import resize_stack
+from _data_helpers import class_subset
 
 pytestmark = pytest.mark.slow
 SIZE = 224
@@ -36,17 +36,9 @@ NARROW = ["--gan-width", "8"]  # the DCGAN-family and CycleGAN recipes; the SGAN
 def _subset(dataset: CXRDataset, counts: dict[str, tuple[int, int]], out: Path, finding: str | None = None) -> str:
     """``counts[split]`` = (negatives, positives) real rows of ``dataset`` (of ``finding`` for findings data), at
     224 px."""
-    rng = np.random.default_rng(0)
-    parts = []
-    for split, (negatives, positives) in counts.items():
-        part = dataset.split(split)
-        y = part.labels[:, 0 if finding is None else part.label_names.index(finding)]
-        rows = np.concatenate([rng.choice(np.flatnonzero(y == 0), negatives, replace=False),
-                               rng.choice(np.flatnonzero(y == 1), positives, replace=False)])
-        parts.append(part.subset(np.sort(rows)))
-    joined = CXRDataset.concat(parts)
-    return str(save_npz(CXRDataset(resize_stack(joined.images, SIZE), joined.labels, joined.label_names, joined.meta,
-                                   joined.class_names), out))
+    rows = class_subset(dataset, counts, 0 if finding is None else dataset.label_names.index(finding))
+    return str(save_npz(CXRDataset(resize_stack(rows.images, SIZE), rows.labels, rows.label_names, rows.meta,
+                                   rows.class_names), out))
 
 
 # Held-out rows every run needs: a validation AUC and a Youden threshold (both classes), a test AUC.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,6 +12,7 @@ from cxrgan.evaluate.inference import Verdicts
 from cxrgan.io import read_jsonl
 from cxrgan.recipes import dcgan_alpha
 from cxrgan.recipes.dcgan_alpha import paper_table
+from _data_helpers import class_subset
 from _report_check import assert_report_renders
 
 
@@ -21,14 +21,7 @@ def kermany_2to1(kermany) -> CXRDataset:
     """The fewest real rows every generator of the recipe trains on: 32 normal : 16 pneumonia training rows (already
     2:1; a cDCGAN needs 16 per class, a one-class DCGAN or LDM 16 of its class), 8 + 8 validation rows and 10 + 10
     test rows (a seed-level verdict needs 10 test rows per class)."""
-    rng = np.random.default_rng(0)
-    parts = []
-    for split, (negatives, positives) in (("train", (32, 16)), ("val", (8, 8)), ("test", (10, 10))):
-        part = kermany.split(split)
-        y = part.binary_targets()
-        parts.append(part.subset(np.sort(np.concatenate([rng.choice(np.flatnonzero(y == 0), negatives, replace=False),
-                                                         rng.choice(np.flatnonzero(y == 1), positives, replace=False)]))))
-    return CXRDataset.concat(parts)
+    return class_subset(kermany, {"train": (32, 16), "val": (8, 8), "test": (10, 10)})
 
 
 def test_dcgan_alpha_recipe_runs_every_row(kermany_2to1, tmp_path, capsys, monkeypatch):
