@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from cxrgan.data import CXRDataset
 from cxrgan.data.chexpert import CHEXPERT_FINDINGS
 
 # NIH finding -> CheXpert observation, to give the CheXpert fixture real (NIH-derived) labels
@@ -16,6 +17,21 @@ NIH_TO_CHEXPERT = {
     "Atelectasis": "Atelectasis", "Pneumothorax": "Pneumothorax", "Effusion": "Pleural Effusion",
     "Mass": "Lung Lesion", "Nodule": "Lung Lesion", "Infiltration": "Lung Opacity",
 }
+
+
+def class_subset(dataset: CXRDataset, counts: dict[str, tuple[int, int]], column: int = 0, seed: int = 0
+                 ) -> CXRDataset:
+    """``counts[split]`` = (negatives, positives) real rows of each split of ``dataset``, drawn by label ``column``
+    (a finding's for findings data) without replacement, in file order."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for split, (negatives, positives) in counts.items():
+        part = dataset.split(split)
+        y = part.labels[:, column]
+        rows = np.concatenate([rng.choice(np.flatnonzero(y == 0), negatives, replace=False),
+                               rng.choice(np.flatnonzero(y == 1), positives, replace=False)])
+        parts.append(part.subset(np.sort(rows)))
+    return CXRDataset.concat(parts)
 
 
 def kermany_rows(data_dir: Path, per_class: int, size: int = 128, seed: int = 0) -> dict[str, np.ndarray]:

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from cxrgan.cli import main
-from cxrgan.data import save_npz
+from cxrgan.data import CXRDataset, save_npz
 from cxrgan.evaluate.audit import train_on_synthetic
 from cxrgan.evaluate.inference import Verdicts
 from cxrgan.io import read_jsonl
 from cxrgan.recipes import dcgan_alpha
 from cxrgan.recipes.dcgan_alpha import paper_table
+from _data_helpers import class_subset
 from _report_check import assert_report_renders
 
 
-def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monkeypatch):
-    data = save_npz(kermany_small, tmp_path / "small.npz")
+@pytest.fixture
+def kermany_2to1(kermany) -> CXRDataset:
+    """The fewest real rows every generator of the recipe trains on: 32 normal : 16 pneumonia training rows (already
+    2:1; a cDCGAN needs 16 per class, a one-class DCGAN or LDM 16 of its class), 8 + 8 validation rows and 10 + 10
+    test rows (a seed-level verdict needs 10 test rows per class)."""
+    return class_subset(kermany, {"train": (32, 16), "val": (8, 8), "test": (10, 10)})
+
+
+def test_dcgan_alpha_recipe_runs_every_row(kermany_2to1, tmp_path, capsys, monkeypatch):
+    data = save_npz(kermany_2to1, tmp_path / "small.npz")
     tstr_runs = []  # every TSTR classifier the finish step trains
     monkeypatch.setattr(dcgan_alpha, "train_on_synthetic",
                         lambda *args: tstr_runs.append(args[0].shape) or train_on_synthetic(*args))
     assert main(["recipe", "dcgan-alpha", "--data", str(data), "--seeds", "1", "--epochs", "1", "--imbalance", "2:1",
-                 "--tstr-images", "24", "--gan-steps", "3", "--gan-width", "8", "--device", "cpu",
+                 "--tstr-images", "8", "--gan-steps", "3", "--gan-width", "8", "--device", "cpu",
                  "--out", str(tmp_path / "runs")]) == 0
     printed = capsys.readouterr().out
     assert "Sun & Li table shape" in printed
@@ -49,11 +59,11 @@ def test_dcgan_alpha_recipe_runs_every_row(kermany_small, tmp_path, capsys, monk
     records = read_jsonl(run_dir / "results.jsonl")
     analyses = [r for r in records if "analysis" in r]
     assert sorted(r["analysis"] for r in analyses) == ["audit"] * 6 + ["tstr"] * 5
-    # each audit compares a generator's samples with exactly the rows it trained on: the 2:1 subset's 20 pneumonias
-    # for the minority DCGAN and LDM, its 40 normals for their other-class twins, all 60 rows for the cDCGAN, cLDM
+    # each audit compares a generator's samples with exactly the rows it trained on: the 2:1 subset's 16 pneumonias
+    # for the minority DCGAN and LDM, its 32 normals for their other-class twins, all 48 rows for the cDCGAN, cLDM
     audits = [r for r in analyses if r["analysis"] == "audit"]
     assert all(r["reference_rows"] == r["training rows"] for r in audits)
-    assert sorted(r["reference_rows"] for r in audits) == [20, 20, 40, 40, 60, 60]
+    assert sorted(r["reference_rows"] for r in audits) == [16, 16, 32, 32, 48, 48]
     assert "[17/27] tstr generator real" in printed
     # one TSTR per generator: the alphas share the cDCGAN's, cldm-a0.5 and synth-pretrain the cLDM's
     assert len(tstr_runs) == 5  # real reference, dcgan, cdcgan, ldm, cldm
