@@ -217,7 +217,8 @@ from cxrgan.data import load_npz
 data, model, epochs, bf16 = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 dataset = load_npz(data)
 train, val = dataset.split("train"), dataset.split("val")
-val = val.subset(np.arange(min(len(val), 128)))
+y = val.labels[:, 0]
+val = val.subset(np.sort(np.concatenate([np.flatnonzero(y == 0)[:64], np.flatnonzero(y == 1)[:64]])))
 config = TrainConfig(model=model, epochs=epochs, patience=epochs, batch_size=64, lr=1e-3, bf16=bf16, augment="flip",
                      progress=False, device="cpu")
 print(json.dumps({"images_per_second": train_classifier(train, val, config, seed=0).images_per_second}))
