@@ -10,7 +10,7 @@ batch into the rows instead:
 * output maps of at most ``MATMUL_POSITIONS`` positions: the whole convolution is one (N oh ow, C kh kw) x
   (C kh kw, O) product; its input gradient is the patches' gradient added back slice by slice (kh x kw additions
   into an fp32 map), which took half the time of autograd's two generic unfold backward passes (whole ResNet-18 bf16
-  step with 2 threads: 1.68x -> 1.85-2.00x over main's step across runs, Sapphire Rapids with AMX);
+  step with 2 threads: 1.68x -> 1.85-2.00x over main's step across runs, 1.91x on a quiet Sapphire Rapids with AMX);
 * at most ``WEIGHT_GRAD_POSITIONS``: oneDNN computes the output and the input gradient, and the weight gradient is
   one (O, N oh ow) x (N oh ow, C kh kw) product.
 
