@@ -79,7 +79,7 @@ class _ConvByMatmul(torch.autograd.Function):
         columns = columns.contiguous()
         ctx.save_for_backward(columns, matrix)
         ctx.input_shape, ctx.weight_shape, ctx.weight_contiguous = x.shape, weight.shape, weight.is_contiguous()
-        ctx.stride, ctx.padding, ctx.with_bias = stride, padding, bias is not None
+        ctx.stride, ctx.padding, ctx.with_bias, ctx.output_size = stride, padding, bias is not None, (oh, ow)
         out = F.linear(columns, matrix, bias)  # (N oh ow, O): an (N, O, oh, ow) map stored channels-last
         return out.view(n, oh, ow, weight.shape[0]).permute(0, 3, 1, 2)
 
@@ -102,8 +102,7 @@ def _gather_patch_gradient(patch_grad: torch.Tensor, ctx) -> torch.Tensor:
     channels-last and summed in fp32 (in bf16 the sums of up to kh x kw patch gradients lost a third more precision
     than oneDNN's fp32 accumulation)."""
     n, channels, height, width = ctx.input_shape
-    (kh, kw), (sh, sw), (ph, pw) = ctx.weight_shape[2:], ctx.stride, ctx.padding
-    oh, ow = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = ctx.weight_shape[2:], ctx.stride, ctx.padding, ctx.output_size
     patch_grad = patch_grad.float()
     if ctx.weight_contiguous:  # (C, kh, kw) order
         patch_grad = patch_grad.view(n, oh, ow, channels, kh, kw).permute(0, 1, 2, 4, 5, 3)
