@@ -24,9 +24,10 @@ sooner), so a point trains its preset x (1 + 0.15 log2(minority / 400)) steps, a
 30 % at 16 images, 40 % at 25, 55 % at 50, 70 % at 100 (measured for FastGAN, see the class). ``--gan-steps``
 fixes the steps at every point instead.
 
-Statistics. Every method is compared with ``none`` and every method but ``none`` with ``oversample`` at every point
-by the seed-level paired test (``cxrgan.evaluate.inference``), on the internal test split and on every external site;
-Holm's adjustment runs over all of these comparisons of the whole map at once. The answer table states per method,
+Statistics (tables, answer and figure: :mod:`cxrgan.recipes.helps_map_report`). Every method is compared with
+``none`` and every method but ``none`` with ``oversample`` at every point by the seed-level paired test
+(``cxrgan.evaluate.inference``), on the internal test split and on every external site; Holm's adjustment runs over
+all of these comparisons of the whole map at once. The answer table states per method,
 in one sentence generated from those verdicts, where it helped, hurt, or made no detectable difference. Each
 point's generators are audited (FD, recall, coverage, two-sample AUC, memorised fraction; ``cxrgan.evaluate.audit``)
 against the minority rows they saw, so a point where a generator copies its 25 images shows as such.
@@ -35,7 +36,6 @@ against the minority rows they saw, so a point where a generator copies its 25 i
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,21 +52,15 @@ from cxrgan.engine import Cell, CellResult, Plan, Results, RunContext, RunSpec, 
 from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
 from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import AuditConfig, audit_images, reference_cells, train_feature_model
-from cxrgan.evaluate.inference import (VERDICT_BETTER, VERDICT_NONE, VERDICT_WORSE, Comparison, Effect, Verdicts,
-                                       compare_auc, effect_cells, method_note, verdict_table)
-from cxrgan.evaluate.summary import seed_cell
+from cxrgan.evaluate.audit import AuditConfig, audit_images, train_feature_model
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load, generator_class
 from cxrgan.generators.base import image_fingerprint
 from cxrgan.generators.cache import cache_dir, entry_name
 from cxrgan.recipes.compare import Compare, CompareConfig, ratio_counts
 from cxrgan.recipes.dcgan_alpha import AUDIT_COLUMNS, CPU_CLASSIFIER
-from cxrgan.report.plots import plot_effect_map
+from cxrgan.recipes.helps_map_report import BASELINE, FULL, MapReport
 from cxrgan.report.tables import to_markdown
 
-BASELINE = "none"
-DUPLICATION = "oversample"  # the count-matched control every generative row must beat
-FULL = "full"  # the minority coordinate of the reference cells, trained on every minority training row
 # The default map: none, duplication, the best cheap fixes of the long-tail literature (Holste et al. 2022), and the
 # generator built for few images, FastGAN (Liu et al. 2021), at 3 seeds: within 3 hours on an idle 2-core machine.
 # The latent diffusion rows do not fit: cldm-a0.5 and synth-pretrain (one cLDM per point and seed, shared by both)
@@ -416,262 +410,22 @@ class HelpsMap(Compare):
         return seconds
 
     # ---- tables ---------------------------------------------------------------------------------------------------
-    def sets(self, results: Results) -> list[str]:
-        return ["test", *self.external_sets(results)]
-
-    def site_label(self, results: Results, set_name: str) -> dict[str, str]:
-        return {"site": "internal test" if set_name == "test" else set_name} if self.external_sets(results) else {}
-
-    def map_comparisons(self, results: Results) -> list[Comparison]:
-        """Every method against none and every method but none against duplication, at every point and on every
-        evaluation set: the one Holm family of the map."""
-        methods = self.compare_config.methods
-        rows = []
-        for set_name in self.sets(results):
-            for count in self.counts_:
-                where = {"minority": count}
-                rows += self.comparisons(results, set_name, BASELINE, methods, where)
-                if DUPLICATION in methods:
-                    rows += self.comparisons(results, set_name, DUPLICATION,
-                                             tuple(m for m in methods if m != BASELINE), where)
-        return rows
-
     def target_rows(self, results: Results) -> list[TargetRow]:
         """The map's comparisons on the internal test split, each point's (seed, minority, method) cells its arms."""
         rows = []
-        for comparison in self.map_comparisons(results):
+        for comparison in MapReport(self, results).comparisons:
             if comparison.row.get("site", "internal test") == "internal test":
                 point = {"minority": int(comparison.row["minority"])}
                 rows.append(TargetRow(comparison, ({**point, "method": comparison.row["method"]},
                                                    {**point, "method": comparison.row["vs"]})))
         return rows
 
-    def headroom(self, results: Results, set_name: str, count: int) -> Comparison:
-        """``full`` against ``none`` at a point (paired by classifier seed): described, not tested in the family."""
-        y = results.labels[set_name][:, 0]
-        full = results.seed_scores(set_name, minority=FULL, method=BASELINE)
-        none = results.seed_scores(set_name, minority=count, method=BASELINE)
-        return compare_auc({"minority": str(count)}, y, {s: v[:, 0] for s, v in full.items()},
-                           {s: v[:, 0] for s, v in none.items()}, results.patients(set_name))
-
     def tables(self, results: Results) -> list[Table]:
-        c, spec, compare = self.config, self.spec, self.compare_config
-        comparisons = self.map_comparisons(results)
-        effects = MapEffects(comparisons)
-        n_tests = sum(comp.effect is not None and not math.isnan(comp.effect.p) for comp in comparisons)
-        conditional = c.generator_seeds is not None and c.generator_seeds < spec.seeds
-        family = (f"Holm over the whole map: {n_tests} comparisons (every method vs none and vs oversample at every "
-                  "point" + (", internal test and external sites" if self.external_sets(results) else "") + ").")
-        condition = (f" Generator rows are conditional on {c.generator_seeds} generator(s) per point shared by the "
-                     f"{spec.seeds} classifier seeds (--generator-seeds), not a distribution over generators."
-                     if conditional else "")
-        answer = pd.DataFrame([{"method": "(headroom)", "answer": self.headroom_sentence(results)}]
-                              + [{"method": m, "answer": answer_sentence(m, self.clauses(results, effects, m),
-                                                                         conditional and self.is_generative(m))}
-                                 for m in compare.methods if m != BASELINE and results.where(method=m)])
-        map_frame = self.map_table(results, effects)
-        steps = compare.generators.steps
-        budget = (f"Every generator trains {steps} steps (--gan-steps)." if steps is not None
-                  else f"Generator steps: its preset x clip(1 + {c.budget.per_halving:g} log2(minority / "
-                       f"{c.budget.reference_rows}), {c.budget.floor:g}, 1) (each generator's steps in map_audit).")
-        notes = (f"One row per minority count (training rows of {self.class_name(1)!r}, nested per seed and grouped by "
-                 f"patient; the {self.majority_rows()} {self.class_name(0)!r} rows fixed). Cells: test ROC AUC mean "
-                 "[95% CI over seeds]; Δ = method - baseline, paired by seed, [95% CI]; p (Holm) and verdict per "
-                 "baseline as 'vs none / vs oversample'; min. detectable Δ: the smallest difference each comparison "
-                 f"detects with 80% power before adjustment. {family} full = none trained on the fixed majority plus "
-                 f"every minority training row ({self.minority_pool()}); headroom = full - none at the point, paired "
-                 f"by seed (described, not tested). {budget}{condition}")
-        tables = [Table("answer", f"helps-map: where does each method help? ({Path(spec.file).name})", answer,
-                        f"Generated from the verdicts of the map table. {family}{condition}", role="verdict"),
-                  Table("map", f"helps-map: {Path(spec.file).name}, {compare.train.model}, {spec.seeds} seed(s) "
-                        "per point", map_frame, notes, role="main"),
-                  Table("map_verdicts", "helps-map: every comparison of the map (one Holm family)",
-                        verdict_table(comparisons), method_note(comparisons), role="detail")]
-        audit = self.audit_table(results)
-        if len(audit):
-            tables.append(Table("map_audit", "helps-map: each point's generators, audited against the minority rows "
-                                "they saw", audit, AUDIT_NOTE, role="detail"))
-        return tables
-
-    def class_name(self, value: int) -> str:
-        return (self.base_.class_names or ("0", "1"))[value]
-
-    def majority_rows(self) -> int:
-        return int((self.base_.binary_targets() == 0).sum())
-
-    def minority_pool(self) -> str:
-        return f"{int((self.base_.binary_targets() == 1).sum())} {self.class_name(1)!r} rows"
-
-    def clauses(self, results: Results, effects: MapEffects, method: str) -> list[tuple[str, str, list]]:
-        """(baseline, site, [(count, effect or None, note), ...]) of one method, internal test first."""
-        methods = self.compare_config.methods
-        baselines = [BASELINE] + ([DUPLICATION] if DUPLICATION in methods and method != DUPLICATION else [])
-        out = []
-        for set_name in self.sets(results):
-            site = self.site_label(results, set_name)
-            for baseline in baselines:
-                points = [(count, *effects.get(minority=str(count), method=method, vs=baseline, **site))
-                          for count in self.counts_ if effects.has(minority=str(count), method=method, vs=baseline,
-                                                                   **site)]
-                if points:
-                    out.append((baseline, "" if set_name == "test" else set_name, points))
-        return out
-
-    def headroom_sentence(self, results: Results) -> str:
-        full = [r["metrics"]["roc_auc"] for r in results.where(minority=FULL, method=BASELINE)]
-        parts = [f"{np.mean([r['metrics']['roc_auc'] for r in results.where(minority=n, method=BASELINE)]):.3f} at {n}"
-                 for n in self.counts_ if results.where(minority=n, method=BASELINE)]
-        if not full or not parts:
-            return "not measured yet (the full reference or the none cells are missing)"
-        return (f"none reaches ROC AUC {', '.join(parts)} minority images, against {np.mean(full):.3f} with all "
-                f"{self.minority_pool()} (full), on the internal test split")
-
-    def map_table(self, results: Results, effects: MapEffects) -> pd.DataFrame:
-        methods = self.compare_config.methods
-        rows = []
-        for count in self.counts_:
-            row: dict[str, Any] = {"minority rows": count, "seeds": len(results.where(minority=count, method=BASELINE))}
-            for set_name in self.sets(results):
-                at = "" if set_name == "test" else f" @ {set_name}"
-                key = "roc_auc" if set_name == "test" else f"roc_auc@{set_name}"
-                auc = lambda **where: seed_cell([r["metrics"][key] for r in results.where(**where)])  # noqa: E731
-                row[f"none ROC AUC{at}"] = auc(minority=count, method=BASELINE)
-                row[f"full ROC AUC{at}"] = auc(minority=FULL, method=BASELINE)
-                headroom = self.headroom(results, set_name, count)
-                row[f"headroom (full - none){at}"] = (effect_cells(headroom.effect)["Δ [95% CI]"] if headroom.effect
-                                                      else headroom.note)
-                site = self.site_label(results, set_name)
-                for method in methods:
-                    if method == BASELINE or not results.where(minority=count, method=method):
-                        continue
-                    row[f"{method} ROC AUC{at}"] = auc(minority=count, method=method)
-                    found = [(b, *effects.get(minority=str(count), method=method, vs=b, **site))
-                             for b in (BASELINE, DUPLICATION) if effects.has(minority=str(count), method=method,
-                                                                              vs=b, **site)]
-                    for baseline, effect, note in found:
-                        cells = effect_cells(effect) if effect is not None else {}
-                        row[f"{method} Δ vs {baseline}{at}"] = cells.get("Δ [95% CI]", note)
-                    for column, key_ in (("p (Holm)", "p (Holm)"), ("verdict", "verdict"),
-                                         ("min. detectable Δ", "min. detectable Δ")):
-                        values = [effect_cells(e)[key_] if e is not None else "not tested" for _, e, _ in found]
-                        row[f"{method} {column}{at}"] = " / ".join(values)
-            rows.append(row)
-        return pd.DataFrame(rows).fillna("")
-
-    def audit_table(self, results: Results) -> pd.DataFrame:
-        """One row per audited generator: its point, draw, steps, the methods using it and the audit's metrics
-        (from its analysis cell; a run made before audits were cells: from its ``audit/audit.json``)."""
-        rows = []
-        for name, entry in self.generators_.items():
-            records = results.analysis("audit", generator=name)
-            path = cache_dir(results.run_dir / GENERATORS_DIR, entry.spec, entry.rows) / "audit" / "audit.json"
-            if records:
-                metrics = records[0]["metrics"]
-            elif path.exists():
-                metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"]
-            else:
-                continue
-            rows.append({"minority rows": entry.minority, "draw": entry.draw, "generator": entry.spec.name,
-                         "steps": entry.spec.config.steps, "used by": ", ".join(entry.methods),
-                         **reference_cells(metrics, AUDIT_COLUMNS)})
-        return pd.DataFrame(rows)
+        return MapReport(self, results).tables()
 
     def figures(self, results: Results) -> list[tuple[str, str]]:
-        effects = MapEffects(self.map_comparisons(results))
-        panels = {}
-        for set_name in self.sets(results):
-            site = self.site_label(results, set_name)
-            lines = {}
-            for method in self.compare_config.methods:
-                points = [(count, effects.get(minority=str(count), method=method, vs=BASELINE, **site)[0])
-                          for count in self.counts_]
-                points = [(n, e.delta, e.ci_low, e.ci_high) for n, e in points if e is not None]
-                if method != BASELINE and points:
-                    lines[method] = points
-            if lines:
-                panels["internal test" if set_name == "test" else f"external site {set_name}"] = lines
-        if not panels:
-            return []
-        plot_effect_map(panels, results.run_dir / "map.png", reference=DUPLICATION,
-                        xlabel=f"{self.class_name(1)} (minority) training images", ylabel="Δ ROC AUC vs none")
-        return [("map.png", "Δ ROC AUC vs none (mean over seeds, 95% CI) against the minority class's training "
-                            "images, one line per method; duplication (oversample) dashed as the reference line")]
+        return MapReport(self, results).figures()
 
-
-AUDIT_NOTE = ("Each generator sampled as many minority images as the minority rows it trained on, audited in the "
-              "feature space of a small CNN trained on every real training row of the file; reference = the same "
-              "statistic for the real minority rows the generator saw (vs the real test rows of that class), so "
-              "both sides have the same sample size. memorised: share of images closer to a training image than the "
-              "1st percentile of real test-to-train distances (reference: about 0.01). A memorising generator shows "
-              "memorised far above its reference and a two-sample AUC near its reference.")
-
-
-class MapEffects:
-    """The map's comparisons with Holm applied over all of them, looked up by their row keys."""
-
-    def __init__(self, comparisons: list[Comparison]):
-        self.by_row = {tuple(sorted(comp.row.items())): (effect, comp.note)
-                       for comp, effect in Verdicts(comparisons).items}
-
-    def has(self, **row: str) -> bool:
-        return tuple(sorted(row.items())) in self.by_row
-
-    def get(self, **row: str) -> tuple[Effect | None, str]:
-        """(Holm-adjusted effect or None, why there is none) of the comparison with exactly these keys."""
-        return self.by_row.get(tuple(sorted(row.items())), (None, "not compared"))
-
-
-# ---- the answer, in words --------------------------------------------------------------------------------------
-PHRASES = {VERDICT_BETTER: "better than {b}", VERDICT_WORSE: "worse than {b}", VERDICT_NONE: "no detectable "
-           "difference from {b}"}
-
-
-def _counts_phrase(counts: list[int], grid: list[int]) -> str:
-    """"at every minority count from 16 to 400", "from 100 minority images on", "up to 50 minority images" or "at 25
-    and 50 minority images"."""
-    where = [grid.index(n) for n in counts]
-    if len(counts) == len(grid) and len(grid) > 1:
-        return f"at every minority count from {grid[0]} to {grid[-1]}"
-    if len(counts) > 1 and where == list(range(where[0], len(grid))):
-        return f"from {counts[0]} minority images on"
-    if len(counts) > 1 and where == list(range(len(counts))):
-        return f"up to {counts[-1]} minority images"
-    listed = ", ".join(map(str, counts[:-1])) + (" and " if len(counts) > 1 else "") + str(counts[-1])
-    return f"at {listed} minority images"
-
-
-def answer_sentence(method: str, clauses: list[tuple[str, str, list[tuple[int, Effect | None, str]]]],
-                    conditional: bool = False) -> str:
-    """One sentence per method from its verdicts: per baseline and site, the minority counts grouped by verdict,
-    with the effects where it differed and the smallest detectable ones where it did not.
-
-    Args:
-        method: the method's name.
-        clauses: (baseline, site ("" = internal test), [(minority count, Holm-adjusted effect or None, note), ...]).
-        conditional: its generators were shared by the classifier seeds (say so).
-    """
-    parts: dict[str, list[str]] = {}  # site ("" = internal test) -> its phrases, in clause order
-    for baseline, site, points in clauses:
-        grid = [count for count, _, _ in points]
-        name = "duplication (oversample)" if baseline == DUPLICATION else baseline
-        groups: dict[str, list] = {}
-        for count, effect, note in points:
-            groups.setdefault(effect.verdict if effect is not None else note, []).append((count, effect))
-        phrases = []
-        for verdict, members in sorted(groups.items(), key=lambda item: grid.index(item[1][0][0])):
-            counts = [count for count, _ in members]
-            text = (PHRASES[verdict].format(b=name) if verdict in PHRASES else f"not tested against {name} ({verdict})")
-            text += " " + _counts_phrase(counts, grid)
-            effects = [e for _, e in members if e is not None and not math.isnan(e.mde)]
-            if verdict in (VERDICT_BETTER, VERDICT_WORSE):
-                text += " (Δ " + ", ".join(effect_cells(e)["Δ [95% CI]"] for e in effects) + ")"
-            elif verdict == VERDICT_NONE and effects:
-                low, high = min(e.mde for e in effects), max(e.mde for e in effects)
-                text += f" (min. detectable Δ {low:.3f}" + (f"-{high:.3f})" if high > low else ")")
-            phrases.append(text)
-        parts.setdefault(site, []).append(", ".join(phrases))
-    if not parts:
-        return f"{method}: no comparisons yet."
-    text = "; ".join((f"at {site}: " if site else "") + "; and ".join(phrases) for site, phrases in parts.items())
-    return (f"{method}: {text}" + ("; conditional on one generator per point shared by the classifier seeds"
-                                   if conditional else "") + ".")
+    def audit_file(self, run_dir: Path, entry: MapGenerator) -> Path:
+        """Where a run made before audits were cells keeps a generator's audit."""
+        return cache_dir(run_dir / GENERATORS_DIR, entry.spec, entry.rows) / "audit" / "audit.json"
