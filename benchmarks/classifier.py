@@ -79,10 +79,14 @@ def cpu_description() -> str:
 
 # ---- the previous default step ------------------------------------------------------------------------------------
 def previous_model(model: nn.Module) -> nn.Module:
-    """``model`` with every convolution back in oneDNN (main's network before issue 25); same weights."""
+    """``model`` as main's network before issue 25: every convolution back in oneDNN and, in ResNet-18's stem, the
+    ReLU before the max-pool; same weights, same numbers."""
     for layer in model.modules():
         if type(layer) is SmallMapConv2d:
             layer.__class__ = nn.Conv2d
+    stem = model.features
+    if isinstance(stem, nn.Sequential) and isinstance(stem[2], nn.MaxPool2d) and isinstance(stem[3], nn.ReLU):
+        stem[2], stem[3] = stem[3], stem[2]
     return model
 
 
