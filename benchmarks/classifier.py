@@ -133,13 +133,13 @@ def step_variant(variant: Variant):
 @contextlib.contextmanager
 def input_format(channels_last: bool):
     """Batches handed to the network channels-last (the loop's) or in plain NCHW order."""
-    to_input = train_module._to_input
+    to_input = train_module.to_input
     if not channels_last:
-        train_module._to_input = lambda *args, **kwargs: to_input(*args, **kwargs).contiguous()
+        train_module.to_input = lambda *args, **kwargs: to_input(*args, **kwargs).contiguous()
     try:
         yield
     finally:
-        train_module._to_input = to_input
+        train_module.to_input = to_input
 
 
 class TimedStep:

@@ -11,7 +11,7 @@ import torch
 from cxrgan.classify import CLASSIFIERS, TrainConfig, build_classifier, masked_bce, predict, train_classifier
 from cxrgan.classify.checkpoint import CheckpointSchedule, load_checkpoint, save_checkpoint
 from cxrgan.classify.small_maps import SmallMapConv2d, use_small_map_convolutions
-from cxrgan.classify.train import macro_auc
+from cxrgan.classify.scoring import macro_auc
 from cxrgan.errors import CxrganError
 
 FAST = TrainConfig(model="small-cnn", epochs=5, batch_size=16, lr=1e-3, progress=False, device="cpu")

@@ -12,7 +12,7 @@ import torch
 
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.networks import build_classifier
-from cxrgan.classify.train import masked_bce
+from cxrgan.classify.losses import masked_bce
 from cxrgan.device import autocast, resolve_device, synchronize
 from cxrgan.memory import gib
 
