@@ -79,10 +79,14 @@ def cpu_description() -> str:
 
 # ---- the previous default step ------------------------------------------------------------------------------------
 def previous_model(model: nn.Module) -> nn.Module:
-    """``model`` with every convolution back in oneDNN (main's network before issue 25); same weights."""
+    """``model`` as main's network before issue 25: every convolution back in oneDNN and, in ResNet-18's stem, the
+    ReLU before the max-pool; same weights, same numbers."""
     for layer in model.modules():
         if type(layer) is SmallMapConv2d:
             layer.__class__ = nn.Conv2d
+    stem = model.features
+    if isinstance(stem, nn.Sequential) and isinstance(stem[2], nn.MaxPool2d) and isinstance(stem[3], nn.ReLU):
+        stem[2], stem[3] = stem[3], stem[2]
     return model
 
 
@@ -129,13 +133,13 @@ def step_variant(variant: Variant):
 @contextlib.contextmanager
 def input_format(channels_last: bool):
     """Batches handed to the network channels-last (the loop's) or in plain NCHW order."""
-    to_input = train_module._to_input
+    to_input = train_module.to_input
     if not channels_last:
-        train_module._to_input = lambda *args, **kwargs: to_input(*args, **kwargs).contiguous()
+        train_module.to_input = lambda *args, **kwargs: to_input(*args, **kwargs).contiguous()
     try:
         yield
     finally:
-        train_module._to_input = to_input
+        train_module.to_input = to_input
 
 
 class TimedStep:

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cxrgan.classify.train import predict
+from cxrgan.classify.scoring import predict
 from cxrgan.data import CXRDataset, from_arrays, load_npz
 from cxrgan.evaluate.audit import AuditConfig, audit_images, train_feature_model, train_on_synthetic
 from cxrgan.evaluate.metrics import youden_threshold

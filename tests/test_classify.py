@@ -11,7 +11,7 @@ import torch
 from cxrgan.classify import CLASSIFIERS, TrainConfig, build_classifier, masked_bce, predict, train_classifier
 from cxrgan.classify.checkpoint import CheckpointSchedule, load_checkpoint, save_checkpoint
 from cxrgan.classify.small_maps import SmallMapConv2d, use_small_map_convolutions
-from cxrgan.classify.train import macro_auc
+from cxrgan.classify.scoring import macro_auc
 from cxrgan.errors import CxrganError
 
 FAST = TrainConfig(model="small-cnn", epochs=5, batch_size=16, lr=1e-3, progress=False, device="cpu")
@@ -33,6 +33,25 @@ def test_resnet18_uses_standard_stride2_stem():
     model = build_classifier("resnet18", 1)
     assert model.features[0].stride == (2, 2)
     assert 11.0e6 < sum(p.numel() for p in model.parameters()) < 11.3e6  # He et al. ResNet-18, 1 input channel
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_resnet18_stem_pools_before_its_relu_with_the_same_numbers(bf16):
+    """ReLU after the stem's max-pool (a quarter of the elements): outputs and every gradient equal the textbook
+    order's bit for bit, ties and all-negative windows included."""
+    model = build_classifier("resnet18", 1).to(memory_format=torch.channels_last)
+    assert [type(m).__name__ for m in model.features[:4]] == ["SmallMapConv2d", "BatchNorm2d", "MaxPool2d", "ReLU"]
+    textbook = copy.deepcopy(model)
+    textbook.features[2], textbook.features[3] = textbook.features[3], textbook.features[2]
+    x = torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    x[0, :, :16, :16] = -3.0  # windows whose values are all negative after BatchNorm, and ties
+    results = []
+    for net in (textbook, model):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        (out.float() * torch.tensor([[1.0], [-2.0], [0.5], [3.0]])).sum().backward()
+        results.append([out.detach(), *(p.grad for p in net.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
 @pytest.mark.parametrize("kernel,stride,padding,size,bias", [

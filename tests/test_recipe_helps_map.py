@@ -58,6 +58,17 @@ def test_tiny_map_has_its_shape_and_answers_follow_the_verdicts(files, tmp_path,
                        "fastgan min. detectable Δ"):
             assert column + at in table.columns, column + at
     assert all(" / " in v for v in table["fastgan verdict"])  # vs none / vs oversample
+    # the same map at a glance: one row per evaluation set and point, the Δs of the map table
+    summary = pd.read_csv(run_dir / "map_summary.csv", dtype=str, keep_default_na=False)
+    assert list(zip(summary["site"], summary["minority rows"])) == [
+        (site_name, str(n)) for site_name in ("internal test", "nih_site") for n in COUNTS]
+    internal = summary[summary["site"] == "internal test"].reset_index(drop=True)
+    for column in ("none ROC AUC", "full ROC AUC", "oversample Δ vs none", "fastgan Δ vs none",
+                   "fastgan Δ vs oversample"):
+        assert list(internal[column]) == list(table[column]), column
+    assert "oversample Δ vs oversample" not in summary.columns and set(summary["detectable differences (Holm)"]) <= {
+        "none", *(f"{m} {v} than {b}" for m in ("oversample", "fastgan") for v in ("better", "worse")
+                  for b in ("none", "oversample"))}
     # every cell trained on its point's rows: the majority fixed, the minority cut to the count, one draw per seed
     stored = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     records = [r for r in stored if "analysis" not in r]

@@ -40,7 +40,9 @@ def _resnet18(n_outputs: int) -> Classifier:
         conv1_t_stride=2,
         num_classes=n_outputs,
     )
-    features = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    # The stem's ReLU after its max-pool: the same numbers forward and backward (ReLU is monotone, so it commutes with
+    # a max, and both orders send the gradient to the same position or to none), on a quarter of the elements.
+    features = nn.Sequential(net.conv1, net.bn1, net.maxpool, net.act, net.layer1, net.layer2, net.layer3, net.layer4)
     return Classifier(features, 512, n_outputs)
 
 

@@ -13,171 +13,25 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm.auto import tqdm
 
 from cxrgan import distributed
 from cxrgan.classify.augmentations import AUGMENTATIONS
-from cxrgan.classify.checkpoint import (  # noqa: F401 (CHECKPOINT_VERSION: importable from here, as before)
-    CHECKPOINT_VERSION,
-    CheckpointSchedule,
-    load_checkpoint,
-    save_checkpoint,
-)
-from cxrgan.classify.decoupled import class_aware_rows, reset_head
+from cxrgan.classify.checkpoint import CheckpointSchedule, load_checkpoint, save_checkpoint
 from cxrgan.balance.stages import DecoupledHead, Main, PosthocLogitAdjust, Pretrain, Stage, check_stages
-from cxrgan.classify.losses import (  # noqa: F401 (masked_bce: importable from here, as before it moved)
-    build_loss,
-    drw_weights,
-    logit_offsets,
-    masked_bce,
-    output_layer,
-)
-from cxrgan.classify.networks import build_classifier, check_weights
+from cxrgan.classify.config import TrainConfig, TrainResult, check_world_size
+from cxrgan.classify.decoupled import class_aware_rows, reset_head
+from cxrgan.classify.losses import build_loss, drw_weights, logit_offsets, output_layer
+from cxrgan.classify.networks import build_classifier
 from cxrgan.classify.optimizers import adam
+from cxrgan.classify.scoring import macro_auc, predict, to_input
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
 from cxrgan.data.loader import BatchFeed
-from cxrgan.data.transforms import uint8_tensor
 from cxrgan.device import autocast, resolve_device, seeded
-from cxrgan.errors import CxrganError, RankAgreedError
+from cxrgan.errors import CxrganError
 from cxrgan.io import usable_or_discarded
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Classifier training settings; every run writes the resolved config beside its results."""
-
-    model: str = "resnet18"  # backbone name from cxrgan.classify.networks.CLASSIFIERS
-    epochs: int = 12  # maximum epochs
-    batch_size: int = 64  # images per optimisation step
-    lr: float = 1e-4  # Adam learning rate (CheXpert baseline: 1e-4)
-    weight_decay: float = 0.0  # Adam L2 penalty
-    patience: int = 3  # stop after this many epochs without a better validation AUC
-    bf16: bool = False  # bf16 autocast (CPU and CUDA); weights and optimiser stay fp32
-    device: str = "auto"  # "auto" = CUDA when present, else CPU
-    augment: str = "none"  # on-the-fly augmentation: "none", "flip" (p = 0.5) or "flip-affine" (+ small affine)
-    lr_schedule: str = "constant"  # "constant" or "cosine" (decay to 0 over `epochs`, per step)
-    weights_path: str | None = None  # optional local pretrained weights; default trains from scratch
-    eval_batch_size: int = 256  # batch size for prediction
-    progress: bool = True  # show a tqdm bar per epoch
-    fp16: bool = False  # fp16 autocast with a gradient scaler (CUDA devices without bf16); weights stay fp32
-    data_workers: int = 0  # processes reading training batches from the (memory-mapped) data; 0 = this process
-    sync_batchnorm: bool = True  # under torchrun, BatchNorm statistics of the global batch (the one-process answer)
-    # Resumable checkpoints (cxrgan.classify.checkpoint.CheckpointSchedule): a kill loses at most the epochs since
-    # the last write; never written after the last epoch. Both 0 = never written (a killed cell starts again).
-    checkpoint_seconds: float = 60.0  # write after the first epoch ending this long after the last write; 0 = off
-    checkpoint_epochs: int = 0  # also write every this many epochs after the last write; 0 = off (1 = every epoch)
-
-    @classmethod
-    def upgrade_stored(cls, values: dict) -> dict:
-        """A config written when a method's loss, schedule and pretraining were settings of this config (they are
-        training stages now, returned by the method; the stored values were always the defaults)."""
-        return {k: v for k, v in values.items() if k not in STAGE_FIELDS}
-
-
-# The settings of TrainConfig that became training stages (cxrgan.balance.stages), read from older configs only.
-STAGE_FIELDS = frozenset({"loss", "focal_gamma", "ldam_max_margin", "ldam_scale", "drw_start_epoch", "drw_beta",
-                          "logit_adjust", "logit_adjust_tau", "label_counts", "crt_epochs", "pretrain_data",
-                          "pretrain_epochs"})
-
-
-@dataclass
-class TrainResult:
-    """What a finished training run hands to evaluation."""
-
-    model: nn.Module  # the best model by validation AUC, in eval mode
-    history: list[dict]  # one record per epoch: loss, val AUC, seconds
-    best_epoch: int  # epoch (1-based) whose weights were kept
-    best_val_auc: float  # its validation AUC (macro over labels)
-    images_per_second: float  # training throughput over all epochs (all processes together)
-
-
-def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Mean ROC AUC over label columns that have both classes among known rows (NaN if none has)."""
-    aucs = []
-    for j in range(labels.shape[1]):
-        known = ~np.isnan(labels[:, j])
-        y = labels[known, j]
-        if len(np.unique(y)) == 2:
-            aucs.append(roc_auc_score(y, scores[known, j]))
-    return float(np.mean(aucs)) if aucs else float("nan")
-
-
-@torch.no_grad()
-def predict(model: nn.Module, dataset: CXRDataset, device: torch.device | str = "cpu", batch_size: int = 256,
-            bf16: bool = False, shared: bool = False, fp16: bool = False) -> np.ndarray:
-    """Sigmoid probabilities (N, K) for every row, in order.
-
-    ``shared``: under torchrun, every process scores its own block of rows and all receive every score (every
-    process must call it together); otherwise one process scores all rows."""
-    device = torch.device(device)
-    model.eval()
-    rows = range(len(dataset))
-    if shared and distributed.active():
-        block = -(-len(dataset) // distributed.world_size())
-        rows = range(min(len(dataset), distributed.rank() * block), min(len(dataset), (distributed.rank() + 1) * block))
-    outputs = []
-    for start in range(rows.start, rows.stop, batch_size):
-        x = _to_input(dataset.images[start:min(start + batch_size, rows.stop)], device)
-        with autocast(device, bf16, fp16):
-            outputs.append(torch.sigmoid(model(x).float()).cpu())
-    scores = torch.cat(outputs).numpy() if outputs else np.zeros((0, dataset.n_labels), np.float32)
-    if shared and distributed.active():
-        scores = np.concatenate(distributed.gather_objects(scores))
-    return scores
-
-
-def check_train_config(config: TrainConfig) -> None:
-    """Refuse classifier settings that cannot train, before any data is loaded (one line naming the flag)."""
-    from cxrgan.classify.networks import CLASSIFIERS
-
-    if config.model not in CLASSIFIERS:
-        raise CxrganError(f"--model {config.model!r}: unknown classifier; available: {', '.join(CLASSIFIERS)}")
-    checks = {"--epochs": (config.epochs, config.epochs >= 1), "--batch-size": (config.batch_size, config.batch_size >= 2),
-              "--lr": (config.lr, config.lr > 0), "--patience": (config.patience, config.patience >= 0),
-              "--weight-decay": (config.weight_decay, config.weight_decay >= 0),
-              "--checkpoint-seconds": (config.checkpoint_seconds, config.checkpoint_seconds >= 0),
-              "--checkpoint-epochs": (config.checkpoint_epochs, config.checkpoint_epochs >= 0)}
-    for flag, (value, ok) in checks.items():
-        if not ok:
-            raise CxrganError(f"{flag} {value}: out of range")
-    if config.augment not in AUGMENTATIONS:
-        raise CxrganError(f"--augment {config.augment!r}: unknown; available: {', '.join(AUGMENTATIONS)}")
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise CxrganError(f"--lr-schedule {config.lr_schedule!r}: unknown; use constant or cosine")
-    check_weights(config.weights_path, config.model)
-    if config.data_workers < 0:
-        raise CxrganError(f"--data-workers {config.data_workers}: out of range")
-    if config.bf16 and config.fp16:
-        raise CxrganError("bf16 and fp16 autocast exclude each other; choose one --precision")
-    if config.fp16 and resolve_device(config.device).type != "cuda":
-        raise CxrganError(f"--precision fp16 needs a CUDA device, not --device {config.device}")
-    resolve_device(config.device)
-    check_world_size(None, config.batch_size, distributed.world_size())
-
-
-def check_world_size(train: CXRDataset | None, batch_size: int, world: int) -> None:
-    """Refuse more processes than rows of a global batch allow (each needs two, for BatchNorm), or than training
-    rows of a class (not every process could see a row of every class)."""
-    if world < 2:
-        return
-    if batch_size < 2 * world:
-        raise RankAgreedError(f"--batch-size {batch_size}: each of the {world} processes needs at least 2 rows of "
-                              f"every batch (BatchNorm); use a batch of at least {2 * world} or fewer processes")
-    if train is None:
-        return
-    if train.is_binary:
-        y = train.labels[:, 0]
-        counts = {name: int((y == value).sum()) for value, name in enumerate(train.display_names())}
-    else:
-        counts = {"rows": len(train)}
-    short = {name: n for name, n in counts.items() if n < world}
-    if short:
-        name, n = next(iter(short.items()))
-        raise RankAgreedError(f"{world} processes (--nproc_per_node x nodes) but the training split has only {n} "
-                              f"{name!r} row(s); use at most {n} processes, or more training data")
-
 
 def train_classifier(
     train: CXRDataset,
@@ -420,7 +274,7 @@ def _train_epoch(step_model: nn.Module, steps: Steps, class_weights: torch.Tenso
     for batch in tqdm(batches, desc=desc, disable=not config.progress or rank != 0, leave=False):
         images, labels = next(loader)
         params = augmentation.draw(len(batch), generator)  # for the global batch, in one draw
-        x = augmentation.apply(_to_input(images, device), None if params is None else params[rank::world])
+        x = augmentation.apply(to_input(images, device), None if params is None else params[rank::world])
         y = labels.to(device, non_blocking=True)
         with autocast(device, config.bf16, config.fp16):
             logits = step_model(x)
@@ -521,14 +375,6 @@ def _label_counts(train: CXRDataset, main: Main) -> np.ndarray:
         raise CxrganError(f"label_counts must be {train.n_labels} (negatives, positives) pair(s), "
                           f"got {main.label_counts}")
     return counts
-
-
-def _to_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N,H,W) -> float (N,1,H,W) in [-1, 1], channels_last (the faster conv layout on CPU and GPU)."""
-    if isinstance(images, np.ndarray):
-        images = uint8_tensor(images)
-    x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(127.5).sub_(1.0)
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _check_trainable(train: CXRDataset, val: CXRDataset) -> None:

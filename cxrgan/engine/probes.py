@@ -12,7 +12,7 @@ import torch
 
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.networks import build_classifier
-from cxrgan.classify.train import masked_bce
+from cxrgan.classify.losses import masked_bce
 from cxrgan.device import autocast, resolve_device, synchronize
 from cxrgan.memory import gib
 
@@ -188,6 +188,6 @@ def _timing_fields(config) -> tuple:
     """A config's fields that can change its step time or memory: those training depends on, but not the seed or
     the modelled finding / class (one probe serves every seed, finding and alpha of a recipe; the rows a step draws
     are a batch, see ``_rows_key``)."""
-    from cxrgan.generators.training import training_record
+    from cxrgan.generators.trainer_config import training_record
 
     return tuple((k, repr(v)) for k, v in sorted(training_record(config).items()) if k not in ("seed", "target"))

@@ -26,7 +26,7 @@ from torch import nn
 from cxrgan import distributed
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.classify.networks import build_classifier
-from cxrgan.classify.train import macro_auc
+from cxrgan.classify.scoring import macro_auc
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.data.images import resize_stack
 from cxrgan.data.transforms import uint8_tensor

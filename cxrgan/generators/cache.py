@@ -25,7 +25,8 @@ from cxrgan.errors import CxrganError
 from cxrgan.io import load_torch, read_json
 from cxrgan.generators.base import GENERATORS, GenerativeModel, image_fingerprint
 from cxrgan.generators.settings import GeneratorSpec
-from cxrgan.generators.training import CHECKPOINT_NAME, STATUS_NAME, config_record, training_record
+from cxrgan.generators.trainer_config import config_record, training_record
+from cxrgan.generators.training import CHECKPOINT_NAME, STATUS_NAME
 
 CACHE_FOLDER = "gan"  # entries live in WORK_DIR/gan/<generator>-<key>
 CLAIM_NAME = "training.claim"  # held by the process training an entry

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
 from cxrgan.data.dataset import CXRDataset, from_arrays
 from cxrgan.generators.base import MIN_TRAIN_IMAGES

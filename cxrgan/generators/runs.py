@@ -15,7 +15,8 @@ from cxrgan.errors import CxrganError
 from cxrgan.io import load_torch, read_json
 from cxrgan.generators.artifacts import save_grid
 from cxrgan.generators.base import GENERATORS, GenerativeModel, generator_class
-from cxrgan.generators.training import BEST_NAME, CHECKPOINT_NAME, config_record
+from cxrgan.generators.trainer_config import config_record
+from cxrgan.generators.training import BEST_NAME, CHECKPOINT_NAME
 from cxrgan.runs import new_run_dir, write_config
 
 CHECKPOINTS = ("best", "last")  # best.pt (by the fidelity score, when the run tracked it) or checkpoint.pt

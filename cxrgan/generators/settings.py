@@ -15,7 +15,7 @@ import torch
 
 from cxrgan.errors import CxrganError
 from cxrgan.generators.base import GenerativeModel, generator_class
-from cxrgan.generators.training import for_device
+from cxrgan.generators.trainer_config import for_device
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class GeneratorSpec:
 
     def on(self, device: str | torch.device) -> GeneratorSpec:
         """This spec as it trains on ``device`` (bf16 only where the device runs it natively, see
-        ``training.for_device``): what its cache key and checkpoints record."""
+        ``trainer_config.for_device``): what its cache key and checkpoints record."""
         return GeneratorSpec(self.name, for_device(self.config, device))
 
     def build(self, device: str | torch.device = "cpu", run_dir: str | Path | None = None,

@@ -23,9 +23,9 @@ from cxrgan.data.images import resize_stack
 from cxrgan.errors import CxrganError
 from cxrgan.io import load_torch, usable_or_discarded
 from cxrgan.generators.base import MIN_TRAIN_IMAGES, check_training_rows, image_fingerprint
+from cxrgan.generators.trainer_config import TrainerConfig, config_from_record, config_record, for_device, training_record
 from cxrgan.generators.training import (BEST_NAME, CHECKPOINT_FORMAT, CHECKPOINT_NAME, Batch, Statistic, StepContext,
-                                        Stream, Trainer, TrainerConfig, config_from_record, config_record,
-                                        for_device, training_record)
+                                        Stream, Trainer)
 
 if TYPE_CHECKING:
     from cxrgan.generators.settings import GeneratorSettings
@@ -87,7 +87,7 @@ class TrainableModel(ABC):
 
     Args:
         config: the model's frozen config (its class defaults when None); its bf16 holds where ``device`` runs bf16
-            natively (``training.for_device``).
+            natively (``trainer_config.for_device``).
         device: torch device to train and sample on.
         run_dir: folder for checkpoints, best.pt, metrics and grids; None trains in memory only.
         step_hook: called with the number of finished steps after each step (progress reporting, tests).

@@ -39,7 +39,7 @@ from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, LabelVectorCGAN, L
                                        plan_label_vectors)
 from cxrgan.balance.stages import Main
 from cxrgan.classify import TrainConfig
-from cxrgan.classify.train import check_train_config
+from cxrgan.classify.config import check_train_config
 from cxrgan.data import nested_fractions
 from cxrgan.data.splits import patient_groups
 from cxrgan.data.synthetic import SyntheticFiles

@@ -19,7 +19,7 @@ import pandas as pd
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan import distributed
-from cxrgan.classify.train import check_train_config, check_world_size
+from cxrgan.classify.config import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
 from cxrgan.data.labels import check_known_labels

@@ -34,7 +34,7 @@ import pandas as pd
 
 from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingCopies, RareFindingDCGAN, choose_rare_findings
 from cxrgan.classify import TrainConfig
-from cxrgan.classify.train import check_train_config
+from cxrgan.classify.config import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.data.splits import patient_groups
 from cxrgan.data.synthetic import SyntheticFiles

@@ -23,6 +23,12 @@ BASELINE = "none"
 DUPLICATION = "oversample"  # the count-matched control every generative row must beat
 FULL = "full"  # the minority coordinate of the reference cells, trained on every minority training row
 
+SUMMARY_NOTE = ("One row per evaluation set and minority count. none and full: ROC AUC mean [95% CI over seeds]; "
+                "Δ = method - baseline, paired by seed, [95% CI] (not Holm-adjusted; every verdict, p and min. "
+                "detectable Δ per comparison in map.md and map_verdicts); min. detectable Δ vs none: smallest to "
+                "largest over the methods at that point; detectable differences: the comparisons whose Holm-adjusted "
+                "verdict is better or worse. {family}")
+
 AUDIT_NOTE = ("Each generator sampled as many minority images as the minority rows it trained on, audited in the "
               "feature space of a small CNN trained on every real training row of the file; reference = the same "
               "statistic for the real minority rows the generator saw (vs the real test rows of that class), so "
@@ -99,6 +105,8 @@ class MapReport:
                  f"by seed (described, not tested). {budget}{condition}")
         tables = [Table("answer", f"helps-map: where does each method help? ({Path(spec.file).name})", answer,
                         f"Generated from the verdicts of the map table. {family}{condition}", role="verdict"),
+                  Table("map_summary", f"helps-map at a glance: {Path(spec.file).name}, Δ ROC AUC vs none per method "
+                        "and point", self.summary_table(), SUMMARY_NOTE.format(family=family), role="main"),
                   Table("map", f"helps-map: {Path(spec.file).name}, {compare.train.model}, {spec.seeds} seed(s) "
                         "per point", self.map_table(), notes, role="main"),
                   Table("map_verdicts", "helps-map: every comparison of the map (one Holm family)",
@@ -172,6 +180,37 @@ class MapReport:
                         values = [effect_cells(e)[key_] if e is not None else "not tested" for _, e, _ in found]
                         row[f"{method} {column}{at}"] = " / ".join(values)
             rows.append(row)
+        return pd.DataFrame(rows).fillna("")
+
+    def summary_table(self) -> pd.DataFrame:
+        """The map in one small table: per evaluation set and point, ``none`` beside ``full``, every method's Δ vs
+        none, each generative method's Δ vs duplication, and the range of minimum detectable Δ vs none."""
+        results, effects = self.results, self.effects
+        rows = []
+        for set_name in self.sets:
+            key = "roc_auc" if set_name == "test" else f"roc_auc@{set_name}"
+            site = self.site_label(set_name)
+            for count in self.counts:
+                aucs = lambda **where: [r["metrics"][key] for r in results.where(**where)]  # noqa: E731
+                row: dict[str, Any] = {**site, "minority rows": count,
+                                       "none ROC AUC": seed_cell(aucs(minority=count, method=BASELINE)),
+                                       "full ROC AUC": seed_cell(aucs(minority=FULL, method=BASELINE))}
+                mdes, differs = [], []
+                for method in self.methods:
+                    baselines = [BASELINE] + ([DUPLICATION] if self.recipe.is_generative(method) else [])
+                    for baseline in baselines:
+                        if not effects.has(minority=str(count), method=method, vs=baseline, **site):
+                            continue
+                        effect, note = effects.get(minority=str(count), method=method, vs=baseline, **site)
+                        row[f"{method} Δ vs {baseline}"] = effect_cells(effect)["Δ [95% CI]"] if effect else note
+                        if effect is not None and baseline == BASELINE and not math.isnan(effect.mde):
+                            mdes.append(effect.mde)
+                        if effect is not None and effect.verdict in (VERDICT_BETTER, VERDICT_WORSE):
+                            differs.append(f"{method} {effect.verdict} than {baseline}")
+                row["min. detectable Δ vs none"] = (f"{min(mdes):.3f}-{max(mdes):.3f}" if len(set(mdes)) > 1
+                                                    else f"{mdes[0]:.3f}" if mdes else "n/a")
+                row["detectable differences (Holm)"] = ", ".join(differs) or "none"
+                rows.append(row)
         return pd.DataFrame(rows).fillna("")
 
     def audit_table(self) -> pd.DataFrame:
