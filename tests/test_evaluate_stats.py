@@ -1,4 +1,4 @@
-"""Tests of cxrgan.evaluate.stats: DeLong against brute force and pROC's published aSAH results, bootstrap, seeds."""
+"""cxrgan.evaluate.stats and .bootstrap: DeLong against brute force and pROC's aSAH results, bootstrap, seeds."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Evaluation on plain arrays: classification metrics, DeLong and bootstrap uncertainty, seed-level inference."""
 
+from cxrgan.evaluate.bootstrap import bootstrap_ci, bootstrap_diff_ci
 from cxrgan.evaluate.metrics import (
     METRICS,
     THRESHOLD_FREE,
@@ -18,8 +19,6 @@ from cxrgan.evaluate.stats import (
     DelongResult,
     Interval,
     aggregate_seeds,
-    bootstrap_ci,
-    bootstrap_diff_ci,
     combine_pvalues,
     delong_ci,
     delong_components,

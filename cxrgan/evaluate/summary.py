@@ -9,7 +9,8 @@ import pandas as pd
 
 from cxrgan.evaluate.metrics import multilabel_auc, threshold_report
 from cxrgan.evaluate.inference import estimable
-from cxrgan.evaluate.stats import aggregate_seeds, bootstrap_ci
+from cxrgan.evaluate.bootstrap import bootstrap_ci
+from cxrgan.evaluate.stats import aggregate_seeds
 
 # Columns of the binary table, in the order a clinician reads them; all threshold metrics at the Youden threshold.
 BINARY_COLUMNS = {
