@@ -12,21 +12,9 @@ from scipy import stats as sps
 from statsmodels.stats.power import TTestPower
 
 from cxrgan.evaluate.calibration import NullSimulation, simulate_null_scores
-from cxrgan.evaluate.inference import (
-    adjust_holm,
-    compare_auc,
-    compare_macro_auc,
-    effect_cells,
-    effect_from_parts,
-    ensemble_delong_p,
-    estimable,
-    method_note,
-    minimum_detectable_effect,
-    power_of,
-    seed_level_test,
-    seeds_needed,
-    verdict_table,
-)
+from cxrgan.evaluate.inference import (adjust_holm, effect_from_parts, ensemble_delong_p, estimable,
+                                       minimum_detectable_effect, power_of, seed_level_test, seeds_needed)
+from cxrgan.evaluate.verdicts import compare_auc, compare_macro_auc, effect_cells, method_note, verdict_table
 from cxrgan.evaluate.stats import delong_covariance, delong_placements, delong_test
 
 

@@ -8,7 +8,7 @@ import pytest
 from cxrgan.cli import main
 from cxrgan.data import CXRDataset, save_npz
 from cxrgan.evaluate.audit import train_on_synthetic
-from cxrgan.evaluate.inference import Verdicts
+from cxrgan.evaluate.verdicts import Verdicts
 from cxrgan.io import read_jsonl
 from cxrgan.recipes import dcgan_alpha
 from cxrgan.recipes.dcgan_alpha import paper_table

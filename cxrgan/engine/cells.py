@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import Comparison
+from cxrgan.evaluate.verdicts import Comparison
 
 LEADING = ("analysis", "method", "row")  # coordinates a cell's name and label start with, shown without their key
 

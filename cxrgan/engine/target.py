@@ -308,7 +308,7 @@ def clock(seconds: float) -> str:
 
 # ---- what the tables say ---------------------------------------------------------------------------------------
 def with_stop_reasons(table: Table, rounds: list[dict], target: float) -> Table:
-    """A verdict table (``inference.verdict_table``'s columns) with a ``stopped`` column after ``seeds``: why each
+    """A verdict table (``verdicts.verdict_table``'s columns) with a ``stopped`` column after ``seeds``: why each
     row got no more seeds (an external site's row shares its internal row's seeds and reason), and a note on the
     rule; any other table as it is."""
     if not rounds or not {"seeds", "min. detectable Δ"} <= set(table.frame.columns):

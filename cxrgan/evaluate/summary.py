@@ -44,7 +44,7 @@ def evaluate_scores(y_val: np.ndarray, s_val: np.ndarray, y_test: np.ndarray, s_
 def metrics_table(records: list[dict], y_test: np.ndarray, names: Sequence[str], methods: Sequence[str],
                   sites: Sequence[str] = ()) -> tuple[pd.DataFrame, str, dict]:
     """Every metric of every method as mean [95% CI over seeds], plus the ROC AUC on each external site; returns
-    the table, its note and a JSON summary. The verdicts are a separate table (``inference.verdict_table``)."""
+    the table, its note and a JSON summary. The verdicts are a separate table (``verdicts.verdict_table``)."""
     binary = y_test.shape[1] == 1
     columns = BINARY_COLUMNS if binary else {n: n for n in [*names, "macro"]}
     columns = {**columns, **{f"roc_auc@{site}": f"ROC AUC @ {site}" for site in sites}}

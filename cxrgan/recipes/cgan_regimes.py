@@ -45,7 +45,7 @@ from cxrgan.data.splits import patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
+from cxrgan.evaluate.verdicts import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSettings, LabelVectorCDCGAN, fit_or_load
 from cxrgan.generators.base import MIN_TRAIN_IMAGES

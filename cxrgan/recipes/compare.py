@@ -28,8 +28,8 @@ from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig
-from cxrgan.evaluate.inference import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
-                                       verdict_table)
+from cxrgan.evaluate.verdicts import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
+                                      verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
 from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
 from cxrgan.engine.spec import RunSpec, nest_run_fields

@@ -34,7 +34,7 @@ from cxrgan.data.dataset import from_arrays
 from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.cam import load_saved_classifier
-from cxrgan.evaluate.inference import Verdicts
+from cxrgan.evaluate.verdicts import Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import fit_or_load, generator_class, save_translation_figure
 from cxrgan.generators.base import ImageTranslator

@@ -39,7 +39,7 @@ from cxrgan.data.labels import UNCERTAINTY_POLICIES
 from cxrgan.data.splits import patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import Verdicts, method_note, verdict_table
+from cxrgan.evaluate.verdicts import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer

@@ -15,7 +15,8 @@ from cxrgan.data import CXRDataset, detect_layout, load_chexpert_raw, load_nih, 
 from cxrgan.data.labels import UNCERTAINTY_POLICIES, policy_on_training_rows
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, Comparison, compare_auc, compare_macro_auc, estimable
+from cxrgan.evaluate.inference import MIN_TEST_POSITIVES, estimable
+from cxrgan.evaluate.verdicts import Comparison, compare_auc, compare_macro_auc
 from cxrgan.evaluate.metrics import multilabel_auc
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators.settings import GeneratorSpec

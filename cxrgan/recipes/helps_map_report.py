@@ -13,8 +13,8 @@ import pandas as pd
 
 from cxrgan.engine import Results, Table
 from cxrgan.evaluate.audit import reference_cells
-from cxrgan.evaluate.inference import (VERDICT_BETTER, VERDICT_NONE, VERDICT_WORSE, Comparison, Effect, Verdicts,
-                                       compare_auc, effect_cells, method_note, verdict_table)
+from cxrgan.evaluate.inference import VERDICT_BETTER, VERDICT_NONE, VERDICT_WORSE, Effect
+from cxrgan.evaluate.verdicts import Comparison, Verdicts, compare_auc, effect_cells, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes.dcgan_alpha import AUDIT_COLUMNS
 from cxrgan.report.plots import plot_effect_map

@@ -26,7 +26,7 @@ import pandas as pd
 from cxrgan.classify.adaptation import PseudoLabelCNN, reestimate_normalisation
 from cxrgan.classify.sgan import MatchedCNN, SemiSupervisedGAN, SGANConfig, strip_labels
 from cxrgan.data.splits import patient_groups
-from cxrgan.evaluate.inference import Comparison, Verdicts, compare_auc, method_note, verdict_table
+from cxrgan.evaluate.verdicts import Comparison, Verdicts, compare_auc, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes import NIH_PNEUMONIA
 from cxrgan.data.external import subgroups

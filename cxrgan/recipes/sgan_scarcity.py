@@ -32,7 +32,7 @@ from cxrgan.data.images import resize_stack
 from cxrgan.data.splits import patient_groups
 from cxrgan.device import resolve_device
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.inference import Comparison, Verdicts, compare_auc, method_note, verdict_table
+from cxrgan.evaluate.verdicts import Comparison, Verdicts, compare_auc, method_note, verdict_table
 from cxrgan.evaluate.metrics import accuracy, roc_auc
 from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.evaluate.summary import seed_cell
