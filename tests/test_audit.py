@@ -11,8 +11,8 @@ from scipy import linalg
 
 from cxrgan.data import CXRDataset, save_npz
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import (AuditConfig, audit_images, audit_run, audit_table, train_feature_model,
-                                   train_on_synthetic)
+from cxrgan.evaluate.audit import AuditConfig, audit_images, audit_table, train_feature_model, train_on_synthetic
+from cxrgan.evaluate.generator_audit import audit_run
 from cxrgan.evaluate.audit_metrics import frechet_distance, kernel_inception_distance, prdc, two_sample_auc
 
 FAST = AuditConfig(feature_epochs=2, tstr_epochs=2, batch_size=32, kid_subsets=20, kid_subset_size=60, tstr=False)

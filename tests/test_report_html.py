@@ -19,7 +19,8 @@ from PIL import Image
 from cxrgan.cli import main
 from cxrgan.data import save_npz
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import AuditConfig, audit_generators
+from cxrgan.evaluate.audit import AuditConfig
+from cxrgan.evaluate.generator_audit import audit_generators
 from cxrgan.evaluate.cam import cam_for_run
 from cxrgan.generators.dcgan import CDCGANConfig
 from cxrgan.generators.runs import load_run, train_gan

@@ -156,7 +156,8 @@ def _audit(args: argparse.Namespace) -> None:
 
     from cxrgan.device import resolve_device
     from cxrgan.errors import CxrganError
-    from cxrgan.evaluate.audit import AuditConfig, audit_run, audit_table
+    from cxrgan.evaluate.audit import AuditConfig, audit_table
+    from cxrgan.evaluate.generator_audit import audit_run
     from cxrgan.evaluate.synthetic_audit import audit_file, leakage_table, summary
     from cxrgan.report.tables import to_markdown
 

@@ -25,8 +25,8 @@ import torch
 from cxrgan.classify import TrainConfig
 from cxrgan.engine.spec import nest_run_fields
 from cxrgan.errors import CxrganError
-from cxrgan.evaluate.audit import (AuditConfig, audit_generator, reference_cells, train_feature_model,
-                                   train_on_synthetic)
+from cxrgan.evaluate.audit import AuditConfig, reference_cells, train_feature_model, train_on_synthetic
+from cxrgan.evaluate.generator_audit import audit_generator
 from cxrgan.evaluate.verdicts import Verdicts
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.generators import GeneratorSpec, cache_entries, fit_or_load, generator_class
