@@ -267,7 +267,7 @@ def readme_splits(data: str):
     """The README command's splits (Kermany made 3:1) and its classifier settings, as the CLI builds them."""
     from cxrgan.cli import build_parser
     from cxrgan.cli.flags import run_spec, train_config
-    from cxrgan.recipes.compare import CompareConfig, prepare_splits
+    from cxrgan.recipes.compare_setup import CompareConfig, prepare_splits
 
     args = build_parser().parse_args(["compare", data, "--imbalance", "3:1", "--no-progress"])
     config = CompareConfig(run=run_spec(args, data), imbalance=args.imbalance, train=train_config(args))

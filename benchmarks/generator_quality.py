@@ -7,7 +7,7 @@ feature-space FD <= 2 x reference; recall and coverage >= 0.95; two-sample class
 A *case* names a generator and the rows it trains on:
 
 * ``minority``: the training split of dcgan-alpha's 3:1 subset (1,206 normal : 402 pneumonia, built with
-  ``cxrgan.recipes.compare.prepare_splits``); a one-class generator trains on its 402 pneumonias, a conditional
+  ``cxrgan.recipes.compare_setup.prepare_splits``); a one-class generator trains on its 402 pneumonias, a conditional
   one on all 1,608 rows;
 * ``full``: the whole Kermany training split (1,208 normal : 3,475 pneumonia);
 * ``nih``: the NIH subset's 463 multi-label training rows (label-vector generators);
@@ -60,7 +60,7 @@ from cxrgan.generators import GeneratorSettings, GeneratorSpec, generator_class
 from cxrgan.generators.base import ImageTranslator
 from cxrgan.io import append_jsonl, read_jsonl, save_torch, write_json
 from cxrgan.engine.spec import RunSpec
-from cxrgan.recipes.compare import CompareConfig, prepare_splits
+from cxrgan.recipes.compare_setup import CompareConfig, prepare_splits
 
 DATA = Path(os.environ.get("CXRGAN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 KERMANY = DATA / "kermany_pneumonia" / "kermany_pneumonia_64.npz"

@@ -13,7 +13,7 @@ from cxrgan.cli.flags import (add_external_flags, add_generator_flags, add_grid_
 
 def _compare_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.balance import BALANCERS
-    from cxrgan.recipes.compare import CLASSIC_METHODS
+    from cxrgan.recipes.compare_setup import CLASSIC_METHODS
 
     parser.add_argument("data", help="compact .npz file with train/val/test splits")
     parser.add_argument("--methods", default=",".join(CLASSIC_METHODS),

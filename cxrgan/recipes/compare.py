@@ -9,147 +9,34 @@ gives every metric as mean [95 % CI over seeds].
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import numpy as np
-import pandas as pd
 
-from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
-from cxrgan.classify import TrainConfig, predict, train_classifier
+from cxrgan.balance import BalanceContext, Balancer, make_balancer
+from cxrgan.classify import predict, train_classifier
 from cxrgan import distributed
 from cxrgan.classify.config import check_train_config, check_world_size
 from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.external import load_external, site_name, subgroups
-from cxrgan.data.labels import check_known_labels
-from cxrgan.data.label_imbalance import irlbl, label_sets, mean_ir
-from cxrgan.data.splits import fraction_subset, induce_imbalance, patient_groups
-from cxrgan.data.synthetic import SyntheticFiles
+from cxrgan.data.label_imbalance import label_sets
+from cxrgan.data.splits import patient_groups
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.audit import AuditConfig
 from cxrgan.evaluate.verdicts import (Comparison, adjusted_effects, compare_auc, compare_macro_auc, method_note,
                                       verdict_table)
 from cxrgan.evaluate.metrics import roc_auc
-from cxrgan.evaluate.summary import evaluate_scores, metrics_table, seed_cell
-from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.evaluate.summary import evaluate_scores, metrics_table
+from cxrgan.engine.spec import RunSpec
 from cxrgan.generators.cache import entry_name
-from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 from cxrgan.io import save_torch, write_json
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.engine.probes import generator_seconds, sample_seconds, training_seconds
 from cxrgan.recipes import synthetic as synthetic_rows
+from cxrgan.recipes.compare_setup import CompareConfig, GeneratorUse, check_methods, prepare_splits
+from cxrgan.recipes.subgroups import SUBGROUP_NOTE, label_imbalance_table, subgroup_table
 from cxrgan.report.plots import plot_curves
-
-CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote", "augment")
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """One comparison: data, methods, seeds, classifier; written to the run's config.json."""
-
-    run: RunSpec  # the data file (compact .npz with train/val/test splits), seeds, external sites, device
-    methods: tuple[str, ...] = CLASSIC_METHODS  # balancer names; `baseline` must be one of them
-    baseline: str = "none"  # method every other method is compared with
-    target: str = "labels"  # "labels" (binary) or "findings" (multi-label)
-    uncertainty: str = "ignore"  # U-policy for multi-label -1 training labels: zeros, ones, ignore
-    train_fraction: float = 1.0  # stratified patient-level fraction of the training split (data regimes)
-    imbalance: tuple[int, int] | None = None  # induce negatives:positives ratio on the training split, e.g. (3, 1)
-    data_seed: int = 0  # seed of subsetting / imbalance induction; fixed so every method and seed sees one split
-    n_boot: int = 1000  # bootstrap resamples for each run's AUC CI
-    train: TrainConfig = field(default_factory=TrainConfig)  # classifier settings
-    generators: GeneratorSettings = GeneratorSettings()  # steps / width / full preset of generator-backed methods
-    extra_data: str | None = None  # binary .npz whose training split joins a CycleGAN's domains (cyclegan-*-extra)
-    synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files, one row synthetic:<stem> each, and their mode
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
-
-    @classmethod
-    def upgrade_stored(cls, values: dict) -> dict:
-        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
-        return nest_run_fields(values, values.get("train", {}).get("device"))
-
-
-class GeneratorUse(NamedTuple):
-    """One generator a comparison trains: its spec, the rows it trains on, and the first cell that trains it."""
-
-    spec: GeneratorSpec
-    rows: CXRDataset
-    method: str
-    seed: int
-
-
-# ---- data -----------------------------------------------------------------------------------------------------
-def prepare_splits(config: CompareConfig) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
-    """Load the data and derive the (fixed) training split; val and test stay the file's real splits."""
-    source = config.run.file
-    dataset = load_npz(source, target=config.target, uncertainty=config.uncertainty,
-                       allow_patient_overlap=config.run.allow_patient_overlap,
-                       allow_unknown_patients=config.run.allow_unknown_patients)
-    train, val, test = dataset.split("train"), dataset.split("val"), dataset.split("test")
-    for name, part in (("train", train), ("val", val), ("test", test)):
-        if len(part) == 0:
-            raise CxrganError(f"{source}: the {name} split is empty; a comparison needs train, val and test rows")
-        if part.synthetic.any():
-            raise CxrganError(f"{source}: the {name} split holds synthetic rows; start from real data")
-    if not 0 < config.train_fraction <= 1:
-        raise CxrganError(f"--train-fraction must lie in (0, 1], got {config.train_fraction}")
-    if config.train_fraction < 1.0:
-        train = fraction_subset(train, config.train_fraction, random_state=config.data_seed)
-    if config.imbalance is not None:
-        if not dataset.is_binary:
-            raise CxrganError("--imbalance needs a binary task (--target labels)")
-        if min(config.imbalance) < 1:
-            raise CxrganError(f"--imbalance {config.imbalance[0]}:{config.imbalance[1]}: both parts must be >= 1")
-        train = induce_imbalance(train, ratio_counts(train, config.imbalance), random_state=config.data_seed)
-    check_classes(source, {"train": train, "val": val, "test": test})
-    return train, val, test
-
-
-def check_classes(source: str, splits: dict[str, CXRDataset]) -> None:
-    """Every split of a binary task holds both classes and, unless it trains, no unknown label; a multi-label task has
-    some finding with both in each."""
-    for name, part in splits.items():
-        if part.is_binary:
-            y = part.labels[:, 0]
-            if name != "train":
-                check_known_labels(part, f"{source}: the {name} split")
-            present = set(np.unique(y[~np.isnan(y)]).astype(int).tolist())
-            if present != {0, 1}:
-                names = part.class_names or ("0", "1")
-                missing = [names[c] for c in (0, 1) if c not in present]
-                raise CxrganError(f"{source}: the {name} split has no {missing[0]!r} rows; every split needs both "
-                                  "classes (an AUC needs them)")
-        else:
-            labels = part.labels
-            both = [(np.nan_to_num(labels[:, j], nan=-1) == 1).any() and (np.nan_to_num(labels[:, j], nan=-1) == 0).any()
-                    for j in range(part.n_labels)]
-            if not any(both):
-                raise CxrganError(f"{source}: no finding has both positive and negative rows in the {name} split")
-
-
-def ratio_counts(train: CXRDataset, ratio: tuple[int, int]) -> dict[int, int]:
-    """The largest class counts with negatives : positives = ``ratio`` that removing rows can reach."""
-    y = train.binary_targets()
-    negatives, positives = int((y == 0).sum()), int((y == 1).sum())
-    keep_positives = min(positives, negatives * ratio[1] // ratio[0])
-    return {0: min(negatives, round(keep_positives * ratio[0] / ratio[1])), 1: keep_positives}
-
-
-def check_methods(methods: tuple[str, ...], baseline: str, synthetic: tuple[str, ...] = ()) -> None:
-    """Names (registered, or ``synthetic`` rows) and the baseline, before anything is loaded or trained."""
-    if not methods:
-        raise CxrganError("--methods is empty; name at least one method")
-    unknown = [m for m in methods if m not in BALANCERS and m not in synthetic]
-    if unknown:
-        raise CxrganError(f"unknown method(s) {unknown}; available: {', '.join(sorted(BALANCERS))}")
-    duplicated = sorted({m for m in methods if methods.count(m) > 1})
-    if duplicated:
-        raise CxrganError(f"--methods names {duplicated} more than once")
-    if baseline not in methods:
-        raise CxrganError(f"baseline {baseline!r} is not among the methods {list(methods)}")
-
 
 # ---- the recipe -------------------------------------------------------------------------------------------------
 @register_recipe
@@ -483,44 +370,6 @@ class Compare(Recipe):
     def analysis_seconds(self, cell: Cell, trained: set[str]) -> float:
         """Estimated seconds of an analysis cell; ``trained`` names the generator entries counted so far."""
         return 0.0
-
-
-def label_imbalance_table(results: Results, methods: tuple[str, ...], seed: int) -> pd.DataFrame | None:
-    """Per label, IRLbl of every method's training rows, then MeanIR and the row count (multi-label runs)."""
-    runs = {m: results.where(method=m, seed=seed) for m in methods}
-    runs = {m: r[0]["label_rows"] for m, r in runs.items() if r and "label_rows" in r[0]}
-    if not runs:
-        return None
-    names = list(next(iter(runs.values())))
-    table = pd.DataFrame({"label": [*names, "MeanIR", "rows"]})
-    for method, rows in runs.items():
-        counts = np.array([rows[n] for n in names])
-        table[method] = [*(f"{r:.2f}" if np.isfinite(r) else "n/a" for r in irlbl(counts)), f"{mean_ir(counts):.2f}",
-                         str(results.where(method=method, seed=seed)[0]["train_rows"])]
-    return table
-
-
-SUBGROUP_NOTE = ("ROC AUC within each subgroup of an external site, mean [95% CI over seeds]; n = rows, + = "
-                 "positives. A view or age shortcut shows as a large gap between subgroups. Descriptive, not tested.")
-
-
-def subgroup_table(results: Results, columns: dict[str, dict]) -> pd.DataFrame:
-    """Per evaluation set with subgroups (external sites; view, age band, sex) and per subgroup: the ROC AUC over
-    seeds of each column's cells (``columns``: column name -> the cells' coordinates, e.g. {"dcgan": {"method":
-    "dcgan"}})."""
-    rows = []
-    for site, groups in results.subgroups.items():
-        y = results.labels[site][:, 0]
-        for group, mask in groups.items():
-            row = {"site": site, "subgroup": group, "n": int(mask.sum()), "+": int(y[mask].sum())}
-            for name, coords in columns.items():
-                runs = results.seed_scores(site, **coords)
-                if runs:
-                    values = [roc_auc(y[mask], s[mask, 0]) if 0 < y[mask].sum() < mask.sum() else np.nan
-                              for s in runs.values()]
-                    row[name] = seed_cell(values)
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def run_compare(config: CompareConfig, out: str | Path, resume_dir: str | Path | None = None,

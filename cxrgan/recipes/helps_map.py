@@ -56,7 +56,8 @@ from cxrgan.evaluate.audit import AuditConfig, audit_images, train_feature_model
 from cxrgan.generators import GeneratorSettings, GeneratorSpec, fit_or_load, generator_class
 from cxrgan.generators.base import image_fingerprint
 from cxrgan.generators.cache import cache_dir, entry_name
-from cxrgan.recipes.compare import Compare, CompareConfig, ratio_counts
+from cxrgan.recipes.compare import Compare, CompareConfig
+from cxrgan.recipes.compare_setup import ratio_counts
 from cxrgan.recipes.dcgan_alpha import AUDIT_COLUMNS, CPU_CLASSIFIER
 from cxrgan.recipes.helps_map_report import BASELINE, FULL, MapReport
 from cxrgan.report.tables import to_markdown

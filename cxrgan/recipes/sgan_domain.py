@@ -30,7 +30,8 @@ from cxrgan.evaluate.verdicts import Comparison, Verdicts, compare_auc, method_n
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.recipes import NIH_PNEUMONIA
 from cxrgan.data.external import subgroups
-from cxrgan.recipes.compare import check_classes, subgroup_table
+from cxrgan.recipes.compare_setup import check_classes
+from cxrgan.recipes.subgroups import subgroup_table
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.engine.spec import RunSpec, nest_run_fields
 from cxrgan.recipes.sgan_scarcity import (DEFAULT_DATA, check_sgan_config, evaluate, load_binary, sgan_config,

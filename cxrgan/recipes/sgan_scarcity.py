@@ -39,7 +39,8 @@ from cxrgan.evaluate.summary import seed_cell
 from cxrgan.io import atomic_write
 from cxrgan.recipes import KERMANY_64
 from cxrgan.engine.spec import RunSpec, nest_run_fields
-from cxrgan.recipes.compare import SUBGROUP_NOTE, check_classes, subgroup_table
+from cxrgan.recipes.compare_setup import check_classes
+from cxrgan.recipes.subgroups import SUBGROUP_NOTE, subgroup_table
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
 from cxrgan.engine.probes import probe_config, step_seconds
 from cxrgan.report.tables import to_markdown
