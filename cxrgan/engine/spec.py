@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -83,6 +83,19 @@ def nest_run_fields(values: dict[str, Any], device: str | None = None) -> dict[s
     if device is not None:
         run["device"] = device
     return {"run": run, **values}
+
+
+class HoldsRunSpec:
+    """Base of a recipe config whose ``run`` field is a ``RunSpec``: reads a config.json written before ``RunSpec``
+    existed with its run fields moved into ``run``, the device taken from the section named ``device_section``
+    (where the old config kept it)."""
+
+    device_section: ClassVar[str] = "train"
+
+    @classmethod
+    def upgrade_stored(cls, values: dict) -> dict:
+        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
+        return nest_run_fields(values, values.get(cls.device_section, {}).get("device"))
 
 
 def run_spec_of(config: Any) -> RunSpec | None:

@@ -43,7 +43,7 @@ from cxrgan.classify.config import check_train_config
 from cxrgan.data import nested_fractions
 from cxrgan.data.splits import patient_groups
 from cxrgan.data.synthetic import SyntheticFiles
-from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.engine.spec import HoldsRunSpec, RunSpec
 from cxrgan.errors import CxrganError
 from cxrgan.evaluate.verdicts import Verdicts, method_note, verdict_table
 from cxrgan.evaluate.summary import seed_cell
@@ -76,7 +76,7 @@ FULL_CLASSIFIER = TrainConfig(model="densenet121", epochs=30, patience=5, lr=1e-
 
 
 @dataclass(frozen=True)
-class CganRegimesConfig:
+class CganRegimesConfig(HoldsRunSpec):
     """The recipe's settings; written to the run's config.json."""
 
     run: RunSpec = RunSpec(DEFAULT_DATA)  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder); seeds
@@ -96,11 +96,6 @@ class CganRegimesConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
-
-    @classmethod
-    def upgrade_stored(cls, values: dict) -> dict:
-        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
-        return nest_run_fields(values, values.get("train", {}).get("device"))
 
 
 @register_recipe

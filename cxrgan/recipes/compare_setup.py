@@ -14,7 +14,7 @@ from cxrgan.data import CXRDataset, load_npz
 from cxrgan.data.labels import check_known_labels
 from cxrgan.data.splits import fraction_subset, induce_imbalance
 from cxrgan.data.synthetic import SyntheticFiles
-from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.engine.spec import HoldsRunSpec, RunSpec
 from cxrgan.errors import CxrganError
 from cxrgan.generators.settings import GeneratorSettings, GeneratorSpec
 
@@ -22,7 +22,7 @@ CLASSIC_METHODS = ("none", "class-weights", "undersample", "oversample", "smote"
 
 
 @dataclass(frozen=True)
-class CompareConfig:
+class CompareConfig(HoldsRunSpec):
     """One comparison: data, methods, seeds, classifier; written to the run's config.json."""
 
     run: RunSpec  # the data file (compact .npz with train/val/test splits), seeds, external sites, device
@@ -41,11 +41,6 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", self.synthetic.with_rows(tuple(self.methods)))
-
-    @classmethod
-    def upgrade_stored(cls, values: dict) -> dict:
-        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
-        return nest_run_fields(values, values.get("train", {}).get("device"))
 
 
 class GeneratorUse(NamedTuple):

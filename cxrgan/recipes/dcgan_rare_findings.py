@@ -45,7 +45,7 @@ from cxrgan.generators import DCGAN, GeneratorSettings
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
 from cxrgan.balance.stages import Main
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, register_recipe
-from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.engine.spec import HoldsRunSpec, RunSpec
 from cxrgan.recipes.cgan_regimes import CHEAP_FIXES, CPU_CLASSIFIER, DEFAULT_DATA
 from cxrgan.recipes.findings import (CellWork, auc_cell, check_findings, finding_comparisons, finding_counts,
                                      finding_target_rows, findings_estimates, load_findings, test_positives_note,
@@ -58,7 +58,7 @@ CONTROL = "rare-copies"  # the DCGAN row's count-matched control: the rows its i
 
 
 @dataclass(frozen=True)
-class DcganRareConfig:
+class DcganRareConfig(HoldsRunSpec):
     """The recipe's settings; written to the run's config.json."""
 
     run: RunSpec = RunSpec(DEFAULT_DATA)  # findings .npz file(s) joined, or one CheXpert / NIH CSV (or folder); seeds
@@ -74,11 +74,6 @@ class DcganRareConfig:
     train: TrainConfig = field(default_factory=lambda: CPU_CLASSIFIER)  # classifier settings
     generators: GeneratorSettings = GeneratorSettings()  # GAN steps / width / full (paper-size, GPU) preset
     synthetic: SyntheticFiles = SyntheticFiles()  # --synthetic files: rows synthetic:<stem> beside the cheap fixes
-
-    @classmethod
-    def upgrade_stored(cls, values: dict) -> dict:
-        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
-        return nest_run_fields(values, values.get("train", {}).get("device"))
 
 
 @register_recipe

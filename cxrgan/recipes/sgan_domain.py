@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ from cxrgan.data.external import subgroups
 from cxrgan.recipes.compare_setup import check_classes
 from cxrgan.recipes.subgroups import subgroup_table
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
-from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.engine.spec import HoldsRunSpec, RunSpec
 from cxrgan.recipes.sgan_scarcity import (DEFAULT_DATA, check_sgan_config, evaluate, load_binary, sgan_config,
                                           sgan_estimates)
 from cxrgan.report.tables import to_markdown
@@ -52,18 +53,14 @@ FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 
 
 @dataclass(frozen=True)
-class SganDomainConfig:
+class SganDomainConfig(HoldsRunSpec):
     """The recipe's settings; written to the run's config.json."""
 
+    device_section: ClassVar[str] = "sgan"  # where a config.json from before RunSpec kept the device
     run: RunSpec = RunSpec(DEFAULT_DATA)  # dataset 1: binary .npz, labelled (its training split trains every row)
     second_data: str = DEFAULT_SECOND_DATA  # dataset 2: binary .npz; train split unlabelled, test split evaluates
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGANs and the matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
-
-    @classmethod
-    def upgrade_stored(cls, values: dict) -> dict:
-        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
-        return nest_run_fields(values, values.get("sgan", {}).get("device"))
 
 
 @register_recipe

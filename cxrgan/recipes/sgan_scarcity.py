@@ -20,7 +20,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from cxrgan.evaluate.stats import aggregate_seeds
 from cxrgan.evaluate.summary import seed_cell
 from cxrgan.io import atomic_write
 from cxrgan.recipes import KERMANY_64
-from cxrgan.engine.spec import RunSpec, nest_run_fields
+from cxrgan.engine.spec import HoldsRunSpec, RunSpec
 from cxrgan.recipes.compare_setup import check_classes
 from cxrgan.recipes.subgroups import SUBGROUP_NOTE, subgroup_table
 from cxrgan.engine import Cell, CellResult, Plan, Recipe, Results, RunContext, Table, TargetRow, grid, register_recipe
@@ -54,19 +54,15 @@ FULL_SGAN = SGANConfig(ndf=64, ngf=64, steps=6000, batch_size=64, device="auto")
 
 
 @dataclass(frozen=True)
-class SganScarcityConfig:
+class SganScarcityConfig(HoldsRunSpec):
     """The recipe's settings; written to the run's config.json."""
 
+    device_section: ClassVar[str] = "sgan"  # where a config.json from before RunSpec kept the device
     run: RunSpec = RunSpec(DEFAULT_DATA, seeds=3)  # binary .npz (normal / abnormal), seeds (each also draws its own
     #   labelled subset), external sites (Kermany: NIH pneumonia), device
     per_class: tuple[int, ...] = PER_CLASS  # labelled images per class (capped by the smaller training class)
     sgan: SGANConfig = field(default_factory=lambda: CPU_SGAN)  # shared by the SGAN and its matched CNN
     full: bool = False  # paper-size settings (FULL_SGAN) for GPUs
-
-    @classmethod
-    def upgrade_stored(cls, values: dict) -> dict:
-        """A config.json written before ``RunSpec``: its run fields moved into ``run``."""
-        return nest_run_fields(values, values.get("sgan", {}).get("device"))
 
 
 # ---- helpers shared with sgan-domain ---------------------------------------------------------------------------
