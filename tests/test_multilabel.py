@@ -12,8 +12,8 @@ from scipy import stats
 from balancer_contract import check_balancer_contract
 from generator_contract import TINY, check_generator_contract
 from cxrgan.balance import BALANCERS, BalanceContext, LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings, make_balancer
-from cxrgan.balance.multilabel import (LabelVectorCopies, RareFindingCopies, minimum_synthetic_count, plan_label_rows,
-                                       plan_label_vectors, sample_label_vectors)
+from cxrgan.balance.finding_plans import minimum_synthetic_count, plan_label_rows, plan_label_vectors, sample_label_vectors
+from cxrgan.balance.multilabel import LabelVectorCopies, RareFindingCopies
 from cxrgan.data import load_npz
 from cxrgan.errors import CxrganError
 from cxrgan.generators import CDCGAN, DCGAN, CDCGANConfig, DCGANConfig, GeneratorSettings, LabelVectorConfig

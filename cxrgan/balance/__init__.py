@@ -12,7 +12,8 @@ from cxrgan.balance.classic import (
 from cxrgan.balance.augment import AugmentBalancer, flip_affine_tensor, random_flip_affine
 from cxrgan.balance.gan import GANOversampler
 from cxrgan.balance.complement import CycleGANComplement
-from cxrgan.balance.multilabel import LabelVectorCGAN, RareFindingDCGAN, choose_rare_findings
+from cxrgan.balance.finding_plans import choose_rare_findings
+from cxrgan.balance.multilabel import LabelVectorCGAN, RareFindingDCGAN
 from cxrgan.balance.pretrain import SyntheticPretraining
 from cxrgan.balance.synthetic import SyntheticFileRows, check_synthetic_files
 from cxrgan.balance.multilabel_resample import MLROSBalancer, MLRUSBalancer, MLSMOTEBalancer, mlsmote_samples

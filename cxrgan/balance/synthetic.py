@@ -7,7 +7,7 @@ cxrgan trains are compared like for like:
 * ``balance``: per seed, as many images of the minority class as the ``dcgan`` row adds (``ceil(ratio x majority)
   - minority``, :func:`cxrgan.balance.gan.minority_deficit`), drawn from the file's images of that class without
   replacement with the seed; for multi-label data, per augmented finding as many images carrying it as the
-  ``dcgan-rare`` row adds (:func:`cxrgan.balance.multilabel.finding_deficit`), each image drawn once;
+  ``dcgan-rare`` row adds (:func:`cxrgan.balance.finding_plans.finding_deficit`), each image drawn once;
 * ``add``: every image of the file, every seed;
 * ``pretrain``: the ``synth-pretrain`` schedule (:mod:`cxrgan.balance.pretrain`): the classifier first trains on
   the file's images for as many image passes as its real epochs make, then on the real rows, which are unchanged.
@@ -30,7 +30,7 @@ import numpy as np
 from cxrgan.balance.base import BalanceContext, Balancer, Powerset, register_balancer_family
 from cxrgan.balance.classic import generated_meta
 from cxrgan.balance.gan import minority_deficit
-from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, choose_rare_findings, finding_deficit
+from cxrgan.balance.finding_plans import DEFAULT_MIN_POSITIVES, choose_rare_findings, finding_deficit
 from cxrgan.balance.pretrain import pretraining_epochs, pretraining_stages
 from cxrgan.balance.stages import Main, Stage
 from cxrgan.data.dataset import CXRDataset

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from cxrgan.balance import BALANCERS, BalanceContext, Balancer, make_balancer
-from cxrgan.balance.multilabel import (DEFAULT_MIN_POSITIVES, LabelVectorCGAN, LabelVectorCopies, choose_rare_findings,
-                                       plan_label_vectors)
+from cxrgan.balance.finding_plans import DEFAULT_MIN_POSITIVES, choose_rare_findings, plan_label_vectors
+from cxrgan.balance.multilabel import LabelVectorCGAN, LabelVectorCopies
 from cxrgan.balance.stages import Main
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.config import check_train_config

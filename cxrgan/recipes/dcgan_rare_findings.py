@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxrgan.balance.multilabel import DEFAULT_MIN_POSITIVES, RareFindingCopies, RareFindingDCGAN, choose_rare_findings
+from cxrgan.balance.finding_plans import DEFAULT_MIN_POSITIVES, choose_rare_findings
+from cxrgan.balance.multilabel import RareFindingCopies, RareFindingDCGAN
 from cxrgan.classify import TrainConfig
 from cxrgan.classify.config import check_train_config
 from cxrgan.data.labels import UNCERTAINTY_POLICIES
