@@ -5,7 +5,8 @@ from cxrgan.generators.base import (GENERATORS, MIN_TRAIN_IMAGES, GenerativeMode
 from cxrgan.generators.training import Stream, Trainer, TrainerConfig
 from cxrgan.generators.adversarial import GANConfig
 from cxrgan.generators.dcgan import CDCGAN, DCGAN, CDCGANConfig, DCGANConfig, LabelVectorCDCGAN, LabelVectorConfig
-from cxrgan.generators.diffusion import CLDM, LDM, CLDMConfig, GuidedConfig, LabelVectorLDM, LDMConfig
+from cxrgan.generators.diffusion import CLDM, LDM, LabelVectorLDM
+from cxrgan.generators.diffusion_config import CLDMConfig, GuidedConfig, LDMConfig
 from cxrgan.generators.fastgan import FastGAN, FastGANConfig
 from cxrgan.generators.cyclegan import CycleGAN, CycleGANConfig
 from cxrgan.generators.cyclegan_figure import save_translation_figure
