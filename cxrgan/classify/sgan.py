@@ -16,7 +16,7 @@ from cxrgan.data import CXRDataset
 from cxrgan.generators.sgan import GENERATOR_LOSSES, DiscriminatorClassifier, SemiSupervisedGAN, SGANConfig
 from cxrgan.generators.sgan_networks import (SGAN_NORMS, SGANDiscriminator, VirtualBatchNorm2d, generated_loss,
                                              labeled_loss, unlabeled_loss)
-from cxrgan.generators.training import Batch, Statistic, StepContext
+from cxrgan.generators.seam import Batch, Statistic, StepContext
 
 __all__ = ["GENERATOR_LOSSES", "SGAN_NORMS", "MatchedCNN", "SemiSupervisedGAN", "SGANConfig", "SGANDiscriminator",
            "VirtualBatchNorm2d", "generated_loss", "labeled_loss", "strip_labels", "unlabeled_loss"]

@@ -38,8 +38,9 @@ from cxrgan.generators.base import GenerativeModel
 from cxrgan.generators.blocks import (NORMS, SUPPORTED_SIZES, DCGANDiscriminator, DCGANGenerator, init_weights,
                                       recalibrate_batchnorm)
 from cxrgan.generators.losses import get_loss
+from cxrgan.generators.seam import Batch, Statistic, StepContext, Stream
 from cxrgan.generators.trainable import NetworkSide, TrainableModel
-from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
+from cxrgan.generators.trainer_config import TrainerConfig
 
 
 @dataclass(frozen=True)

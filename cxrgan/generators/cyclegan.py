@@ -33,8 +33,9 @@ from cxrgan.generators.base import GenerativeModel, ImageTranslator, register_ge
 from cxrgan.generators.cyclegan_figure import save_translation_figure
 from cxrgan.generators.cyclegan_networks import ImagePool, PatchDiscriminator, ResnetGenerator, init_normal
 from cxrgan.generators.conditioning import as_label_rows
+from cxrgan.generators.seam import Batch, Statistic, StepContext, Stream
 from cxrgan.generators.trainable import TrainableModel
-from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
+from cxrgan.generators.trainer_config import TrainerConfig
 
 # CPU preset, measured here (64 px, batch 4, one thread of a 2-core machine busy with another benchmark): a
 # CycleGAN step takes 0.35 s at width 16 with 6 blocks, 0.27 s with 3 blocks, 0.97 s at width 32, 0.68 s at width 16

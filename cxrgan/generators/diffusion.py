@@ -57,8 +57,8 @@ from cxrgan.generators.conditioning import AlphaConditioned, LabelVectorConditio
 from cxrgan.generators.diffusion_config import (CPU_PRESET, FULL_PRESET, CLDMConfig, DiffusionConfig, GuidedConfig,
                                                LDMConfig)
 from cxrgan.generators.diffusion_networks import build_autoencoder, build_denoiser, build_patch_discriminator
+from cxrgan.generators.seam import Batch, Statistic, StepContext, Stream
 from cxrgan.generators.trainable import NetworkSide, TrainableModel
-from cxrgan.generators.training import Batch, Statistic, StepContext, Stream
 
 class LatentDiffusion(NetworkSide, TrainableModel, GenerativeModel):
     """The two-phase latent diffusion body; a conditioning mixin chooses training rows and sampled labels."""

@@ -29,7 +29,7 @@ from cxrgan.generators.base import register_generator
 from cxrgan.generators.blocks import init_weights
 from cxrgan.generators.conditioning import OneClass
 from cxrgan.generators.fastgan_networks import SIZE, FastGANDiscriminator, FastGANGenerator, reconstruction_targets
-from cxrgan.generators.training import Batch, Statistic, StepContext
+from cxrgan.generators.seam import Batch, Statistic, StepContext
 
 # CPU preset: widths 16 at 32 px (43 GFLOP per training step, as many as a width-32 DCGAN step: 39, counted with
 # torch.utils.flop_counter), bf16, DiffAugment from the first step (the paper trains on 100-1000 images with it;

@@ -40,8 +40,9 @@ from cxrgan.generators.base import GenerativeModel, check_training_rows, registe
 from cxrgan.generators.blocks import DCGANGenerator, init_weights
 from cxrgan.generators.sgan_networks import (SGAN_NORMS, SGANDiscriminator, generated_loss, labeled_loss,
                                              unlabeled_loss)
+from cxrgan.generators.seam import Batch, Statistic, StepContext, Stream
 from cxrgan.generators.trainable import TrainableModel, dataset_facts
-from cxrgan.generators.training import Batch, Statistic, StepContext, Stream, TrainerConfig
+from cxrgan.generators.trainer_config import TrainerConfig
 
 GENERATOR_LOSSES = ("feature-matching", "plain")
 

@@ -50,9 +50,8 @@ import copy
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import torch
@@ -60,13 +59,13 @@ from tqdm.auto import tqdm
 
 from cxrgan import distributed
 from cxrgan.data.transforms import images_to_tensor, uint8_tensor
-from cxrgan.device import autocast
 from cxrgan.errors import CxrganError, RankAgreedError
 from cxrgan.generators.artifacts import save_grid, save_training_curves
 from cxrgan.generators.blocks import ema_update
 from cxrgan.generators.prefetch import BatchPrefetcher
 from cxrgan.generators.quality import FidelityScore
-from cxrgan.generators.trainer_config import TrainerConfig, config_record  # TrainerConfig: plugins import it from here
+from cxrgan.generators.seam import Batch, Statistic, StepContext, Stream, Trainable  # plugins import these from here
+from cxrgan.generators.trainer_config import TrainerConfig, config_record  # noqa: F401 (plugins import TrainerConfig from here)
 from cxrgan.io import append_jsonl, load_torch, read_jsonl, save_torch, write_json, write_text
 
 CHECKPOINT_FORMAT = 2  # bump when the checkpoint / state_dict layout changes (2: one layout for every model)
@@ -79,69 +78,6 @@ METRICS_NAME = "metrics.jsonl"
 def is_main_process() -> bool:
     """True unless torch.distributed runs and this is not rank 0: only the main process writes files."""
     return distributed.is_main()
-
-
-@dataclass(frozen=True)
-class Stream:
-    """Rows the loop draws batches from."""
-
-    images: np.ndarray  # (N, H, W) uint8
-    labels: np.ndarray | None = None  # (N, K) float32 labels handed to the step with the images, or None
-
-
-Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # (images (B, 1, H, W) in [-1, 1], labels (B, K) or None)
-Statistic = float | torch.Tensor  # a step statistic: a number, or a device scalar the loop reads later
-
-
-class Trainable(Protocol):
-    """What the loop needs from a model (``TrainableModel`` implements the plumbing, a model the step)."""
-
-    name: str
-    config: TrainerConfig
-    device: torch.device
-    networks_: torch.nn.ModuleDict
-    ema_: torch.nn.ModuleDict | None
-    data_info_: dict  # facts about the training rows (n_train, fingerprint, ...)
-    channels_last: bool  # hand batches over in channels-last memory format
-    divergence_statistic: str | None  # the step statistic watched by the divergence stop (None: no stop)
-    divergence_advice: str  # appended to the divergence message
-
-    def start_training(self) -> dict[str, torch.optim.Optimizer]: ...
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, Statistic]: ...
-    def learning_rate_factor(self, step: int) -> float: ...
-    def ema_age(self, step: int) -> int: ...
-    def samples_at(self, step: int) -> bool: ...
-    def training_state(self) -> dict: ...
-    def load_training_state(self, state: dict) -> None: ...
-    def finalize_training(self) -> None: ...
-    def preview_images(self) -> tuple[np.ndarray, int] | None: ...
-    def quality_rows(self, streams: list[Stream]) -> tuple[np.ndarray, np.ndarray | None] | None: ...
-    def quality_samples(self, n: int, labels: np.ndarray | None, generator: torch.Generator) -> np.ndarray: ...
-    def save_artifacts(self, run_dir: Path) -> None: ...
-    def state_dict(self) -> dict: ...
-
-
-class StepContext:
-    """What a model's ``train_step`` may use from the loop: the step, the RNG, the optimisers, autocast, checks."""
-
-    def __init__(self, trainer: Trainer):
-        self._trainer = trainer
-        self.rng: torch.Generator = trainer.rng  # the only source of randomness of a step (saved in checkpoints)
-        self.optimizers: dict[str, torch.optim.Optimizer] = trainer.optimizers
-        self.step = 0  # the step being taken (0-based)
-        self.checks: list[tuple[str, torch.Tensor]] = []  # the step's losses to check, read by the loop's flush
-
-    def autocast(self):
-        """bf16 autocast around forward passes when the config asks for it; a no-op context otherwise."""
-        return autocast(self._trainer.device, self._trainer.config.bf16)
-
-    def check_finite(self, which: str, loss: torch.Tensor) -> None:
-        """Stop the run with a clear error if ``loss`` (of the ``which`` network) is not finite.
-
-        Read without waiting for the device: the loop checks every loss of a window of steps when it next writes
-        or scores anything (``Trainer.flush``), in step order, and names the first non-finite one; a checkpoint
-        is only written after its steps have passed, so the last checkpoint never holds the weights it reached."""
-        self.checks.append((which, loss.detach()))
 
 
 class Trainer:
@@ -174,7 +110,7 @@ class Trainer:
         self.rng = torch.Generator().manual_seed(self.config.seed)
         self.optimizers = model.start_training()
         self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
-        self.ctx = StepContext(self)
+        self.ctx = StepContext(self.rng, self.optimizers, self.device, self.config.bf16)
         self.step = 0
         self.low_d_steps = 0  # consecutive steps with the watched D loss below divergence_d_loss
         self.sums: dict[str, float] = {}  # statistics summed since the last metrics record, and their count "n"
