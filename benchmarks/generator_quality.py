@@ -98,7 +98,8 @@ def row_sets(rows: str) -> tuple[CXRDataset, CXRDataset, CXRDataset]:
         data = load_npz(NIH, target="findings")
         return data.split("train"), data.split("val"), data.split("test")
     if rows.startswith("m") and rows[1:].isdigit():  # a point of the helps-map recipe (its first draw)
-        from cxrgan.recipes.helps_map import HelpsMap, map_config
+        from cxrgan.recipes.helps_map import HelpsMap
+        from cxrgan.recipes.helps_map_config import map_config
 
         recipe = HelpsMap(map_config(RunSpec(str(KERMANY), seeds=1), ("none",), minority=(int(rows[1:]),)))
         recipe.plan()

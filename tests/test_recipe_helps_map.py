@@ -13,7 +13,8 @@ from cxrgan.cli import main
 from cxrgan.data import load_npz, save_npz
 from cxrgan.evaluate.inference import effect_from_parts
 from cxrgan.engine import RunSpec
-from cxrgan.recipes.helps_map import HelpsMap, map_config
+from cxrgan.recipes.helps_map import HelpsMap
+from cxrgan.recipes.helps_map_config import map_config
 from cxrgan.recipes.helps_map_report import answer_sentence
 
 COUNTS = (16, 30)

@@ -223,8 +223,8 @@ def _sgan_domain(args: argparse.Namespace) -> None:
 def _helps_map_flags(parser: argparse.ArgumentParser) -> None:
     from cxrgan.generators import generator_class
     from cxrgan.recipes import KERMANY_64
-    from cxrgan.recipes.helps_map import (METHODS, MINORITY, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY,
-                                          QUICK_SEEDS, SEEDS, GeneratorBudget)
+    from cxrgan.recipes.helps_map_config import (METHODS, MINORITY, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY,
+                                                 QUICK_SEEDS, SEEDS, GeneratorBudget)
 
     budget = GeneratorBudget()
     parser.add_argument("--data", default=KERMANY_64, help="binary .npz, normal / abnormal; the abnormal (positive) "
@@ -276,8 +276,9 @@ def _helps_map(args: argparse.Namespace) -> None:
     from cxrgan.device import resolve_amp
     from cxrgan.errors import CxrganError
     from cxrgan.recipes.dcgan_alpha import CPU_CLASSIFIER, FULL_CLASSIFIER
-    from cxrgan.recipes.helps_map import (METHODS, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS, SEEDS,
-                                          HelpsMap, map_config)
+    from cxrgan.recipes.helps_map import HelpsMap
+    from cxrgan.recipes.helps_map_config import (METHODS, QUICK_EPOCHS, QUICK_METHODS, QUICK_MINORITY, QUICK_SEEDS, SEEDS,
+                                                 map_config)
 
     try:
         minority = tuple(int(n) for n in args.minority.split(",") if n.strip()) if args.minority else None
