@@ -300,11 +300,12 @@ def finding_sentences(run_dir: Path, entry: dict[str, Any]) -> list[str]:
     sentences = []
     for match in entry.get("headline", []):
         rows = matching_rows(verdicts, match)
-        what = ", ".join(f"{k} {v}" for k, v in match.items())
         if rows.empty:
+            what = ", ".join(f"{k} {v}" for k, v in match.items())
             sentences.append(f"{what}: no such row in `verdicts.csv`.")
             continue
         row = rows.iloc[0]
+        what = ", ".join(f"{k} {row[k]}" for k in match)  # the row's own values, not a prefix pattern
         parts = [f"Δ {row.get('Δ [95% CI]', '')}"]
         for column, label in (("p (Holm)", "Holm-adjusted p"), ("min. detectable Δ", "minimum detectable Δ"),
                               ("seeds", "seeds")):
