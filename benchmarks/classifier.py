@@ -56,6 +56,7 @@ import cxrgan.classify.train as train_module
 from cxrgan.classify import TrainConfig, predict, train_classifier
 from cxrgan.balance.stages import Main
 from cxrgan.classify.losses import build_loss
+from cxrgan.classify.optimizers import adam
 from cxrgan.classify.small_maps import SmallMapConv2d
 from cxrgan.data import load_npz
 from cxrgan.device import resolve_amp, resolve_device
@@ -101,16 +102,18 @@ class Variant:
 
     small_maps: bool  # small output maps' convolutions as matrix products (cxrgan.classify.small_maps)
     fused_adam: bool  # torch's fused Adam (else its default, one element-wise operation after another)
+    bf16_copies: bool = False  # the optimiser keeps bf16 weight copies (cxrgan.classify.bf16_weights)
     channels_last: bool = True  # channels-last weights and activations (both main and the default use them)
     compiled: bool = False  # the network through torch.compile (inductor), eager otherwise
 
 
 VARIANTS = {
     "previous": Variant(False, False),  # main's step until issue 25
-    "default": Variant(True, True),  # the step train_classifier takes today
+    "default": Variant(True, True, bf16_copies=True),  # the step train_classifier takes today
+    "no bf16 copies": Variant(True, True),  # the default before the optimiser kept bf16 weight copies
     "previous NCHW": Variant(False, False, channels_last=False),  # the issue's description of main's step
     "compiled": Variant(False, True, compiled=True),  # inductor's convolutions and fusions instead of small maps
-    "default compiled": Variant(True, True, compiled=True),  # the default step through inductor
+    "default compiled": Variant(True, True, bf16_copies=True, compiled=True),  # the default step through inductor
     "small-maps only": Variant(True, False),
     "fused Adam only": Variant(False, True),
 }
@@ -119,15 +122,26 @@ VARIANTS = {
 @contextlib.contextmanager
 def step_variant(variant: Variant):
     """Make ``train_classifier`` build its network and optimiser as ``variant`` (benchmark only; eager, channels-last)."""
-    build, adam = train_module.build_classifier, train_module.adam
+    build, training_adam = train_module.build_classifier, train_module.training_adam
     if not variant.small_maps:
         train_module.build_classifier = lambda *args, **kwargs: previous_model(build(*args, **kwargs))
-    if not variant.fused_adam:
-        train_module.adam = previous_adam
+    if not variant.bf16_copies:
+        train_module.training_adam = lambda model, parameters, lr, weight_decay, *rest: optimizer_of(
+            variant, model, parameters, lr, weight_decay)
     try:
         yield
     finally:
-        train_module.build_classifier, train_module.adam = build, adam
+        train_module.build_classifier, train_module.training_adam = build, training_adam
+
+
+def optimizer_of(variant: Variant, model: nn.Module, parameters, lr: float, weight_decay: float,
+                 device: torch.device = torch.device("cpu"), config: TrainConfig | None = None) -> torch.optim.Adam:
+    """The optimiser of ``variant``'s step: torch's default Adam, its fused kernel, or the loop's own choice."""
+    if not variant.fused_adam:
+        return previous_adam(parameters, lr, weight_decay)
+    if not variant.bf16_copies:
+        return adam(parameters, lr, weight_decay)
+    return train_module.training_adam(model, parameters, lr, weight_decay, device, config.bf16, config.fp16, 1)
 
 
 @contextlib.contextmanager
@@ -155,8 +169,8 @@ class TimedStep:
             previous_model(model)
         layout = torch.channels_last if variant.channels_last else torch.contiguous_format
         self.model = model.to(device, memory_format=layout).train()
-        make_adam = train_module.adam if variant.fused_adam else previous_adam
-        optimizer = make_adam(self.model.parameters(), config.lr, config.weight_decay)
+        optimizer = optimizer_of(variant, self.model, self.model.parameters(), config.lr, config.weight_decay,
+                                 device, config)
         self.step_model = torch.compile(self.model) if variant.compiled else self.model
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         scaler = torch.amp.GradScaler(device.type, enabled=config.fp16)
@@ -352,7 +366,7 @@ def main() -> None:
         timed = TrainConfig(model=args.model, batch_size=args.batch_size, lr=args.lr, bf16=bf16, augment="flip",
                             progress=False, data_workers=args.data_workers)
         names = ["default", *(["previous NCHW"] if args.nchw else []), *(["compiled", "default compiled"] if args.compile else []),
-                 *(["small-maps only", "fused Adam only"] if args.ablation else [])]
+                 *(["small-maps only", "fused Adam only", "no bf16 copies"] if args.ablation else [])]
         measure_ratio(train, timed, args.pairs, args.batches, names)
     if args.vs_commit:
         measure_against_commit(args.vs_commit, args.data, args.model, args.vs_epochs, bf16, max(args.pairs, 1))

@@ -4,6 +4,7 @@ synthetic rows, a long-tail loss with deferred re-weighting, a decoupled head, p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -24,7 +25,7 @@ from cxrgan.classify.config import TrainConfig, TrainResult, check_world_size
 from cxrgan.classify.decoupled import class_aware_rows, reset_head
 from cxrgan.classify.losses import build_loss, drw_weights, logit_offsets, output_layer
 from cxrgan.classify.networks import build_classifier
-from cxrgan.classify.optimizers import adam
+from cxrgan.classify.bf16_weights import Bf16WeightAdam, training_adam
 from cxrgan.classify.scoring import macro_auc, predict, to_input
 from cxrgan.data.dataset import CXRDataset
 from cxrgan.data.label_imbalance import label_counts
@@ -154,7 +155,8 @@ class _Run:
         """A fresh Adam over ``parameters`` with the run's schedule over ``epochs`` epochs of ``n_rows`` rows (and the
         run's batch feeds, so a stage reading rows an earlier stage read reuses its feed)."""
         config = self.config
-        optimizer = adam(parameters, config.lr, config.weight_decay)
+        optimizer = training_adam(self.model, parameters, config.lr, config.weight_decay, self.device, config.bf16,
+                                  config.fp16, distributed.world_size())
         scheduler = _lr_scheduler(optimizer, config, epochs * _steps_per_epoch(n_rows, config))
         return Steps(optimizer, scheduler, self.scaler, self.loss_fn, config, self.device, self.generator, self.feeds)
 
@@ -243,6 +245,10 @@ class Steps:
     generator: torch.Generator
     feeds: dict = field(default_factory=dict)  # id(dataset) -> (dataset, BatchFeed)
 
+    def forward_weights(self) -> contextlib.AbstractContextManager:
+        """The optimiser's bf16 weight copies in place for a training forward pass, where it keeps them."""
+        return self.optimizer.bf16_weights() if isinstance(self.optimizer, Bf16WeightAdam) else contextlib.nullcontext()
+
     def feed(self, dataset: CXRDataset) -> BatchFeed:
         if id(dataset) not in self.feeds:  # the dataset is kept with its feed, so its id is never reused meanwhile
             self.feeds[id(dataset)] = (dataset, BatchFeed(dataset.images, dataset.labels, self.config.data_workers,
@@ -276,7 +282,7 @@ def _train_epoch(step_model: nn.Module, steps: Steps, class_weights: torch.Tenso
         params = augmentation.draw(len(batch), generator)  # for the global batch, in one draw
         x = augmentation.apply(to_input(images, device), None if params is None else params[rank::world])
         y = labels.to(device, non_blocking=True)
-        with autocast(device, config.bf16, config.fp16):
+        with autocast(device, config.bf16, config.fp16), steps.forward_weights():
             logits = step_model(x)
         loss = steps.loss_fn(logits, y, class_weights)
         if world > 1:  # this process's share of the batch's known labels: the averaged gradient is the global one
