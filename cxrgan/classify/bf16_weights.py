@@ -111,11 +111,10 @@ class Bf16WeightAdam(MemoryOrderAdam):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        copied = {id(p) for _, _, p in self._slots}
         for group in self.param_groups:
             tensors: tuple[list, ...] = ([], [], [], [], [], [])
             for p in group["params"]:
-                copy = self._copies.get(id(p)) if id(p) in copied else None
+                copy = self._copies.get(id(p))
                 if copy is None or copy.grad is None:
                     continue
                 state = self.state[p]
