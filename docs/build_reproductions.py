@@ -413,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("run_dir", type=Path)
     c.add_argument("--as", dest="run_id", required=True, help="the run's id in docs/results/claims.json")
     c.add_argument("--wall-time", default=None, help="measured wall time of the whole run, e.g. 3h12m")
+    c.add_argument("--commit", default=None, help="the commit the run was made with (default: HEAD now)")
     k = commands.add_parser("counts", help="recompute the data-derived count tables")
     k.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the real-data folder")
     b = commands.add_parser("build", help="write docs/reproductions.md (the default)")
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
-            print(collect(args.run_dir, args.run_id, wall_time=args.wall_time))
+            print(collect(args.run_dir, args.run_id, wall_time=args.wall_time, commit=args.commit))
         elif args.command == "counts":
             for path in write_counts(args.data):
                 print(path)
