@@ -218,3 +218,28 @@ def test_a_collected_run_fills_its_section_from_its_files(tiny_run, docs_copy):
     (judgements / "sun-li.md").write_text("Verdict: sort of\n")
     with pytest.raises(build_reproductions.BuildError, match="verdict 'sort of'"):
         build_reproductions.build(results, judgements, docs_copy)
+
+
+# ---- the README's claims about these systems -------------------------------------------------------------------------
+def readme_sentences_citing_the_page(readme: str) -> list[str]:
+    """Sentences of the README that cite docs/reproductions.md together with a run of it (`run-id`)."""
+    runs = {r["id"] for s in build_reproductions.load_claims()["systems"] for r in s["runs"]}
+    text = re.sub(r"```.*?```", "", readme, flags=re.S).replace("\n", " ")
+    sentences = re.split(r"(?<=\.)\s+(?=[A-Z`])", text)
+    return [s for s in sentences if "docs/reproductions.md" in s and any(f"`{run}`" in s for run in runs)]
+
+
+def test_readme_claims_about_the_systems_agree_with_the_page():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    sentences = readme_sentences_citing_the_page(readme)
+    assert len(sentences) >= 2  # the CycleGAN fidelity sentence and the dcgan-alpha generator rows
+    backed = backing_numbers(REPO)
+    for sentence in sentences:
+        text = re.sub(r"`[^`]*`|\[[^\]]*\]\([^)]*\)", "", sentence)
+        assert sorted(_numbers(text) - backed) == [], sentence
+    # the top line counts the judgements as they stand
+    verdicts = [build_reproductions.read_judgement(s["id"])[0] for s in build_reproductions.load_claims()["systems"]]
+    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+    top = next(line for line in readme.split("\n\n") if "system by system" in line).replace("\n", " ")
+    for verdict in set(verdicts):
+        assert f"{words[verdicts.count(verdict)]} {verdict}" in top, (verdict, top)
