@@ -35,6 +35,9 @@ COSMETIC_FIELDS = frozenset({"progress", "device", "precision", "eval_batch_size
                              "checkpoint_epochs"})
 # Lists a resumed run may extend (more rows), keeping every earlier entry.
 GROWABLE_FIELDS = frozenset({"methods"})
+# Counts a resumed run may raise: more training seeds of the same cells (not in a --target-mde run, whose rounds
+# decide the seeds after the first).
+GROWABLE_COUNTS = frozenset({"seeds"})
 # Config fields naming input files (a path or a list of paths): each file's content fingerprint is kept in
 # config.json, and a resume or report whose files differ is refused. Matched on the last component of a field path.
 INPUT_FIELDS = frozenset({"data", "second_data", "extra_data", "external", "weights_path", "data_path",
@@ -164,8 +167,8 @@ def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
-    """Scientific differences between two config dicts as ``field: old -> new``; cosmetic fields and grown
-    lists (see ``COSMETIC_FIELDS``, ``GROWABLE_FIELDS``) are allowed and not listed."""
+    """Scientific differences between two config dicts as ``field: old -> new``; cosmetic fields, grown lists and
+    raised counts (see ``COSMETIC_FIELDS``, ``GROWABLE_FIELDS``, ``GROWABLE_COUNTS``) are allowed and not listed."""
     flat_old, flat_new = _flatten(old), _flatten(new)
     changes = []
     for key in sorted(set(flat_old) | set(flat_new)):
@@ -174,6 +177,10 @@ def config_changes(old: dict, new: dict) -> list[str]:
         if before == after or leaf in COSMETIC_FIELDS:
             continue
         if leaf in GROWABLE_FIELDS and isinstance(before, list) and isinstance(after, list) and set(before) <= set(after):
+            continue
+        target = f"{key[:-len(leaf)]}target_mde"
+        if (leaf in GROWABLE_COUNTS and isinstance(before, int) and isinstance(after, int) and after >= before
+                and flat_old.get(target) is None and flat_new.get(target) is None):
             continue
         changes.append(f"{key}: {before!r} -> {after!r}")
     return changes
@@ -237,7 +244,7 @@ def check_config(run_dir: str | Path, config: Any, kind: str, record: dict | Non
     changes = config_changes(_with_defaults(existing["config"], config), record["config"])
     if changes:
         raise CxrganError(f"{path}: this run was started with other settings ({'; '.join(changes)}); resume "
-                          "with the same flags (more --methods may be added) or start a new run")
+                          "with the same flags (more --methods or --seeds may be added) or start a new run")
     changed_inputs(path, existing.get("inputs"), record["inputs"], raise_on_change=True)
     return existing
 

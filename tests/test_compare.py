@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from cxrgan.cli import main
@@ -76,6 +77,15 @@ def test_resume_finishes_only_missing_runs(small_file, tmp_path, capsys):
     assert _cells_run(capsys.readouterr().out) == 2
     assert sorted(r["method"] for r in read_jsonl(run_dir / "results.jsonl")).count("repeat") == 2
     assert json.loads((run_dir / "config.json").read_text())["config"]["methods"][-1] == "repeat"
+    # More seeds extend a finished run: only the new seed's cells train, and the verdicts pair all three seeds.
+    grown = ("--methods", "none,class-weights,oversample,repeat", "--seeds", "3")
+    assert _compare(small_file, tmp_path, "--resume", str(run_dir), *grown) == 0
+    assert _cells_run(capsys.readouterr().out) == 4
+    assert sorted({r["seed"] for r in read_jsonl(run_dir / "results.jsonl")}) == [0, 1, 2]
+    assert set(pd.read_csv(run_dir / "verdicts.csv")["seeds"]) == {3}
+    # Fewer seeds would drop finished cells: refused, naming the change.
+    assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--methods", grown[1], "--seeds", "2") == 2
+    assert "seeds: 3 -> 2" in capsys.readouterr().err
 
 
 def test_dry_run_and_bad_input(small_file, tmp_path, capsys):

@@ -59,3 +59,11 @@ def test_a_config_written_by_main_loads_and_resumes(kind, data_dir, tmp_path, mo
     (tmp_path / "config.json").write_text(json.dumps(stored))
     write_config(tmp_path, today, kind=kind)  # --resume with the same flags is accepted ...
     assert json.loads((tmp_path / "config.json").read_text())["config"] == config_dict(today)  # ... and upgrades it
+
+
+def test_a_resumed_run_may_raise_its_seeds_but_not_a_target_runs():
+    assert config_changes({"run": {"seeds": 3, "target_mde": None}}, {"run": {"seeds": 5, "target_mde": None}}) == []
+    assert config_changes({"run": {"seeds": 5}}, {"run": {"seeds": 3}}) == ["run.seeds: 5 -> 3"]
+    # a --target-mde run's seeds after the first round are the rounds' to decide
+    assert config_changes({"run": {"seeds": 3, "target_mde": 0.01}}, {"run": {"seeds": 5, "target_mde": 0.01}}) == [
+        "run.seeds: 3 -> 5"]

@@ -23,7 +23,7 @@ def _compare_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--baseline", default="none", help="method the DeLong tests compare against")
     parser.add_argument("--out", default="runs", help="folder for numbered run directories")
-    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run, or extend a finished one with more --seeds or --methods")
     parser.add_argument("--target", default="labels", choices=["labels", "findings"])
     parser.add_argument("--uncertainty", default="ignore", choices=["zeros", "ones", "ignore"])
     parser.add_argument("--train-fraction", type=float, default=1.0, help="stratified fraction of the train split")

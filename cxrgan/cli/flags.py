@@ -267,7 +267,7 @@ def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, se
                        help=seeds_help or "training seeds (default %(default)s)")
     group.add_argument("--first-seed", type=int, default=0)
     group.add_argument("--out", default="runs", help="folder for numbered run directories")
-    group.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    group.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run, or extend a finished one with more --seeds or --methods")
     group.add_argument("--dry-run", action="store_true",
                        help="check data and config, print the grid and an estimated wall time, train nothing")
     group.add_argument("--device", default="auto",
