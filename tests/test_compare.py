@@ -79,6 +79,12 @@ def test_resume_finishes_only_missing_runs(small_file, tmp_path, capsys):
     assert json.loads((run_dir / "config.json").read_text())["config"]["methods"][-1] == "repeat"
     # More seeds extend a finished run: only the new seed's cells train, and the verdicts pair all three seeds.
     grown = ("--methods", "none,class-weights,oversample,repeat", "--seeds", "3")
+    # Its dry run checks the run as --resume does and times only the missing cells.
+    assert _compare(small_file, tmp_path, "--resume", str(run_dir), *grown, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "12 cells, 8 done, 4 to run:" in out and out.count("(done)") == 8 and "for the cells to run" in out
+    assert _compare(small_file, tmp_path, "--resume", str(run_dir), *grown, "--lr", "0.5", "--dry-run") == 2
+    assert "other settings (train.lr: 0.001 -> 0.5)" in capsys.readouterr().err
     assert _compare(small_file, tmp_path, "--resume", str(run_dir), *grown) == 0
     assert _cells_run(capsys.readouterr().out) == 4
     assert sorted({r["seed"] for r in read_jsonl(run_dir / "results.jsonl")}) == [0, 1, 2]

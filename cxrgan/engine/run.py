@@ -95,7 +95,11 @@ def run_recipe(recipe: Recipe, out: str | Path | None, resume_dir: str | Path | 
         is_main, processes = distributed.is_main(), distributed.world_size()
         distributed.shutdown()
         if is_main:
-            print(dry_run_text(recipe, plan, processes))
+            done: set[str] = set()
+            if resume_dir is not None:  # the same checks as the run itself, and only its missing cells are timed
+                check_resumable(Path(resume_dir), recipe.kind, recipe.config, plan.evaluation_sets, plan.groups)
+                done = done_cells(resume_dir)
+            print(dry_run_text(recipe, plan, processes, done))
         return None
     if workers > 1:
         from cxrgan.engine.workers import run_with_workers
@@ -274,22 +278,24 @@ def report_run(run_dir: str | Path, recipe: Recipe | None = None, order: Sequenc
     return report
 
 
-def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1) -> str:
+def dry_run_text(recipe: Recipe, plan: Plan, processes: int = 1, done: set[str] = frozenset()) -> str:
     """The plan of a run: config, data summary, the grid, a wall-time estimate from a measured probe of one process
     (``processes`` > 1: the run's torchrun processes, which share every batch), and the traced peak device memory
-    of the models' steps."""
+    of the models' steps. ``done``: the cells a resumed run already has (listed as done, not timed)."""
     from dataclasses import asdict
 
     estimates = recipe.estimate(plan)
-    lines = [json.dumps(asdict(recipe.config), indent=2, default=str), "", plan.summary, "",
-             f"{len(plan.cells)} cells:"]
+    todo = [c for c in plan.cells if c.name not in done]
+    counts = f"{len(plan.cells)} cells" + (f", {len(plan.cells) - len(todo)} done, {len(todo)} to run" if done else "")
+    lines = [json.dumps(asdict(recipe.config), indent=2, default=str), "", plan.summary, "", f"{counts}:"]
     for cell in plan.cells:
         seconds = estimates.get(cell.name)
-        lines.append(f"  {cell.label}" + (f"  (~{clock(seconds)})" if seconds is not None else ""))
-    total = sum(estimates.get(c.name, 0.0) for c in plan.cells) if estimates else None
+        mark = "  (done)" if cell.name in done else f"  (~{clock(seconds)})" if seconds is not None else ""
+        lines.append(f"  {cell.label}{mark}")
+    total = sum(estimates.get(c.name, 0.0) for c in todo) if estimates else None
     if total is not None:
-        lines.append(f"estimated wall time: {clock(total)} on this machine (from a probe of a few timed steps of "
-                     "each model; load from other programs makes it longer)")
+        lines.append(f"estimated wall time: {clock(total)} on this machine{' for the cells to run' if done else ''} "
+                     "(from a probe of a few timed steps of each model; load from other programs makes it longer)")
         if processes > 1:
             lines.append(f"  (probed as one process; the {processes} torchrun processes share each batch: at best "
                          f"1/{processes} of it, plus their gradient exchanges)")
