@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,26 +103,20 @@ def read_judgement(system_id: str, judgements: Path = JUDGEMENTS) -> tuple[str, 
 
 
 # ---- collect: a finished run into docs/results/<run> ---------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def run_provenance(run_dir: Path) -> tuple[str, str]:
+    """(commit, CPU) of a run: from its invocations.jsonl (each distinct one, in order), else the checkout and CPU at
+    hand (a run made before runs recorded their code)."""
+    from cxrgan.io import read_jsonl
+    from cxrgan.provenance import INVOCATIONS, cpu_model, git_commit
 
-
-def git_commit(repo: Path = REPO) -> str:
-    """HEAD of the repository, with "+dirty" when tracked files differ from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+    path = run_dir / INVOCATIONS
+    if not path.is_file():
+        return git_commit(REPO) or "unknown", cpu_model()
+    invocations = read_jsonl(path)
+    commits = list(dict.fromkeys(i.get("commit") or f"cxrgan {i.get('cxrgan', '?')} (no git checkout)"
+                                 for i in invocations))
+    cpus = list(dict.fromkeys(i.get("cpu", "unknown") for i in invocations))
+    return ", ".join(commits), ", ".join(cpus)
 
 
 def clock(seconds: float) -> str:
@@ -160,6 +152,7 @@ def collect(run_dir: Path, run_id: str, results: Path = RESULTS, wall_time: str 
             tables.append({"stem": stem, "title": titles.get(stem) or _markdown_title(run_dir / f"{stem}.md"),
                            "role": "detail"})
     records = [json.loads(p.read_text()) for p in sorted((run_dir / "records").glob("*.json"))]
+    found_commit, cpu = run_provenance(run_dir)
     if not records:
         raise BuildError(f"{run_dir}: no finished cells")
     target = results / run_id
@@ -181,8 +174,8 @@ def collect(run_dir: Path, run_id: str, results: Path = RESULTS, wall_time: str 
         "cells": len(records),
         "cell_time": clock(sum(float(r.get("seconds", 0.0)) for r in records)),
         "wall_time": wall_time or "",
-        "commit": commit or git_commit(),
-        "cpu": cpu_model(),
+        "commit": commit or found_commit,
+        "cpu": cpu,
         "run_directory": run_dir.name,
         "tables": tables,
     }
@@ -413,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("run_dir", type=Path)
     c.add_argument("--as", dest="run_id", required=True, help="the run's id in docs/results/claims.json")
     c.add_argument("--wall-time", default=None, help="measured wall time of the whole run, e.g. 3h12m")
-    c.add_argument("--commit", default=None, help="the commit the run was made with (default: HEAD now)")
+    c.add_argument("--commit", default=None, help="the commit the run was made with (default: as the run recorded it, else HEAD now)")
     k = commands.add_parser("counts", help="recompute the data-derived count tables")
     k.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the real-data folder")
     b = commands.add_parser("build", help="write docs/reproductions.md (the default)")

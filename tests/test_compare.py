@@ -8,10 +8,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from cxrgan import __version__
 from cxrgan.cli import main
 from cxrgan.data import save_npz
 from cxrgan.io import read_jsonl
+from cxrgan.provenance import cpu_model, git_commit
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +67,10 @@ def test_resume_finishes_only_missing_runs(small_file, tmp_path, capsys):
     assert _compare(small_file, tmp_path, "--resume", str(run_dir)) == 0
     assert _cells_run(capsys.readouterr().out) == 2  # only the two missing (method, seed) pairs ran
     assert len(read_jsonl(run_dir / "results.jsonl")) == 6
+    # each start and resume records the code and machine behind it
+    started, resumed = read_jsonl(run_dir / "invocations.jsonl")
+    assert resumed["command"].endswith(f"--resume {run_dir}") and started["torch"] == torch.__version__
+    assert started["commit"] == git_commit() and started["cpu"] == cpu_model() and started["cxrgan"] == __version__
     # A different config cannot resume this run; nor can one that drops a method.
     assert _compare(small_file, tmp_path, "--resume", str(run_dir), "--lr", "0.5") == 2
     assert "other settings (train.lr: 0.001 -> 0.5)" in capsys.readouterr().err

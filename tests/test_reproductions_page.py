@@ -16,6 +16,7 @@ import pytest
 from cxrgan.classify import TrainConfig
 from cxrgan.data import save_npz
 from cxrgan.engine.spec import RunSpec
+from cxrgan.io import read_jsonl
 from cxrgan.recipes.compare import CompareConfig
 from cxrgan.recipes.dcgan_alpha import DcganAlpha, DcganAlphaConfig
 from cxrgan.engine import run_recipe
@@ -186,6 +187,10 @@ def test_a_collected_run_fills_its_section_from_its_files(tiny_run, docs_copy):
     results, judgements = docs_copy / "docs" / "results", docs_copy / "docs" / "judgements"
     with pytest.raises(build_reproductions.BuildError, match="made by 'dcgan-alpha'.*'cyclegan-complement'"):
         build_reproductions.collect(tiny_run, "malygina-paper", results=results)
+    recorded = build_reproductions.collect(tiny_run, "sun-li", results=results, wall_time="0h01m")
+    made_by = read_jsonl(tiny_run / "invocations.jsonl")[0]  # the commit and CPU the run recorded, not typed in
+    assert json.loads((recorded / "run.json").read_text())["commit"] == (made_by["commit"] or
+                                                                        f"cxrgan {made_by['cxrgan']} (no git checkout)")
     target = build_reproductions.collect(tiny_run, "sun-li", results=results, wall_time="0h01m", commit="abc")
     info = json.loads((target / "run.json").read_text())
     assert info["seeds"] == 2 and info["cells"] == 7 and info["command"] == ["cxrgan recipe dcgan-alpha --seeds 2 (test)"]

@@ -56,7 +56,7 @@ def _compare(args: argparse.Namespace) -> None:
         train=train_config(args), generators=generator_settings(args), extra_data=args.gan_extra_data,
         synthetic=synthetic_files(args),
     )
-    run_compare(config, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
+    run_compare(config, args.out, resume_dir=args.resume, command=shell_command(args), dry_run=args.dry_run,
                 progress=not args.no_progress, **grid_options(args))
 
 

@@ -166,9 +166,9 @@ def _plain(number: float) -> str:
     return str(int(number)) if number.is_integer() else str(number)
 
 
-def shell_command() -> str:
-    """The command line as typed, so reports can show exactly how a run was made."""
-    return " ".join(shlex.quote(a) for a in ["cxrgan", *sys.argv[1:]])
+def shell_command(args: argparse.Namespace) -> str:
+    """The command line as typed (the arguments ``main`` was given), so reports can show exactly how a run was made."""
+    return " ".join(shlex.quote(a) for a in ["cxrgan", *getattr(args, "argv", sys.argv[1:])])
 
 
 def add_external_flags(parser: argparse.ArgumentParser, default_note: str) -> None:
@@ -286,7 +286,7 @@ def add_run_flags(parser: argparse.ArgumentParser, default_seeds: int | None, se
 def run(recipe, args: argparse.Namespace) -> None:
     from cxrgan.engine.run import run_recipe
 
-    run_recipe(recipe, args.out, resume_dir=args.resume, command=shell_command(), dry_run=args.dry_run,
+    run_recipe(recipe, args.out, resume_dir=args.resume, command=shell_command(args), dry_run=args.dry_run,
                progress=not args.no_progress, **grid_options(args))
 
 

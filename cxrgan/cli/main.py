@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Under torchrun every process runs it; rank 0 alone prints results and the errors that every
     process raised alike, another rank prints only an error of its own (prefixed with its rank)."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     rank = distributed.env_rank() if distributed.launched_by_torchrun() else 0
     prefix = f"process {rank}: " if rank else ""
     stdout = sys.stdout

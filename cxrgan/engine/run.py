@@ -2,7 +2,8 @@
 plan before anything trains, then owns the run directory, resume, progress with ETA, stored scores, tables and report.
 
 A run directory holds ``.cxrgan-run`` (the marker of a folder cxrgan made, :mod:`cxrgan.runs`), ``config.json`` (the
-resolved config, the recipe's kind and a fingerprint of every input file), ``command.txt``, ``labels.npz`` (the real
+resolved config, the recipe's kind and a fingerprint of every input file), ``command.txt``, ``invocations.jsonl``
+(per start, resume or shard: its command, cxrgan version and git commit, torch, Python, CPU), ``labels.npz`` (the real
 labels of every evaluation set and the patient of each row, so tables can be rebuilt without the data), per finished
 cell ``scores/<cell>.npz`` (per evaluation set, the (N, K) scores of its model) and ``records/<cell>.json`` (the
 done-set; ``results.jsonl`` lists them all in plan order, see :mod:`cxrgan.engine.store`), the tables
@@ -29,7 +30,8 @@ from cxrgan.engine.target import clock, dry_run_lines, read_rounds, with_stop_re
 from cxrgan.engine.store import (CLAIMS_DIR, Results, adopt_legacy_results, check_resumable, claim_path, done_cells,
                                  save_cell, save_labels, write_results_view)
 from cxrgan.errors import CxrganError, RankAgreedError
-from cxrgan.io import write_json
+from cxrgan.io import append_jsonl, write_json
+from cxrgan.provenance import INVOCATIONS, invocation
 from cxrgan.report.html import check_report_target, write_report
 from cxrgan.report.tables import to_markdown, write_tables
 from cxrgan.runs import new_run_dir, shared_run_dir, write_config
@@ -64,6 +66,7 @@ def open_run(recipe: Recipe, plan: Plan, out: str | Path, resume_dir: str | Path
     if command:
         with open(run_dir / "command.txt", "a", encoding="utf-8") as f:  # appended: a resumed run adds its line
             f.write(command + "\n")
+    append_jsonl(run_dir / INVOCATIONS, invocation(command))
     save_labels(run_dir, plan.evaluation_sets, plan.label_names, plan.class_names, plan.subgroups, plan.groups)
     for table in plan.data_tables:
         write_tables(table.frame, run_dir / table.stem, title=table.title, notes=table.notes)
