@@ -29,13 +29,15 @@ def cpu_model() -> str:
 
 
 def git_commit(where: Path = PACKAGE_DIR) -> str | None:
-    """The commit of the git checkout holding ``where`` (12 hex digits, "+dirty" when tracked files differ from it);
-    None for an installed copy outside a checkout, or without git."""
+    """The commit of the git checkout whose top folder holds the package ``where`` (12 hex digits, "+dirty" when
+    tracked files differ from it); None for an installed copy (even one inside some other repository) or without git."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, check=True,
                               timeout=30).stdout.strip()
 
     try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != where.parent:
+            return None
         head = git("rev-parse", "--short=12", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
