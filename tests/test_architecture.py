@@ -13,15 +13,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrgan"
 
 # Lowest first. The ground floor holds the small shared modules every floor may use (errors, atomic files, devices,
-# processes, claims, numbered run directories and their configs). ``report`` renders tables, figures and the HTML
-# page from a run directory's files: it sits below the engine, which writes reports, and knows no engine or recipe.
+# processes, claims, numbered run directories and their configs, the provenance of a run). ``report`` renders tables,
+# figures and the HTML page from a run directory's files: it sits below the engine, which writes reports, and knows
+# no engine or recipe.
 FLOORS = ("ground", "data", "generators", "balance", "classify", "evaluate", "report", "engine", "recipes", "cli")
 # The modules at the package's top level and their floors: the shared ground; ``plugins`` (installed packages'
 # generators and methods) registers into the balance floor's registries; ``testing`` (the contract checks for
 # plugin authors, on the recipes' default data) and ``__main__`` stand on top, with the command line.
 TOP_LEVEL = {"__init__": "ground", "errors": "ground", "io": "ground", "device": "ground", "distributed": "ground",
-             "claims": "ground", "runs": "ground", "memory": "ground", "plugins": "balance", "testing": "cli",
-             "__main__": "cli"}
+             "claims": "ground", "runs": "ground", "memory": "ground", "provenance": "ground", "plugins": "balance",
+             "testing": "cli", "__main__": "cli"}
 
 
 def floor(module: str) -> str:
