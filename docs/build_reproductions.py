@@ -111,7 +111,7 @@ def run_provenance(run_dir: Path) -> tuple[str, str]:
 
     path = run_dir / INVOCATIONS
     if not path.is_file():
-        return git_commit(REPO) or "unknown", cpu_model()
+        return git_commit(REPO / "cxrgan") or "unknown", cpu_model()
     invocations = read_jsonl(path)
     commits = list(dict.fromkeys(i.get("commit") or f"cxrgan {i.get('cxrgan', '?')} (no git checkout)"
                                  for i in invocations))
